@@ -1,0 +1,47 @@
+"""arrayrnn: RNN, LSTM and GRU written once against the Python array API standard.
+
+The same call runs on NumPy, CuPy, torch, JAX and array-api-strict arrays: functions follow the
+namespace of their inputs; functions that create arrays use the selected backend.
+"""
+
+from __future__ import annotations
+
+from .backend import (
+    BackendMismatchError,
+    BackendUnavailableError,
+    available_backends,
+    get_backend,
+    set_backend,
+    to_backend,
+    to_numpy,
+    use_backend,
+)
+from .cells import gru_cell, lstm_cell, rnn_cell
+from .params import GRUParams, LSTMParams, RNNParams, init_gru, init_lstm, init_rnn
+from .sequence import gru, lstm, rnn
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BackendMismatchError",
+    "BackendUnavailableError",
+    "GRUParams",
+    "LSTMParams",
+    "RNNParams",
+    "__version__",
+    "available_backends",
+    "get_backend",
+    "gru",
+    "gru_cell",
+    "init_gru",
+    "init_lstm",
+    "init_rnn",
+    "lstm",
+    "lstm_cell",
+    "rnn",
+    "rnn_cell",
+    "set_backend",
+    "to_backend",
+    "to_numpy",
+    "use_backend",
+]

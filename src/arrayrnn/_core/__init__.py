@@ -1,0 +1,1 @@
+"""Generic core: written only against the array API standard; the reference for every backend."""

@@ -1,0 +1,48 @@
+"""The time loop, written once for every cell: lengths, reverse and state carrying.
+
+Semantics (PyTorch packed sequences and ONNX ``sequence_lens`` agree): step ``t`` of sequence
+``b`` is valid when ``t < lengths[b]``. A padded step writes 0 to ``y`` and leaves the state
+unchanged, so the final state is the one after the last valid step. ``reverse=True`` runs from
+``t = T-1`` down to 0 with the same mask, which runs each sequence backwards over its *own* valid
+steps (the state stays at its initial value until ``t = lengths[b] - 1``) and keeps outputs at
+their original time positions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Optional
+
+Array = Any
+#: step(gx_t (B, G*H), state tuple) -> new state tuple; the output is new_state[0]
+Step = Callable[[Array, tuple[Array, ...]], tuple[Array, ...]]
+
+
+def scan(
+    xp: Any,
+    step: Step,
+    gx: Array,
+    state: Sequence[Array],
+    lengths: Optional[Array] = None,
+    reverse: bool = False,
+) -> tuple[Array, tuple[Array, ...]]:
+    """Run ``step`` over the time axis of ``gx (T, B, G*H)`` from ``state``.
+
+    ``T >= 1`` (the public functions check it). Returns ``y (T, B, H_out)`` (the first state
+    component at every step) and the final state.
+    """
+    steps = gx.shape[0]
+    state = tuple(state)
+    outputs: list[Array] = [None] * steps  # type: ignore[list-item]
+    zero_output = xp.zeros_like(state[0])
+    order = range(steps - 1, -1, -1) if reverse else range(steps)
+    for t in order:
+        new_state = step(gx[t, ...], state)
+        if lengths is None:
+            state = new_state
+            outputs[t] = new_state[0]
+        else:
+            valid = xp.reshape(lengths > t, (-1, 1))
+            state = tuple(xp.where(valid, new, old) for new, old in zip(new_state, state))
+            outputs[t] = xp.where(valid, new_state[0], zero_output)
+    return xp.stack(outputs, axis=0), state

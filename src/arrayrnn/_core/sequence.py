@@ -1,0 +1,67 @@
+"""Generic one-layer sequence functions: input projection in one matmul, then the shared scan.
+
+Signature shared with every fast path (see ``_fast/registry.py``): arguments are already
+validated and normalised — ``x (T, B, I)`` time-major, ``state`` a tuple of ``(B, ·)`` arrays,
+``lengths (B,)`` integer or ``None`` — and the result is ``(y (T, B, H_out), final_state_tuple)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from .scan import scan
+from .steps import gru_step, lstm_step, project_inputs, rnn_step
+
+Array = Any
+
+
+def rnn_sequence(
+    xp: Any,
+    x: Array,
+    params: Any,
+    state: tuple[Array],
+    lengths: Optional[Array],
+    reverse: bool,
+    *,
+    nonlinearity: str = "tanh",
+) -> tuple[Array, tuple[Array, ...]]:
+    def step(gx_t: Array, carry: tuple[Array, ...]) -> tuple[Array, ...]:
+        return (rnn_step(xp, gx_t, carry[0], params, nonlinearity),)
+
+    return scan(xp, step, project_inputs(xp, x, params), state, lengths, reverse)
+
+
+def lstm_sequence(
+    xp: Any,
+    x: Array,
+    params: Any,
+    state: tuple[Array, Array],
+    lengths: Optional[Array],
+    reverse: bool,
+    *,
+    coupled: bool = False,
+    clip: Optional[float] = None,
+) -> tuple[Array, tuple[Array, ...]]:
+    def step(gx_t: Array, carry: tuple[Array, ...]) -> tuple[Array, ...]:
+        return lstm_step(xp, gx_t, carry[0], carry[1], params, coupled, clip)
+
+    return scan(xp, step, project_inputs(xp, x, params), state, lengths, reverse)
+
+
+def gru_sequence(
+    xp: Any,
+    x: Array,
+    params: Any,
+    state: tuple[Array],
+    lengths: Optional[Array],
+    reverse: bool,
+    *,
+    linear_before_reset: bool = True,
+) -> tuple[Array, tuple[Array, ...]]:
+    def step(gx_t: Array, carry: tuple[Array, ...]) -> tuple[Array, ...]:
+        return (gru_step(xp, gx_t, carry[0], params, linear_before_reset),)
+
+    return scan(xp, step, project_inputs(xp, x, params), state, lengths, reverse)
+
+
+GENERIC = {"rnn": rnn_sequence, "lstm": lstm_sequence, "gru": gru_sequence}

@@ -1,0 +1,261 @@
+"""Argument checks done once at the public boundary, with messages that name the argument.
+
+Everything here only reads its inputs. The checks run before any computation, so a bad call
+never leaves partial results behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+from typing import Any, Optional
+
+from .backend import namespace_of
+from .params import GRUParams, LSTMParams, RNNParams
+
+Array = Any
+
+PARAMS_CLASSES = {"rnn": RNNParams, "lstm": LSTMParams, "gru": GRUParams}
+NONLINEARITIES = ("tanh", "relu")
+
+
+def dtype_name(dtype: Any) -> str:
+    return str(dtype).replace("torch.", "").replace("dtype(", "").replace(")", "").strip("'\"")
+
+
+def shape_text(shape: Any) -> str:
+    return "(" + ", ".join(str(n) for n in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def _is_floating(xp: Any, array: Array) -> bool:
+    return bool(xp.isdtype(array.dtype, "real floating"))
+
+
+def check_params(params: Any, kind: str, arg: str = "params") -> tuple[Any, str, Any]:
+    """Check one params object's type, shapes, dtypes and placement; returns (xp, backend, device)."""
+    expected_class = PARAMS_CLASSES[kind]
+    if not isinstance(params, expected_class):
+        raise TypeError(
+            f"{arg} must be an arrayrnn.{expected_class.__name__} (see arrayrnn.init_{kind}), "
+            f"got {type(params).__name__}"
+        )
+    arrays = {f"{arg}.{f.name}": getattr(params, f.name) for f in dataclasses.fields(params)}
+    xp, backend, device = namespace_of(**arrays)
+    present = {name: value for name, value in arrays.items() if value is not None}
+    reference_dtype = params.weight_ih.dtype
+    for name, value in present.items():
+        if not _is_floating(xp, value):
+            raise TypeError(f"{name} must be a floating-point array, got dtype {dtype_name(value.dtype)}")
+        if value.dtype != reference_dtype:
+            raise TypeError(
+                f"{name} has dtype {dtype_name(value.dtype)} but {arg}.weight_ih has "
+                f"{dtype_name(reference_dtype)}; all params must share one dtype"
+            )
+    gates = expected_class.gates
+    weight_ih, weight_hh = params.weight_ih, params.weight_hh
+    if weight_ih.ndim != 2 or weight_ih.shape[0] % gates != 0 or weight_ih.shape[0] == 0:
+        raise ValueError(
+            f"{arg}.weight_ih must have shape ({gates}*hidden_size, input_size), got {shape_text(weight_ih.shape)}"
+        )
+    hidden = weight_ih.shape[0] // gates
+    recurrent = hidden
+    if kind == "lstm" and params.weight_hr is not None:
+        weight_hr = params.weight_hr
+        if weight_hr.ndim != 2 or weight_hr.shape[1] != hidden or not 0 < weight_hr.shape[0]:
+            raise ValueError(
+                f"{arg}.weight_hr must have shape (proj_size, hidden_size={hidden}), got {shape_text(weight_hr.shape)}"
+            )
+        recurrent = weight_hr.shape[0]
+    expected_hh = (gates * hidden, recurrent)
+    if tuple(weight_hh.shape) != expected_hh:
+        what = "proj_size" if recurrent != hidden else "hidden_size"
+        raise ValueError(
+            f"{arg}.weight_hh must have shape ({gates}*hidden_size, {what}) = {shape_text(expected_hh)}, "
+            f"got {shape_text(weight_hh.shape)}"
+        )
+    for name in ("bias_ih", "bias_hh"):
+        bias = getattr(params, name)
+        if bias is not None and tuple(bias.shape) != (gates * hidden,):
+            raise ValueError(
+                f"{arg}.{name} must have shape ({gates}*hidden_size,) = ({gates * hidden},), "
+                f"got {shape_text(bias.shape)}"
+            )
+    if kind == "lstm":
+        for name in ("peephole_i", "peephole_f", "peephole_o"):
+            peephole = getattr(params, name)
+            if peephole is not None and tuple(peephole.shape) != (hidden,):
+                raise ValueError(
+                    f"{arg}.{name} must have shape (hidden_size,) = ({hidden},), got {shape_text(peephole.shape)}"
+                )
+    return xp, backend, device
+
+
+def check_options(kind: str, options: dict[str, Any]) -> None:
+    """Check the cell-specific keyword options."""
+    if kind == "rnn":
+        if options.get("nonlinearity") not in NONLINEARITIES:
+            raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {options.get('nonlinearity')!r}")
+    if kind == "lstm":
+        if not isinstance(options.get("coupled"), bool):
+            raise TypeError(f"coupled must be True or False, got {options.get('coupled')!r}")
+        clip = options.get("clip")
+        if clip is not None and (isinstance(clip, bool) or not isinstance(clip, numbers.Real) or not clip > 0):
+            raise ValueError(f"clip must be None or a positive number, got {clip!r}")
+    if kind == "gru" and not isinstance(options.get("linear_before_reset"), bool):
+        raise TypeError(f"linear_before_reset must be True or False, got {options.get('linear_before_reset')!r}")
+
+
+def _check_flag(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+
+
+def _state_names(kind: str, prefix: str) -> tuple[str, ...]:
+    return (f"{prefix}[0] (h)", f"{prefix}[1] (c)") if kind == "lstm" else (prefix,)
+
+
+def _state_tuple(kind: str, state: Any, arg: str) -> Optional[tuple[Array, ...]]:
+    if state is None:
+        return None
+    if kind == "lstm":
+        if not isinstance(state, (tuple, list)) or len(state) != 2:
+            raise TypeError(f"{arg} must be a tuple (h, c) of two arrays or None, got {type(state).__name__}")
+        return tuple(state)
+    if isinstance(state, (tuple, list)):
+        raise TypeError(f"{arg} must be one array (h) or None, got a {type(state).__name__}")
+    return (state,)
+
+
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    """Validated and normalised arguments: time-major, batched, state as a tuple."""
+
+    xp: Any
+    backend: str
+    device: Any
+    x: Array  # (T, B, I) for sequences, (B, I) for cells
+    state: tuple[Array, ...]
+    lengths: Optional[Array]
+    unbatched: bool
+
+
+def _check_input_dtype(xp: Any, x: Array, params: Any, arg: str) -> None:
+    if not _is_floating(xp, x):
+        raise TypeError(f"{arg} must be a floating-point array, got dtype {dtype_name(x.dtype)}")
+    if x.dtype != params.weight_ih.dtype:
+        raise TypeError(
+            f"{arg} has dtype {dtype_name(x.dtype)} but params are {dtype_name(params.weight_ih.dtype)}; "
+            f"convert one of them explicitly (e.g. params via init_*(..., dtype=...))"
+        )
+
+
+def _state_shapes(kind: str, params: Any, batch: int) -> tuple[tuple[int, ...], ...]:
+    hidden = params.hidden_size
+    if kind == "lstm":
+        return ((batch, params.output_size), (batch, hidden))
+    return ((batch, hidden),)
+
+
+def _prepare_state(
+    xp: Any, kind: str, state: Any, params: Any, batch: int, unbatched: bool, arg: str, device: Any
+) -> tuple[Array, ...]:
+    states = _state_tuple(kind, state, arg)
+    shapes = _state_shapes(kind, params, batch)
+    if states is None:
+        return tuple(xp.zeros(shape, dtype=params.weight_ih.dtype, device=device) for shape in shapes)
+    names = _state_names(kind, arg)
+    prepared = []
+    for name, value, shape in zip(names, states, shapes):
+        expected = shape[1:] if unbatched else shape
+        if not _is_floating(xp, value):
+            raise TypeError(f"{name} must be a floating-point array, got dtype {dtype_name(value.dtype)}")
+        if value.dtype != params.weight_ih.dtype:
+            raise TypeError(
+                f"{name} has dtype {dtype_name(value.dtype)} but params are {dtype_name(params.weight_ih.dtype)}"
+            )
+        if tuple(value.shape) != expected:
+            layout = "(H,)" if unbatched else "(B, H)"
+            if kind == "lstm" and name.endswith("(h)") and params.proj_size:
+                layout = "(P,)" if unbatched else "(B, P)"
+            raise ValueError(
+                f"{name} must have shape {layout} = {shape_text(expected)}, got {shape_text(value.shape)}"
+                + ("; states are never batch-first or layer-stacked in the function API" if value.ndim == 3 else "")
+            )
+        prepared.append(xp.reshape(value, shape) if unbatched else value)
+    return tuple(prepared)
+
+
+def _prepare_lengths(xp: Any, backend: str, lengths: Any, batch: int, steps: int, device: Any) -> Optional[Array]:
+    if lengths is None:
+        return None
+    if isinstance(lengths, (list, tuple)):
+        if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in lengths):
+            raise TypeError("lengths must be an integer array or a list of integers")
+        lengths = xp.asarray(list(lengths), dtype=xp.int64, device=device)
+    if not xp.isdtype(lengths.dtype, "integral"):
+        raise TypeError(f"lengths must be an integer array, got dtype {dtype_name(lengths.dtype)}")
+    if tuple(lengths.shape) != (batch,):
+        raise ValueError(f"lengths must have shape (B,) = ({batch},), got {shape_text(lengths.shape)}")
+    if backend != "dask":  # dask values are lazy: checked when the blocks run
+        low, high = int(xp.min(lengths)), int(xp.max(lengths))
+        if low < 0 or high > steps:
+            raise ValueError(f"lengths must lie in [0, T={steps}], got values from {low} to {high}")
+    return lengths
+
+
+def prepare_sequence(
+    kind: str, x: Any, params: Any, state: Any, lengths: Any, batch_first: bool, reverse: bool, options: dict[str, Any]
+) -> Prepared:
+    """Validate a sequence call; returns time-major, batched arguments."""
+    check_params(params, kind)
+    check_options(kind, options)
+    _check_flag("batch_first", batch_first)
+    _check_flag("reverse", reverse)
+    states = _state_tuple(kind, state, "state") or ()
+    state_arrays = dict(zip(_state_names(kind, "state"), states))
+    lengths_array = None if isinstance(lengths, (list, tuple)) else lengths
+    xp, backend, device = namespace_of(
+        x=x, **state_arrays, lengths=lengths_array, **{"params.weight_ih": params.weight_ih}
+    )
+    if x.ndim not in (2, 3):
+        layout = "(B, T, I)" if batch_first else "(T, B, I)"
+        raise ValueError(f"x must have shape {layout} or unbatched (T, I), got {shape_text(x.shape)}")
+    _check_input_dtype(xp, x, params, "x")
+    unbatched = x.ndim == 2
+    if unbatched:
+        if lengths is not None:
+            raise ValueError("lengths needs batched x of shape (T, B, I) or (B, T, I); x is unbatched (T, I)")
+        x = xp.reshape(x, (x.shape[0], 1, x.shape[1]))
+    elif batch_first:
+        x = xp.permute_dims(x, (1, 0, 2))
+    steps, batch, features = x.shape
+    if features != params.input_size:
+        raise ValueError(f"x has {features} features in its last axis but params expect input_size={params.input_size}")
+    if steps == 0:
+        raise ValueError("x must have at least one time step, got T=0")
+    prepared_state = _prepare_state(xp, kind, state, params, batch, unbatched, "state", device)
+    prepared_lengths = _prepare_lengths(xp, backend, lengths, batch, steps, device)
+    return Prepared(xp, backend, device, x, prepared_state, prepared_lengths, unbatched)
+
+
+def prepare_cell(kind: str, x: Any, state: Any, params: Any, options: dict[str, Any], state_arg: str) -> Prepared:
+    """Validate a cell call; returns batched ``x (B, I)`` and the state tuple."""
+    check_params(params, kind)
+    check_options(kind, options)
+    states = _state_tuple(kind, state, state_arg)
+    if states is None:
+        raise TypeError(f"{state_arg} is required for a cell step (use zeros for a fresh start)")
+    state_arrays = dict(zip(_state_names(kind, state_arg), states))
+    xp, backend, device = namespace_of(x=x, **state_arrays, **{"params.weight_ih": params.weight_ih})
+    if x.ndim not in (1, 2):
+        raise ValueError(f"x must have shape (B, I) or unbatched (I,), got {shape_text(x.shape)}")
+    _check_input_dtype(xp, x, params, "x")
+    unbatched = x.ndim == 1
+    if unbatched:
+        x = xp.reshape(x, (1, x.shape[0]))
+    if x.shape[1] != params.input_size:
+        raise ValueError(
+            f"x has {x.shape[1]} features in its last axis but params expect input_size={params.input_size}"
+        )
+    prepared_state = _prepare_state(xp, kind, state, params, x.shape[0], unbatched, state_arg, device)
+    return Prepared(xp, backend, device, x, prepared_state, None, unbatched)

@@ -1,0 +1,317 @@
+"""Everything about backends: names <-> namespaces, selection, availability, transfers, errors.
+
+No GPU library (and nothing heavy) is imported here at import time: each backend is imported the
+first time it is asked for, so ``import arrayrnn`` needs NumPy alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "BACKEND_NAMES",
+    "BackendMismatchError",
+    "BackendUnavailableError",
+    "available_backends",
+    "backend_name",
+    "backend_status",
+    "get_backend",
+    "namespace",
+    "namespace_of",
+    "set_backend",
+    "to_backend",
+    "to_numpy",
+    "use_backend",
+]
+
+#: every backend name the selector knows, in the order ``available_backends`` reports them
+BACKEND_NAMES = ("numpy", "cupy", "array_api_strict", "torch", "jax", "dask")
+
+_INSTALL_HINTS = {
+    "cupy": 'pip install "arrayrnn[cuda12]"  (or "arrayrnn[cuda13]" for CUDA 13)',
+    "array_api_strict": "pip install array-api-strict",
+    "torch": "pip install torch",
+    "jax": "pip install jax",
+    "dask": 'pip install "arrayrnn[dask]"',
+}
+
+
+class BackendMismatchError(TypeError):
+    """Arrays from two backends (or two devices) were passed to one call."""
+
+
+class BackendUnavailableError(RuntimeError):
+    """A backend was asked for that is unknown, not installed, or has no usable device."""
+
+
+# --------------------------------------------------------------------------------------------
+# availability
+
+
+def _probe_cupy() -> ModuleType:
+    import cupy
+
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as error:  # CUDA driver missing or broken: cupy imports but cannot run
+        raise BackendUnavailableError(f"CuPy is installed but CUDA is not usable: {error}") from error
+    if count == 0:
+        raise BackendUnavailableError("CuPy is installed but no CUDA device is visible")
+    return cupy
+
+
+def _import_namespace(name: str) -> ModuleType:
+    """The array API namespace of backend ``name``; raises ImportError/BackendUnavailableError."""
+    if name == "numpy":
+        import array_api_compat.numpy as xp
+    elif name == "cupy":
+        _probe_cupy()
+        import array_api_compat.cupy as xp
+    elif name == "array_api_strict":
+        import array_api_strict as xp
+    elif name == "torch":
+        import array_api_compat.torch as xp
+    elif name == "jax":
+        import jax
+        import jax.numpy as xp
+
+        jax.config.update("jax_enable_x64", True)  # float64 params must stay float64
+    elif name == "dask":
+        import array_api_compat.dask.array as xp
+    else:
+        raise BackendUnavailableError(f"unknown backend {name!r}; expected one of {', '.join(BACKEND_NAMES)} or 'auto'")
+    return xp
+
+
+_status_cache: dict[str, str | None] = {}
+
+
+def backend_status(name: str) -> str | None:
+    """``None`` when backend ``name`` is usable, else the reason it is not (cached)."""
+    if name not in _status_cache:
+        try:
+            _import_namespace(name)
+            _status_cache[name] = None
+        except ImportError as error:
+            _status_cache[name] = f"not installed ({error}); install with: {_INSTALL_HINTS.get(name, '')}"
+        except BackendUnavailableError as error:
+            _status_cache[name] = f"{error}; install with: {_INSTALL_HINTS.get(name, '')}"
+    return _status_cache[name]
+
+
+def available_backends() -> list[str]:
+    """The names of the backends that import and have a usable device, ``"numpy"`` first."""
+    return [name for name in BACKEND_NAMES if backend_status(name) is None]
+
+
+def _resolve(name: str) -> str:
+    """Map ``"auto"`` to a concrete name and check the backend is usable."""
+    if not isinstance(name, str):
+        raise TypeError(f"backend must be a string name, got {type(name).__name__}")
+    if name == "auto":
+        return "cupy" if backend_status("cupy") is None else "numpy"
+    if name not in BACKEND_NAMES:
+        raise BackendUnavailableError(f"unknown backend {name!r}; expected one of {', '.join(BACKEND_NAMES)} or 'auto'")
+    reason = backend_status(name)
+    if reason is not None:
+        raise BackendUnavailableError(f"backend {name!r} is unavailable: {reason}")
+    return name
+
+
+def namespace(name: str | None = None) -> ModuleType:
+    """The array API namespace of backend ``name`` (default: the current backend)."""
+    return _import_namespace(_resolve(name if name is not None else get_backend()))
+
+
+# --------------------------------------------------------------------------------------------
+# selection: innermost use_backend -> set_backend -> $ARRAYRNN_BACKEND -> "numpy"
+
+_context_backend: ContextVar[str | None] = ContextVar("arrayrnn_backend", default=None)
+_global_backend: str | None = None
+
+
+def set_backend(name: str | None) -> None:
+    """Set the process-wide default backend for functions that create arrays (``None`` clears it)."""
+    global _global_backend
+    _global_backend = None if name is None else _resolve(name)
+
+
+@contextlib.contextmanager
+def use_backend(name: str) -> Iterator[str]:
+    """Within the block (this thread/task only), new arrays are created on backend ``name``."""
+    token = _context_backend.set(_resolve(name))
+    try:
+        yield _context_backend.get()  # type: ignore[misc]
+    finally:
+        _context_backend.reset(token)
+
+
+def get_backend() -> str:
+    """The backend new arrays are created on now."""
+    name = _context_backend.get() or _global_backend or os.environ.get("ARRAYRNN_BACKEND") or "numpy"
+    return _resolve(name)
+
+
+# --------------------------------------------------------------------------------------------
+# from arrays to backends
+
+
+def backend_name(array: Any) -> str:
+    """The backend name of one array (raises TypeError for non-arrays)."""
+    import array_api_compat as compat
+
+    if isinstance(array, np.ndarray) or isinstance(array, np.generic):
+        return "numpy"
+    if compat.is_cupy_array(array):
+        return "cupy"
+    if compat.is_torch_array(array):
+        return "torch"
+    if compat.is_jax_array(array):
+        return "jax"
+    if compat.is_dask_array(array):
+        return "dask"
+    if type(array).__module__.startswith("array_api_strict"):
+        return "array_api_strict"
+    raise TypeError(f"expected an array, got {type(array).__name__}")
+
+
+def _device(array: Any) -> Any:
+    import array_api_compat as compat
+
+    return compat.device(array)
+
+
+def namespace_of(**arrays: Any) -> tuple[ModuleType, str, Any]:
+    """The namespace, backend name and device shared by the named arrays (``None`` values skipped).
+
+    Raises :class:`BackendMismatchError` naming the arguments when they live on different
+    backends or devices: nothing is ever copied between them behind the caller's back.
+    """
+    first_name = first_backend = first_device = None
+    for arg_name, array in arrays.items():
+        if array is None:
+            continue
+        try:
+            name = backend_name(array)
+        except TypeError:
+            raise TypeError(
+                f"{arg_name} must be an array (numpy, cupy, torch, ...), got {type(array).__name__}"
+            ) from None
+        device = _device(array)
+        if first_name is None:
+            first_name, first_backend, first_device = arg_name, name, device
+        elif name != first_backend or device != first_device:
+            raise BackendMismatchError(
+                f"{arg_name} lives on {name} (device {device}) but {first_name} lives on "
+                f"{first_backend} (device {first_device}); move them together explicitly, "
+                f"e.g. with arrayrnn.to_backend(..., {first_backend!r})"
+            )
+    if first_backend is None:
+        raise TypeError("no array arguments were given")
+    return _import_namespace(first_backend), first_backend, first_device
+
+
+# --------------------------------------------------------------------------------------------
+# transfers (explicit only)
+
+
+def _is_leaf_array(value: Any) -> bool:
+    try:
+        backend_name(value)
+    except TypeError:
+        return False
+    return True
+
+
+def map_arrays(function: Callable[[Any], Any], tree: Any) -> Any:
+    """Apply ``function`` to every array in ``tree`` (params dataclasses, tuples, lists, dicts)."""
+    import dataclasses
+
+    if tree is None:
+        return None
+    if _is_leaf_array(tree):
+        return function(tree)
+    if dataclasses.is_dataclass(tree) and not isinstance(tree, type):
+        changes = {f.name: map_arrays(function, getattr(tree, f.name)) for f in dataclasses.fields(tree)}
+        return dataclasses.replace(tree, **changes)
+    if isinstance(tree, tuple):
+        mapped = [map_arrays(function, item) for item in tree]
+        return type(tree)(*mapped) if hasattr(tree, "_fields") else tuple(mapped)
+    if isinstance(tree, list):
+        return [map_arrays(function, item) for item in tree]
+    if isinstance(tree, dict):
+        return {key: map_arrays(function, value) for key, value in tree.items()}
+    if hasattr(tree, "_map_arrays"):  # models know how to rebuild themselves
+        return tree._map_arrays(function)
+    raise TypeError(f"cannot convert {type(tree).__name__}: expected an array, params, tuple, list or dict")
+
+
+def _array_to_numpy(array: Any) -> np.ndarray:
+    name = backend_name(array)
+    if name == "numpy":
+        return np.asarray(array)
+    if name == "cupy":
+        return array.get()
+    if name == "torch":
+        return array.detach().cpu().resolve_conj().numpy()
+    if name == "array_api_strict":
+        import array_api_strict as strict
+
+        return np.asarray(array.to_device(strict.Device("CPU_DEVICE")))
+    if name == "dask":
+        return np.asarray(array.compute())
+    return np.asarray(array)  # jax
+
+
+def to_numpy(tree: Any) -> Any:
+    """Copy every array in ``tree`` to a NumPy array on the host (structure kept)."""
+    return map_arrays(_array_to_numpy, tree)
+
+
+def _numpy_to(array: np.ndarray, name: str, device: Any) -> Any:
+    xp = _import_namespace(name)
+    if name == "numpy":
+        return np.array(array, copy=True)
+    if name == "dask":
+        import dask.array as da
+
+        return da.from_array(np.array(array, copy=True), chunks=array.shape or ())
+    if name == "array_api_strict" and isinstance(device, str):
+        import array_api_strict as strict
+
+        device = strict.Device(device)
+    if name == "cupy" and device is not None:
+        import cupy
+
+        with cupy.cuda.Device(device if isinstance(device, int) else getattr(device, "id", device)):
+            return cupy.asarray(array)
+    if name == "jax" and device is None:
+        return xp.asarray(array)
+    return (
+        xp.asarray(np.array(array, copy=True), device=device)
+        if device is not None
+        else xp.asarray(np.array(array, copy=True))
+    )
+
+
+def to_backend(tree: Any, name: str | None = None, device: Any = None) -> Any:
+    """Copy every array in ``tree`` to backend ``name`` (default: the current one) and ``device``.
+
+    This is the one explicit transfer: arrays already on the target backend and device are returned
+    as they are.
+    """
+    target = _resolve(name) if name is not None else get_backend()
+
+    def convert(array: Any) -> Any:
+        if backend_name(array) == target and (device is None or _device(array) == device):
+            return array
+        return _numpy_to(_array_to_numpy(array), target, device)
+
+    return map_arrays(convert, tree)

@@ -1,0 +1,123 @@
+"""One recurrent layer over a whole sequence: the public, validated entry points.
+
+``x (T, B, I)``, or ``(B, T, I)`` with ``batch_first=True``, or unbatched ``(T, I)``; ``y`` has the
+same layout with last axis ``H`` (or ``P``). States are always ``(B, H)`` (never batch-first);
+``state=None`` means zeros. ``lengths (B,)``: steps at or past ``lengths[b]`` give ``y = 0`` and
+leave the state unchanged. ``reverse=True`` runs each sequence backwards over its own valid steps.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from ._fast.registry import select
+from ._validate import Prepared, prepare_sequence
+from .params import GRUParams, LSTMParams, RNNParams
+
+__all__ = ["gru", "lstm", "rnn", "run_sequence"]
+
+Array = Any
+
+
+def run_sequence(
+    kind: str,
+    x: Array,
+    params: Any,
+    state: Any,
+    *,
+    lengths: Any,
+    reverse: bool,
+    batch_first: bool,
+    impl: Optional[str],
+    options: dict[str, Any],
+) -> tuple[Array, tuple[Array, ...]]:
+    """Validate, pick the implementation, run, and restore the caller's layout."""
+    prepared: Prepared = prepare_sequence(kind, x, params, state, lengths, batch_first, reverse, options)
+    implementation = select(kind, prepared.backend, impl)
+    xp = prepared.xp
+    y, final_state = implementation(xp, prepared.x, params, prepared.state, prepared.lengths, reverse, **options)
+    if prepared.unbatched:
+        y = xp.reshape(y, (y.shape[0], y.shape[2]))
+        final_state = tuple(xp.reshape(s, (s.shape[-1],)) for s in final_state)
+    elif batch_first:
+        y = xp.permute_dims(y, (1, 0, 2))
+    return y, final_state
+
+
+def rnn(
+    x: Array,
+    params: RNNParams,
+    state: Optional[Array] = None,
+    *,
+    nonlinearity: str = "tanh",
+    lengths: Any = None,
+    reverse: bool = False,
+    batch_first: bool = False,
+    impl: Optional[str] = None,
+) -> tuple[Array, Array]:
+    """Elman RNN over a sequence. Returns ``(y, h_n)``; ``h_n (B, H)``."""
+    y, (h_n,) = run_sequence(
+        "rnn",
+        x,
+        params,
+        state,
+        lengths=lengths,
+        reverse=reverse,
+        batch_first=batch_first,
+        impl=impl,
+        options={"nonlinearity": nonlinearity},
+    )
+    return y, h_n
+
+
+def lstm(
+    x: Array,
+    params: LSTMParams,
+    state: Optional[tuple[Array, Array]] = None,
+    *,
+    coupled: bool = False,
+    clip: Optional[float] = None,
+    lengths: Any = None,
+    reverse: bool = False,
+    batch_first: bool = False,
+    impl: Optional[str] = None,
+) -> tuple[Array, tuple[Array, Array]]:
+    """LSTM over a sequence. Returns ``(y, (h_n, c_n))``; ``h_n (B, P or H)``, ``c_n (B, H)``."""
+    y, (h_n, c_n) = run_sequence(
+        "lstm",
+        x,
+        params,
+        state,
+        lengths=lengths,
+        reverse=reverse,
+        batch_first=batch_first,
+        impl=impl,
+        options={"coupled": coupled, "clip": clip},
+    )
+    return y, (h_n, c_n)
+
+
+def gru(
+    x: Array,
+    params: GRUParams,
+    state: Optional[Array] = None,
+    *,
+    linear_before_reset: bool = True,
+    lengths: Any = None,
+    reverse: bool = False,
+    batch_first: bool = False,
+    impl: Optional[str] = None,
+) -> tuple[Array, Array]:
+    """GRU over a sequence. Returns ``(y, h_n)``; ``h_n (B, H)``."""
+    y, (h_n,) = run_sequence(
+        "gru",
+        x,
+        params,
+        state,
+        lengths=lengths,
+        reverse=reverse,
+        batch_first=batch_first,
+        impl=impl,
+        options={"linear_before_reset": linear_before_reset},
+    )
+    return y, h_n
