@@ -266,7 +266,7 @@ def _array_to_numpy(array: Any) -> np.ndarray:
 
         return np.asarray(array.to_device(strict.Device("CPU_DEVICE")))
     if name == "dask":
-        return np.asarray(array.compute())
+        return _array_to_numpy(array.compute())  # its chunks may be CuPy arrays
     return np.asarray(array)  # jax
 
 
@@ -279,10 +279,6 @@ def _numpy_to(array: np.ndarray, name: str, device: Any) -> Any:
     xp = _import_namespace(name)
     if name == "numpy":
         return np.array(array, copy=True)
-    if name == "dask":
-        import dask.array as da
-
-        return da.from_array(np.array(array, copy=True), chunks=array.shape or ())
     if name == "array_api_strict" and isinstance(device, str):
         import array_api_strict as strict
 
@@ -301,13 +297,42 @@ def _numpy_to(array: np.ndarray, name: str, device: Any) -> Any:
     )
 
 
-def to_backend(tree: Any, name: str | None = None, device: Any = None) -> Any:
+def _to_dask(array: Any, chunks: Any) -> Any:
+    """Wrap ``array`` as a dask array with ``chunks`` (default: one chunk); NumPy and CuPy data stay put.
+
+    A dask array's chunks keep their own backend, so CuPy arrays become CuPy-backed dask arrays (no
+    host copy); other backends' arrays are copied to NumPy first, as in any transfer.
+    """
+    import dask.array as da
+
+    if backend_name(array) == "dask":
+        return array if chunks is None else array.rechunk(chunks)
+    if backend_name(array) not in ("numpy", "cupy"):
+        array = _array_to_numpy(array)
+    copy = array.copy()  # the dask array must not see later writes to the caller's array
+    return da.from_array(copy, chunks=tuple((n,) for n in copy.shape) if chunks is None else chunks)
+
+
+def to_backend(tree: Any, name: str | None = None, device: Any = None, *, chunks: Any = None) -> Any:
     """Copy every array in ``tree`` to backend ``name`` (default: the current one) and ``device``.
 
     This is the one explicit transfer: arrays already on the target backend and device are returned
-    as they are.
+    as they are. For ``name="dask"``, ``chunks`` is passed to ``dask.array.from_array`` (an int, a
+    tuple, a dict ``{axis: size}`` with the other axes whole, or ``"auto"``) and defaults to one chunk
+    per array; dask arrays are rechunked to it. NumPy and CuPy arrays keep their backend as the dask
+    array's chunks (a CuPy array becomes a CuPy-backed dask array); ``device`` must be ``None``. The
+    sequence functions want ``x`` chunked over the batch only, e.g. ``chunks={1: 4096}`` for ``(T, B, I)``.
     """
     target = _resolve(name) if name is not None else get_backend()
+    if chunks is not None and target != "dask":
+        raise ValueError(f"chunks applies to the dask backend only, got chunks={chunks!r} for backend {target!r}")
+    if target == "dask":
+        if device is not None:
+            raise ValueError(
+                "device must be None for dask: a dask array lives where its chunks do; move the data to "
+                f"the device first (e.g. to_backend(x, 'cupy', device=...)) and then to 'dask', got device={device!r}"
+            )
+        return map_arrays(lambda array: _to_dask(array, chunks), tree)
 
     def convert(array: Any) -> Any:
         if backend_name(array) == target and (device is None or _device(array) == device):

@@ -2,6 +2,10 @@
 
 One params object holds one layer in one direction. Fields are arrays of any backend; all of one
 object's arrays live on the same backend and device.
+
+``init_*(..., backend="dask")`` returns NumPy params: a dask ``x`` takes params on its chunks' backend
+(NumPy, or CuPy for CuPy-backed dask arrays: use ``backend="cupy"`` there), and the graph ships them to
+each worker once. Single-chunk dask params (``to_backend(params, "dask")``) are accepted too.
 """
 
 from __future__ import annotations
@@ -133,6 +137,10 @@ def _uniform(rng: np.random.Generator, bound: float, shape: tuple[int, ...], dty
 
 def _place(params: Any, backend: str | None, device: Any) -> Any:
     target = backend if backend is not None else get_backend()
+    if target == "dask":
+        # A dask x takes params on its chunks' backend (API.md section 1): NumPy, the default chunks.
+        # Each worker gets them once; for CuPy-backed dask arrays ask for backend="cupy" instead.
+        target = "numpy"
     return to_backend(params, target, device=device)
 
 

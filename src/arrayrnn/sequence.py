@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from array_api_compat import is_dask_array
+
 from ._fast.registry import select
 from ._validate import Prepared, prepare_sequence
 from .params import GRUParams, LSTMParams, RNNParams
@@ -32,6 +34,11 @@ def run_sequence(
     options: dict[str, Any],
 ) -> tuple[Array, tuple[Array, ...]]:
     """Validate, pick the implementation, run, and restore the caller's layout."""
+    if is_dask_array(x):  # lazy: every batch block runs this same function on its NumPy/CuPy chunk
+        from ._fast.dask_blocks import run_dask
+
+        layout = {"reverse": reverse, "batch_first": batch_first}
+        return run_dask(kind, x, params, state, lengths=lengths, impl=impl, options=options, **layout)
     prepared: Prepared = prepare_sequence(kind, x, params, state, lengths, batch_first, reverse, options)
     implementation = select(kind, prepared.backend, impl)
     xp = prepared.xp
