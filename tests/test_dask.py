@@ -186,6 +186,98 @@ def test_dask_params_and_a_dask_state_of_other_chunks_are_accepted():
 
 
 # ------------------------------------------------------------------------------------------------
+# models: the whole stack per block
+
+MODELS = {"rnn": ar.RNN, "lstm": ar.LSTM, "gru": ar.GRU}
+MODEL_VARIANTS = [("rnn", {"nonlinearity": "relu"}), ("lstm", {"proj_size": 2}), ("gru", {})]
+
+
+def _model_state(kind, model, batch, rng):
+    stacked = model.num_layers * model.num_directions
+    if kind == "lstm":
+        return (
+            rng.standard_normal((stacked, batch, model.output_size)),
+            rng.standard_normal((stacked, batch, model.hidden_size)),
+        )
+    return rng.standard_normal((stacked, batch, model.hidden_size))
+
+
+def _per_block_model(model, x, state, lengths, chunks):
+    """The NumPy model run on each batch block alone, results concatenated."""
+    ys, finals, start = [], [], 0
+    for size in chunks:
+        rows = slice(start, start + size)
+        block_state = None
+        if state is not None:
+            block_state = tuple(s[:, rows] for s in state) if isinstance(state, tuple) else state[:, rows]
+        y, final = model(
+            x[rows] if model.batch_first else x[:, rows],
+            block_state,
+            lengths=None if lengths is None else lengths[rows],
+        )
+        ys.append(y)
+        finals.append(list(final) if isinstance(final, tuple) else [final])
+        start += size
+    return np.concatenate(ys, axis=0 if model.batch_first else 1), [np.concatenate(p, axis=1) for p in zip(*finals)]
+
+
+@pytest.mark.parametrize("variant", MODEL_VARIANTS, ids=lambda v: v[0])
+@pytest.mark.parametrize("batch_first", [False, True], ids=["time-major", "batch-first"])
+@pytest.mark.parametrize("dask_state", [False, True], ids=["numpy-state", "dask-state"])
+def test_bidirectional_stack_on_dask_is_the_numpy_model_per_block(variant, batch_first, dask_state):
+    kind, options = variant
+    rng = np.random.default_rng(30)
+    model = MODELS[kind](
+        FEATURES, HIDDEN, 2, bidirectional=True, batch_first=batch_first, seed=31, dtype="float64", **options
+    )
+    x = rng.standard_normal((BATCH, STEPS, FEATURES) if batch_first else (STEPS, BATCH, FEATURES))
+    state = _model_state(kind, model, BATCH, rng)
+    chunks = (4, 1, 4)
+    state_arg = state
+    if dask_state:
+        state_arg = ar.to_backend(state, "dask", chunks={1: 3})  # other chunks than x: rechunked lazily
+    x_dask = da.from_array(x, chunks={0 if batch_first else 1: chunks})
+    y, final = model(x_dask, state_arg, lengths=da.from_array(LENGTHS, chunks=(chunks,)))
+    finals = list(final) if kind == "lstm" else [final]
+    assert y.chunks[0 if batch_first else 1] == chunks
+    assert all(f.chunks[1] == chunks and f.shape[0] == 4 for f in finals)
+    # the whole stack is one task per block: no per-layer tasks in the graph
+    graph = dict(y.__dask_graph__())
+    assert len([k for k in graph if isinstance(k, tuple) and k[0].startswith(f"arrayrnn-{kind}-stack-blocks-")]) == 3
+    assert not [k for k in graph if isinstance(k, tuple) and k[0].startswith(f"arrayrnn-{kind}-blocks-")]
+
+    y_value, *final_values = dask.compute(y, *finals)
+    y_expected, finals_expected = _per_block_model(model, x, state, LENGTHS, chunks)
+    np.testing.assert_array_equal(y_value, y_expected)
+    for got, expected in zip(final_values, finals_expected):
+        np.testing.assert_array_equal(got, expected)
+    y_whole, final_whole = model(x, state, lengths=LENGTHS)
+    np.testing.assert_allclose(y_value, y_whole, rtol=1e-13, atol=1e-13)
+    for got, expected in zip(final_values, list(final_whole) if kind == "lstm" else [final_whole]):
+        np.testing.assert_allclose(got, expected, rtol=1e-13, atol=1e-13)
+
+
+def test_models_on_dask_unbatched_params_moved_to_dask_and_chunking_errors():
+    rng = np.random.default_rng(32)
+    model = ar.GRU(FEATURES, HIDDEN, 2, bidirectional=True, seed=33, dtype="float64")
+    x = rng.standard_normal((STEPS, FEATURES))
+    y, h = model(da.from_array(x))
+    assert y.shape == (STEPS, 2 * HIDDEN) and h.shape == (4, HIDDEN)
+    y_expected, h_expected = model(x)
+    np.testing.assert_array_equal(y.compute(), y_expected)
+    np.testing.assert_array_equal(h.compute(), h_expected)
+    # a model moved to dask (its params single-chunk dask arrays) runs dask x the same way
+    moved = model.to("dask")
+    assert moved.backend == "dask"
+    x3 = rng.standard_normal((STEPS, BATCH, FEATURES))
+    y, h = moved(da.from_array(x3, chunks=(-1, 3, -1)))
+    y_expected, (h_expected,) = _per_block_model(model, x3, None, None, (3, 3, 3))
+    np.testing.assert_array_equal(y.compute(), y_expected)
+    with pytest.raises(ValueError, match=r"x\.rechunk\(\{0: -1, 2: -1\}\)"):
+        model(da.from_array(x3, chunks=(2, 3, -1)))
+
+
+# ------------------------------------------------------------------------------------------------
 # laziness and the graph
 
 
@@ -365,7 +457,7 @@ def _numpy_like_a_worker(function, *args, **kwargs):
         return function(*args, **kwargs)
 
 
-def test_distributed_cluster_gives_the_per_block_numpy_result(client):
+def test_distributed_cluster_gives_the_per_block_numpy_result_for_functions_and_models(client):
     rng = np.random.default_rng(19)
     params = random_params("lstm", FEATURES, HIDDEN, seed=20, proj_size=2)
     x = rng.standard_normal((STEPS, 12, FEATURES))
@@ -378,6 +470,13 @@ def test_distributed_cluster_gives_the_per_block_numpy_result(client):
     np.testing.assert_array_equal(y_value, y_expected)
     np.testing.assert_array_equal(h_value, h_expected)
     np.testing.assert_array_equal(c_value, c_expected)
+    # a bidirectional two-layer GRU with lengths, the whole stack per block
+    model = ar.GRU(FEATURES, HIDDEN, 2, bidirectional=True, seed=25, dtype="float64")
+    y, h = model(da.from_array(x, chunks=(-1, 5, -1)), lengths=da.from_array(lengths, chunks=5))
+    y_value, h_value = client.gather(client.compute([y, h]))
+    y_expected, (h_expected,) = _numpy_like_a_worker(_per_block_model, model, x, None, lengths, (5, 5, 2))
+    np.testing.assert_array_equal(y_value, y_expected)
+    np.testing.assert_array_equal(h_value, h_expected)
     assert len(client.scheduler_info()["workers"]) == 2
 
 

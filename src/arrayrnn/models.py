@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, Optional
 
 import numpy as np
+from array_api_compat import is_dask_array
 
 from ._validate import check_options, check_params, dtype_name, shape_text
 from .backend import backend_name, get_backend, map_arrays, namespace_of, to_backend
@@ -384,9 +385,10 @@ class _StackedModel:
         options = dict(self._options)
         if impl is not None:
             options["impl"] = impl
-        return run_stack(
-            type(self)._sequence, x, params, state, lengths=lengths, batch_first=self.batch_first, **options
-        )
+        runner = run_stack
+        if is_dask_array(x):  # the whole stack per batch block: one task per block, not one per layer
+            from ._fast.dask_blocks import run_stack_dask as runner
+        return runner(type(self)._sequence, x, params, state, lengths=lengths, batch_first=self.batch_first, **options)
 
     def __call__(self, x: Array, state: Any = None, *, lengths: Any = None, impl: Optional[str] = None):
         """``self.apply(self.params, x, state, lengths=lengths)``."""

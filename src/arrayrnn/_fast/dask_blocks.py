@@ -30,7 +30,7 @@ from typing import Any, Optional
 import array_api_compat
 import numpy as np
 
-from .._validate import _state_names, _state_tuple, prepare_sequence
+from .._validate import PARAMS_CLASSES, _state_names, _state_tuple, prepare_sequence
 from ..backend import BackendMismatchError, backend_name, map_arrays
 from ..sequence import run_sequence
 
@@ -359,3 +359,112 @@ def run_dask(
         name=f"arrayrnn-{kind}",
     )
     return y, tuple(final_state)
+
+
+# ------------------------------------------------------------------------------------------------
+# models: the whole stack in one task per block
+
+
+def run_stack_block(
+    params: Any,
+    x: Array,
+    *rest: Array,
+    sequence_function: Any,
+    n_states: int,
+    has_lengths: bool,
+    batch_first: bool,
+    options: dict[str, Any],
+) -> tuple[Array, ...]:
+    """One batch block through every layer and direction (``models.run_stack``): ``(y, *final_state)``."""
+    from ..models import run_stack
+
+    states = rest[:n_states]
+    lengths = rest[n_states] if has_lengths else None
+    state: Any = None
+    if n_states:
+        state = tuple(states) if n_states == 2 else states[0]
+    y, final_state = run_stack(
+        sequence_function, x, params, state, lengths=lengths, batch_first=batch_first, **options
+    )  # fmt: skip
+    return (y, *(final_state if isinstance(final_state, tuple) else (final_state,)))
+
+
+def _kind_of(params: Any) -> str:
+    for kind, params_class in PARAMS_CLASSES.items():
+        if isinstance(params, params_class):
+            return kind
+    raise TypeError(f"params must hold arrayrnn RNNParams, LSTMParams or GRUParams, got {type(params).__name__}")
+
+
+def run_stack_dask(
+    sequence_function: Any,
+    x: Any,
+    params: Any,
+    state: Any = None,
+    *,
+    lengths: Any = None,
+    batch_first: bool = False,
+    **options: Any,
+) -> tuple[Any, Any]:
+    """``models.run_stack`` for a dask ``x``: the whole stack runs per batch block, one task per block.
+
+    Same arguments and results as ``run_stack`` (``state`` ``(L*D, B, ·)`` arrays, their batch on axis
+    1); the model has checked the params stack and the state shapes already.
+    """
+    num_layers, num_directions = len(params), len(params[0])
+    first = params[0][0]
+    kind = _kind_of(first)
+    states = tuple(state) if isinstance(state, tuple) else (() if state is None else (state,))
+    chunks, xp = check_dask_inputs(kind, x, first, (), lengths)
+    for name, value in zip(("state[0] (h_0)", "state[1] (c_0)") if kind == "lstm" else ("state",), states):
+        _check_placement(name, value, chunks)
+    for layer, layer_params in enumerate(params):
+        for direction, p in enumerate(layer_params):
+            for field in dataclasses.fields(p):
+                _check_placement(f"params[{layer}][{direction}].{field.name}", getattr(p, field.name), chunks)
+    kind_options = {key: value for key, value in options.items() if key != "impl"}
+    prepare_sequence(
+        kind,
+        _stand_in(xp, x),
+        _params_stand_in(xp, first) if _params_are_dask(first) else first,
+        None,
+        lengths if lengths is None or isinstance(lengths, (list, tuple)) else _stand_in(xp, lengths),
+        batch_first,
+        False,
+        kind_options,
+    )
+    batch_axis = _check_chunks(x, batch_first)
+
+    unbatched = batch_axis is None
+    batch_chunks: tuple[int, ...] = (1,) if unbatched else x.chunks[batch_axis]
+    state_axis = None if unbatched else 1
+    inputs = [(x, batch_axis)]
+    inputs += [(_as_dask(s, _whole_except_batch(s.shape, state_axis, batch_chunks)), state_axis) for s in states]
+    lengths_input = batch_lengths(xp, lengths, batch_chunks)
+    if lengths_input is not None:
+        inputs.append((lengths_input, 0))
+
+    stacked = num_layers * num_directions
+    batch = None if unbatched else x.shape[batch_axis]
+    sizes = (first.output_size, first.hidden_size) if kind == "lstm" else (first.hidden_size,)
+    y_shape = (*x.shape[:-1], num_directions * sizes[0])
+    state_shapes = [(stacked, size) if unbatched else (stacked, batch, size) for size in sizes]
+    function = functools.partial(
+        run_stack_block,
+        sequence_function=sequence_function,
+        n_states=len(states),
+        has_lengths=lengths_input is not None,
+        batch_first=batch_first,
+        options=dict(options),
+    )
+    y, *final_state = map_batch_blocks(
+        function,
+        params,
+        inputs,
+        [(y_shape, batch_axis)] + [(shape, state_axis) for shape in state_shapes],
+        batch_chunks=batch_chunks,
+        meta=x._meta,
+        dtype=x.dtype,
+        name=f"arrayrnn-{kind}-stack",
+    )
+    return y, (tuple(final_state) if kind == "lstm" else final_state[0])

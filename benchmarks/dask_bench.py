@@ -1,0 +1,141 @@
+"""Throughput of batch LSTM inference on a local Dask cluster: 1 worker process against 2.
+
+    python benchmarks/dask_bench.py                      # B=16384, T=100, I=H=128, float32, chunks of 2048
+    python benchmarks/dask_bench.py --batch 4096 --repeats 2 --json results.json
+
+Each worker is one process with one thread (and one BLAS thread: distributed's nanny sets
+OPENBLAS_NUM_THREADS=1), so the ratio measures scaling over processes, as over the machines of a
+real cluster. The input is generated on the workers and persisted there first, and the outputs
+(``y``, ``h_n``, ``c_n``) are persisted on the workers, so what is timed is the recurrence and the
+scheduling, not moving data to and from the client. For scale, the same batch is also run in this
+process as one plain NumPy call with 1 and 2 BLAS threads.
+
+The workers start without distributed's ``MALLOC_TRIM_THRESHOLD_`` (see ``RECOMMENDED_CONFIG``;
+``--nanny-malloc-default`` keeps it, to measure what it costs).
+
+Throughput is sequences per second (``B / seconds``); the best of ``--repeats`` runs is reported.
+On a shared or busy machine the numbers are noisy: rerun on a quiet one before quoting them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+
+import numpy as np
+
+import arrayrnn as ar
+
+#: distributed's nanny sets MALLOC_TRIM_THRESHOLD_=65536 in every worker, which also pins glibc's mmap
+#: threshold at 128 KiB: each step's temporaries are then fresh mmaps, page-faulted in and unmapped
+#: again (measured here: 4x slower steps). Unsetting it restores glibc's adaptive threshold.
+RECOMMENDED_CONFIG = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
+
+
+def _cluster_run(workers: int, args: argparse.Namespace, params: ar.LSTMParams) -> dict[str, float]:
+    import dask
+    import dask.array as da
+    from distributed import Client, LocalCluster, wait
+
+    with (
+        dask.config.set({} if args.nanny_malloc_default else RECOMMENDED_CONFIG),
+        LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        rng = da.random.default_rng(args.seed)
+        x = rng.standard_normal((args.steps, args.batch, args.input), chunks=(-1, args.chunk, -1), dtype="float32")
+        x = client.persist(x)
+        wait(x)
+        warm_y, _ = ar.lstm(x[:, : args.chunk], params)  # imports arrayrnn on every worker, fills caches
+        client.run(lambda: __import__("arrayrnn"))
+        wait(client.persist(warm_y))
+        times = []
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            y, (h, c) = ar.lstm(x, params)
+            outputs = client.persist([y, h, c])
+            wait(outputs)
+            times.append(time.perf_counter() - start)
+            del outputs
+        return {"seconds": min(times), "all_seconds": times}
+
+
+def _numpy_run(threads: int, args: argparse.Namespace, params: ar.LSTMParams) -> dict[str, float]:
+    from threadpoolctl import threadpool_limits
+
+    x = np.random.default_rng(args.seed).standard_normal((args.steps, args.batch, args.input), dtype=np.float32)
+    times = []
+    with threadpool_limits(threads):
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            ar.lstm(x, params)
+            times.append(time.perf_counter() - start)
+    return {"seconds": min(times), "all_seconds": times}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batch", type=int, default=16384)
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--input", type=int, default=128)
+    parser.add_argument("--hidden", type=int, default=128)
+    parser.add_argument("--chunk", type=int, default=2048, help="batch rows per dask block")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-numpy", action="store_true", help="skip the in-process NumPy reference runs")
+    parser.add_argument(
+        "--nanny-malloc-default",
+        action="store_true",
+        help="keep distributed's MALLOC_TRIM_THRESHOLD_=65536 in the workers (slow here; see RECOMMENDED_CONFIG)",
+    )
+    parser.add_argument("--json", help="also write the results to this file")
+    args = parser.parse_args()
+
+    params = ar.init_lstm(args.input, args.hidden, seed=args.seed, dtype="float32", backend="numpy")
+    shape = f"T={args.steps}, B={args.batch}, I={args.input}, H={args.hidden}, float32, chunks of {args.chunk} rows"
+    malloc = "nanny default MALLOC_TRIM_THRESHOLD_" if args.nanny_malloc_default else "MALLOC_TRIM_THRESHOLD_ unset"
+    print(f"LSTM inference, {shape}; workers: {malloc}")
+    print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start")
+    results: dict[str, dict[str, float]] = {}
+    for workers in (1, 2):
+        results[f"dask, {workers} worker{'s' if workers > 1 else ''}"] = _cluster_run(workers, args, params)
+    if not args.no_numpy:
+        for threads in (1, 2):
+            results[f"numpy in-process, {threads} BLAS thread{'s' if threads > 1 else ''}"] = _numpy_run(
+                threads, args, params
+            )
+    print(f"{'run':<34} {'best s':>8} {'sequences/s':>12}")
+    for name, result in results.items():
+        result["sequences_per_second"] = args.batch / result["seconds"]
+        print(f"{name:<34} {result['seconds']:>8.2f} {result['sequences_per_second']:>12.0f}")
+    ratio = results["dask, 2 workers"]["sequences_per_second"] / results["dask, 1 worker"]["sequences_per_second"]
+    print(f"scaling 1 -> 2 workers: {ratio:.2f}x (ideal 2.00x); load average {os.getloadavg()[0]:.2f} at the end")
+    if args.json:
+        import dask
+        import distributed
+
+        record = {
+            "benchmark": "dask_bench",
+            "shape": vars(args),
+            "results": results,
+            "scaling_1_to_2_workers": ratio,
+            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+            "versions": {
+                "arrayrnn": ar.__version__,
+                "numpy": np.__version__,
+                "dask": dask.__version__,
+                "distributed": distributed.__version__,
+            },
+            "date": time.strftime("%Y-%m-%d"),
+        }
+        with open(args.json, "w") as handle:
+            json.dump(record, handle, indent=2)
+
+
+if __name__ == "__main__":
+    main()
