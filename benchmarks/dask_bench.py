@@ -43,7 +43,7 @@ def _cluster_run(workers: int, args: argparse.Namespace, params: ar.LSTMParams) 
     with (
         dask.config.set({} if args.nanny_malloc_default else RECOMMENDED_CONFIG),
         LocalCluster(
-            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40
+            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=40
         ) as cluster,
         Client(cluster) as client,
     ):

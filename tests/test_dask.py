@@ -9,6 +9,7 @@ themselves are checked against torch and the float64 reference in test_sequence.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import time
@@ -382,6 +383,8 @@ def test_bad_arguments_are_caught_before_any_compute():
         ar.gru(x, params, lengths=da.zeros(8, dtype="int64"))
     with pytest.raises(TypeError, match="lengths must be an integer array"):
         ar.gru(x, params, lengths=da.zeros(BATCH))
+    with pytest.raises(ValueError, match="impl='fast' was asked for, but no fast path for gru exists on numpy"):
+        ar.gru(x, params, impl="fast")  # the blocks would fail later: it is caught now
     with pytest.raises(ValueError, match="unknown chunk sizes"):
         ar.gru(x[:, da.from_array(LENGTHS > 0, chunks=3), :], params)  # a lazy mask leaves the batch size unknown
 
@@ -398,6 +401,9 @@ def test_mixed_dask_and_other_backends_raise_backend_mismatch():
         ar.rnn(x_numpy, params, lengths=da.from_array(LENGTHS))
     with pytest.raises(ar.BackendMismatchError):
         ar.rnn(x_numpy, ar.to_backend(params, "dask"))
+    # params half dask, half NumPy
+    with pytest.raises(ar.BackendMismatchError, match="params.bias_ih is a dask array but params.weight_ih is a numpy"):
+        ar.rnn(x, dataclasses.replace(params, bias_ih=da.from_array(params.bias_ih)))
     # a dask x of NumPy chunks with torch params, state or lengths
     with pytest.raises(ar.BackendMismatchError, match=r"params\.weight_ih is torch but x is a dask array of numpy"):
         ar.rnn(x, ar.to_backend(params, "torch"))
@@ -441,7 +447,7 @@ def test_params_created_for_dask_are_numpy():
 def client():
     distributed = pytest.importorskip("distributed")
     cluster = distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=40
     )
     client = distributed.Client(cluster)
     yield client

@@ -33,6 +33,7 @@ import numpy as np
 from .._validate import PARAMS_CLASSES, _state_names, _state_tuple, prepare_sequence
 from ..backend import BackendMismatchError, backend_name, map_arrays
 from ..sequence import run_sequence
+from .registry import select
 
 Array = Any
 
@@ -282,10 +283,26 @@ def check_dask_inputs(kind: str, x: Any, params: Any, states: tuple[Any, ...], l
         _check_placement(name, value, chunks)
     if lengths is not None and not isinstance(lengths, (list, tuple)):
         _check_placement("lengths", lengths, chunks)
-    if dataclasses.is_dataclass(params):
-        for field in dataclasses.fields(params):
-            _check_placement(f"params.{field.name}", getattr(params, field.name), chunks)
+    check_params_placement([("params", params)], chunks)
     return chunks, array_api_compat.array_namespace(x._meta)
+
+
+def check_params_placement(named_params: list[tuple[str, Any]], chunks: str) -> None:
+    """Every params array is a ``chunks`` array, or every one is a dask array of ``chunks`` chunks."""
+    dask_or_not = {}
+    for prefix, params in named_params:
+        if not dataclasses.is_dataclass(params):
+            continue  # the ordinary checks name a wrong params type
+        for field in dataclasses.fields(params):
+            value = getattr(params, field.name)
+            _check_placement(f"{prefix}.{field.name}", value, chunks)
+            if value is not None:
+                dask_or_not.setdefault(is_dask(value), f"{prefix}.{field.name}")
+    if len(dask_or_not) == 2:
+        raise BackendMismatchError(
+            f"{dask_or_not[True]} is a dask array but {dask_or_not[False]} is a {chunks} array; give every "
+            f"params array as {chunks} arrays (or every one as dask arrays)"
+        )
 
 
 def batch_lengths(xp: Any, lengths: Any, batch_chunks: tuple[int, ...]) -> Optional[Any]:
@@ -311,7 +328,7 @@ def run_dask(
 ) -> tuple[Any, tuple[Any, ...]]:
     """``run_sequence`` for a dask ``x``: lazy ``y`` and final states, chunked over the batch like ``x``."""
     states = _state_tuple(kind, state, "state") or ()
-    _, xp = check_dask_inputs(kind, x, params, states, lengths)
+    chunks, xp = check_dask_inputs(kind, x, params, states, lengths)
     # every other check is the ordinary one, run on data-free stand-ins of the blocks' backend
     prepare_sequence(
         kind,
@@ -323,6 +340,7 @@ def run_dask(
         reverse,
         options,
     )
+    select(kind, chunks, impl)  # an unknown impl fails now, not when the blocks run
     batch_axis = _check_chunks(x, batch_first)
 
     unbatched = batch_axis is None
@@ -418,10 +436,11 @@ def run_stack_dask(
     chunks, xp = check_dask_inputs(kind, x, first, (), lengths)
     for name, value in zip(("state[0] (h_0)", "state[1] (c_0)") if kind == "lstm" else ("state",), states):
         _check_placement(name, value, chunks)
-    for layer, layer_params in enumerate(params):
-        for direction, p in enumerate(layer_params):
-            for field in dataclasses.fields(p):
-                _check_placement(f"params[{layer}][{direction}].{field.name}", getattr(p, field.name), chunks)
+    named = [
+        (f"params[{layer}][{d}]", p) for layer, layer_params in enumerate(params) for d, p in enumerate(layer_params)
+    ]
+    check_params_placement(named, chunks)
+    select(kind, chunks, options.get("impl"))  # an unknown impl fails now, not when the blocks run
     kind_options = {key: value for key, value in options.items() if key != "impl"}
     prepare_sequence(
         kind,
