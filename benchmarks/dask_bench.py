@@ -13,7 +13,10 @@ process as one plain NumPy call with 1 and 2 BLAS threads.
 The workers start without distributed's ``MALLOC_TRIM_THRESHOLD_`` (see ``RECOMMENDED_CONFIG``;
 ``--nanny-malloc-default`` keeps it, to measure what it costs).
 
-Throughput is sequences per second (``B / seconds``); the best of ``--repeats`` runs is reported.
+Throughput is sequences per second (``B / seconds``); the best of ``--repeats`` runs is reported,
+with the mean compute time of one block task and how busy the workers were (summed block compute
+time over workers x wall time): a low "busy" means scheduling or transfer overhead, a block time that
+grows with the workers means they compete for cores or memory bandwidth.
 On a shared or busy machine the numbers are noisy: rerun on a quiet one before quoting them.
 """
 
@@ -38,7 +41,7 @@ RECOMMENDED_CONFIG = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD
 def _cluster_run(workers: int, args: argparse.Namespace, params: ar.LSTMParams) -> dict[str, float]:
     import dask
     import dask.array as da
-    from distributed import Client, LocalCluster, wait
+    from distributed import Client, LocalCluster, get_task_stream, wait
 
     with (
         dask.config.set({} if args.nanny_malloc_default else RECOMMENDED_CONFIG),
@@ -54,18 +57,37 @@ def _cluster_run(workers: int, args: argparse.Namespace, params: ar.LSTMParams) 
         warm_y, _ = ar.lstm(x[:, : args.chunk], params)  # imports arrayrnn on every worker, fills caches
         client.run(lambda: __import__("arrayrnn"))
         wait(client.persist(warm_y))
-        times = []
+        times, block_seconds = [], []
         for repeat in range(args.repeats):
             # other params each run (same shapes): equal params would give equal graph keys, and a
             # scheduler still holding the last run's results would hand them back without computing
             params = ar.init_lstm(args.input, args.hidden, seed=args.seed + 1 + repeat, dtype="float32")
-            start = time.perf_counter()
-            y, (h, c) = ar.lstm(x, params)
-            outputs = client.persist([y, h, c])
-            wait(outputs)
-            times.append(time.perf_counter() - start)
+            with get_task_stream(client) as stream:
+                start = time.perf_counter()
+                y, (h, c) = ar.lstm(x, params)
+                outputs = client.persist([y, h, c])
+                wait(outputs)
+                times.append(time.perf_counter() - start)
             del outputs  # releases the results on the workers
-        return {"seconds": min(times), "all_seconds": times}
+            block_seconds.append(_block_compute_seconds(stream.data))
+        best = min(range(len(times)), key=times.__getitem__)
+        return {
+            "seconds": times[best],
+            "all_seconds": times,
+            # compute time of each block task in the best run: if it grows with the workers, they are
+            # competing for cores or memory bandwidth; busy = their sum / (workers * wall time)
+            "block_seconds": block_seconds[best],
+            "busy": sum(block_seconds[best]) / (workers * times[best]),
+        }
+
+
+def _block_compute_seconds(task_stream: list[dict]) -> list[float]:
+    """Seconds each block task spent computing, from distributed's task stream."""
+    return [
+        sum(span["stop"] - span["start"] for span in record["startstops"] if span["action"] == "compute")
+        for record in task_stream
+        if "-blocks-" in str(record["key"])
+    ]
 
 
 def _numpy_run(threads: int, args: argparse.Namespace, params: ar.LSTMParams) -> dict[str, float]:
@@ -103,7 +125,8 @@ def main() -> None:
     shape = f"T={args.steps}, B={args.batch}, I={args.input}, H={args.hidden}, float32, chunks of {args.chunk} rows"
     malloc = "nanny default MALLOC_TRIM_THRESHOLD_" if args.nanny_malloc_default else "MALLOC_TRIM_THRESHOLD_ unset"
     print(f"LSTM inference, {shape}; workers: {malloc}")
-    print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start")
+    load_at_start = os.getloadavg()[0]
+    print(f"{os.cpu_count()} CPUs, load average {load_at_start:.2f} at start")
     results: dict[str, dict[str, float]] = {}
     for workers in (1, 2):
         results[f"dask, {workers} worker{'s' if workers > 1 else ''}"] = _cluster_run(workers, args, params)
@@ -112,10 +135,12 @@ def main() -> None:
             results[f"numpy in-process, {threads} BLAS thread{'s' if threads > 1 else ''}"] = _numpy_run(
                 threads, args, params
             )
-    print(f"{'run':<34} {'best s':>8} {'sequences/s':>12}")
+    print(f"{'run':<34} {'best s':>8} {'sequences/s':>12} {'s per block':>12} {'busy':>6}")
     for name, result in results.items():
         result["sequences_per_second"] = args.batch / result["seconds"]
-        print(f"{name:<34} {result['seconds']:>8.2f} {result['sequences_per_second']:>12.0f}")
+        per_block = f"{np.mean(result['block_seconds']):.2f}" if "block_seconds" in result else ""
+        busy = f"{result['busy']:.0%}" if "busy" in result else ""
+        print(f"{name:<34} {result['seconds']:>8.2f} {result['sequences_per_second']:>12.0f} {per_block:>12} {busy:>6}")
     ratio = results["dask, 2 workers"]["sequences_per_second"] / results["dask, 1 worker"]["sequences_per_second"]
     print(f"scaling 1 -> 2 workers: {ratio:.2f}x (ideal 2.00x); load average {os.getloadavg()[0]:.2f} at the end")
     if args.json:
@@ -128,6 +153,7 @@ def main() -> None:
             "results": results,
             "scaling_1_to_2_workers": ratio,
             "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+            "load_average": {"start": load_at_start, "end": os.getloadavg()[0]},
             "versions": {
                 "arrayrnn": ar.__version__,
                 "numpy": np.__version__,

@@ -5,7 +5,7 @@ object's arrays live on the same backend and device.
 
 ``init_*(..., backend="dask")`` returns NumPy params: a dask ``x`` takes params on its chunks' backend
 (NumPy, or CuPy for CuPy-backed dask arrays: use ``backend="cupy"`` there), and the graph ships them to
-each worker once. Single-chunk dask params (``to_backend(params, "dask")``) are accepted too.
+each worker once. Dask params (``to_backend(params, "dask")``) are accepted too.
 """
 
 from __future__ import annotations
