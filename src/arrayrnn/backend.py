@@ -310,7 +310,10 @@ def _to_dask(array: Any, chunks: Any) -> Any:
     if backend_name(array) not in ("numpy", "cupy"):
         array = _array_to_numpy(array)
     copy = array.copy()  # the dask array must not see later writes to the caller's array
-    return da.from_array(copy, chunks=tuple((n,) for n in copy.shape) if chunks is None else chunks)
+    whole = tuple((n,) for n in copy.shape)
+    # a NumPy copy is named by its hash; a CuPy one by a fresh name (dask would hash it on the host)
+    name = None if isinstance(copy, np.ndarray) else False
+    return da.from_array(copy, chunks=whole if chunks is None else chunks, name=name)
 
 
 def to_backend(tree: Any, name: str | None = None, device: Any = None, *, chunks: Any = None) -> Any:

@@ -129,7 +129,8 @@ def _as_dask(value: Any, chunks: tuple[tuple[int, ...], ...]) -> Any:
 
     if is_dask(value):
         return value if value.chunks == chunks else value.rechunk(chunks)
-    return da.from_array(value, chunks=chunks)
+    # NumPy data is named by its hash; CuPy data by a fresh name (dask would hash it on the host)
+    return da.from_array(value, chunks=chunks, name=None if isinstance(value, np.ndarray) else False)
 
 
 class _Slot:
@@ -163,9 +164,9 @@ def _params_layer(params: Any) -> tuple[str, dict[Any, Any], list[Any]]:
 
     arrays = _arrays_of(params)
     if not any(is_dask(array) for array in arrays):
-        try:
+        if all(isinstance(array, np.ndarray) for array in arrays):
             name = "arrayrnn-params-" + tokenize(_structure(params), *arrays)
-        except Exception:  # a chunk library dask cannot hash: a fresh key is still one key
+        else:  # dask hashes CuPy arrays by copying them to the host: a fresh name is still one key
             name = "arrayrnn-params-" + uuid.uuid4().hex
         return name, {name: params}, []
     # dask params (single chunk each after rechunking): one task assembles the tree from their chunks
