@@ -209,9 +209,9 @@ def namespace_of(**arrays: Any) -> tuple[ModuleType, str, Any]:
             first_name, first_backend, first_device = arg_name, name, device
         elif name != first_backend or device != first_device:
             raise BackendMismatchError(
-                f"{arg_name} lives on {name} (device {device}) but {first_name} lives on "
-                f"{first_backend} (device {first_device}); move them together explicitly, "
-                f"e.g. with arrayrnn.to_backend(..., {first_backend!r})"
+                f"arguments live on different backends or devices: {first_name} on {first_backend} "
+                f"(device {first_device}), {arg_name} on {name} (device {device}); nothing is copied "
+                f"implicitly: move them together with arrayrnn.to_backend(..., {first_backend!r})"
             )
     if first_backend is None:
         raise TypeError("no array arguments were given")
