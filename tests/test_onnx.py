@@ -263,3 +263,6 @@ def test_from_onnx_model_refuses_what_it_cannot_run():
     onnx = need("onnx")
     with pytest.raises(ValueError, match="only ONNX's defaults"):
         ar.convert.from_onnx_model(onnx.load_from_string(odd))
+    reverse = model_bytes("GRU", weights, (2, 1, 3), hidden_size=4, direction="reverse")
+    with pytest.raises(ValueError, match="direction='reverse' has no model equivalent"):
+        ar.convert.from_onnx_model(onnx.load_from_string(reverse))
