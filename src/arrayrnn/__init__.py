@@ -6,6 +6,7 @@ namespace of their inputs; functions that create arrays use the selected backend
 
 from __future__ import annotations
 
+from . import optim
 from .backend import (
     BackendMismatchError,
     BackendUnavailableError,
@@ -17,6 +18,7 @@ from .backend import (
     use_backend,
 )
 from .cells import gru_cell, lstm_cell, rnn_cell
+from .grad import vjp
 from .params import GRUParams, LSTMParams, RNNParams, init_gru, init_lstm, init_rnn
 from .sequence import gru, lstm, rnn
 
@@ -38,10 +40,12 @@ __all__ = [
     "init_rnn",
     "lstm",
     "lstm_cell",
+    "optim",
     "rnn",
     "rnn_cell",
     "set_backend",
     "to_backend",
     "to_numpy",
     "use_backend",
+    "vjp",
 ]

@@ -428,16 +428,21 @@ def backward(
     tape = dataclasses.replace(tape, h_prev=h_prev)
     d_state = tuple(_zeros_if_none(xp, d, s) for d, s in zip(d_final, tape.initial_state))
     dgx_steps: list[Array] = [None] * steps  # type: ignore[list-item]
+    valid_steps: list[Array] = [None] * steps  # type: ignore[list-item]
     order = range(steps) if tape.reverse else range(steps - 1, -1, -1)  # the forward order, backwards
     for t in order:
         d_new = d_state if dy is None else (d_state[0] + dy[t, ...], *d_state[1:])
         valid = None if tape.lengths is None else xp.reshape(tape.lengths > t, (-1, 1))
+        valid_steps[t] = valid
         dgx_steps[t], d_prev = cell.backward_step(t, tape, d_new, valid)
         if valid is not None:  # a padded step passes the state cotangent through untouched
             d_prev = tuple(xp.where(valid, new, old) for new, old in zip(d_prev, d_state))
         d_state = d_prev
     dgx = xp.stack(dgx_steps, axis=0)  # (T, B, G*H)
-    grads = {"weight_ih": _weight_grad(xp, dgx, tape.x)}
+    x = tape.x
+    if tape.lengths is not None:  # 0 * NaN is NaN: padded inputs must not enter the weight gradient
+        x = xp.where(xp.stack(valid_steps, axis=0), x, xp.zeros_like(x))
+    grads = {"weight_ih": _weight_grad(xp, dgx, x)}
     if params.bias_ih is not None:
         grads["bias_ih"] = _bias_grad(xp, dgx)
     grads.update(cell.recurrent_grads(dgx, h_prev))
