@@ -6,7 +6,7 @@ namespace of their inputs; functions that create arrays use the selected backend
 
 from __future__ import annotations
 
-from . import optim
+from . import convert, optim
 from .backend import (
     BackendMismatchError,
     BackendUnavailableError,
@@ -19,6 +19,8 @@ from .backend import (
 )
 from .cells import gru_cell, lstm_cell, rnn_cell
 from .grad import vjp
+from .io import load, save
+from .models import GRU, LSTM, RNN
 from .params import GRUParams, LSTMParams, RNNParams, init_gru, init_lstm, init_rnn
 from .sequence import gru, lstm, rnn
 
@@ -27,22 +29,28 @@ __version__ = "0.1.0"
 __all__ = [
     "BackendMismatchError",
     "BackendUnavailableError",
+    "GRU",
     "GRUParams",
+    "LSTM",
     "LSTMParams",
+    "RNN",
     "RNNParams",
     "__version__",
     "available_backends",
+    "convert",
     "get_backend",
     "gru",
     "gru_cell",
     "init_gru",
     "init_lstm",
     "init_rnn",
+    "load",
     "lstm",
     "lstm_cell",
     "optim",
     "rnn",
     "rnn_cell",
+    "save",
     "set_backend",
     "to_backend",
     "to_numpy",

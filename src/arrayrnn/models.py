@@ -1,0 +1,644 @@
+"""Stacked and bidirectional RNN/LSTM/GRU models, shaped like ``torch.nn.RNN/LSTM/GRU``.
+
+A model is its params plus a few options. ``params`` is a tuple over layers of a tuple over
+directions (forward, then backward when ``bidirectional``) of one-layer params objects
+(:class:`~arrayrnn.RNNParams`, :class:`~arrayrnn.LSTMParams`, :class:`~arrayrnn.GRUParams`).
+
+How a stack runs (:func:`run_stack`, used by every model's ``apply``): nothing but the public
+one-layer sequence functions (``ar.rnn / ar.lstm / ar.gru``), so every backend and every fast path
+is used as it is, and a gradient can be taken layer by layer:
+
+1. the initial state ``(L*D, B, H)`` is split by index: layer ``l``, direction ``d`` takes
+   ``state[l*D + d]`` (each component of an LSTM's ``(h, c)`` alike);
+2. for every layer, the forward direction runs ``sequence_function(x_l, params[l][0], state, lengths=...,
+   reverse=False)``, the backward direction the same with ``params[l][1]`` and ``reverse=True``
+   (each sequence backwards over its own ``lengths[b]`` valid steps, as torch packed sequences do);
+3. the next layer's input is the concatenation of the directions' outputs along the last axis;
+4. the final states are stacked along a new first axis in the same ``l*D + d`` order.
+
+Shapes are torch's: ``x (T, B, I)`` (``(B, T, I)`` with ``batch_first``) or unbatched ``(T, I)``;
+``y (T, B, D*H_out)``; states ``(L*D, B, H)`` (never batch-first) or ``(L*D, H)`` unbatched, where an
+LSTM with a projection has ``h (L*D, B, P)`` and ``c (L*D, B, H)``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar, Optional
+
+import numpy as np
+
+from ._validate import check_options, check_params, dtype_name, shape_text
+from .backend import backend_name, get_backend, map_arrays, namespace_of, to_backend
+from .params import GRUParams, LSTMParams, RNNParams, init_gru, init_lstm, init_rnn
+from .sequence import gru, lstm, rnn
+
+__all__ = ["GRU", "LSTM", "RNN", "run_stack", "split_state", "stack_states"]
+
+Array = Any
+#: ``sequence_function(x, params, state, *, lengths, reverse, batch_first, **options) -> (y, final_state)``
+SequenceFunction = Callable[..., tuple[Array, Any]]
+
+
+# --------------------------------------------------------------------------------------------
+# the stack, as a plain function of its arguments
+
+
+def split_state(state: Any, num_layers: int, num_directions: int) -> list[list[Any]]:
+    """Per-layer, per-direction initial states: ``result[l][d]`` is ``state[l*D + d]``.
+
+    ``state`` is ``None``, one array ``(L*D, ...)`` or a tuple of such arrays (an LSTM's ``(h, c)``);
+    each entry of the result has the same structure with the first axis removed.
+    """
+
+    def pick(index: int) -> Any:
+        if state is None:
+            return None
+        if isinstance(state, tuple):
+            return tuple(component[index, ...] for component in state)
+        return state[index, ...]
+
+    return [[pick(layer * num_directions + d) for d in range(num_directions)] for layer in range(num_layers)]
+
+
+def stack_states(xp: Any, finals: Sequence[Any]) -> Any:
+    """Stack final states (arrays, or tuples of arrays) given in ``l*D + d`` order along a new first axis."""
+    if isinstance(finals[0], tuple):
+        return tuple(xp.stack([final[k] for final in finals], axis=0) for k in range(len(finals[0])))
+    return xp.stack(list(finals), axis=0)
+
+
+def run_stack(
+    sequence_function: SequenceFunction,
+    x: Array,
+    params: Sequence[Sequence[Any]],
+    state: Any = None,
+    *,
+    lengths: Any = None,
+    batch_first: bool = False,
+    **options: Any,
+) -> tuple[Array, Any]:
+    """Run a stacked (and possibly bidirectional) recurrent network, one public sequence call per layer and direction.
+
+    ``sequence_function`` is ``ar.rnn``, ``ar.lstm``, ``ar.gru`` or anything with their signature
+    (a gradient helper may pass a wrapper that records each call); ``options`` are passed to every
+    call (``nonlinearity``, ``coupled``, ``clip``, ``linear_before_reset``, ``impl``). Direction 1
+    runs with ``reverse=True``. Returns ``(y, final_state)`` with the final state stacked as
+    ``(L*D, ...)``. No checks beyond those of ``sequence_function``: models check first.
+    """
+    num_layers, num_directions = len(params), len(params[0])
+    states = split_state(state, num_layers, num_directions)
+    layer_input = x
+    finals = []
+    xp = None
+    for layer in range(num_layers):
+        outputs = []
+        for direction in range(num_directions):
+            y, final = sequence_function(
+                layer_input,
+                params[layer][direction],
+                states[layer][direction],
+                lengths=lengths,
+                reverse=direction == 1,
+                batch_first=batch_first,
+                **options,
+            )
+            outputs.append(y)
+            finals.append(final)
+        if xp is None:
+            xp = namespace_of(y=outputs[0])[0]
+        layer_input = outputs[0] if num_directions == 1 else xp.concat(outputs, axis=-1)
+    return layer_input, stack_states(xp, finals)
+
+
+# --------------------------------------------------------------------------------------------
+# structure checks
+
+
+def _describe(kind: str) -> str:
+    return {"rnn": "RNNParams", "lstm": "LSTMParams", "gru": "GRUParams"}[kind]
+
+
+def check_stack(kind: str, params: Any, arg: str = "params") -> dict[str, Any]:
+    """Check a tuple-of-tuples params stack; returns its structure (sizes, directions, bias, ...)."""
+    if not isinstance(params, (tuple, list)) or len(params) == 0:
+        raise TypeError(
+            f"{arg} must be a non-empty tuple over layers of tuples over directions of {_describe(kind)}, "
+            f"got {type(params).__name__}"
+        )
+    num_directions = None
+    structure: dict[str, Any] = {}
+    placement = {}
+    for layer, layer_params in enumerate(params):
+        if not isinstance(layer_params, (tuple, list)) or len(layer_params) not in (1, 2):
+            raise TypeError(
+                f"{arg}[{layer}] must be a tuple of 1 (forward) or 2 (forward, backward) {_describe(kind)}, "
+                f"got {type(layer_params).__name__}"
+                + (f" of length {len(layer_params)}" if isinstance(layer_params, (tuple, list)) else "")
+            )
+        if num_directions is None:
+            num_directions = len(layer_params)
+        elif len(layer_params) != num_directions:
+            raise ValueError(
+                f"{arg}[{layer}] has {len(layer_params)} directions but {arg}[0] has {num_directions}; "
+                "every layer must have the same number of directions"
+            )
+        for direction, p in enumerate(layer_params):
+            name = f"{arg}[{layer}][{direction}]"
+            check_params(p, kind, name)
+            placement[f"{name}.weight_ih"] = p.weight_ih
+            this = {
+                "hidden_size": p.hidden_size,
+                "bias": p.has_bias,
+                "dtype": dtype_name(p.dtype),
+            }
+            if kind == "lstm":
+                this["proj_size"] = p.proj_size
+                this["peepholes"] = p.has_peepholes
+                if (p.peephole_i is None) != (p.peephole_f is None) or (p.peephole_i is None) != (p.peephole_o is None):
+                    raise ValueError(f"{name} must have all three peepholes (i, f, o) or none")
+            if not structure:
+                structure = dict(this)
+                structure["input_size"] = p.input_size
+            else:
+                for key, value in this.items():
+                    if structure[key] != value:
+                        raise ValueError(
+                            f"{name} has {key}={value!r} but {arg}[0][0] has {key}={structure[key]!r}; "
+                            "all layers and directions must agree"
+                        )
+            if layer > 0:
+                output_size = structure.get("proj_size") or structure["hidden_size"]
+                expected = num_directions * output_size
+                if p.input_size != expected:
+                    raise ValueError(
+                        f"{name}.weight_ih must have input_size = num_directions * "
+                        f"{'proj_size' if structure.get('proj_size') else 'hidden_size'} = {expected} "
+                        f"(the previous layer's output), got {p.input_size}"
+                    )
+            elif p.input_size != structure["input_size"]:
+                raise ValueError(
+                    f"{name} has input_size={p.input_size} but {arg}[0][0] has input_size={structure['input_size']}"
+                )
+    namespace_of(**placement)  # every layer on one backend and device
+    structure["num_layers"] = len(params)
+    structure["bidirectional"] = num_directions == 2
+    return structure
+
+
+# --------------------------------------------------------------------------------------------
+# the models
+
+_KEY = re.compile(
+    r"^(weight_ih|weight_hh|bias_ih|bias_hh|weight_hr|peephole_i|peephole_f|peephole_o)_l(\d+)(_reverse)?$"
+)
+
+
+def _suffix(layer: int, direction: int) -> str:
+    return f"_l{layer}" + ("_reverse" if direction == 1 else "")
+
+
+class _StackedModel:
+    """Shared machinery; the subclasses fix the cell kind and its options."""
+
+    kind: ClassVar[str]
+    _sequence: ClassVar[SequenceFunction]
+    _params_class: ClassVar[type]
+    #: per-kind options passed to every sequence call, with their defaults
+    _option_defaults: ClassVar[dict[str, Any]]
+
+    _params: tuple[tuple[Any, ...], ...]
+    _structure: dict[str, Any]
+    batch_first: bool
+
+    # ---- construction ------------------------------------------------------------------------
+
+    def _setup(self, params: Any, batch_first: bool, options: dict[str, Any]) -> None:
+        if not isinstance(batch_first, bool):
+            raise TypeError(f"batch_first must be True or False, got {batch_first!r}")
+        check_options(self.kind, options)
+        structure = check_stack(self.kind, params)
+        self._params = tuple(tuple(layer) for layer in params)
+        self._structure = structure
+        self.batch_first = batch_first
+        self._options = dict(options)
+
+    @classmethod
+    def from_params(cls, params: Any, *, batch_first: bool = False, **options: Any):
+        """A model around an existing params stack (tuple over layers of tuple over directions).
+
+        Sizes, layers, directions, bias, projection and peepholes are read from ``params``;
+        ``options`` are the cell options (e.g. ``linear_before_reset=False`` for a GRU).
+        """
+        unknown = set(options) - set(cls._option_defaults)
+        if unknown:
+            raise TypeError(
+                f"{cls.__name__} got unexpected option(s) {', '.join(sorted(unknown))}; "
+                f"expected {', '.join(cls._option_defaults) or 'none'}"
+            )
+        model = cls.__new__(cls)
+        model._setup(params, batch_first, {**cls._option_defaults, **options})
+        return model
+
+    @staticmethod
+    def _init_stack(
+        init: Callable[..., Any],
+        input_size: int,
+        hidden_size: int,
+        num_layers: int,
+        bidirectional: bool,
+        seed: Any,
+        output_size: int,
+        **init_options: Any,
+    ) -> tuple[tuple[Any, ...], ...]:
+        if isinstance(num_layers, bool) or not isinstance(num_layers, (int, np.integer)) or num_layers < 1:
+            raise ValueError(f"num_layers must be a positive integer, got {num_layers!r}")
+        if not isinstance(bidirectional, bool):
+            raise TypeError(f"bidirectional must be True or False, got {bidirectional!r}")
+        if isinstance(input_size, bool) or not isinstance(input_size, (int, np.integer)) or input_size < 1:
+            raise ValueError(f"input_size must be a positive integer, got {input_size!r}")
+        rng = np.random.default_rng(seed)  # one stream for the whole stack: l0, l0_reverse, l1, ...
+        directions = 2 if bidirectional else 1
+        layers = []
+        for layer in range(num_layers):
+            layer_input = input_size if layer == 0 else directions * output_size
+            layers.append(tuple(init(layer_input, hidden_size, seed=rng, **init_options) for _ in range(directions)))
+        return tuple(layers)
+
+    # ---- structure ---------------------------------------------------------------------------
+
+    @property
+    def params(self) -> tuple[tuple[Any, ...], ...]:
+        """Tuple over layers of tuple over directions (forward, backward) of one-layer params."""
+        return self._params
+
+    @params.setter
+    def params(self, new_params: Any) -> None:
+        structure = check_stack(self.kind, new_params)
+        if structure != self._structure:
+            changed = {k: (self._structure[k], structure[k]) for k in structure if structure[k] != self._structure[k]}
+            raise ValueError(
+                "new params must have the model's structure; differs in "
+                + ", ".join(f"{k} ({old!r} -> {new!r})" for k, (old, new) in changed.items())
+                + "; build a new model with from_params for another structure"
+            )
+        self._params = tuple(tuple(layer) for layer in new_params)
+
+    input_size = property(lambda self: self._structure["input_size"], doc="features of the input")
+    hidden_size = property(lambda self: self._structure["hidden_size"], doc="H")
+    num_layers = property(lambda self: self._structure["num_layers"], doc="L")
+    bidirectional = property(lambda self: self._structure["bidirectional"], doc="D == 2")
+    bias = property(lambda self: self._structure["bias"], doc="whether the layers have biases")
+
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    @property
+    def output_size(self) -> int:
+        """Last axis of ``y`` per direction (``P`` for an LSTM with projection, else ``H``)."""
+        return self.hidden_size
+
+    @property
+    def dtype(self) -> Any:
+        return self._params[0][0].dtype
+
+    @property
+    def backend(self) -> str:
+        return backend_name(self._params[0][0].weight_ih)
+
+    @property
+    def device(self) -> Any:
+        import array_api_compat
+
+        return array_api_compat.device(self._params[0][0].weight_ih)
+
+    def config(self) -> dict[str, Any]:
+        """Everything but the arrays, as plain Python values (what ``ar.save`` stores)."""
+        return {
+            "input_size": self.input_size,
+            "hidden_size": self.hidden_size,
+            "num_layers": self.num_layers,
+            "bidirectional": self.bidirectional,
+            "bias": self.bias,
+            "batch_first": self.batch_first,
+            **self._structure_extras(),
+            **self._options,
+        }
+
+    def _structure_extras(self) -> dict[str, Any]:
+        return {}
+
+    def __repr__(self) -> str:
+        config = self.config()
+        head = f"{config.pop('input_size')}, {config.pop('hidden_size')}"
+        defaults = {"num_layers": 1, "bidirectional": False, "bias": True, "batch_first": False, "proj_size": 0}
+        defaults.update({"peepholes": False, **self._option_defaults})
+        extras = [f"{k}={v!r}" for k, v in config.items() if defaults.get(k, object()) != v]
+        where = [f"dtype={dtype_name(self.dtype)}", f"backend={self.backend!r}"]
+        return f"{type(self).__name__}({', '.join([head, *extras, *where])})"
+
+    # ---- running -----------------------------------------------------------------------------
+
+    def _check_state(self, params: Any, x: Any, state: Any) -> None:
+        if state is None:
+            return
+        num_layers, num_directions = len(params), len(params[0])
+        first = params[0][0]
+        if getattr(x, "ndim", None) not in (2, 3):
+            return  # the sequence function names the bad x
+        unbatched = x.ndim == 2
+        batch = None if unbatched else (x.shape[0] if self.batch_first else x.shape[1])
+        hidden = first.hidden_size
+        if self.kind == "lstm":
+            if not isinstance(state, (tuple, list)) or len(state) != 2:
+                raise TypeError(f"state must be a tuple (h_0, c_0) of two arrays or None, got {type(state).__name__}")
+            components = [("state[0] (h_0)", state[0], first.output_size), ("state[1] (c_0)", state[1], hidden)]
+        else:
+            if isinstance(state, (tuple, list)):
+                raise TypeError(f"state must be one array h_0 or None, got a {type(state).__name__}")
+            components = [("state", state, hidden)]
+        for name, value, size in components:
+            expected = (num_layers * num_directions, size) if unbatched else (num_layers * num_directions, batch, size)
+            layout = "(num_layers*num_directions, " + ("" if unbatched else "B, ") + "H)"
+            if self.kind == "lstm" and name.startswith("state[0]") and first.proj_size:
+                layout = layout.replace("H)", "proj_size)")
+            shape = getattr(value, "shape", None)
+            if shape is None:
+                raise TypeError(f"{name} must be an array, got {type(value).__name__}")
+            if tuple(shape) != expected:
+                raise ValueError(f"{name} must have shape {layout} = {shape_text(expected)}, got {shape_text(shape)}")
+
+    def apply(self, params: Any, x: Array, state: Any = None, *, lengths: Any = None, impl: Optional[str] = None):
+        """Run the stack with ``params`` (a pure function of its arguments and the model's options).
+
+        ``x (T, B, I)``, ``(B, T, I)`` with ``batch_first``, or unbatched ``(T, I)``; ``state`` ``None``
+        (zeros) or ``(L*D, B, H)`` (``(h_0, c_0)`` for an LSTM); ``lengths (B,)`` as in the sequence
+        functions. Returns ``(y, h_n)`` (``(y, (h_n, c_n))`` for an LSTM), shaped as torch.nn.
+        """
+        check_stack(self.kind, params)
+        self._check_state(params, x, state)
+        if self.kind == "lstm" and state is not None:
+            state = tuple(state)
+        options = dict(self._options)
+        if impl is not None:
+            options["impl"] = impl
+        return run_stack(
+            type(self)._sequence, x, params, state, lengths=lengths, batch_first=self.batch_first, **options
+        )
+
+    def __call__(self, x: Array, state: Any = None, *, lengths: Any = None, impl: Optional[str] = None):
+        """``self.apply(self.params, x, state, lengths=lengths)``."""
+        return self.apply(self._params, x, state, lengths=lengths, impl=impl)
+
+    # ---- weights in and out ------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Array]:
+        """The arrays under torch's names (``weight_ih_l0``, ``bias_hh_l1_reverse``, ``weight_hr_l0``, ...).
+
+        Peepholes (not in torch) are ``peephole_i_l0``, ``peephole_f_l0``, ``peephole_o_l0`` (+ ``_reverse``).
+        The arrays are the model's own (on its backend), not copies.
+        """
+        names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr", "peephole_i", "peephole_f", "peephole_o")
+        result: dict[str, Array] = {}
+        for layer, layer_params in enumerate(self._params):
+            for direction, p in enumerate(layer_params):
+                for name in names:
+                    value = getattr(p, name, None)
+                    if value is not None:
+                        result[name + _suffix(layer, direction)] = value
+        return result
+
+    @classmethod
+    def from_state_dict(
+        cls,
+        state_dict: Mapping[str, Any],
+        *,
+        backend: Optional[str] = None,
+        device: Any = None,
+        dtype: Optional[str] = None,
+        prefix: str = "",
+        batch_first: bool = False,
+        **options: Any,
+    ):
+        """A model from a torch-named state dict (torch tensors, NumPy or any backend's arrays).
+
+        Layers, directions, bias, ``proj_size`` and peepholes are read from the keys and shapes;
+        pass the options torch does not store (``batch_first``, ``nonlinearity`` for an RNN, ...).
+        The arrays are copied with ``ar.to_backend`` to ``backend`` (default: the current default
+        backend, NumPy unless set), optionally cast to ``dtype``. ``prefix`` is stripped from every
+        key (e.g. ``"encoder.rnn."`` for a submodule's entries of a bigger state dict); keys without
+        it are ignored. torch is never imported: tensors are recognised by type.
+        """
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(f"state_dict must be a mapping of names to arrays, got {type(state_dict).__name__}")
+        entries: dict[tuple[int, int], dict[str, Any]] = {}
+        for key, value in state_dict.items():
+            if not isinstance(key, str) or not key.startswith(prefix):
+                continue
+            name = key[len(prefix) :]
+            match = _KEY.match(name)
+            if match is None:
+                raise ValueError(
+                    f"state_dict key {key!r} is not a {cls.__name__} weight; expected names like "
+                    f"{prefix}weight_ih_l0, {prefix}weight_hh_l0_reverse, {prefix}bias_ih_l1"
+                    + (", weight_hr_l0, peephole_i_l0" if cls.kind == "lstm" else "")
+                )
+            field, layer, reverse = match.group(1), int(match.group(2)), match.group(3) is not None
+            if cls.kind != "lstm" and (field == "weight_hr" or field.startswith("peephole")):
+                raise ValueError(f"state_dict key {key!r} belongs to an LSTM, not a {cls.__name__}")
+            entries.setdefault((layer, int(reverse)), {})[field] = value
+        if not entries:
+            raise ValueError(f"state_dict has no {prefix}weight_ih_l0 (nor any other {cls.__name__} weight)")
+        layers = max(layer for layer, _ in entries) + 1
+        directions = 2 if (0, 1) in entries else 1
+        expected_slots = {(layer, d) for layer in range(layers) for d in range(directions)}
+        missing = sorted(expected_slots - set(entries))
+        extra = sorted(set(entries) - expected_slots)
+        if missing or extra:
+            slot = missing[0] if missing else extra[0]
+            raise ValueError(
+                f"state_dict has {'no' if missing else 'an unexpected'} weights for layer {slot[0]} "
+                f"{'reverse' if slot[1] else 'forward'} ({prefix}weight_ih{_suffix(*slot)}); a "
+                f"{layers}-layer {'bidirectional ' if directions == 2 else ''}stack needs all layers and directions"
+            )
+        target = backend if backend is not None else get_backend()
+        params = []
+        for layer in range(layers):
+            layer_params = []
+            for direction in range(directions):
+                fields = entries[(layer, direction)]
+                for required in ("weight_ih", "weight_hh"):
+                    if required not in fields:
+                        raise ValueError(f"state_dict is missing {prefix}{required}{_suffix(layer, direction)}")
+                if ("bias_ih" in fields) != ("bias_hh" in fields):
+                    raise ValueError(
+                        f"state_dict has only one of {prefix}bias_ih{_suffix(layer, direction)} and "
+                        f"{prefix}bias_hh{_suffix(layer, direction)}; give both or neither"
+                    )
+                arrays = to_backend(fields, target, device=device)
+                if dtype is not None:
+                    xp = namespace_of(**{name: value for name, value in arrays.items()})[0]
+                    arrays = {name: xp.astype(value, getattr(xp, str(dtype))) for name, value in arrays.items()}
+                cls._check_kind_shapes(arrays, f"{prefix}{{}}{_suffix(layer, direction)}")
+                layer_params.append(cls._params_class(**arrays))
+            params.append(tuple(layer_params))
+        return cls.from_params(tuple(params), batch_first=batch_first, **options)
+
+    @classmethod
+    def _check_kind_shapes(cls, arrays: dict[str, Any], key: str) -> None:
+        """Catch a state dict of another kind (a GRU's into an LSTM) with a message saying so."""
+        gates = cls._params_class.gates
+        weight_hh = arrays["weight_hh"]
+        rows = weight_hh.shape[0]
+        if weight_hh.ndim != 2 or rows % gates != 0:
+            raise ValueError(
+                f"{key.format('weight_hh')} has shape {shape_text(weight_hh.shape)} but a {cls.__name__} needs "
+                f"({gates}*hidden_size, {'proj_size or ' if cls.kind == 'lstm' else ''}hidden_size); "
+                f"is this state dict from another kind of layer?"
+            )
+        if "weight_hr" not in arrays and weight_hh.shape[1] * gates != rows:
+            raise ValueError(
+                f"{key.format('weight_hh')} has shape {shape_text(weight_hh.shape)} but a {cls.__name__} needs "
+                f"({gates}*hidden_size, hidden_size) = ({gates * weight_hh.shape[1]}, {weight_hh.shape[1]}); "
+                f"is this state dict from another kind of layer?"
+            )
+
+    # ---- moving ------------------------------------------------------------------------------
+
+    def _map_arrays(self, function: Callable[[Array], Array]):
+        """A copy of the model with ``function`` applied to every array (``ar.to_backend``/``ar.to_numpy``)."""
+        return type(self).from_params(map_arrays(function, self._params), batch_first=self.batch_first, **self._options)
+
+    def to(self, backend: Optional[str] = None, device: Any = None, *, dtype: Optional[str] = None):
+        """A copy on ``backend`` (default: the current one) and ``device``, optionally cast to ``dtype``."""
+        moved = to_backend(self, backend, device=device)
+        if dtype is None:
+            return moved
+        xp = namespace_of(weight_ih=moved._params[0][0].weight_ih)[0]
+        return moved._map_arrays(lambda a: xp.astype(a, getattr(xp, str(dtype))))
+
+
+class RNN(_StackedModel):
+    """Stacked Elman RNN, shaped like ``torch.nn.RNN``; ``nonlinearity`` ``"tanh"`` or ``"relu"``."""
+
+    kind = "rnn"
+    _sequence = staticmethod(rnn)
+    _params_class = RNNParams
+    _option_defaults: ClassVar[dict[str, Any]] = {"nonlinearity": "tanh"}
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        *,
+        nonlinearity: str = "tanh",
+        bidirectional: bool = False,
+        bias: bool = True,
+        batch_first: bool = False,
+        seed: Any = None,
+        dtype: str = "float32",
+        backend: Optional[str] = None,
+        device: Any = None,
+    ) -> None:
+        params = self._init_stack(
+            init_rnn, input_size, hidden_size, num_layers, bidirectional, seed, hidden_size,
+            bias=bias, dtype=dtype, backend=backend, device=device,
+        )  # fmt: skip
+        self._setup(params, batch_first, {"nonlinearity": nonlinearity})
+
+    @property
+    def nonlinearity(self) -> str:
+        return self._options["nonlinearity"]
+
+
+class LSTM(_StackedModel):
+    """Stacked LSTM, shaped like ``torch.nn.LSTM`` (``proj_size`` included).
+
+    Beyond torch: ``peepholes`` (ONNX semantics), ``coupled`` (f = 1 - i, ONNX ``input_forget``)
+    and ``clip`` (gate pre-activations bounded to [-clip, clip], ONNX ``clip``).
+    """
+
+    kind = "lstm"
+    _sequence = staticmethod(lstm)
+    _params_class = LSTMParams
+    _option_defaults: ClassVar[dict[str, Any]] = {"coupled": False, "clip": None}
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        *,
+        bidirectional: bool = False,
+        proj_size: int = 0,
+        bias: bool = True,
+        batch_first: bool = False,
+        peepholes: bool = False,
+        coupled: bool = False,
+        clip: Optional[float] = None,
+        seed: Any = None,
+        dtype: str = "float32",
+        backend: Optional[str] = None,
+        device: Any = None,
+    ) -> None:
+        if not isinstance(peepholes, bool):
+            raise TypeError(f"peepholes must be True or False, got {peepholes!r}")
+        params = self._init_stack(
+            init_lstm, input_size, hidden_size, num_layers, bidirectional, seed, proj_size or hidden_size,
+            bias=bias, proj_size=proj_size, peepholes=peepholes, dtype=dtype, backend=backend, device=device,
+        )  # fmt: skip
+        self._setup(params, batch_first, {"coupled": coupled, "clip": clip})
+
+    proj_size = property(lambda self: self._structure["proj_size"], doc="P (0: no projection)")
+    peepholes = property(lambda self: self._structure["peepholes"], doc="whether the layers have peepholes")
+    coupled = property(lambda self: self._options["coupled"], doc="coupled input-forget gate (f = 1 - i)")
+    clip = property(lambda self: self._options["clip"], doc="gate pre-activation clip (None: off)")
+
+    @property
+    def output_size(self) -> int:
+        return self.proj_size or self.hidden_size
+
+    def _structure_extras(self) -> dict[str, Any]:
+        return {"proj_size": self.proj_size, "peepholes": self.peepholes}
+
+
+class GRU(_StackedModel):
+    """Stacked GRU, shaped like ``torch.nn.GRU``.
+
+    ``linear_before_reset=False`` applies the reset gate before the recurrent matmul (ONNX GRU with
+    ``linear_before_reset=0``, Keras ``reset_after=False``); the default ``True`` is torch's GRU.
+    """
+
+    kind = "gru"
+    _sequence = staticmethod(gru)
+    _params_class = GRUParams
+    _option_defaults: ClassVar[dict[str, Any]] = {"linear_before_reset": True}
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        *,
+        bidirectional: bool = False,
+        bias: bool = True,
+        batch_first: bool = False,
+        linear_before_reset: bool = True,
+        seed: Any = None,
+        dtype: str = "float32",
+        backend: Optional[str] = None,
+        device: Any = None,
+    ) -> None:
+        params = self._init_stack(
+            init_gru, input_size, hidden_size, num_layers, bidirectional, seed, hidden_size,
+            bias=bias, dtype=dtype, backend=backend, device=device,
+        )  # fmt: skip
+        self._setup(params, batch_first, {"linear_before_reset": linear_before_reset})
+
+    linear_before_reset = property(lambda self: self._options["linear_before_reset"], doc="GRU variant")
+
+
+MODEL_CLASSES: dict[str, type[_StackedModel]] = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
