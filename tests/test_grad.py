@@ -67,82 +67,72 @@ def _like(structure, rng):
     return rng.standard_normal(structure.shape).astype(np.asarray(structure).dtype)
 
 
-def _leaves(kind, arguments):
-    """Named differentiable NumPy leaves of ``{"x", "state", "params"}`` (``None`` skipped)."""
-    leaves = {"x": arguments["x"]}
-    state = arguments["state"]
-    if state is not None:
-        for k, part in enumerate(state if kind == "lstm" else [state]):
-            leaves[f"state{k}"] = part
-    for field in dataclasses.fields(arguments["params"]):
-        value = getattr(arguments["params"], field.name)
-        if value is not None:
-            leaves[f"params.{field.name}"] = value
-    return leaves
+def _flatten(tree, path=()):
+    """``(path, leaf)`` for every array or ``None`` in nested params objects, tuples and lists."""
+    if dataclasses.is_dataclass(tree):
+        return [item for f in dataclasses.fields(tree) for item in _flatten(getattr(tree, f.name), (*path, f.name))]
+    if isinstance(tree, (tuple, list)):
+        return [item for k, part in enumerate(tree) for item in _flatten(part, (*path, k))]
+    return [(path, tree)]
 
 
-def _with_leaf(kind, arguments, name, value):
-    arguments = dict(arguments)
-    if name == "x":
-        arguments["x"] = value
-    elif name.startswith("state"):
-        parts = list(arguments["state"]) if kind == "lstm" else [arguments["state"]]
-        parts[int(name[5:])] = value
-        arguments["state"] = tuple(parts) if kind == "lstm" else parts[0]
-    else:
-        arguments["params"] = dataclasses.replace(arguments["params"], **{name[7:]: value})
-    return arguments
+def _get(tree, path):
+    for key in path:
+        tree = getattr(tree, key) if isinstance(key, str) else tree[key]
+    return tree
 
 
-def _grad_leaves(kind, arguments, grads, order):
-    """The pullback's gradients keyed like :func:`_leaves` (as NumPy)."""
-    by_arg = dict(zip(order, grads))
-    leaves = {"x": by_arg["x"]}
-    if arguments["state"] is not None:
-        state_grad = by_arg["state"]
-        for k, part in enumerate(state_grad if kind == "lstm" else [state_grad]):
-            leaves[f"state{k}"] = part
-    for field in dataclasses.fields(arguments["params"]):
-        value = getattr(by_arg["params"], field.name)
-        if getattr(arguments["params"], field.name) is None:
-            assert value is None, f"gradient for params.{field.name} should be None"
-        else:
-            leaves[f"params.{field.name}"] = value
-    return leaves
+def _replace(tree, path, value):
+    if not path:
+        return value
+    key, rest = path[0], path[1:]
+    if isinstance(key, str):
+        return dataclasses.replace(tree, **{key: _replace(getattr(tree, key), rest, value)})
+    parts = list(tree)
+    parts[key] = _replace(parts[key], rest, value)
+    return type(tree)(parts)
 
 
-def _call(function, arguments, order, options):
-    return function(*(arguments[name] for name in order), **options)
+def check_directional_derivatives(backend, function, args, options, seed=0, eps=1e-6):
+    """<pullback(u), v> == d/de <u, f(args + e v)> for a random direction v in each leaf separately.
 
-
-def check_directional_derivatives(backend, function, kind, arguments, order, options, seed=0, eps=1e-6):
-    """<pullback(u), v> == d/de <u, f(args + e v)> for a random direction v in each leaf separately."""
+    ``args`` are the positional arguments as NumPy (float64); the finite differences run the
+    public forward on NumPy, the vjp runs on ``backend``.
+    """
     rng = np.random.default_rng(seed)
-    out_numpy = _call(function, arguments, order, options)
+    out_numpy = function(*args, **options)
     cotangent = _like(out_numpy, rng)
     backend_options = {k: backend.asarray(v) if isinstance(v, np.ndarray) else v for k, v in options.items()}
-    backend_arguments = {name: backend.tree(value) for name, value in arguments.items()}
-    out, pullback = ar.vjp(function, *(backend_arguments[name] for name in order), **backend_options)
+    out, pullback = ar.vjp(function, *(backend.tree(a) for a in args), **backend_options)
     for got, want in zip(_parts(out), _parts(out_numpy)):
         np.testing.assert_allclose(backend.numpy(got, "float64"), want, rtol=1e-12, atol=1e-12)
     grads = pullback(backend.tree(cotangent))
-    assert isinstance(grads, tuple) and len(grads) == len(order)
-    grad_leaves = _grad_leaves(kind, arguments, grads, order)
-    leaves = _leaves(kind, arguments)
-    assert set(grad_leaves) == set(leaves)
+    assert isinstance(grads, tuple) and len(grads) == len(args)
 
-    def objective(args):
-        return sum(
-            float(np.sum(a * u)) for a, u in zip(_parts(_call(function, args, order, options)), _parts(cotangent))
-        )
+    def objective(arguments):
+        outputs = _parts(function(*arguments, **options))
+        return sum(float(np.sum(a * u)) for a, u in zip(outputs, _parts(cotangent)))
 
-    for name, value in leaves.items():
+    for path, value in _flatten(tuple(args)):
+        grad = _get(grads, path) if _get_parent_exists(grads, path) else None
+        if value is None:
+            assert grad is None, f"gradient at {path} should be None"
+            continue
+        assert type(_get(grads, path[:-1])) is type(_get(args, path[:-1])), f"structure differs at {path[:-1]}"
         direction = rng.standard_normal(value.shape)
-        plus = objective(_with_leaf(kind, arguments, name, value + eps * direction))
-        minus = objective(_with_leaf(kind, arguments, name, value - eps * direction))
+        plus = objective(_replace(tuple(args), path, value + eps * direction))
+        minus = objective(_replace(tuple(args), path, value - eps * direction))
         numeric = (plus - minus) / (2 * eps)
-        analytic = float(np.sum(backend.numpy(grad_leaves[name], "float64") * direction))
-        assert abs(numeric - analytic) <= 1e-6 * max(1.0, abs(analytic)), (name, numeric, analytic)
+        analytic = float(np.sum(backend.numpy(grad, "float64") * direction))
+        assert abs(numeric - analytic) <= 1e-6 * max(1.0, abs(analytic)), (path, numeric, analytic)
+
+
+def _get_parent_exists(tree, path):
+    for key in path[:-1]:
+        tree = getattr(tree, key) if isinstance(key, str) else tree[key]
+        if tree is None:
+            return False
+    return True
 
 
 # ----------------------------------------------------------------------------------------------
@@ -156,11 +146,11 @@ def test_sequence_finite_differences(backend, variant, lengths, reverse):
     kind, params_options, call_options = variant
     rng = np.random.default_rng(7)
     params = random_params(kind, 3, 5, seed=3, **params_options)
-    arguments = {"x": rng.standard_normal((6, 4, 3)), "params": params, "state": _state(kind, params, (4,), rng)}
+    args = (rng.standard_normal((6, 4, 3)), params, _state(kind, params, (4,), rng))
     options = {**call_options, "reverse": reverse}
     if lengths is not None:
         options["lengths"] = np.array(lengths)
-    check_directional_derivatives(backend, SEQUENCES[kind], kind, arguments, ["x", "params", "state"], options)
+    check_directional_derivatives(backend, SEQUENCES[kind], args, options)
 
 
 def test_options_are_exercised():
@@ -182,22 +172,17 @@ def test_sequence_layouts_finite_differences(backend, kind):
     extra = {"proj_size": 2} if kind == "lstm" else {}
     params = random_params(kind, 3, 4, seed=5, **extra)
     function = SEQUENCES[kind]
-    batch_first = {"x": rng.standard_normal((3, 5, 3)), "params": params, "state": _state(kind, params, (3,), rng)}
-    check_directional_derivatives(
-        backend,
-        function,
-        kind,
-        batch_first,
-        ["x", "params", "state"],
-        {"batch_first": True, "lengths": np.array([5, 2, 4])},
+    x_batch_first = rng.standard_normal((3, 5, 3))
+    state = _state(kind, params, (3,), rng)
+    options = {"batch_first": True, "lengths": np.array([5, 2, 4])}
+    check_directional_derivatives(backend, function, (x_batch_first, params, state), options)
+    unbatched = (rng.standard_normal((5, 3)), params, _state(kind, params, (), rng))
+    check_directional_derivatives(backend, function, unbatched, {"reverse": True})
+    check_directional_derivatives(backend, function, (rng.standard_normal((4, 2, 3)), params, None), {})
+    # one gradient per positional argument: a state passed by keyword is not differentiated
+    _, pullback = ar.vjp(
+        function, backend.asarray(x_batch_first), backend.tree(params), state=backend.tree(state), batch_first=True
     )
-    unbatched = {"x": rng.standard_normal((5, 3)), "params": params, "state": _state(kind, params, (), rng)}
-    check_directional_derivatives(backend, function, kind, unbatched, ["x", "params", "state"], {"reverse": True})
-    no_state = {"x": rng.standard_normal((4, 2, 3)), "params": params, "state": None}
-    check_directional_derivatives(backend, function, kind, no_state, ["x", "params", "state"], {})
-    # a state passed by keyword is an option: gradients come back for the positional arguments only
-    x_only = {"x": batch_first["x"], "params": params}
-    _, pullback = ar.vjp(function, backend.asarray(x_only["x"]), backend.tree(params), batch_first=True)
     assert len(pullback(None)) == 2
 
 
@@ -208,42 +193,69 @@ def test_cell_finite_differences(backend, variant, unbatched):
     rng = np.random.default_rng(13)
     params = random_params(kind, 3, 5, seed=4, **params_options)
     batch_shape = () if unbatched else (4,)
-    arguments = {
-        "x": rng.standard_normal((*batch_shape, 3)),
-        "params": params,
-        "state": _state(kind, params, batch_shape, rng),
-    }
-    check_directional_derivatives(backend, CELLS[kind], kind, arguments, ["x", "state", "params"], call_options)
+    args = (rng.standard_normal((*batch_shape, 3)), _state(kind, params, batch_shape, rng), params)
+    check_directional_derivatives(backend, CELLS[kind], args, call_options)
+
+
+# model kind, constructor options, apply options
+MODEL_VARIANTS = [
+    ("rnn", {"num_layers": 2, "bidirectional": True, "nonlinearity": "relu"}, {"lengths": [5, 3, 1]}),
+    ("lstm", {"num_layers": 2, "bidirectional": True, "proj_size": 2}, {"lengths": [5, 0, 2]}),
+    ("lstm", {"num_layers": 2, "peepholes": True, "coupled": True, "clip": 0.9, "batch_first": True}, {}),
+    ("gru", {"num_layers": 3, "linear_before_reset": False}, {"lengths": [4, 5, 1]}),
+    ("gru", {"num_layers": 1, "bidirectional": True, "bias": False, "batch_first": True}, {"lengths": [2, 5, 3]}),
+]
+
+
+def _model_ids(variant):
+    kind, model_options, apply_options = variant
+    return "-".join([kind] + [f"{k}={v}" for k, v in model_options.items()] + (["lengths"] if apply_options else []))
+
+
+def _model_state(model, batch_shape, rng):
+    layers = model.num_layers * model.num_directions
+    if model.kind == "lstm":
+        return (
+            rng.standard_normal((layers, *batch_shape, model.output_size)),
+            rng.standard_normal((layers, *batch_shape, model.hidden_size)),
+        )
+    return rng.standard_normal((layers, *batch_shape, model.hidden_size))
+
+
+def _model(kind, model_options, seed=0):
+    cls = {"rnn": ar.RNN, "lstm": ar.LSTM, "gru": ar.GRU}[kind]
+    return cls(3, 4, seed=seed, dtype="float64", backend="numpy", **model_options)
+
+
+@pytest.mark.parametrize("variant", MODEL_VARIANTS, ids=_model_ids)
+def test_model_apply_finite_differences(backend, variant):
+    kind, model_options, apply_options = variant
+    rng = np.random.default_rng(41)
+    model = _model(kind, model_options)
+    steps, batch = 5, 3
+    x = rng.standard_normal((batch, steps, 3) if model.batch_first else (steps, batch, 3))
+    options = {k: np.array(v) if isinstance(v, list) else v for k, v in apply_options.items()}
+    check_directional_derivatives(backend, model.apply, (model.params, x, _model_state(model, (batch,), rng)), options)
+    # unbatched, no state
+    check_directional_derivatives(backend, model.apply, (model.params, rng.standard_normal((steps, 3)), None), {})
 
 
 # ----------------------------------------------------------------------------------------------
 # torch.autograd with the same weights
 
 
-def _torch_configurations(count, seed):
-    """Random (kind, params options, lengths, reverse, nonlinearity, batch) configurations torch.nn supports."""
-    rng = np.random.default_rng(seed)
-    configurations = []
-    for k in range(count):
-        kind = ["rnn", "lstm", "gru"][k % 3]
-        batch = int(rng.integers(1, 5))
-        steps = int(rng.integers(1, 9))
-        params_options = {"bias": bool(rng.integers(0, 4) > 0)}
-        if kind == "lstm" and rng.integers(0, 2):
-            params_options["proj_size"] = int(rng.integers(1, 4))
-        lengths = [int(n) for n in rng.integers(1, steps + 1, size=batch)] if rng.integers(0, 2) else None
-        configurations.append(
-            (
-                kind,
-                params_options,
-                steps,
-                batch,
-                lengths,
-                bool(rng.integers(0, 2)),
-                ["tanh", "relu"][int(rng.integers(0, 2))],
-            )
-        )
-    return configurations
+# kind, params options, T, B, lengths, reverse, nonlinearity
+TORCH_CONFIGURATIONS = [
+    ("rnn", {}, 7, 2, [4, 7], False, "tanh"),
+    ("rnn", {"bias": False}, 6, 4, [6, 3, 1, 5], True, "relu"),
+    ("rnn", {}, 3, 4, None, True, "relu"),
+    ("lstm", {"proj_size": 3}, 8, 3, [8, 2, 5], True, "tanh"),
+    ("lstm", {"proj_size": 1}, 6, 2, None, False, "tanh"),
+    ("lstm", {"bias": False}, 5, 4, [1, 5, 3, 4], False, "tanh"),
+    ("gru", {}, 8, 3, [8, 2, 7], True, "tanh"),
+    ("gru", {"bias": False}, 6, 1, None, False, "tanh"),
+    ("gru", {}, 2, 4, [2, 1, 2, 1], False, "tanh"),
+]
 
 
 def _compare(got, want, tol):
@@ -253,7 +265,7 @@ def _compare(got, want, tol):
 
 
 @pytest.mark.parametrize("dtype, tol", [("float64", 1e-8), ("float32", 1e-4)])
-@pytest.mark.parametrize("configuration", _torch_configurations(9, seed=21), ids=lambda c: f"{c[0]}-T{c[2]}-B{c[3]}")
+@pytest.mark.parametrize("configuration", TORCH_CONFIGURATIONS, ids=lambda c: f"{c[0]}-T{c[2]}-B{c[3]}")
 def test_sequence_matches_torch_autograd(backend, configuration, dtype, tol):
     need("torch")
     from .torch_grad_oracle import layer_grads
@@ -344,6 +356,49 @@ def test_cell_matches_torch_autograd(backend, kind, options, dtype, tol):
     for key, value in want.items():
         if key.startswith("params."):
             _compare(backend.numpy(getattr(d_params, key[7:]), dtype), value, tol)
+
+
+# kind, model options, T, B, lengths
+TORCH_MODEL_CONFIGURATIONS = [
+    ("lstm", {"num_layers": 2, "bidirectional": True, "proj_size": 3}, 7, 4, [7, 2, 5, 1]),
+    ("lstm", {"num_layers": 3, "batch_first": True, "bias": False}, 6, 3, None),
+    ("gru", {"num_layers": 3, "bidirectional": True, "batch_first": True}, 6, 3, [3, 6, 1]),
+    ("gru", {"num_layers": 1}, 8, 2, None),
+    ("rnn", {"num_layers": 2, "bidirectional": True, "nonlinearity": "relu", "bias": False}, 5, 4, [5, 4, 2, 3]),
+    ("rnn", {"num_layers": 2, "batch_first": True}, 5, 2, [2, 5]),
+]
+
+
+@pytest.mark.parametrize("dtype, tol", [("float64", 1e-8), ("float32", 1e-4)])
+@pytest.mark.parametrize("configuration", TORCH_MODEL_CONFIGURATIONS, ids=lambda c: f"{c[0]}-L{c[1]['num_layers']}")
+def test_model_apply_matches_torch_autograd(backend, configuration, dtype, tol):
+    need("torch")
+    from .torch_grad_oracle import model_grads
+
+    kind, model_options, steps, batch, lengths = configuration
+    rng = np.random.default_rng(steps * 7 + batch)
+    cls = {"rnn": ar.RNN, "lstm": ar.LSTM, "gru": ar.GRU}[kind]
+    model = cls(4, 5, seed=steps, dtype=dtype, backend="numpy", **model_options)
+    shape = (batch, steps, 4) if model.batch_first else (steps, batch, 4)
+    x = rng.standard_normal(shape).astype(dtype)
+    state = _model_state(model, (batch,), rng)
+    state = tuple(s.astype(dtype) for s in state) if kind == "lstm" else state.astype(dtype)
+    out = model(x, state, lengths=lengths)
+    cotangent = (_like(out[0], rng), _like(out[1], rng))
+    want = model_grads(model, x, state, cotangent, lengths=lengths, dtype=np.dtype(dtype).type)
+    lengths_b = None if lengths is None else backend.asarray(np.array(lengths))
+    backend_model = model.to(backend.name, device=backend.device)
+    _, pullback = ar.vjp(
+        backend_model.apply, backend_model.params, backend.asarray(x), backend.tree(state), lengths=lengths_b
+    )
+    d_params, dx, d_state = pullback(backend.tree(cotangent))
+    _compare(backend.numpy(dx, dtype), want["x"], tol)
+    for k, part in enumerate(d_state if kind == "lstm" else [d_state]):
+        _compare(backend.numpy(part, dtype), want["state"][k], tol)
+    grads_by_name = cls.from_params(d_params, batch_first=model.batch_first).state_dict()
+    assert set(grads_by_name) == {k for k in want if k not in ("x", "state")}
+    for name, value in grads_by_name.items():
+        _compare(backend.numpy(value, dtype), want[name], tol)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -227,3 +227,57 @@ def equation_grads(
     for name, tensor in p.items():
         grads[f"params.{name}"] = tensor.grad.numpy() if tensor.grad is not None else np.zeros(tensor.shape)
     return grads
+
+
+def model_grads(
+    model: Any,
+    x: np.ndarray,
+    state: Any,
+    cotangent: tuple[np.ndarray, Any],
+    *,
+    lengths: Optional[list[int]] = None,
+    dtype: Any = np.float64,
+) -> dict[str, Any]:
+    """``torch.nn.RNN/LSTM/GRU`` (stacked, bidirectional, projection) gradients for an arrayrnn model's weights.
+
+    ``x`` in the model's layout; params gradients keyed by torch's names (``weight_ih_l0_reverse``).
+    """
+    torch = _torch()
+    options = {"nonlinearity": model.nonlinearity} if model.kind == "rnn" else {}
+    if model.kind == "lstm":
+        options["proj_size"] = model.proj_size
+    cls = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[model.kind]
+    layer = cls(
+        model.input_size,
+        model.hidden_size,
+        model.num_layers,
+        bias=model.bias,
+        batch_first=model.batch_first,
+        bidirectional=model.bidirectional,
+        **options,
+    ).to(torch.float64 if dtype == np.float64 else torch.float32)
+    with torch.no_grad():
+        for name, value in model.state_dict().items():
+            getattr(layer, name).copy_(torch.tensor(np.asarray(value, dtype=dtype)))
+    x_t = _tensor(x, dtype)
+    states = [_tensor(s, dtype) for s in _states(model.kind, state)]
+    torch_state = tuple(states) if model.kind == "lstm" else states[0]
+    if lengths is None:
+        y, final = layer(x_t, torch_state)
+    else:
+        packed = torch.nn.utils.rnn.pack_padded_sequence(
+            x_t, lengths, batch_first=model.batch_first, enforce_sorted=False
+        )
+        y_packed, final = layer(packed, torch_state)
+        steps = x.shape[1] if model.batch_first else x.shape[0]
+        y, _ = torch.nn.utils.rnn.pad_packed_sequence(y_packed, batch_first=model.batch_first, total_length=steps)
+    finals = list(final) if model.kind == "lstm" else [final]
+    dy, d_final = cotangent
+    loss = (y * torch.tensor(dy)).sum()
+    for f, d in zip(finals, _states(model.kind, d_final)):
+        loss = loss + (f * torch.tensor(d)).sum()
+    loss.backward()
+    grads = {"x": x_t.grad.numpy(), "state": [s.grad.numpy() for s in states]}
+    for name, parameter in layer.named_parameters():
+        grads[name] = parameter.grad.numpy()
+    return grads

@@ -20,6 +20,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any, Optional
 
+from . import models
 from ._core import backward as core
 from ._fast.registry import select
 from ._validate import dtype_name, prepare_cell, prepare_sequence, shape_text
@@ -47,10 +48,8 @@ def vjp(f: Callable[..., Any], *args: Any, **options: Any) -> tuple[Any, Pullbac
     if f in _CELLS:
         return _cell_vjp(f, _CELLS[f], args, options)
     model = getattr(f, "__self__", None)
-    if model is not None and getattr(f, "__name__", "") == "apply" and hasattr(model, "_vjp_layers"):
-        from ._model_grad import model_vjp
-
-        return model_vjp(model, args, options)
+    if isinstance(model, tuple(models.MODEL_CLASSES.values())) and getattr(f, "__name__", "") == "apply":
+        return _model_vjp(model, f, args, options)
     raise TypeError(
         "vjp supports arrayrnn.rnn_cell, lstm_cell, gru_cell, rnn, lstm, gru and a model's apply; "
         f"got {getattr(f, '__qualname__', type(f).__name__)}"
@@ -181,3 +180,85 @@ def _cell_vjp(f: Callable[..., Any], kind: str, args: tuple[Any, ...], options: 
         return tuple(grads[name] for name in positional)
 
     return out, pullback
+
+
+# ----------------------------------------------------------------------------------------------
+# models: layer by layer, both directions
+
+
+def _model_vjp(model: Any, apply: Callable[..., Any], args: tuple[Any, ...], options: dict[str, Any]):
+    """vjp of ``model.apply(params, x, state, *, lengths, impl)``.
+
+    The stack runs through ``models.run_stack`` exactly as ``apply`` does, with every one-layer
+    sequence call replaced by its vjp; the pullback walks the layers top-down, splits the output
+    cotangent between the directions, sums their input gradients into the layer below, and
+    stacks the state gradients back into ``(L*D, B, H)``.
+    """
+    arguments, positional = _bind(apply, args, options)
+    params, x, state = arguments["params"], arguments["x"], arguments["state"]
+    # the same checks and normalisation as model.apply
+    models.check_stack(model.kind, params)
+    model._check_state(params, x, state)
+    stack_state = tuple(state) if model.kind == "lstm" and state is not None else state
+    sequence_options = dict(model._options)
+    if arguments["impl"] is not None:
+        sequence_options["impl"] = arguments["impl"]
+    sequence_function = type(model)._sequence
+    records: list[tuple[Pullback, int]] = []  # in l*D + d order, as run_stack calls them
+
+    def recording(layer_input: Array, layer_params: Any, layer_state: Any, **call_options: Any):
+        out, pullback = vjp(sequence_function, layer_input, layer_params, layer_state, **call_options)
+        records.append((pullback, out[0].shape[-1]))
+        return out
+
+    out = models.run_stack(
+        recording,
+        x,
+        params,
+        stack_state,
+        lengths=arguments["lengths"],
+        batch_first=model.batch_first,
+        **sequence_options,
+    )
+    xp = namespace_of(x=x)[0]
+    num_layers, num_directions = len(params), len(params[0])
+
+    def final_part(d_final: Any, index: int) -> Any:
+        if model.kind == "lstm":
+            return tuple(None if d is None else d[index, ...] for d in d_final)
+        return None if d_final is None else d_final[index, ...]
+
+    def pullback(out_cotangent: Any) -> tuple[Any, ...]:
+        d_output, d_final = match_cotangent(out_cotangent, out)
+        param_grads: list[list[Any]] = [[None] * num_directions for _ in range(num_layers)]
+        state_grads: list[Any] = [None] * (num_layers * num_directions)
+        for layer in range(num_layers - 1, -1, -1):
+            d_input = None
+            for direction in range(num_directions):
+                index = layer * num_directions + direction
+                direction_pullback, width = records[index]
+                d_y = d_output
+                if d_output is not None and num_directions > 1:
+                    d_y = d_output[..., direction * width : (direction + 1) * width]
+                dx, param_grads[layer][direction], state_grads[index] = direction_pullback(
+                    (d_y, final_part(d_final, index))
+                )
+                d_input = dx if d_input is None else d_input + dx
+            d_output = d_input
+        grads = {
+            "params": type(params)(type(params[k])(row) for k, row in enumerate(param_grads)),
+            "x": d_output,
+            "state": _stacked_state(xp, model.kind, state, state_grads),
+        }
+        return tuple(grads[name] for name in positional)
+
+    return out, pullback
+
+
+def _stacked_state(xp: Any, kind: str, given: Any, parts: list[Any]) -> Any:
+    if given is None:
+        return None
+    if kind == "lstm":
+        stacked = tuple(xp.stack([part[k] for part in parts], axis=0) for k in range(2))
+        return list(stacked) if isinstance(given, list) else stacked
+    return xp.stack(parts, axis=0)
