@@ -294,3 +294,32 @@ def test_dispatch_prefers_graph_at_small_batch_and_fused_at_large():
     assert choose("rnn", steps=100, batch=4, hidden=8, dtype="int32") == "generic"
     # a graph plan whose buffers would be huge is not cached: fused instead
     assert choose("lstm", steps=100_000, batch=64, hidden=512, dtype="float32") == "fused"
+
+
+def test_registry_variants_are_per_backend(monkeypatch):
+    from arrayrnn._fast import registry
+
+    assert registry.variants("lstm", "cupy") == ("fused", "graph")
+    assert registry.variants("lstm", "numpy") == ()
+    assert registry.select("gru", "cupy", "fused") is cupy_kernels.gru_sequence
+    assert registry.select("gru", "cupy", "graph") is cupy_graph.gru_sequence
+    assert registry.select("gru", "cupy", "auto") is cupy_dispatch.gru_sequence
+    with pytest.raises(ValueError, match="impl must be one of auto, generic, fast for lstm on numpy"):
+        registry.select("lstm", "numpy", "graph")  # the keyword is strict
+    monkeypatch.setenv("ARRAYRNN_IMPL", "graph")  # the environment steers where the variant exists
+    assert registry.select("lstm", "numpy") is registry.select("lstm", "numpy", "auto")
+    assert registry.select("lstm", "cupy") is cupy_graph.lstm_sequence
+    monkeypatch.setenv("ARRAYRNN_IMPL", "grpah")
+    with pytest.raises(ValueError, match="ARRAYRNN_IMPL must be one of"):
+        registry.select("lstm", "cupy")
+    with pytest.raises(ValueError, match="reserved"):
+        registry.register("lstm", "cupy", ".x", "y", variant="generic")
+
+
+def test_import_arrayrnn_imports_no_gpu_library():
+    import subprocess
+    import sys
+
+    code = "import arrayrnn, sys; print(sorted(m for m in sys.modules if m.split('.')[0] in ('cupy', 'torch', 'jax')))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
