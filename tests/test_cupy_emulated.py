@@ -288,6 +288,7 @@ def test_dispatch_prefers_graph_at_small_batch_and_fused_at_large():
     assert choose("lstm", steps=100, batch=1, hidden=256, dtype="float32") == "graph"
     assert choose("lstm", steps=100, batch=64, hidden=512, dtype="float32") == "graph"
     assert choose("lstm", steps=100, batch=256, hidden=1024, dtype="float32") == "fused"
+    assert choose("lstm", steps=100, batch=4, hidden=4096, dtype="float32") == "fused"
     assert choose("lstm", steps=100, batch=1, hidden=256, dtype="float32", has_projection=True) == "fused"
     assert choose("gru", steps=100, batch=1, hidden=256, dtype="float32", weights_contiguous=False) == "fused"
     assert choose("rnn", steps=100, batch=0, hidden=8, dtype="float32") == "generic"

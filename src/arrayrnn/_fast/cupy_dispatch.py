@@ -22,6 +22,8 @@ Array = Any
 
 #: largest batch that runs on the graph path (per-warp mat-vec; cuBLAS wins beyond)
 GRAPH_MAX_BATCH = 64
+#: largest hidden size that runs on the graph path (not measured beyond; cuBLAS is the safe choice)
+GRAPH_MAX_HIDDEN = 1024
 #: largest graph-path buffer (input projection + output) kept per cached plan
 GRAPH_MAX_BUFFER_BYTES = 256 << 20
 
@@ -45,7 +47,8 @@ def choose_impl(
         return "fused"
     itemsize = np.dtype(dtype).itemsize
     buffer_bytes = steps * batch * (_GATES[kind] + 1) * hidden * itemsize
-    if batch <= GRAPH_MAX_BATCH and weights_contiguous and buffer_bytes <= GRAPH_MAX_BUFFER_BYTES:
+    small = batch <= GRAPH_MAX_BATCH and hidden <= GRAPH_MAX_HIDDEN
+    if small and weights_contiguous and buffer_bytes <= GRAPH_MAX_BUFFER_BYTES:
         return "graph"
     return "fused"
 

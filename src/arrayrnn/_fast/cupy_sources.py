@@ -373,6 +373,8 @@ __device__ __forceinline__ void warp_dots(const scalar_t* __restrict__ weight, l
 #pragma unroll
     for (int n = 0; n < NB; ++n) sums[d][n] = (acc_t)0;
   }
+  // unrolled so that several iterations' loads are in flight at once (the step is latency-bound)
+#pragma unroll 4
   for (int k = lane; k < width; k += 32) {
     acc_t w[ND];
 #pragma unroll
