@@ -63,6 +63,9 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "backend" in metafunc.fixturenames:
         names = _selected(metafunc.config)
+        only = metafunc.definition.get_closest_marker("only_backends")
+        if only is not None:  # e.g. the CuPy fast-path tests: parametrised over cupy alone
+            names = [name for name in names if name in only.args]
         metafunc.parametrize("backend", names, indirect=True, ids=names)
 
 

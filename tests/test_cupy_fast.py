@@ -38,6 +38,8 @@ def _ids(variant):
     return "-".join([kind] + [f"{k}={v}" for k, v in {**params_options, **call_options}.items()])
 
 
+pytestmark = pytest.mark.only_backends("cupy")
+
 def _require_cupy(backend):
     if backend.name != "cupy":
         pytest.skip("CuPy fast paths: cupy backend only")
