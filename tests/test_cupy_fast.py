@@ -40,6 +40,7 @@ def _ids(variant):
 
 pytestmark = pytest.mark.only_backends("cupy")
 
+
 def _require_cupy(backend):
     if backend.name != "cupy":
         pytest.skip("CuPy fast paths: cupy backend only")
