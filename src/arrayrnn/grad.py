@@ -196,29 +196,16 @@ def _model_vjp(model: Any, apply: Callable[..., Any], args: tuple[Any, ...], opt
     """
     arguments, positional = _bind(apply, args, options)
     params, x, state = arguments["params"], arguments["x"], arguments["state"]
-    # the same checks and normalisation as model.apply
-    models.check_stack(model.kind, params)
-    model._check_state(params, x, state)
-    stack_state = tuple(state) if model.kind == "lstm" and state is not None else state
-    sequence_options = dict(model._options)
-    if arguments["impl"] is not None:
-        sequence_options["impl"] = arguments["impl"]
-    sequence_function = type(model)._sequence
-    records: list[tuple[Pullback, int]] = []  # in l*D + d order, as run_stack calls them
+    records: list[tuple[Pullback, int]] = []  # in l*D + d order, as the stack calls them
 
     def recording(layer_input: Array, layer_params: Any, layer_state: Any, **call_options: Any):
-        out, pullback = vjp(sequence_function, layer_input, layer_params, layer_state, **call_options)
+        out, pullback = vjp(model.sequence_function, layer_input, layer_params, layer_state, **call_options)
         records.append((pullback, out[0].shape[-1]))
         return out
 
-    out = models.run_stack(
-        recording,
-        x,
-        params,
-        stack_state,
-        lengths=arguments["lengths"],
-        batch_first=model.batch_first,
-        **sequence_options,
+    # apply itself checks and normalises its arguments and runs the stack, one recorded call per layer
+    out = model.apply(
+        params, x, state, lengths=arguments["lengths"], impl=arguments["impl"], sequence_function=recording
     )
     xp = namespace_of(x=x)[0]
     num_layers, num_directions = len(params), len(params[0])
