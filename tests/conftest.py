@@ -11,11 +11,12 @@ in NumPy, and only the function under test runs on the backend.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 
 import pytest
 
-from arrayrnn.backend import backend_status
+from arrayrnn.backend import BACKEND_NAMES, backend_status
 
 from .support import Backend
 
@@ -46,8 +47,15 @@ def _selected(config: pytest.Config) -> list[str]:
     return names
 
 
+def _requirement_problem(name: str) -> str | None:
+    """Why a required backend or oracle library (e.g. onnxruntime) is unusable, or None."""
+    if name in BACKEND_NAMES:
+        return backend_status(name)
+    return None if importlib.util.find_spec(name) is not None else "not installed"
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    missing = [f"{name}: {backend_status(name)}" for name in required_backends() if backend_status(name) is not None]
+    missing = [f"{name}: {_requirement_problem(name)}" for name in required_backends() if _requirement_problem(name)]
     if missing:
         raise pytest.UsageError("ARRAYRNN_REQUIRE_BACKENDS names unusable backends:\n  " + "\n  ".join(missing))
 
@@ -55,6 +63,9 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "backend" in metafunc.fixturenames:
         names = _selected(metafunc.config)
+        only = metafunc.definition.get_closest_marker("only_backends")
+        if only is not None:  # e.g. the CuPy fast-path tests: parametrised over cupy alone
+            names = [name for name in names if name in only.args]
         metafunc.parametrize("backend", names, indirect=True, ids=names)
 
 

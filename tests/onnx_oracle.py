@@ -41,7 +41,6 @@ def run_node(
     Returns ``[Y (T, D, B, H), Y_h (D, B, H)]`` and ``Y_c`` for an LSTM.
     """
     import onnx
-    import onnxruntime as ort
     from onnx import helper
 
     slots = _INPUTS[op_type]
@@ -64,12 +63,7 @@ def run_node(
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
     model.ir_version = 8
     onnx.checker.check_model(model)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    return session.run(outputs, present)
+    return run_model(model.SerializeToString(), present)
 
 
 def model_bytes(op_type: str, initializers: dict[str, np.ndarray], x_shape, *, hidden_size: int, **attributes):
@@ -94,3 +88,15 @@ def model_bytes(op_type: str, initializers: dict[str, np.ndarray], x_shape, *, h
     model.ir_version = 8
     onnx.checker.check_model(model)
     return model.SerializeToString()
+
+
+def run_model(model: bytes, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """Run a serialised model in onnxruntime (one thread, no spinning); all outputs."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    return session.run(None, feeds)

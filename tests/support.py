@@ -22,6 +22,10 @@ class Backend:
         self.name = name
         self.xp = namespace(name)
         self.device: Any = None
+        if name == "jax":
+            import jax
+
+            jax.config.update("jax_enable_x64", True)  # the suite compares float64 results too
         if name == "array_api_strict":
             import array_api_strict
 

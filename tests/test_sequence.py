@@ -207,3 +207,15 @@ def test_state_carries_across_calls(backend):
     np.testing.assert_allclose(backend.numpy(y_all)[3:], backend.numpy(y_b), rtol=1e-12, atol=1e-12)
     for a, b in zip(state_all, state_b):
         np.testing.assert_allclose(backend.numpy(a), backend.numpy(b), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+def test_float16(backend, kind):
+    if backend.name == "array_api_strict":
+        pytest.skip("float16 is not a dtype of the array API standard")
+    rng = np.random.default_rng(12)
+    params = random_params(kind, 3, 4, seed=12, dtype="float16")
+    x = rng.standard_normal((5, 2, 3)).astype("float16")
+    y_ref, _ = reference.sequence(kind, x, params, lengths=[5, 3])
+    y, _ = FUNCTIONS[kind](backend.asarray(x), backend.tree(params), lengths=backend.asarray(np.array([5, 3])))
+    np.testing.assert_allclose(backend.numpy(y, "float16").astype("float64"), y_ref, **tolerance("float16"))

@@ -6,7 +6,7 @@ namespace of their inputs; functions that create arrays use the selected backend
 
 from __future__ import annotations
 
-from . import convert
+from . import convert, optim
 from .backend import (
     BackendMismatchError,
     BackendUnavailableError,
@@ -18,6 +18,7 @@ from .backend import (
     use_backend,
 )
 from .cells import gru_cell, lstm_cell, rnn_cell
+from .grad import vjp
 from .io import load, save
 from .models import GRU, LSTM, RNN
 from .params import GRUParams, LSTMParams, RNNParams, init_gru, init_lstm, init_rnn
@@ -46,6 +47,7 @@ __all__ = [
     "load",
     "lstm",
     "lstm_cell",
+    "optim",
     "rnn",
     "rnn_cell",
     "save",
@@ -53,4 +55,5 @@ __all__ = [
     "to_backend",
     "to_numpy",
     "use_backend",
+    "vjp",
 ]

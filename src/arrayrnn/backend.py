@@ -79,10 +79,7 @@ def _import_namespace(name: str) -> ModuleType:
     elif name == "torch":
         import array_api_compat.torch as xp
     elif name == "jax":
-        import jax
         import jax.numpy as xp
-
-        jax.config.update("jax_enable_x64", True)  # float64 params must stay float64
     elif name == "dask":
         import array_api_compat.dask.array as xp
     else:
@@ -209,9 +206,9 @@ def namespace_of(**arrays: Any) -> tuple[ModuleType, str, Any]:
             first_name, first_backend, first_device = arg_name, name, device
         elif name != first_backend or device != first_device:
             raise BackendMismatchError(
-                f"{arg_name} lives on {name} (device {device}) but {first_name} lives on "
-                f"{first_backend} (device {first_device}); move them together explicitly, "
-                f"e.g. with arrayrnn.to_backend(..., {first_backend!r})"
+                f"arguments live on different backends or devices: {first_name} on {first_backend} "
+                f"(device {first_device}), {arg_name} on {name} (device {device}); nothing is copied "
+                f"implicitly: move them together with arrayrnn.to_backend(..., {first_backend!r})"
             )
     if first_backend is None:
         raise TypeError("no array arguments were given")
@@ -288,8 +285,16 @@ def _numpy_to(array: np.ndarray, name: str, device: Any) -> Any:
 
         with cupy.cuda.Device(device if isinstance(device, int) else getattr(device, "id", device)):
             return cupy.asarray(array)
-    if name == "jax" and device is None:
-        return xp.asarray(array)
+    if name == "jax":
+        import jax
+
+        # JAX silently turns float64 into float32 unless x64 is on; that choice is the user's to make.
+        if array.dtype == np.float64 and not jax.config.read("jax_enable_x64"):
+            raise ValueError(
+                "JAX has float64 disabled, so float64 arrays cannot move there unchanged; enable it with "
+                "jax.config.update('jax_enable_x64', True) or use dtype='float32'"
+            )
+        return xp.asarray(array) if device is None else jax.device_put(xp.asarray(array), device)
     return (
         xp.asarray(np.array(array, copy=True), device=device)
         if device is not None

@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     info_parser = commands.add_parser("info", help="versions, usable backends (and why others are not), devices")
     info_parser.add_argument("--backend", help="accepted for symmetry; info lists every backend")
     info_parser.set_defaults(handler=info)
+    from .demo import add_parser as add_demo_parser
+
+    add_demo_parser(commands)
     return parser
 
 

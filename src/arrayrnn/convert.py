@@ -294,7 +294,9 @@ def from_onnx_model(model: Any, node: Optional[str] = None, *, backend: Optional
     ``pip install "arrayrnn[onnx]"``). ``node`` names the node when the graph has several recurrent
     nodes. The weights must be graph initializers; the node's attributes become model options
     (``direction``, ``clip``, ``input_forget``, ``linear_before_reset``, ``layout``, Relu).
-    Activations other than ONNX's defaults (and Relu for RNN) are refused.
+    Activations other than ONNX's defaults (and Relu for RNN) are refused. ``layout=1`` becomes
+    ``batch_first=True``; the model's states stay ``(D, B, H)`` (ONNX's are ``(B, D, H)`` with layout 1)
+    and its ``y`` is ``(B, T, D*H)`` (ONNX's ``Y`` is ``(B, T, D, H)``, the same numbers).
     """
     import onnx
     from onnx import numpy_helper
@@ -347,12 +349,12 @@ def from_onnx_model(model: Any, node: Optional[str] = None, *, backend: Optional
         raise ValueError(f"clip on an ONNX {recurrent.op_type} node has no arrayrnn equivalent (LSTM only)")
     if kind == "gru":
         options["linear_before_reset"] = bool(attributes.get("linear_before_reset", 0))
-    arrays = [initializer(1), initializer(2), initializer(3)] + ([initializer(7)] if kind == "lstm" else [])
-    directions = from_onnx(kind, *arrays)
     if direction == "reverse":
         raise ValueError(
             "direction='reverse' has no model equivalent; use ar.convert.from_onnx and run the params with reverse=True"
         )
+    arrays = [initializer(1), initializer(2), initializer(3)] + ([initializer(7)] if kind == "lstm" else [])
+    directions = from_onnx(kind, *arrays)
     cls = {"rnn": RNN, "lstm": LSTM, "gru": GRU}[kind]
     params = to_backend((tuple(directions),), backend if backend is not None else get_backend(), device=device)
     return cls.from_params(params, batch_first=bool(attributes.get("layout", 0)), **options)

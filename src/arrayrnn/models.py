@@ -371,12 +371,28 @@ class _StackedModel:
             if tuple(shape) != expected:
                 raise ValueError(f"{name} must have shape {layout} = {shape_text(expected)}, got {shape_text(shape)}")
 
-    def apply(self, params: Any, x: Array, state: Any = None, *, lengths: Any = None, impl: Optional[str] = None):
+    @property
+    def sequence_function(self) -> SequenceFunction:
+        """The public one-layer function every layer and direction runs (``ar.rnn``, ``ar.lstm`` or ``ar.gru``)."""
+        return type(self)._sequence
+
+    def apply(
+        self,
+        params: Any,
+        x: Array,
+        state: Any = None,
+        *,
+        lengths: Any = None,
+        impl: Optional[str] = None,
+        sequence_function: Optional[SequenceFunction] = None,
+    ):
         """Run the stack with ``params`` (a pure function of its arguments and the model's options).
 
         ``x (T, B, I)``, ``(B, T, I)`` with ``batch_first``, or unbatched ``(T, I)``; ``state`` ``None``
         (zeros) or ``(L*D, B, H)`` (``(h_0, c_0)`` for an LSTM); ``lengths (B,)`` as in the sequence
         functions. Returns ``(y, h_n)`` (``(y, (h_n, c_n))`` for an LSTM), shaped as torch.nn.
+        ``sequence_function`` (advanced) replaces :attr:`sequence_function` for every layer call, with
+        the same signature — ``ar.vjp`` passes one that records each layer.
         """
         check_stack(self.kind, params)
         self._check_state(params, x, state)
@@ -388,7 +404,15 @@ class _StackedModel:
         runner = run_stack
         if is_dask_array(x):  # the whole stack per batch block: one task per block, not one per layer
             from ._fast.dask_blocks import run_stack_dask as runner
-        return runner(type(self)._sequence, x, params, state, lengths=lengths, batch_first=self.batch_first, **options)
+        return runner(
+            sequence_function or self.sequence_function,
+            x,
+            params,
+            state,
+            lengths=lengths,
+            batch_first=self.batch_first,
+            **options,
+        )
 
     def __call__(self, x: Array, state: Any = None, *, lengths: Any = None, impl: Optional[str] = None):
         """``self.apply(self.params, x, state, lengths=lengths)``."""

@@ -5,6 +5,11 @@ it, so nothing is imported until a call on that backend needs it. Every fast pat
 signature as the generic functions in ``_core/sequence.py`` and must agree with them to float
 tolerance. ``impl="generic"`` (keyword) or ``ARRAYRNN_IMPL=generic`` turns fast paths off, so a
 difference can always be bisected.
+
+A backend may also register *named variants* (e.g. CuPy's "fused" and "graph") that ``impl=`` can ask
+for directly; its default fast path then chooses among them per call. ``ARRAYRNN_IMPL`` naming a
+variant applies where that variant exists and means "auto" elsewhere, so one setting can steer a
+whole test run; the ``impl=`` keyword is strict.
 """
 
 from __future__ import annotations
@@ -18,25 +23,55 @@ from .._core.sequence import GENERIC
 
 #: (kind, backend) -> (module path, function name) of the fast path
 _REGISTRY: dict[tuple[str, str], tuple[str, str]] = {}
+#: (kind, backend, variant) -> (module path, function name) of a named variant
+_VARIANTS: dict[tuple[str, str, str], tuple[str, str]] = {}
 
 IMPLS = ("auto", "generic", "fast")
 
 
-def register(kind: str, backend: str, module: str, function: str) -> None:
-    """Declare that ``module.function`` runs ``kind`` sequences on ``backend``."""
-    _REGISTRY[(kind, backend)] = (module, function)
+def register(kind: str, backend: str, module: str, function: str, *, variant: Optional[str] = None) -> None:
+    """Declare that ``module.function`` runs ``kind`` sequences on ``backend``.
+
+    With ``variant``, register a named alternative that ``impl=variant`` selects instead of the default.
+    """
+    if variant is None:
+        _REGISTRY[(kind, backend)] = (module, function)
+    else:
+        if variant in IMPLS:
+            raise ValueError(f"variant name {variant!r} is reserved")
+        _VARIANTS[(kind, backend, variant)] = (module, function)
+
+
+def variants(kind: str, backend: str) -> tuple[str, ...]:
+    """The named variants registered for ``kind`` on ``backend``."""
+    return tuple(sorted(v for (k, b, v) in _VARIANTS if k == kind and b == backend))
+
+
+def _load(entry: tuple[str, str]) -> Callable[..., Any]:
+    module, function = entry
+    return getattr(importlib.import_module(module, package=__package__), function)
 
 
 def select(kind: str, backend: str, impl: Optional[str] = None) -> Callable[..., Any]:
     """The function that runs ``kind`` on ``backend`` for the requested ``impl``.
 
     ``impl``: ``None`` (use ``$ARRAYRNN_IMPL``, default ``"auto"``), ``"auto"`` (the fast path
-    when one is registered, else generic), ``"generic"``, or ``"fast"`` (error if none exists).
+    when one is registered, else generic), ``"generic"``, ``"fast"`` (error if none exists), or the
+    name of a variant registered for this kind and backend.
     """
     chosen = impl if impl is not None else os.environ.get("ARRAYRNN_IMPL", "auto")
-    if chosen not in IMPLS:
-        source = "impl" if impl is not None else "ARRAYRNN_IMPL"
-        raise ValueError(f"{source} must be one of {', '.join(IMPLS)}, got {chosen!r}")
+    here = variants(kind, backend)
+    if chosen not in IMPLS and chosen not in here:
+        known_elsewhere = any(v == chosen for (_, _, v) in _VARIANTS)
+        if impl is None and known_elsewhere:
+            chosen = "auto"  # the environment names another backend's variant
+        else:
+            source = "impl" if impl is not None else "ARRAYRNN_IMPL"
+            raise ValueError(
+                f"{source} must be one of {', '.join(IMPLS + here)} for {kind} on {backend}, got {chosen!r}"
+            )
+    if chosen in here:
+        return _load(_VARIANTS[(kind, backend, chosen)])
     if chosen == "generic":
         return GENERIC[kind]
     entry = _REGISTRY.get((kind, backend))
@@ -44,5 +79,11 @@ def select(kind: str, backend: str, impl: Optional[str] = None) -> Callable[...,
         if chosen == "fast":
             raise ValueError(f"impl='fast' was asked for, but no fast path for {kind} exists on {backend}")
         return GENERIC[kind]
-    module, function = entry
-    return getattr(importlib.import_module(module, package=__package__), function)
+    return _load(entry)
+
+
+# CuPy: "auto"/"fast" choose per call (cupy_dispatch); "fused" and "graph" name the two paths.
+for _kind in ("rnn", "lstm", "gru"):
+    register(_kind, "cupy", ".cupy_dispatch", f"{_kind}_sequence")
+    register(_kind, "cupy", ".cupy_kernels", f"{_kind}_sequence", variant="fused")
+    register(_kind, "cupy", ".cupy_graph", f"{_kind}_sequence", variant="graph")

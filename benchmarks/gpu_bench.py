@@ -1,0 +1,445 @@
+"""GPU benchmark: arrayrnn's CuPy paths against torch/cuDNN with the same weights, float32 with TF32 off.
+
+For LSTM, GRU and RNN over the (T, B, I, H) grid below, times the forward pass of cuDNN (``torch.nn``)
+and of every arrayrnn CuPy implementation ("generic", "fused", "graph", and "auto", the per-call
+choice users get), then forward+backward (torch autograd vs ``arrayrnn.vjp`` when it exists), a batch-
+tile sweep of the graph kernels, and a float16 subset. Every implementation's output is first compared
+with cuDNN's (``rel_diff`` = max |ours - cuDNN| / max |cuDNN|); a result that disagrees is still
+timed but marked ``ok: false``.
+
+Timing: CUDA events around each call (which also captures host-side launch gaps: the GPU is idle when
+the start event is recorded), after warm-up (compilation, graph capture, cuDNN plans); the median of
+5-50 calls (fewer for slow paths, so the whole run fits ``--budget`` seconds). The JSON is rewritten
+after every measurement, so a run cut short still leaves its results.
+
+    python benchmarks/gpu_bench.py --out gpu_bench.json [--budget 175] [--kinds lstm,gru,rnn]
+    python benchmarks/gpu_bench.py --dry-run --out /tmp/b.json   # CPU: numpy + torch CPU, checks the script
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any, Optional
+
+os.environ.setdefault("CUPY_TF32", "0")  # read when CuPy is imported: full float32 matmuls
+
+import numpy as np  # noqa: E402
+
+SHAPES = [
+    (100, 1, 64, 128),
+    (100, 1, 64, 256),
+    (100, 8, 128, 256),
+    (500, 32, 128, 128),
+    (100, 64, 256, 512),
+    (100, 256, 1024, 1024),
+    (50, 4096, 256, 256),
+]
+FLOAT16_SHAPES = [(100, 8, 128, 256), (100, 256, 1024, 1024)]
+KINDS = ("lstm", "gru", "rnn")
+IMPLS = ("generic", "fused", "graph", "auto")
+#: aim for this much timed work per measurement; repeats are clamped to [MIN_REPEATS, MAX_REPEATS]
+TARGET_SECONDS = 0.25
+MIN_REPEATS, MAX_REPEATS = 5, 50
+#: a forward that agrees with cuDNN to this relative difference is "ok" (float32, TF32 off)
+REL_TOLERANCE = {"float32": 1e-4, "float16": 2e-2}
+
+
+def choose_repeats(seconds_per_call: float) -> int:
+    if seconds_per_call <= 0:
+        return MAX_REPEATS
+    return int(min(MAX_REPEATS, max(MIN_REPEATS, TARGET_SECONDS / seconds_per_call)))
+
+
+def rel_diff(ours: np.ndarray, reference: np.ndarray) -> float:
+    ours = np.asarray(ours, dtype=np.float64)
+    reference = np.asarray(reference, dtype=np.float64)
+    if ours.shape != reference.shape:
+        return float("inf")
+    scale = max(float(np.max(np.abs(reference))), 1e-30) if reference.size else 1.0
+    difference = np.abs(ours - reference)
+    if np.isnan(difference).any():
+        return float("inf")
+    return float(np.max(difference)) / scale if difference.size else 0.0
+
+
+class Machine:
+    """Where arrays live and how time is measured: CuPy + CUDA events, or (dry run) NumPy + wall clock."""
+
+    def __init__(self, dry_run: bool) -> None:
+        import torch
+
+        self.dry_run = dry_run
+        self.torch = torch
+        self.torch_device = "cpu" if dry_run else "cuda"
+        if dry_run:
+            self.backend = "numpy"
+            self.cupy = None
+        else:
+            import cupy
+
+            self.cupy = cupy
+            self.backend = "cupy"
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cudnn.benchmark = False
+            torch.set_float32_matmul_precision("highest")
+
+    def asarray(self, array: np.ndarray) -> Any:
+        return np.array(array) if self.dry_run else self.cupy.asarray(array)
+
+    def numpy(self, array: Any) -> np.ndarray:
+        return np.asarray(array) if self.dry_run else self.cupy.asnumpy(array)
+
+    def sync(self) -> None:
+        if not self.dry_run:
+            self.cupy.cuda.get_current_stream().synchronize()
+            self.torch.cuda.synchronize()
+
+    def time_calls(self, function: Callable[[], Any], warmup: int = 2, for_torch: bool = False) -> dict[str, Any]:
+        """Median/min milliseconds of ``function()`` (after warm-up), with adaptive repeats."""
+        for _ in range(warmup):
+            function()
+        self.sync()
+        first = self._one(function, for_torch)
+        repeats = choose_repeats(first / 1e3)
+        times = [first] + [self._one(function, for_torch) for _ in range(repeats - 1)]
+        return {"median_ms": statistics.median(times), "min_ms": min(times), "repeats": len(times)}
+
+    def _one(self, function: Callable[[], Any], for_torch: bool) -> float:
+        if self.dry_run:
+            start = time.perf_counter()
+            function()
+            return (time.perf_counter() - start) * 1e3
+        if for_torch:
+            start, end = self.torch.cuda.Event(enable_timing=True), self.torch.cuda.Event(enable_timing=True)
+            start.record()
+            function()
+            end.record()
+            end.synchronize()
+            return float(start.elapsed_time(end))
+        start, end = self.cupy.cuda.Event(), self.cupy.cuda.Event()
+        start.record()
+        function()
+        end.record()
+        end.synchronize()
+        return float(self.cupy.cuda.get_elapsed_time(start, end))
+
+    def describe(self) -> dict[str, Any]:
+        torch = self.torch
+        info: dict[str, Any] = {"host": platform.node(), "python": platform.python_version()}
+        if self.dry_run:
+            info["device"] = "CPU (dry run)"
+            return info
+        cupy = self.cupy
+        properties = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
+        info.update(
+            device=properties["name"].decode(),
+            compute_capability=f"{properties['major']}.{properties['minor']}",
+            multiprocessors=properties["multiProcessorCount"],
+            cuda_driver=cupy.cuda.runtime.driverGetVersion(),
+            cuda_runtime=cupy.cuda.runtime.runtimeGetVersion(),
+            torch_device=torch.cuda.get_device_name(0),
+        )
+        return info
+
+
+def versions(machine: Machine) -> dict[str, Any]:
+    import arrayrnn
+
+    torch = machine.torch
+    found: dict[str, Any] = {
+        "arrayrnn": arrayrnn.__version__,
+        "numpy": np.__version__,
+        "torch": torch.__version__,
+        "cudnn": None if machine.dry_run else torch.backends.cudnn.version(),
+    }
+    if machine.cupy is not None:
+        found["cupy"] = machine.cupy.__version__
+    try:
+        here = os.path.dirname(os.path.abspath(__file__))
+        found["git_commit"] = (
+            subprocess.run(
+                ["git", "-C", here, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+            or None
+        )
+    except Exception:
+        found["git_commit"] = None
+    return found
+
+
+class Problem:
+    """One (cell, shape, dtype): the same weights and input for arrayrnn and torch."""
+
+    def __init__(self, machine: Machine, kind: str, shape: tuple[int, int, int, int], dtype: str, seed: int = 0):
+        import arrayrnn as ar
+
+        steps, batch, features, hidden = shape
+        self.machine, self.kind, self.shape, self.dtype = machine, kind, shape, dtype
+        init = {"rnn": ar.init_rnn, "lstm": ar.init_lstm, "gru": ar.init_gru}[kind]
+        # drawn and kept in float32 on the host, cast once: both sides get exactly the same numbers
+        host_params = init(features, hidden, seed=seed, dtype="float32", backend="numpy")
+        rng = np.random.default_rng(seed + 1)
+        host_x = rng.standard_normal((steps, batch, features)).astype(np.float32)
+        host_dy = rng.standard_normal((steps, batch, hidden)).astype(np.float32)
+        from arrayrnn.backend import map_arrays
+
+        self.params = map_arrays(lambda a: machine.asarray(a.astype(dtype)), host_params)
+        self.x = machine.asarray(host_x.astype(dtype))
+        self.dy = machine.asarray(host_dy.astype(dtype))
+        self.function = {"rnn": ar.rnn, "lstm": ar.lstm, "gru": ar.gru}[kind]
+        torch = machine.torch
+        module = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[kind](features, hidden)
+        with torch.no_grad():
+            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                getattr(module, f"{name}_l0").copy_(torch.from_numpy(getattr(host_params, name)))
+        torch_dtype = {"float32": torch.float32, "float16": torch.float16}[dtype]
+        self.layer = module.to(device=machine.torch_device, dtype=torch_dtype)
+        self.torch_x = torch.from_numpy(host_x).to(device=machine.torch_device, dtype=torch_dtype)
+        self.torch_dy = torch.from_numpy(host_dy).to(device=machine.torch_device, dtype=torch_dtype)
+
+    # forward ------------------------------------------------------------------------------------
+    def torch_forward(self) -> Any:
+        with self.machine.torch.no_grad():
+            return self.layer(self.torch_x)
+
+    def ours_forward(self, impl: str) -> Any:
+        return self.function(self.x, self.params, impl=impl)
+
+    def torch_output(self) -> np.ndarray:
+        y, _ = self.torch_forward()
+        return y.float().cpu().numpy()
+
+    def ours_output(self, impl: str) -> np.ndarray:
+        y, _ = self.ours_forward(impl)
+        return self.machine.numpy(y).astype(np.float32)
+
+    # forward + backward ---------------------------------------------------------------------------
+    def torch_forward_backward(self) -> Any:
+        self.layer.zero_grad(set_to_none=True)
+        y, _ = self.layer(self.torch_x)
+        y.backward(self.torch_dy)
+        return self.layer.weight_hh_l0.grad
+
+    def ours_forward_backward(self) -> Any:
+        """``arrayrnn.vjp`` (built by the gradients work): the cotangent is dy on y, nothing on the states."""
+        import arrayrnn as ar
+
+        _, pullback = ar.vjp(self.function, self.x, self.params)
+        final_cotangent = (None, None) if self.kind == "lstm" else None
+        grads = pullback((self.dy, final_cotangent))
+        return grads[1].weight_hh
+
+
+class Report:
+    def __init__(self, path: str, header: dict[str, Any]) -> None:
+        self.path = path
+        self.data = {**header, "results": []}
+        self.save()
+
+    def add(self, entry: dict[str, Any]) -> None:
+        self.data["results"].append(entry)
+        self.save()
+        shape = "x".join(str(n) for n in entry["shape"])
+        status = entry.get("error") or entry.get("skipped")
+        if status is None:
+            difference = entry.get("rel_diff")
+            agreement = (
+                "" if difference is None else f"  rel_diff {difference:.1e} {'ok' if entry['ok'] else 'MISMATCH'}"
+            )
+            status = f"{entry['median_ms']:9.3f} ms{agreement}"
+        print(f"{entry['cell']:4} {shape:>18} {entry['dtype']:7} {entry['direction']:16} {entry['impl']:12} {status}")
+
+    def save(self) -> None:
+        # one write of the finished text (no temporary file: the device tool returns at most 8 files)
+        text = json.dumps(self.data, indent=1, default=str)
+        with open(self.path, "w") as handle:
+            handle.write(text)
+
+
+class Budget:
+    def __init__(self, seconds: float) -> None:
+        self.deadline = time.monotonic() + seconds
+
+    def left(self) -> float:
+        return self.deadline - time.monotonic()
+
+
+def measure(
+    report: Report,
+    budget: Budget,
+    base: dict[str, Any],
+    impl: str,
+    run: Callable[[], Any],
+    machine: Machine,
+    check: Optional[Callable[[], float]] = None,
+    tolerance: Optional[float] = None,
+    for_torch: bool = False,
+    reserve: float = 0.0,
+) -> Optional[dict[str, Any]]:
+    entry = {**base, "impl": impl}
+    if budget.left() <= reserve:
+        report.add({**entry, "skipped": "time budget"})
+        return None
+    try:
+        if check is not None:
+            difference = check()
+            entry["rel_diff"] = difference
+            entry["ok"] = bool(difference <= tolerance)
+        entry.update(machine.time_calls(run, for_torch=for_torch))
+    except Exception as error:  # record and go on: one broken path must not cost the whole run
+        entry["error"] = f"{type(error).__name__}: {error}"
+        entry["traceback"] = traceback.format_exc(limit=4)
+    report.add(entry)
+    return entry
+
+
+def forward_section(report, budget, machine, kinds, shapes, dtype, impls, reserve):
+    from arrayrnn._fast import cupy_dispatch
+
+    for kind in kinds:
+        for shape in shapes:
+            if budget.left() <= reserve:
+                report.add({"cell": kind, "shape": list(shape), "dtype": dtype, "direction": "forward",
+                            "impl": "all", "skipped": "time budget"})  # fmt: skip
+                continue
+            base = {"cell": kind, "shape": list(shape), "dtype": dtype, "direction": "forward"}
+            try:
+                problem = Problem(machine, kind, shape, dtype)
+                reference = problem.torch_output()
+            except Exception as error:
+                report.add({**base, "impl": "setup", "error": f"{type(error).__name__}: {error}"})
+                continue
+            measure(report, budget, base, "cudnn", problem.torch_forward, machine, for_torch=True, reserve=reserve)
+            steps, batch, _, hidden = shape
+            auto_choice = cupy_dispatch.choose_impl(kind, steps=steps, batch=batch, hidden=hidden, dtype=dtype)
+            for impl in impls:
+                extra = {"auto_choice": auto_choice} if impl == "auto" else {}
+                measure(
+                    report,
+                    budget,
+                    {**base, **extra},
+                    impl,
+                    lambda impl=impl, problem=problem: problem.ours_forward(impl),
+                    machine,
+                    check=lambda impl=impl, problem=problem, reference=reference: rel_diff(
+                        problem.ours_output(impl), reference
+                    ),
+                    tolerance=REL_TOLERANCE[dtype],
+                    reserve=reserve,
+                )
+
+
+def backward_section(report, budget, machine, kinds, shapes, reserve):
+    import arrayrnn as ar
+
+    has_vjp = hasattr(ar, "vjp")
+    for kind in kinds:
+        for shape in shapes:
+            base = {"cell": kind, "shape": list(shape), "dtype": "float32", "direction": "forward+backward"}
+            try:
+                problem = Problem(machine, kind, shape, "float32")
+            except Exception as error:
+                report.add({**base, "impl": "setup", "error": f"{type(error).__name__}: {error}"})
+                continue
+            measure(
+                report, budget, base, "cudnn", problem.torch_forward_backward, machine, for_torch=True, reserve=reserve
+            )
+            if not has_vjp:
+                report.add({**base, "impl": "vjp", "skipped": "arrayrnn.vjp does not exist yet"})
+                continue
+
+            def check(problem=problem):
+                reference = problem.torch_forward_backward().float().cpu().numpy()
+                return rel_diff(machine.numpy(problem.ours_forward_backward()).astype(np.float32), reference)
+
+            measure(report, budget, base, "vjp", problem.ours_forward_backward, machine, check=check,
+                    tolerance=1e-3, reserve=reserve)  # fmt: skip
+
+
+def tile_sweep_section(report, budget, machine, kinds, shapes, reserve):
+    from arrayrnn._fast import cupy_graph, cupy_sources
+
+    for kind in kinds:
+        for shape in shapes:
+            if shape[1] > 64:
+                continue
+            base = {"cell": kind, "shape": list(shape), "dtype": "float32", "direction": "forward"}
+            try:
+                problem = Problem(machine, kind, shape, "float32")
+            except Exception as error:
+                report.add({**base, "impl": "setup", "error": f"{type(error).__name__}: {error}"})
+                continue
+            chosen = cupy_graph.choose_batch_tile(shape[1], shape[3])
+            for tile in cupy_sources.BATCH_TILES:
+                if tile > 1 and tile >= 2 * shape[1]:
+                    continue
+                cupy_graph.FORCE_BATCH_TILE = tile
+                try:
+                    run = lambda problem=problem: problem.ours_forward("graph")  # noqa: E731
+                    measure(report, budget, {**base, "chosen_tile": chosen}, f"graph[nb={tile}]", run, machine,
+                            reserve=reserve)  # fmt: skip
+                finally:
+                    cupy_graph.FORCE_BATCH_TILE = None
+            cupy_graph.clear_cache()
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", required=True, help="JSON results file (rewritten after every measurement)")
+    parser.add_argument("--budget", type=float, default=175.0, help="seconds for the whole run (default 175)")
+    parser.add_argument("--kinds", default=",".join(KINDS))
+    parser.add_argument("--dry-run", action="store_true", help="CPU: arrayrnn on NumPy, torch on CPU, tiny shapes")
+    args = parser.parse_args(argv)
+    kinds = [k for k in args.kinds.split(",") if k]
+    machine = Machine(args.dry_run)
+    budget = Budget(args.budget)
+    shapes = [(6, 2, 3, 4), (5, 3, 4, 8)] if args.dry_run else SHAPES
+    half_shapes = [(5, 3, 4, 8)] if args.dry_run else FLOAT16_SHAPES
+    impls = ("generic",) if args.dry_run else IMPLS
+    header = {
+        "schema": 1,
+        "benchmark": "arrayrnn GPU forward and forward+backward vs torch/cuDNN",
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine.describe(),
+        "versions": versions(machine),
+        "settings": {
+            "tf32": False,
+            "CUPY_TF32": os.environ.get("CUPY_TF32"),
+            "torch.backends.cudnn.allow_tf32": False if not args.dry_run else None,
+            "torch.backends.cuda.matmul.allow_tf32": False if not args.dry_run else None,
+            "timing": "CUDA events, median after warm-up" if not args.dry_run else "wall clock (dry run)",
+            "budget_s": args.budget,
+            "initial_state": "zeros",
+        },
+        "shapes": [list(s) for s in shapes],
+    }
+    report = Report(args.out, header)
+    print(f"{header['machine'].get('device')}  {header['versions']}")
+    started = time.monotonic()
+    # most important first; later sections keep a reserve so the earlier ones always finish
+    forward_section(report, budget, machine, kinds, shapes, "float32", impls, reserve=0.35 * args.budget)
+    backward_section(report, budget, machine, kinds, shapes, reserve=0.15 * args.budget)
+    if not args.dry_run:
+        tile_sweep_section(report, budget, machine, kinds, shapes, reserve=0.05 * args.budget)
+    forward_section(report, budget, machine, ["lstm"], half_shapes, "float16", impls, reserve=0.0)
+    report.data["elapsed_s"] = round(time.monotonic() - started, 1)
+    report.save()
+    bad = [e for e in report.data["results"] if e.get("error") or e.get("ok") is False]
+    entries = len(report.data["results"])
+    print(f"done in {report.data['elapsed_s']} s; {entries} entries, {len(bad)} with errors or mismatches")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# The GPU check, in ONE device call (the device machine has no network and keeps nothing):
+#   1. install the carried wheels (.whl/ from ci/gpu-prepare.sh) into .site/
+#   2. print the machine: nvidia-smi, Python, CuPy/torch/cuDNN versions, `arrayrnn info`
+#   3. smoke: compile and load every CuPy kernel, run each fast path once against the generic core
+#   4. fast:  tests/test_cupy_fast.py on cupy (fused, graph, auto vs the generic core)
+#   5. suite: the whole test suite on cupy and numpy, with ARRAYRNN_REQUIRE_BACKENDS=cupy
+#   6. bench: benchmarks/gpu_bench.py against torch/cuDNN (same weights), then the README table
+# Logs and results go to $OUT (the tool brings back at most 8 files; these are 8): gpu.log (this
+# summary), env.txt, smoke.log, tests-fast.log, tests-suite.log, bench.log, gpu_bench.json, gpu_table.md.
+#
+# Before the call, on the CPU machine:   bash ci/gpu-prepare.sh
+# The call (device tool):                run(command="bash ci/gpu.sh", carry=[".whl"], timeout_s=540)
+# Only some phases (e.g. a rerun):       GPU_PHASES="smoke bench" bash ci/gpu.sh
+# Without a GPU it stops after step 1 with a clear message (exit 2).
+#
+# Every phase runs under `timeout`, so one hang cannot eat the call; the limits below add up to
+# about 8 minutes in the worst case (with install and start-up), and a normal run takes about 5.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+OUT="${OUT:-$PWD/gpu-out}"
+mkdir -p "$OUT"
+PHASES=" ${GPU_PHASES:-smoke fast suite bench} "
+LIMIT_SMOKE="${LIMIT_SMOKE:-45}"
+LIMIT_FAST="${LIMIT_FAST:-100}"
+LIMIT_SUITE="${LIMIT_SUITE:-120}"
+LIMIT_BENCH="${LIMIT_BENCH:-200}"
+PY="${PYTHON:-python3}"
+LOG="$OUT/gpu.log"
+: >"$LOG"
+
+export PYTHONUNBUFFERED=1
+export CUPY_TF32=0 # float32 matmuls in full float32 (CuPy's default, stated explicitly)
+export ARRAYRNN_REQUIRE_BACKENDS=cupy
+
+say() { echo "$@" | tee -a "$LOG"; }
+
+declare -A STATUS
+ORDER=()
+FAILED=0
+
+run_phase() { # name limit logfile command...
+  local name=$1 limit=$2 log=$3
+  shift 3
+  ORDER+=("$name")
+  if [[ "$PHASES" != *" $name "* ]]; then
+    STATUS[$name]="not asked for"
+    return 0
+  fi
+  say "=== $name (limit ${limit}s): $*"
+  local start=$SECONDS rc
+  timeout -k 10 "$limit" "$@" >"$log" 2>&1
+  rc=$?
+  local took=$((SECONDS - start))
+  if [[ $rc -eq 124 || $rc -eq 137 ]]; then
+    STATUS[$name]="TIMEOUT after ${took}s"
+  elif [[ $rc -eq 0 ]]; then
+    STATUS[$name]="ok (${took}s)"
+  else
+    STATUS[$name]="FAILED, exit $rc (${took}s)"
+  fi
+  [[ $rc -ne 0 ]] && FAILED=1
+  tail -n 30 "$log" | tee -a "$LOG"
+  say "--- $name: ${STATUS[$name]}"
+}
+
+summary() {
+  say ""
+  say "=== summary ($(date -u +%Y-%m-%dT%H:%M:%SZ), ${SECONDS}s in all)"
+  for name in "${ORDER[@]}"; do say "  $(printf '%-6s' "$name") ${STATUS[$name]}"; done
+  if [[ -s "$OUT/gpu_table.md" ]]; then
+    say ""
+    cat "$OUT/gpu_table.md" | tee -a "$LOG"
+  fi
+}
+
+# 1. wheels ------------------------------------------------------------------------------------
+if ! compgen -G ".whl/*.whl" >/dev/null; then
+  say "ERROR: no wheels in .whl/ - run 'bash ci/gpu-prepare.sh' on the CPU machine first, and pass carry ['.whl']"
+  exit 2
+fi
+if ! "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target .site .whl/*.whl \
+  >>"$LOG" 2>&1; then
+  say "ERROR: installing .whl/*.whl into .site failed (see above)"
+  exit 2
+fi
+# src/ first: the tests always exercise the tree that travelled; the wheel must match it
+export PYTHONPATH="$PWD/src:$PWD/.site${PYTHONPATH:+:$PYTHONPATH}"
+if diff -rq -x __pycache__ .site/arrayrnn src/arrayrnn >/dev/null 2>&1; then
+  say "project wheel matches src/arrayrnn"
+else
+  say "WARNING: .whl/arrayrnn differs from src/arrayrnn (stale: rerun ci/gpu-prepare.sh); testing src/"
+fi
+
+# 2. the machine -------------------------------------------------------------------------------
+{
+  echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  nvidia-smi || echo "nvidia-smi: not available"
+  "$PY" --version
+  "$PY" - <<'PY'
+import importlib.metadata as md
+for name in ("numpy", "cupy-cuda13x", "cupy-cuda12x", "torch", "array-api-compat", "array-api-strict", "pytest", "hypothesis"):
+    try:
+        print(f"{name} {md.version(name)}")
+    except md.PackageNotFoundError:
+        pass
+try:
+    import torch
+    print(f"torch cuda {torch.version.cuda}, cudnn {torch.backends.cudnn.version()}, available {torch.cuda.is_available()}")
+except Exception as error:
+    print(f"torch: {error}")
+PY
+  "$PY" -m arrayrnn.cli info
+} >"$OUT/env.txt" 2>&1
+head -n 40 "$OUT/env.txt" | tee -a "$LOG"
+
+if ! "$PY" -c "import cupy, sys; sys.exit(0 if cupy.cuda.runtime.getDeviceCount() > 0 else 1)" >>"$LOG" 2>&1; then
+  say "ERROR: CuPy cannot see a CUDA device here; nothing to check (this script is for the GPU machine)"
+  exit 2
+fi
+
+# 3-6. phases ----------------------------------------------------------------------------------
+PYTEST_OPTS=(-q -p no:cacheprovider -rfE --durations=10)
+if "$PY" -c "import pytest_timeout" >/dev/null 2>&1; then
+  PYTEST_OPTS+=(--timeout=90)
+fi
+
+run_phase smoke "$LIMIT_SMOKE" "$OUT/smoke.log" "$PY" ci/gpu_smoke.py
+run_phase fast "$LIMIT_FAST" "$OUT/tests-fast.log" \
+  "$PY" -m pytest "${PYTEST_OPTS[@]}" --backend cupy tests/test_cupy_fast.py
+# the CPU-only checks of the kernels (emulator, nvcc) ran in CI already
+run_phase suite "$LIMIT_SUITE" "$OUT/tests-suite.log" \
+  "$PY" -m pytest "${PYTEST_OPTS[@]}" --backend cupy --backend numpy tests \
+  --ignore=tests/test_cupy_fast.py --ignore=tests/test_cupy_emulated.py --ignore=tests/test_cupy_sources.py
+run_phase bench "$LIMIT_BENCH" "$OUT/bench.log" \
+  "$PY" benchmarks/gpu_bench.py --out "$OUT/gpu_bench.json" --budget $((LIMIT_BENCH - 25))
+if [[ -s "$OUT/gpu_bench.json" ]]; then
+  "$PY" benchmarks/gpu_table.py "$OUT/gpu_bench.json" >"$OUT/gpu_table.md" 2>>"$LOG" || say "gpu_table.py failed"
+fi
+
+summary
+exit $FAILED

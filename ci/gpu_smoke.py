@@ -1,0 +1,67 @@
+"""First check on a GPU machine (ci/gpu.sh): compile and load every CuPy kernel, then run each fast path once.
+
+Prints one line per kernel (registers, local memory = spills) and one line per path with its largest
+difference from the generic core, so a broken kernel shows up in seconds, before the test suite runs.
+Exit status 1 if anything failed.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import traceback
+
+import numpy as np
+
+
+def main() -> int:
+    import cupy
+
+    import arrayrnn as ar
+    from arrayrnn._fast import cupy_common, cupy_sources
+
+    failures = 0
+    print(f"cupy {cupy.__version__}, device: {cupy.cuda.runtime.getDeviceProperties(0)['name'].decode()}")
+    for dtype in ("float32", "float64", "float16"):
+        start = time.perf_counter()
+        for name in cupy_sources.kernel_specs():
+            try:
+                attributes = cupy_common.kernel(name, dtype).attributes
+                if name.endswith("_nb8") or "fused" in name:
+                    print(
+                        f"  {dtype:8} {name:28} regs {attributes['num_regs']:3}  "
+                        f"local {attributes['local_size_bytes']} B"
+                    )
+            except Exception:
+                failures += 1
+                print(f"FAILED to compile/load {name} ({dtype}):")
+                traceback.print_exc(limit=2)
+                break
+        print(f"{dtype}: all kernels loaded in {time.perf_counter() - start:.1f} s")
+
+    rng = np.random.default_rng(0)
+    init = {"rnn": ar.init_rnn, "lstm": ar.init_lstm, "gru": ar.init_gru}
+    run = {"rnn": ar.rnn, "lstm": ar.lstm, "gru": ar.gru}
+    for kind in ("rnn", "lstm", "gru"):
+        for dtype, tolerance in (("float32", 1e-4), ("float64", 1e-10)):
+            params = init[kind](16, 32, seed=1, dtype=dtype, backend="cupy")
+            x = cupy.asarray(rng.standard_normal((20, 3, 16)).astype(dtype))
+            lengths = cupy.asarray([20, 7, 0])
+            reference = run[kind](x, params, lengths=lengths, impl="generic")[0]
+            for impl in ("fused", "graph", "auto"):
+                try:
+                    y = run[kind](x, params, lengths=lengths, impl=impl)[0]
+                    error = float(cupy.max(cupy.abs(y - reference)))
+                    status = "ok" if error <= tolerance else "MISMATCH"
+                    failures += status != "ok"
+                    print(f"  {kind:4} {dtype:8} {impl:6} max |fast - generic| = {error:.2e}  {status}")
+                except Exception:
+                    failures += 1
+                    print(f"  {kind:4} {dtype:8} {impl:6} FAILED:")
+                    traceback.print_exc(limit=3)
+    print("smoke: OK" if not failures else f"smoke: {failures} failure(s)")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""What the CuPy fast paths share: compiled kernels, option bits, placeholders, the input projection.
+
+CuPy is imported only inside functions (through :func:`cupy_module`), so importing this module costs
+nothing and the tests can put a CPU stand-in in its place.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from typing import Any, Optional
+
+import numpy as np
+
+from . import cupy_sources
+
+Array = Any
+
+#: threads per block of the one-thread-per-element (fused) kernels
+FUSED_BLOCK = 256
+
+SUPPORTED_DTYPES = tuple(cupy_sources.ACC_TYPES)
+
+
+def cupy_module() -> Any:
+    """The ``cupy`` module (imported on first use; tests replace this function)."""
+    import cupy
+
+    return cupy
+
+
+def dtype_name(dtype: Any) -> str:
+    return np.dtype(dtype).name
+
+
+def check_dtype(dtype: Any, impl: str) -> str:
+    name = dtype_name(dtype)
+    if name not in SUPPORTED_DTYPES:
+        raise ValueError(f"impl={impl!r} supports {', '.join(SUPPORTED_DTYPES)} arrays, got {name}")
+    return name
+
+
+_kernel_lock = threading.Lock()
+_kernels: dict[tuple[int, str, str], Any] = {}
+
+
+def kernel(name: str, dtype: str) -> Any:
+    """The ``cupy.RawKernel`` ``name`` for ``dtype`` (one compiled module per dtype; loaded on first use)."""
+    cp = cupy_module()
+    key = (id(cp), name, dtype)
+    found = _kernels.get(key)
+    if found is None:
+        with _kernel_lock:
+            found = _kernels.get(key)
+            if found is None:
+                found = cp.RawKernel(cupy_sources.source(dtype), name, options=cupy_sources.COMPILE_OPTIONS)
+                _kernels[key] = found
+    return found
+
+
+def int32(value: int) -> np.int32:
+    return np.int32(value)
+
+
+def acc_scalar(dtype: str, value: float) -> Any:
+    """``value`` as the kernels' ``acc_t`` (float for float16/float32, double for float64)."""
+    return np.dtype(cupy_sources.ACC_TYPES[dtype]).type(value)
+
+
+def blocks_for(count: int, block: int) -> tuple[int]:
+    return ((count + block - 1) // block,)
+
+
+_placeholder_lock = threading.Lock()
+_placeholders: dict[tuple[int, int, str], Array] = {}
+
+
+def placeholder(dtype: Any) -> Array:
+    """A one-element device array standing in for an absent optional argument (never read).
+
+    Cached per device and dtype so its address is stable (graphs may hold it).
+    """
+    cp = cupy_module()
+    device = cp.cuda.Device().id
+    key = (id(cp), device, np.dtype(dtype).str)
+    found = _placeholders.get(key)
+    if found is None:
+        with _placeholder_lock:
+            found = _placeholders.get(key)
+            if found is None:
+                found = cp.zeros((1,), dtype=dtype)
+                _placeholders[key] = found
+    return found
+
+
+def contiguous_or_placeholder(array: Optional[Array], dtype: Any) -> Array:
+    """A C-contiguous view (or copy) of an optional 1-D/2-D parameter, or the placeholder when absent."""
+    if array is None:
+        return placeholder(dtype)
+    return cupy_module().ascontiguousarray(array)
+
+
+def options_mask(
+    *,
+    bias_ih: Any = None,
+    bias_hh: Any = None,
+    lengths: Any = None,
+    peephole_i: Any = None,
+    peephole_f: Any = None,
+    peephole_o: Any = None,
+    coupled: bool = False,
+    clip: Optional[float] = None,
+    relu: bool = False,
+) -> int:
+    """The ``options`` bit mask the kernels read (see ``cupy_sources.OPTIONS``)."""
+    bits = cupy_sources.OPTIONS
+    mask = 0
+    for present, name in (
+        (bias_ih is not None, "OPT_BIAS_IH"),
+        (bias_hh is not None, "OPT_BIAS_HH"),
+        (lengths is not None, "OPT_LENGTHS"),
+        (peephole_i is not None, "OPT_PEEP_I"),
+        (peephole_f is not None, "OPT_PEEP_F"),
+        (peephole_o is not None, "OPT_PEEP_O"),
+        (coupled, "OPT_COUPLED"),
+        (clip is not None, "OPT_CLIP"),
+        (relu, "OPT_RELU"),
+    ):
+        if present:
+            mask |= bits[name]
+    return mask
+
+
+def lengths_int64(lengths: Optional[Array]) -> Array:
+    """``lengths`` as a contiguous int64 device array (the placeholder when there are none)."""
+    cp = cupy_module()
+    if lengths is None:
+        return placeholder(np.int64)
+    return cp.ascontiguousarray(lengths, dtype=np.int64)
+
+
+def project_inputs(x: Array, weight_ih: Array, out: Optional[Array] = None) -> Array:
+    """``x (T, B, I) @ weight_ih^T`` for all steps in one cuBLAS call, **without** bias: ``(T, B, G*H)``.
+
+    The kernels add ``bias_ih`` themselves (one pass less over the projection).
+    """
+    cp = cupy_module()
+    steps, batch, features = x.shape
+    flat = cp.ascontiguousarray(x).reshape(steps * batch, features)
+    if out is None:
+        return cp.ascontiguousarray(cp.matmul(flat, weight_ih.T)).reshape(steps, batch, weight_ih.shape[0])
+    cp.matmul(flat, weight_ih.T, out=out.reshape(steps * batch, weight_ih.shape[0]))
+    return out
+
+
+def empty_batch_result(x: Array, state: tuple[Array, ...]) -> tuple[Array, tuple[Array, ...]]:
+    """The result for a batch of 0 sequences (nothing to launch: a grid of 0 blocks is an error)."""
+    cp = cupy_module()
+    steps = x.shape[0]
+    return cp.zeros((steps, 0, state[0].shape[1]), dtype=x.dtype), tuple(s.copy() for s in state)
+
+
+def time_order(steps: int, reverse: bool) -> range:
+    return range(steps - 1, -1, -1) if reverse else range(steps)
+
+
+@functools.cache
+def kernel_names() -> tuple[str, ...]:
+    return tuple(cupy_sources.kernel_specs())

@@ -1,0 +1,89 @@
+"""The default CuPy fast path: picks "graph", "fused" or the generic core for each call.
+
+Measured on an H100 against cuDNN (float32, see DESIGN.md): the graph path (one CUDA graph of fused
+mat-vec + gate kernels) wins at small batch, where launch latency dominates; the fused path (cuBLAS
+recurrent matmul + one pointwise kernel per step) wins once the recurrent matmul is big enough to
+keep the GPU busy. The thresholds below are module constants so a measurement can move them;
+``impl="graph"`` / ``"fused"`` / ``"generic"`` (or ``ARRAYRNN_IMPL``) overrides the choice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Optional
+
+import numpy as np
+
+from .._core.sequence import GENERIC
+from . import cupy_graph, cupy_kernels
+from .cupy_common import SUPPORTED_DTYPES
+
+Array = Any
+
+#: largest batch that runs on the graph path (per-warp mat-vec; cuBLAS wins beyond)
+GRAPH_MAX_BATCH = 64
+#: largest hidden size that runs on the graph path (not measured beyond; cuBLAS is the safe choice)
+GRAPH_MAX_HIDDEN = 1024
+#: largest graph-path buffer (input projection + output) kept per cached plan
+GRAPH_MAX_BUFFER_BYTES = 256 << 20
+
+_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+
+
+def choose_impl(
+    kind: str,
+    *,
+    steps: int,
+    batch: int,
+    hidden: int,
+    dtype: str,
+    has_projection: bool = False,
+    weights_contiguous: bool = True,
+) -> str:
+    """ "graph", "fused" or "generic" for one call (pure function of the shapes: testable anywhere)."""
+    if batch == 0 or dtype not in SUPPORTED_DTYPES:
+        return "generic"
+    if has_projection:
+        return "fused"
+    itemsize = np.dtype(dtype).itemsize
+    buffer_bytes = steps * batch * (_GATES[kind] + 1) * hidden * itemsize
+    small = batch <= GRAPH_MAX_BATCH and hidden <= GRAPH_MAX_HIDDEN
+    if small and weights_contiguous and buffer_bytes <= GRAPH_MAX_BUFFER_BYTES:
+        return "graph"
+    return "fused"
+
+
+def _is_c_contiguous(array: Optional[Array]) -> bool:
+    return array is None or bool(array.flags.c_contiguous)
+
+
+def _implementation(kind: str, x: Array, params: Any) -> Callable[..., Any]:
+    weight_hr = getattr(params, "weight_hr", None)
+    graph_inputs = [params.weight_hh, params.bias_ih, params.bias_hh]
+    graph_inputs += [getattr(params, name, None) for name in ("peephole_i", "peephole_f", "peephole_o")]
+    choice = choose_impl(
+        kind,
+        steps=x.shape[0],
+        batch=x.shape[1],
+        hidden=params.hidden_size,
+        dtype=np.dtype(x.dtype).name,
+        has_projection=weight_hr is not None,
+        weights_contiguous=all(_is_c_contiguous(a) for a in graph_inputs),
+    )
+    if choice == "graph":
+        return getattr(cupy_graph, f"{kind}_sequence")
+    if choice == "fused":
+        return getattr(cupy_kernels, f"{kind}_sequence")
+    return GENERIC[kind]
+
+
+def rnn_sequence(xp: Any, x: Array, params: Any, state: Any, lengths: Any, reverse: bool, **options: Any) -> Any:
+    return _implementation("rnn", x, params)(xp, x, params, state, lengths, reverse, **options)
+
+
+def lstm_sequence(xp: Any, x: Array, params: Any, state: Any, lengths: Any, reverse: bool, **options: Any) -> Any:
+    return _implementation("lstm", x, params)(xp, x, params, state, lengths, reverse, **options)
+
+
+def gru_sequence(xp: Any, x: Array, params: Any, state: Any, lengths: Any, reverse: bool, **options: Any) -> Any:
+    return _implementation("gru", x, params)(xp, x, params, state, lengths, reverse, **options)

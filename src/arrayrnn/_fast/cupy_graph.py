@@ -1,0 +1,387 @@
+"""CuPy fast path "graph": the whole time loop as one CUDA graph of fused mat-vec + gate kernels.
+
+At small batch the per-step cost of the fused path is launch latency (cuBLAS + kernel, ~50 µs of
+Python and driver work per step), not arithmetic. Here each step is one launch of a kernel that does
+the recurrent mat-vec and the gates together (``*_graph_*`` in ``cupy_sources.py``), the T launches
+are captured once into a CUDA graph, and every later call with the same shapes, options and weight
+arrays replays the graph: one launch for the whole sequence. The input projection of all steps stays
+one cuBLAS GEMM, outside the graph (CuPy refuses cuBLAS during capture).
+
+Bookkeeping, and why:
+
+* A graph bakes in every pointer it was captured with. So a plan owns its buffers (input projection,
+  ping-pong hidden states, cell state, output, lengths); each call copies the caller's inputs in and
+  copies the results out (fresh arrays: a later call must not overwrite what a caller holds). The
+  weight arrays are read in place: their addresses are part of the cache key, so a replay only ever
+  happens while arrays at those very addresses are passed (in-place updates of the weights are seen).
+* Plans are cached per (shapes, dtype, options, device, current stream, weight addresses), LRU,
+  at most ``MAX_PLANS``. Work is enqueued on the caller's current stream, so buffer reuse across calls
+  is ordered by the stream; a lock keeps two threads from interleaving their copies into one plan.
+* Capture happens on a private stream and is **always** ended (``finally``), so an error during capture
+  never leaves a stream capturing. Kernels are loaded before capture starts.
+* ``CAPTURE = False`` runs the same launches eagerly (no graph): a bisection aid.
+
+Supports everything the generic core does except the LSTM projection (``proj_size``): use "fused".
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import threading
+from collections.abc import Callable
+from typing import Any, Optional
+
+from .cupy_common import (
+    acc_scalar,
+    check_dtype,
+    contiguous_or_placeholder,
+    cupy_module,
+    empty_batch_result,
+    int32,
+    kernel,
+    options_mask,
+    project_inputs,
+    time_order,
+)
+from .cupy_sources import BATCH_TILES, graph_kernel_name
+
+Array = Any
+
+IMPL = "graph"
+
+#: warps per block of the graph kernels (one warp per hidden unit and batch tile)
+WARPS_PER_BLOCK = 4
+#: aim for at least this many warps per launch when choosing the batch tile (keeps the SMs busy)
+MIN_WARPS = 1024
+#: cached plans (each holds its graph and its buffers)
+MAX_PLANS = 16
+#: capture a CUDA graph (False: launch the same kernels one by one, for bisecting)
+CAPTURE = True
+#: force the batch rows per warp (None: :func:`choose_batch_tile`); for benchmarks
+FORCE_BATCH_TILE: Optional[int] = None
+
+
+def choose_batch_tile(batch: int, hidden: int) -> int:
+    """Batch rows per warp: reuse each weight load for more rows, while keeping >= MIN_WARPS warps."""
+    if FORCE_BATCH_TILE is not None:
+        if FORCE_BATCH_TILE not in BATCH_TILES:
+            raise ValueError(f"FORCE_BATCH_TILE must be one of {BATCH_TILES}, got {FORCE_BATCH_TILE!r}")
+        return FORCE_BATCH_TILE
+    tile = 1
+    while tile * 2 <= BATCH_TILES[-1] and tile < batch and -(-batch // (tile * 2)) * hidden >= MIN_WARPS:
+        tile *= 2
+    return tile
+
+
+def launch_shape(batch: int, hidden: int, tile: int) -> tuple[tuple[int], tuple[int]]:
+    """(grid, block) for a graph kernel: one warp per (hidden unit, batch tile)."""
+    warps = -(-batch // tile) * hidden
+    return (-(-warps // WARPS_PER_BLOCK),), (32 * WARPS_PER_BLOCK,)
+
+
+@dataclasses.dataclass
+class _Plan:
+    """A captured sequence: its graph (or eager launches) and the buffers the launches point at."""
+
+    gx: Array  # (T, B, G*H) input projection, written by cuBLAS before each replay
+    hidden_states: Array  # (2, B, H) ping-pong: step k reads [k % 2], writes [(k + 1) % 2]
+    cell: Optional[Array]  # (B, H) LSTM cell state, updated in place
+    y: Array  # (T, B, H)
+    lengths: Array  # (B,) int64, or the placeholder
+    extra: tuple[Array, ...]  # scratch buffers (GRU r * h)
+    launches: list[tuple[Any, tuple[int], tuple[int], tuple[Any, ...]]]
+    graph: Any = None
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+
+    def final_hidden(self, steps: int) -> Array:
+        return self.hidden_states[steps % 2]
+
+
+_plans: collections.OrderedDict[tuple[Any, ...], _Plan] = collections.OrderedDict()
+_plans_lock = threading.Lock()
+
+
+def clear_cache() -> None:
+    """Drop every cached graph and its buffers (they are also evicted LRU beyond ``MAX_PLANS``)."""
+    with _plans_lock:
+        _plans.clear()
+
+
+def cached_plans() -> int:
+    return len(_plans)
+
+
+def _load(kernels: set[Any]) -> None:
+    # module loading is not allowed in every capture mode: load (and compile) before capturing
+    for k in kernels:
+        k.attributes  # noqa: B018 - the property loads the kernel on the current device
+
+
+def _capture(launches: list[tuple[Any, tuple[int], tuple[int], tuple[Any, ...]]]) -> Any:
+    cp = cupy_module()
+    _load({k for k, _, _, _ in launches})
+    stream = cp.cuda.Stream(non_blocking=True)
+    graph = None
+    with stream:
+        stream.begin_capture()
+        recorded = False
+        try:
+            for k, grid, block, args in launches:
+                k(grid, block, args)
+            recorded = True
+        finally:
+            try:
+                graph = stream.end_capture()
+            except Exception:
+                if recorded:  # otherwise the error that broke the capture is the one to report
+                    raise
+    return graph
+
+
+def _run_plan(plan: _Plan) -> None:
+    cp = cupy_module()
+    if CAPTURE:
+        if plan.graph is None:
+            plan.graph = _capture(plan.launches)
+        plan.graph.launch(stream=cp.cuda.get_current_stream())
+    else:
+        for k, grid, block, args in plan.launches:
+            k(grid, block, args)
+
+
+def _pointer(array: Array) -> int:
+    return int(array.data.ptr)
+
+
+def _sequence(
+    *,
+    cell: str,
+    x: Array,
+    weight_ih: Array,
+    graph_weights: tuple[Array, ...],
+    initial: tuple[Array, ...],
+    lengths: Optional[Array],
+    reverse: bool,
+    gates: int,
+    options: int,
+    key_extra: tuple[Any, ...],
+    build: Callable[..., list[tuple[Any, tuple[int], tuple[int], tuple[Any, ...]]]],
+    scratch: int = 0,
+) -> tuple[Array, tuple[Array, ...]]:
+    """Find or build the plan for this call, fill its inputs, replay, and copy the results out."""
+    cp = cupy_module()
+    dtype = check_dtype(x.dtype, IMPL)
+    steps, batch, _ = x.shape
+    hidden = initial[0].shape[1]
+    if batch == 0:
+        return empty_batch_result(x, initial)
+    tile = choose_batch_tile(batch, hidden)
+    stream = cp.cuda.get_current_stream()
+    key = (
+        cell,
+        dtype,
+        steps,
+        batch,
+        hidden,
+        bool(reverse),
+        options,
+        tile,
+        key_extra,
+        cp.cuda.Device().id,
+        int(stream.ptr),
+        tuple(_pointer(w) for w in graph_weights),
+    )
+    with _plans_lock:
+        plan = _plans.get(key)
+        if plan is None:
+            plan = _Plan(
+                gx=cp.empty((steps, batch, gates * hidden), dtype=x.dtype),
+                hidden_states=cp.empty((2, batch, hidden), dtype=x.dtype),
+                cell=cp.empty((batch, hidden), dtype=x.dtype) if len(initial) > 1 else None,
+                y=cp.empty((steps, batch, hidden), dtype=x.dtype),
+                lengths=cp.empty((batch,), dtype="int64")
+                if lengths is not None
+                else contiguous_or_placeholder(None, "int64"),
+                extra=tuple(cp.empty((batch, hidden), dtype=x.dtype) for _ in range(scratch)),
+                launches=[],
+            )
+            grid, block = launch_shape(batch, hidden, tile)
+            plan.launches = build(plan, dtype, tile, grid, block, steps, batch, hidden, reverse, options)
+            _plans[key] = plan
+            while len(_plans) > MAX_PLANS:
+                _plans.popitem(last=False)
+        else:
+            _plans.move_to_end(key)
+    with plan.lock:
+        project_inputs(x, weight_ih, out=plan.gx)
+        cp.copyto(plan.hidden_states[0], initial[0])
+        if plan.cell is not None:
+            cp.copyto(plan.cell, initial[1])
+        if lengths is not None:
+            cp.copyto(plan.lengths, lengths, casting="unsafe")
+        _run_plan(plan)
+        y = plan.y.copy()
+        final = (plan.final_hidden(steps).copy(),) + ((plan.cell.copy(),) if plan.cell is not None else ())
+    return y, final
+
+
+def _steps(plan: _Plan, steps: int, reverse: bool):
+    """(t, h_prev, h_next) for each launch in time order (the ping-pong buffers alternate)."""
+    for k, t in enumerate(time_order(steps, reverse)):
+        yield t, plan.hidden_states[k % 2], plan.hidden_states[(k + 1) % 2]
+
+
+def rnn_sequence(
+    xp: Any,
+    x: Array,
+    params: Any,
+    state: tuple[Array],
+    lengths: Optional[Array],
+    reverse: bool,
+    *,
+    nonlinearity: str = "tanh",
+) -> tuple[Array, tuple[Array, ...]]:
+    with x.device:
+        weights = (
+            cupy_module().ascontiguousarray(params.weight_hh),
+            contiguous_or_placeholder(params.bias_ih, x.dtype),
+            contiguous_or_placeholder(params.bias_hh, x.dtype),
+        )
+        options = options_mask(
+            bias_ih=params.bias_ih, bias_hh=params.bias_hh, lengths=lengths, relu=nonlinearity == "relu"
+        )
+
+        def build(plan, dtype, tile, grid, block, steps, batch, hidden, reverse, options):
+            step = kernel(graph_kernel_name("rnn_graph_step", tile), dtype)
+            sizes = (int32(batch), int32(hidden))
+            launches = []
+            for t, prev, nxt in _steps(plan, steps, reverse):
+                args = (plan.gx[t], *weights, plan.lengths, prev, nxt, plan.y[t], *sizes, int32(t), int32(options))
+                launches.append((step, grid, block, args))
+            return launches
+
+        return _sequence(
+            cell="rnn",
+            x=x,
+            weight_ih=params.weight_ih,
+            graph_weights=weights,
+            initial=tuple(state),
+            lengths=lengths,
+            reverse=reverse,
+            gates=1,
+            options=options,
+            key_extra=(),
+            build=build,
+        )
+
+
+def lstm_sequence(
+    xp: Any,
+    x: Array,
+    params: Any,
+    state: tuple[Array, Array],
+    lengths: Optional[Array],
+    reverse: bool,
+    *,
+    coupled: bool = False,
+    clip: Optional[float] = None,
+) -> tuple[Array, tuple[Array, ...]]:
+    if params.weight_hr is not None:
+        raise ValueError("impl='graph' does not support the LSTM projection (proj_size > 0); use impl='fused'")
+    with x.device:
+        weights = (
+            cupy_module().ascontiguousarray(params.weight_hh),
+            contiguous_or_placeholder(params.bias_ih, x.dtype),
+            contiguous_or_placeholder(params.bias_hh, x.dtype),
+            contiguous_or_placeholder(params.peephole_i, x.dtype),
+            contiguous_or_placeholder(params.peephole_f, x.dtype),
+            contiguous_or_placeholder(params.peephole_o, x.dtype),
+        )
+        options = options_mask(
+            bias_ih=params.bias_ih,
+            bias_hh=params.bias_hh,
+            lengths=lengths,
+            peephole_i=params.peephole_i,
+            peephole_f=params.peephole_f,
+            peephole_o=params.peephole_o,
+            coupled=coupled,
+            clip=clip,
+        )
+        clip_value = 0.0 if clip is None else float(clip)
+
+        def build(plan, dtype, tile, grid, block, steps, batch, hidden, reverse, options):
+            step = kernel(graph_kernel_name("lstm_graph_step", tile), dtype)
+            tail = (int32(options), acc_scalar(dtype, clip_value))
+            sizes = (int32(batch), int32(hidden))
+            launches = []
+            for t, prev, nxt in _steps(plan, steps, reverse):
+                args = (plan.gx[t], *weights, plan.lengths, prev, nxt, plan.cell, plan.y[t], *sizes, int32(t), *tail)
+                launches.append((step, grid, block, args))
+            return launches
+
+        return _sequence(
+            cell="lstm",
+            x=x,
+            weight_ih=params.weight_ih,
+            graph_weights=weights,
+            initial=tuple(state),
+            lengths=lengths,
+            reverse=reverse,
+            gates=4,
+            options=options,
+            key_extra=(clip_value,),
+            build=build,
+        )
+
+
+def gru_sequence(
+    xp: Any,
+    x: Array,
+    params: Any,
+    state: tuple[Array],
+    lengths: Optional[Array],
+    reverse: bool,
+    *,
+    linear_before_reset: bool = True,
+) -> tuple[Array, tuple[Array, ...]]:
+    with x.device:
+        weights = (
+            cupy_module().ascontiguousarray(params.weight_hh),
+            contiguous_or_placeholder(params.bias_ih, x.dtype),
+            contiguous_or_placeholder(params.bias_hh, x.dtype),
+        )
+        options = options_mask(bias_ih=params.bias_ih, bias_hh=params.bias_hh, lengths=lengths)
+
+        def build(plan, dtype, tile, grid, block, steps, batch, hidden, reverse, options):
+            sizes = (int32(batch), int32(hidden))
+            launches = []
+            if linear_before_reset:
+                step = kernel(graph_kernel_name("gru_graph_step", tile), dtype)
+                for t, prev, nxt in _steps(plan, steps, reverse):
+                    args = (plan.gx[t], *weights, plan.lengths, prev, nxt, plan.y[t], *sizes, int32(t), int32(options))
+                    launches.append((step, grid, block, args))
+                return launches
+            reset = kernel(graph_kernel_name("gru_graph_reset", tile), dtype)
+            finish = kernel(graph_kernel_name("gru_graph_finish", tile), dtype)
+            (reset_h,) = plan.extra
+            for t, prev, nxt in _steps(plan, steps, reverse):
+                launches.append((reset, grid, block, (plan.gx[t], *weights, prev, reset_h, *sizes, int32(options))))
+                finish_args = (plan.gx[t], *weights, plan.lengths, prev, reset_h, nxt, plan.y[t])
+                launches.append((finish, grid, block, (*finish_args, *sizes, int32(t), int32(options))))
+            return launches
+
+        return _sequence(
+            cell="gru",
+            x=x,
+            weight_ih=params.weight_ih,
+            graph_weights=weights,
+            initial=tuple(state),
+            lengths=lengths,
+            reverse=reverse,
+            gates=3,
+            options=options,
+            key_extra=(bool(linear_before_reset),),
+            build=build,
+            scratch=0 if linear_before_reset else 1,
+        )

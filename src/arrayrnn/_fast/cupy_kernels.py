@@ -1,0 +1,209 @@
+"""CuPy fast path "fused": one cuBLAS GEMM for the input projection of all steps, then per step one
+cuBLAS matmul for the recurrent half and one fused kernel for all the pointwise math of the cell.
+
+Per step that is two launches instead of the generic core's ~15 small ones; the pointwise kernel
+reads the gate pre-activations once and writes state and output once. It is the path for large
+batches, where cuBLAS's recurrent matmul is worth its launch cost (see ``cupy_dispatch.py``).
+
+Same signature and results (to float tolerance) as ``_core/sequence.py``. Inputs are never written:
+the states are copied into fresh arrays that the kernels update in place.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from .cupy_common import (
+    FUSED_BLOCK,
+    acc_scalar,
+    blocks_for,
+    check_dtype,
+    contiguous_or_placeholder,
+    cupy_module,
+    empty_batch_result,
+    int32,
+    kernel,
+    lengths_int64,
+    options_mask,
+    project_inputs,
+    time_order,
+)
+from .cupy_sources import OPTIONS
+
+Array = Any
+
+IMPL = "fused"
+
+
+def rnn_sequence(
+    xp: Any,
+    x: Array,
+    params: Any,
+    state: tuple[Array],
+    lengths: Optional[Array],
+    reverse: bool,
+    *,
+    nonlinearity: str = "tanh",
+) -> tuple[Array, tuple[Array, ...]]:
+    cp = cupy_module()
+    with x.device:
+        dtype = check_dtype(x.dtype, IMPL)
+        steps, batch, _ = x.shape
+        hidden = params.hidden_size
+        if batch == 0:
+            return empty_batch_result(x, state)
+        gx = project_inputs(x, params.weight_ih)
+        h = state[0].copy()
+        y = cp.empty((steps, batch, hidden), dtype=x.dtype)
+        gh = cp.empty((batch, hidden), dtype=x.dtype)
+        options = options_mask(
+            bias_ih=params.bias_ih, bias_hh=params.bias_hh, lengths=lengths, relu=nonlinearity == "relu"
+        )
+        fixed = (
+            contiguous_or_placeholder(params.bias_ih, x.dtype),
+            contiguous_or_placeholder(params.bias_hh, x.dtype),
+            lengths_int64(lengths),
+        )
+        weight_hh_t = params.weight_hh.T
+        step = kernel("rnn_fused_step", dtype)
+        grid = blocks_for(batch * hidden, FUSED_BLOCK)
+        for t in time_order(steps, reverse):
+            cp.matmul(h, weight_hh_t, out=gh)
+            step(
+                grid,
+                (FUSED_BLOCK,),
+                (gx[t], gh, *fixed, h, y[t], int32(batch), int32(hidden), int32(t), int32(options)),
+            )
+        return y, (h,)
+
+
+def lstm_sequence(
+    xp: Any,
+    x: Array,
+    params: Any,
+    state: tuple[Array, Array],
+    lengths: Optional[Array],
+    reverse: bool,
+    *,
+    coupled: bool = False,
+    clip: Optional[float] = None,
+) -> tuple[Array, tuple[Array, ...]]:
+    cp = cupy_module()
+    with x.device:
+        dtype = check_dtype(x.dtype, IMPL)
+        steps, batch, _ = x.shape
+        hidden = params.hidden_size
+        if batch == 0:
+            return empty_batch_result(x, state)
+        gx = project_inputs(x, params.weight_ih)
+        h, c = state[0].copy(), state[1].copy()
+        out_size = h.shape[1]
+        y = cp.empty((steps, batch, out_size), dtype=x.dtype)
+        gh = cp.empty((batch, 4 * hidden), dtype=x.dtype)
+        options = options_mask(
+            bias_ih=params.bias_ih,
+            bias_hh=params.bias_hh,
+            lengths=lengths,
+            peephole_i=params.peephole_i,
+            peephole_f=params.peephole_f,
+            peephole_o=params.peephole_o,
+            coupled=coupled,
+            clip=clip,
+        )
+        lengths_arg = lengths_int64(lengths)
+        fixed = (
+            contiguous_or_placeholder(params.bias_ih, x.dtype),
+            contiguous_or_placeholder(params.bias_hh, x.dtype),
+            contiguous_or_placeholder(params.peephole_i, x.dtype),
+            contiguous_or_placeholder(params.peephole_f, x.dtype),
+            contiguous_or_placeholder(params.peephole_o, x.dtype),
+            lengths_arg,
+        )
+        clip_value = acc_scalar(dtype, 0.0 if clip is None else clip)
+        weight_hh_t = params.weight_hh.T
+        step = kernel("lstm_fused_step", dtype)
+        grid = blocks_for(batch * hidden, FUSED_BLOCK)
+        sizes = (int32(batch), int32(hidden))
+        if params.weight_hr is None:
+            for t in time_order(steps, reverse):
+                cp.matmul(h, weight_hh_t, out=gh)
+                step(
+                    grid, (FUSED_BLOCK,), (gx[t], gh, *fixed, h, c, y[t], *sizes, int32(t), int32(options), clip_value)
+                )
+            return y, (h, c)
+        # projection: the kernel leaves o * tanh(c) in `full`; cuBLAS projects it; a second kernel
+        # applies the lengths mask to h and y (the state must not move on padded steps)
+        full = cp.empty((batch, hidden), dtype=x.dtype)
+        projected = cp.empty((batch, out_size), dtype=x.dtype)
+        weight_hr_t = params.weight_hr.T
+        update = kernel("project_update", dtype)
+        update_grid = blocks_for(batch * out_size, FUSED_BLOCK)
+        project_options = int32(options | OPTIONS["OPT_PROJECT"])
+        for t in time_order(steps, reverse):
+            cp.matmul(h, weight_hh_t, out=gh)
+            step(
+                grid, (FUSED_BLOCK,), (gx[t], gh, *fixed, full, c, y[t], *sizes, int32(t), project_options, clip_value)
+            )
+            cp.matmul(full, weight_hr_t, out=projected)
+            update(
+                update_grid,
+                (FUSED_BLOCK,),
+                (projected, lengths_arg, h, y[t], int32(batch), int32(out_size), int32(t), int32(options)),
+            )
+        return y, (h, c)
+
+
+def gru_sequence(
+    xp: Any,
+    x: Array,
+    params: Any,
+    state: tuple[Array],
+    lengths: Optional[Array],
+    reverse: bool,
+    *,
+    linear_before_reset: bool = True,
+) -> tuple[Array, tuple[Array, ...]]:
+    cp = cupy_module()
+    with x.device:
+        dtype = check_dtype(x.dtype, IMPL)
+        steps, batch, _ = x.shape
+        hidden = params.hidden_size
+        if batch == 0:
+            return empty_batch_result(x, state)
+        gx = project_inputs(x, params.weight_ih)
+        h = state[0].copy()
+        y = cp.empty((steps, batch, hidden), dtype=x.dtype)
+        options = int32(options_mask(bias_ih=params.bias_ih, bias_hh=params.bias_hh, lengths=lengths))
+        bias_ih = contiguous_or_placeholder(params.bias_ih, x.dtype)
+        bias_hh = contiguous_or_placeholder(params.bias_hh, x.dtype)
+        lengths_arg = lengths_int64(lengths)
+        grid = blocks_for(batch * hidden, FUSED_BLOCK)
+        sizes = (int32(batch), int32(hidden))
+        if linear_before_reset:
+            gh = cp.empty((batch, 3 * hidden), dtype=x.dtype)
+            weight_hh_t = params.weight_hh.T
+            step = kernel("gru_fused_step", dtype)
+            for t in time_order(steps, reverse):
+                cp.matmul(h, weight_hh_t, out=gh)
+                step(
+                    grid, (FUSED_BLOCK,), (gx[t], gh, bias_ih, bias_hh, lengths_arg, h, y[t], *sizes, int32(t), options)
+                )
+            return y, (h,)
+        # linear_before_reset=False: r must be known before the candidate's matmul (of r * h)
+        gh_rz = cp.empty((batch, 2 * hidden), dtype=x.dtype)
+        gh_n = cp.empty((batch, hidden), dtype=x.dtype)
+        reset_h = cp.empty((batch, hidden), dtype=x.dtype)
+        weight_rz_t = params.weight_hh[: 2 * hidden].T
+        weight_n_t = params.weight_hh[2 * hidden :].T
+        reset = kernel("gru_fused_reset", dtype)
+        finish = kernel("gru_fused_finish", dtype)
+        for t in time_order(steps, reverse):
+            cp.matmul(h, weight_rz_t, out=gh_rz)
+            reset(grid, (FUSED_BLOCK,), (gx[t], gh_rz, bias_ih, bias_hh, h, reset_h, *sizes, options))
+            cp.matmul(reset_h, weight_n_t, out=gh_n)
+            finish(
+                grid,
+                (FUSED_BLOCK,),
+                (gx[t], gh_rz, gh_n, bias_ih, bias_hh, lengths_arg, h, y[t], *sizes, int32(t), options),
+            )
+        return y, (h,)

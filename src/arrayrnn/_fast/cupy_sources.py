@@ -1,0 +1,607 @@
+"""CUDA C++ source of the CuPy fast paths, as plain strings (no CuPy import: reviewable and testable anywhere).
+
+One source per storage dtype holds every kernel; CuPy compiles it once per dtype and device. Two
+families of kernels:
+
+* **fused** (``*_fused_*``): one thread per ``(b, j)`` state element does the whole pointwise step of a
+  cell (gates, peepholes, clip, coupled, lengths masking, output) after cuBLAS did the recurrent matmul.
+* **graph** (``*_graph_*_nb{N}``): the recurrent mat-vec *and* the gates in one launch, so the T launches
+  of a sequence can be captured in one CUDA graph (CuPy refuses cuBLAS during capture). One warp owns
+  one hidden unit ``j`` and a tile of ``N`` batch rows: its lanes split the columns of the weight rows
+  ``g*H + j`` (contiguous in the PyTorch layout, so each load is coalesced), multiply each loaded weight
+  with the ``N`` state rows (weight reuse), butterfly-reduce with ``__shfl_xor_sync``, and lane ``n``
+  applies the gates for batch row ``b0 + n``.
+
+Conventions shared by all kernels (the Python side in ``cupy_kernels.py`` / ``cupy_graph.py`` relies on
+them): arrays are C-contiguous; ``gx`` is this step's input projection ``x_t W_ih^T`` **without** bias
+``(B, G*H)``; biases and peepholes are added here (flags in ``options``); ``lengths`` is int64 ``(B,)``;
+a padded step (``t >= lengths[b]``) writes ``y = 0`` and leaves the state unchanged; arithmetic is in
+``acc_t`` (float for float16/float32, double for float64); sigmoid is ``tanh(z/2)/2 + 1/2`` (no overflow).
+Integer arguments are ``int`` (pass ``numpy.int32``), ``clip`` is ``acc_t`` (pass the matching numpy float).
+"""
+
+from __future__ import annotations
+
+import functools
+
+#: run-time option bits (one ``int options`` argument), mirrored as ``#define``s in the source
+OPTIONS = {
+    "OPT_BIAS_IH": 1,
+    "OPT_BIAS_HH": 2,
+    "OPT_LENGTHS": 4,
+    "OPT_PEEP_I": 8,
+    "OPT_PEEP_F": 16,
+    "OPT_PEEP_O": 32,
+    "OPT_COUPLED": 64,
+    "OPT_CLIP": 128,
+    "OPT_RELU": 256,
+    "OPT_PROJECT": 512,
+}
+
+#: batch rows per warp compiled for the graph kernels
+BATCH_TILES = (1, 2, 4, 8)
+
+#: dtypes with a source; the value is the numpy type of ``acc_t`` (for the ``clip`` argument)
+ACC_TYPES = {"float16": "float32", "float32": "float32", "float64": "float64"}
+
+COMPILE_OPTIONS = ("--std=c++17",)
+
+# Parameter kinds: "in"/"out" (const scalar_t* / scalar_t*), "lengths" (const long long*),
+# "int" (int), "acc" (acc_t). The Python callers pass arguments in exactly this order.
+_FUSED_SPECS: dict[str, list[tuple[str, str]]] = {
+    "lstm_fused_step": [
+        ("in", "gx"), ("in", "gh"), ("in", "bias_ih"), ("in", "bias_hh"),
+        ("in", "peep_i"), ("in", "peep_f"), ("in", "peep_o"), ("lengths", "lengths"),
+        ("out", "h"), ("out", "c"), ("out", "y"),
+        ("int", "batch"), ("int", "hidden"), ("int", "t"), ("int", "options"), ("acc", "clip"),
+    ],
+    "project_update": [
+        ("in", "source"), ("lengths", "lengths"), ("out", "h"), ("out", "y"),
+        ("int", "batch"), ("int", "width"), ("int", "t"), ("int", "options"),
+    ],
+    "gru_fused_step": [
+        ("in", "gx"), ("in", "gh"), ("in", "bias_ih"), ("in", "bias_hh"), ("lengths", "lengths"),
+        ("out", "h"), ("out", "y"),
+        ("int", "batch"), ("int", "hidden"), ("int", "t"), ("int", "options"),
+    ],
+    "gru_fused_reset": [
+        ("in", "gx"), ("in", "gh_rz"), ("in", "bias_ih"), ("in", "bias_hh"), ("in", "h"), ("out", "rh"),
+        ("int", "batch"), ("int", "hidden"), ("int", "options"),
+    ],
+    "gru_fused_finish": [
+        ("in", "gx"), ("in", "gh_rz"), ("in", "gh_n"), ("in", "bias_ih"), ("in", "bias_hh"),
+        ("lengths", "lengths"), ("out", "h"), ("out", "y"),
+        ("int", "batch"), ("int", "hidden"), ("int", "t"), ("int", "options"),
+    ],
+    "rnn_fused_step": [
+        ("in", "gx"), ("in", "gh"), ("in", "bias_ih"), ("in", "bias_hh"), ("lengths", "lengths"),
+        ("out", "h"), ("out", "y"),
+        ("int", "batch"), ("int", "hidden"), ("int", "t"), ("int", "options"),
+    ],
+}  # fmt: skip
+
+_GRAPH_SPECS: dict[str, list[tuple[str, str]]] = {
+    "lstm_graph_step": [
+        ("in", "gx"), ("in", "weight_hh"), ("in", "bias_ih"), ("in", "bias_hh"),
+        ("in", "peep_i"), ("in", "peep_f"), ("in", "peep_o"), ("lengths", "lengths"),
+        ("in", "h_prev"), ("out", "h_next"), ("out", "c"), ("out", "y"),
+        ("int", "batch"), ("int", "hidden"), ("int", "t"), ("int", "options"), ("acc", "clip"),
+    ],
+    "gru_graph_step": [
+        ("in", "gx"), ("in", "weight_hh"), ("in", "bias_ih"), ("in", "bias_hh"), ("lengths", "lengths"),
+        ("in", "h_prev"), ("out", "h_next"), ("out", "y"),
+        ("int", "batch"), ("int", "hidden"), ("int", "t"), ("int", "options"),
+    ],
+    "gru_graph_reset": [
+        ("in", "gx"), ("in", "weight_hh"), ("in", "bias_ih"), ("in", "bias_hh"),
+        ("in", "h_prev"), ("out", "rh"),
+        ("int", "batch"), ("int", "hidden"), ("int", "options"),
+    ],
+    "gru_graph_finish": [
+        ("in", "gx"), ("in", "weight_hh"), ("in", "bias_ih"), ("in", "bias_hh"), ("lengths", "lengths"),
+        ("in", "h_prev"), ("in", "rh"), ("out", "h_next"), ("out", "y"),
+        ("int", "batch"), ("int", "hidden"), ("int", "t"), ("int", "options"),
+    ],
+    "rnn_graph_step": [
+        ("in", "gx"), ("in", "weight_hh"), ("in", "bias_ih"), ("in", "bias_hh"), ("lengths", "lengths"),
+        ("in", "h_prev"), ("out", "h_next"), ("out", "y"),
+        ("int", "batch"), ("int", "hidden"), ("int", "t"), ("int", "options"),
+    ],
+}  # fmt: skip
+
+_C_TYPES = {
+    "in": "const scalar_t* __restrict__",
+    "out": "scalar_t* __restrict__",
+    "lengths": "const long long* __restrict__",
+    "int": "int",
+    "acc": "acc_t",
+}
+
+
+def graph_kernel_name(base: str, batch_tile: int) -> str:
+    """The exported name of graph kernel ``base`` compiled for ``batch_tile`` batch rows per warp."""
+    return f"{base}_nb{batch_tile}"
+
+
+def kernel_specs() -> dict[str, list[tuple[str, str]]]:
+    """Every exported kernel name -> its parameter list ``[(kind, name), ...]`` in call order."""
+    specs = dict(_FUSED_SPECS)
+    for base, params in _GRAPH_SPECS.items():
+        for tile in BATCH_TILES:
+            specs[graph_kernel_name(base, tile)] = params
+    return specs
+
+
+_PRELUDES = {
+    "float32": r"""
+typedef float scalar_t;
+typedef float acc_t;
+__device__ __forceinline__ acc_t load(scalar_t v) { return v; }
+__device__ __forceinline__ scalar_t store(acc_t v) { return v; }
+__device__ __forceinline__ acc_t acc_tanh(acc_t v) { return tanhf(v); }
+""",
+    "float64": r"""
+typedef double scalar_t;
+typedef double acc_t;
+__device__ __forceinline__ acc_t load(scalar_t v) { return v; }
+__device__ __forceinline__ scalar_t store(acc_t v) { return v; }
+__device__ __forceinline__ acc_t acc_tanh(acc_t v) { return tanh(v); }
+""",
+    # float16 is stored as its 16 raw bits and converted with the PTX instructions cuda_fp16.h uses,
+    # so NVRTC needs no header; the arithmetic runs in float and is rounded once when stored.
+    "float16": r"""
+typedef unsigned short scalar_t;
+typedef float acc_t;
+__device__ __forceinline__ acc_t load(scalar_t v) {
+  float f;
+  asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(v));
+  return f;
+}
+__device__ __forceinline__ scalar_t store(acc_t v) {
+  unsigned short bits;
+  asm("cvt.rn.f16.f32 %0, %1;" : "=h"(bits) : "f"(v));
+  return bits;
+}
+__device__ __forceinline__ acc_t acc_tanh(acc_t v) { return tanhf(v); }
+""",
+}
+
+_COMMON = r"""
+__device__ __forceinline__ acc_t sigmoid_acc(acc_t z) {
+  // 1 / (1 + exp(-z)) written with tanh: no overflow for large |z|, same formula as the generic core
+  return acc_tanh(z * (acc_t)0.5) * (acc_t)0.5 + (acc_t)0.5;
+}
+
+__device__ __forceinline__ acc_t clip_acc(acc_t z, int options, acc_t clip) {
+  // comparisons (not fmin/fmax) so that NaN stays NaN, like xp.clip
+  if (options & OPT_CLIP) return z < -clip ? -clip : (z > clip ? clip : z);
+  return z;
+}
+
+__device__ __forceinline__ acc_t bias_at(const scalar_t* __restrict__ bias, int flag, int options, long long i) {
+  return (options & flag) ? load(bias[i]) : (acc_t)0;
+}
+
+__device__ __forceinline__ bool step_is_valid(const long long* __restrict__ lengths, int options, int b, int t) {
+  return !(options & OPT_LENGTHS) || (long long)t < lengths[b];
+}
+
+// z = (gx + b_ih) + (gh + b_hh), the order of the generic core
+__device__ __forceinline__ acc_t preactivation(acc_t gx, acc_t gh, const scalar_t* __restrict__ bias_ih,
+                                               const scalar_t* __restrict__ bias_hh, int options, long long i) {
+  return (gx + bias_at(bias_ih, OPT_BIAS_IH, options, i)) + (gh + bias_at(bias_hh, OPT_BIAS_HH, options, i));
+}
+
+// The LSTM pointwise step (PyTorch gates i, f, g, o; ONNX peepholes, coupled and clip).
+// Peepholes: i and f see c_prev, o sees c_new. coupled: f = 1 - i. clip: every pre-activation.
+__device__ __forceinline__ void lstm_pointwise(acc_t zi, acc_t zf, acc_t zg, acc_t zo, acc_t c_prev,
+                                               const scalar_t* __restrict__ peep_i,
+                                               const scalar_t* __restrict__ peep_f,
+                                               const scalar_t* __restrict__ peep_o, int j, int options,
+                                               acc_t clip, acc_t* h_new, acc_t* c_new) {
+  if (options & OPT_PEEP_I) zi += load(peep_i[j]) * c_prev;
+  const acc_t input_gate = sigmoid_acc(clip_acc(zi, options, clip));
+  acc_t forget_gate;
+  if (options & OPT_COUPLED) {
+    forget_gate = (acc_t)1 - input_gate;
+  } else {
+    if (options & OPT_PEEP_F) zf += load(peep_f[j]) * c_prev;
+    forget_gate = sigmoid_acc(clip_acc(zf, options, clip));
+  }
+  const acc_t cell_gate = acc_tanh(clip_acc(zg, options, clip));
+  const acc_t c = forget_gate * c_prev + input_gate * cell_gate;
+  if (options & OPT_PEEP_O) zo += load(peep_o[j]) * c;
+  const acc_t output_gate = sigmoid_acc(clip_acc(zo, options, clip));
+  *c_new = c;
+  *h_new = output_gate * acc_tanh(c);
+}
+
+__device__ __forceinline__ acc_t gru_combine(acc_t update_gate, acc_t candidate, acc_t h_prev) {
+  return ((acc_t)1 - update_gate) * candidate + update_gate * h_prev;
+}
+
+__device__ __forceinline__ acc_t rnn_activation(acc_t z, int options) {
+  // relu as maximum(z, 0): NaN stays NaN
+  if (options & OPT_RELU) return z < (acc_t)0 ? (acc_t)0 : z;
+  return acc_tanh(z);
+}
+"""
+
+_FUSED = r"""
+// ---------------------------------------------------------------------------------------------
+// fused pointwise steps: one thread per (b, j); gh = h_prev W_hh^T came from cuBLAS
+
+#define FUSED_INDEX(width)                                                     \
+  const long long index = (long long)blockIdx.x * blockDim.x + threadIdx.x;  \
+  if (index >= (long long)batch * (width)) return;                             \
+  const int b = (int)(index / (width));                                        \
+  const int j = (int)(index - (long long)b * (width));
+
+__device__ __forceinline__ void lstm_fused_step_impl(
+    const scalar_t* __restrict__ gx, const scalar_t* __restrict__ gh, const scalar_t* __restrict__ bias_ih,
+    const scalar_t* __restrict__ bias_hh, const scalar_t* __restrict__ peep_i, const scalar_t* __restrict__ peep_f,
+    const scalar_t* __restrict__ peep_o, const long long* __restrict__ lengths, scalar_t* __restrict__ h,
+    scalar_t* __restrict__ c, scalar_t* __restrict__ y, int batch, int hidden, int t, int options, acc_t clip) {
+  FUSED_INDEX(hidden)
+  const long long row = (long long)b * 4 * hidden;
+  acc_t z[4];
+#pragma unroll
+  for (int g = 0; g < 4; ++g) {
+    const long long col = (long long)g * hidden + j;
+    z[g] = preactivation(load(gx[row + col]), load(gh[row + col]), bias_ih, bias_hh, options, col);
+  }
+  const acc_t c_prev = load(c[index]);
+  acc_t h_new, c_new;
+  lstm_pointwise(z[0], z[1], z[2], z[3], c_prev, peep_i, peep_f, peep_o, j, options, clip, &h_new, &c_new);
+  const bool valid = step_is_valid(lengths, options, b, t);
+  if (valid) c[index] = store(c_new);
+  if (options & OPT_PROJECT) {
+    // h is the (B, H) buffer projected by cuBLAS next; project_update masks h and y afterwards
+    h[index] = store(h_new);
+  } else if (valid) {
+    h[index] = store(h_new);
+    y[index] = store(h_new);
+  } else {
+    y[index] = store((acc_t)0);
+  }
+}
+
+// after the LSTM projection: h = y = source on a valid step, else y = 0 and h unchanged
+__device__ __forceinline__ void project_update_impl(const scalar_t* __restrict__ source,
+                                                    const long long* __restrict__ lengths, scalar_t* __restrict__ h,
+                                                    scalar_t* __restrict__ y, int batch, int width, int t,
+                                                    int options) {
+  FUSED_INDEX(width)
+  (void)j;
+  if (step_is_valid(lengths, options, b, t)) {
+    h[index] = source[index];
+    y[index] = source[index];
+  } else {
+    y[index] = store((acc_t)0);
+  }
+}
+
+// GRU, linear_before_reset=True (PyTorch): n = tanh(gx_n + b_in + r * (gh_n + b_hn))
+__device__ __forceinline__ void gru_fused_step_impl(
+    const scalar_t* __restrict__ gx, const scalar_t* __restrict__ gh, const scalar_t* __restrict__ bias_ih,
+    const scalar_t* __restrict__ bias_hh, const long long* __restrict__ lengths, scalar_t* __restrict__ h,
+    scalar_t* __restrict__ y, int batch, int hidden, int t, int options) {
+  FUSED_INDEX(hidden)
+  const long long row = (long long)b * 3 * hidden;
+  const long long r_col = j, z_col = (long long)hidden + j, n_col = 2LL * hidden + j;
+  const acc_t reset =
+      sigmoid_acc(preactivation(load(gx[row + r_col]), load(gh[row + r_col]), bias_ih, bias_hh, options, r_col));
+  const acc_t update =
+      sigmoid_acc(preactivation(load(gx[row + z_col]), load(gh[row + z_col]), bias_ih, bias_hh, options, z_col));
+  const acc_t input_n = load(gx[row + n_col]) + bias_at(bias_ih, OPT_BIAS_IH, options, n_col);
+  const acc_t hidden_n = load(gh[row + n_col]) + bias_at(bias_hh, OPT_BIAS_HH, options, n_col);
+  const acc_t candidate = acc_tanh(input_n + reset * hidden_n);
+  if (step_is_valid(lengths, options, b, t)) {
+    const scalar_t h_new = store(gru_combine(update, candidate, load(h[index])));
+    h[index] = h_new;
+    y[index] = h_new;
+  } else {
+    y[index] = store((acc_t)0);
+  }
+}
+
+// GRU, linear_before_reset=False, first half: rh = r * h_prev (cuBLAS then computes rh W_hn^T)
+__device__ __forceinline__ void gru_fused_reset_impl(const scalar_t* __restrict__ gx,
+                                                     const scalar_t* __restrict__ gh_rz,
+                                                     const scalar_t* __restrict__ bias_ih,
+                                                     const scalar_t* __restrict__ bias_hh,
+                                                     const scalar_t* __restrict__ h, scalar_t* __restrict__ rh,
+                                                     int batch, int hidden, int options) {
+  FUSED_INDEX(hidden)
+  const acc_t reset = sigmoid_acc(preactivation(load(gx[(long long)b * 3 * hidden + j]),
+                                                load(gh_rz[(long long)b * 2 * hidden + j]), bias_ih, bias_hh,
+                                                options, j));
+  rh[index] = store(reset * load(h[index]));
+}
+
+// GRU, linear_before_reset=False, second half: n = tanh(gx_n + b_in + (rh W_hn^T + b_hn))
+__device__ __forceinline__ void gru_fused_finish_impl(
+    const scalar_t* __restrict__ gx, const scalar_t* __restrict__ gh_rz, const scalar_t* __restrict__ gh_n,
+    const scalar_t* __restrict__ bias_ih, const scalar_t* __restrict__ bias_hh, const long long* __restrict__ lengths,
+    scalar_t* __restrict__ h, scalar_t* __restrict__ y, int batch, int hidden, int t, int options) {
+  FUSED_INDEX(hidden)
+  const long long z_col = (long long)hidden + j, n_col = 2LL * hidden + j;
+  const acc_t update = sigmoid_acc(preactivation(load(gx[(long long)b * 3 * hidden + z_col]),
+                                                 load(gh_rz[(long long)b * 2 * hidden + z_col]), bias_ih, bias_hh,
+                                                 options, z_col));
+  const acc_t candidate = acc_tanh(preactivation(load(gx[(long long)b * 3 * hidden + n_col]), load(gh_n[index]),
+                                                 bias_ih, bias_hh, options, n_col));
+  if (step_is_valid(lengths, options, b, t)) {
+    const scalar_t h_new = store(gru_combine(update, candidate, load(h[index])));
+    h[index] = h_new;
+    y[index] = h_new;
+  } else {
+    y[index] = store((acc_t)0);
+  }
+}
+
+__device__ __forceinline__ void rnn_fused_step_impl(
+    const scalar_t* __restrict__ gx, const scalar_t* __restrict__ gh, const scalar_t* __restrict__ bias_ih,
+    const scalar_t* __restrict__ bias_hh, const long long* __restrict__ lengths, scalar_t* __restrict__ h,
+    scalar_t* __restrict__ y, int batch, int hidden, int t, int options) {
+  FUSED_INDEX(hidden)
+  const acc_t z = preactivation(load(gx[index]), load(gh[index]), bias_ih, bias_hh, options, j);
+  if (step_is_valid(lengths, options, b, t)) {
+    const scalar_t h_new = store(rnn_activation(z, options));
+    h[index] = h_new;
+    y[index] = h_new;
+  } else {
+    y[index] = store((acc_t)0);
+  }
+}
+"""
+
+_GRAPH = r"""
+// ---------------------------------------------------------------------------------------------
+// graph steps: recurrent mat-vec and gates in one launch; one warp per (hidden unit j, NB batch rows)
+
+// Warp-wide dot products: sums[d][n] = weight[row0 + d*row_step, :] . vec[b0 + n, :] over `width`
+// columns. Lanes take columns lane, lane+32, ... (each weight row is contiguous: coalesced loads, each
+// weight reused for NB state rows), then a butterfly reduction leaves every sum in every lane.
+// The whole warp must call this (full shuffle mask): callers exit only warp-uniformly.
+template <int ND, int NB>
+__device__ __forceinline__ void warp_dots(const scalar_t* __restrict__ weight, long long row0, long long row_step,
+                                          const scalar_t* __restrict__ vec, int b0, int batch, int width, int lane,
+                                          acc_t (&sums)[ND][NB]) {
+#pragma unroll
+  for (int d = 0; d < ND; ++d) {
+#pragma unroll
+    for (int n = 0; n < NB; ++n) sums[d][n] = (acc_t)0;
+  }
+  // unrolled so that several iterations' loads are in flight at once (the step is latency-bound)
+#pragma unroll 4
+  for (int k = lane; k < width; k += 32) {
+    acc_t w[ND];
+#pragma unroll
+    for (int d = 0; d < ND; ++d) w[d] = load(weight[(row0 + d * row_step) * width + k]);
+#pragma unroll
+    for (int n = 0; n < NB; ++n) {
+      if (b0 + n < batch) {  // uniform across the warp
+        const acc_t v = load(vec[(long long)(b0 + n) * width + k]);
+#pragma unroll
+        for (int d = 0; d < ND; ++d) sums[d][n] += w[d] * v;
+      }
+    }
+  }
+#pragma unroll
+  for (int d = 0; d < ND; ++d) {
+#pragma unroll
+    for (int n = 0; n < NB; ++n) {
+#pragma unroll
+      for (int offset = 16; offset > 0; offset >>= 1) sums[d][n] += __shfl_xor_sync(0xffffffffu, sums[d][n], offset);
+    }
+  }
+}
+
+// Which (j, b0) this warp owns; false (for the whole warp at once) when it has no work.
+template <int NB>
+__device__ __forceinline__ bool warp_task(int batch, int hidden, int* lane, int* j, int* b0) {
+  *lane = threadIdx.x & 31;
+  const long long warp = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+  const long long tiles = (batch + NB - 1) / NB;
+  if (warp >= tiles * hidden) return false;
+  *j = (int)(warp % hidden);
+  *b0 = (int)(warp / hidden) * NB;
+  return true;
+}
+
+template <int NB>
+__device__ __forceinline__ void lstm_graph_step_impl(
+    const scalar_t* __restrict__ gx, const scalar_t* __restrict__ weight_hh, const scalar_t* __restrict__ bias_ih,
+    const scalar_t* __restrict__ bias_hh, const scalar_t* __restrict__ peep_i, const scalar_t* __restrict__ peep_f,
+    const scalar_t* __restrict__ peep_o, const long long* __restrict__ lengths, const scalar_t* __restrict__ h_prev,
+    scalar_t* __restrict__ h_next, scalar_t* __restrict__ c, scalar_t* __restrict__ y, int batch, int hidden, int t,
+    int options, acc_t clip) {
+  int lane, j, b0;
+  if (!warp_task<NB>(batch, hidden, &lane, &j, &b0)) return;
+  acc_t sums[4][NB];
+  warp_dots<4, NB>(weight_hh, j, hidden, h_prev, b0, batch, hidden, lane, sums);
+#pragma unroll
+  for (int n = 0; n < NB; ++n) {
+    const int b = b0 + n;
+    if (lane == n && b < batch) {
+      const long long row = (long long)b * 4 * hidden;
+      const long long at = (long long)b * hidden + j;
+      acc_t z[4];
+#pragma unroll
+      for (int g = 0; g < 4; ++g) {
+        const long long col = (long long)g * hidden + j;
+        z[g] = preactivation(load(gx[row + col]), sums[g][n], bias_ih, bias_hh, options, col);
+      }
+      acc_t h_new, c_new;
+      lstm_pointwise(z[0], z[1], z[2], z[3], load(c[at]), peep_i, peep_f, peep_o, j, options, clip, &h_new, &c_new);
+      if (step_is_valid(lengths, options, b, t)) {
+        c[at] = store(c_new);
+        h_next[at] = store(h_new);
+        y[at] = store(h_new);
+      } else {
+        h_next[at] = h_prev[at];
+        y[at] = store((acc_t)0);
+      }
+    }
+  }
+}
+
+// GRU, linear_before_reset=True: the three dots of rows j, H+j, 2H+j with h_prev in one launch
+template <int NB>
+__device__ __forceinline__ void gru_graph_step_impl(
+    const scalar_t* __restrict__ gx, const scalar_t* __restrict__ weight_hh, const scalar_t* __restrict__ bias_ih,
+    const scalar_t* __restrict__ bias_hh, const long long* __restrict__ lengths, const scalar_t* __restrict__ h_prev,
+    scalar_t* __restrict__ h_next, scalar_t* __restrict__ y, int batch, int hidden, int t, int options) {
+  int lane, j, b0;
+  if (!warp_task<NB>(batch, hidden, &lane, &j, &b0)) return;
+  acc_t sums[3][NB];
+  warp_dots<3, NB>(weight_hh, j, hidden, h_prev, b0, batch, hidden, lane, sums);
+#pragma unroll
+  for (int n = 0; n < NB; ++n) {
+    const int b = b0 + n;
+    if (lane == n && b < batch) {
+      const long long row = (long long)b * 3 * hidden;
+      const long long at = (long long)b * hidden + j;
+      const long long r_col = j, z_col = (long long)hidden + j, n_col = 2LL * hidden + j;
+      const acc_t reset =
+          sigmoid_acc(preactivation(load(gx[row + r_col]), sums[0][n], bias_ih, bias_hh, options, r_col));
+      const acc_t update =
+          sigmoid_acc(preactivation(load(gx[row + z_col]), sums[1][n], bias_ih, bias_hh, options, z_col));
+      const acc_t input_n = load(gx[row + n_col]) + bias_at(bias_ih, OPT_BIAS_IH, options, n_col);
+      const acc_t hidden_n = sums[2][n] + bias_at(bias_hh, OPT_BIAS_HH, options, n_col);
+      const acc_t candidate = acc_tanh(input_n + reset * hidden_n);
+      if (step_is_valid(lengths, options, b, t)) {
+        const scalar_t h_new = store(gru_combine(update, candidate, load(h_prev[at])));
+        h_next[at] = h_new;
+        y[at] = h_new;
+      } else {
+        h_next[at] = h_prev[at];
+        y[at] = store((acc_t)0);
+      }
+    }
+  }
+}
+
+// GRU, linear_before_reset=False, launch 1 of 2: rh = r * h_prev (every rh before any use: next launch)
+template <int NB>
+__device__ __forceinline__ void gru_graph_reset_impl(const scalar_t* __restrict__ gx,
+                                                     const scalar_t* __restrict__ weight_hh,
+                                                     const scalar_t* __restrict__ bias_ih,
+                                                     const scalar_t* __restrict__ bias_hh,
+                                                     const scalar_t* __restrict__ h_prev, scalar_t* __restrict__ rh,
+                                                     int batch, int hidden, int options) {
+  int lane, j, b0;
+  if (!warp_task<NB>(batch, hidden, &lane, &j, &b0)) return;
+  acc_t sums[1][NB];
+  warp_dots<1, NB>(weight_hh, j, hidden, h_prev, b0, batch, hidden, lane, sums);
+#pragma unroll
+  for (int n = 0; n < NB; ++n) {
+    const int b = b0 + n;
+    if (lane == n && b < batch) {
+      const long long at = (long long)b * hidden + j;
+      const acc_t reset =
+          sigmoid_acc(preactivation(load(gx[(long long)b * 3 * hidden + j]), sums[0][n], bias_ih, bias_hh, options, j));
+      rh[at] = store(reset * load(h_prev[at]));
+    }
+  }
+}
+
+// GRU, linear_before_reset=False, launch 2 of 2: z from h_prev (row H+j), n from rh (row 2H+j)
+template <int NB>
+__device__ __forceinline__ void gru_graph_finish_impl(
+    const scalar_t* __restrict__ gx, const scalar_t* __restrict__ weight_hh, const scalar_t* __restrict__ bias_ih,
+    const scalar_t* __restrict__ bias_hh, const long long* __restrict__ lengths, const scalar_t* __restrict__ h_prev,
+    const scalar_t* __restrict__ rh, scalar_t* __restrict__ h_next, scalar_t* __restrict__ y, int batch, int hidden,
+    int t, int options) {
+  int lane, j, b0;
+  if (!warp_task<NB>(batch, hidden, &lane, &j, &b0)) return;
+  acc_t update_sums[1][NB];
+  acc_t candidate_sums[1][NB];
+  warp_dots<1, NB>(weight_hh, (long long)hidden + j, 0, h_prev, b0, batch, hidden, lane, update_sums);
+  warp_dots<1, NB>(weight_hh, 2LL * hidden + j, 0, rh, b0, batch, hidden, lane, candidate_sums);
+#pragma unroll
+  for (int n = 0; n < NB; ++n) {
+    const int b = b0 + n;
+    if (lane == n && b < batch) {
+      const long long row = (long long)b * 3 * hidden;
+      const long long at = (long long)b * hidden + j;
+      const long long z_col = (long long)hidden + j, n_col = 2LL * hidden + j;
+      const acc_t update =
+          sigmoid_acc(preactivation(load(gx[row + z_col]), update_sums[0][n], bias_ih, bias_hh, options, z_col));
+      const acc_t candidate =
+          acc_tanh(preactivation(load(gx[row + n_col]), candidate_sums[0][n], bias_ih, bias_hh, options, n_col));
+      if (step_is_valid(lengths, options, b, t)) {
+        const scalar_t h_new = store(gru_combine(update, candidate, load(h_prev[at])));
+        h_next[at] = h_new;
+        y[at] = h_new;
+      } else {
+        h_next[at] = h_prev[at];
+        y[at] = store((acc_t)0);
+      }
+    }
+  }
+}
+
+template <int NB>
+__device__ __forceinline__ void rnn_graph_step_impl(
+    const scalar_t* __restrict__ gx, const scalar_t* __restrict__ weight_hh, const scalar_t* __restrict__ bias_ih,
+    const scalar_t* __restrict__ bias_hh, const long long* __restrict__ lengths, const scalar_t* __restrict__ h_prev,
+    scalar_t* __restrict__ h_next, scalar_t* __restrict__ y, int batch, int hidden, int t, int options) {
+  int lane, j, b0;
+  if (!warp_task<NB>(batch, hidden, &lane, &j, &b0)) return;
+  acc_t sums[1][NB];
+  warp_dots<1, NB>(weight_hh, j, hidden, h_prev, b0, batch, hidden, lane, sums);
+#pragma unroll
+  for (int n = 0; n < NB; ++n) {
+    const int b = b0 + n;
+    if (lane == n && b < batch) {
+      const long long at = (long long)b * hidden + j;
+      const acc_t z = preactivation(load(gx[at]), sums[0][n], bias_ih, bias_hh, options, j);
+      if (step_is_valid(lengths, options, b, t)) {
+        const scalar_t h_new = store(rnn_activation(z, options));
+        h_next[at] = h_new;
+        y[at] = h_new;
+      } else {
+        h_next[at] = h_prev[at];
+        y[at] = store((acc_t)0);
+      }
+    }
+  }
+}
+"""
+
+
+def _signature(params: list[tuple[str, str]]) -> str:
+    return ", ".join(f"{_C_TYPES[kind]} {name}" for kind, name in params)
+
+
+def _call(params: list[tuple[str, str]]) -> str:
+    return ", ".join(name for _, name in params)
+
+
+def _entry_points() -> str:
+    lines = ["// ---------------------------------------------------------------------------------------------",
+             "// exported entry points (extern \"C\": names CuPy can look up without mangling)"]  # fmt: skip
+    for name, params in _FUSED_SPECS.items():
+        lines.append(f'extern "C" __global__ void {name}({_signature(params)}) {{ {name}_impl({_call(params)}); }}')
+    for base, params in _GRAPH_SPECS.items():
+        for tile in BATCH_TILES:
+            lines.append(
+                f'extern "C" __global__ void {graph_kernel_name(base, tile)}({_signature(params)}) '
+                f"{{ {base}_impl<{tile}>({_call(params)}); }}"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def _defines() -> str:
+    return "".join(f"#define {name} {value}\n" for name, value in OPTIONS.items())
+
+
+@functools.cache
+def source(dtype: str) -> str:
+    """The whole CUDA C++ source for arrays of ``dtype`` ("float16", "float32" or "float64")."""
+    if dtype not in _PRELUDES:
+        raise ValueError(f"the CuPy kernels support float16, float32 and float64, got {dtype}")
+    header = f"// arrayrnn CuPy fast paths, storage dtype {dtype}\n"
+    return header + _defines() + _PRELUDES[dtype] + _COMMON + _FUSED + _GRAPH + _entry_points()

@@ -1,0 +1,251 @@
+"""Vector-Jacobian products: ``out, pullback = ar.vjp(f, *args, **options)``.
+
+``f`` is a cell (``rnn_cell``, ``lstm_cell``, ``gru_cell``), a sequence function (``rnn``,
+``lstm``, ``gru``) or a model's ``apply``. ``out`` is what ``f(*args, **options)`` returns,
+computed by the generic core (which records what the backward pass needs);
+``pullback(out_cotangent)`` returns one gradient per *positional* argument, with that argument's
+structure: a params object for params (``None`` fields stay ``None``), a tuple for an LSTM state,
+``None`` where the argument was ``None``. ``out_cotangent`` has the structure of ``out``; a ``None``
+anywhere in it counts as zeros. Keyword options (``lengths``, ``reverse``, ...) are not
+differentiated. Everything runs on the inputs' backend through the array API (hand-written
+backpropagation through time, see ``_core/backward.py`` for what is kept in memory).
+
+The pullback reads ``out`` (previous hidden states are taken from ``y``): do not write into the
+returned arrays in place before calling it. It may be called any number of times.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any, Optional
+
+from . import models
+from ._core import backward as core
+from ._fast.registry import select
+from ._validate import dtype_name, prepare_cell, prepare_sequence, shape_text
+from .backend import namespace_of
+from .cells import gru_cell, lstm_cell, rnn_cell
+from .sequence import gru, lstm, rnn
+
+__all__ = ["vjp"]
+
+Array = Any
+Pullback = Callable[[Any], tuple[Any, ...]]
+
+_SEQUENCES: dict[Callable[..., Any], str] = {rnn: "rnn", lstm: "lstm", gru: "gru"}
+_CELLS: dict[Callable[..., Any], str] = {rnn_cell: "rnn", lstm_cell: "lstm", gru_cell: "gru"}
+_CELL_OPTIONS = {"rnn": ("nonlinearity",), "lstm": ("coupled", "clip"), "gru": ("linear_before_reset",)}
+
+
+def vjp(f: Callable[..., Any], *args: Any, **options: Any) -> tuple[Any, Pullback]:
+    """Run ``f(*args, **options)`` and return ``(out, pullback)``.
+
+    ``pullback(out_cotangent)`` -> a tuple with one gradient per positional argument of the call.
+    """
+    if f in _SEQUENCES:
+        return _sequence_vjp(f, _SEQUENCES[f], args, options)
+    if f in _CELLS:
+        return _cell_vjp(f, _CELLS[f], args, options)
+    model = getattr(f, "__self__", None)
+    if isinstance(model, tuple(models.MODEL_CLASSES.values())) and getattr(f, "__name__", "") == "apply":
+        return _model_vjp(model, f, args, options)
+    raise TypeError(
+        "vjp supports arrayrnn.rnn_cell, lstm_cell, gru_cell, rnn, lstm, gru and a model's apply; "
+        f"got {getattr(f, '__qualname__', type(f).__name__)}"
+    )
+
+
+def _bind(f: Callable[..., Any], args: tuple[Any, ...], options: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The call's arguments by name (defaults filled in) and the names of the positional ones."""
+    signature = inspect.signature(f)
+    try:
+        bound = signature.bind(*args, **options)
+    except TypeError as error:
+        raise TypeError(f"vjp({f.__name__}, ...): {error}") from None
+    bound.apply_defaults()
+    return dict(bound.arguments), list(signature.parameters)[: len(args)]
+
+
+# ----------------------------------------------------------------------------------------------
+# cotangents
+
+
+def _leaf_cotangent(cotangent: Any, like: Array, path: str) -> Optional[Array]:
+    """Check one cotangent array against the output array it belongs to (``None`` passes)."""
+    if cotangent is None:
+        return None
+    namespace_of(**{path: cotangent, "the output": like})  # same backend and device, or a clear error
+    if tuple(cotangent.shape) != tuple(like.shape):
+        raise ValueError(
+            f"{path} must have the shape of its output {shape_text(like.shape)}, got {shape_text(cotangent.shape)}"
+        )
+    if cotangent.dtype != like.dtype:
+        raise TypeError(
+            f"{path} must have the output's dtype {dtype_name(like.dtype)}, got {dtype_name(cotangent.dtype)}"
+        )
+    return cotangent
+
+
+def match_cotangent(cotangent: Any, out: Any, path: str = "out_cotangent") -> Any:
+    """``cotangent`` checked against the structure of ``out``; ``None`` parts expand to ``None`` leaves."""
+    if isinstance(out, (tuple, list)):
+        if cotangent is None:
+            return tuple(match_cotangent(None, part, f"{path}[{k}]") for k, part in enumerate(out))
+        if not isinstance(cotangent, (tuple, list)) or len(cotangent) != len(out):
+            raise TypeError(
+                f"{path} must be None or a tuple of {len(out)} parts like the output, got {type(cotangent).__name__}"
+                + (f" of length {len(cotangent)}" if isinstance(cotangent, (tuple, list)) else "")
+            )
+        return tuple(match_cotangent(c, part, f"{path}[{k}]") for k, (c, part) in enumerate(zip(cotangent, out)))
+    return _leaf_cotangent(cotangent, out, path)
+
+
+# ----------------------------------------------------------------------------------------------
+# sequences and cells
+
+
+def _state_like(xp: Any, kind: str, given: Any, d_state: tuple[Array, ...], unbatched: bool) -> Any:
+    """The initial-state gradient in the structure the caller passed (``None`` stays ``None``)."""
+    if given is None:
+        return None
+    if unbatched:
+        d_state = tuple(xp.reshape(d, (d.shape[-1],)) for d in d_state)
+    if kind == "lstm":
+        return type(given)(d_state) if isinstance(given, list) else tuple(d_state)
+    return d_state[0]
+
+
+def _sequence_vjp(f: Callable[..., Any], kind: str, args: tuple[Any, ...], options: dict[str, Any]):
+    arguments, positional = _bind(f, args, options)
+    cell_options = {name: arguments[name] for name in _CELL_OPTIONS[kind]}
+    x, params, state = arguments["x"], arguments["params"], arguments["state"]
+    reverse, batch_first = arguments["reverse"], arguments["batch_first"]
+    prepared = prepare_sequence(kind, x, params, state, arguments["lengths"], batch_first, reverse, cell_options)
+    select(kind, prepared.backend, arguments["impl"])  # checks impl; gradients always use the recording core
+    xp = prepared.xp
+    y, final_state, tape = core.forward(
+        xp, kind, prepared.x, params, prepared.state, prepared.lengths, reverse, cell_options
+    )
+    if prepared.unbatched:
+        y_out = xp.reshape(y, (y.shape[0], y.shape[2]))
+        final_out = tuple(xp.reshape(s, (s.shape[-1],)) for s in final_state)
+    else:
+        y_out = xp.permute_dims(y, (1, 0, 2)) if batch_first else y
+        final_out = final_state
+    out = (y_out, final_out if kind == "lstm" else final_out[0])
+
+    def pullback(out_cotangent: Any) -> tuple[Any, ...]:
+        dy, d_final = match_cotangent(out_cotangent, out)
+        d_final = d_final if kind == "lstm" else (d_final,)
+        if dy is not None:
+            if prepared.unbatched:
+                dy = xp.reshape(dy, (dy.shape[0], 1, dy.shape[1]))
+            elif batch_first:
+                dy = xp.permute_dims(dy, (1, 0, 2))
+        if prepared.unbatched:
+            d_final = tuple(None if d is None else xp.reshape(d, (1, d.shape[0])) for d in d_final)
+        dx, d_params, d_state = core.backward(xp, tape, dy, d_final)
+        if prepared.unbatched:
+            dx = xp.reshape(dx, (dx.shape[0], dx.shape[2]))
+        elif batch_first:
+            dx = xp.permute_dims(dx, (1, 0, 2))
+        grads = {"x": dx, "params": d_params, "state": _state_like(xp, kind, state, d_state, prepared.unbatched)}
+        return tuple(grads[name] for name in positional)
+
+    return out, pullback
+
+
+def _cell_vjp(f: Callable[..., Any], kind: str, args: tuple[Any, ...], options: dict[str, Any]):
+    arguments, positional = _bind(f, args, options)
+    state_arg = "state" if kind == "lstm" else "h"
+    cell_options = {name: arguments[name] for name in _CELL_OPTIONS[kind]}
+    x, state, params = arguments["x"], arguments[state_arg], arguments["params"]
+    prepared = prepare_cell(kind, x, state, params, cell_options, state_arg)
+    xp = prepared.xp
+    x_sequence = xp.reshape(prepared.x, (1, *prepared.x.shape))
+    _, final_state, tape = core.forward(xp, kind, x_sequence, params, prepared.state, None, False, cell_options)
+    if prepared.unbatched:
+        final_state = tuple(xp.reshape(s, (s.shape[-1],)) for s in final_state)
+    out = final_state if kind == "lstm" else final_state[0]
+
+    def pullback(out_cotangent: Any) -> tuple[Any, ...]:
+        d_final = match_cotangent(out_cotangent, out)
+        d_final = d_final if kind == "lstm" else (d_final,)
+        if prepared.unbatched:
+            d_final = tuple(None if d is None else xp.reshape(d, (1, d.shape[0])) for d in d_final)
+        dx, d_params, d_state = core.backward(xp, tape, None, d_final)
+        dx = xp.reshape(dx, (dx.shape[-1],)) if prepared.unbatched else dx[0, ...]
+        grads = {"x": dx, "params": d_params, state_arg: _state_like(xp, kind, state, d_state, prepared.unbatched)}
+        return tuple(grads[name] for name in positional)
+
+    return out, pullback
+
+
+# ----------------------------------------------------------------------------------------------
+# models: layer by layer, both directions
+
+
+def _model_vjp(model: Any, apply: Callable[..., Any], args: tuple[Any, ...], options: dict[str, Any]):
+    """vjp of ``model.apply(params, x, state, *, lengths, impl)``.
+
+    The stack runs through ``models.run_stack`` exactly as ``apply`` does, with every one-layer
+    sequence call replaced by its vjp; the pullback walks the layers top-down, splits the output
+    cotangent between the directions, sums their input gradients into the layer below, and
+    stacks the state gradients back into ``(L*D, B, H)``.
+    """
+    arguments, positional = _bind(apply, args, options)
+    params, x, state = arguments["params"], arguments["x"], arguments["state"]
+    records: list[tuple[Pullback, int]] = []  # in l*D + d order, as the stack calls them
+
+    def recording(layer_input: Array, layer_params: Any, layer_state: Any, **call_options: Any):
+        out, pullback = vjp(model.sequence_function, layer_input, layer_params, layer_state, **call_options)
+        records.append((pullback, out[0].shape[-1]))
+        return out
+
+    # apply itself checks and normalises its arguments and runs the stack, one recorded call per layer
+    out = model.apply(
+        params, x, state, lengths=arguments["lengths"], impl=arguments["impl"], sequence_function=recording
+    )
+    xp = namespace_of(x=x)[0]
+    num_layers, num_directions = len(params), len(params[0])
+
+    def final_part(d_final: Any, index: int) -> Any:
+        if model.kind == "lstm":
+            return tuple(None if d is None else d[index, ...] for d in d_final)
+        return None if d_final is None else d_final[index, ...]
+
+    def pullback(out_cotangent: Any) -> tuple[Any, ...]:
+        d_output, d_final = match_cotangent(out_cotangent, out)
+        param_grads: list[list[Any]] = [[None] * num_directions for _ in range(num_layers)]
+        state_grads: list[Any] = [None] * (num_layers * num_directions)
+        for layer in range(num_layers - 1, -1, -1):
+            d_input = None
+            for direction in range(num_directions):
+                index = layer * num_directions + direction
+                direction_pullback, width = records[index]
+                d_y = d_output
+                if d_output is not None and num_directions > 1:
+                    d_y = d_output[..., direction * width : (direction + 1) * width]
+                dx, param_grads[layer][direction], state_grads[index] = direction_pullback(
+                    (d_y, final_part(d_final, index))
+                )
+                d_input = dx if d_input is None else d_input + dx
+            d_output = d_input
+        grads = {
+            "params": type(params)(type(params[k])(row) for k, row in enumerate(param_grads)),
+            "x": d_output,
+            "state": _stacked_state(xp, model.kind, state, state_grads),
+        }
+        return tuple(grads[name] for name in positional)
+
+    return out, pullback
+
+
+def _stacked_state(xp: Any, kind: str, given: Any, parts: list[Any]) -> Any:
+    if given is None:
+        return None
+    if kind == "lstm":
+        stacked = tuple(xp.stack([part[k] for part in parts], axis=0) for k in range(2))
+        return list(stacked) if isinstance(given, list) else stacked
+    return xp.stack(parts, axis=0)

@@ -1,0 +1,306 @@
+"""Functional optimizers: ``state = opt.init(params)``; ``params, state = opt.update(params, grads, state)``.
+
+``params`` is any structure of arrays: a params object, a model's ``params`` (a tuple over layers
+of tuples over directions), or tuples, lists and dicts of them (``None`` leaves, such as a missing
+bias, stay ``None``). ``grads`` has the same structure (what ``ar.vjp``'s pullback returns); a
+``None`` gradient, at a leaf or for a whole sub-structure, leaves those params and their optimizer
+state untouched. Nothing is modified in place: params objects are frozen, and ``update`` returns
+new ones. Every array stays on its own backend and device: the step counter is a Python ``int``
+and the gradient norm for ``clip_norm`` is a 0-d array on that backend, so there is no
+host round-trip.
+
+The formulas are PyTorch's (``torch.optim.SGD``, ``torch.optim.Adam``, and
+``torch.nn.utils.clip_grad_norm_`` applied to the raw gradients before the step).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from typing import Any, Optional
+
+from .backend import backend_name, namespace_of
+
+__all__ = ["SGD", "Adam", "AdamState", "SGDState", "global_norm"]
+
+Array = Any
+
+
+# ----------------------------------------------------------------------------------------------
+# structures of arrays
+
+
+def _is_array(value: Any) -> bool:
+    try:
+        backend_name(value)
+    except TypeError:
+        return False
+    return True
+
+
+def _children(tree: Any) -> Optional[list[tuple[Any, str, Any]]]:
+    """``(key, label, child)`` of a container, or ``None`` for a leaf (an array or ``None``)."""
+    if tree is None or _is_array(tree):
+        return None
+    if dataclasses.is_dataclass(tree) and not isinstance(tree, type):
+        return [(f.name, f".{f.name}", getattr(tree, f.name)) for f in dataclasses.fields(tree)]
+    if isinstance(tree, (tuple, list)):
+        return [(k, f"[{k}]", item) for k, item in enumerate(tree)]
+    if isinstance(tree, dict):
+        return [(key, f"[{key!r}]", value) for key, value in tree.items()]
+    raise TypeError(f"expected arrays in params objects, tuples, lists or dicts, got {type(tree).__name__}")
+
+
+def _rebuild(tree: Any, children: list[Any]) -> Any:
+    if dataclasses.is_dataclass(tree):
+        return dataclasses.replace(tree, **{f.name: c for f, c in zip(dataclasses.fields(tree), children)})
+    if isinstance(tree, tuple):
+        return type(tree)(*children) if hasattr(tree, "_fields") else tuple(children)
+    if isinstance(tree, list):
+        return list(children)
+    return dict(zip(tree.keys(), children))
+
+
+def _same_kind(a: Any, b: Any) -> bool:
+    if dataclasses.is_dataclass(a):
+        return type(a) is type(b)
+    if isinstance(a, (tuple, list)):
+        return isinstance(b, (tuple, list)) and len(a) == len(b)
+    return isinstance(b, dict) and set(a) == set(b)
+
+
+def _map(function: Callable[..., Any], width: int, params: Any, *others: Any, path: str = "params") -> tuple[Any, ...]:
+    """``width`` structures shaped like ``params`` from ``function(param, *other_leaves)`` at each leaf.
+
+    ``others`` (gradients, optimizer buffers) share the structure of ``params``; where one of them
+    is ``None`` for a whole sub-structure, ``function`` sees ``None`` at every leaf below it.
+    ``function`` returns a tuple of ``width`` values (or one value when ``width == 1``).
+    """
+    children = _children(params)
+    if children is None:
+        result = function(params, *others)
+        return tuple(result) if width > 1 else (result,)
+    matched = []
+    for other in others:
+        if other is None:
+            matched.append([None] * len(children))
+        elif _children(other) is None or not _same_kind(params, other):
+            raise ValueError(
+                f"grads (and optimizer state) must have the structure of params: at {path} params has a "
+                f"{type(params).__name__}, got {type(other).__name__}"
+            )
+        elif isinstance(other, dict):
+            matched.append([other[key] for key, _, _ in children])
+        else:
+            matched.append([child for _, _, child in _children(other)])
+    columns = [
+        _map(function, width, child, *(m[k] for m in matched), path=path + label)
+        for k, (_, label, child) in enumerate(children)
+    ]
+    return tuple(_rebuild(params, [column[j] for column in columns]) for j in range(width))
+
+
+def _zeros_like(param: Any) -> Any:
+    if param is None:
+        return None
+    xp, _, _ = namespace_of(params=param)
+    return xp.zeros_like(param)
+
+
+def _leaves(tree: Any) -> list[Any]:
+    children = _children(tree)
+    if children is None:
+        return [] if tree is None else [tree]
+    return [leaf for _, _, child in children for leaf in _leaves(child)]
+
+
+def global_norm(grads: Any) -> Array:
+    """The L2 norm of every array in ``grads`` together: a 0-d array on their backend."""
+    leaves = _leaves(grads)
+    if not leaves:
+        raise ValueError("grads holds no arrays")
+    xp, _, _ = namespace_of(**{f"grads leaf {k}": leaf for k, leaf in enumerate(leaves)})
+    total = None
+    for leaf in leaves:
+        square = xp.sum(leaf * leaf)
+        total = square if total is None else total + square
+    return xp.sqrt(total)
+
+
+def _clip_scale(grads: Any, clip_norm: Optional[float]) -> Optional[Array]:
+    """``min(1, clip_norm / ||grads||)`` as a 0-d array, or ``None`` when not clipping."""
+    if clip_norm is None or not _leaves(grads):
+        return None
+    norm = global_norm(grads)
+    xp, _, _ = namespace_of(norm=norm)
+    return clip_norm / xp.clip(norm + 1e-6, min=clip_norm)
+
+
+def _check_hyper(
+    name: str, value: Any, low: float = 0.0, *, strict: bool = False, high: Optional[float] = None
+) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise TypeError(f"{name} must be a finite number, got {value!r}")
+    too_low = value <= low if strict else value < low
+    if too_low or (high is not None and value >= high):
+        bound = f"> {low}" if strict else f">= {low}"
+        raise ValueError(
+            f"{name} must be {bound}" + (f" and < {high}" if high is not None else "") + f", got {value!r}"
+        )
+    return float(value)
+
+
+def _check_clip(clip_norm: Any) -> Optional[float]:
+    return None if clip_norm is None else _check_hyper("clip_norm", clip_norm, strict=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# SGD
+
+
+@dataclasses.dataclass(frozen=True)
+class SGDState:
+    """``step``: updates done so far (a Python int); ``momentum``: the momentum buffers (or ``None``)."""
+
+    step: int
+    momentum: Any
+
+
+class SGD:
+    """Stochastic gradient descent with momentum (PyTorch's ``torch.optim.SGD``, dampening 0).
+
+    ``buf = momentum * buf + g`` (``buf = g`` on the first step), ``p -= lr * buf``
+    (``g + momentum * buf`` with ``nesterov=True``); ``weight_decay`` adds ``weight_decay * p`` to
+    the gradient; ``clip_norm`` first scales all gradients together so their norm is at most it.
+    """
+
+    def __init__(
+        self,
+        lr: float,
+        momentum: float = 0.0,
+        weight_decay: float = 0.0,
+        clip_norm: Optional[float] = None,
+        nesterov: bool = False,
+    ) -> None:
+        self.lr = _check_hyper("lr", lr, strict=True)
+        self.momentum = _check_hyper("momentum", momentum)
+        self.weight_decay = _check_hyper("weight_decay", weight_decay)
+        self.clip_norm = _check_clip(clip_norm)
+        if not isinstance(nesterov, bool):
+            raise TypeError(f"nesterov must be True or False, got {nesterov!r}")
+        if nesterov and self.momentum == 0:
+            raise ValueError("nesterov=True needs momentum > 0")
+        self.nesterov = nesterov
+
+    def __repr__(self) -> str:
+        return (
+            f"SGD(lr={self.lr}, momentum={self.momentum}, weight_decay={self.weight_decay}, "
+            f"clip_norm={self.clip_norm}, nesterov={self.nesterov})"
+        )
+
+    def init(self, params: Any) -> SGDState:
+        buffers = _map(_zeros_like, 1, params)[0] if self.momentum else None
+        return SGDState(step=0, momentum=buffers)
+
+    def update(self, params: Any, grads: Any, state: SGDState) -> tuple[Any, SGDState]:
+        if not isinstance(state, SGDState):
+            raise TypeError(f"state must come from this optimizer's init(), got {type(state).__name__}")
+        scale = _clip_scale(grads, self.clip_norm)
+        first = state.step == 0
+
+        def leaf(param: Any, grad: Any, buffer: Any) -> tuple[Any, Any]:
+            if param is None or grad is None:
+                return param, buffer
+            namespace_of(param=param, grad=grad)
+            if scale is not None:
+                grad = grad * scale
+            if self.weight_decay:
+                grad = grad + self.weight_decay * param
+            if self.momentum:
+                buffer = grad if first else self.momentum * buffer + grad
+                direction = grad + self.momentum * buffer if self.nesterov else buffer
+            else:
+                direction = grad
+            return param - self.lr * direction, buffer
+
+        new_params, buffers = _map(leaf, 2, params, grads, state.momentum)
+        return new_params, SGDState(step=state.step + 1, momentum=buffers if self.momentum else None)
+
+
+# ----------------------------------------------------------------------------------------------
+# Adam
+
+
+@dataclasses.dataclass(frozen=True)
+class AdamState:
+    """``step`` (a Python int), first and second moment estimates in the structure of the params."""
+
+    step: int
+    exp_avg: Any
+    exp_avg_sq: Any
+
+
+class Adam:
+    """Adam (PyTorch's ``torch.optim.Adam``; ``decoupled_weight_decay=True`` is AdamW).
+
+    ``weight_decay`` adds ``weight_decay * p`` to the gradient (L2, as torch's Adam), or with
+    ``decoupled_weight_decay=True`` shrinks ``p`` by ``lr * weight_decay`` directly. ``clip_norm``
+    first scales all gradients together so their norm is at most it.
+    """
+
+    def __init__(
+        self,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        clip_norm: Optional[float] = None,
+        decoupled_weight_decay: bool = False,
+    ) -> None:
+        self.lr = _check_hyper("lr", lr, strict=True)
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+        self.betas = (_check_hyper("betas[0]", betas[0], high=1.0), _check_hyper("betas[1]", betas[1], high=1.0))
+        self.eps = _check_hyper("eps", eps)
+        self.weight_decay = _check_hyper("weight_decay", weight_decay)
+        self.clip_norm = _check_clip(clip_norm)
+        if not isinstance(decoupled_weight_decay, bool):
+            raise TypeError(f"decoupled_weight_decay must be True or False, got {decoupled_weight_decay!r}")
+        self.decoupled_weight_decay = decoupled_weight_decay
+
+    def __repr__(self) -> str:
+        return (
+            f"Adam(lr={self.lr}, betas={self.betas}, eps={self.eps}, weight_decay={self.weight_decay}, "
+            f"clip_norm={self.clip_norm}, decoupled_weight_decay={self.decoupled_weight_decay})"
+        )
+
+    def init(self, params: Any) -> AdamState:
+        return AdamState(step=0, exp_avg=_map(_zeros_like, 1, params)[0], exp_avg_sq=_map(_zeros_like, 1, params)[0])
+
+    def update(self, params: Any, grads: Any, state: AdamState) -> tuple[Any, AdamState]:
+        if not isinstance(state, AdamState):
+            raise TypeError(f"state must come from this optimizer's init(), got {type(state).__name__}")
+        scale = _clip_scale(grads, self.clip_norm)
+        step = state.step + 1
+        beta1, beta2 = self.betas
+        step_size = self.lr / (1.0 - beta1**step)
+        correction2_sqrt = math.sqrt(1.0 - beta2**step)
+
+        def leaf(param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any) -> tuple[Any, Any, Any]:
+            if param is None or grad is None:
+                return param, exp_avg, exp_avg_sq
+            xp, _, _ = namespace_of(param=param, grad=grad)
+            if scale is not None:
+                grad = grad * scale
+            if self.weight_decay and not self.decoupled_weight_decay:
+                grad = grad + self.weight_decay * param
+            if self.weight_decay and self.decoupled_weight_decay:
+                param = param * (1.0 - self.lr * self.weight_decay)
+            exp_avg = beta1 * exp_avg + (1.0 - beta1) * grad
+            exp_avg_sq = beta2 * exp_avg_sq + (1.0 - beta2) * (grad * grad)
+            denominator = xp.sqrt(exp_avg_sq) / correction2_sqrt + self.eps
+            return param - step_size * (exp_avg / denominator), exp_avg, exp_avg_sq
+
+        new_params, exp_avg, exp_avg_sq = _map(leaf, 3, params, grads, state.exp_avg, state.exp_avg_sq)
+        return new_params, AdamState(step=step, exp_avg=exp_avg, exp_avg_sq=exp_avg_sq)

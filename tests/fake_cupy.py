@@ -1,0 +1,266 @@
+"""A CPU stand-in for the small part of CuPy that the CuPy fast paths use, to test them without a GPU.
+
+Arrays are NumPy arrays (a subclass with ``.data.ptr`` and ``.device``), cuBLAS is ``numpy.matmul``,
+and ``RawKernel`` runs the real kernel source on the CPU emulator (``tests/cuda_emulator.py``). It is
+strict where CuPy/CUDA are strict and a silent CPU run would not be:
+
+* kernel arguments are checked against the kernel's declared parameters: arrays of the right dtype,
+  C-contiguous, for pointers; ``numpy.int32`` for ``int``; the exact numpy float of ``acc_t``
+  (CuPy passes a Python ``int`` as 8 bytes, which would shift every later parameter on a GPU);
+* stream capture records kernel launches with their argument *bytes at capture time* (as CUDA does)
+  and replays those on ``Graph.launch``; ``matmul`` during capture raises like CuPy's cuBLAS guard;
+  capture on the null stream raises; nested captures raise;
+* the fake counts captures and launches so tests can check graph reuse.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import types
+from typing import Any
+
+import numpy as np
+
+from arrayrnn._fast import cupy_sources
+
+from . import cuda_emulator
+
+
+class _Pointer:
+    def __init__(self, ptr: int) -> None:
+        self.ptr = ptr
+
+
+class FakeDevice:
+    def __init__(self, device_id: int = 0) -> None:
+        self.id = device_id
+
+    def __enter__(self) -> FakeDevice:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, FakeDevice) and other.id == self.id
+
+    def __hash__(self) -> int:
+        return self.id
+
+
+class FakeArray(np.ndarray):
+    """A NumPy array that answers ``.data.ptr`` and ``.device`` like a CuPy array."""
+
+    @property
+    def data(self) -> _Pointer:  # type: ignore[override]
+        return _Pointer(self.ctypes.data)
+
+    @property
+    def device(self) -> FakeDevice:  # type: ignore[override]
+        return FakeDevice(0)
+
+
+def asfake(array: Any) -> FakeArray:
+    return np.array(array, copy=True).view(FakeArray)
+
+
+class FakeGraph:
+    def __init__(self, recorded: list[tuple[str, str, int, int, list[bytes]]], module: FakeCupy) -> None:
+        self.recorded = recorded
+        self.module = module
+
+    def launch(self, stream: Any = None) -> None:
+        self.module.graph_launches += 1
+        for dtype, name, grid, block, arg_bytes in self.recorded:
+            cuda_emulator.launch(dtype, name, grid, block, arg_bytes)
+
+
+class FakeStream:
+    _next_ptr = 1000
+
+    def __init__(self, module: FakeCupy, null: bool = False, non_blocking: bool = False) -> None:
+        self.module = module
+        if null:
+            self.ptr = 0
+        else:
+            FakeStream._next_ptr += 1
+            self.ptr = FakeStream._next_ptr
+        self.recording: list | None = None
+
+    def __enter__(self) -> FakeStream:
+        self.module._stream_stack.append(self)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.module._stream_stack.pop()
+
+    def begin_capture(self, mode: Any = None) -> None:
+        if self.ptr == 0:
+            raise RuntimeError("cannot capture on the default (legacy) stream")
+        if self.recording is not None:
+            raise RuntimeError("stream is already capturing")
+        self.recording = []
+        self.module.captures_begun += 1
+        self.module.captures_open += 1
+
+    def end_capture(self) -> FakeGraph:
+        if self.recording is None:
+            raise RuntimeError("stream is not capturing")
+        recorded, self.recording = self.recording, None
+        self.module.captures_open -= 1
+        if self.module.fail_end_capture:
+            raise RuntimeError("cudaErrorStreamCaptureInvalidated")
+        return FakeGraph(recorded, self.module)
+
+    def is_capturing(self) -> bool:
+        return self.recording is not None
+
+    def synchronize(self) -> None:
+        return None
+
+
+class FakeRawKernel:
+    def __init__(self, module: FakeCupy, code: str, name: str, options: tuple[str, ...] = ()) -> None:
+        self.module = module
+        self.name = name
+        self.dtype = next(d for d in cupy_sources.ACC_TYPES if code == cupy_sources.source(d))
+        specs = cupy_sources.kernel_specs()
+        if name not in specs:
+            raise AttributeError(f"no kernel named {name} in the source")
+        self.params = specs[name]
+        self.loaded = False
+
+    def compile(self, log_stream: Any = None) -> None:
+        cuda_emulator.library(self.dtype)
+        self.loaded = True
+
+    @property
+    def attributes(self) -> dict[str, int]:
+        self.compile()
+        return {"num_regs": 0, "local_size_bytes": 0, "max_threads_per_block": 1024}
+
+    def _arg_bytes(self, args: tuple[Any, ...]) -> list[bytes]:
+        if len(args) != len(self.params):
+            raise TypeError(f"{self.name}: {len(args)} arguments for {len(self.params)} parameters")
+        acc = np.dtype(cupy_sources.ACC_TYPES[self.dtype]).type
+        out = []
+        for (kind, pname), value in zip(self.params, args):
+            where = f"{self.name} parameter {pname}"
+            if kind in ("in", "out", "lengths"):
+                if not isinstance(value, FakeArray):
+                    raise TypeError(f"{where}: expected a device array, got {type(value).__name__}")
+                expected = np.int64 if kind == "lengths" else np.dtype(self.dtype)
+                if value.dtype != expected:
+                    raise TypeError(f"{where}: dtype {value.dtype}, expected {np.dtype(expected)}")
+                if not value.flags.c_contiguous:
+                    raise TypeError(f"{where}: not C-contiguous")
+                if kind == "in":
+                    self.module.read_pointers.add(value.ctypes.data)
+                out.append(np.uint64(value.ctypes.data).tobytes())
+            elif kind == "int":
+                if type(value) is not np.int32:
+                    raise TypeError(f"{where}: expected numpy.int32, got {type(value).__name__}")
+                out.append(value.tobytes())
+            else:
+                if type(value) is not acc:
+                    raise TypeError(f"{where}: expected numpy.{acc.__name__}, got {type(value).__name__}")
+                out.append(value.tobytes())
+        return out
+
+    def __call__(
+        self, grid: tuple[int, ...], block: tuple[int, ...], args: tuple[Any, ...], shared_mem: int = 0
+    ) -> None:
+        if len(grid) != 1 or len(block) != 1 or grid[0] < 1 or not 1 <= block[0] <= 1024:
+            raise ValueError(f"{self.name}: bad launch configuration grid={grid} block={block}")
+        arg_bytes = self._arg_bytes(args)
+        stream = self.module.cuda.get_current_stream()
+        if self.module.fail_launch_named == self.name:
+            raise RuntimeError(f"injected launch failure in {self.name}")
+        if stream.recording is not None:
+            if not self.loaded:
+                raise RuntimeError(f"{self.name}: module loaded during stream capture")
+            stream.recording.append((self.dtype, self.name, grid[0], block[0], arg_bytes))
+            return
+        self.module.kernel_launches += 1
+        self.loaded = True
+        cuda_emulator.launch(self.dtype, self.name, grid[0], block[0], arg_bytes)
+
+
+class FakeCupy(types.ModuleType):
+    """``fake = FakeCupy()`` behaves like ``import cupy`` for the fast paths."""
+
+    def __init__(self) -> None:
+        super().__init__("cupy")
+        self.captures_begun = 0
+        self.captures_open = 0
+        self.graph_launches = 0
+        self.kernel_launches = 0
+        self.fail_end_capture = False
+        self.fail_launch_named: str | None = None
+        self.read_pointers: set[int] = set()
+        self._null = FakeStream(self, null=True)
+        self._stream_stack: list[FakeStream] = []
+        module = self
+
+        cuda = types.SimpleNamespace()
+        cuda.Stream = lambda null=False, non_blocking=False: FakeStream(module, null, non_blocking)
+        cuda.get_current_stream = lambda: module._stream_stack[-1] if module._stream_stack else module._null
+        cuda.Device = FakeDevice
+        self.cuda = cuda
+        self.float16, self.float32, self.float64, self.int64 = np.float16, np.float32, np.float64, np.int64
+
+    def _capturing(self) -> bool:
+        return self.cuda.get_current_stream().recording is not None
+
+    def RawKernel(self, code: str, name: str, options: tuple[str, ...] = ()) -> FakeRawKernel:  # noqa: N802
+        return FakeRawKernel(self, code, name, options)
+
+    def empty(self, shape: Any, dtype: Any = np.float64) -> FakeArray:
+        # poison: kernels must write every element they are responsible for
+        array = np.empty(shape, dtype=dtype)
+        if np.issubdtype(array.dtype, np.floating):
+            array.fill(np.nan)
+        else:
+            array.fill(-(2**40))
+        return array.view(FakeArray)
+
+    def zeros(self, shape: Any, dtype: Any = np.float64) -> FakeArray:
+        return np.zeros(shape, dtype=dtype).view(FakeArray)
+
+    def ascontiguousarray(self, array: Any, dtype: Any = None) -> FakeArray:
+        result = np.ascontiguousarray(array, dtype=dtype)
+        return result if isinstance(result, FakeArray) else result.view(FakeArray)
+
+    def matmul(self, a: Any, b: Any, out: Any = None) -> FakeArray:
+        if self._capturing():
+            raise NotImplementedError("calling cuBLAS API during stream capture is currently unsupported")
+        if out is not None:
+            if not out.flags.c_contiguous:
+                raise ValueError("out must be C-contiguous")
+            np.matmul(a, b, out=out)
+            return out
+        return np.matmul(a, b).view(FakeArray)
+
+    def copyto(self, dst: Any, src: Any, casting: str = "same_kind") -> None:
+        np.copyto(dst, src, casting=casting)
+
+
+@contextlib.contextmanager
+def installed(monkeypatch: Any):
+    """Make the fast paths use a fresh FakeCupy (and forget kernels/graphs made with another)."""
+    from arrayrnn._fast import cupy_common, cupy_graph
+
+    fake = FakeCupy()
+    monkeypatch.setattr(cupy_common, "cupy_module", lambda: fake)
+    monkeypatch.setattr(cupy_common, "_kernels", {})
+    monkeypatch.setattr(cupy_common, "_placeholders", {})
+    for module_name in ("cupy_kernels", "cupy_graph"):
+        import importlib
+
+        module = importlib.import_module(f"arrayrnn._fast.{module_name}")
+        monkeypatch.setattr(module, "cupy_module", lambda: fake)
+    cupy_graph.clear_cache()
+    try:
+        yield fake
+    finally:
+        cupy_graph.clear_cache()

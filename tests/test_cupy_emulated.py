@@ -1,0 +1,326 @@
+"""The CuPy fast paths run on the CPU: real kernel source on a warp emulator, CuPy replaced by a stand-in.
+
+Checks, without a GPU, everything about the "fused" and "graph" paths that is not the GPU itself:
+kernel index math and gate formulas, lengths/reverse masking, argument order and types, the ping-pong
+buffers, graph capture/replay bookkeeping and the plan cache. The oracle is the generic core on NumPy
+(float64), itself tested against torch and an independent loop. ``tests/test_cupy_fast.py`` runs the
+same comparisons on a real GPU.
+"""
+
+from __future__ import annotations
+
+import array_api_compat.numpy as xp_numpy
+import numpy as np
+import pytest
+
+from arrayrnn._core.sequence import GENERIC
+from arrayrnn._fast import cupy_dispatch, cupy_graph, cupy_kernels, cupy_sources
+
+from . import cuda_emulator, fake_cupy
+from .support import random_params
+
+pytestmark = pytest.mark.skipif(cuda_emulator.compiler() is None, reason="no C++ compiler for the kernel emulator")
+
+IMPLS = {"fused": cupy_kernels, "graph": cupy_graph}
+
+# kind, params options, call options (the variants of tests/test_sequence.py)
+VARIANTS = [
+    ("rnn", {}, {"nonlinearity": "tanh"}),
+    ("rnn", {}, {"nonlinearity": "relu"}),
+    ("rnn", {"bias": False}, {"nonlinearity": "tanh"}),
+    ("lstm", {}, {}),
+    ("lstm", {"proj_size": 3}, {}),
+    ("lstm", {"peepholes": True}, {}),
+    ("lstm", {"peepholes": True}, {"coupled": True, "clip": 0.7}),
+    ("lstm", {"bias": False}, {"clip": 1.5}),
+    ("gru", {}, {"linear_before_reset": True}),
+    ("gru", {}, {"linear_before_reset": False}),
+    ("gru", {"bias": False}, {"linear_before_reset": True}),
+    ("gru", {"bias": False}, {"linear_before_reset": False}),
+]
+
+
+def _ids(variant):
+    kind, params_options, call_options = variant
+    return "-".join([kind] + [f"{k}={v}" for k, v in {**params_options, **call_options}.items()])
+
+
+def _defaults(kind, call_options):
+    defaults = {"rnn": {"nonlinearity": "tanh"}, "lstm": {"coupled": False, "clip": None}, "gru": {}}[kind]
+    if kind == "gru":
+        defaults = {"linear_before_reset": True}
+    return {**defaults, **call_options}
+
+
+def _problem(kind, params_options, dtype, steps, batch, features, hidden, seed):
+    rng = np.random.default_rng(seed)
+    params = random_params(kind, features, hidden, seed=seed, dtype=dtype, **params_options)
+    x = rng.standard_normal((steps, batch, features)).astype(dtype)
+    h = rng.standard_normal((batch, getattr(params, "output_size", hidden))).astype(dtype)
+    state = (h, rng.standard_normal((batch, hidden)).astype(dtype)) if kind == "lstm" else (h,)
+    return params, x, state
+
+
+def _generic(kind, params, x, state, lengths, reverse, options):
+    as64 = lambda a: None if a is None else np.asarray(a, dtype=np.float64)  # noqa: E731
+    from arrayrnn.backend import map_arrays
+
+    y, final = GENERIC[kind](
+        xp_numpy,
+        as64(x),
+        map_arrays(as64, params),
+        tuple(as64(s) for s in state),
+        None if lengths is None else np.asarray(lengths),
+        reverse,
+        **options,
+    )
+    return y, final
+
+
+def _fast(module, kind, params, x, state, lengths, reverse, options):
+    from arrayrnn.backend import map_arrays
+
+    fake_params = map_arrays(fake_cupy.asfake, params)
+    fake_state = tuple(fake_cupy.asfake(s) for s in state)
+    fake_lengths = None if lengths is None else fake_cupy.asfake(np.asarray(lengths))
+    function = getattr(module, f"{kind}_sequence")
+    return function(None, fake_cupy.asfake(x), fake_params, fake_state, fake_lengths, reverse, **options)
+
+
+def _close(got, want, dtype, steps):
+    tol = 1e-12 if dtype == "float64" else 3e-6 * max(1.0, np.sqrt(steps))
+    got = np.asarray(got)
+    assert not np.isnan(got).any(), "an output element was never written (poisoned with NaN)"
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
+
+
+def _check(module_name, kind, params, x, state, lengths, reverse, options, dtype):
+    y, final = _fast(IMPLS[module_name], kind, params, x, state, lengths, reverse, options)
+    y_ref, final_ref = _generic(kind, params, x, state, lengths, reverse, options)
+    assert y.dtype == np.dtype(dtype) and y.shape == y_ref.shape
+    _close(y, y_ref, dtype, x.shape[0])
+    assert len(final) == len(final_ref)
+    for got, want in zip(final, final_ref):
+        assert got.dtype == np.dtype(dtype)
+        _close(got, want, dtype, x.shape[0])
+    if lengths is not None:
+        for b, n in enumerate(lengths):
+            assert np.all(np.asarray(y)[n:, b] == 0), "padded steps must give exactly 0"
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=_ids)
+@pytest.mark.parametrize("impl", ["fused", "graph"])
+def test_matches_generic_with_lengths_and_reverse(monkeypatch, variant, impl):
+    kind, params_options, call_options = variant
+    options = _defaults(kind, call_options)
+    with fake_cupy.installed(monkeypatch) as fake:
+        params, x, state = _problem(kind, params_options, "float64", 5, 4, 3, 6, seed=len(_ids(variant)))
+        lengths = [5, 0, 2, 4]
+        if impl == "graph" and params_options.get("proj_size"):
+            with pytest.raises(ValueError, match="projection"):
+                _fast(cupy_graph, kind, params, x, state, lengths, False, options)
+            return
+        for reverse in (False, True):
+            _check(impl, kind, params, x, state, lengths, reverse, options, "float64")
+        _check(impl, kind, params, x, state, None, False, options, "float64")
+        assert fake.captures_open == 0
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("impl", ["fused", "graph"])
+def test_float32_wide_hidden_spans_several_lane_strides(monkeypatch, kind, impl):
+    """hidden = 70 > 2 * 32: each lane handles several columns, the last stride is partial."""
+    options = _defaults(kind, {})
+    with fake_cupy.installed(monkeypatch):
+        params, x, state = _problem(kind, {}, "float32", 3, 2, 5, 70, seed=3)
+        _check(impl, kind, params, x, state, [3, 1], False, options, "float32")
+
+
+@pytest.mark.parametrize("tile", cupy_sources.BATCH_TILES)
+@pytest.mark.parametrize(
+    "kind,options", [("lstm", {"coupled": False, "clip": None}), ("gru", {"linear_before_reset": False})]
+)
+def test_graph_every_batch_tile_including_partial_tiles(monkeypatch, tile, kind, options):
+    """batch 11 is not a multiple of any tile > 1: the last tile of every launch is partial."""
+    monkeypatch.setattr(cupy_graph, "FORCE_BATCH_TILE", tile)
+    with fake_cupy.installed(monkeypatch):
+        params, x, state = _problem(kind, {}, "float64", 3, 11, 2, 9, seed=tile)
+        lengths = [3, 2, 1, 0, 3, 3, 1, 2, 0, 3, 2]
+        _check("graph", kind, params, x, state, lengths, True, options, "float64")
+
+
+def test_graph_eager_mode_runs_the_same_launches(monkeypatch):
+    monkeypatch.setattr(cupy_graph, "CAPTURE", False)
+    with fake_cupy.installed(monkeypatch) as fake:
+        params, x, state = _problem("gru", {}, "float64", 4, 3, 2, 5, seed=8)
+        _check("graph", "gru", params, x, state, [4, 1, 3], False, {"linear_before_reset": False}, "float64")
+        assert fake.captures_begun == 0 and fake.kernel_launches == 2 * 4
+
+
+def test_graph_is_captured_once_and_replayed(monkeypatch):
+    with fake_cupy.installed(monkeypatch) as fake:
+        params, x, state = _problem("lstm", {}, "float64", 4, 2, 3, 5, seed=9)
+        fake_params = _as_fake_params(params)
+        first = cupy_graph.lstm_sequence(None, fake_cupy.asfake(x), fake_params, _as_fake_state(state), None, False)
+        x2 = x[::-1].copy()
+        second = cupy_graph.lstm_sequence(None, fake_cupy.asfake(x2), fake_params, _as_fake_state(state), None, False)
+        assert fake.captures_begun == 1 and fake.graph_launches == 2
+        assert fake.kernel_launches == 0  # every step ran inside the graph
+        _close(second[0], _generic("lstm", params, x2, state, None, False, {})[0], "float64", 4)
+        # the first result is the caller's: the second call must not have overwritten it
+        _close(first[0], _generic("lstm", params, x, state, None, False, {})[0], "float64", 4)
+
+
+def test_graph_sees_weights_updated_in_place(monkeypatch):
+    with fake_cupy.installed(monkeypatch) as fake:
+        params, x, state = _problem("rnn", {}, "float64", 3, 2, 3, 4, seed=10)
+        fake_params = _as_fake_params(params)
+        cupy_graph.rnn_sequence(None, fake_cupy.asfake(x), fake_params, _as_fake_state(state), None, False)
+        fake_params.weight_hh[...] *= -0.5  # same address, new values (an optimizer step)
+        fake_params.bias_hh[...] += 1.0
+        y, _ = cupy_graph.rnn_sequence(None, fake_cupy.asfake(x), fake_params, _as_fake_state(state), None, False)
+        assert fake.captures_begun == 1
+        from arrayrnn.backend import map_arrays
+
+        updated = map_arrays(np.asarray, fake_params)
+        _close(y, _generic("rnn", updated, x, state, None, False, {"nonlinearity": "tanh"})[0], "float64", 3)
+
+
+def test_graph_new_weight_arrays_get_a_new_plan_and_cache_is_bounded(monkeypatch):
+    monkeypatch.setattr(cupy_graph, "MAX_PLANS", 2)
+    with fake_cupy.installed(monkeypatch) as fake:
+        for seed in range(3):
+            params, x, state = _problem("rnn", {}, "float64", 2, 2, 3, 4, seed=seed)
+            _check("graph", "rnn", params, x, state, None, False, {"nonlinearity": "tanh"}, "float64")
+        assert fake.captures_begun == 3
+        assert cupy_graph.cached_plans() == 2
+
+
+def test_failed_capture_ends_the_capture_and_the_next_call_works(monkeypatch):
+    with fake_cupy.installed(monkeypatch) as fake:
+        params, x, state = _problem("lstm", {}, "float64", 3, 2, 3, 4, seed=11)
+        fake.fail_launch_named = cupy_sources.graph_kernel_name("lstm_graph_step", 1)
+        with pytest.raises(RuntimeError, match="injected launch failure"):
+            _fast(cupy_graph, "lstm", params, x, state, None, False, {})
+        assert fake.captures_open == 0, "a failed capture left a stream capturing"
+        fake.fail_launch_named = None
+        _check("graph", "lstm", params, x, state, None, False, {"coupled": False, "clip": None}, "float64")
+
+
+def test_failing_end_capture_is_reported(monkeypatch):
+    with fake_cupy.installed(monkeypatch) as fake:
+        params, x, state = _problem("gru", {}, "float64", 2, 2, 3, 4, seed=12)
+        fake.fail_end_capture = True
+        with pytest.raises(RuntimeError, match="Invalidated"):
+            _fast(cupy_graph, "gru", params, x, state, None, False, {"linear_before_reset": True})
+        assert fake.captures_open == 0
+
+
+@pytest.mark.parametrize("impl", ["fused", "graph"])
+def test_inputs_are_not_modified_and_noncontiguous_weights_work(monkeypatch, impl):
+    with fake_cupy.installed(monkeypatch):
+        params, x, state = _problem("lstm", {"peepholes": True}, "float64", 3, 2, 3, 4, seed=13)
+        fake_params = _as_fake_params(params)
+        # a Fortran-ordered weight_hh: same values, not C-contiguous
+        import dataclasses
+
+        fortran = np.asfortranarray(np.asarray(fake_params.weight_hh)).view(fake_cupy.FakeArray)
+        fake_params = dataclasses.replace(fake_params, weight_hh=fortran)
+        fake_x, fake_state = fake_cupy.asfake(x), _as_fake_state(state)
+        before = [np.array(a) for a in (fake_x, *fake_state, fake_params.weight_hh, fake_params.bias_ih)]
+        y, _ = IMPLS[impl].lstm_sequence(None, fake_x, fake_params, fake_state, None, False)
+        after = [np.array(a) for a in (fake_x, *fake_state, fake_params.weight_hh, fake_params.bias_ih)]
+        for a, b in zip(before, after):
+            np.testing.assert_array_equal(a, b)
+        _close(y, _generic("lstm", params, x, state, None, False, {})[0], "float64", 3)
+
+
+def test_empty_batch(monkeypatch):
+    with fake_cupy.installed(monkeypatch):
+        params, x, state = _problem("gru", {}, "float64", 3, 0, 2, 4, seed=14)
+        for module in IMPLS.values():
+            y, (h,) = _fast(module, "gru", params, x, state, None, False, {"linear_before_reset": True})
+            assert y.shape == (3, 0, 4) and h.shape == (0, 4)
+
+
+def test_wrong_argument_types_are_caught_by_the_stand_in(monkeypatch):
+    """The stand-in itself must reject a Python int where the kernel takes an int (else it proves nothing)."""
+    with fake_cupy.installed(monkeypatch) as fake:
+        from arrayrnn._fast import cupy_common
+
+        k = cupy_common.kernel("project_update", "float64")
+        a = fake.zeros((2,), dtype=np.float64)
+        lengths = fake.zeros((1,), dtype=np.int64)
+        with pytest.raises(TypeError, match="numpy.int32"):
+            k((1,), (32,), (a, lengths, a, a, 1, np.int32(2), np.int32(0), np.int32(0)))
+        with pytest.raises(TypeError, match="dtype"):
+            k((1,), (32,), (a, a, a, a, np.int32(1), np.int32(2), np.int32(0), np.int32(0)))
+
+
+def _as_fake_params(params):
+    from arrayrnn.backend import map_arrays
+
+    return map_arrays(fake_cupy.asfake, params)
+
+
+def _as_fake_state(state):
+    return tuple(fake_cupy.asfake(s) for s in state)
+
+
+# ------------------------------------------------------------------------------------------------
+# the choices (pure functions)
+
+
+def test_batch_tile_keeps_enough_warps():
+    assert cupy_graph.choose_batch_tile(1, 128) == 1
+    assert cupy_graph.choose_batch_tile(8, 256) == 2  # 4 tiles * 256 = 1024 warps
+    assert cupy_graph.choose_batch_tile(32, 128) == 4
+    assert cupy_graph.choose_batch_tile(64, 512) == 8
+    assert cupy_graph.choose_batch_tile(3, 64) == 1
+    for batch in (1, 2, 5, 64, 1000):
+        for hidden in (1, 33, 1024):
+            tile = cupy_graph.choose_batch_tile(batch, hidden)
+            assert tile in cupy_sources.BATCH_TILES and tile < 2 * batch  # never more than the next power of 2
+
+
+def test_dispatch_prefers_graph_at_small_batch_and_fused_at_large():
+    choose = cupy_dispatch.choose_impl
+    assert choose("lstm", steps=100, batch=1, hidden=256, dtype="float32") == "graph"
+    assert choose("lstm", steps=100, batch=64, hidden=512, dtype="float32") == "graph"
+    assert choose("lstm", steps=100, batch=256, hidden=1024, dtype="float32") == "fused"
+    assert choose("lstm", steps=100, batch=4, hidden=4096, dtype="float32") == "fused"
+    assert choose("lstm", steps=100, batch=1, hidden=256, dtype="float32", has_projection=True) == "fused"
+    assert choose("gru", steps=100, batch=1, hidden=256, dtype="float32", weights_contiguous=False) == "fused"
+    assert choose("rnn", steps=100, batch=0, hidden=8, dtype="float32") == "generic"
+    assert choose("rnn", steps=100, batch=4, hidden=8, dtype="int32") == "generic"
+    # a graph plan whose buffers would be huge is not cached: fused instead
+    assert choose("lstm", steps=100_000, batch=64, hidden=512, dtype="float32") == "fused"
+
+
+def test_registry_variants_are_per_backend(monkeypatch):
+    from arrayrnn._fast import registry
+
+    assert registry.variants("lstm", "cupy") == ("fused", "graph")
+    assert registry.variants("lstm", "numpy") == ()
+    assert registry.select("gru", "cupy", "fused") is cupy_kernels.gru_sequence
+    assert registry.select("gru", "cupy", "graph") is cupy_graph.gru_sequence
+    assert registry.select("gru", "cupy", "auto") is cupy_dispatch.gru_sequence
+    with pytest.raises(ValueError, match="impl must be one of auto, generic, fast for lstm on numpy"):
+        registry.select("lstm", "numpy", "graph")  # the keyword is strict
+    monkeypatch.setenv("ARRAYRNN_IMPL", "graph")  # the environment steers where the variant exists
+    assert registry.select("lstm", "numpy") is registry.select("lstm", "numpy", "auto")
+    assert registry.select("lstm", "cupy") is cupy_graph.lstm_sequence
+    monkeypatch.setenv("ARRAYRNN_IMPL", "grpah")
+    with pytest.raises(ValueError, match="ARRAYRNN_IMPL must be one of"):
+        registry.select("lstm", "cupy")
+    with pytest.raises(ValueError, match="reserved"):
+        registry.register("lstm", "cupy", ".x", "y", variant="generic")
+
+
+def test_import_arrayrnn_imports_no_gpu_library():
+    import subprocess
+    import sys
+
+    code = "import arrayrnn, sys; print(sorted(m for m in sys.modules if m.split('.')[0] in ('cupy', 'torch', 'jax')))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

@@ -1,0 +1,274 @@
+"""The CuPy fast paths ("fused", "graph", and the automatic choice) against the generic core, on a GPU.
+
+Runs on the cupy backend only (skipped elsewhere; ``ci/gpu.sh`` runs it with cupy required). The oracle
+is ``impl="generic"`` on the same CuPy arrays (the generic core is itself tested against torch and an
+independent float64 loop on every backend), and for float16 a float64 reference.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+import arrayrnn as ar
+
+from .support import random_params, tolerance
+
+FUNCTIONS = {"rnn": ar.rnn, "lstm": ar.lstm, "gru": ar.gru}
+
+VARIANTS = [
+    ("rnn", {}, {"nonlinearity": "tanh"}),
+    ("rnn", {}, {"nonlinearity": "relu"}),
+    ("rnn", {"bias": False}, {}),
+    ("lstm", {}, {}),
+    ("lstm", {"proj_size": 3}, {}),
+    ("lstm", {"peepholes": True}, {}),
+    ("lstm", {"peepholes": True}, {"coupled": True, "clip": 0.7}),
+    ("lstm", {"bias": False}, {"clip": 1.5}),
+    ("gru", {}, {}),
+    ("gru", {}, {"linear_before_reset": False}),
+    ("gru", {"bias": False}, {"linear_before_reset": False}),
+]
+
+
+def _ids(variant):
+    kind, params_options, call_options = variant
+    return "-".join([kind] + [f"{k}={v}" for k, v in {**params_options, **call_options}.items()])
+
+
+pytestmark = pytest.mark.only_backends("cupy")
+
+
+def _require_cupy(backend):
+    if backend.name != "cupy":
+        pytest.skip("CuPy fast paths: cupy backend only")
+
+
+def _problem(kind, params_options, dtype, steps, batch, features, hidden, seed):
+    rng = np.random.default_rng(seed)
+    params = random_params(kind, features, hidden, seed=seed, dtype=dtype, **params_options)
+    x = rng.standard_normal((steps, batch, features)).astype(dtype)
+    h = rng.standard_normal((batch, getattr(params, "output_size", hidden))).astype(dtype)
+    state = (h, rng.standard_normal((batch, hidden)).astype(dtype)) if kind == "lstm" else h
+    return params, x, state
+
+
+def _finals(kind, final):
+    return list(final) if kind == "lstm" else [final]
+
+
+def _run(backend, kind, params, x, state, impl, **options):
+    return FUNCTIONS[kind](backend.asarray(x), backend.tree(params), backend.tree(state), impl=impl, **options)
+
+
+def _assert_same(backend, kind, got, want, dtype, steps):
+    tol = tolerance(dtype, steps)
+    np.testing.assert_allclose(backend.numpy(got[0], dtype), backend.numpy(want[0], dtype), **tol)
+    for a, b in zip(_finals(kind, got[1]), _finals(kind, want[1])):
+        np.testing.assert_allclose(backend.numpy(a, dtype), backend.numpy(b, dtype), **tol)
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=_ids)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("impl", ["fused", "graph", "auto"])
+def test_matches_generic_with_lengths_reverse_and_state(backend, variant, dtype, impl):
+    _require_cupy(backend)
+    kind, params_options, call_options = variant
+    params, x, state = _problem(kind, params_options, dtype, 9, 5, 4, 6, seed=len(_ids(variant)))
+    lengths = backend.asarray(np.array([9, 0, 4, 1, 7]))
+    if impl == "graph" and params_options.get("proj_size"):
+        with pytest.raises(ValueError, match="projection"):
+            _run(backend, kind, params, x, state, impl, lengths=lengths, **call_options)
+        return
+    for reverse in (False, True):
+        got = _run(backend, kind, params, x, state, impl, lengths=lengths, reverse=reverse, **call_options)
+        want = _run(backend, kind, params, x, state, "generic", lengths=lengths, reverse=reverse, **call_options)
+        _assert_same(backend, kind, got, want, dtype, 9)
+        assert np.all(backend.numpy(got[0])[4:, 2] == 0)  # padded steps are exactly zero
+
+
+@pytest.mark.parametrize(
+    "kind,options", [("rnn", {}), ("lstm", {}), ("gru", {}), ("gru", {"linear_before_reset": False})]
+)
+@pytest.mark.parametrize("impl", ["fused", "graph"])
+@pytest.mark.parametrize("shape", [(50, 1, 64, 256), (20, 70, 33, 300), (7, 13, 5, 1030)], ids=str)
+def test_larger_shapes(backend, kind, options, impl, shape):
+    """hidden not a multiple of 32 (lanes idle in the last stride), batch spanning several tiles."""
+    _require_cupy(backend)
+    steps, batch, features, hidden = shape
+    params, x, state = _problem(kind, {}, "float32", steps, batch, features, hidden, seed=hidden)
+    lengths = backend.asarray(np.random.default_rng(0).integers(0, steps + 1, size=batch))
+    got = _run(backend, kind, params, x, state, impl, lengths=lengths, **options)
+    want = _run(backend, kind, params, x, state, "generic", lengths=lengths, **options)
+    _assert_same(backend, kind, got, want, "float32", steps)
+
+
+@pytest.mark.parametrize("tile", [1, 2, 4, 8])
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
+def test_graph_every_batch_tile(backend, monkeypatch, tile, kind):
+    _require_cupy(backend)
+    from arrayrnn._fast import cupy_graph
+
+    monkeypatch.setattr(cupy_graph, "FORCE_BATCH_TILE", tile)
+    params, x, state = _problem(kind, {}, "float64", 6, 11, 3, 40, seed=tile)
+    lengths = backend.asarray(np.array([6, 5, 0, 1, 6, 3, 2, 6, 4, 6, 1]))
+    got = _run(backend, kind, params, x, state, "graph", lengths=lengths, reverse=True)
+    want = _run(backend, kind, params, x, state, "generic", lengths=lengths, reverse=True)
+    _assert_same(backend, kind, got, want, "float64", 6)
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("impl", ["fused", "graph"])
+def test_float16_against_float64_reference(backend, kind, impl):
+    _require_cupy(backend)
+    params, x, state = _problem(kind, {}, "float16", 8, 3, 4, 16, seed=21)
+    from arrayrnn.backend import map_arrays
+
+    y, final = _run(backend, kind, params, x, state, impl)
+    params64 = map_arrays(lambda a: np.asarray(a, dtype=np.float64), params)
+    state64 = tuple(np.asarray(s, np.float64) for s in state) if kind == "lstm" else np.asarray(state, np.float64)
+    y_ref, final_ref = FUNCTIONS[kind](np.asarray(x, np.float64), params64, state64)
+    np.testing.assert_allclose(backend.numpy(y, "float16").astype(np.float64), y_ref, rtol=2e-2, atol=2e-2)
+    for a, b in zip(_finals(kind, final), _finals(kind, final_ref)):
+        np.testing.assert_allclose(backend.numpy(a, "float16").astype(np.float64), b, rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.parametrize("impl", ["fused", "graph"])
+def test_layouts_batch_first_and_unbatched(backend, impl):
+    _require_cupy(backend)
+    params, x, _ = _problem("lstm", {"peepholes": True}, "float64", 6, 2, 3, 5, seed=4)
+    y_bf, (h_bf, c_bf) = ar.lstm(
+        backend.asarray(np.transpose(x, (1, 0, 2))), backend.tree(params), batch_first=True, impl=impl
+    )
+    y_ref, (h_ref, c_ref) = ar.lstm(backend.asarray(x), backend.tree(params), impl="generic")
+    tol = tolerance("float64", 6)
+    np.testing.assert_allclose(backend.numpy(y_bf), np.transpose(backend.numpy(y_ref), (1, 0, 2)), **tol)
+    np.testing.assert_allclose(backend.numpy(h_bf), backend.numpy(h_ref), **tol)
+    y_one, (h_one, _) = ar.lstm(backend.asarray(x[:, 1]), backend.tree(params), impl=impl)
+    assert y_one.shape == (6, 5) and h_one.shape == (5,)
+    np.testing.assert_allclose(backend.numpy(y_one), backend.numpy(y_ref)[:, 1], **tol)
+
+
+@pytest.mark.parametrize("impl", ["fused", "graph", "auto"])
+def test_inputs_are_never_modified(backend, impl):
+    _require_cupy(backend)
+    params, x, state = _problem("gru", {}, "float32", 5, 3, 4, 6, seed=5)
+    x_b, params_b, state_b = backend.asarray(x), backend.tree(params), backend.asarray(state)
+    lengths = backend.asarray(np.array([5, 2, 0]))
+    copies = [a.copy() for a in (x_b, state_b, params_b.weight_hh, params_b.bias_hh, lengths)]
+    ar.gru(x_b, params_b, state_b, lengths=lengths, impl=impl)
+    for before, after in zip(copies, (x_b, state_b, params_b.weight_hh, params_b.bias_hh, lengths)):
+        np.testing.assert_array_equal(backend.numpy(before), backend.numpy(after))
+
+
+@pytest.mark.parametrize("impl", ["fused", "graph"])
+def test_noncontiguous_weights(backend, impl):
+    _require_cupy(backend)
+    import cupy
+
+    params, x, state = _problem("lstm", {}, "float32", 5, 2, 4, 6, seed=6)
+    params_b = backend.tree(params)
+    fortran = dataclasses.replace(params_b, weight_hh=cupy.asfortranarray(params_b.weight_hh))
+    assert not fortran.weight_hh.flags.c_contiguous
+    got = ar.lstm(backend.asarray(x), fortran, backend.tree(state), impl=impl)
+    want = ar.lstm(backend.asarray(x), params_b, backend.tree(state), impl="generic")
+    _assert_same(backend, "lstm", got, want, "float32", 5)
+
+
+def test_graph_replays_and_sees_in_place_weight_updates(backend):
+    _require_cupy(backend)
+    from arrayrnn._fast import cupy_graph
+
+    cupy_graph.clear_cache()
+    params, x, state = _problem("lstm", {}, "float32", 12, 2, 4, 8, seed=7)
+    params_b, state_b = backend.tree(params), backend.tree(state)
+    first = ar.lstm(backend.asarray(x), params_b, state_b, impl="graph")
+    first_y = backend.numpy(first[0])
+    second = ar.lstm(backend.asarray(x[::-1].copy()), params_b, state_b, impl="graph")
+    assert cupy_graph.cached_plans() == 1
+    _assert_same(
+        backend,
+        "lstm",
+        second,
+        ar.lstm(backend.asarray(x[::-1].copy()), params_b, state_b, impl="generic"),
+        "float32",
+        12,
+    )
+    np.testing.assert_array_equal(backend.numpy(first[0]), first_y)  # the caller's result was not overwritten
+    params_b.weight_hh[...] *= -0.5  # an in-place optimizer step: same address, new values
+    third = ar.lstm(backend.asarray(x), params_b, state_b, impl="graph")
+    assert cupy_graph.cached_plans() == 1
+    _assert_same(backend, "lstm", third, ar.lstm(backend.asarray(x), params_b, state_b, impl="generic"), "float32", 12)
+
+
+def test_graph_on_a_non_default_stream(backend):
+    _require_cupy(backend)
+    import cupy
+
+    params, x, state = _problem("gru", {}, "float32", 10, 3, 4, 8, seed=8)
+    want = ar.gru(backend.asarray(x), backend.tree(params), backend.asarray(state), impl="generic")
+    stream = cupy.cuda.Stream(non_blocking=True)
+    with stream:
+        got = ar.gru(backend.asarray(x), backend.tree(params), backend.asarray(state), impl="graph")
+        stream.synchronize()
+        assert not stream.is_capturing()
+    _assert_same(backend, "gru", got, want, "float32", 10)
+
+
+def test_failed_capture_leaves_no_stream_capturing(backend, monkeypatch):
+    _require_cupy(backend)
+    import cupy
+
+    from arrayrnn._fast import cupy_common, cupy_graph
+
+    cupy_graph.clear_cache()
+    real_kernel = cupy_common.kernel
+
+    class Exploding:
+        def __init__(self, inner):
+            self.inner = inner
+
+        @property
+        def attributes(self):
+            return self.inner.attributes
+
+        def __call__(self, *args, **kwargs):
+            raise RuntimeError("injected failure during capture")
+
+    monkeypatch.setattr(cupy_graph, "kernel", lambda name, dtype: Exploding(real_kernel(name, dtype)))
+    params, x, state = _problem("rnn", {}, "float32", 4, 2, 3, 5, seed=9)
+    with pytest.raises(RuntimeError, match="injected failure"):
+        ar.rnn(backend.asarray(x), backend.tree(params), backend.asarray(state), impl="graph")
+    assert not cupy.cuda.get_current_stream().is_capturing()
+    monkeypatch.setattr(cupy_graph, "kernel", real_kernel)
+    cupy_graph.clear_cache()
+    got = ar.rnn(backend.asarray(x), backend.tree(params), backend.asarray(state), impl="graph")
+    want = ar.rnn(backend.asarray(x), backend.tree(params), backend.asarray(state), impl="generic")
+    _assert_same(backend, "rnn", got, want, "float32", 4)
+
+
+def test_auto_picks_by_batch_and_matches(backend, monkeypatch):
+    _require_cupy(backend)
+    from arrayrnn._fast import cupy_dispatch
+
+    chosen = []
+    real = cupy_dispatch.choose_impl
+    monkeypatch.setattr(cupy_dispatch, "choose_impl", lambda *a, **k: chosen.append(real(*a, **k)) or chosen[-1])
+    for batch in (2, 300):
+        params, x, state = _problem("lstm", {}, "float32", 6, batch, 8, 16, seed=batch)
+        got = _run(backend, "lstm", params, x, state, "auto")
+        want = _run(backend, "lstm", params, x, state, "generic")
+        _assert_same(backend, "lstm", got, want, "float32", 6)
+    assert chosen == ["graph", "fused"]
+
+
+@pytest.mark.parametrize("impl", ["fused", "graph"])
+def test_large_preactivations_stay_finite(backend, impl):
+    _require_cupy(backend)
+    params = random_params("lstm", 3, 4, seed=10, dtype="float32")
+    x = np.full((5, 2, 3), 1e4, dtype="float32")
+    y, (h, c) = ar.lstm(backend.asarray(x), backend.tree(params), impl=impl)
+    for a in (y, h, c):
+        assert np.all(np.isfinite(backend.numpy(a)))

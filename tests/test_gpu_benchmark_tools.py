@@ -1,0 +1,79 @@
+"""The GPU benchmark's pure helpers and the README table generator, on hand-made results (no GPU)."""
+
+from __future__ import annotations
+
+import importlib.util
+import pathlib
+
+import numpy as np
+import pytest
+
+BENCHMARKS = pathlib.Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def bench():
+    return _load("gpu_bench")
+
+
+@pytest.fixture(scope="module")
+def table():
+    return _load("gpu_table")
+
+
+def test_repeats_are_clamped(bench):
+    assert bench.choose_repeats(10.0) == bench.MIN_REPEATS
+    assert bench.choose_repeats(1e-6) == bench.MAX_REPEATS
+    assert bench.MIN_REPEATS <= bench.choose_repeats(0.02) <= bench.MAX_REPEATS
+
+
+def test_rel_diff_flags_nan_and_shape_mismatch(bench):
+    reference = np.array([[1.0, -2.0]])
+    assert bench.rel_diff(reference + 1e-3, reference) == pytest.approx(5e-4)
+    assert bench.rel_diff(np.array([[np.nan, 0.0]]), reference) == float("inf")
+    assert bench.rel_diff(np.zeros((2, 1)), reference) == float("inf")
+
+
+def _entry(cell, shape, impl, ms, direction="forward", dtype="float32", **extra):
+    return {"cell": cell, "shape": list(shape), "dtype": dtype, "direction": direction, "impl": impl,
+            "median_ms": ms, **extra}  # fmt: skip
+
+
+def test_table_ratios_bold_mismatch_and_targets(table):
+    small, large = (100, 1, 64, 256), (100, 256, 1024, 1024)
+    data = {
+        "date": "2026-12-01T00:00:00+00:00",
+        "machine": {"device": "NVIDIA H100 80GB HBM3"},
+        "versions": {"cupy": "14.2.0", "torch": "2.11.0", "cudnn": 91900, "arrayrnn": "0.1.0"},
+        "settings": {"tf32": False},
+        "results": [
+            _entry("lstm", small, "cudnn", 2.0),
+            _entry("lstm", small, "generic", 34.0, ok=True, rel_diff=1e-7),
+            _entry("lstm", small, "fused", 6.0, ok=True, rel_diff=1e-7),
+            _entry("lstm", small, "graph", 1.0, ok=True, rel_diff=1e-7),
+            _entry("lstm", small, "auto", 1.1, ok=True, rel_diff=1e-7, auto_choice="graph"),
+            _entry("lstm", large, "cudnn", 10.0),
+            _entry("lstm", large, "fused", 9.0, ok=False, rel_diff=0.5),
+            _entry("lstm", large, "auto", 12.0, ok=True, rel_diff=1e-7, auto_choice="fused"),
+            {**_entry("lstm", large, "graph", 0.0), "error": "RuntimeError: boom"},
+            _entry("lstm", small, "cudnn", 4.0, direction="forward+backward"),
+            _entry("lstm", small, "vjp", 4.4, direction="forward+backward", ok=True, rel_diff=1e-6),
+            _entry("lstm", small, "graph[nb=1]", 1.0, chosen_tile=1),
+        ],
+    }
+    text = table.render(data)
+    assert "NVIDIA H100 80GB HBM3" in text and "TF32 off" in text
+    assert "| LSTM | 100, 1, 64, 256 | 2.00 ms | 17× | 3.00× | **0.50×** | **0.55×** (graph) |" in text
+    assert "0.90× (mismatch)" in text  # faster, but wrong: never bold, never counted
+    assert "error" in text and "1 measurement(s) failed" in text
+    assert "| LSTM | 100, 1, 64, 256 | 4.00 ms | **1.10×** |" in text  # fwd+bwd target is 1.2x
+    assert "forward: target ≤ 1.0× cuDNN met on 1 of 2 shapes" in text
+    assert "LSTM (100, 256, 1024, 1024): 1.20× (target 1.0×)" in text
+    assert "forward+backward: target ≤ 1.2× cuDNN met on 1 of 1 shapes" in text
