@@ -46,3 +46,8 @@ def select(kind: str, backend: str, impl: Optional[str] = None) -> Callable[...,
         return GENERIC[kind]
     module, function = entry
     return getattr(importlib.import_module(module, package=__package__), function)
+
+
+# Built-in fast paths (modules are imported on first use, not here).
+for _kind in ("rnn", "lstm", "gru"):
+    register(_kind, "numpy", ".numpy_loop", f"{_kind}_sequence")
