@@ -1,4 +1,4 @@
-"""Command line: ``arrayrnn info`` (and the subcommands other modules add)."""
+"""Command line: ``arrayrnn info``, ``arrayrnn bench`` (and the subcommands other modules add)."""
 
 from __future__ import annotations
 
@@ -81,6 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     info_parser = commands.add_parser("info", help="versions, usable backends (and why others are not), devices")
     info_parser.add_argument("--backend", help="accepted for symmetry; info lists every backend")
     info_parser.set_defaults(handler=info)
+    from . import bench  # NumPy and the standard library only; peers are imported when it runs
+
+    bench_parser = commands.add_parser("bench", help="time arrayrnn against torch and onnxruntime (same weights)")
+    bench.add_arguments(bench_parser)
+    bench_parser.set_defaults(handler=bench.command)
     return parser
 
 
