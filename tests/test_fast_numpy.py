@@ -3,6 +3,8 @@
 The generic core is the semantics; ``tests/reference.py`` is an oracle we did not derive from
 either implementation. Every option, both dtypes, lengths, reverse, batch-first and chunked
 projection (several chunks, chunks of one step) are covered, and so is switching the fast path off.
+Tests taking ``engine`` run twice: the pure NumPy loop (``ARRAYRNN_NUMBA=0``) and, when numba is
+installed, the compiled kernels (float32 LSTM without peepholes/projection, GRU, RNN).
 """
 
 from __future__ import annotations
@@ -45,6 +47,18 @@ VARIANTS = [
 NUMPY = Backend("numpy")  # read-only inputs: proves the fast path never writes them
 
 
+@pytest.fixture(params=["numpy", "numba"])
+def engine(request, monkeypatch):
+    """Which loop runs: pure NumPy, or the numba kernels (skipped when numba is not installed)."""
+    if request.param == "numba":
+        monkeypatch.setenv("ARRAYRNN_NUMBA", "1")
+        if numpy_loop.compiled_kernels() is None:
+            pytest.skip("numba not installed (pip install 'arrayrnn[numba]')")
+    else:
+        monkeypatch.setenv("ARRAYRNN_NUMBA", "0")
+    return request.param
+
+
 def _ids(variant):
     kind, params_options, call_options = variant
     return "-".join([kind] + [f"{k}={v}" for k, v in {**params_options, **call_options}.items()])
@@ -74,7 +88,7 @@ def _run_both(kind, x, params, state, *, call_options, **kwargs):
 @pytest.mark.parametrize("variant", VARIANTS, ids=_ids)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("chunk_bytes", [None, 1], ids=["one-chunk", "step-chunks"])
-def test_fast_matches_generic_and_reference(variant, dtype, chunk_bytes, monkeypatch):
+def test_fast_matches_generic_and_reference(variant, dtype, chunk_bytes, monkeypatch, engine):
     if chunk_bytes is not None:  # 1 byte: every time step is its own projection chunk
         monkeypatch.setattr(numpy_loop, "CHUNK_BYTES", chunk_bytes)
     kind, params_options, call_options = variant
@@ -103,7 +117,7 @@ def test_fast_matches_generic_and_reference(variant, dtype, chunk_bytes, monkeyp
 
 @pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
 @pytest.mark.parametrize("chunk_bytes", [None, 200])
-def test_batch_first_and_unbatched(kind, chunk_bytes, monkeypatch):
+def test_batch_first_and_unbatched(kind, chunk_bytes, monkeypatch, engine):
     if chunk_bytes is not None:
         monkeypatch.setattr(numpy_loop, "CHUNK_BYTES", chunk_bytes)
     rng = np.random.default_rng(5)
@@ -127,6 +141,7 @@ def test_batch_first_and_unbatched(kind, chunk_bytes, monkeypatch):
     np.testing.assert_allclose(NUMPY.numpy(y_one, "float32"), y_one_ref[:, 0], **tolerance("float32", 7))
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
 @settings(max_examples=30, deadline=None)
 @given(
     kind=st.sampled_from(["rnn", "lstm", "gru"]),
@@ -136,13 +151,15 @@ def test_batch_first_and_unbatched(kind, chunk_bytes, monkeypatch):
     chunk_bytes=st.sampled_from([1, 100, 1000, 1 << 20]),
     seed=st.integers(0, 2**16),
 )
-def test_property_fast_equals_generic(kind, steps, lengths, reverse, chunk_bytes, seed):
-    """Any shape, any lengths (all full, all empty, ragged), any chunking: fast == generic (float64)."""
+def test_property_fast_equals_generic(kind, steps, lengths, reverse, chunk_bytes, seed, dtype):
+    """Any shape, any lengths (all full, all empty, ragged), any chunking: fast == generic.
+
+    float32 runs the numba kernels when numba is installed (the NumPy loop otherwise)."""
     lengths = np.minimum(np.array(lengths), steps)
     rng = np.random.default_rng(seed)
-    params = random_params(kind, 2, 3, seed=seed)
-    x = rng.standard_normal((steps, len(lengths), 2))
-    state = _state(kind, params, len(lengths), rng, "float64")
+    params = random_params(kind, 2, 3, seed=seed, dtype=dtype)
+    x = rng.standard_normal((steps, len(lengths), 2)).astype(dtype)
+    state = _state(kind, params, len(lengths), rng, dtype)
     saved = numpy_loop.CHUNK_BYTES
     numpy_loop.CHUNK_BYTES = chunk_bytes
     try:
@@ -151,9 +168,10 @@ def test_property_fast_equals_generic(kind, steps, lengths, reverse, chunk_bytes
         )
     finally:
         numpy_loop.CHUNK_BYTES = saved
-    np.testing.assert_allclose(y, y_generic, rtol=1e-12, atol=1e-12)
+    tol = {"rtol": 1e-12, "atol": 1e-12} if dtype == "float64" else tolerance(dtype, steps)
+    np.testing.assert_allclose(y, y_generic, **tol)
     for got, want in zip(_finals(kind, final), _finals(kind, final_generic)):
-        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(got, want, **tol)
 
 
 @pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
@@ -191,7 +209,7 @@ def test_float16_falls_back_to_generic():
     np.testing.assert_array_equal(c, c_generic)
 
 
-def test_matches_torch_float32_long_sequence():
+def test_matches_torch_float32_long_sequence(engine):
     """T=1000 against torch.nn.LSTM (the fast path's chunking and state hand-over at scale)."""
     from .conftest import need
 
@@ -213,12 +231,13 @@ def test_matches_torch_float32_long_sequence():
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
-def test_long_sequence_extra_memory_is_bounded(kind):
+def test_long_sequence_extra_memory_is_bounded(kind, engine):
     """Peak memory beyond the output stays far below the unchunked projection (G x the output)."""
     steps, batch, features, hidden = 20_000, 4, 8, 32
     params = random_params(kind, features, hidden, seed=0, dtype="float32")
     x = np.random.default_rng(0).standard_normal((steps, batch, features)).astype("float32")
     output_bytes = steps * batch * hidden * 4
+    FUNCTIONS[kind](x[:3], params, impl="fast")  # one-time costs (numba compiles) are not per-call memory
     saved = numpy_loop.CHUNK_BYTES
     numpy_loop.CHUNK_BYTES = 256 << 10
     tracemalloc.start()
@@ -230,3 +249,22 @@ def test_long_sequence_extra_memory_is_bounded(kind):
         numpy_loop.CHUNK_BYTES = saved
     extra = peak - output_bytes
     assert extra <= 0.5 * output_bytes, f"extra memory {extra} bytes for an output of {output_bytes} bytes"
+
+
+def test_numba_kernels_are_really_used(monkeypatch):
+    """With numba installed, float32 calls go through the compiled kernels (and ARRAYRNN_NUMBA=0 stops that)."""
+    kernels = numpy_loop.compiled_kernels()
+    if kernels is None:
+        pytest.skip("numba not installed")
+    calls = []
+    original = kernels.gru_chunk
+    monkeypatch.setattr(kernels, "gru_chunk", lambda *args: calls.append(1) or original(*args))
+    params = random_params("gru", 2, 3, seed=0, dtype="float32")
+    x = np.random.default_rng(0).standard_normal((5, 2, 2)).astype("float32")
+    ar.gru(x, params)
+    assert calls, "float32 GRU did not use the numba kernel"
+    calls.clear()
+    monkeypatch.setenv("ARRAYRNN_NUMBA", "0")
+    ar.gru(x, params)
+    ar.gru(x.astype("float64"), random_params("gru", 2, 3, seed=0))
+    assert not calls

@@ -19,11 +19,17 @@ fast, and why:
   where none is valid are skipped (output zero), only the ragged middle is masked.
 
 Only float32 and float64 take this path; other dtypes (float16) run the generic core.
+
+With numba installed (``pip install "arrayrnn[numba]"``), float32 LSTM (without peepholes or
+projection), GRU and RNN run compiled kernels (``numba_loop.py``) inside the same chunked driver:
+one call per chunk instead of a dozen ufunc calls per step. ``ARRAYRNN_NUMBA=0`` turns them off.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any, Optional
 
 import numpy as np
@@ -39,6 +45,73 @@ _FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 #: step(gx_t (G*H, B), h (P, B), c_in (H, B) or None, c_out (H, B) or None, h_out (P, B)) -> None
 Step = Callable[[np.ndarray, np.ndarray, Optional[np.ndarray], Optional[np.ndarray], np.ndarray], None]
+
+
+#: pre-activation bound meaning "no clip" for the compiled kernels (finite: they assume no infinities)
+_NO_CLIP = 3.0e38
+
+_numba_module: Optional[ModuleType] = None
+_numba_missing = False
+
+
+def compiled_kernels() -> Optional[ModuleType]:
+    """``numba_loop`` when numba imports and ``ARRAYRNN_NUMBA`` is not ``0``, else ``None``."""
+    global _numba_module, _numba_missing
+    if os.environ.get("ARRAYRNN_NUMBA", "1") == "0" or _numba_missing:
+        return None
+    if _numba_module is None:
+        try:
+            from . import numba_loop
+        except ImportError:
+            _numba_missing = True
+            return None
+        _numba_module = numba_loop
+    return _numba_module
+
+
+def _use_compiled(x: np.ndarray) -> Optional[ModuleType]:
+    if x.dtype != np.float32 or x.shape[1] == 0:
+        return None
+    return compiled_kernels()
+
+
+def _run_compiled(
+    x: np.ndarray,
+    weight_ih: np.ndarray,
+    bias: Optional[np.ndarray],
+    run_chunk: Callable[..., None],
+    h0: np.ndarray,
+    c0: Optional[np.ndarray],
+    lengths: Optional[Array],
+    reverse: bool,
+) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+    """Chunked driver for the compiled kernels: one input GEMM and one kernel call per chunk.
+
+    ``run_chunk(gx, h, c, y, lengths, start, count, reverse)`` runs one chunk in place.
+    """
+    steps, batch, features = x.shape
+    rows = weight_ih.shape[0]
+    chunk = _chunk_steps(steps, batch, rows, x.dtype.itemsize)
+    y = np.empty((steps, batch, h0.shape[1]), dtype=x.dtype)
+    gx_flat = np.empty(rows * chunk * batch, dtype=x.dtype)
+    h = np.array(h0.T, dtype=x.dtype, order="C")
+    c = None if c0 is None else np.array(c0.T, dtype=x.dtype, order="C")
+    if lengths is None:
+        lengths_array = np.full(batch, steps, dtype=np.int64)
+    else:
+        lengths_array = np.asarray(lengths).astype(np.int64, copy=False).reshape(batch)
+    longest = int(lengths_array.max())
+    starts = range(0, steps, chunk)
+    for start in reversed(starts) if reverse else starts:
+        count = min(chunk, steps - start)
+        gx = gx_flat[: rows * count * batch].reshape(rows, count * batch)
+        if start < longest:  # a chunk of all-padding needs no projection
+            np.matmul(weight_ih, x[start : start + count].reshape(count * batch, features).T, out=gx)
+            if bias is not None:
+                np.add(gx, bias, out=gx)
+        run_chunk(gx, h, c, y, lengths_array, start, count, reverse)
+    final_h = np.ascontiguousarray(h.T)
+    return y, ((final_h,) if c is None else (final_h, np.ascontiguousarray(c.T)))
 
 
 def _column(vector: Optional[np.ndarray], dtype: np.dtype) -> Optional[np.ndarray]:
@@ -165,6 +238,14 @@ def rnn_sequence(
         bias = _column(np.asarray(params.bias_ih) + np.asarray(params.bias_hh), dtype)
     z = np.empty((weight_hh.shape[0], x.shape[1]), dtype=dtype)
     relu = nonlinearity == "relu"
+    kernels = _use_compiled(x)
+    if kernels is not None:
+        h_spare = np.empty((weight_hh.shape[0], x.shape[1]), dtype=dtype)
+
+        def run_chunk(gx, h, c, y, lengths_array, start, count, backwards):
+            kernels.rnn_chunk(gx, weight_hh, h, y, lengths_array, start, count, backwards, z, relu, h_spare)
+
+        return _run_compiled(x, weight_ih, bias, run_chunk, state[0], None, lengths, reverse)
     matmul, add, tanh, maximum = np.matmul, np.add, np.tanh, np.maximum
 
     def step(gx_t, h, c_in, c_out, h_out):
@@ -198,6 +279,9 @@ def lstm_sequence(
     dtype = x.dtype
     hidden = params.hidden_size
     batch = x.shape[1]
+    kernels = _use_compiled(x)
+    if kernels is not None and params.weight_hr is None and not params.has_peepholes and params.peephole_o is None:
+        return _lstm_compiled(kernels, x, params, state, lengths, reverse, coupled, clip)
     late_output = params.peephole_o is not None  # the output gate then needs c_t before its tanh
     # Row order: sigmoid gates computed from c_{t-1} first (contiguous, for one fix-up), then the
     # cell gate g (so one tanh covers them all), then the output gate when it needs c_t.
@@ -268,6 +352,26 @@ def lstm_sequence(
     return _run(x, weight_ih, bias, step, state[0], state[1], lengths, reverse)
 
 
+def _lstm_compiled(kernels, x, params, state, lengths, reverse, coupled, clip):
+    dtype = x.dtype
+    weight_ih = np.asarray(params.weight_ih, dtype=dtype)
+    weight_hh = np.ascontiguousarray(params.weight_hh, dtype=dtype)
+    bias = None
+    if params.bias_ih is not None:
+        bias = _column(np.asarray(params.bias_ih) + np.asarray(params.bias_hh), dtype)
+    z = np.empty((weight_hh.shape[0], x.shape[1]), dtype=dtype)
+    bound = dtype.type(_NO_CLIP if clip is None else clip)
+    h_spare = np.empty((params.hidden_size, x.shape[1]), dtype=dtype)
+    c_spare = np.empty_like(h_spare)
+
+    def run_chunk(gx, h, c, y, lengths_array, start, count, backwards):
+        kernels.lstm_chunk(
+            gx, weight_hh, h, c, y, lengths_array, start, count, backwards, z, bound, coupled, h_spare, c_spare
+        )
+
+    return _run_compiled(x, weight_ih, bias, run_chunk, state[0], state[1], lengths, reverse)
+
+
 # ----------------------------------------------------------------------------------------------
 # GRU
 
@@ -287,6 +391,9 @@ def gru_sequence(
     dtype = x.dtype
     hidden = params.hidden_size
     batch = x.shape[1]
+    kernels = _use_compiled(x)
+    if kernels is not None:
+        return _gru_compiled(kernels, x, params, state, lengths, reverse, linear_before_reset)
     # r and z rows pre-scaled by 0.5 (one tanh then gives both sigmoids); n rows unscaled
     scale = np.concatenate([np.full(2 * hidden, 0.5, dtype=dtype), np.ones(hidden, dtype=dtype)]).reshape(-1, 1)
     weight_ih = np.asarray(params.weight_ih, dtype=dtype) * scale
@@ -339,3 +446,29 @@ def gru_sequence(
             finish(h, h_out)
 
     return _run(x, weight_ih, bias, step, state[0], None, lengths, reverse)
+
+
+def _gru_compiled(kernels, x, params, state, lengths, reverse, linear_before_reset):
+    dtype = x.dtype
+    hidden = params.hidden_size
+    weight_ih = np.asarray(params.weight_ih, dtype=dtype)
+    weight_hh = np.ascontiguousarray(params.weight_hh, dtype=dtype)
+    bias = None
+    bias_hn = np.zeros(hidden, dtype=dtype)
+    if params.bias_ih is not None:
+        folded = np.asarray(params.bias_ih, dtype=dtype) + np.asarray(params.bias_hh, dtype=dtype)
+        if linear_before_reset:  # b_hn sits inside r * (W_hn h + b_hn)
+            folded[2 * hidden :] = np.asarray(params.bias_ih, dtype=dtype)[2 * hidden :]
+            bias_hn = np.array(params.bias_hh[2 * hidden :], dtype=dtype)
+        bias = folded.reshape(-1, 1)
+    z = np.empty((3 * hidden, x.shape[1]), dtype=dtype)
+    scratch = np.empty((hidden, x.shape[1]), dtype=dtype)
+    h_spare = np.empty_like(scratch)
+
+    def run_chunk(gx, h, c, y, lengths_array, start, count, backwards):
+        kernels.gru_chunk(
+            gx, weight_hh, bias_hn, h, y, lengths_array, start, count, backwards, z, linear_before_reset, scratch,
+            h_spare,
+        )  # fmt: skip
+
+    return _run_compiled(x, weight_ih, bias, run_chunk, state[0], None, lengths, reverse)
