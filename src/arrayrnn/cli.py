@@ -1,4 +1,4 @@
-"""Command line: ``arrayrnn info`` (and the subcommands other modules add)."""
+"""Command line: ``arrayrnn info``, ``arrayrnn bench`` (and the subcommands other modules add)."""
 
 from __future__ import annotations
 
@@ -84,6 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     from .demo import add_parser as add_demo_parser
 
     add_demo_parser(commands)
+    from . import bench  # NumPy and the standard library only; peers are imported when it runs
+
+    bench_parser = commands.add_parser("bench", help="time arrayrnn against torch and onnxruntime (same weights)")
+    bench.add_arguments(bench_parser)
+    bench_parser.set_defaults(handler=bench.command)
     return parser
 
 

@@ -87,3 +87,8 @@ for _kind in ("rnn", "lstm", "gru"):
     register(_kind, "cupy", ".cupy_dispatch", f"{_kind}_sequence")
     register(_kind, "cupy", ".cupy_kernels", f"{_kind}_sequence", variant="fused")
     register(_kind, "cupy", ".cupy_graph", f"{_kind}_sequence", variant="graph")
+
+
+# NumPy: the preallocated, chunked loop (with the optional numba kernels inside it).
+for _kind in ("rnn", "lstm", "gru"):
+    register(_kind, "numpy", ".numpy_loop", f"{_kind}_sequence")

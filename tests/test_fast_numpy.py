@@ -1,0 +1,270 @@
+"""The NumPy fast path (``_fast/numpy_loop.py``) against the generic core and the float64 reference.
+
+The generic core is the semantics; ``tests/reference.py`` is an oracle we did not derive from
+either implementation. Every option, both dtypes, lengths, reverse, batch-first and chunked
+projection (several chunks, chunks of one step) are covered, and so is switching the fast path off.
+Tests taking ``engine`` run twice: the pure NumPy loop (``ARRAYRNN_NUMBA=0``) and, when numba is
+installed, the compiled kernels (float32 LSTM without peepholes/projection, GRU, RNN).
+"""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import arrayrnn as ar
+from arrayrnn._core.sequence import GENERIC
+from arrayrnn._fast import numpy_loop
+from arrayrnn._fast.registry import select
+
+from . import reference
+from .support import Backend, random_params, tolerance
+
+FUNCTIONS = {"rnn": ar.rnn, "lstm": ar.lstm, "gru": ar.gru}
+
+# kind, params options, call options: every option the fast path implements
+VARIANTS = [
+    ("rnn", {}, {"nonlinearity": "tanh"}),
+    ("rnn", {}, {"nonlinearity": "relu"}),
+    ("rnn", {"bias": False}, {}),
+    ("lstm", {}, {}),
+    ("lstm", {"proj_size": 3}, {}),
+    ("lstm", {"peepholes": True}, {}),
+    ("lstm", {}, {"coupled": True}),
+    ("lstm", {"peepholes": True}, {"coupled": True, "clip": 0.7}),
+    ("lstm", {"peepholes": True, "proj_size": 2}, {"clip": 0.9}),
+    ("lstm", {"bias": False}, {"clip": 1.5}),
+    ("gru", {}, {}),
+    ("gru", {}, {"linear_before_reset": False}),
+    ("gru", {"bias": False}, {}),
+    ("gru", {"bias": False}, {"linear_before_reset": False}),
+]
+
+NUMPY = Backend("numpy")  # read-only inputs: proves the fast path never writes them
+
+
+@pytest.fixture(params=["numpy", "numba"])
+def engine(request, monkeypatch):
+    """Which loop runs: pure NumPy, or the numba kernels (skipped when numba is not installed)."""
+    if request.param == "numba":
+        monkeypatch.setenv("ARRAYRNN_NUMBA", "1")
+        if numpy_loop.compiled_kernels() is None:
+            pytest.skip("numba not installed (pip install 'arrayrnn[numba]')")
+    else:
+        monkeypatch.setenv("ARRAYRNN_NUMBA", "0")
+    return request.param
+
+
+def _ids(variant):
+    kind, params_options, call_options = variant
+    return "-".join([kind] + [f"{k}={v}" for k, v in {**params_options, **call_options}.items()])
+
+
+def _state(kind, params, batch, rng, dtype):
+    if kind == "lstm":
+        return (
+            rng.standard_normal((batch, params.output_size)).astype(dtype),
+            rng.standard_normal((batch, params.hidden_size)).astype(dtype),
+        )
+    return rng.standard_normal((batch, params.hidden_size)).astype(dtype)
+
+
+def _finals(kind, final):
+    return list(final) if kind == "lstm" else [final]
+
+
+def _run_both(kind, x, params, state, *, call_options, **kwargs):
+    function = FUNCTIONS[kind]
+    args = (NUMPY.asarray(x), NUMPY.tree(params), NUMPY.tree(state))
+    fast = function(*args, impl="fast", **kwargs, **call_options)
+    generic = function(*args, impl="generic", **kwargs, **call_options)
+    return fast, generic
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=_ids)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("chunk_bytes", [None, 1], ids=["one-chunk", "step-chunks"])
+def test_fast_matches_generic_and_reference(variant, dtype, chunk_bytes, monkeypatch, engine):
+    if chunk_bytes is not None:  # 1 byte: every time step is its own projection chunk
+        monkeypatch.setattr(numpy_loop, "CHUNK_BYTES", chunk_bytes)
+    kind, params_options, call_options = variant
+    rng = np.random.default_rng(7)
+    steps, batch, features, hidden = 9, 5, 4, 6
+    params = random_params(kind, features, hidden, seed=3, dtype=dtype, **params_options)
+    x = rng.standard_normal((steps, batch, features)).astype(dtype)
+    state = _state(kind, params, batch, rng, dtype)
+    for lengths in (None, np.array([9, 0, 4, 1, 7])):
+        for reverse in (False, True):
+            (y, final), (y_generic, final_generic) = _run_both(
+                kind, x, params, state, call_options=call_options, lengths=lengths, reverse=reverse
+            )
+            y_ref, final_ref = reference.sequence(kind, x, params, state, lengths, reverse, **call_options)
+            tol = tolerance(dtype, steps)
+            np.testing.assert_allclose(NUMPY.numpy(y, dtype), NUMPY.numpy(y_generic), **tol)
+            np.testing.assert_allclose(NUMPY.numpy(y, dtype), y_ref, **tol)
+            for got, generic, want in zip(_finals(kind, final), _finals(kind, final_generic), _finals(kind, final_ref)):
+                np.testing.assert_allclose(NUMPY.numpy(got, dtype), NUMPY.numpy(generic), **tol)
+                np.testing.assert_allclose(NUMPY.numpy(got, dtype), want, **tol)
+                assert not np.shares_memory(got, y)  # final states are not views into y
+            if lengths is not None:
+                for b, n in enumerate(lengths):
+                    assert np.all(NUMPY.numpy(y)[n:, b] == 0), "padded steps must give exactly zero"
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("chunk_bytes", [None, 200])
+def test_batch_first_and_unbatched(kind, chunk_bytes, monkeypatch, engine):
+    if chunk_bytes is not None:
+        monkeypatch.setattr(numpy_loop, "CHUNK_BYTES", chunk_bytes)
+    rng = np.random.default_rng(5)
+    params = random_params(kind, 3, 5, seed=8, dtype="float32")
+    x = rng.standard_normal((7, 4, 3)).astype("float32")
+    lengths = np.array([7, 3, 0, 5])
+    y_ref, final_ref = reference.sequence(kind, x, params, lengths=lengths, reverse=True)
+    y, final = FUNCTIONS[kind](
+        NUMPY.asarray(np.transpose(x, (1, 0, 2))),
+        NUMPY.tree(params),
+        lengths=NUMPY.asarray(lengths),
+        reverse=True,
+        batch_first=True,
+        impl="fast",
+    )
+    np.testing.assert_allclose(NUMPY.numpy(y, "float32"), np.transpose(y_ref, (1, 0, 2)), **tolerance("float32", 7))
+    for got, want in zip(_finals(kind, final), _finals(kind, final_ref)):
+        np.testing.assert_allclose(NUMPY.numpy(got, "float32"), want, **tolerance("float32", 7))
+    y_one, _ = FUNCTIONS[kind](NUMPY.asarray(x[:, 1]), NUMPY.tree(params), impl="fast")
+    y_one_ref, _ = reference.sequence(kind, x[:, 1:2], params)
+    np.testing.assert_allclose(NUMPY.numpy(y_one, "float32"), y_one_ref[:, 0], **tolerance("float32", 7))
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@settings(max_examples=30, deadline=None)
+@given(
+    kind=st.sampled_from(["rnn", "lstm", "gru"]),
+    steps=st.integers(1, 12),
+    lengths=st.lists(st.integers(0, 12), min_size=1, max_size=5),
+    reverse=st.booleans(),
+    chunk_bytes=st.sampled_from([1, 100, 1000, 1 << 20]),
+    seed=st.integers(0, 2**16),
+)
+def test_property_fast_equals_generic(kind, steps, lengths, reverse, chunk_bytes, seed, dtype):
+    """Any shape, any lengths (all full, all empty, ragged), any chunking: fast == generic.
+
+    float32 runs the numba kernels when numba is installed (the NumPy loop otherwise)."""
+    lengths = np.minimum(np.array(lengths), steps)
+    rng = np.random.default_rng(seed)
+    params = random_params(kind, 2, 3, seed=seed, dtype=dtype)
+    x = rng.standard_normal((steps, len(lengths), 2)).astype(dtype)
+    state = _state(kind, params, len(lengths), rng, dtype)
+    saved = numpy_loop.CHUNK_BYTES
+    numpy_loop.CHUNK_BYTES = chunk_bytes
+    try:
+        (y, final), (y_generic, final_generic) = _run_both(
+            kind, x, params, state, call_options={}, lengths=lengths, reverse=reverse
+        )
+    finally:
+        numpy_loop.CHUNK_BYTES = saved
+    tol = {"rtol": 1e-12, "atol": 1e-12} if dtype == "float64" else tolerance(dtype, steps)
+    np.testing.assert_allclose(y, y_generic, **tol)
+    for got, want in zip(_finals(kind, final), _finals(kind, final_generic)):
+        np.testing.assert_allclose(got, want, **tol)
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+def test_registered_for_numpy_and_switchable_off(kind, monkeypatch):
+    fast = getattr(numpy_loop, f"{kind}_sequence")
+    assert select(kind, "numpy") is fast
+    assert select(kind, "numpy", "fast") is fast
+    assert select(kind, "numpy", "generic") is GENERIC[kind]
+    monkeypatch.setenv("ARRAYRNN_IMPL", "generic")
+    assert select(kind, "numpy") is GENERIC[kind]
+    monkeypatch.delenv("ARRAYRNN_IMPL")
+
+    # through the public function: a broken fast path is used by default and bypassed by impl="generic"
+    def broken(*args, **kwargs):
+        raise RuntimeError("fast path called")
+
+    monkeypatch.setattr(numpy_loop, f"{kind}_sequence", broken)
+    params = random_params(kind, 2, 3, seed=1)
+    x = np.random.default_rng(1).standard_normal((4, 2, 2))
+    with pytest.raises(RuntimeError, match="fast path called"):
+        FUNCTIONS[kind](x, params)
+    y, _ = FUNCTIONS[kind](x, params, impl="generic")
+    np.testing.assert_allclose(y, reference.sequence(kind, x, params)[0], **tolerance("float64", 4))
+    monkeypatch.setenv("ARRAYRNN_IMPL", "generic")
+    FUNCTIONS[kind](x, params)  # the environment variable bypasses it too
+
+
+def test_float16_falls_back_to_generic():
+    params = random_params("lstm", 3, 4, seed=2, dtype="float16")
+    x = np.random.default_rng(2).standard_normal((5, 2, 3)).astype("float16")
+    y, (h, c) = ar.lstm(x, params, impl="fast")
+    y_generic, (h_generic, c_generic) = ar.lstm(x, params, impl="generic")
+    assert y.dtype == np.float16
+    np.testing.assert_array_equal(y, y_generic)
+    np.testing.assert_array_equal(c, c_generic)
+
+
+def test_matches_torch_float32_long_sequence(engine):
+    """T=1000 against torch.nn.LSTM (the fast path's chunking and state hand-over at scale)."""
+    from .conftest import need
+
+    need("torch")
+    from .torch_oracle import run_layer
+
+    params = random_params("lstm", 6, 10, seed=4, dtype="float32")
+    x = np.random.default_rng(4).standard_normal((1000, 3, 6)).astype("float32")
+    saved = numpy_loop.CHUNK_BYTES
+    numpy_loop.CHUNK_BYTES = 7 * 3 * 40 * 4  # 7 steps per chunk: chunks do not divide T
+    try:
+        y, (h, c) = ar.lstm(x, params, impl="fast")
+    finally:
+        numpy_loop.CHUNK_BYTES = saved
+    y_ref, (h_ref, c_ref) = run_layer("lstm", params, x, dtype=np.float32)
+    np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=2e-6)
+    np.testing.assert_allclose(h, h_ref, rtol=1e-5, atol=2e-6)
+    np.testing.assert_allclose(c, c_ref, rtol=1e-5, atol=2e-6)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_long_sequence_extra_memory_is_bounded(kind, engine):
+    """Peak memory beyond the output stays far below the unchunked projection (G x the output)."""
+    steps, batch, features, hidden = 20_000, 4, 8, 32
+    params = random_params(kind, features, hidden, seed=0, dtype="float32")
+    x = np.random.default_rng(0).standard_normal((steps, batch, features)).astype("float32")
+    output_bytes = steps * batch * hidden * 4
+    FUNCTIONS[kind](x[:3], params, impl="fast")  # one-time costs (numba compiles) are not per-call memory
+    saved = numpy_loop.CHUNK_BYTES
+    numpy_loop.CHUNK_BYTES = 256 << 10
+    tracemalloc.start()
+    try:
+        FUNCTIONS[kind](x, params, impl="fast")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        numpy_loop.CHUNK_BYTES = saved
+    extra = peak - output_bytes
+    assert extra <= 0.5 * output_bytes, f"extra memory {extra} bytes for an output of {output_bytes} bytes"
+
+
+def test_numba_kernels_are_really_used(monkeypatch):
+    """With numba installed, float32 calls go through the compiled kernels (and ARRAYRNN_NUMBA=0 stops that)."""
+    kernels = numpy_loop.compiled_kernels()
+    if kernels is None:
+        pytest.skip("numba not installed")
+    calls = []
+    original = kernels.gru_chunk
+    monkeypatch.setattr(kernels, "gru_chunk", lambda *args: calls.append(1) or original(*args))
+    params = random_params("gru", 2, 3, seed=0, dtype="float32")
+    x = np.random.default_rng(0).standard_normal((5, 2, 2)).astype("float32")
+    ar.gru(x, params)
+    assert calls, "float32 GRU did not use the numba kernel"
+    calls.clear()
+    monkeypatch.setenv("ARRAYRNN_NUMBA", "0")
+    ar.gru(x, params)
+    ar.gru(x.astype("float64"), random_params("gru", 2, 3, seed=0))
+    assert not calls
