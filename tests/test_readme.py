@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from pathlib import Path
 
 import pytest
 
-from arrayrnn.backend import backend_status
+from arrayrnn.backend import BACKEND_NAMES, backend_status
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.S)
@@ -21,7 +22,13 @@ def _needs(code: str) -> list[str]:
         needs.append("torch")
     if "dask" in code:
         needs.append("dask")
+    if "dask_cuda" in code:
+        needs.append("dask_cuda")
     return needs
+
+
+def _missing_module(name: str) -> str | None:
+    return None if importlib.util.find_spec(name) is not None else "not installed"
 
 
 def test_readme_has_examples():
@@ -32,9 +39,11 @@ def test_readme_has_examples():
 def test_readme_example_runs(index, tmp_path, monkeypatch):
     code = BLOCKS[index]
     for name in _needs(code):
-        if backend_status(name) is not None:
-            pytest.skip(f"README example {index} needs {name}: {backend_status(name)}")
+        problem = backend_status(name) if name in BACKEND_NAMES else _missing_module(name)
+        if problem is not None:
+            pytest.skip(f"README example {index} needs {name}: {problem}")
     if "from arrayrnn.tutorial import" in code and "= step_forward(x, h, s, w, b)" in code:
         pytest.skip("the tutorial signature summary is not a program")
     monkeypatch.chdir(tmp_path)
-    exec(compile(code, f"README.md example {index}", "exec"), {"__name__": "__readme__"})
+    # examples that start worker processes guard with `if __name__ == "__main__":`; run their body too
+    exec(compile(code, f"README.md example {index}", "exec"), {"__name__": "__main__"})
