@@ -244,6 +244,16 @@ class FakeCupy(types.ModuleType):
     def copyto(self, dst: Any, src: Any, casting: str = "same_kind") -> None:
         np.copyto(dst, src, casting=casting)
 
+    # used once per call by the gradient path (cupy_grad), outside the time loop
+    def concatenate(self, arrays: Any, axis: int = 0) -> FakeArray:
+        return np.concatenate([np.asarray(a) for a in arrays], axis=axis).view(FakeArray)
+
+    def where(self, condition: Any, x: Any, y: Any) -> FakeArray:
+        return np.where(condition, x, y).view(FakeArray)
+
+    def arange(self, *args: Any, **kwargs: Any) -> FakeArray:
+        return np.arange(*args, **kwargs).view(FakeArray)
+
 
 @contextlib.contextmanager
 def installed(monkeypatch: Any):
@@ -254,7 +264,7 @@ def installed(monkeypatch: Any):
     monkeypatch.setattr(cupy_common, "cupy_module", lambda: fake)
     monkeypatch.setattr(cupy_common, "_kernels", {})
     monkeypatch.setattr(cupy_common, "_placeholders", {})
-    for module_name in ("cupy_kernels", "cupy_graph"):
+    for module_name in ("cupy_kernels", "cupy_graph", "cupy_grad"):
         import importlib
 
         module = importlib.import_module(f"arrayrnn._fast.{module_name}")

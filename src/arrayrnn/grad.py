@@ -2,7 +2,9 @@
 
 ``f`` is a cell (``rnn_cell``, ``lstm_cell``, ``gru_cell``), a sequence function (``rnn``,
 ``lstm``, ``gru``) or a model's ``apply``. ``out`` is what ``f(*args, **options)`` returns,
-computed by the generic core (which records what the backward pass needs);
+computed by a recording forward pass: the generic core, or for the sequence functions a backend's
+gradient fast path where one is registered (CuPy; ``impl="generic"`` or ``ARRAYRNN_IMPL=generic`` keeps
+the generic core);
 ``pullback(out_cotangent)`` returns one gradient per *positional* argument, with that argument's
 structure: a params object for params (``None`` fields stay ``None``), a tuple for an LSTM state,
 ``None`` where the argument was ``None``. ``out_cotangent`` has the structure of ``out``; a ``None``
@@ -22,7 +24,7 @@ from typing import Any, Optional
 
 from . import models
 from ._core import backward as core
-from ._fast.registry import select
+from ._fast.registry import select, select_vjp
 from ._validate import dtype_name, prepare_cell, prepare_sequence, shape_text
 from .backend import namespace_of
 from .cells import gru_cell, lstm_cell, rnn_cell
@@ -122,11 +124,22 @@ def _sequence_vjp(f: Callable[..., Any], kind: str, args: tuple[Any, ...], optio
     x, params, state = arguments["x"], arguments["params"], arguments["state"]
     reverse, batch_first = arguments["reverse"], arguments["batch_first"]
     prepared = prepare_sequence(kind, x, params, state, arguments["lengths"], batch_first, reverse, cell_options)
-    select(kind, prepared.backend, arguments["impl"])  # checks impl; gradients always use the recording core
+    select(kind, prepared.backend, arguments["impl"])  # checks impl
     xp = prepared.xp
-    y, final_state, tape = core.forward(
-        xp, kind, prepared.x, params, prepared.state, prepared.lengths, reverse, cell_options
-    )
+    run_backward = None
+    fast = select_vjp(kind, prepared.backend, arguments["impl"])
+    if fast is not None:  # a backend's own recording forward + backward (it may decline: None)
+        recorded = fast(xp, kind, prepared.x, params, prepared.state, prepared.lengths, reverse, cell_options)
+        if recorded is not None:
+            y, final_state, run_backward = recorded
+    if run_backward is None:
+        y, final_state, tape = core.forward(
+            xp, kind, prepared.x, params, prepared.state, prepared.lengths, reverse, cell_options
+        )
+
+        def run_backward(dy: Any, d_final: Any) -> Any:
+            return core.backward(xp, tape, dy, d_final)
+
     if prepared.unbatched:
         y_out = xp.reshape(y, (y.shape[0], y.shape[2]))
         final_out = tuple(xp.reshape(s, (s.shape[-1],)) for s in final_state)
@@ -145,7 +158,7 @@ def _sequence_vjp(f: Callable[..., Any], kind: str, args: tuple[Any, ...], optio
                 dy = xp.permute_dims(dy, (1, 0, 2))
         if prepared.unbatched:
             d_final = tuple(None if d is None else xp.reshape(d, (1, d.shape[0])) for d in d_final)
-        dx, d_params, d_state = core.backward(xp, tape, dy, d_final)
+        dx, d_params, d_state = run_backward(dy, d_final)
         if prepared.unbatched:
             dx = xp.reshape(dx, (dx.shape[0], dx.shape[2]))
         elif batch_first:

@@ -1,7 +1,7 @@
 """CUDA C++ source of the CuPy fast paths, as plain strings (no CuPy import: reviewable and testable anywhere).
 
 One source per storage dtype holds every kernel; CuPy compiles it once per dtype and device. Two
-families of kernels:
+families of kernels (plus the gradient path's, appended from ``cupy_grad_sources``):
 
 * **fused** (``*_fused_*``): one thread per ``(b, j)`` state element does the whole pointwise step of a
   cell (gates, peepholes, clip, coupled, lengths masking, output) after cuBLAS did the recurrent matmul.
@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import functools
 
+from .cupy_grad_sources import GRAD_SOURCE, GRAD_SPECS
+
 #: run-time option bits (one ``int options`` argument), mirrored as ``#define``s in the source
 OPTIONS = {
     "OPT_BIAS_IH": 1,
@@ -36,6 +38,9 @@ OPTIONS = {
     "OPT_CLIP": 128,
     "OPT_RELU": 256,
     "OPT_PROJECT": 512,
+    # gradient kernels (cupy_grad_sources): an output cotangent dy is given; add the pointwise part
+    "OPT_DY": 1024,
+    "OPT_PART": 2048,
 }
 
 #: batch rows per warp compiled for the graph kernels
@@ -125,7 +130,7 @@ def graph_kernel_name(base: str, batch_tile: int) -> str:
 
 def kernel_specs() -> dict[str, list[tuple[str, str]]]:
     """Every exported kernel name -> its parameter list ``[(kind, name), ...]`` in call order."""
-    specs = dict(_FUSED_SPECS)
+    specs = {**_FUSED_SPECS, **GRAD_SPECS}
     for base, params in _GRAPH_SPECS.items():
         for tile in BATCH_TILES:
             specs[graph_kernel_name(base, tile)] = params
@@ -583,7 +588,7 @@ def _call(params: list[tuple[str, str]]) -> str:
 def _entry_points() -> str:
     lines = ["// ---------------------------------------------------------------------------------------------",
              "// exported entry points (extern \"C\": names CuPy can look up without mangling)"]  # fmt: skip
-    for name, params in _FUSED_SPECS.items():
+    for name, params in {**_FUSED_SPECS, **GRAD_SPECS}.items():
         lines.append(f'extern "C" __global__ void {name}({_signature(params)}) {{ {name}_impl({_call(params)}); }}')
     for base, params in _GRAPH_SPECS.items():
         for tile in BATCH_TILES:
@@ -604,4 +609,4 @@ def source(dtype: str) -> str:
     if dtype not in _PRELUDES:
         raise ValueError(f"the CuPy kernels support float16, float32 and float64, got {dtype}")
     header = f"// arrayrnn CuPy fast paths, storage dtype {dtype}\n"
-    return header + _defines() + _PRELUDES[dtype] + _COMMON + _FUSED + _GRAPH + _entry_points()
+    return header + _defines() + _PRELUDES[dtype] + _COMMON + _FUSED + GRAD_SOURCE + _GRAPH + _entry_points()

@@ -10,6 +10,11 @@ A backend may also register *named variants* (e.g. CuPy's "fused" and "graph") t
 for directly; its default fast path then chooses among them per call. ``ARRAYRNN_IMPL`` naming a
 variant applies where that variant exists and means "auto" elsewhere, so one setting can steer a
 whole test run; the ``impl=`` keyword is strict.
+
+Gradients (``ar.vjp`` of a sequence function, and so of a model's layers) have their own, smaller hook:
+``register_vjp(kind, backend, ...)`` names a function that runs a recording forward pass and returns a
+backward pass (see :func:`register_vjp`); :func:`select_vjp` picks it for every ``impl`` except
+``"generic"``, which keeps the generic recording core (``_core/backward.py``, the reference).
 """
 
 from __future__ import annotations
@@ -25,6 +30,9 @@ from .._core.sequence import GENERIC
 _REGISTRY: dict[tuple[str, str], tuple[str, str]] = {}
 #: (kind, backend, variant) -> (module path, function name) of a named variant
 _VARIANTS: dict[tuple[str, str, str], tuple[str, str]] = {}
+
+#: (kind, backend) -> (module path, function name) of a gradient fast path
+_VJPS: dict[tuple[str, str], tuple[str, str]] = {}
 
 IMPLS = ("auto", "generic", "fast")
 
@@ -82,11 +90,37 @@ def select(kind: str, backend: str, impl: Optional[str] = None) -> Callable[...,
     return _load(entry)
 
 
+def register_vjp(kind: str, backend: str, module: str, function: str) -> None:
+    """Declare that ``module.function`` runs ``ar.vjp`` of ``kind`` sequences on ``backend``.
+
+    The function takes ``(xp, kind, x, params, state, lengths, reverse, options)`` (validated and
+    normalised as for every sequence implementation; ``options`` the cell options) and returns
+    ``(y, final_state, backward)`` with ``backward(dy or None, d_final) -> (dx, dparams, d_state)`` as in
+    ``_core/backward.backward``, or ``None`` to decline the call (the generic core then runs).
+    """
+    _VJPS[(kind, backend)] = (module, function)
+
+
+def select_vjp(kind: str, backend: str, impl: Optional[str] = None) -> Optional[Callable[..., Any]]:
+    """The gradient fast path for ``kind`` on ``backend``, or ``None`` for the generic recording core.
+
+    Call :func:`select` first (it checks ``impl``). ``"generic"`` (keyword or ``$ARRAYRNN_IMPL``) gives
+    ``None``; every other choice (``"auto"``, ``"fast"``, a forward variant's name) gives the registered
+    gradient path where there is one: a backend has at most one.
+    """
+    chosen = impl if impl is not None else os.environ.get("ARRAYRNN_IMPL", "auto")
+    entry = _VJPS.get((kind, backend))
+    if chosen == "generic" or entry is None:
+        return None
+    return _load(entry)
+
+
 # CuPy: "auto"/"fast" choose per call (cupy_dispatch); "fused" and "graph" name the two paths.
 for _kind in ("rnn", "lstm", "gru"):
     register(_kind, "cupy", ".cupy_dispatch", f"{_kind}_sequence")
     register(_kind, "cupy", ".cupy_kernels", f"{_kind}_sequence", variant="fused")
     register(_kind, "cupy", ".cupy_graph", f"{_kind}_sequence", variant="graph")
+    register_vjp(_kind, "cupy", ".cupy_grad", "sequence_vjp")
 
 
 # NumPy: the preallocated, chunked loop (with the optional numba kernels inside it).

@@ -1,0 +1,414 @@
+"""CuPy gradient path: a recording fused forward and a fused backward, for ``ar.vjp`` of the sequence functions.
+
+Registered with ``registry.register_vjp`` and used by ``grad.py`` in place of the generic recording core
+(``_core/backward.py``, which stays the reference) unless ``impl="generic"`` / ``ARRAYRNN_IMPL=generic``.
+
+Forward: the "fused" path (one cuBLAS GEMM for the input projection of all steps; per step one cuBLAS
+matmul and one pointwise kernel) whose kernels also record what the backward pass needs (see
+``cupy_grad_sources.py``): LSTM gate pre-activations ``(T, B, 4H)`` and cell states ``(T, B, H)``; GRU gates
+``(T, B, 3H)`` (and ``h W_hn^T + b_hn`` ``(T, B, H)`` when linear before reset); RNN nothing but ``y``.
+
+Backward, per step in the forward order reversed: one pointwise kernel (gate gradients, cell cotangent,
+lengths masking) and one cuBLAS matmul ``dh_prev = dz W_hh``; GRU with ``linear_before_reset=False`` needs
+two of each (the reset gate's gradient depends on ``dn W_hn``), an LSTM with a projection one more kernel
+and matmul (``dm = dh W_hr``). Then every weight gradient, bias gradient and ``dx`` is one large matmul or
+sum over all steps, as in the generic core.
+
+Supported: every option of the sequence functions (peepholes, coupled, clip, projection, both GRU reset
+variants, tanh/relu, lengths, reverse) in float32 and float64. The rule for the rest: float16 (and any
+other dtype) and a batch of 0 return ``None`` from :func:`sequence_vjp`, and ``grad.py`` then runs the
+generic core.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, Optional
+
+from . import cupy_kernels
+from .cupy_common import (
+    FUSED_BLOCK,
+    acc_scalar,
+    blocks_for,
+    contiguous_or_placeholder,
+    cupy_module,
+    dtype_name,
+    int32,
+    kernel,
+    lengths_int64,
+    options_mask,
+    placeholder,
+    project_inputs,
+    time_order,
+)
+from .cupy_sources import OPTIONS
+
+Array = Any
+State = tuple[Array, ...]
+#: backward(dy (T, B, P) or None, d_final (one per state component, None = zeros)) -> (dx, dparams, d_state)
+Backward = Callable[[Optional[Array], tuple[Optional[Array], ...]], tuple[Array, Any, State]]
+
+#: dtypes the gradient path runs; others fall back to the generic core (float16: no tested accumulation story)
+GRAD_DTYPES = ("float32", "float64")
+
+
+def sequence_vjp(
+    xp: Any,
+    kind: str,
+    x: Array,
+    params: Any,
+    state: State,
+    lengths: Optional[Array],
+    reverse: bool,
+    options: dict[str, Any],
+) -> Optional[tuple[Array, State, Backward]]:
+    """``(y (T, B, P), final_state, backward)`` for a validated, time-major call; ``None`` to decline.
+
+    Arguments as for every sequence implementation (``_core/sequence.py``); ``options`` are the cell
+    options (``nonlinearity`` / ``coupled``, ``clip`` / ``linear_before_reset``).
+    """
+    if dtype_name(x.dtype) not in GRAD_DTYPES or x.shape[1] == 0:
+        return None
+    with x.device:
+        return _RECORDERS[kind](cupy_module(), x, params, tuple(state), lengths, reverse, **options)
+
+
+# ----------------------------------------------------------------------------------------------
+# shared pieces
+
+
+def _previous_step(t: int, steps: int, reverse: bool) -> Optional[int]:
+    """The step processed just before ``t`` in the forward pass (``None`` for the first)."""
+    before = t + 1 if reverse else t - 1
+    return before if 0 <= before < steps else None
+
+
+def _backward_order(steps: int, reverse: bool) -> range:
+    return range(steps) if reverse else range(steps - 1, -1, -1)
+
+
+def _valid_mask(cp: Any, lengths: Array, steps: int) -> Array:
+    """``(T, B)`` booleans: step ``t`` of sequence ``b`` is valid."""
+    return lengths[None, :] > cp.arange(steps)[:, None]
+
+
+def _previous_hidden(cp: Any, y: Array, h0: Array, lengths: Optional[Array], reverse: bool) -> Array:
+    """``(T, B, P)`` (contiguous): the hidden state entering each step, from ``y`` and ``h0`` (as the generic core).
+
+    Running in reverse over a sequence shorter than ``T``, its first processed step sees ``h0``; rows of
+    padded steps are never used unmasked.
+    """
+    first = h0[None]
+    if not reverse:
+        return cp.concatenate([first, y[:-1]], axis=0)
+    if lengths is None:
+        return cp.concatenate([y[1:], first], axis=0)
+    steps = y.shape[0]
+    following_valid = lengths[None, :] > cp.arange(1, steps)[:, None]  # (T-1, B): step t+1 is valid
+    rows = cp.where(following_valid[:, :, None], y[1:], first)
+    return cp.concatenate([rows, first], axis=0)
+
+
+def _flat(a: Array) -> Array:
+    return a.reshape(a.shape[0] * a.shape[1], a.shape[2])
+
+
+def _weight_grad(cp: Any, d_out: Array, inputs: Array) -> Array:
+    """``sum_t d_out[t]^T inputs[t]`` for ``(T, B, Out)`` and ``(T, B, In)``: one matmul."""
+    return cp.matmul(_flat(cp.ascontiguousarray(d_out)).T, _flat(cp.ascontiguousarray(inputs)))
+
+
+def _bias_grad(d_out: Array) -> Array:
+    return d_out.sum(axis=(0, 1))
+
+
+def _input_grads(cp: Any, x: Array, params: Any, dgx: Array, lengths: Optional[Array]) -> tuple[Array, dict]:
+    """``dx`` and the gradients of ``weight_ih`` / ``bias_ih`` from the gate gradients ``dgx (T, B, G*H)``."""
+    steps, batch, features = x.shape
+    x = cp.ascontiguousarray(x)
+    if lengths is not None:  # 0 * NaN is NaN: padded inputs must not enter the weight gradient
+        x = cp.where(_valid_mask(cp, lengths, steps)[:, :, None], x, cp.zeros((), dtype=x.dtype))
+    grads = {"weight_ih": _weight_grad(cp, dgx, x)}
+    if params.bias_ih is not None:
+        grads["bias_ih"] = _bias_grad(dgx)
+    dx = cp.matmul(_flat(dgx), params.weight_ih).reshape(steps, batch, features)
+    return dx, grads
+
+
+def _params_like(params: Any, grads: dict[str, Array]) -> Any:
+    return type(params)(**{f.name: grads.get(f.name) for f in dataclasses.fields(params)})
+
+
+def _initial_cotangent(cp: Any, given: Optional[Array], like: Array) -> Array:
+    """A fresh contiguous buffer holding ``given`` (zeros for ``None``): the kernels update it in place."""
+    if given is None:
+        return cp.zeros(like.shape, dtype=like.dtype)
+    return cp.ascontiguousarray(given).copy()
+
+
+class _Launcher:
+    """Kernels of one dtype with the one-thread-per-element grid of a ``(B, width)`` array."""
+
+    def __init__(self, dtype: str, batch: int) -> None:
+        self.dtype, self.batch = dtype, batch
+
+    def __call__(self, name: str, width: int, args: tuple[Any, ...]) -> None:
+        kernel(name, self.dtype)(blocks_for(self.batch * width, FUSED_BLOCK), (FUSED_BLOCK,), args)
+
+
+def _output_cotangent(cp: Any, dy: Optional[Array], dtype: Any) -> tuple[Callable[[int], Array], int]:
+    """Per-step access to ``dy`` (a placeholder when there is none) and the option bit that says which."""
+    if dy is None:
+        absent = placeholder(dtype)
+        return (lambda t: absent), 0
+    contiguous = cp.ascontiguousarray(dy)
+    return (lambda t: contiguous[t]), OPTIONS["OPT_DY"]
+
+
+# ----------------------------------------------------------------------------------------------
+# RNN: the fused forward records nothing beyond y
+
+
+def _rnn(cp: Any, x: Array, params: Any, state: State, lengths: Optional[Array], reverse: bool, *,
+         nonlinearity: str = "tanh") -> tuple[Array, State, Backward]:  # fmt: skip
+    y, final = cupy_kernels.rnn_sequence(None, x, params, state, lengths, reverse, nonlinearity=nonlinearity)
+    dtype = dtype_name(x.dtype)
+    steps, batch, _ = x.shape
+    hidden = params.hidden_size
+    h0 = state[0]
+
+    def backward(dy: Optional[Array], d_final: tuple[Optional[Array], ...]) -> tuple[Array, Any, State]:
+        with x.device:
+            launch = _Launcher(dtype, batch)
+            lengths_arg = lengths_int64(lengths)
+            dy_at, dy_bit = _output_cotangent(cp, dy, x.dtype)
+            options = options_mask(lengths=lengths, relu=nonlinearity == "relu")
+            carry = _initial_cotangent(cp, d_final[0], h0)
+            dz = cp.empty((steps, batch, hidden), dtype=x.dtype)
+            mm = cp.empty((batch, hidden), dtype=x.dtype)
+            previous = -1
+            for t in _backward_order(steps, reverse):
+                launch("rnn_grad_step", hidden, (mm, lengths_arg, dy_at(t), y[t], carry, dz[t], int32(batch),
+                                                 int32(hidden), int32(previous), int32(t), int32(options | dy_bit)))  # fmt: skip
+                cp.matmul(dz[t], params.weight_hh, out=mm)
+                previous = t
+            _finish_carry(launch, mm, None, lengths_arg, carry, hidden, previous, options)
+            dx, grads = _input_grads(cp, x, params, dz, lengths)
+            h_prev = _previous_hidden(cp, y, h0, lengths, reverse)
+            grads["weight_hh"] = _weight_grad(cp, dz, h_prev)
+            if params.bias_hh is not None:
+                grads["bias_hh"] = _bias_grad(dz)
+            return dx, _params_like(params, grads), (carry,)
+
+    return y, final, backward
+
+
+def _finish_carry(launch: _Launcher, mm: Array, part: Optional[Array], lengths_arg: Array, carry: Array,
+                  width: int, previous: int, options: int) -> None:  # fmt: skip
+    """After the last backward step: ``carry`` becomes the cotangent of the initial hidden state."""
+    absent = placeholder(carry.dtype)
+    if part is not None:
+        options |= OPTIONS["OPT_PART"]
+    launch("grad_combine", width, (mm, absent if part is None else part, lengths_arg, absent, carry, absent,
+                                   int32(launch.batch), int32(width), int32(previous), int32(-1), int32(options)))  # fmt: skip
+
+
+# ----------------------------------------------------------------------------------------------
+# LSTM
+
+
+def _lstm(cp: Any, x: Array, params: Any, state: State, lengths: Optional[Array], reverse: bool, *,
+          coupled: bool = False, clip: Optional[float] = None) -> tuple[Array, State, Backward]:  # fmt: skip
+    dtype = dtype_name(x.dtype)
+    steps, batch, _ = x.shape
+    hidden = params.hidden_size
+    launch = _Launcher(dtype, batch)
+    projected = params.weight_hr is not None
+    gx = project_inputs(x, params.weight_ih)
+    h0, c0 = state[0], cp.ascontiguousarray(state[1])
+    h = h0.copy()
+    out_size = h.shape[1]
+    y = cp.empty((steps, batch, out_size), dtype=x.dtype)
+    z = cp.empty((steps, batch, 4 * hidden), dtype=x.dtype)
+    cells = cp.empty((steps, batch, hidden), dtype=x.dtype)
+    gh = cp.empty((batch, 4 * hidden), dtype=x.dtype)
+    options = options_mask(
+        bias_ih=params.bias_ih,
+        bias_hh=params.bias_hh,
+        lengths=lengths,
+        peephole_i=params.peephole_i,
+        peephole_f=params.peephole_f,
+        peephole_o=params.peephole_o,
+        coupled=coupled,
+        clip=clip,
+    )
+    lengths_arg = lengths_int64(lengths)
+    biases = tuple(contiguous_or_placeholder(b, x.dtype) for b in (params.bias_ih, params.bias_hh))
+    peepholes = tuple(contiguous_or_placeholder(p, x.dtype) for p in (params.peephole_i, params.peephole_f,
+                                                                        params.peephole_o))  # fmt: skip
+    clip_value = acc_scalar(dtype, 0.0 if clip is None else clip)
+    sizes = (int32(batch), int32(hidden))
+
+    def c_before(t: int) -> Array:
+        before = _previous_step(t, steps, reverse)
+        return c0 if before is None else cells[before]
+
+    weight_hh_t = params.weight_hh.T
+    if projected:
+        full = cp.empty((batch, hidden), dtype=x.dtype)
+        projection = cp.empty((batch, out_size), dtype=x.dtype)
+        weight_hr_t = params.weight_hr.T
+        record_options = int32(options | OPTIONS["OPT_PROJECT"])
+    else:
+        record_options = int32(options)
+    for t in time_order(steps, reverse):
+        cp.matmul(h, weight_hh_t, out=gh)
+        launch("lstm_record_step", hidden, (gx[t], gh, *biases, *peepholes, lengths_arg, c_before(t),
+                                            full if projected else h, cells[t], y[t], z[t], *sizes, int32(t),
+                                            record_options, clip_value))  # fmt: skip
+        if projected:
+            cp.matmul(full, weight_hr_t, out=projection)
+            launch("project_update", out_size, (projection, lengths_arg, h, y[t], int32(batch), int32(out_size),
+                                                int32(t), int32(options)))  # fmt: skip
+    last = time_order(steps, reverse)[-1]
+    final = (h, cells[last].copy())
+
+    def backward(dy: Optional[Array], d_final: tuple[Optional[Array], ...]) -> tuple[Array, Any, State]:
+        with x.device:
+            dy_at, dy_bit = _output_cotangent(cp, dy, x.dtype)
+            step_options = options | dy_bit
+            carry = _initial_cotangent(cp, d_final[0], h0)
+            dc = _initial_cotangent(cp, d_final[1], c0)
+            dz = cp.empty((steps, batch, 4 * hidden), dtype=x.dtype)
+            mm = cp.empty((batch, out_size), dtype=x.dtype)
+            absent = placeholder(x.dtype)
+            if projected:
+                dh_all = cp.empty((steps, batch, out_size), dtype=x.dtype)
+                m_all = cp.empty((steps, batch, hidden), dtype=x.dtype)
+                dm = cp.empty((batch, hidden), dtype=x.dtype)
+            previous = -1
+            for t in _backward_order(steps, reverse):
+                if projected:
+                    launch("grad_combine", out_size, (mm, absent, lengths_arg, dy_at(t), carry, dh_all[t],
+                                                      int32(batch), int32(out_size), int32(previous), int32(t),
+                                                      int32(step_options)))  # fmt: skip
+                    cp.matmul(dh_all[t], params.weight_hr, out=dm)
+                    args = (mm, lengths_arg, absent, dm, z[t], cells[t], c_before(t), *peepholes, carry, dc, dz[t],
+                            m_all[t], *sizes, int32(previous), int32(t), int32(options | OPTIONS["OPT_PROJECT"]),
+                            clip_value)  # fmt: skip
+                else:
+                    args = (mm, lengths_arg, dy_at(t), absent, z[t], cells[t], c_before(t), *peepholes, carry, dc,
+                            dz[t], absent, *sizes, int32(previous), int32(t), int32(step_options), clip_value)  # fmt: skip
+                launch("lstm_grad_step", hidden, args)
+                cp.matmul(dz[t], params.weight_hh, out=mm)
+                previous = t
+            _finish_carry(launch, mm, None, lengths_arg, carry, out_size, previous, options)
+            dx, grads = _input_grads(cp, x, params, dz, lengths)
+            grads["weight_hh"] = _weight_grad(cp, dz, _previous_hidden(cp, y, h0, lengths, reverse))
+            if params.bias_hh is not None:
+                grads["bias_hh"] = _bias_grad(dz)
+            if params.peephole_i is not None or params.peephole_f is not None:
+                c_prev = cp.concatenate([cells[1:], c0[None]]) if reverse else cp.concatenate([c0[None], cells[:-1]])
+                for gate, name in ((0, "peephole_i"), (1, "peephole_f")):
+                    if getattr(params, name) is not None:
+                        grads[name] = (dz[:, :, gate * hidden : (gate + 1) * hidden] * c_prev).sum(axis=(0, 1))
+            if params.peephole_o is not None:
+                grads["peephole_o"] = (dz[:, :, 3 * hidden :] * cells).sum(axis=(0, 1))
+            if projected:
+                grads["weight_hr"] = _weight_grad(cp, dh_all, m_all)
+            return dx, _params_like(params, grads), (carry, dc)
+
+    return y, final, backward
+
+
+# ----------------------------------------------------------------------------------------------
+# GRU
+
+
+def _gru(cp: Any, x: Array, params: Any, state: State, lengths: Optional[Array], reverse: bool, *,
+         linear_before_reset: bool = True) -> tuple[Array, State, Backward]:  # fmt: skip
+    dtype = dtype_name(x.dtype)
+    steps, batch, _ = x.shape
+    hidden = params.hidden_size
+    launch = _Launcher(dtype, batch)
+    gx = project_inputs(x, params.weight_ih)
+    h0 = state[0]
+    h = h0.copy()
+    y = cp.empty((steps, batch, hidden), dtype=x.dtype)
+    gates = cp.empty((steps, batch, 3 * hidden), dtype=x.dtype)
+    options = options_mask(bias_ih=params.bias_ih, bias_hh=params.bias_hh, lengths=lengths)
+    biases = tuple(contiguous_or_placeholder(b, x.dtype) for b in (params.bias_ih, params.bias_hh))
+    lengths_arg = lengths_int64(lengths)
+    sizes = (int32(batch), int32(hidden))
+    weight_rz, weight_n = params.weight_hh[: 2 * hidden], params.weight_hh[2 * hidden :]
+    if linear_before_reset:
+        hidden_n = cp.empty((steps, batch, hidden), dtype=x.dtype)
+        gh = cp.empty((batch, 3 * hidden), dtype=x.dtype)
+        weight_hh_t = params.weight_hh.T
+        for t in time_order(steps, reverse):
+            cp.matmul(h, weight_hh_t, out=gh)
+            launch("gru_record_step", hidden, (gx[t], gh, *biases, lengths_arg, h, y[t], gates[t], hidden_n[t],
+                                               *sizes, int32(t), int32(options)))  # fmt: skip
+    else:
+        gh_rz = cp.empty((batch, 2 * hidden), dtype=x.dtype)
+        gh_n = cp.empty((batch, hidden), dtype=x.dtype)
+        reset_h = cp.empty((batch, hidden), dtype=x.dtype)
+        weight_rz_t, weight_n_t = weight_rz.T, weight_n.T
+        for t in time_order(steps, reverse):
+            cp.matmul(h, weight_rz_t, out=gh_rz)
+            launch("gru_fused_reset", hidden, (gx[t], gh_rz, *biases, h, reset_h, *sizes, int32(options)))
+            cp.matmul(reset_h, weight_n_t, out=gh_n)
+            launch("gru_record_finish", hidden, (gx[t], gh_rz, gh_n, *biases, lengths_arg, h, y[t], gates[t], *sizes,
+                                                 int32(t), int32(options)))  # fmt: skip
+
+    def backward(dy: Optional[Array], d_final: tuple[Optional[Array], ...]) -> tuple[Array, Any, State]:
+        with x.device:
+            dy_at, dy_bit = _output_cotangent(cp, dy, x.dtype)
+            step_options = int32(options | dy_bit)
+            carry = _initial_cotangent(cp, d_final[0], h0)
+            h_prev = _previous_hidden(cp, y, h0, lengths, reverse)
+            dgx = cp.empty((steps, batch, 3 * hidden), dtype=x.dtype)
+            mm = cp.empty((batch, hidden), dtype=x.dtype)
+            part = cp.empty((batch, hidden), dtype=x.dtype)
+            previous = -1
+            if linear_before_reset:
+                dgh = cp.empty((steps, batch, 3 * hidden), dtype=x.dtype)
+                for t in _backward_order(steps, reverse):
+                    launch("gru_grad_step", hidden, (mm, lengths_arg, dy_at(t), gates[t], hidden_n[t], h_prev[t],
+                                                     part, carry, dgx[t], dgh[t], *sizes, int32(previous), int32(t),
+                                                     step_options))  # fmt: skip
+                    cp.matmul(dgh[t], params.weight_hh, out=mm)
+                    previous = t
+            else:
+                dh = cp.empty((batch, hidden), dtype=x.dtype)
+                d_reset_h = cp.empty((batch, hidden), dtype=x.dtype)
+                reset_h_all = cp.empty((steps, batch, hidden), dtype=x.dtype)
+                for t in _backward_order(steps, reverse):
+                    launch("gru_grad_candidate", hidden, (mm, lengths_arg, dy_at(t), gates[t], h_prev[t], part, carry,
+                                                          dh, dgx[t], *sizes, int32(previous), int32(t),
+                                                          step_options))  # fmt: skip
+                    cp.matmul(dgx[t][:, 2 * hidden :], weight_n, out=d_reset_h)
+                    launch("gru_grad_reset", hidden, (d_reset_h, dh, lengths_arg, gates[t], h_prev[t], part, dgx[t],
+                                                      reset_h_all[t], *sizes, int32(t), int32(options)))  # fmt: skip
+                    cp.matmul(dgx[t][:, : 2 * hidden], weight_rz, out=mm)
+                    previous = t
+            _finish_carry(launch, mm, part, lengths_arg, carry, hidden, previous, options)
+            dx, grads = _input_grads(cp, x, params, dgx, lengths)
+            if linear_before_reset:
+                grads["weight_hh"] = _weight_grad(cp, dgh, h_prev)
+                if params.bias_hh is not None:
+                    grads["bias_hh"] = _bias_grad(dgh)
+            else:
+                grads["weight_hh"] = cp.concatenate(
+                    [_weight_grad(cp, dgx[:, :, : 2 * hidden], h_prev), _weight_grad(cp, dgx[:, :, 2 * hidden :],
+                                                                                     reset_h_all)], axis=0
+                )  # fmt: skip
+                if params.bias_hh is not None:
+                    grads["bias_hh"] = _bias_grad(dgx)
+            return dx, _params_like(params, grads), (carry,)
+
+    return y, (h,), backward
+
+
+_RECORDERS = {"rnn": _rnn, "lstm": _lstm, "gru": _gru}

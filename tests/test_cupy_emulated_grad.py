@@ -1,0 +1,262 @@
+"""The CuPy gradient path (``_fast/cupy_grad.py``) on the CPU: real kernel source on the warp emulator.
+
+The recording forward and the fused backward run with CuPy replaced by the strict stand-in
+(``tests/fake_cupy.py``: kernel argument types checked, ``cupy.empty`` poisoned with NaN so an element a
+kernel forgot to write shows up). The oracle is the generic array-API backward (``_core/backward.py``)
+on NumPy in float64, itself tested against torch autograd and finite differences (tests/test_grad.py).
+``tests/test_cupy_grad.py`` runs the same comparisons through ``ar.vjp`` on a real GPU.
+"""
+
+from __future__ import annotations
+
+import array_api_compat.numpy as xp_numpy
+import numpy as np
+import pytest
+
+import arrayrnn as ar
+from arrayrnn._core import backward as core
+from arrayrnn._fast import cupy_grad, registry
+from arrayrnn.backend import map_arrays
+
+from . import cuda_emulator, fake_cupy
+from .test_cupy_emulated import VARIANTS, _defaults, _ids, _problem
+
+pytestmark = pytest.mark.skipif(cuda_emulator.compiler() is None, reason="no C++ compiler for the kernel emulator")
+
+
+def _as64(a):
+    return None if a is None else np.asarray(a, dtype=np.float64)
+
+
+def _cotangents(kind, params, x, seed, with_dy=True, with_final=True):
+    rng = np.random.default_rng(seed + 100)
+    steps, batch, _ = x.shape
+    width = getattr(params, "output_size", params.hidden_size)
+    dy = rng.standard_normal((steps, batch, width)).astype(x.dtype) if with_dy else None
+    finals = [(batch, width)] + ([(batch, params.hidden_size)] if kind == "lstm" else [])
+    d_final = tuple(rng.standard_normal(shape).astype(x.dtype) if with_final else None for shape in finals)
+    return dy, d_final
+
+
+def _generic(kind, params, x, state, lengths, reverse, options, dy, d_final):
+    lengths = None if lengths is None else np.asarray(lengths)
+    y, final, tape = core.forward(
+        xp_numpy, kind, _as64(x), map_arrays(_as64, params), tuple(_as64(s) for s in state), lengths, reverse, options
+    )
+    dx, d_params, d_state = core.backward(xp_numpy, tape, _as64(dy), tuple(_as64(d) for d in d_final))
+    return y, final, dx, d_params, d_state
+
+
+def _fast(kind, params, x, state, lengths, reverse, options, dy, d_final, calls=1):
+    fake = fake_cupy.asfake
+    recorded = cupy_grad.sequence_vjp(
+        None,
+        kind,
+        fake(x),
+        map_arrays(fake, params),
+        tuple(fake(s) for s in state),
+        None if lengths is None else fake(np.asarray(lengths)),
+        reverse,
+        options,
+    )
+    assert recorded is not None
+    y, final, backward = recorded
+    fake_dy = None if dy is None else fake(dy)
+    fake_final = tuple(None if d is None else fake(d) for d in d_final)
+    results = [backward(fake_dy, fake_final) for _ in range(calls)]
+    return (y, final, *results[-1]), results
+
+
+def _close(got, want, dtype, steps, what):
+    tol = 1e-11 if dtype == "float64" else 2e-5 * max(1.0, np.sqrt(steps))
+    got = np.asarray(got)
+    assert got.dtype == np.dtype(dtype), what
+    assert np.isfinite(got).all(), f"{what}: NaN/inf (an element never written, or padding leaked)"
+    scale = max(1.0, float(np.max(np.abs(want)))) if np.size(want) else 1.0
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol * scale, err_msg=what)
+
+
+def _compare(fast, generic, dtype, steps):
+    y, final, dx, d_params, d_state = fast
+    y_ref, final_ref, dx_ref, d_params_ref, d_state_ref = generic
+    _close(y, y_ref, dtype, steps, "y")
+    for k, (got, want) in enumerate(zip(final, final_ref, strict=True)):
+        _close(got, want, dtype, steps, f"final state [{k}]")
+    _close(dx, dx_ref, dtype, steps, "dx")
+    for k, (got, want) in enumerate(zip(d_state, d_state_ref, strict=True)):
+        _close(got, want, dtype, steps, f"d_state [{k}]")
+    for name, want in vars(d_params_ref).items():
+        got = getattr(d_params, name)
+        if want is None:
+            assert got is None, name
+        else:
+            _close(got, want, dtype, steps, f"d_params.{name}")
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=_ids)
+def test_matches_generic_backward_with_lengths_and_reverse(monkeypatch, variant):
+    kind, params_options, call_options = variant
+    options = _defaults(kind, call_options)
+    with fake_cupy.installed(monkeypatch):
+        params, x, state = _problem(kind, params_options, "float64", 5, 4, 3, 6, seed=len(_ids(variant)))
+        dy, d_final = _cotangents(kind, params, x, seed=len(_ids(variant)))
+        for lengths, reverse in (([5, 0, 2, 4], False), ([5, 0, 2, 4], True), (None, False), (None, True)):
+            fast, _ = _fast(kind, params, x, state, lengths, reverse, options, dy, d_final)
+            generic = _generic(kind, params, x, state, lengths, reverse, options, dy, d_final)
+            _compare(fast, generic, "float64", 5)
+
+
+@pytest.mark.parametrize(
+    "kind,params_options,call_options",
+    [
+        ("rnn", {}, {"nonlinearity": "relu"}),
+        ("lstm", {"peepholes": True, "proj_size": 4}, {"clip": 0.8}),
+        ("gru", {}, {"linear_before_reset": False}),
+        ("gru", {}, {"linear_before_reset": True}),
+    ],
+)
+def test_nan_in_padding_never_reaches_a_gradient(monkeypatch, kind, params_options, call_options):
+    """Padded steps of x hold NaN: the generic core masks with where; so must the kernels."""
+    options = _defaults(kind, call_options)
+    with fake_cupy.installed(monkeypatch):
+        params, x, state = _problem(kind, params_options, "float64", 4, 3, 2, 5, seed=31)
+        lengths = [4, 1, 2]
+        for b, n in enumerate(lengths):
+            x[n:, b] = np.nan
+        dy, d_final = _cotangents(kind, params, x, seed=31)
+        for reverse in (False, True):
+            fast, _ = _fast(kind, params, x, state, lengths, reverse, options, dy, d_final)
+            generic = _generic(kind, params, x, state, lengths, reverse, options, dy, d_final)
+            _compare(fast, generic, "float64", 4)
+
+
+@pytest.mark.parametrize("with_dy,with_final", [(False, True), (True, False), (False, False)])
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_missing_cotangents_count_as_zeros(monkeypatch, kind, with_dy, with_final):
+    options = _defaults(kind, {})
+    with fake_cupy.installed(monkeypatch):
+        params, x, state = _problem(kind, {}, "float64", 3, 2, 3, 4, seed=5)
+        dy, d_final = _cotangents(kind, params, x, seed=5, with_dy=with_dy, with_final=with_final)
+        fast, _ = _fast(kind, params, x, state, [3, 2], True, options, dy, d_final)
+        _compare(fast, _generic(kind, params, x, state, [3, 2], True, options, dy, d_final), "float64", 3)
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+def test_float32_wide_hidden(monkeypatch, kind):
+    """hidden = 70, batch 3: several blocks' worth of index math in float32."""
+    options = _defaults(kind, {})
+    with fake_cupy.installed(monkeypatch):
+        params, x, state = _problem(kind, {}, "float32", 3, 3, 5, 70, seed=3)
+        dy, d_final = _cotangents(kind, params, x, seed=3)
+        fast, _ = _fast(kind, params, x, state, [3, 1, 2], False, options, dy, d_final)
+        _compare(fast, _generic(kind, params, x, state, [3, 1, 2], False, options, dy, d_final), "float32", 3)
+
+
+def test_pullback_twice_and_inputs_unchanged(monkeypatch):
+    with fake_cupy.installed(monkeypatch):
+        params, x, state = _problem("lstm", {"peepholes": True}, "float64", 4, 2, 3, 5, seed=6)
+        dy, d_final = _cotangents("lstm", params, x, seed=6)
+        inputs = [x, *state, dy, *d_final, params.weight_hh, params.peephole_f]
+        before = [np.array(a) for a in inputs]
+        _, results = _fast("lstm", params, x, state, [4, 3], False, {"coupled": False, "clip": None}, dy, d_final, 2)
+        for after, original in zip(inputs, before):
+            np.testing.assert_array_equal(after, original)
+        first, second = results
+        np.testing.assert_array_equal(first[0], second[0])
+        np.testing.assert_array_equal(first[1].weight_hh, second[1].weight_hh)
+
+
+def test_declines_float16_and_an_empty_batch(monkeypatch):
+    with fake_cupy.installed(monkeypatch):
+        for dtype, batch in (("float16", 2), ("float64", 0)):
+            params, x, state = _problem("gru", {}, dtype, 3, batch, 2, 4, seed=7)
+            recorded = cupy_grad.sequence_vjp(
+                None,
+                "gru",
+                fake_cupy.asfake(x),
+                map_arrays(fake_cupy.asfake, params),
+                tuple(fake_cupy.asfake(s) for s in state),
+                None,
+                False,
+                {"linear_before_reset": True},
+            )
+            assert recorded is None
+
+
+def test_backward_launches_per_step(monkeypatch):
+    """The point of the path: one pointwise kernel per step (two for GRU without linear-before-reset)."""
+    with fake_cupy.installed(monkeypatch) as fake:
+        for kind, call_options, per_step in (
+            ("rnn", {}, 1),
+            ("lstm", {}, 1),
+            ("gru", {"linear_before_reset": True}, 1),
+            ("gru", {"linear_before_reset": False}, 2),
+        ):
+            options = _defaults(kind, call_options)
+            params, x, state = _problem(kind, {}, "float64", 6, 2, 3, 4, seed=8)
+            dy, d_final = _cotangents(kind, params, x, seed=8)
+            recorded = cupy_grad.sequence_vjp(
+                None,
+                kind,
+                fake_cupy.asfake(x),
+                map_arrays(fake_cupy.asfake, params),
+                tuple(fake_cupy.asfake(s) for s in state),
+                None,
+                False,
+                options,
+            )
+            before = fake.kernel_launches
+            recorded[2](fake_cupy.asfake(dy), tuple(fake_cupy.asfake(d) for d in d_final))
+            assert fake.kernel_launches - before == 6 * per_step + 1, kind  # + 1: the final carry
+
+
+# ------------------------------------------------------------------------------------------------
+# the hook in the registry and in ar.vjp
+
+
+def test_registry_selects_the_gradient_path(monkeypatch):
+    monkeypatch.delenv("ARRAYRNN_IMPL", raising=False)
+    for impl in (None, "auto", "fast", "fused", "graph"):
+        assert registry.select_vjp("lstm", "cupy", impl) is cupy_grad.sequence_vjp
+    assert registry.select_vjp("lstm", "cupy", "generic") is None
+    assert registry.select_vjp("gru", "numpy", "auto") is None
+    monkeypatch.setenv("ARRAYRNN_IMPL", "generic")
+    assert registry.select_vjp("rnn", "cupy") is None
+
+
+CALLS: list[str] = []
+
+
+def counting_vjp(xp, kind, x, params, state, lengths, reverse, options):
+    """A stand-in gradient path for NumPy: the generic core, counted; declines unbatched-looking B == 1."""
+    CALLS.append(kind)
+    if x.shape[1] == 1:
+        return None
+    y, final, tape = core.forward(xp, kind, x, params, state, lengths, reverse, options)
+    return y, final, lambda dy, d_final: core.backward(xp, tape, dy, d_final)
+
+
+def test_vjp_uses_a_registered_path_unless_generic_and_falls_back_when_declined(monkeypatch):
+    monkeypatch.delenv("ARRAYRNN_IMPL", raising=False)
+    monkeypatch.setitem(registry._VJPS, ("gru", "numpy"), (__name__, "counting_vjp"))
+    CALLS.clear()
+    params = ar.init_gru(3, 4, seed=1, backend="numpy", dtype="float64")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((5, 2, 3))
+    dy = rng.standard_normal((5, 2, 4))
+    out, pullback = ar.vjp(ar.gru, x, params, lengths=np.array([5, 3]), reverse=True)
+    assert CALLS == ["gru"]
+    dx, d_params = pullback((dy, None))
+    out_g, pullback_g = ar.vjp(ar.gru, x, params, lengths=np.array([5, 3]), reverse=True, impl="generic")
+    assert CALLS == ["gru"]  # impl="generic": the registered path is not asked
+    dx_g, d_params_g = pullback_g((dy, None))
+    np.testing.assert_allclose(dx, dx_g, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(d_params.weight_hh, d_params_g.weight_hh, rtol=1e-12, atol=1e-12)
+    # declined (batch 1): the generic core answers, with the same results as generic
+    (y1, _), pullback1 = ar.vjp(ar.gru, x[:, :1], params)
+    assert CALLS == ["gru", "gru"]
+    np.testing.assert_allclose(y1, ar.gru(x[:, :1], params, impl="generic")[0], rtol=1e-12, atol=1e-12)
+    assert pullback1((dy[:, :1], None))[0].shape == (5, 1, 3)
+    monkeypatch.setenv("ARRAYRNN_IMPL", "generic")
+    ar.vjp(ar.gru, x, params)
+    assert CALLS == ["gru", "gru"]
