@@ -19,6 +19,7 @@ from arrayrnn._fast import cupy_grad, registry
 from arrayrnn.backend import map_arrays
 
 from . import cuda_emulator, fake_cupy
+from .support import random_params
 from .test_cupy_emulated import VARIANTS, _defaults, _ids, _problem
 
 pytestmark = pytest.mark.skipif(cuda_emulator.compiler() is None, reason="no C++ compiler for the kernel emulator")
@@ -260,3 +261,66 @@ def test_vjp_uses_a_registered_path_unless_generic_and_falls_back_when_declined(
     monkeypatch.setenv("ARRAYRNN_IMPL", "generic")
     ar.vjp(ar.gru, x, params)
     assert CALLS == ["gru", "gru"]
+
+
+# ------------------------------------------------------------------------------------------------
+# end to end: ar.vjp (layouts, unbatched calls, models) through the emulated CuPy gradient path
+
+
+def _view(a):
+    return None if a is None else np.asarray(a).view(fake_cupy.FakeArray)
+
+
+def emulated_cupy_vjp(xp, kind, x, params, state, lengths, reverse, options):
+    """Registered for NumPy in the test below: NumPy arrays viewed as the stand-in's device arrays."""
+    CALLS.append(kind)
+    recorded = cupy_grad.sequence_vjp(
+        xp, kind, _view(x), map_arrays(_view, params), tuple(_view(s) for s in state), _view(lengths), reverse, options
+    )
+    y, final, backward = recorded
+    return y, final, lambda dy, d_final: backward(_view(dy), tuple(_view(d) for d in d_final))
+
+
+def _tree_close(got, want, what="result"):
+    if isinstance(want, (tuple, list)):
+        assert isinstance(got, (tuple, list)) and len(got) == len(want), what
+        for k, (a, b) in enumerate(zip(got, want)):
+            _tree_close(a, b, f"{what}[{k}]")
+    elif hasattr(want, "__dataclass_fields__"):
+        for name in want.__dataclass_fields__:
+            _tree_close(getattr(got, name), getattr(want, name), f"{what}.{name}")
+    elif want is None:
+        assert got is None, what
+    else:
+        _close(got, want, "float64", 7, what)
+
+
+def test_vjp_end_to_end_layouts_and_models(monkeypatch):
+    monkeypatch.delenv("ARRAYRNN_IMPL", raising=False)
+    rng = np.random.default_rng(17)
+    with fake_cupy.installed(monkeypatch):
+        for kind in ("lstm", "gru", "rnn"):
+            monkeypatch.setitem(registry._VJPS, (kind, "numpy"), (__name__, "emulated_cupy_vjp"))
+        CALLS.clear()
+        # batch_first with lengths, reverse and an initial state; then an unbatched call without state
+        params = random_params("lstm", 3, 5, seed=2, dtype="float64", peepholes=True, proj_size=4)
+        x = rng.standard_normal((2, 7, 3))
+        state = (rng.standard_normal((2, 4)), rng.standard_normal((2, 5)))
+        cotangent = (rng.standard_normal((2, 7, 4)), (rng.standard_normal((2, 4)), None))
+        options = {"batch_first": True, "lengths": np.array([7, 3]), "reverse": True, "clip": 0.9}
+        results = {}
+        for impl in ("auto", "generic"):
+            out, pullback = ar.vjp(ar.lstm, x, params, state, impl=impl, **options)
+            out_one, pullback_one = ar.vjp(ar.lstm, x[0], params, impl=impl)
+            results[impl] = (out, pullback(cotangent), out_one, pullback_one((cotangent[0][0], None)))
+        _tree_close(results["auto"], results["generic"])
+        assert CALLS == ["lstm", "lstm"]
+        # a two-layer bidirectional GRU with lengths: four recorded layers
+        model = ar.GRU(3, 4, num_layers=2, bidirectional=True, seed=4, dtype="float64", backend="numpy")
+        x = rng.standard_normal((6, 3, 3))
+        for impl in ("auto", "generic"):
+            out, pullback = ar.vjp(model.apply, model.params, x, None, lengths=np.array([6, 1, 4]), impl=impl)
+            cotangent = (np.sin(np.arange(out[0].size)).reshape(out[0].shape), np.ones(out[1].shape))
+            results[impl] = (out, pullback(cotangent))
+        _tree_close(results["auto"], results["generic"])
+        assert CALLS == ["lstm", "lstm"] + ["gru"] * 4

@@ -170,8 +170,9 @@ def _output_cotangent(cp: Any, dy: Optional[Array], dtype: Any) -> tuple[Callabl
 # RNN: the fused forward records nothing beyond y
 
 
-def _rnn(cp: Any, x: Array, params: Any, state: State, lengths: Optional[Array], reverse: bool, *,
-         nonlinearity: str = "tanh") -> tuple[Array, State, Backward]:  # fmt: skip
+def _rnn(
+    cp: Any, x: Array, params: Any, state: State, lengths: Optional[Array], reverse: bool, *, nonlinearity: str = "tanh"
+) -> tuple[Array, State, Backward]:
     y, final = cupy_kernels.rnn_sequence(None, x, params, state, lengths, reverse, nonlinearity=nonlinearity)
     dtype = dtype_name(x.dtype)
     steps, batch, _ = x.shape
@@ -189,8 +190,23 @@ def _rnn(cp: Any, x: Array, params: Any, state: State, lengths: Optional[Array],
             mm = cp.empty((batch, hidden), dtype=x.dtype)
             previous = -1
             for t in _backward_order(steps, reverse):
-                launch("rnn_grad_step", hidden, (mm, lengths_arg, dy_at(t), y[t], carry, dz[t], int32(batch),
-                                                 int32(hidden), int32(previous), int32(t), int32(options | dy_bit)))  # fmt: skip
+                launch(
+                    "rnn_grad_step",
+                    hidden,
+                    (
+                        mm,
+                        lengths_arg,
+                        dy_at(t),
+                        y[t],
+                        carry,
+                        dz[t],
+                        int32(batch),
+                        int32(hidden),
+                        int32(previous),
+                        int32(t),
+                        int32(options | dy_bit),
+                    ),
+                )
                 cp.matmul(dz[t], params.weight_hh, out=mm)
                 previous = t
             _finish_carry(launch, mm, None, lengths_arg, carry, hidden, previous, options)
@@ -204,22 +220,54 @@ def _rnn(cp: Any, x: Array, params: Any, state: State, lengths: Optional[Array],
     return y, final, backward
 
 
-def _finish_carry(launch: _Launcher, mm: Array, part: Optional[Array], lengths_arg: Array, carry: Array,
-                  width: int, previous: int, options: int) -> None:  # fmt: skip
+def _finish_carry(
+    launch: _Launcher,
+    mm: Array,
+    part: Optional[Array],
+    lengths_arg: Array,
+    carry: Array,
+    width: int,
+    previous: int,
+    options: int,
+) -> None:
     """After the last backward step: ``carry`` becomes the cotangent of the initial hidden state."""
     absent = placeholder(carry.dtype)
     if part is not None:
         options |= OPTIONS["OPT_PART"]
-    launch("grad_combine", width, (mm, absent if part is None else part, lengths_arg, absent, carry, absent,
-                                   int32(launch.batch), int32(width), int32(previous), int32(-1), int32(options)))  # fmt: skip
+    launch(
+        "grad_combine",
+        width,
+        (
+            mm,
+            absent if part is None else part,
+            lengths_arg,
+            absent,
+            carry,
+            absent,
+            int32(launch.batch),
+            int32(width),
+            int32(previous),
+            int32(-1),
+            int32(options),
+        ),
+    )
 
 
 # ----------------------------------------------------------------------------------------------
 # LSTM
 
 
-def _lstm(cp: Any, x: Array, params: Any, state: State, lengths: Optional[Array], reverse: bool, *,
-          coupled: bool = False, clip: Optional[float] = None) -> tuple[Array, State, Backward]:  # fmt: skip
+def _lstm(
+    cp: Any,
+    x: Array,
+    params: Any,
+    state: State,
+    lengths: Optional[Array],
+    reverse: bool,
+    *,
+    coupled: bool = False,
+    clip: Optional[float] = None,
+) -> tuple[Array, State, Backward]:
     dtype = dtype_name(x.dtype)
     steps, batch, _ = x.shape
     hidden = params.hidden_size
@@ -245,8 +293,9 @@ def _lstm(cp: Any, x: Array, params: Any, state: State, lengths: Optional[Array]
     )
     lengths_arg = lengths_int64(lengths)
     biases = tuple(contiguous_or_placeholder(b, x.dtype) for b in (params.bias_ih, params.bias_hh))
-    peepholes = tuple(contiguous_or_placeholder(p, x.dtype) for p in (params.peephole_i, params.peephole_f,
-                                                                        params.peephole_o))  # fmt: skip
+    peepholes = tuple(
+        contiguous_or_placeholder(p, x.dtype) for p in (params.peephole_i, params.peephole_f, params.peephole_o)
+    )
     clip_value = acc_scalar(dtype, 0.0 if clip is None else clip)
     sizes = (int32(batch), int32(hidden))
 
@@ -264,13 +313,33 @@ def _lstm(cp: Any, x: Array, params: Any, state: State, lengths: Optional[Array]
         record_options = int32(options)
     for t in time_order(steps, reverse):
         cp.matmul(h, weight_hh_t, out=gh)
-        launch("lstm_record_step", hidden, (gx[t], gh, *biases, *peepholes, lengths_arg, c_before(t),
-                                            full if projected else h, cells[t], y[t], z[t], *sizes, int32(t),
-                                            record_options, clip_value))  # fmt: skip
+        launch(
+            "lstm_record_step",
+            hidden,
+            (
+                gx[t],
+                gh,
+                *biases,
+                *peepholes,
+                lengths_arg,
+                c_before(t),
+                full if projected else h,
+                cells[t],
+                y[t],
+                z[t],
+                *sizes,
+                int32(t),
+                record_options,
+                clip_value,
+            ),
+        )
         if projected:
             cp.matmul(full, weight_hr_t, out=projection)
-            launch("project_update", out_size, (projection, lengths_arg, h, y[t], int32(batch), int32(out_size),
-                                                int32(t), int32(options)))  # fmt: skip
+            launch(
+                "project_update",
+                out_size,
+                (projection, lengths_arg, h, y[t], int32(batch), int32(out_size), int32(t), int32(options)),
+            )
     last = time_order(steps, reverse)[-1]
     final = (h, cells[last].copy())
 
@@ -290,16 +359,63 @@ def _lstm(cp: Any, x: Array, params: Any, state: State, lengths: Optional[Array]
             previous = -1
             for t in _backward_order(steps, reverse):
                 if projected:
-                    launch("grad_combine", out_size, (mm, absent, lengths_arg, dy_at(t), carry, dh_all[t],
-                                                      int32(batch), int32(out_size), int32(previous), int32(t),
-                                                      int32(step_options)))  # fmt: skip
+                    launch(
+                        "grad_combine",
+                        out_size,
+                        (
+                            mm,
+                            absent,
+                            lengths_arg,
+                            dy_at(t),
+                            carry,
+                            dh_all[t],
+                            int32(batch),
+                            int32(out_size),
+                            int32(previous),
+                            int32(t),
+                            int32(step_options),
+                        ),
+                    )
                     cp.matmul(dh_all[t], params.weight_hr, out=dm)
-                    args = (mm, lengths_arg, absent, dm, z[t], cells[t], c_before(t), *peepholes, carry, dc, dz[t],
-                            m_all[t], *sizes, int32(previous), int32(t), int32(options | OPTIONS["OPT_PROJECT"]),
-                            clip_value)  # fmt: skip
+                    args = (
+                        mm,
+                        lengths_arg,
+                        absent,
+                        dm,
+                        z[t],
+                        cells[t],
+                        c_before(t),
+                        *peepholes,
+                        carry,
+                        dc,
+                        dz[t],
+                        m_all[t],
+                        *sizes,
+                        int32(previous),
+                        int32(t),
+                        int32(options | OPTIONS["OPT_PROJECT"]),
+                        clip_value,
+                    )
                 else:
-                    args = (mm, lengths_arg, dy_at(t), absent, z[t], cells[t], c_before(t), *peepholes, carry, dc,
-                            dz[t], absent, *sizes, int32(previous), int32(t), int32(step_options), clip_value)  # fmt: skip
+                    args = (
+                        mm,
+                        lengths_arg,
+                        dy_at(t),
+                        absent,
+                        z[t],
+                        cells[t],
+                        c_before(t),
+                        *peepholes,
+                        carry,
+                        dc,
+                        dz[t],
+                        absent,
+                        *sizes,
+                        int32(previous),
+                        int32(t),
+                        int32(step_options),
+                        clip_value,
+                    )
                 launch("lstm_grad_step", hidden, args)
                 cp.matmul(dz[t], params.weight_hh, out=mm)
                 previous = t
@@ -326,8 +442,16 @@ def _lstm(cp: Any, x: Array, params: Any, state: State, lengths: Optional[Array]
 # GRU
 
 
-def _gru(cp: Any, x: Array, params: Any, state: State, lengths: Optional[Array], reverse: bool, *,
-         linear_before_reset: bool = True) -> tuple[Array, State, Backward]:  # fmt: skip
+def _gru(
+    cp: Any,
+    x: Array,
+    params: Any,
+    state: State,
+    lengths: Optional[Array],
+    reverse: bool,
+    *,
+    linear_before_reset: bool = True,
+) -> tuple[Array, State, Backward]:
     dtype = dtype_name(x.dtype)
     steps, batch, _ = x.shape
     hidden = params.hidden_size
@@ -348,8 +472,11 @@ def _gru(cp: Any, x: Array, params: Any, state: State, lengths: Optional[Array],
         weight_hh_t = params.weight_hh.T
         for t in time_order(steps, reverse):
             cp.matmul(h, weight_hh_t, out=gh)
-            launch("gru_record_step", hidden, (gx[t], gh, *biases, lengths_arg, h, y[t], gates[t], hidden_n[t],
-                                               *sizes, int32(t), int32(options)))  # fmt: skip
+            launch(
+                "gru_record_step",
+                hidden,
+                (gx[t], gh, *biases, lengths_arg, h, y[t], gates[t], hidden_n[t], *sizes, int32(t), int32(options)),
+            )
     else:
         gh_rz = cp.empty((batch, 2 * hidden), dtype=x.dtype)
         gh_n = cp.empty((batch, hidden), dtype=x.dtype)
@@ -359,8 +486,11 @@ def _gru(cp: Any, x: Array, params: Any, state: State, lengths: Optional[Array],
             cp.matmul(h, weight_rz_t, out=gh_rz)
             launch("gru_fused_reset", hidden, (gx[t], gh_rz, *biases, h, reset_h, *sizes, int32(options)))
             cp.matmul(reset_h, weight_n_t, out=gh_n)
-            launch("gru_record_finish", hidden, (gx[t], gh_rz, gh_n, *biases, lengths_arg, h, y[t], gates[t], *sizes,
-                                                 int32(t), int32(options)))  # fmt: skip
+            launch(
+                "gru_record_finish",
+                hidden,
+                (gx[t], gh_rz, gh_n, *biases, lengths_arg, h, y[t], gates[t], *sizes, int32(t), int32(options)),
+            )
 
     def backward(dy: Optional[Array], d_final: tuple[Optional[Array], ...]) -> tuple[Array, Any, State]:
         with x.device:
@@ -375,9 +505,26 @@ def _gru(cp: Any, x: Array, params: Any, state: State, lengths: Optional[Array],
             if linear_before_reset:
                 dgh = cp.empty((steps, batch, 3 * hidden), dtype=x.dtype)
                 for t in _backward_order(steps, reverse):
-                    launch("gru_grad_step", hidden, (mm, lengths_arg, dy_at(t), gates[t], hidden_n[t], h_prev[t],
-                                                     part, carry, dgx[t], dgh[t], *sizes, int32(previous), int32(t),
-                                                     step_options))  # fmt: skip
+                    launch(
+                        "gru_grad_step",
+                        hidden,
+                        (
+                            mm,
+                            lengths_arg,
+                            dy_at(t),
+                            gates[t],
+                            hidden_n[t],
+                            h_prev[t],
+                            part,
+                            carry,
+                            dgx[t],
+                            dgh[t],
+                            *sizes,
+                            int32(previous),
+                            int32(t),
+                            step_options,
+                        ),
+                    )
                     cp.matmul(dgh[t], params.weight_hh, out=mm)
                     previous = t
             else:
@@ -385,12 +532,43 @@ def _gru(cp: Any, x: Array, params: Any, state: State, lengths: Optional[Array],
                 d_reset_h = cp.empty((batch, hidden), dtype=x.dtype)
                 reset_h_all = cp.empty((steps, batch, hidden), dtype=x.dtype)
                 for t in _backward_order(steps, reverse):
-                    launch("gru_grad_candidate", hidden, (mm, lengths_arg, dy_at(t), gates[t], h_prev[t], part, carry,
-                                                          dh, dgx[t], *sizes, int32(previous), int32(t),
-                                                          step_options))  # fmt: skip
+                    launch(
+                        "gru_grad_candidate",
+                        hidden,
+                        (
+                            mm,
+                            lengths_arg,
+                            dy_at(t),
+                            gates[t],
+                            h_prev[t],
+                            part,
+                            carry,
+                            dh,
+                            dgx[t],
+                            *sizes,
+                            int32(previous),
+                            int32(t),
+                            step_options,
+                        ),
+                    )
                     cp.matmul(dgx[t][:, 2 * hidden :], weight_n, out=d_reset_h)
-                    launch("gru_grad_reset", hidden, (d_reset_h, dh, lengths_arg, gates[t], h_prev[t], part, dgx[t],
-                                                      reset_h_all[t], *sizes, int32(t), int32(options)))  # fmt: skip
+                    launch(
+                        "gru_grad_reset",
+                        hidden,
+                        (
+                            d_reset_h,
+                            dh,
+                            lengths_arg,
+                            gates[t],
+                            h_prev[t],
+                            part,
+                            dgx[t],
+                            reset_h_all[t],
+                            *sizes,
+                            int32(t),
+                            int32(options),
+                        ),
+                    )
                     cp.matmul(dgx[t][:, : 2 * hidden], weight_rz, out=mm)
                     previous = t
             _finish_carry(launch, mm, part, lengths_arg, carry, hidden, previous, options)
@@ -401,9 +579,12 @@ def _gru(cp: Any, x: Array, params: Any, state: State, lengths: Optional[Array],
                     grads["bias_hh"] = _bias_grad(dgh)
             else:
                 grads["weight_hh"] = cp.concatenate(
-                    [_weight_grad(cp, dgx[:, :, : 2 * hidden], h_prev), _weight_grad(cp, dgx[:, :, 2 * hidden :],
-                                                                                     reset_h_all)], axis=0
-                )  # fmt: skip
+                    [
+                        _weight_grad(cp, dgx[:, :, : 2 * hidden], h_prev),
+                        _weight_grad(cp, dgx[:, :, 2 * hidden :], reset_h_all),
+                    ],
+                    axis=0,
+                )
                 if params.bias_hh is not None:
                     grads["bias_hh"] = _bias_grad(dgx)
             return dx, _params_like(params, grads), (carry,)

@@ -1,0 +1,173 @@
+"""The CuPy gradient path (``_fast/cupy_grad.py``) through ``ar.vjp``, against the generic core, on a GPU.
+
+Runs on the cupy backend only (skipped elsewhere; ``ci/gpu.sh`` runs it in its "fast" phase). The oracle is
+``ar.vjp(..., impl="generic")`` on the same CuPy arrays: the generic recording core, itself tested against
+torch autograd and finite differences on every backend (tests/test_grad.py, which on CuPy now runs the fast
+path by default too). ``tests/test_cupy_emulated_grad.py`` checks the same kernels on the CPU.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import arrayrnn as ar
+from arrayrnn._fast import cupy_grad
+
+from .support import random_params, tolerance
+from .test_cupy_fast import VARIANTS, _ids
+
+FUNCTIONS = {"rnn": ar.rnn, "lstm": ar.lstm, "gru": ar.gru}
+
+pytestmark = pytest.mark.only_backends("cupy")
+
+
+def _require_cupy(backend):
+    if backend.name != "cupy":
+        pytest.skip("CuPy gradient path: cupy backend only")
+
+
+@pytest.fixture
+def fast_calls(monkeypatch):
+    """Counts calls of the gradient path that did not decline (so a silent fallback cannot pass)."""
+    calls = []
+    real = cupy_grad.sequence_vjp
+
+    def counted(*args, **kwargs):
+        result = real(*args, **kwargs)
+        calls.append(result is not None)
+        return result
+
+    monkeypatch.setattr(cupy_grad, "sequence_vjp", counted)
+    return calls
+
+
+def _problem(kind, params_options, dtype, steps, batch, features, hidden, seed):
+    rng = np.random.default_rng(seed)
+    params = random_params(kind, features, hidden, seed=seed, dtype=dtype, **params_options)
+    x = rng.standard_normal((steps, batch, features)).astype(dtype)
+    width = getattr(params, "output_size", hidden)
+    h = rng.standard_normal((batch, width)).astype(dtype)
+    state = (h, rng.standard_normal((batch, hidden)).astype(dtype)) if kind == "lstm" else h
+    dy = rng.standard_normal((steps, batch, width)).astype(dtype)
+    d_final = tuple(rng.standard_normal(s.shape).astype(dtype) for s in state) if kind == "lstm" else h * 0.5
+    return params, x, state, dy, d_final
+
+
+def _grads(backend, kind, params, x, state, dy, d_final, impl, **options):
+    out, pullback = ar.vjp(
+        FUNCTIONS[kind], backend.asarray(x), backend.tree(params), backend.tree(state), impl=impl, **options
+    )
+    return out, pullback((backend.asarray(dy), backend.tree(d_final)))
+
+
+def _leaves(tree):
+    if isinstance(tree, (tuple, list)):
+        return [leaf for part in tree for leaf in _leaves(part)]
+    if hasattr(tree, "__dataclass_fields__"):
+        return [leaf for name in tree.__dataclass_fields__ for leaf in _leaves(getattr(tree, name))]
+    return [tree]
+
+
+def _assert_same(backend, got, want, dtype, steps):
+    tol = tolerance(dtype, steps)
+    got_leaves, want_leaves = _leaves(got), _leaves(want)
+    assert len(got_leaves) == len(want_leaves)
+    for a, b in zip(got_leaves, want_leaves):
+        assert (a is None) == (b is None)
+        if a is not None:
+            expected = backend.numpy(b, dtype)
+            scale = max(1.0, float(np.max(np.abs(expected)))) if expected.size else 1.0
+            np.testing.assert_allclose(backend.numpy(a, dtype), expected, rtol=tol["rtol"], atol=tol["atol"] * scale)
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=_ids)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_matches_generic_with_lengths_and_reverse(backend, fast_calls, variant, dtype):
+    _require_cupy(backend)
+    kind, params_options, call_options = variant
+    params, x, state, dy, d_final = _problem(kind, params_options, dtype, 9, 5, 4, 6, seed=len(_ids(variant)))
+    lengths = backend.asarray(np.array([9, 0, 4, 1, 7]))
+    for reverse in (False, True):
+        options = {"lengths": lengths, "reverse": reverse, **call_options}
+        got = _grads(backend, kind, params, x, state, dy, d_final, "auto", **options)
+        want = _grads(backend, kind, params, x, state, dy, d_final, "generic", **options)
+        _assert_same(backend, got, want, dtype, 9)
+    assert fast_calls == [True, True]  # "generic" never asked the fast path
+
+
+@pytest.mark.parametrize(
+    "kind,options", [("rnn", {}), ("lstm", {}), ("gru", {}), ("gru", {"linear_before_reset": False})]
+)
+@pytest.mark.parametrize("shape", [(40, 1, 16, 64), (12, 70, 33, 300)], ids=str)
+def test_larger_shapes(backend, fast_calls, kind, options, shape):
+    _require_cupy(backend)
+    steps, batch, features, hidden = shape
+    params, x, state, dy, d_final = _problem(kind, {}, "float32", steps, batch, features, hidden, seed=hidden)
+    lengths = backend.asarray(np.random.default_rng(0).integers(0, steps + 1, size=batch))
+    got = _grads(backend, kind, params, x, state, dy, d_final, "auto", lengths=lengths, **options)
+    want = _grads(backend, kind, params, x, state, dy, d_final, "generic", lengths=lengths, **options)
+    _assert_same(backend, got, want, "float32", steps)
+    assert fast_calls == [True]
+
+
+def test_layouts_none_cotangents_and_environment(backend, fast_calls, monkeypatch):
+    _require_cupy(backend)
+    params, x, state, dy, _ = _problem("lstm", {"peepholes": True}, "float64", 6, 2, 3, 5, seed=4)
+    x_bf = backend.asarray(np.transpose(x, (1, 0, 2)))
+    for impl in ("auto", "generic"):
+        out, pullback = ar.vjp(ar.lstm, x_bf, backend.tree(params), None, batch_first=True, impl=impl)
+        grads = pullback((backend.asarray(np.transpose(dy, (1, 0, 2))), None))
+        out_one, pullback_one = ar.vjp(ar.lstm, backend.asarray(x[:, 1]), backend.tree(params), impl=impl)
+        grads_one = pullback_one((None, (backend.asarray(dy[0, 1]), None)))
+        if impl == "auto":
+            fast = (out, grads, out_one, grads_one)
+        else:
+            _assert_same(backend, fast, (out, grads, out_one, grads_one), "float64", 6)
+    assert fast_calls == [True, True]
+    monkeypatch.setenv("ARRAYRNN_IMPL", "generic")
+    ar.vjp(ar.lstm, x_bf, backend.tree(params), batch_first=True)
+    assert fast_calls == [True, True]
+
+
+def test_bidirectional_model(backend, fast_calls):
+    _require_cupy(backend)
+    model = ar.GRU(4, 6, num_layers=2, bidirectional=True, seed=3, dtype="float32", backend="cupy")
+    rng = np.random.default_rng(5)
+    x = backend.asarray(rng.standard_normal((7, 3, 4)).astype("float32"))
+    lengths = backend.asarray(np.array([7, 2, 5]))
+    results = []
+    for impl in ("auto", "generic"):
+        out, pullback = ar.vjp(model.apply, model.params, x, None, lengths=lengths, impl=impl)
+        cotangent = (backend.asarray(rng.standard_normal(out[0].shape).astype("float32")), None)
+        results.append((out, cotangent, pullback))
+    (out_fast, cotangent, pullback_fast), (out_generic, _, pullback_generic) = results
+    _assert_same(
+        backend, (out_fast, pullback_fast(cotangent)), (out_generic, pullback_generic(cotangent)), "float32", 7
+    )
+    assert fast_calls == [True] * 4  # 2 layers x 2 directions
+
+
+def test_inputs_unchanged_and_pullback_repeatable(backend):
+    _require_cupy(backend)
+    params, x, state, dy, d_final = _problem("gru", {}, "float32", 5, 3, 4, 6, seed=5)
+    x_b, params_b, state_b = backend.asarray(x), backend.tree(params), backend.asarray(state)
+    dy_b, d_final_b = backend.asarray(dy), backend.asarray(d_final)
+    copies = [a.copy() for a in (x_b, state_b, params_b.weight_hh, dy_b, d_final_b)]
+    _, pullback = ar.vjp(ar.gru, x_b, params_b, state_b, lengths=backend.asarray(np.array([5, 2, 0])))
+    first = pullback((dy_b, d_final_b))
+    second = pullback((dy_b, d_final_b))
+    for before, after in zip(copies, (x_b, state_b, params_b.weight_hh, dy_b, d_final_b)):
+        np.testing.assert_array_equal(backend.numpy(before), backend.numpy(after))
+    for a, b in zip(_leaves(first), _leaves(second)):
+        np.testing.assert_array_equal(backend.numpy(a), backend.numpy(b))
+
+
+def test_float16_falls_back_to_the_generic_core(backend, fast_calls):
+    _require_cupy(backend)
+    params, x, state, dy, d_final = _problem("rnn", {}, "float16", 4, 2, 3, 5, seed=6)
+    got = _grads(backend, "rnn", params, x, state, dy, d_final, "auto")
+    want = _grads(backend, "rnn", params, x, state, dy, d_final, "generic")
+    for a, b in zip(_leaves(got), _leaves(want)):
+        np.testing.assert_array_equal(backend.numpy(a), backend.numpy(b))
+    assert fast_calls == [False]
