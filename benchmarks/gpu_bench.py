@@ -2,10 +2,10 @@
 
 For LSTM, GRU and RNN over the (T, B, I, H) grid below, times the forward pass of cuDNN (``torch.nn``)
 and of every arrayrnn CuPy implementation ("generic", "fused", "graph", and "auto", the per-call
-choice users get), then forward+backward (torch autograd vs ``arrayrnn.vjp`` when it exists), a batch-
-tile sweep of the graph kernels, and a float16 subset. Every implementation's output is first compared
-with cuDNN's (``rel_diff`` = max |ours - cuDNN| / max |cuDNN|); a result that disagrees is still
-timed but marked ``ok: false``.
+choice users get), then forward+backward (torch autograd vs ``arrayrnn.vjp``: the CuPy gradient path,
+and the generic core for scale), a batch-tile sweep of the graph kernels, and a float16 subset. Every
+implementation's output is first compared with cuDNN's (``rel_diff`` = max |ours - cuDNN| / max |cuDNN|);
+a result that disagrees is still timed but marked ``ok: false``.
 
 Timing: CUDA events around each call (which also captures host-side launch gaps: the GPU is idle when
 the start event is recorded), after warm-up (compilation, graph capture, cuDNN plans); the median of
@@ -231,11 +231,15 @@ class Problem:
         y.backward(self.torch_dy)
         return self.layer.weight_hh_l0.grad
 
-    def ours_forward_backward(self) -> Any:
-        """``arrayrnn.vjp`` (built by the gradients work): the cotangent is dy on y, nothing on the states."""
+    def ours_forward_backward(self, impl: str = "auto") -> Any:
+        """``arrayrnn.vjp``: the cotangent is dy on y, nothing on the states.
+
+        ``impl="auto"``: the CuPy gradient path (recording fused forward + fused backward, ``_fast/cupy_grad.py``);
+        ``"generic"``: the array-API recording core on CuPy.
+        """
         import arrayrnn as ar
 
-        _, pullback = ar.vjp(self.function, self.x, self.params)
+        _, pullback = ar.vjp(self.function, self.x, self.params, impl=impl)
         final_cotangent = (None, None) if self.kind == "lstm" else None
         grads = pullback((self.dy, final_cotangent))
         return grads[1].weight_hh
@@ -359,12 +363,17 @@ def backward_section(report, budget, machine, kinds, shapes, reserve):
                 report.add({**base, "impl": "vjp", "skipped": "arrayrnn.vjp does not exist yet"})
                 continue
 
-            def check(problem=problem):
-                reference = problem.torch_forward_backward().float().cpu().numpy()
-                return rel_diff(machine.numpy(problem.ours_forward_backward()).astype(np.float32), reference)
+            # "vjp": the default (on CuPy the fused gradient path); "vjp-generic": the array-API core, for scale
+            for name, impl in (("vjp", "auto"), ("vjp-generic", "generic")):
 
-            measure(report, budget, base, "vjp", problem.ours_forward_backward, machine, check=check,
-                    tolerance=1e-3, reserve=reserve)  # fmt: skip
+                def check(problem=problem, impl=impl):
+                    reference = problem.torch_forward_backward().float().cpu().numpy()
+                    return rel_diff(machine.numpy(problem.ours_forward_backward(impl)).astype(np.float32), reference)
+
+                def run(problem=problem, impl=impl):
+                    return problem.ours_forward_backward(impl)
+
+                measure(report, budget, base, name, run, machine, check=check, tolerance=1e-3, reserve=reserve)
 
 
 def tile_sweep_section(report, budget, machine, kinds, shapes, reserve):

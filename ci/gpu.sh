@@ -3,7 +3,8 @@
 #   1. install the carried wheels (.whl/ from ci/gpu-prepare.sh) into .site/
 #   2. print the machine: nvidia-smi, Python, CuPy/torch/cuDNN versions, `arrayrnn info`
 #   3. smoke: compile and load every CuPy kernel, run each fast path once against the generic core
-#   4. fast:  tests/test_cupy_fast.py on cupy (fused, graph, auto vs the generic core)
+#   4. fast:  tests/test_cupy_fast.py and tests/test_cupy_grad.py on cupy (fused, graph, auto and the
+#             gradient path of ar.vjp vs the generic core)
 #   5. suite: the whole test suite on cupy and numpy, with ARRAYRNN_REQUIRE_BACKENDS=cupy
 #   6. bench: benchmarks/gpu_bench.py against torch/cuDNN (same weights), then the README table
 # Logs and results go to $OUT (the tool brings back at most 8 files; these are 8): gpu.log (this
@@ -22,10 +23,10 @@ cd "$(dirname "$0")/.."
 OUT="${OUT:-$PWD/gpu-out}"
 mkdir -p "$OUT"
 PHASES=" ${GPU_PHASES:-smoke fast suite bench} "
-LIMIT_SMOKE="${LIMIT_SMOKE:-45}"
-LIMIT_FAST="${LIMIT_FAST:-100}"
+LIMIT_SMOKE="${LIMIT_SMOKE:-60}"
+LIMIT_FAST="${LIMIT_FAST:-125}"
 LIMIT_SUITE="${LIMIT_SUITE:-120}"
-LIMIT_BENCH="${LIMIT_BENCH:-200}"
+LIMIT_BENCH="${LIMIT_BENCH:-160}"
 PY="${PYTHON:-python3}"
 LOG="$OUT/gpu.log"
 : >"$LOG"
@@ -128,11 +129,12 @@ fi
 
 run_phase smoke "$LIMIT_SMOKE" "$OUT/smoke.log" "$PY" ci/gpu_smoke.py
 run_phase fast "$LIMIT_FAST" "$OUT/tests-fast.log" \
-  "$PY" -m pytest "${PYTEST_OPTS[@]}" --backend cupy tests/test_cupy_fast.py
+  "$PY" -m pytest "${PYTEST_OPTS[@]}" --backend cupy tests/test_cupy_fast.py tests/test_cupy_grad.py
 # the CPU-only checks of the kernels (emulator, nvcc) ran in CI already
 run_phase suite "$LIMIT_SUITE" "$OUT/tests-suite.log" \
   "$PY" -m pytest "${PYTEST_OPTS[@]}" --backend cupy --backend numpy tests \
-  --ignore=tests/test_cupy_fast.py --ignore=tests/test_cupy_emulated.py --ignore=tests/test_cupy_sources.py
+  --ignore=tests/test_cupy_fast.py --ignore=tests/test_cupy_grad.py --ignore=tests/test_cupy_emulated.py \
+  --ignore=tests/test_cupy_emulated_grad.py --ignore=tests/test_cupy_sources.py
 run_phase bench "$LIMIT_BENCH" "$OUT/bench.log" \
   "$PY" benchmarks/gpu_bench.py --out "$OUT/gpu_bench.json" --budget $((LIMIT_BENCH - 25))
 if [[ -s "$OUT/gpu_bench.json" ]]; then

@@ -1,4 +1,5 @@
-"""First check on a GPU machine (ci/gpu.sh): compile and load every CuPy kernel, then run each fast path once.
+"""First check on a GPU machine (ci/gpu.sh): compile and load every CuPy kernel, then run each fast path once
+(forward paths and the gradient path).
 
 Prints one line per kernel (registers, local memory = spills) and one line per path with its largest
 difference from the generic core, so a broken kernel shows up in seconds, before the test suite runs.
@@ -27,7 +28,7 @@ def main() -> int:
         for name in cupy_sources.kernel_specs():
             try:
                 attributes = cupy_common.kernel(name, dtype).attributes
-                if name.endswith("_nb8") or "fused" in name:
+                if name.endswith("_nb8") or "fused" in name or "grad" in name or "record" in name:
                     print(
                         f"  {dtype:8} {name:28} regs {attributes['num_regs']:3}  "
                         f"local {attributes['local_size_bytes']} B"
@@ -59,6 +60,30 @@ def main() -> int:
                     failures += 1
                     print(f"  {kind:4} {dtype:8} {impl:6} FAILED:")
                     traceback.print_exc(limit=3)
+    # the gradient path (cupy_grad): ar.vjp with the default impl against the generic core
+    for kind in ("rnn", "lstm", "gru"):
+        for dtype, tolerance in (("float32", 1e-4), ("float64", 1e-10)):
+            params = init[kind](16, 32, seed=2, dtype=dtype, backend="cupy")
+            x = cupy.asarray(rng.standard_normal((20, 3, 16)).astype(dtype))
+            dy = cupy.asarray(rng.standard_normal((20, 3, 32)).astype(dtype))
+            lengths = cupy.asarray([20, 7, 0])
+            try:
+                grads = {}
+                for impl in ("auto", "generic"):
+                    _, pullback = ar.vjp(run[kind], x, params, lengths=lengths, reverse=True, impl=impl)
+                    dx, d_params = pullback((dy, None))
+                    grads[impl] = (dx, d_params.weight_hh, d_params.weight_ih, d_params.bias_hh)
+                error = max(
+                    float(cupy.max(cupy.abs(a - b))) / max(1.0, float(cupy.max(cupy.abs(b))))
+                    for a, b in zip(grads["auto"], grads["generic"])
+                )
+                status = "ok" if error <= tolerance else "MISMATCH"
+                failures += status != "ok"
+                print(f"  {kind:4} {dtype:8} vjp    max rel |fast - generic| = {error:.2e}  {status}")
+            except Exception:
+                failures += 1
+                print(f"  {kind:4} {dtype:8} vjp    FAILED:")
+                traceback.print_exc(limit=3)
     print("smoke: OK" if not failures else f"smoke: {failures} failure(s)")
     return 1 if failures else 0
 
