@@ -9,8 +9,9 @@ the generic core);
 structure: a params object for params (``None`` fields stay ``None``), a tuple for an LSTM state,
 ``None`` where the argument was ``None``. ``out_cotangent`` has the structure of ``out``; a ``None``
 anywhere in it counts as zeros. Keyword options (``lengths``, ``reverse``, ...) are not
-differentiated. Everything runs on the inputs' backend through the array API (hand-written
-backpropagation through time, see ``_core/backward.py`` for what is kept in memory).
+differentiated. Everything runs on the inputs' backend: through the array API (hand-written
+backpropagation through time, see ``_core/backward.py`` for what is kept in memory), or on CuPy
+through fused kernels (``_fast/cupy_grad.py``, float32/float64; other dtypes use the generic core).
 
 The pullback reads ``out`` (previous hidden states are taken from ``y``): do not write into the
 returned arrays in place before calling it. It may be called any number of times.

@@ -148,13 +148,21 @@ def _initial_cotangent(cp: Any, given: Optional[Array], like: Array) -> Array:
 
 
 class _Launcher:
-    """Kernels of one dtype with the one-thread-per-element grid of a ``(B, width)`` array."""
+    """Kernels of one dtype with the one-thread-per-element grid of a ``(B, width)`` array.
+
+    Kernels and grids are looked up once per call of the path, not once per step (host time per step is
+    what limits small batches).
+    """
 
     def __init__(self, dtype: str, batch: int) -> None:
         self.dtype, self.batch = dtype, batch
+        self._found: dict[tuple[str, int], tuple[Any, tuple[int]]] = {}
 
     def __call__(self, name: str, width: int, args: tuple[Any, ...]) -> None:
-        kernel(name, self.dtype)(blocks_for(self.batch * width, FUSED_BLOCK), (FUSED_BLOCK,), args)
+        found = self._found.get((name, width))
+        if found is None:
+            found = self._found[(name, width)] = (kernel(name, self.dtype), blocks_for(self.batch * width, FUSED_BLOCK))
+        found[0](found[1], (FUSED_BLOCK,), args)
 
 
 def _output_cotangent(cp: Any, dy: Optional[Array], dtype: Any) -> tuple[Callable[[int], Array], int]:
