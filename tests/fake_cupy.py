@@ -264,13 +264,17 @@ def installed(monkeypatch: Any):
     monkeypatch.setattr(cupy_common, "cupy_module", lambda: fake)
     monkeypatch.setattr(cupy_common, "_kernels", {})
     monkeypatch.setattr(cupy_common, "_placeholders", {})
-    for module_name in ("cupy_kernels", "cupy_graph", "cupy_grad"):
+    from arrayrnn._fast import cupy_grad_graph
+
+    for module_name in ("cupy_kernels", "cupy_graph", "cupy_grad", "cupy_grad_graph"):
         import importlib
 
         module = importlib.import_module(f"arrayrnn._fast.{module_name}")
         monkeypatch.setattr(module, "cupy_module", lambda: fake)
     cupy_graph.clear_cache()
+    cupy_grad_graph.clear_cache()
     try:
         yield fake
     finally:
         cupy_graph.clear_cache()
+        cupy_grad_graph.clear_cache()

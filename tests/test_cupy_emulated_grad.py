@@ -15,7 +15,7 @@ import pytest
 
 import arrayrnn as ar
 from arrayrnn._core import backward as core
-from arrayrnn._fast import cupy_grad, registry
+from arrayrnn._fast import cupy_dispatch, cupy_grad, cupy_grad_graph, cupy_graph, registry
 from arrayrnn.backend import map_arrays
 
 from . import cuda_emulator, fake_cupy
@@ -48,9 +48,12 @@ def _generic(kind, params, x, state, lengths, reverse, options, dy, d_final):
     return y, final, dx, d_params, d_state
 
 
-def _fast(kind, params, x, state, lengths, reverse, options, dy, d_final, calls=1):
+MODULES = {"fused": cupy_grad, "graph": cupy_grad_graph}
+
+
+def _fast(kind, params, x, state, lengths, reverse, options, dy, d_final, calls=1, impl="fused"):
     fake = fake_cupy.asfake
-    recorded = cupy_grad.sequence_vjp(
+    recorded = MODULES[impl].sequence_vjp(
         None,
         kind,
         fake(x),
@@ -95,16 +98,22 @@ def _compare(fast, generic, dtype, steps):
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=_ids)
-def test_matches_generic_backward_with_lengths_and_reverse(monkeypatch, variant):
+@pytest.mark.parametrize("impl", ["fused", "graph"])
+def test_matches_generic_backward_with_lengths_and_reverse(monkeypatch, variant, impl):
     kind, params_options, call_options = variant
     options = _defaults(kind, call_options)
-    with fake_cupy.installed(monkeypatch):
+    with fake_cupy.installed(monkeypatch) as fake:
         params, x, state = _problem(kind, params_options, "float64", 5, 4, 3, 6, seed=len(_ids(variant)))
         dy, d_final = _cotangents(kind, params, x, seed=len(_ids(variant)))
+        if impl == "graph" and params_options.get("proj_size"):
+            with pytest.raises(ValueError, match="projection"):
+                _fast(kind, params, x, state, None, False, options, dy, d_final, impl=impl)
+            return
         for lengths, reverse in (([5, 0, 2, 4], False), ([5, 0, 2, 4], True), (None, False), (None, True)):
-            fast, _ = _fast(kind, params, x, state, lengths, reverse, options, dy, d_final)
+            fast, _ = _fast(kind, params, x, state, lengths, reverse, options, dy, d_final, impl=impl)
             generic = _generic(kind, params, x, state, lengths, reverse, options, dy, d_final)
             _compare(fast, generic, "float64", 5)
+        assert fake.captures_open == 0
 
 
 @pytest.mark.parametrize(
@@ -112,11 +121,13 @@ def test_matches_generic_backward_with_lengths_and_reverse(monkeypatch, variant)
     [
         ("rnn", {}, {"nonlinearity": "relu"}),
         ("lstm", {"peepholes": True, "proj_size": 4}, {"clip": 0.8}),
+        ("lstm", {"peepholes": True}, {"clip": 0.8}),
         ("gru", {}, {"linear_before_reset": False}),
         ("gru", {}, {"linear_before_reset": True}),
     ],
 )
-def test_nan_in_padding_never_reaches_a_gradient(monkeypatch, kind, params_options, call_options):
+@pytest.mark.parametrize("impl", ["fused", "graph"])
+def test_nan_in_padding_never_reaches_a_gradient(monkeypatch, kind, params_options, call_options, impl):
     """Padded steps of x hold NaN: the generic core masks with where; so must the kernels."""
     options = _defaults(kind, call_options)
     with fake_cupy.installed(monkeypatch):
@@ -125,41 +136,49 @@ def test_nan_in_padding_never_reaches_a_gradient(monkeypatch, kind, params_optio
         for b, n in enumerate(lengths):
             x[n:, b] = np.nan
         dy, d_final = _cotangents(kind, params, x, seed=31)
+        if impl == "graph" and params_options.get("proj_size"):
+            return
         for reverse in (False, True):
-            fast, _ = _fast(kind, params, x, state, lengths, reverse, options, dy, d_final)
+            fast, _ = _fast(kind, params, x, state, lengths, reverse, options, dy, d_final, impl=impl)
             generic = _generic(kind, params, x, state, lengths, reverse, options, dy, d_final)
             _compare(fast, generic, "float64", 4)
 
 
 @pytest.mark.parametrize("with_dy,with_final", [(False, True), (True, False), (False, False)])
-@pytest.mark.parametrize("kind", ["lstm", "gru"])
-def test_missing_cotangents_count_as_zeros(monkeypatch, kind, with_dy, with_final):
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("impl", ["fused", "graph"])
+def test_missing_cotangents_count_as_zeros(monkeypatch, kind, with_dy, with_final, impl):
     options = _defaults(kind, {})
     with fake_cupy.installed(monkeypatch):
         params, x, state = _problem(kind, {}, "float64", 3, 2, 3, 4, seed=5)
         dy, d_final = _cotangents(kind, params, x, seed=5, with_dy=with_dy, with_final=with_final)
-        fast, _ = _fast(kind, params, x, state, [3, 2], True, options, dy, d_final)
+        fast, _ = _fast(kind, params, x, state, [3, 2], True, options, dy, d_final, impl=impl)
         _compare(fast, _generic(kind, params, x, state, [3, 2], True, options, dy, d_final), "float64", 3)
 
 
-@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
-def test_float32_wide_hidden(monkeypatch, kind):
-    """hidden = 70, batch 3: several blocks' worth of index math in float32."""
-    options = _defaults(kind, {})
+@pytest.mark.parametrize(
+    "kind,call_options", [("rnn", {}), ("lstm", {}), ("gru", {}), ("gru", {"linear_before_reset": False})]
+)
+@pytest.mark.parametrize("impl", ["fused", "graph"])
+def test_float32_wide_hidden(monkeypatch, kind, call_options, impl):
+    """hidden = 70, batch 3: several blocks' worth of index math; in the graph kernels several lane strides."""
+    options = _defaults(kind, call_options)
     with fake_cupy.installed(monkeypatch):
         params, x, state = _problem(kind, {}, "float32", 3, 3, 5, 70, seed=3)
         dy, d_final = _cotangents(kind, params, x, seed=3)
-        fast, _ = _fast(kind, params, x, state, [3, 1, 2], False, options, dy, d_final)
+        fast, _ = _fast(kind, params, x, state, [3, 1, 2], False, options, dy, d_final, impl=impl)
         _compare(fast, _generic(kind, params, x, state, [3, 1, 2], False, options, dy, d_final), "float32", 3)
 
 
-def test_pullback_twice_and_inputs_unchanged(monkeypatch):
+@pytest.mark.parametrize("impl", ["fused", "graph"])
+def test_pullback_twice_and_inputs_unchanged(monkeypatch, impl):
     with fake_cupy.installed(monkeypatch):
         params, x, state = _problem("lstm", {"peepholes": True}, "float64", 4, 2, 3, 5, seed=6)
         dy, d_final = _cotangents("lstm", params, x, seed=6)
         inputs = [x, *state, dy, *d_final, params.weight_hh, params.peephole_f]
         before = [np.array(a) for a in inputs]
-        _, results = _fast("lstm", params, x, state, [4, 3], False, {"coupled": False, "clip": None}, dy, d_final, 2)
+        options = {"coupled": False, "clip": None}
+        _, results = _fast("lstm", params, x, state, [4, 3], False, options, dy, d_final, 2, impl=impl)
         for after, original in zip(inputs, before):
             np.testing.assert_array_equal(after, original)
         first, second = results
@@ -167,11 +186,12 @@ def test_pullback_twice_and_inputs_unchanged(monkeypatch):
         np.testing.assert_array_equal(first[1].weight_hh, second[1].weight_hh)
 
 
-def test_declines_float16_and_an_empty_batch(monkeypatch):
+@pytest.mark.parametrize("impl", ["fused", "graph"])
+def test_declines_float16_and_an_empty_batch(monkeypatch, impl):
     with fake_cupy.installed(monkeypatch):
         for dtype, batch in (("float16", 2), ("float64", 0)):
             params, x, state = _problem("gru", {}, dtype, 3, batch, 2, 4, seed=7)
-            recorded = cupy_grad.sequence_vjp(
+            recorded = MODULES[impl].sequence_vjp(
                 None,
                 "gru",
                 fake_cupy.asfake(x),
@@ -217,9 +237,13 @@ def test_backward_launches_per_step(monkeypatch):
 
 def test_registry_selects_the_gradient_path(monkeypatch):
     monkeypatch.delenv("ARRAYRNN_IMPL", raising=False)
-    for impl in (None, "auto", "fast", "fused", "graph"):
-        assert registry.select_vjp("lstm", "cupy", impl) is cupy_grad.sequence_vjp
+    for impl in (None, "auto", "fast"):
+        assert registry.select_vjp("lstm", "cupy", impl) is cupy_dispatch.sequence_vjp
+    assert registry.select_vjp("lstm", "cupy", "fused") is cupy_grad.sequence_vjp
+    assert registry.select_vjp("lstm", "cupy", "graph") is cupy_grad_graph.sequence_vjp
     assert registry.select_vjp("lstm", "cupy", "generic") is None
+    monkeypatch.setenv("ARRAYRNN_IMPL", "graph")
+    assert registry.select_vjp("gru", "cupy") is cupy_grad_graph.sequence_vjp
     assert registry.select_vjp("gru", "numpy", "auto") is None
     monkeypatch.setenv("ARRAYRNN_IMPL", "generic")
     assert registry.select_vjp("rnn", "cupy") is None
@@ -239,7 +263,7 @@ def counting_vjp(xp, kind, x, params, state, lengths, reverse, options):
 
 def test_vjp_uses_a_registered_path_unless_generic_and_falls_back_when_declined(monkeypatch):
     monkeypatch.delenv("ARRAYRNN_IMPL", raising=False)
-    monkeypatch.setitem(registry._VJPS, ("gru", "numpy"), (__name__, "counting_vjp"))
+    monkeypatch.setitem(registry._VJPS, ("gru", "numpy", None), (__name__, "counting_vjp"))
     CALLS.clear()
     params = ar.init_gru(3, 4, seed=1, backend="numpy", dtype="float64")
     rng = np.random.default_rng(0)
@@ -300,7 +324,7 @@ def test_vjp_end_to_end_layouts_and_models(monkeypatch):
     rng = np.random.default_rng(17)
     with fake_cupy.installed(monkeypatch):
         for kind in ("lstm", "gru", "rnn"):
-            monkeypatch.setitem(registry._VJPS, (kind, "numpy"), (__name__, "emulated_cupy_vjp"))
+            monkeypatch.setitem(registry._VJPS, (kind, "numpy", None), (__name__, "emulated_cupy_vjp"))
         CALLS.clear()
         # batch_first with lengths, reverse and an initial state; then an unbatched call without state
         params = random_params("lstm", 3, 5, seed=2, dtype="float64", peepholes=True, proj_size=4)
@@ -324,3 +348,88 @@ def test_vjp_end_to_end_layouts_and_models(monkeypatch):
             results[impl] = (out, pullback(cotangent))
         _tree_close(results["auto"], results["generic"])
         assert CALLS == ["lstm", "lstm"] + ["gru"] * 4
+
+
+# ------------------------------------------------------------------------------------------------
+# the graph gradient path: tiles, capture and replay, the choice
+
+
+@pytest.mark.parametrize("tile", cupy_grad_graph.cupy_graph.choose_batch_tile.__globals__["BATCH_TILES"])
+@pytest.mark.parametrize(
+    "kind,call_options",
+    [("lstm", {"clip": 0.9}), ("gru", {"linear_before_reset": False}), ("gru", {}), ("rnn", {"nonlinearity": "relu"})],
+)
+def test_graph_every_batch_tile_including_partial_tiles(monkeypatch, tile, kind, call_options):
+    """batch 11 is not a multiple of any tile > 1: the last tile of every launch is partial."""
+    monkeypatch.setattr(cupy_graph, "FORCE_BATCH_TILE", tile)
+    options = _defaults(kind, call_options)
+    with fake_cupy.installed(monkeypatch):
+        params, x, state = _problem(kind, {"peepholes": True} if kind == "lstm" else {}, "float64", 3, 11, 2, 9, tile)
+        dy, d_final = _cotangents(kind, params, x, seed=tile)
+        lengths = [3, 2, 1, 0, 3, 3, 1, 2, 0, 3, 2]
+        fast, _ = _fast(kind, params, x, state, lengths, True, options, dy, d_final, impl="graph")
+        _compare(fast, _generic(kind, params, x, state, lengths, True, options, dy, d_final), "float64", 3)
+
+
+def test_graph_captured_once_per_plan_and_replayed(monkeypatch):
+    with fake_cupy.installed(monkeypatch) as fake:
+        params, x, state = _problem("lstm", {}, "float64", 4, 2, 3, 5, seed=9)
+        options = {"coupled": False, "clip": None}
+        fake_params, lengths = map_arrays(fake_cupy.asfake, params), fake_cupy.asfake(np.array([4, 2]))
+        fake_state = tuple(fake_cupy.asfake(s) for s in state)
+        results = []
+        for seed in (1, 2):  # same weight arrays: both plans are replayed, not captured again
+            dy, d_final = _cotangents("lstm", params, x, seed=seed)
+            y, final, backward = cupy_grad_graph.sequence_vjp(
+                None, "lstm", fake_cupy.asfake(x * seed), fake_params, fake_state, lengths, False, options
+            )
+            grads = backward(fake_cupy.asfake(dy), tuple(fake_cupy.asfake(d) for d in d_final))
+            results.append(((y, final, *grads), _generic("lstm", params, x * seed, state, [4, 2], False, options,
+                                                          dy, d_final)))  # fmt: skip
+        for fast, generic in results:  # the first call's results were not overwritten by the second
+            _compare(fast, generic, "float64", 4)
+        assert fake.captures_begun == 2  # one forward plan, one backward plan
+        assert fake.graph_launches == 4 and fake.kernel_launches == 0
+        assert cupy_grad_graph.cached_plans() == 2
+        # no dy: another backward plan (its launches differ); the forward plan is reused
+        backward = cupy_grad_graph.sequence_vjp(
+            None, "lstm", fake_cupy.asfake(x), fake_params, fake_state, lengths, False, options
+        )[2]
+        backward(None, (None, None))
+        assert fake.captures_begun == 3 and cupy_grad_graph.cached_plans() == 3
+
+
+def test_graph_eager_mode_and_failed_capture(monkeypatch):
+    options = {"linear_before_reset": False}
+    with fake_cupy.installed(monkeypatch) as fake:
+        params, x, state = _problem("gru", {}, "float64", 4, 3, 2, 5, seed=8)
+        dy, d_final = _cotangents("gru", params, x, seed=8)
+        want = _generic("gru", params, x, state, [4, 1, 3], False, options, dy, d_final)
+        monkeypatch.setattr(cupy_graph, "CAPTURE", False)
+        fast, _ = _fast("gru", params, x, state, [4, 1, 3], False, options, dy, d_final, impl="graph")
+        _compare(fast, want, "float64", 4)
+        assert fake.captures_begun == 0 and fake.kernel_launches == 2 * 4 + 2 * 4 + 1
+        monkeypatch.setattr(cupy_graph, "CAPTURE", True)
+        cupy_grad_graph.clear_cache()
+        fake.fail_launch_named = "gru_graph_grad_reset_nb1"
+        with pytest.raises(RuntimeError, match="injected launch failure"):
+            _fast("gru", params, x, state, [4, 1, 3], False, options, dy, d_final, impl="graph")
+        assert fake.captures_open == 0, "a failed capture left a stream capturing"
+        fake.fail_launch_named = None
+        cupy_grad_graph.clear_cache()
+        fast, _ = _fast("gru", params, x, state, [4, 1, 3], False, options, dy, d_final, impl="graph")
+        _compare(fast, want, "float64", 4)
+
+
+def test_dispatch_picks_graph_at_small_batch(monkeypatch):
+    calls = []
+    for name, module in MODULES.items():
+        real = module.sequence_vjp
+        monkeypatch.setattr(module, "sequence_vjp", lambda *a, name=name, real=real: calls.append(name) or real(*a))
+    monkeypatch.setattr(cupy_dispatch, "GRAPH_MAX_BATCH", 4)
+    with fake_cupy.installed(monkeypatch):
+        for batch in (2, 6):
+            params, x, state = _problem("rnn", {}, "float64", 3, batch, 2, 4, seed=batch)
+            args = (fake_cupy.asfake(x), map_arrays(fake_cupy.asfake, params), (fake_cupy.asfake(state[0]),))
+            cupy_dispatch.sequence_vjp(None, "rnn", *args, None, False, {"nonlinearity": "tanh"})
+    assert calls == ["graph", "fused"]

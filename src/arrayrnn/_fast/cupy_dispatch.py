@@ -57,19 +57,23 @@ def _is_c_contiguous(array: Optional[Array]) -> bool:
     return array is None or bool(array.flags.c_contiguous)
 
 
-def _implementation(kind: str, x: Array, params: Any) -> Callable[..., Any]:
+def _choice(kind: str, x: Array, params: Any, steps_factor: int = 1) -> str:
     weight_hr = getattr(params, "weight_hr", None)
     graph_inputs = [params.weight_hh, params.bias_ih, params.bias_hh]
     graph_inputs += [getattr(params, name, None) for name in ("peephole_i", "peephole_f", "peephole_o")]
-    choice = choose_impl(
+    return choose_impl(
         kind,
-        steps=x.shape[0],
+        steps=x.shape[0] * steps_factor,
         batch=x.shape[1],
         hidden=params.hidden_size,
         dtype=np.dtype(x.dtype).name,
         has_projection=weight_hr is not None,
         weights_contiguous=all(_is_c_contiguous(a) for a in graph_inputs),
     )
+
+
+def _implementation(kind: str, x: Array, params: Any) -> Callable[..., Any]:
+    choice = _choice(kind, x, params)
     if choice == "graph":
         return getattr(cupy_graph, f"{kind}_sequence")
     if choice == "fused":
@@ -87,3 +91,19 @@ def lstm_sequence(xp: Any, x: Array, params: Any, state: Any, lengths: Any, reve
 
 def gru_sequence(xp: Any, x: Array, params: Any, state: Any, lengths: Any, reverse: bool, **options: Any) -> Any:
     return _implementation("gru", x, params)(xp, x, params, state, lengths, reverse, **options)
+
+
+#: a gradient plan (recording forward + backward) holds about this many times the forward plan's buffers
+GRAD_BUFFER_FACTOR = 4
+
+
+def sequence_vjp(xp: Any, kind: str, x: Array, params: Any, state: Any, lengths: Any, reverse: bool, options: Any):
+    """The default CuPy gradient path for ``ar.vjp``: "graph" or "fused" by the forward's choice (``choose_impl``).
+
+    ``None`` (declined: the generic core runs) where the chosen path declines (dtype, empty batch).
+    """
+    from . import cupy_grad, cupy_grad_graph  # module attributes: tests may wrap them
+
+    graph = _choice(kind, x, params, steps_factor=GRAD_BUFFER_FACTOR) == "graph"
+    module = cupy_grad_graph if graph else cupy_grad
+    return module.sequence_vjp(xp, kind, x, params, state, lengths, reverse, options)

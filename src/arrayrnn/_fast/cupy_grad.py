@@ -78,13 +78,13 @@ def sequence_vjp(
 # shared pieces
 
 
-def _previous_step(t: int, steps: int, reverse: bool) -> Optional[int]:
+def previous_step(t: int, steps: int, reverse: bool) -> Optional[int]:
     """The step processed just before ``t`` in the forward pass (``None`` for the first)."""
     before = t + 1 if reverse else t - 1
     return before if 0 <= before < steps else None
 
 
-def _backward_order(steps: int, reverse: bool) -> range:
+def backward_order(steps: int, reverse: bool) -> range:
     return range(steps) if reverse else range(steps - 1, -1, -1)
 
 
@@ -93,7 +93,7 @@ def _valid_mask(cp: Any, lengths: Array, steps: int) -> Array:
     return lengths[None, :] > cp.arange(steps)[:, None]
 
 
-def _previous_hidden(cp: Any, y: Array, h0: Array, lengths: Optional[Array], reverse: bool) -> Array:
+def previous_hidden(cp: Any, y: Array, h0: Array, lengths: Optional[Array], reverse: bool) -> Array:
     """``(T, B, P)`` (contiguous): the hidden state entering each step, from ``y`` and ``h0`` (as the generic core).
 
     Running in reverse over a sequence shorter than ``T``, its first processed step sees ``h0``; rows of
@@ -136,11 +136,52 @@ def _input_grads(cp: Any, x: Array, params: Any, dgx: Array, lengths: Optional[A
     return dx, grads
 
 
-def _params_like(params: Any, grads: dict[str, Array]) -> Any:
+def rnn_param_grads(cp: Any, x: Array, params: Any, lengths: Optional[Array], dz: Array, h_prev: Array):
+    """``dx`` and the parameter gradients of an RNN from its pre-activation gradients ``dz (T, B, H)``."""
+    dx, grads = _input_grads(cp, x, params, dz, lengths)
+    grads["weight_hh"] = _weight_grad(cp, dz, h_prev)
+    if params.bias_hh is not None:
+        grads["bias_hh"] = _bias_grad(dz)
+    return dx, grads
+
+
+def lstm_param_grads(cp: Any, x: Array, params: Any, lengths: Optional[Array], reverse: bool, dz: Array,
+                     cells: Array, c0: Array, h_prev: Array):  # fmt: skip
+    """``dx`` and the parameter gradients of an LSTM (but ``weight_hr``) from ``dz (T, B, 4H)`` and the cell states."""
+    hidden = params.hidden_size
+    dx, grads = rnn_param_grads(cp, x, params, lengths, dz, h_prev)
+    if params.peephole_i is not None or params.peephole_f is not None:
+        c_prev = cp.concatenate([cells[1:], c0[None]]) if reverse else cp.concatenate([c0[None], cells[:-1]])
+        for gate, name in ((0, "peephole_i"), (1, "peephole_f")):
+            if getattr(params, name) is not None:
+                grads[name] = (dz[:, :, gate * hidden : (gate + 1) * hidden] * c_prev).sum(axis=(0, 1))
+    if params.peephole_o is not None:
+        grads["peephole_o"] = (dz[:, :, 3 * hidden :] * cells).sum(axis=(0, 1))
+    return dx, grads
+
+
+def gru_param_grads(cp: Any, x: Array, params: Any, lengths: Optional[Array], dgx: Array, h_prev: Array, *,
+                    dgh: Optional[Array] = None, reset_h_all: Optional[Array] = None):  # fmt: skip
+    """``dx`` and the parameter gradients of a GRU: ``dgh`` when linear before reset, else ``r h_prev`` per step."""
+    hidden = params.hidden_size
+    dx, grads = _input_grads(cp, x, params, dgx, lengths)
+    if dgh is not None:
+        grads["weight_hh"] = _weight_grad(cp, dgh, h_prev)
+        if params.bias_hh is not None:
+            grads["bias_hh"] = _bias_grad(dgh)
+        return dx, grads
+    weight_rz = _weight_grad(cp, dgx[:, :, : 2 * hidden], h_prev)
+    grads["weight_hh"] = cp.concatenate([weight_rz, _weight_grad(cp, dgx[:, :, 2 * hidden :], reset_h_all)], axis=0)
+    if params.bias_hh is not None:
+        grads["bias_hh"] = _bias_grad(dgx)
+    return dx, grads
+
+
+def params_like(params: Any, grads: dict[str, Array]) -> Any:
     return type(params)(**{f.name: grads.get(f.name) for f in dataclasses.fields(params)})
 
 
-def _initial_cotangent(cp: Any, given: Optional[Array], like: Array) -> Array:
+def initial_cotangent(cp: Any, given: Optional[Array], like: Array) -> Array:
     """A fresh contiguous buffer holding ``given`` (zeros for ``None``): the kernels update it in place."""
     if given is None:
         return cp.zeros(like.shape, dtype=like.dtype)
@@ -165,7 +206,7 @@ class _Launcher:
         found[0](found[1], (FUSED_BLOCK,), args)
 
 
-def _output_cotangent(cp: Any, dy: Optional[Array], dtype: Any) -> tuple[Callable[[int], Array], int]:
+def output_cotangent(cp: Any, dy: Optional[Array], dtype: Any) -> tuple[Callable[[int], Array], int]:
     """Per-step access to ``dy`` (a placeholder when there is none) and the option bit that says which."""
     if dy is None:
         absent = placeholder(dtype)
@@ -191,13 +232,13 @@ def _rnn(
         with x.device:
             launch = _Launcher(dtype, batch)
             lengths_arg = lengths_int64(lengths)
-            dy_at, dy_bit = _output_cotangent(cp, dy, x.dtype)
+            dy_at, dy_bit = output_cotangent(cp, dy, x.dtype)
             options = options_mask(lengths=lengths, relu=nonlinearity == "relu")
-            carry = _initial_cotangent(cp, d_final[0], h0)
+            carry = initial_cotangent(cp, d_final[0], h0)
             dz = cp.empty((steps, batch, hidden), dtype=x.dtype)
             mm = cp.empty((batch, hidden), dtype=x.dtype)
             previous = -1
-            for t in _backward_order(steps, reverse):
+            for t in backward_order(steps, reverse):
                 launch(
                     "rnn_grad_step",
                     hidden,
@@ -218,12 +259,8 @@ def _rnn(
                 cp.matmul(dz[t], params.weight_hh, out=mm)
                 previous = t
             _finish_carry(launch, mm, None, lengths_arg, carry, hidden, previous, options)
-            dx, grads = _input_grads(cp, x, params, dz, lengths)
-            h_prev = _previous_hidden(cp, y, h0, lengths, reverse)
-            grads["weight_hh"] = _weight_grad(cp, dz, h_prev)
-            if params.bias_hh is not None:
-                grads["bias_hh"] = _bias_grad(dz)
-            return dx, _params_like(params, grads), (carry,)
+            dx, grads = rnn_param_grads(cp, x, params, lengths, dz, previous_hidden(cp, y, h0, lengths, reverse))
+            return dx, params_like(params, grads), (carry,)
 
     return y, final, backward
 
@@ -308,7 +345,7 @@ def _lstm(
     sizes = (int32(batch), int32(hidden))
 
     def c_before(t: int) -> Array:
-        before = _previous_step(t, steps, reverse)
+        before = previous_step(t, steps, reverse)
         return c0 if before is None else cells[before]
 
     weight_hh_t = params.weight_hh.T
@@ -353,10 +390,10 @@ def _lstm(
 
     def backward(dy: Optional[Array], d_final: tuple[Optional[Array], ...]) -> tuple[Array, Any, State]:
         with x.device:
-            dy_at, dy_bit = _output_cotangent(cp, dy, x.dtype)
+            dy_at, dy_bit = output_cotangent(cp, dy, x.dtype)
             step_options = options | dy_bit
-            carry = _initial_cotangent(cp, d_final[0], h0)
-            dc = _initial_cotangent(cp, d_final[1], c0)
+            carry = initial_cotangent(cp, d_final[0], h0)
+            dc = initial_cotangent(cp, d_final[1], c0)
             dz = cp.empty((steps, batch, 4 * hidden), dtype=x.dtype)
             mm = cp.empty((batch, out_size), dtype=x.dtype)
             absent = placeholder(x.dtype)
@@ -365,7 +402,7 @@ def _lstm(
                 m_all = cp.empty((steps, batch, hidden), dtype=x.dtype)
                 dm = cp.empty((batch, hidden), dtype=x.dtype)
             previous = -1
-            for t in _backward_order(steps, reverse):
+            for t in backward_order(steps, reverse):
                 if projected:
                     launch(
                         "grad_combine",
@@ -428,20 +465,11 @@ def _lstm(
                 cp.matmul(dz[t], params.weight_hh, out=mm)
                 previous = t
             _finish_carry(launch, mm, None, lengths_arg, carry, out_size, previous, options)
-            dx, grads = _input_grads(cp, x, params, dz, lengths)
-            grads["weight_hh"] = _weight_grad(cp, dz, _previous_hidden(cp, y, h0, lengths, reverse))
-            if params.bias_hh is not None:
-                grads["bias_hh"] = _bias_grad(dz)
-            if params.peephole_i is not None or params.peephole_f is not None:
-                c_prev = cp.concatenate([cells[1:], c0[None]]) if reverse else cp.concatenate([c0[None], cells[:-1]])
-                for gate, name in ((0, "peephole_i"), (1, "peephole_f")):
-                    if getattr(params, name) is not None:
-                        grads[name] = (dz[:, :, gate * hidden : (gate + 1) * hidden] * c_prev).sum(axis=(0, 1))
-            if params.peephole_o is not None:
-                grads["peephole_o"] = (dz[:, :, 3 * hidden :] * cells).sum(axis=(0, 1))
+            h_prev = previous_hidden(cp, y, h0, lengths, reverse)
+            dx, grads = lstm_param_grads(cp, x, params, lengths, reverse, dz, cells, c0, h_prev)
             if projected:
                 grads["weight_hr"] = _weight_grad(cp, dh_all, m_all)
-            return dx, _params_like(params, grads), (carry, dc)
+            return dx, params_like(params, grads), (carry, dc)
 
     return y, final, backward
 
@@ -502,17 +530,17 @@ def _gru(
 
     def backward(dy: Optional[Array], d_final: tuple[Optional[Array], ...]) -> tuple[Array, Any, State]:
         with x.device:
-            dy_at, dy_bit = _output_cotangent(cp, dy, x.dtype)
+            dy_at, dy_bit = output_cotangent(cp, dy, x.dtype)
             step_options = int32(options | dy_bit)
-            carry = _initial_cotangent(cp, d_final[0], h0)
-            h_prev = _previous_hidden(cp, y, h0, lengths, reverse)
+            carry = initial_cotangent(cp, d_final[0], h0)
+            h_prev = previous_hidden(cp, y, h0, lengths, reverse)
             dgx = cp.empty((steps, batch, 3 * hidden), dtype=x.dtype)
             mm = cp.empty((batch, hidden), dtype=x.dtype)
             part = cp.empty((batch, hidden), dtype=x.dtype)
             previous = -1
             if linear_before_reset:
                 dgh = cp.empty((steps, batch, 3 * hidden), dtype=x.dtype)
-                for t in _backward_order(steps, reverse):
+                for t in backward_order(steps, reverse):
                     launch(
                         "gru_grad_step",
                         hidden,
@@ -539,7 +567,7 @@ def _gru(
                 dh = cp.empty((batch, hidden), dtype=x.dtype)
                 d_reset_h = cp.empty((batch, hidden), dtype=x.dtype)
                 reset_h_all = cp.empty((steps, batch, hidden), dtype=x.dtype)
-                for t in _backward_order(steps, reverse):
+                for t in backward_order(steps, reverse):
                     launch(
                         "gru_grad_candidate",
                         hidden,
@@ -580,22 +608,11 @@ def _gru(
                     cp.matmul(dgx[t][:, : 2 * hidden], weight_rz, out=mm)
                     previous = t
             _finish_carry(launch, mm, part, lengths_arg, carry, hidden, previous, options)
-            dx, grads = _input_grads(cp, x, params, dgx, lengths)
             if linear_before_reset:
-                grads["weight_hh"] = _weight_grad(cp, dgh, h_prev)
-                if params.bias_hh is not None:
-                    grads["bias_hh"] = _bias_grad(dgh)
+                dx, grads = gru_param_grads(cp, x, params, lengths, dgx, h_prev, dgh=dgh)
             else:
-                grads["weight_hh"] = cp.concatenate(
-                    [
-                        _weight_grad(cp, dgx[:, :, : 2 * hidden], h_prev),
-                        _weight_grad(cp, dgx[:, :, 2 * hidden :], reset_h_all),
-                    ],
-                    axis=0,
-                )
-                if params.bias_hh is not None:
-                    grads["bias_hh"] = _bias_grad(dgx)
-            return dx, _params_like(params, grads), (carry,)
+                dx, grads = gru_param_grads(cp, x, params, lengths, dgx, h_prev, reset_h_all=reset_h_all)
+            return dx, params_like(params, grads), (carry,)
 
     return y, (h,), backward
 

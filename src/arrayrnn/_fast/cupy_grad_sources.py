@@ -81,6 +81,26 @@ GRAD_SOURCE = r"""
 // ---------------------------------------------------------------------------------------------
 // gradient path: recording forward steps (fused: gh = h_prev W_hh^T came from cuBLAS)
 
+// LSTM recording step of one element: adds the peepholes to z (which is then recorded as is) and
+// returns h_new = o tanh(c_new) and c_new (shared by the fused and graph kernels)
+__device__ __forceinline__ void lstm_record_pointwise(acc_t (&z)[4], acc_t c_before,
+                                                      const scalar_t* __restrict__ peep_i,
+                                                      const scalar_t* __restrict__ peep_f,
+                                                      const scalar_t* __restrict__ peep_o, int j, int options,
+                                                      acc_t clip, acc_t* h_new, acc_t* c_new) {
+  if (options & OPT_PEEP_I) z[0] += load(peep_i[j]) * c_before;
+  if ((options & OPT_PEEP_F) && !(options & OPT_COUPLED)) z[1] += load(peep_f[j]) * c_before;
+  const acc_t input_gate = sigmoid_acc(clip_acc(z[0], options, clip));
+  const acc_t forget_gate =
+      (options & OPT_COUPLED) ? (acc_t)1 - input_gate : sigmoid_acc(clip_acc(z[1], options, clip));
+  const acc_t cell_gate = acc_tanh(clip_acc(z[2], options, clip));
+  const acc_t c = forget_gate * c_before + input_gate * cell_gate;
+  if (options & OPT_PEEP_O) z[3] += load(peep_o[j]) * c;
+  const acc_t output_gate = sigmoid_acc(clip_acc(z[3], options, clip));
+  *c_new = c;
+  *h_new = output_gate * acc_tanh(c);
+}
+
 __device__ __forceinline__ void lstm_record_step_impl(
     const scalar_t* __restrict__ gx, const scalar_t* __restrict__ gh, const scalar_t* __restrict__ bias_ih,
     const scalar_t* __restrict__ bias_hh, const scalar_t* __restrict__ peep_i, const scalar_t* __restrict__ peep_f,
@@ -96,16 +116,8 @@ __device__ __forceinline__ void lstm_record_step_impl(
     z[g] = preactivation(load(gx[row + col]), load(gh[row + col]), bias_ih, bias_hh, options, col);
   }
   const acc_t c_before = load(c_prev[index]);
-  if (options & OPT_PEEP_I) z[0] += load(peep_i[j]) * c_before;
-  if ((options & OPT_PEEP_F) && !(options & OPT_COUPLED)) z[1] += load(peep_f[j]) * c_before;
-  const acc_t input_gate = sigmoid_acc(clip_acc(z[0], options, clip));
-  const acc_t forget_gate =
-      (options & OPT_COUPLED) ? (acc_t)1 - input_gate : sigmoid_acc(clip_acc(z[1], options, clip));
-  const acc_t cell_gate = acc_tanh(clip_acc(z[2], options, clip));
-  const acc_t c_new = forget_gate * c_before + input_gate * cell_gate;
-  if (options & OPT_PEEP_O) z[3] += load(peep_o[j]) * c_new;
-  const acc_t output_gate = sigmoid_acc(clip_acc(z[3], options, clip));
-  const acc_t h_new = output_gate * acc_tanh(c_new);
+  acc_t h_new, c_new;
+  lstm_record_pointwise(z, c_before, peep_i, peep_f, peep_o, j, options, clip, &h_new, &c_new);
 #pragma unroll
   for (int g = 0; g < 4; ++g) z_out[row + (long long)g * hidden + j] = store(z[g]);
   const bool valid = step_is_valid(lengths, options, b, t);
@@ -241,25 +253,15 @@ __device__ __forceinline__ acc_t kept(acc_t d, acc_t z, int options, acc_t clip)
   return d;
 }
 
-// LSTM: the gate gradients dz (B, 4H) and the cell cotangent dc (in place) of one step. Without a projection
-// dm = dh_in + dy comes from incoming_dh; with one, grad_combine and cuBLAS made dm = dh W_hr (the input dm),
-// and m_out = (step valid) ? o tanh(c) : 0 is recorded for the projection's weight gradient.
-__device__ __forceinline__ void lstm_grad_step_impl(
-    const scalar_t* __restrict__ mm, const long long* __restrict__ lengths, const scalar_t* __restrict__ dy,
-    const scalar_t* __restrict__ dm_in, const scalar_t* __restrict__ z, const scalar_t* __restrict__ c_new,
+// LSTM: the gate gradients dz (B, 4H) and the cell cotangent dc (in place) of element (b, j) from the
+// cotangent dm of o tanh(c) (shared by the fused and graph kernels); with a projection also
+// m_out = (step valid) ? o tanh(c) : 0 for the projection's weight gradient.
+__device__ __forceinline__ void lstm_grad_pointwise(
+    acc_t dm, bool valid, const scalar_t* __restrict__ z, const scalar_t* __restrict__ c_new,
     const scalar_t* __restrict__ c_prev, const scalar_t* __restrict__ peep_i, const scalar_t* __restrict__ peep_f,
-    const scalar_t* __restrict__ peep_o, scalar_t* __restrict__ carry, scalar_t* __restrict__ dc,
-    scalar_t* __restrict__ dz, scalar_t* __restrict__ m_out, int batch, int hidden, int s, int t, int options,
-    acc_t clip) {
-  FUSED_INDEX(hidden)
+    const scalar_t* __restrict__ peep_o, scalar_t* __restrict__ dc, scalar_t* __restrict__ dz,
+    scalar_t* __restrict__ m_out, int b, int j, long long index, int hidden, int options, acc_t clip) {
   const long long row = (long long)b * 4 * hidden;
-  acc_t dm;
-  if (options & OPT_PROJECT) {
-    dm = load(dm_in[index]);
-  } else {
-    dm = with_output_cotangent(incoming_dh(mm, mm, lengths, carry, options, b, index, s), dy, options, index);
-  }
-  const bool valid = step_is_valid(lengths, options, b, t);
   const acc_t zi = load(z[row + j]), zf = load(z[row + hidden + j]);
   const acc_t zg = load(z[row + 2LL * hidden + j]), zo = load(z[row + 3LL * hidden + j]);
   const acc_t input_gate = sigmoid_acc(clip_acc(zi, options, clip));
@@ -294,23 +296,40 @@ __device__ __forceinline__ void lstm_grad_step_impl(
   if (options & OPT_PROJECT) m_out[index] = valid ? store(output_gate * tanh_c) : store((acc_t)0);
 }
 
-// GRU, linear_before_reset=True: dgx = [dr, du, dn] and dgh = [dr, du, dn * r] (pre-activation gradients),
-// part = dh u (the pointwise share of dh_prev; cuBLAS adds dgh W_hh)
-__device__ __forceinline__ void gru_grad_step_impl(
+// LSTM, one step: without a projection dm = dh_in + dy comes from incoming_dh; with one, grad_combine and
+// cuBLAS made dm = dh W_hr (the input dm).
+__device__ __forceinline__ void lstm_grad_step_impl(
     const scalar_t* __restrict__ mm, const long long* __restrict__ lengths, const scalar_t* __restrict__ dy,
-    const scalar_t* __restrict__ gates, const scalar_t* __restrict__ hn, const scalar_t* __restrict__ h_prev,
-    scalar_t* __restrict__ part, scalar_t* __restrict__ carry, scalar_t* __restrict__ dgx, scalar_t* __restrict__ dgh,
-    int batch, int hidden, int s, int t, int options) {
+    const scalar_t* __restrict__ dm_in, const scalar_t* __restrict__ z, const scalar_t* __restrict__ c_new,
+    const scalar_t* __restrict__ c_prev, const scalar_t* __restrict__ peep_i, const scalar_t* __restrict__ peep_f,
+    const scalar_t* __restrict__ peep_o, scalar_t* __restrict__ carry, scalar_t* __restrict__ dc,
+    scalar_t* __restrict__ dz, scalar_t* __restrict__ m_out, int batch, int hidden, int s, int t, int options,
+    acc_t clip) {
   FUSED_INDEX(hidden)
-  const acc_t dh =
-      with_output_cotangent(incoming_dh(mm, part, lengths, carry, options | OPT_PART, b, index, s), dy, options, index);
+  acc_t dm;
+  if (options & OPT_PROJECT) {
+    dm = load(dm_in[index]);
+  } else {
+    dm = with_output_cotangent(incoming_dh(mm, mm, lengths, carry, options, b, index, s), dy, options, index);
+  }
+  lstm_grad_pointwise(dm, step_is_valid(lengths, options, b, t), z, c_new, c_prev, peep_i, peep_f, peep_o, dc, dz,
+                      m_out, b, j, index, hidden, options, clip);
+}
+
+// GRU, linear_before_reset=True, element (b, j) from dh: dgx = [dr, du, dn] and dgh = [dr, du, dn * r]
+// (pre-activation gradients), part = dh u (the pointwise share of dh_prev; dgh W_hh is added next step)
+__device__ __forceinline__ void gru_grad_pointwise(acc_t dh, bool valid, const scalar_t* __restrict__ gates,
+                                                   const scalar_t* __restrict__ hn,
+                                                   const scalar_t* __restrict__ h_prev, scalar_t* __restrict__ part,
+                                                   scalar_t* __restrict__ dgx, scalar_t* __restrict__ dgh, int b,
+                                                   int j, long long index, int hidden) {
   const long long row = (long long)b * 3 * hidden;
   const acc_t reset = load(gates[row + j]), update = load(gates[row + hidden + j]);
   const acc_t candidate = load(gates[row + 2LL * hidden + j]);
   const acc_t d_candidate = dh * ((acc_t)1 - update) * ((acc_t)1 - candidate * candidate);
   const acc_t d_update = dh * (load(h_prev[index]) - candidate) * update * ((acc_t)1 - update);
   const acc_t d_reset = d_candidate * load(hn[index]) * reset * ((acc_t)1 - reset);
-  if (step_is_valid(lengths, options, b, t)) {
+  if (valid) {
     dgx[row + j] = store(d_reset);
     dgx[row + hidden + j] = store(d_update);
     dgx[row + 2LL * hidden + j] = store(d_candidate);
@@ -329,8 +348,49 @@ __device__ __forceinline__ void gru_grad_step_impl(
   part[index] = store(dh * update);
 }
 
-// GRU, linear_before_reset=False, launch 1 of 2: dh (kept in dh_out for launch 2), du and dn into dgx
-// (cuBLAS then forms d_reset_h = dn W_hn from dgx's n block)
+__device__ __forceinline__ void gru_grad_step_impl(
+    const scalar_t* __restrict__ mm, const long long* __restrict__ lengths, const scalar_t* __restrict__ dy,
+    const scalar_t* __restrict__ gates, const scalar_t* __restrict__ hn, const scalar_t* __restrict__ h_prev,
+    scalar_t* __restrict__ part, scalar_t* __restrict__ carry, scalar_t* __restrict__ dgx, scalar_t* __restrict__ dgh,
+    int batch, int hidden, int s, int t, int options) {
+  FUSED_INDEX(hidden)
+  const acc_t dh =
+      with_output_cotangent(incoming_dh(mm, part, lengths, carry, options | OPT_PART, b, index, s), dy, options, index);
+  gru_grad_pointwise(dh, step_is_valid(lengths, options, b, t), gates, hn, h_prev, part, dgx, dgh, b, j, index,
+                     hidden);
+}
+
+// GRU, linear_before_reset=False, first half of element (b, j) from dh: dh kept in dh_out for the second half,
+// du and dn into dgx (d_reset_h = dn W_hn is formed between the halves)
+__device__ __forceinline__ void gru_grad_candidate_pointwise(acc_t dh, bool valid, const scalar_t* __restrict__ gates,
+                                                             const scalar_t* __restrict__ h_prev,
+                                                             scalar_t* __restrict__ dh_out, scalar_t* __restrict__ dgx,
+                                                             int b, int j, long long index, int hidden) {
+  dh_out[index] = store(dh);
+  const long long row = (long long)b * 3 * hidden;
+  const acc_t update = load(gates[row + hidden + j]), candidate = load(gates[row + 2LL * hidden + j]);
+  const acc_t d_candidate = dh * ((acc_t)1 - update) * ((acc_t)1 - candidate * candidate);
+  const acc_t d_update = dh * (load(h_prev[index]) - candidate) * update * ((acc_t)1 - update);
+  dgx[row + hidden + j] = valid ? store(d_update) : store((acc_t)0);
+  dgx[row + 2LL * hidden + j] = valid ? store(d_candidate) : store((acc_t)0);
+}
+
+// second half: dr into dgx, part = dh u + d_reset_h r ([dr, du] W_hh[:2H] is added next step),
+// rh_out = (step valid) ? r h_prev : 0 for the gradient of W_hn
+__device__ __forceinline__ void gru_grad_reset_pointwise(acc_t d_rh, bool valid, const scalar_t* __restrict__ dh,
+                                                         const scalar_t* __restrict__ gates,
+                                                         const scalar_t* __restrict__ h_prev,
+                                                         scalar_t* __restrict__ part, scalar_t* __restrict__ dgx,
+                                                         scalar_t* __restrict__ rh_out, int b, int j, long long index,
+                                                         int hidden) {
+  const long long row = (long long)b * 3 * hidden;
+  const acc_t reset = load(gates[row + j]), update = load(gates[row + hidden + j]);
+  const acc_t h_before = load(h_prev[index]);
+  dgx[row + j] = valid ? store(d_rh * h_before * reset * ((acc_t)1 - reset)) : store((acc_t)0);
+  part[index] = store(load(dh[index]) * update + d_rh * reset);
+  rh_out[index] = valid ? store(reset * h_before) : store((acc_t)0);
+}
+
 __device__ __forceinline__ void gru_grad_candidate_impl(
     const scalar_t* __restrict__ mm, const long long* __restrict__ lengths, const scalar_t* __restrict__ dy,
     const scalar_t* __restrict__ gates, const scalar_t* __restrict__ h_prev, const scalar_t* __restrict__ part,
@@ -339,29 +399,398 @@ __device__ __forceinline__ void gru_grad_candidate_impl(
   FUSED_INDEX(hidden)
   const acc_t dh =
       with_output_cotangent(incoming_dh(mm, part, lengths, carry, options | OPT_PART, b, index, s), dy, options, index);
-  dh_out[index] = store(dh);
-  const long long row = (long long)b * 3 * hidden;
-  const acc_t update = load(gates[row + hidden + j]), candidate = load(gates[row + 2LL * hidden + j]);
-  const bool valid = step_is_valid(lengths, options, b, t);
-  const acc_t d_candidate = dh * ((acc_t)1 - update) * ((acc_t)1 - candidate * candidate);
-  const acc_t d_update = dh * (load(h_prev[index]) - candidate) * update * ((acc_t)1 - update);
-  dgx[row + hidden + j] = valid ? store(d_update) : store((acc_t)0);
-  dgx[row + 2LL * hidden + j] = valid ? store(d_candidate) : store((acc_t)0);
+  gru_grad_candidate_pointwise(dh, step_is_valid(lengths, options, b, t), gates, h_prev, dh_out, dgx, b, j, index,
+                               hidden);
 }
 
-// GRU, linear_before_reset=False, launch 2 of 2: dr into dgx, part = dh u + d_reset_h r (cuBLAS adds
-// [dr, du] W_hh[:2H]), rh_out = (step valid) ? r h_prev : 0 for the gradient of W_hn
 __device__ __forceinline__ void gru_grad_reset_impl(
     const scalar_t* __restrict__ d_reset_h, const scalar_t* __restrict__ dh, const long long* __restrict__ lengths,
     const scalar_t* __restrict__ gates, const scalar_t* __restrict__ h_prev, scalar_t* __restrict__ part,
     scalar_t* __restrict__ dgx, scalar_t* __restrict__ rh_out, int batch, int hidden, int t, int options) {
   FUSED_INDEX(hidden)
-  const long long row = (long long)b * 3 * hidden;
-  const acc_t reset = load(gates[row + j]), update = load(gates[row + hidden + j]);
-  const acc_t h_before = load(h_prev[index]), d_rh = load(d_reset_h[index]);
-  const bool valid = step_is_valid(lengths, options, b, t);
-  dgx[row + j] = valid ? store(d_rh * h_before * reset * ((acc_t)1 - reset)) : store((acc_t)0);
-  part[index] = store(load(dh[index]) * update + d_rh * reset);
-  rh_out[index] = valid ? store(reset * h_before) : store((acc_t)0);
+  gru_grad_reset_pointwise(load(d_reset_h[index]), step_is_valid(lengths, options, b, t), dh, gates, h_prev, part,
+                           dgx, rh_out, b, j, index, hidden);
+}
+"""
+
+# Graph kernels of the gradient path (``cupy_grad_graph.py``): one warp per (hidden unit j, NB batch rows), as
+# the forward graph kernels in ``cupy_sources`` (whose ``warp_dots`` / ``warp_task`` they use), compiled per
+# batch tile (``*_nb{N}``). The backward ones do the recurrent product ``dh_prev = dz W_hh`` themselves:
+# with ``weight_t = W_hh^T`` (C-contiguous, ``(H, G*H)``, refreshed by the caller) the warp of unit ``j`` dots
+# row ``j`` with the previous backward step's ``dz`` rows (coalesced), so a step is one launch and the
+# whole loop can be captured in a CUDA graph (cuBLAS cannot).
+GRAD_GRAPH_SPECS: dict[str, list[tuple[str, str]]] = {
+    "lstm_graph_record": [
+        ("in", "gx"), ("in", "weight_hh"), ("in", "bias_ih"), ("in", "bias_hh"),
+        ("in", "peep_i"), ("in", "peep_f"), ("in", "peep_o"), ("lengths", "lengths"),
+        ("in", "h_prev"), ("in", "c_prev"), ("out", "h_next"), ("out", "c_out"), ("out", "y"), ("out", "z_out"),
+        ("int", "batch"), ("int", "hidden"), ("int", "t"), ("int", "options"), ("acc", "clip"),
+    ],
+    "gru_graph_record": [
+        ("in", "gx"), ("in", "weight_hh"), ("in", "bias_ih"), ("in", "bias_hh"), ("lengths", "lengths"),
+        ("in", "h_prev"), ("out", "h_next"), ("out", "y"), ("out", "gates_out"), ("out", "hn_out"),
+        ("int", "batch"), ("int", "hidden"), ("int", "t"), ("int", "options"),
+    ],
+    "gru_graph_record_reset": [
+        ("in", "gx"), ("in", "weight_hh"), ("in", "bias_ih"), ("in", "bias_hh"),
+        ("in", "h_prev"), ("out", "rh"), ("out", "gates_out"),
+        ("int", "batch"), ("int", "hidden"), ("int", "options"),
+    ],
+    "gru_graph_record_finish": [
+        ("in", "gx"), ("in", "weight_hh"), ("in", "bias_ih"), ("in", "bias_hh"), ("lengths", "lengths"),
+        ("in", "h_prev"), ("in", "rh"), ("out", "h_next"), ("out", "y"), ("out", "gates_out"),
+        ("int", "batch"), ("int", "hidden"), ("int", "t"), ("int", "options"),
+    ],
+    "rnn_graph_grad": [
+        ("in", "weight_t"), ("in", "d_prev"), ("lengths", "lengths"), ("in", "dy"), ("in", "y"),
+        ("out", "carry"), ("out", "dz"),
+        ("int", "batch"), ("int", "hidden"), ("int", "s"), ("int", "t"), ("int", "options"),
+    ],
+    "lstm_graph_grad": [
+        ("in", "weight_t"), ("in", "d_prev"), ("lengths", "lengths"), ("in", "dy"), ("in", "z"), ("in", "c_new"),
+        ("in", "c_prev"), ("in", "peep_i"), ("in", "peep_f"), ("in", "peep_o"),
+        ("out", "carry"), ("out", "dc"), ("out", "dz"),
+        ("int", "batch"), ("int", "hidden"), ("int", "s"), ("int", "t"), ("int", "options"), ("acc", "clip"),
+    ],
+    "gru_graph_grad": [
+        ("in", "weight_t"), ("in", "d_prev"), ("lengths", "lengths"), ("in", "dy"), ("in", "gates"), ("in", "hn"),
+        ("in", "h_prev"), ("out", "part"), ("out", "carry"), ("out", "dgx"), ("out", "dgh"),
+        ("int", "batch"), ("int", "hidden"), ("int", "s"), ("int", "t"), ("int", "options"),
+    ],
+    "gru_graph_grad_candidate": [
+        ("in", "weight_rz_t"), ("in", "d_prev"), ("lengths", "lengths"), ("in", "dy"), ("in", "gates"),
+        ("in", "h_prev"), ("in", "part"), ("out", "carry"), ("out", "dh_out"), ("out", "dgx"),
+        ("int", "batch"), ("int", "hidden"), ("int", "s"), ("int", "t"), ("int", "options"),
+    ],
+    "gru_graph_grad_reset": [
+        ("in", "weight_n_t"), ("lengths", "lengths"), ("in", "dh"), ("in", "gates"), ("in", "h_prev"),
+        ("out", "part"), ("out", "dgx"), ("out", "rh_out"),
+        ("int", "batch"), ("int", "hidden"), ("int", "t"), ("int", "options"),
+    ],
+    "graph_grad_finish": [
+        ("in", "weight_t"), ("in", "d_prev"), ("in", "part"), ("lengths", "lengths"), ("out", "carry"),
+        ("int", "batch"), ("int", "hidden"), ("int", "width"), ("int", "stride"), ("int", "s"), ("int", "options"),
+    ],
+}  # fmt: skip
+
+GRAD_GRAPH_SOURCE = r"""
+// ---------------------------------------------------------------------------------------------
+// gradient path, graph kernels: one warp per (hidden unit j, NB batch rows)
+
+// sums[n] = weight[row, :width] . vec[(b0 + n) * vec_stride + (0 .. width)]; every lane gets every sum.
+// The whole warp must call this (full shuffle mask).
+template <int NB>
+__device__ __forceinline__ void warp_row_dots(const scalar_t* __restrict__ weight, long long row,
+                                              const scalar_t* __restrict__ vec, long long vec_stride, int b0,
+                                              int batch, int width, int lane, acc_t (&sums)[NB]) {
+#pragma unroll
+  for (int n = 0; n < NB; ++n) sums[n] = (acc_t)0;
+#pragma unroll 4
+  for (int k = lane; k < width; k += 32) {
+    const acc_t w = load(weight[row * width + k]);
+#pragma unroll
+    for (int n = 0; n < NB; ++n) {
+      if (b0 + n < batch) sums[n] += w * load(vec[(long long)(b0 + n) * vec_stride + k]);  // uniform
+    }
+  }
+#pragma unroll
+  for (int n = 0; n < NB; ++n) {
+#pragma unroll
+    for (int offset = 16; offset > 0; offset >>= 1) sums[n] += __shfl_xor_sync(0xffffffffu, sums[n], offset);
+  }
+}
+
+// incoming_dh with this warp's dot in place of cuBLAS's mm
+__device__ __forceinline__ acc_t graph_incoming(acc_t dot, const scalar_t* __restrict__ part,
+                                                const long long* __restrict__ lengths, scalar_t* __restrict__ carry,
+                                                int options, int b, long long at, int s) {
+  if (s >= 0 && step_is_valid(lengths, options, b, s)) {
+    acc_t dh = dot;
+    if (options & OPT_PART) dh += load(part[at]);
+    const scalar_t rounded = store(dh);
+    carry[at] = rounded;
+    return load(rounded);
+  }
+  return load(carry[at]);
+}
+
+template <int NB>
+__device__ __forceinline__ void lstm_graph_record_impl(
+    const scalar_t* __restrict__ gx, const scalar_t* __restrict__ weight_hh, const scalar_t* __restrict__ bias_ih,
+    const scalar_t* __restrict__ bias_hh, const scalar_t* __restrict__ peep_i, const scalar_t* __restrict__ peep_f,
+    const scalar_t* __restrict__ peep_o, const long long* __restrict__ lengths, const scalar_t* __restrict__ h_prev,
+    const scalar_t* __restrict__ c_prev, scalar_t* __restrict__ h_next, scalar_t* __restrict__ c_out,
+    scalar_t* __restrict__ y, scalar_t* __restrict__ z_out, int batch, int hidden, int t, int options, acc_t clip) {
+  int lane, j, b0;
+  if (!warp_task<NB>(batch, hidden, &lane, &j, &b0)) return;
+  acc_t sums[4][NB];
+  warp_dots<4, NB>(weight_hh, j, hidden, h_prev, b0, batch, hidden, lane, sums);
+#pragma unroll
+  for (int n = 0; n < NB; ++n) {
+    const int b = b0 + n;
+    if (lane == n && b < batch) {
+      const long long row = (long long)b * 4 * hidden;
+      const long long at = (long long)b * hidden + j;
+      acc_t z[4];
+#pragma unroll
+      for (int g = 0; g < 4; ++g) {
+        const long long col = (long long)g * hidden + j;
+        z[g] = preactivation(load(gx[row + col]), sums[g][n], bias_ih, bias_hh, options, col);
+      }
+      acc_t h_new, c_new;
+      lstm_record_pointwise(z, load(c_prev[at]), peep_i, peep_f, peep_o, j, options, clip, &h_new, &c_new);
+#pragma unroll
+      for (int g = 0; g < 4; ++g) z_out[row + (long long)g * hidden + j] = store(z[g]);
+      if (step_is_valid(lengths, options, b, t)) {
+        c_out[at] = store(c_new);
+        h_next[at] = store(h_new);
+        y[at] = store(h_new);
+      } else {
+        c_out[at] = c_prev[at];
+        h_next[at] = h_prev[at];
+        y[at] = store((acc_t)0);
+      }
+    }
+  }
+}
+
+template <int NB>
+__device__ __forceinline__ void gru_graph_record_impl(
+    const scalar_t* __restrict__ gx, const scalar_t* __restrict__ weight_hh, const scalar_t* __restrict__ bias_ih,
+    const scalar_t* __restrict__ bias_hh, const long long* __restrict__ lengths, const scalar_t* __restrict__ h_prev,
+    scalar_t* __restrict__ h_next, scalar_t* __restrict__ y, scalar_t* __restrict__ gates_out,
+    scalar_t* __restrict__ hn_out, int batch, int hidden, int t, int options) {
+  int lane, j, b0;
+  if (!warp_task<NB>(batch, hidden, &lane, &j, &b0)) return;
+  acc_t sums[3][NB];
+  warp_dots<3, NB>(weight_hh, j, hidden, h_prev, b0, batch, hidden, lane, sums);
+#pragma unroll
+  for (int n = 0; n < NB; ++n) {
+    const int b = b0 + n;
+    if (lane == n && b < batch) {
+      const long long row = (long long)b * 3 * hidden;
+      const long long at = (long long)b * hidden + j;
+      const long long r_col = j, z_col = (long long)hidden + j, n_col = 2LL * hidden + j;
+      const acc_t reset =
+          sigmoid_acc(preactivation(load(gx[row + r_col]), sums[0][n], bias_ih, bias_hh, options, r_col));
+      const acc_t update =
+          sigmoid_acc(preactivation(load(gx[row + z_col]), sums[1][n], bias_ih, bias_hh, options, z_col));
+      const acc_t input_n = load(gx[row + n_col]) + bias_at(bias_ih, OPT_BIAS_IH, options, n_col);
+      const acc_t hidden_n = sums[2][n] + bias_at(bias_hh, OPT_BIAS_HH, options, n_col);
+      const acc_t candidate = acc_tanh(input_n + reset * hidden_n);
+      gates_out[row + r_col] = store(reset);
+      gates_out[row + z_col] = store(update);
+      gates_out[row + n_col] = store(candidate);
+      hn_out[at] = store(hidden_n);
+      if (step_is_valid(lengths, options, b, t)) {
+        const scalar_t h_new = store(gru_combine(update, candidate, load(h_prev[at])));
+        h_next[at] = h_new;
+        y[at] = h_new;
+      } else {
+        h_next[at] = h_prev[at];
+        y[at] = store((acc_t)0);
+      }
+    }
+  }
+}
+
+// GRU, linear_before_reset=False, launch 1 of 2: rh = r h_prev, r recorded
+template <int NB>
+__device__ __forceinline__ void gru_graph_record_reset_impl(
+    const scalar_t* __restrict__ gx, const scalar_t* __restrict__ weight_hh, const scalar_t* __restrict__ bias_ih,
+    const scalar_t* __restrict__ bias_hh, const scalar_t* __restrict__ h_prev, scalar_t* __restrict__ rh,
+    scalar_t* __restrict__ gates_out, int batch, int hidden, int options) {
+  int lane, j, b0;
+  if (!warp_task<NB>(batch, hidden, &lane, &j, &b0)) return;
+  acc_t sums[1][NB];
+  warp_dots<1, NB>(weight_hh, j, hidden, h_prev, b0, batch, hidden, lane, sums);
+#pragma unroll
+  for (int n = 0; n < NB; ++n) {
+    const int b = b0 + n;
+    if (lane == n && b < batch) {
+      const long long at = (long long)b * hidden + j, row = (long long)b * 3 * hidden;
+      const acc_t reset = sigmoid_acc(preactivation(load(gx[row + j]), sums[0][n], bias_ih, bias_hh, options, j));
+      gates_out[row + j] = store(reset);
+      rh[at] = store(reset * load(h_prev[at]));
+    }
+  }
+}
+
+// GRU, linear_before_reset=False, launch 2 of 2: u and n recorded
+template <int NB>
+__device__ __forceinline__ void gru_graph_record_finish_impl(
+    const scalar_t* __restrict__ gx, const scalar_t* __restrict__ weight_hh, const scalar_t* __restrict__ bias_ih,
+    const scalar_t* __restrict__ bias_hh, const long long* __restrict__ lengths, const scalar_t* __restrict__ h_prev,
+    const scalar_t* __restrict__ rh, scalar_t* __restrict__ h_next, scalar_t* __restrict__ y,
+    scalar_t* __restrict__ gates_out, int batch, int hidden, int t, int options) {
+  int lane, j, b0;
+  if (!warp_task<NB>(batch, hidden, &lane, &j, &b0)) return;
+  acc_t update_sums[1][NB];
+  acc_t candidate_sums[1][NB];
+  warp_dots<1, NB>(weight_hh, (long long)hidden + j, 0, h_prev, b0, batch, hidden, lane, update_sums);
+  warp_dots<1, NB>(weight_hh, 2LL * hidden + j, 0, rh, b0, batch, hidden, lane, candidate_sums);
+#pragma unroll
+  for (int n = 0; n < NB; ++n) {
+    const int b = b0 + n;
+    if (lane == n && b < batch) {
+      const long long row = (long long)b * 3 * hidden;
+      const long long at = (long long)b * hidden + j;
+      const long long z_col = (long long)hidden + j, n_col = 2LL * hidden + j;
+      const acc_t update =
+          sigmoid_acc(preactivation(load(gx[row + z_col]), update_sums[0][n], bias_ih, bias_hh, options, z_col));
+      const acc_t candidate =
+          acc_tanh(preactivation(load(gx[row + n_col]), candidate_sums[0][n], bias_ih, bias_hh, options, n_col));
+      gates_out[row + z_col] = store(update);
+      gates_out[row + n_col] = store(candidate);
+      if (step_is_valid(lengths, options, b, t)) {
+        const scalar_t h_new = store(gru_combine(update, candidate, load(h_prev[at])));
+        h_next[at] = h_new;
+        y[at] = h_new;
+      } else {
+        h_next[at] = h_prev[at];
+        y[at] = store((acc_t)0);
+      }
+    }
+  }
+}
+
+// ---- backward steps: d_prev is the previous backward step's gate gradients (B, G*H) (unread when s < 0)
+
+template <int NB>
+__device__ __forceinline__ void rnn_graph_grad_impl(
+    const scalar_t* __restrict__ weight_t, const scalar_t* __restrict__ d_prev, const long long* __restrict__ lengths,
+    const scalar_t* __restrict__ dy, const scalar_t* __restrict__ y, scalar_t* __restrict__ carry,
+    scalar_t* __restrict__ dz, int batch, int hidden, int s, int t, int options) {
+  int lane, j, b0;
+  if (!warp_task<NB>(batch, hidden, &lane, &j, &b0)) return;
+  acc_t dots[NB];
+  if (s >= 0) warp_row_dots<NB>(weight_t, j, d_prev, hidden, b0, batch, hidden, lane, dots);  // uniform
+#pragma unroll
+  for (int n = 0; n < NB; ++n) {
+    const int b = b0 + n;
+    if (lane == n && b < batch) {
+      const long long at = (long long)b * hidden + j;
+      const acc_t dh = with_output_cotangent(graph_incoming(s >= 0 ? dots[n] : (acc_t)0, d_prev, lengths, carry,
+                                                            options & ~OPT_PART, b, at, s), dy, options, at);
+      acc_t d_pre = (acc_t)0;
+      if (step_is_valid(lengths, options, b, t)) {
+        const acc_t h_new = load(y[at]);
+        d_pre = (options & OPT_RELU) ? (h_new > (acc_t)0 ? dh : (acc_t)0) : dh * ((acc_t)1 - h_new * h_new);
+      }
+      dz[at] = store(d_pre);
+    }
+  }
+}
+
+template <int NB>
+__device__ __forceinline__ void lstm_graph_grad_impl(
+    const scalar_t* __restrict__ weight_t, const scalar_t* __restrict__ d_prev, const long long* __restrict__ lengths,
+    const scalar_t* __restrict__ dy, const scalar_t* __restrict__ z, const scalar_t* __restrict__ c_new,
+    const scalar_t* __restrict__ c_prev, const scalar_t* __restrict__ peep_i, const scalar_t* __restrict__ peep_f,
+    const scalar_t* __restrict__ peep_o, scalar_t* __restrict__ carry, scalar_t* __restrict__ dc,
+    scalar_t* __restrict__ dz, int batch, int hidden, int s, int t, int options, acc_t clip) {
+  int lane, j, b0;
+  if (!warp_task<NB>(batch, hidden, &lane, &j, &b0)) return;
+  acc_t dots[NB];
+  if (s >= 0) warp_row_dots<NB>(weight_t, j, d_prev, 4LL * hidden, b0, batch, 4 * hidden, lane, dots);
+#pragma unroll
+  for (int n = 0; n < NB; ++n) {
+    const int b = b0 + n;
+    if (lane == n && b < batch) {
+      const long long at = (long long)b * hidden + j;
+      const acc_t dm = with_output_cotangent(graph_incoming(s >= 0 ? dots[n] : (acc_t)0, d_prev, lengths, carry,
+                                                            options & ~OPT_PART, b, at, s), dy, options, at);
+      lstm_grad_pointwise(dm, step_is_valid(lengths, options, b, t), z, c_new, c_prev, peep_i, peep_f, peep_o, dc,
+                          dz, dz, b, j, at, hidden, options & ~OPT_PROJECT, clip);
+    }
+  }
+}
+
+template <int NB>
+__device__ __forceinline__ void gru_graph_grad_impl(
+    const scalar_t* __restrict__ weight_t, const scalar_t* __restrict__ d_prev, const long long* __restrict__ lengths,
+    const scalar_t* __restrict__ dy, const scalar_t* __restrict__ gates, const scalar_t* __restrict__ hn,
+    const scalar_t* __restrict__ h_prev, scalar_t* __restrict__ part, scalar_t* __restrict__ carry,
+    scalar_t* __restrict__ dgx, scalar_t* __restrict__ dgh, int batch, int hidden, int s, int t, int options) {
+  int lane, j, b0;
+  if (!warp_task<NB>(batch, hidden, &lane, &j, &b0)) return;
+  acc_t dots[NB];
+  if (s >= 0) warp_row_dots<NB>(weight_t, j, d_prev, 3LL * hidden, b0, batch, 3 * hidden, lane, dots);
+#pragma unroll
+  for (int n = 0; n < NB; ++n) {
+    const int b = b0 + n;
+    if (lane == n && b < batch) {
+      const long long at = (long long)b * hidden + j;
+      const acc_t dh = with_output_cotangent(graph_incoming(s >= 0 ? dots[n] : (acc_t)0, part, lengths, carry,
+                                                            options | OPT_PART, b, at, s), dy, options, at);
+      gru_grad_pointwise(dh, step_is_valid(lengths, options, b, t), gates, hn, h_prev, part, dgx, dgh, b, j, at,
+                         hidden);
+    }
+  }
+}
+
+// GRU, linear_before_reset=False, launch 1 of 2: dh_in from [dr, du]_s W_hh[:2H] (d_prev = dgx_s, row stride 3H)
+template <int NB>
+__device__ __forceinline__ void gru_graph_grad_candidate_impl(
+    const scalar_t* __restrict__ weight_rz_t, const scalar_t* __restrict__ d_prev,
+    const long long* __restrict__ lengths, const scalar_t* __restrict__ dy, const scalar_t* __restrict__ gates,
+    const scalar_t* __restrict__ h_prev, const scalar_t* __restrict__ part, scalar_t* __restrict__ carry,
+    scalar_t* __restrict__ dh_out, scalar_t* __restrict__ dgx, int batch, int hidden, int s, int t, int options) {
+  int lane, j, b0;
+  if (!warp_task<NB>(batch, hidden, &lane, &j, &b0)) return;
+  acc_t dots[NB];
+  if (s >= 0) warp_row_dots<NB>(weight_rz_t, j, d_prev, 3LL * hidden, b0, batch, 2 * hidden, lane, dots);
+#pragma unroll
+  for (int n = 0; n < NB; ++n) {
+    const int b = b0 + n;
+    if (lane == n && b < batch) {
+      const long long at = (long long)b * hidden + j;
+      const acc_t dh = with_output_cotangent(graph_incoming(s >= 0 ? dots[n] : (acc_t)0, part, lengths, carry,
+                                                            options | OPT_PART, b, at, s), dy, options, at);
+      gru_grad_candidate_pointwise(dh, step_is_valid(lengths, options, b, t), gates, h_prev, dh_out, dgx, b, j, at,
+                                   hidden);
+    }
+  }
+}
+
+// launch 2 of 2: d_reset_h = dn W_hn from this step's n block of dgx (columns 2H.., written by launch 1);
+// writes only the r block of dgx
+template <int NB>
+__device__ __forceinline__ void gru_graph_grad_reset_impl(
+    const scalar_t* __restrict__ weight_n_t, const long long* __restrict__ lengths, const scalar_t* __restrict__ dh,
+    const scalar_t* __restrict__ gates, const scalar_t* __restrict__ h_prev, scalar_t* __restrict__ part,
+    scalar_t* __restrict__ dgx, scalar_t* __restrict__ rh_out, int batch, int hidden, int t, int options) {
+  int lane, j, b0;
+  if (!warp_task<NB>(batch, hidden, &lane, &j, &b0)) return;
+  acc_t dots[NB];
+  const scalar_t* dn = dgx + 2LL * hidden;
+  warp_row_dots<NB>(weight_n_t, j, dn, 3LL * hidden, b0, batch, hidden, lane, dots);
+#pragma unroll
+  for (int n = 0; n < NB; ++n) {
+    const int b = b0 + n;
+    if (lane == n && b < batch) {
+      gru_grad_reset_pointwise(dots[n], step_is_valid(lengths, options, b, t), dh, gates, h_prev, part, dgx, rh_out,
+                               b, j, (long long)b * hidden + j, hidden);
+    }
+  }
+}
+
+// after the last backward step: carry = (step s valid) ? d_prev_s W (+ part) : carry
+template <int NB>
+__device__ __forceinline__ void graph_grad_finish_impl(const scalar_t* __restrict__ weight_t,
+                                                       const scalar_t* __restrict__ d_prev,
+                                                       const scalar_t* __restrict__ part,
+                                                       const long long* __restrict__ lengths,
+                                                       scalar_t* __restrict__ carry, int batch, int hidden, int width,
+                                                       int stride, int s, int options) {
+  int lane, j, b0;
+  if (!warp_task<NB>(batch, hidden, &lane, &j, &b0)) return;
+  acc_t dots[NB];
+  warp_row_dots<NB>(weight_t, j, d_prev, stride, b0, batch, width, lane, dots);
+#pragma unroll
+  for (int n = 0; n < NB; ++n) {
+    const int b = b0 + n;
+    if (lane == n && b < batch) graph_incoming(dots[n], part, lengths, carry, options, b, (long long)b * hidden + j, s);
+  }
 }
 """

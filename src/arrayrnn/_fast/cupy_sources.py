@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import functools
 
-from .cupy_grad_sources import GRAD_SOURCE, GRAD_SPECS
+from .cupy_grad_sources import GRAD_GRAPH_SOURCE, GRAD_GRAPH_SPECS, GRAD_SOURCE, GRAD_SPECS
 
 #: run-time option bits (one ``int options`` argument), mirrored as ``#define``s in the source
 OPTIONS = {
@@ -131,7 +131,7 @@ def graph_kernel_name(base: str, batch_tile: int) -> str:
 def kernel_specs() -> dict[str, list[tuple[str, str]]]:
     """Every exported kernel name -> its parameter list ``[(kind, name), ...]`` in call order."""
     specs = {**_FUSED_SPECS, **GRAD_SPECS}
-    for base, params in _GRAPH_SPECS.items():
+    for base, params in {**_GRAPH_SPECS, **GRAD_GRAPH_SPECS}.items():
         for tile in BATCH_TILES:
             specs[graph_kernel_name(base, tile)] = params
     return specs
@@ -590,7 +590,7 @@ def _entry_points() -> str:
              "// exported entry points (extern \"C\": names CuPy can look up without mangling)"]  # fmt: skip
     for name, params in {**_FUSED_SPECS, **GRAD_SPECS}.items():
         lines.append(f'extern "C" __global__ void {name}({_signature(params)}) {{ {name}_impl({_call(params)}); }}')
-    for base, params in _GRAPH_SPECS.items():
+    for base, params in {**_GRAPH_SPECS, **GRAD_GRAPH_SPECS}.items():
         for tile in BATCH_TILES:
             lines.append(
                 f'extern "C" __global__ void {graph_kernel_name(base, tile)}({_signature(params)}) '
@@ -609,4 +609,14 @@ def source(dtype: str) -> str:
     if dtype not in _PRELUDES:
         raise ValueError(f"the CuPy kernels support float16, float32 and float64, got {dtype}")
     header = f"// arrayrnn CuPy fast paths, storage dtype {dtype}\n"
-    return header + _defines() + _PRELUDES[dtype] + _COMMON + _FUSED + GRAD_SOURCE + _GRAPH + _entry_points()
+    return (
+        header
+        + _defines()
+        + _PRELUDES[dtype]
+        + _COMMON
+        + _FUSED
+        + GRAD_SOURCE
+        + _GRAPH
+        + GRAD_GRAPH_SOURCE
+        + _entry_points()
+    )

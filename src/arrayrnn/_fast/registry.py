@@ -31,8 +31,8 @@ _REGISTRY: dict[tuple[str, str], tuple[str, str]] = {}
 #: (kind, backend, variant) -> (module path, function name) of a named variant
 _VARIANTS: dict[tuple[str, str, str], tuple[str, str]] = {}
 
-#: (kind, backend) -> (module path, function name) of a gradient fast path
-_VJPS: dict[tuple[str, str], tuple[str, str]] = {}
+#: (kind, backend, variant or None for the default) -> (module path, function name) of a gradient fast path
+_VJPS: dict[tuple[str, str, Optional[str]], tuple[str, str]] = {}
 
 IMPLS = ("auto", "generic", "fast")
 
@@ -90,29 +90,35 @@ def select(kind: str, backend: str, impl: Optional[str] = None) -> Callable[...,
     return _load(entry)
 
 
-def register_vjp(kind: str, backend: str, module: str, function: str) -> None:
+def register_vjp(kind: str, backend: str, module: str, function: str, *, variant: Optional[str] = None) -> None:
     """Declare that ``module.function`` runs ``ar.vjp`` of ``kind`` sequences on ``backend``.
+
+    With ``variant``, the gradient path that ``impl=variant`` selects (a forward variant's name: the same
+    ``impl`` then steers both); without, the default for every other ``impl`` but ``"generic"``.
 
     The function takes ``(xp, kind, x, params, state, lengths, reverse, options)`` (validated and
     normalised as for every sequence implementation; ``options`` the cell options) and returns
     ``(y, final_state, backward)`` with ``backward(dy or None, d_final) -> (dx, dparams, d_state)`` as in
     ``_core/backward.backward``, or ``None`` to decline the call (the generic core then runs).
     """
-    _VJPS[(kind, backend)] = (module, function)
+    if variant in IMPLS:
+        raise ValueError(f"variant name {variant!r} is reserved")
+    _VJPS[(kind, backend, variant)] = (module, function)
 
 
 def select_vjp(kind: str, backend: str, impl: Optional[str] = None) -> Optional[Callable[..., Any]]:
     """The gradient fast path for ``kind`` on ``backend``, or ``None`` for the generic recording core.
 
     Call :func:`select` first (it checks ``impl``). ``"generic"`` (keyword or ``$ARRAYRNN_IMPL``) gives
-    ``None``; every other choice (``"auto"``, ``"fast"``, a forward variant's name) gives the registered
-    gradient path where there is one: a backend has at most one.
+    ``None``; a variant name gives that gradient variant where one is registered; every other choice
+    (``"auto"``, ``"fast"``, a variant without a gradient counterpart) gives the default gradient path,
+    or ``None`` where the backend has none.
     """
     chosen = impl if impl is not None else os.environ.get("ARRAYRNN_IMPL", "auto")
-    entry = _VJPS.get((kind, backend))
-    if chosen == "generic" or entry is None:
+    if chosen == "generic":
         return None
-    return _load(entry)
+    entry = _VJPS.get((kind, backend, chosen)) or _VJPS.get((kind, backend, None))
+    return None if entry is None else _load(entry)
 
 
 # CuPy: "auto"/"fast" choose per call (cupy_dispatch); "fused" and "graph" name the two paths.
@@ -120,7 +126,9 @@ for _kind in ("rnn", "lstm", "gru"):
     register(_kind, "cupy", ".cupy_dispatch", f"{_kind}_sequence")
     register(_kind, "cupy", ".cupy_kernels", f"{_kind}_sequence", variant="fused")
     register(_kind, "cupy", ".cupy_graph", f"{_kind}_sequence", variant="graph")
-    register_vjp(_kind, "cupy", ".cupy_grad", "sequence_vjp")
+    register_vjp(_kind, "cupy", ".cupy_dispatch", "sequence_vjp")
+    register_vjp(_kind, "cupy", ".cupy_grad", "sequence_vjp", variant="fused")
+    register_vjp(_kind, "cupy", ".cupy_grad_graph", "sequence_vjp", variant="graph")
 
 
 # NumPy: the preallocated, chunked loop (with the optional numba kernels inside it).

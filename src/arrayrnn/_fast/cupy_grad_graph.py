@@ -1,0 +1,648 @@
+"""CuPy gradient path "graph": the recording forward and the backward, each one replayed CUDA graph.
+
+The small-batch counterpart of ``cupy_grad.py`` (the "fused" gradient path), as ``cupy_graph.py`` is for
+the forward: per step one launch of a warp-per-unit kernel that does the recurrent product and the
+pointwise math together (``*_graph_record*`` / ``*_graph_grad*`` in ``cupy_grad_sources.py``); the backward
+kernels form ``dh_prev = dz W_hh`` from ``W_hh^T`` themselves, so no cuBLAS call is left inside the time
+loop and the T launches are captured once and replayed. The input projection and the weight gradients
+stay single cuBLAS GEMMs outside the graphs.
+
+Bookkeeping (as in ``cupy_graph.py``, whose capture helper and batch tiles this uses): a plan owns every
+buffer its graph points at and is cached per (kind, shapes, dtype, options, tile, device, stream, weight
+addresses). The forward copies the caller's state and lengths in and copies the tape out (y, gates,
+cell states: fresh arrays the pullback keeps); the backward copies the tape, ``dy``, the final-state
+cotangents and ``W_hh^T`` in, replays, and forms the weight gradients from its buffers while holding the
+plan (stream order protects them from a later replay). Capture always ends (``cupy_graph._capture``).
+
+Supports what the "graph" forward supports: every option but the LSTM projection, float32/float64.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import threading
+from collections.abc import Callable
+from typing import Any, Optional
+
+from . import cupy_graph
+from .cupy_common import (
+    acc_scalar,
+    contiguous_or_placeholder,
+    cupy_module,
+    dtype_name,
+    int32,
+    kernel,
+    options_mask,
+    placeholder,
+    project_inputs,
+    time_order,
+)
+from .cupy_grad import (
+    GRAD_DTYPES,
+    Backward,
+    State,
+    backward_order,
+    gru_param_grads,
+    lstm_param_grads,
+    params_like,
+    previous_hidden,
+    previous_step,
+    rnn_param_grads,
+)
+from .cupy_sources import OPTIONS, graph_kernel_name
+
+Array = Any
+Launch = tuple[Any, tuple[int], tuple[int], tuple[Any, ...]]
+
+#: cached plans (each holds its graph and its buffers; gradient plans hold a whole tape)
+MAX_PLANS = 16
+
+
+@dataclasses.dataclass
+class _Plan:
+    buffers: dict[str, Array]
+    launches: list[Launch] = dataclasses.field(default_factory=list)
+    graph: Any = None
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+
+    def run(self) -> None:
+        cp = cupy_module()
+        if cupy_graph.CAPTURE:
+            if self.graph is None:
+                self.graph = cupy_graph._capture(self.launches)
+            self.graph.launch(stream=cp.cuda.get_current_stream())
+        else:
+            for k, grid, block, args in self.launches:
+                k(grid, block, args)
+
+
+_plans: collections.OrderedDict[tuple[Any, ...], _Plan] = collections.OrderedDict()
+_plans_lock = threading.Lock()
+
+
+def clear_cache() -> None:
+    with _plans_lock:
+        _plans.clear()
+
+
+def cached_plans() -> int:
+    return len(_plans)
+
+
+def _plan(key: tuple[Any, ...], build: Callable[[], _Plan]) -> _Plan:
+    cp = cupy_module()
+    key = (*key, cp.cuda.Device().id, int(cp.cuda.get_current_stream().ptr))
+    with _plans_lock:
+        plan = _plans.get(key)
+        if plan is None:
+            plan = _plans[key] = build()
+            while len(_plans) > MAX_PLANS:
+                _plans.popitem(last=False)
+        else:
+            _plans.move_to_end(key)
+    return plan
+
+
+def _pointers(arrays: tuple[Array, ...]) -> tuple[int, ...]:
+    return tuple(int(a.data.ptr) for a in arrays)
+
+
+class _Shape:
+    """Sizes, tile and launch shape of one call, and the per-step neighbours in time."""
+
+    def __init__(self, x: Array, hidden: int, reverse: bool) -> None:
+        self.dtype = dtype_name(x.dtype)
+        self.steps, self.batch, _ = x.shape
+        self.hidden, self.reverse = hidden, reverse
+        self.tile = cupy_graph.choose_batch_tile(self.batch, hidden)
+        self.grid, self.block = cupy_graph.launch_shape(self.batch, hidden, self.tile)
+        self.sizes = (int32(self.batch), int32(hidden))
+
+    def key(self) -> tuple[Any, ...]:
+        return (self.dtype, self.steps, self.batch, self.hidden, self.reverse, self.tile)
+
+    def kernel(self, base: str) -> Any:
+        return kernel(graph_kernel_name(base, self.tile), self.dtype)
+
+    def before(self, t: int) -> Optional[int]:
+        return previous_step(t, self.steps, self.reverse)
+
+    def empty(self, *shape: int, dtype: Any = None) -> Array:
+        return cupy_module().empty(shape, dtype=self.dtype if dtype is None else dtype)
+
+
+def sequence_vjp(
+    xp: Any,
+    kind: str,
+    x: Array,
+    params: Any,
+    state: State,
+    lengths: Optional[Array],
+    reverse: bool,
+    options: dict[str, Any],
+) -> Optional[tuple[Array, State, Backward]]:
+    """As ``cupy_grad.sequence_vjp``, with graph-replayed loops (``None``: declined, the generic core runs)."""
+    if getattr(params, "weight_hr", None) is not None:
+        raise ValueError("impl='graph' does not support the LSTM projection (proj_size > 0); use impl='fused'")
+    if dtype_name(x.dtype) not in GRAD_DTYPES or x.shape[1] == 0:
+        return None
+    with x.device:
+        return _RECORDERS[kind](cupy_module(), x, params, tuple(state), lengths, reverse, **options)
+
+
+def _lengths_buffer(shape: _Shape, lengths: Optional[Array]) -> Array:
+    return shape.empty(shape.batch, dtype="int64") if lengths is not None else placeholder("int64")
+
+
+def _fill_lengths(cp: Any, buffer: Array, lengths: Optional[Array]) -> None:
+    if lengths is not None:
+        cp.copyto(buffer, lengths, casting="unsafe")
+
+
+def _fill_cotangent(cp: Any, buffer: Array, given: Optional[Array]) -> None:
+    if given is None:
+        buffer.fill(0)
+    else:
+        cp.copyto(buffer, given)
+
+
+def _dy_setup(shape: _Shape, dy: Optional[Array]) -> tuple[int, Callable[[_Plan, int], Array]]:
+    """The option bit for ``dy`` and per-step access to the plan's copy of it (a placeholder when absent)."""
+    if dy is None:
+        absent = placeholder(shape.dtype)
+        return 0, lambda plan, t: absent
+    return OPTIONS["OPT_DY"], lambda plan, t: plan.buffers["dy"][t]
+
+
+# ----------------------------------------------------------------------------------------------
+# RNN: the "graph" forward already keeps what the backward needs (y)
+
+
+def _rnn(
+    cp: Any, x: Array, params: Any, state: State, lengths: Optional[Array], reverse: bool, *, nonlinearity: str = "tanh"
+) -> tuple[Array, State, Backward]:
+    y, final = cupy_graph.rnn_sequence(None, x, params, state, lengths, reverse, nonlinearity=nonlinearity)
+    shape = _Shape(x, params.hidden_size, reverse)
+    h0 = state[0]
+    options = options_mask(lengths=lengths, relu=nonlinearity == "relu")
+
+    def backward(dy: Optional[Array], d_final: tuple[Optional[Array], ...]) -> tuple[Array, Any, State]:
+        with x.device:
+            dy_bit, dy_at = _dy_setup(shape, dy)
+            T, B, H = shape.steps, shape.batch, shape.hidden
+
+            def build() -> _Plan:
+                plan = _Plan(
+                    {
+                        "weight_t": shape.empty(H, H),
+                        "y": shape.empty(T, B, H),
+                        "carry": shape.empty(B, H),
+                        "dz": shape.empty(T, B, H),
+                        "lengths": _lengths_buffer(shape, lengths),
+                    }
+                )
+                if dy is not None:
+                    plan.buffers["dy"] = shape.empty(T, B, H)
+                buf, absent = plan.buffers, placeholder(shape.dtype)
+                step, finish = shape.kernel("rnn_graph_grad"), shape.kernel("graph_grad_finish")
+                previous = -1
+                for t in backward_order(T, reverse):
+                    d_prev = buf["dz"][previous] if previous >= 0 else absent
+                    args = (
+                        buf["weight_t"],
+                        d_prev,
+                        buf["lengths"],
+                        dy_at(plan, t),
+                        buf["y"][t],
+                        buf["carry"],
+                        buf["dz"][t],
+                        *shape.sizes,
+                        int32(previous),
+                        int32(t),
+                        int32(options | dy_bit),
+                    )
+                    plan.launches.append((step, shape.grid, shape.block, args))
+                    previous = t
+                args = (
+                    buf["weight_t"],
+                    buf["dz"][previous],
+                    absent,
+                    buf["lengths"],
+                    buf["carry"],
+                    *shape.sizes,
+                    int32(H),
+                    int32(H),
+                    int32(previous),
+                    int32(options),
+                )
+                plan.launches.append((finish, shape.grid, shape.block, args))
+                return plan
+
+            key = ("rnn-grad", *shape.key(), options | dy_bit)
+            plan = _plan(key, build)
+            with plan.lock:
+                buf = plan.buffers
+                cp.copyto(buf["weight_t"], params.weight_hh.T)
+                cp.copyto(buf["y"], y)
+                if dy is not None:
+                    cp.copyto(buf["dy"], dy)
+                _fill_lengths(cp, buf["lengths"], lengths)
+                _fill_cotangent(cp, buf["carry"], d_final[0])
+                plan.run()
+                dx, grads = rnn_param_grads(
+                    cp, x, params, lengths, buf["dz"], previous_hidden(cp, y, h0, lengths, reverse)
+                )
+                return dx, params_like(params, grads), (buf["carry"].copy(),)
+
+    return y, final, backward
+
+
+# ----------------------------------------------------------------------------------------------
+# LSTM
+
+
+def _lstm(
+    cp: Any,
+    x: Array,
+    params: Any,
+    state: State,
+    lengths: Optional[Array],
+    reverse: bool,
+    *,
+    coupled: bool = False,
+    clip: Optional[float] = None,
+) -> tuple[Array, State, Backward]:
+    shape = _Shape(x, params.hidden_size, reverse)
+    T, B, H = shape.steps, shape.batch, shape.hidden
+    weights = (
+        cp.ascontiguousarray(params.weight_hh),
+        contiguous_or_placeholder(params.bias_ih, x.dtype),
+        contiguous_or_placeholder(params.bias_hh, x.dtype),
+    )
+    peepholes = tuple(
+        contiguous_or_placeholder(p, x.dtype) for p in (params.peephole_i, params.peephole_f, params.peephole_o)
+    )
+    options = options_mask(
+        bias_ih=params.bias_ih,
+        bias_hh=params.bias_hh,
+        lengths=lengths,
+        peephole_i=params.peephole_i,
+        peephole_f=params.peephole_f,
+        peephole_o=params.peephole_o,
+        coupled=coupled,
+        clip=clip,
+    )
+    clip_value = acc_scalar(shape.dtype, 0.0 if clip is None else clip)
+    tail = (int32(options), clip_value)
+
+    def build_forward() -> _Plan:
+        plan = _Plan(
+            {
+                "gx": shape.empty(T, B, 4 * H),
+                "h0": shape.empty(B, H),
+                "c0": shape.empty(B, H),
+                "hs": shape.empty(T, B, H),
+                "cs": shape.empty(T, B, H),
+                "y": shape.empty(T, B, H),
+                "z": shape.empty(T, B, 4 * H),
+                "lengths": _lengths_buffer(shape, lengths),
+            }
+        )
+        buf = plan.buffers
+        step = shape.kernel("lstm_graph_record")
+        for t in time_order(T, reverse):
+            before = shape.before(t)
+            h_prev = buf["h0"] if before is None else buf["hs"][before]
+            c_prev = buf["c0"] if before is None else buf["cs"][before]
+            args = (
+                buf["gx"][t],
+                *weights,
+                *peepholes,
+                buf["lengths"],
+                h_prev,
+                c_prev,
+                buf["hs"][t],
+                buf["cs"][t],
+                buf["y"][t],
+                buf["z"][t],
+                *shape.sizes,
+                int32(t),
+                *tail,
+            )
+            plan.launches.append((step, shape.grid, shape.block, args))
+        return plan
+
+    plan = _plan(
+        ("lstm-record", *shape.key(), options, float(clip_value), _pointers(weights + peepholes)), build_forward
+    )
+    with plan.lock:
+        buf = plan.buffers
+        project_inputs(x, params.weight_ih, out=buf["gx"])
+        cp.copyto(buf["h0"], state[0])
+        cp.copyto(buf["c0"], state[1])
+        _fill_lengths(cp, buf["lengths"], lengths)
+        plan.run()
+        last = time_order(T, reverse)[-1]
+        y, z, cells = buf["y"].copy(), buf["z"].copy(), buf["cs"].copy()
+        final = (buf["hs"][last].copy(), buf["cs"][last].copy())
+    h0, c0 = state
+
+    def backward(dy: Optional[Array], d_final: tuple[Optional[Array], ...]) -> tuple[Array, Any, State]:
+        with x.device:
+            dy_bit, dy_at = _dy_setup(shape, dy)
+
+            def build() -> _Plan:
+                plan = _Plan(
+                    {
+                        "weight_t": shape.empty(H, 4 * H),
+                        "z": shape.empty(T, B, 4 * H),
+                        "cs": shape.empty(T, B, H),
+                        "c0": shape.empty(B, H),
+                        "carry": shape.empty(B, H),
+                        "dc": shape.empty(B, H),
+                        "dz": shape.empty(T, B, 4 * H),
+                        "lengths": _lengths_buffer(shape, lengths),
+                    }
+                )
+                if dy is not None:
+                    plan.buffers["dy"] = shape.empty(T, B, H)
+                buf, absent = plan.buffers, placeholder(shape.dtype)
+                step, finish = shape.kernel("lstm_graph_grad"), shape.kernel("graph_grad_finish")
+                previous = -1
+                for t in backward_order(T, reverse):
+                    before = shape.before(t)
+                    c_prev = buf["c0"] if before is None else buf["cs"][before]
+                    d_prev = buf["dz"][previous] if previous >= 0 else absent
+                    args = (
+                        buf["weight_t"],
+                        d_prev,
+                        buf["lengths"],
+                        dy_at(plan, t),
+                        buf["z"][t],
+                        buf["cs"][t],
+                        c_prev,
+                        *peepholes,
+                        buf["carry"],
+                        buf["dc"],
+                        buf["dz"][t],
+                        *shape.sizes,
+                        int32(previous),
+                        int32(t),
+                        int32(options | dy_bit),
+                        clip_value,
+                    )
+                    plan.launches.append((step, shape.grid, shape.block, args))
+                    previous = t
+                args = (
+                    buf["weight_t"],
+                    buf["dz"][previous],
+                    absent,
+                    buf["lengths"],
+                    buf["carry"],
+                    *shape.sizes,
+                    int32(4 * H),
+                    int32(4 * H),
+                    int32(previous),
+                    int32(options),
+                )
+                plan.launches.append((finish, shape.grid, shape.block, args))
+                return plan
+
+            key = ("lstm-grad", *shape.key(), options | dy_bit, float(clip_value), _pointers(peepholes))
+            plan = _plan(key, build)
+            with plan.lock:
+                buf = plan.buffers
+                cp.copyto(buf["weight_t"], params.weight_hh.T)
+                for name, value in (("z", z), ("cs", cells), ("c0", c0), ("dy", dy)):
+                    if value is not None:
+                        cp.copyto(buf[name], value)
+                _fill_lengths(cp, buf["lengths"], lengths)
+                _fill_cotangent(cp, buf["carry"], d_final[0])
+                _fill_cotangent(cp, buf["dc"], d_final[1])
+                plan.run()
+                h_prev = previous_hidden(cp, y, h0, lengths, reverse)
+                dx, grads = lstm_param_grads(cp, x, params, lengths, reverse, buf["dz"], cells, c0, h_prev)
+                return dx, params_like(params, grads), (buf["carry"].copy(), buf["dc"].copy())
+
+    return y, final, backward
+
+
+# ----------------------------------------------------------------------------------------------
+# GRU
+
+
+def _gru(
+    cp: Any,
+    x: Array,
+    params: Any,
+    state: State,
+    lengths: Optional[Array],
+    reverse: bool,
+    *,
+    linear_before_reset: bool = True,
+) -> tuple[Array, State, Backward]:
+    shape = _Shape(x, params.hidden_size, reverse)
+    T, B, H = shape.steps, shape.batch, shape.hidden
+    weights = (
+        cp.ascontiguousarray(params.weight_hh),
+        contiguous_or_placeholder(params.bias_ih, x.dtype),
+        contiguous_or_placeholder(params.bias_hh, x.dtype),
+    )
+    options = options_mask(bias_ih=params.bias_ih, bias_hh=params.bias_hh, lengths=lengths)
+    lbr = bool(linear_before_reset)
+
+    def build_forward() -> _Plan:
+        plan = _Plan(
+            {
+                "gx": shape.empty(T, B, 3 * H),
+                "h0": shape.empty(B, H),
+                "hs": shape.empty(T, B, H),
+                "y": shape.empty(T, B, H),
+                "gates": shape.empty(T, B, 3 * H),
+                "lengths": _lengths_buffer(shape, lengths),
+            }
+        )
+        buf = plan.buffers
+        if lbr:
+            buf["hn"] = shape.empty(T, B, H)
+            step = shape.kernel("gru_graph_record")
+        else:
+            buf["rh"] = shape.empty(B, H)
+            reset, finish = shape.kernel("gru_graph_record_reset"), shape.kernel("gru_graph_record_finish")
+        for t in time_order(T, reverse):
+            before = shape.before(t)
+            h_prev = buf["h0"] if before is None else buf["hs"][before]
+            if lbr:
+                args = (
+                    buf["gx"][t],
+                    *weights,
+                    buf["lengths"],
+                    h_prev,
+                    buf["hs"][t],
+                    buf["y"][t],
+                    buf["gates"][t],
+                    buf["hn"][t],
+                    *shape.sizes,
+                    int32(t),
+                    int32(options),
+                )
+                plan.launches.append((step, shape.grid, shape.block, args))
+            else:
+                args = (buf["gx"][t], *weights, h_prev, buf["rh"], buf["gates"][t], *shape.sizes, int32(options))
+                plan.launches.append((reset, shape.grid, shape.block, args))
+                args = (
+                    buf["gx"][t],
+                    *weights,
+                    buf["lengths"],
+                    h_prev,
+                    buf["rh"],
+                    buf["hs"][t],
+                    buf["y"][t],
+                    buf["gates"][t],
+                    *shape.sizes,
+                    int32(t),
+                    int32(options),
+                )
+                plan.launches.append((finish, shape.grid, shape.block, args))
+        return plan
+
+    plan = _plan(("gru-record", *shape.key(), options, lbr, _pointers(weights)), build_forward)
+    with plan.lock:
+        buf = plan.buffers
+        project_inputs(x, params.weight_ih, out=buf["gx"])
+        cp.copyto(buf["h0"], state[0])
+        _fill_lengths(cp, buf["lengths"], lengths)
+        plan.run()
+        last = time_order(T, reverse)[-1]
+        y, gates = buf["y"].copy(), buf["gates"].copy()
+        hidden_n = buf["hn"].copy() if lbr else None
+        final = (buf["hs"][last].copy(),)
+    h0 = state[0]
+
+    def backward(dy: Optional[Array], d_final: tuple[Optional[Array], ...]) -> tuple[Array, Any, State]:
+        with x.device:
+            dy_bit, dy_at = _dy_setup(shape, dy)
+            h_prev = previous_hidden(cp, y, h0, lengths, reverse)
+
+            def build() -> _Plan:
+                plan = _Plan(
+                    {
+                        "gates": shape.empty(T, B, 3 * H),
+                        "h_prev": shape.empty(T, B, H),
+                        "carry": shape.empty(B, H),
+                        "part": shape.empty(B, H),
+                        "dgx": shape.empty(T, B, 3 * H),
+                        "lengths": _lengths_buffer(shape, lengths),
+                    }
+                )
+                buf, absent = plan.buffers, placeholder(shape.dtype)
+                if dy is not None:
+                    buf["dy"] = shape.empty(T, B, H)
+                if lbr:
+                    buf.update(weight_t=shape.empty(H, 3 * H), hn=shape.empty(T, B, H), dgh=shape.empty(T, B, 3 * H))
+                    step = shape.kernel("gru_graph_grad")
+                else:
+                    buf.update(
+                        weight_rz_t=shape.empty(H, 2 * H),
+                        weight_n_t=shape.empty(H, H),
+                        dh=shape.empty(B, H),
+                        rh=shape.empty(T, B, H),
+                    )
+                    candidate, reset = shape.kernel("gru_graph_grad_candidate"), shape.kernel("gru_graph_grad_reset")
+                previous = -1
+                tail_of = lambda t: (*shape.sizes, int32(previous), int32(t), int32(options | dy_bit))  # noqa: E731
+                for t in backward_order(T, reverse):
+                    if lbr:
+                        d_prev = buf["dgh"][previous] if previous >= 0 else absent
+                        args = (
+                            buf["weight_t"],
+                            d_prev,
+                            buf["lengths"],
+                            dy_at(plan, t),
+                            buf["gates"][t],
+                            buf["hn"][t],
+                            buf["h_prev"][t],
+                            buf["part"],
+                            buf["carry"],
+                            buf["dgx"][t],
+                            buf["dgh"][t],
+                            *tail_of(t),
+                        )
+                        plan.launches.append((step, shape.grid, shape.block, args))
+                    else:
+                        d_prev = buf["dgx"][previous] if previous >= 0 else absent
+                        args = (
+                            buf["weight_rz_t"],
+                            d_prev,
+                            buf["lengths"],
+                            dy_at(plan, t),
+                            buf["gates"][t],
+                            buf["h_prev"][t],
+                            buf["part"],
+                            buf["carry"],
+                            buf["dh"],
+                            buf["dgx"][t],
+                            *tail_of(t),
+                        )
+                        plan.launches.append((candidate, shape.grid, shape.block, args))
+                        args = (
+                            buf["weight_n_t"],
+                            buf["lengths"],
+                            buf["dh"],
+                            buf["gates"][t],
+                            buf["h_prev"][t],
+                            buf["part"],
+                            buf["dgx"][t],
+                            buf["rh"][t],
+                            *shape.sizes,
+                            int32(t),
+                            int32(options),
+                        )
+                        plan.launches.append((reset, shape.grid, shape.block, args))
+                    previous = t
+                if lbr:
+                    finish_args = (buf["weight_t"], buf["dgh"][previous], int32(3 * H), int32(3 * H))
+                else:
+                    finish_args = (buf["weight_rz_t"], buf["dgx"][previous], int32(2 * H), int32(3 * H))
+                weight, d_prev, width, stride = finish_args
+                args = (
+                    weight,
+                    d_prev,
+                    buf["part"],
+                    buf["lengths"],
+                    buf["carry"],
+                    *shape.sizes,
+                    width,
+                    stride,
+                    int32(previous),
+                    int32(options | OPTIONS["OPT_PART"]),
+                )
+                plan.launches.append((shape.kernel("graph_grad_finish"), shape.grid, shape.block, args))
+                return plan
+
+            plan = _plan(("gru-grad", *shape.key(), options | dy_bit, lbr), build)
+            with plan.lock:
+                buf = plan.buffers
+                if lbr:
+                    cp.copyto(buf["weight_t"], params.weight_hh.T)
+                    cp.copyto(buf["hn"], hidden_n)
+                else:
+                    cp.copyto(buf["weight_rz_t"], params.weight_hh[: 2 * H].T)
+                    cp.copyto(buf["weight_n_t"], params.weight_hh[2 * H :].T)
+                for name, value in (("gates", gates), ("h_prev", h_prev), ("dy", dy)):
+                    if value is not None:
+                        cp.copyto(buf[name], value)
+                _fill_lengths(cp, buf["lengths"], lengths)
+                _fill_cotangent(cp, buf["carry"], d_final[0])
+                plan.run()
+                if lbr:
+                    dx, grads = gru_param_grads(cp, x, params, lengths, buf["dgx"], h_prev, dgh=buf["dgh"])
+                else:
+                    dx, grads = gru_param_grads(cp, x, params, lengths, buf["dgx"], h_prev, reset_h_all=buf["rh"])
+                return dx, params_like(params, grads), (buf["carry"].copy(),)
+
+    return y, final, backward
+
+
+_RECORDERS = {"rnn": _rnn, "lstm": _lstm, "gru": _gru}
