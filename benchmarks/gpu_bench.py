@@ -234,8 +234,8 @@ class Problem:
     def ours_forward_backward(self, impl: str = "auto") -> Any:
         """``arrayrnn.vjp``: the cotangent is dy on y, nothing on the states.
 
-        ``impl="auto"``: the CuPy gradient path (recording fused forward + fused backward, ``_fast/cupy_grad.py``);
-        ``"generic"``: the array-API recording core on CuPy.
+        ``impl="auto"``: the CuPy gradient path chosen per call; ``"fused"`` / ``"graph"``: the two gradient paths
+        (``_fast/cupy_grad.py``, ``_fast/cupy_grad_graph.py``); ``"generic"``: the array-API recording core.
         """
         import arrayrnn as ar
 
@@ -344,8 +344,13 @@ def forward_section(report, budget, machine, kinds, shapes, dtype, impls, reserv
                 )
 
 
-def backward_section(report, budget, machine, kinds, shapes, reserve):
+#: (entry name, impl) of the forward+backward measurements of arrayrnn.vjp
+VJP_IMPLS = (("vjp", "auto"), ("vjp-fused", "fused"), ("vjp-graph", "graph"), ("vjp-generic", "generic"))
+
+
+def backward_section(report, budget, machine, kinds, shapes, reserve, vjp_impls=VJP_IMPLS):
     import arrayrnn as ar
+    from arrayrnn._fast import cupy_dispatch
 
     has_vjp = hasattr(ar, "vjp")
     for kind in kinds:
@@ -363,8 +368,13 @@ def backward_section(report, budget, machine, kinds, shapes, reserve):
                 report.add({**base, "impl": "vjp", "skipped": "arrayrnn.vjp does not exist yet"})
                 continue
 
-            # "vjp": the default (on CuPy the fused gradient path); "vjp-generic": the array-API core, for scale
-            for name, impl in (("vjp", "auto"), ("vjp-generic", "generic")):
+            # "vjp": the default (on CuPy the gradient path auto picks, "graph" or "fused"); the two paths
+            # themselves; "vjp-generic": the array-API core, for scale
+            steps, batch, _, hidden = shape
+            auto_choice = cupy_dispatch.choose_impl(
+                kind, steps=steps * cupy_dispatch.GRAD_BUFFER_FACTOR, batch=batch, hidden=hidden, dtype="float32"
+            )
+            for name, impl in vjp_impls:
 
                 def check(problem=problem, impl=impl):
                     reference = problem.torch_forward_backward().float().cpu().numpy()
@@ -373,7 +383,9 @@ def backward_section(report, budget, machine, kinds, shapes, reserve):
                 def run(problem=problem, impl=impl):
                     return problem.ours_forward_backward(impl)
 
-                measure(report, budget, base, name, run, machine, check=check, tolerance=1e-3, reserve=reserve)
+                extra = {"auto_choice": auto_choice} if impl == "auto" else {}
+                measure(report, budget, {**base, **extra}, name, run, machine, check=check, tolerance=1e-3,
+                        reserve=reserve)  # fmt: skip
 
 
 def tile_sweep_section(report, budget, machine, kinds, shapes, reserve):
@@ -438,7 +450,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     started = time.monotonic()
     # most important first; later sections keep a reserve so the earlier ones always finish
     forward_section(report, budget, machine, kinds, shapes, "float32", impls, reserve=0.35 * args.budget)
-    backward_section(report, budget, machine, kinds, shapes, reserve=0.15 * args.budget)
+    vjp_impls = VJP_IMPLS[:1] + VJP_IMPLS[-1:] if args.dry_run else VJP_IMPLS  # NumPy has no fused/graph
+    backward_section(report, budget, machine, kinds, shapes, reserve=0.15 * args.budget, vjp_impls=vjp_impls)
     if not args.dry_run:
         tile_sweep_section(report, budget, machine, kinds, shapes, reserve=0.05 * args.budget)
     forward_section(report, budget, machine, ["lstm"], half_shapes, "float16", impls, reserve=0.0)

@@ -93,7 +93,10 @@ def forward_table(index, dtype: str) -> list[str]:
 
 
 def backward_table(index) -> list[str]:
-    rows = ["| cell | T, B, I, H | cuDNN fwd+bwd | arrayrnn.vjp | vjp, generic core |", "|---|---|---|---|---|"]
+    rows = [
+        "| cell | T, B, I, H | cuDNN fwd+bwd | arrayrnn.vjp (picks) | fused | graph | generic core |",
+        "|---|---|---|---|---|---|---|",
+    ]
     keys = sorted((k for k in index if k[3] == "forward+backward"), key=lambda k: (list(CELL_NAMES).index(k[0]), k[1]))
     notes = set()
     for key in keys:
@@ -103,9 +106,12 @@ def backward_table(index) -> list[str]:
         ours = impls.get("vjp")
         if ours and ours.get("skipped"):
             notes.add(ours["skipped"])
-        generic = _ratio_cell(impls.get("vjp-generic"), reference, TARGETS["forward+backward"])
-        rows.append(f"| {CELL_NAMES[key[0]]} | {_shape_text(key[1])} | {cudnn} | "
-                    f"{_ratio_cell(ours, reference, TARGETS['forward+backward'])} | {generic} |")  # fmt: skip
+        cells = [_ratio_cell(impls.get(name), reference, TARGETS["forward+backward"])
+                 for name in ("vjp", "vjp-fused", "vjp-graph", "vjp-generic")]  # fmt: skip
+        choice = (ours or {}).get("auto_choice")
+        if choice and ours and not ours.get("skipped"):
+            cells[0] += f" ({choice})"
+        rows.append(f"| {CELL_NAMES[key[0]]} | {_shape_text(key[1])} | {cudnn} | " + " | ".join(cells) + " |")
     if len(rows) == 2:
         return []
     return rows + ([""] + [f"({note})" for note in sorted(notes)] if notes else [])

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import arrayrnn as ar
-from arrayrnn._fast import cupy_grad
+from arrayrnn._fast import cupy_grad, cupy_grad_graph
 
 from .support import random_params, tolerance
 from .test_cupy_fast import VARIANTS, _ids
@@ -29,16 +29,17 @@ def _require_cupy(backend):
 
 @pytest.fixture
 def fast_calls(monkeypatch):
-    """Counts calls of the gradient path that did not decline (so a silent fallback cannot pass)."""
+    """Records each call of a gradient path as (name, accepted) (so a silent fallback cannot pass)."""
     calls = []
-    real = cupy_grad.sequence_vjp
+    for name, module in (("fused", cupy_grad), ("graph", cupy_grad_graph)):
+        real = module.sequence_vjp
 
-    def counted(*args, **kwargs):
-        result = real(*args, **kwargs)
-        calls.append(result is not None)
-        return result
+        def counted(*args, name=name, real=real, **kwargs):
+            result = real(*args, **kwargs)
+            calls.append((name, result is not None))
+            return result
 
-    monkeypatch.setattr(cupy_grad, "sequence_vjp", counted)
+        monkeypatch.setattr(module, "sequence_vjp", counted)
     return calls
 
 
@@ -83,32 +84,40 @@ def _assert_same(backend, got, want, dtype, steps):
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=_ids)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_matches_generic_with_lengths_and_reverse(backend, fast_calls, variant, dtype):
+@pytest.mark.parametrize("impl", ["fused", "graph"])
+def test_matches_generic_with_lengths_and_reverse(backend, fast_calls, variant, dtype, impl):
     _require_cupy(backend)
     kind, params_options, call_options = variant
     params, x, state, dy, d_final = _problem(kind, params_options, dtype, 9, 5, 4, 6, seed=len(_ids(variant)))
     lengths = backend.asarray(np.array([9, 0, 4, 1, 7]))
+    if impl == "graph" and params_options.get("proj_size"):
+        with pytest.raises(ValueError, match="projection"):
+            _grads(backend, kind, params, x, state, dy, d_final, impl, lengths=lengths, **call_options)
+        return
     for reverse in (False, True):
         options = {"lengths": lengths, "reverse": reverse, **call_options}
-        got = _grads(backend, kind, params, x, state, dy, d_final, "auto", **options)
+        got = _grads(backend, kind, params, x, state, dy, d_final, impl, **options)
         want = _grads(backend, kind, params, x, state, dy, d_final, "generic", **options)
         _assert_same(backend, got, want, dtype, 9)
-    assert fast_calls == [True, True]  # "generic" never asked the fast path
+    assert fast_calls == [(impl, True)] * 2  # "generic" never asked a fast path
 
 
 @pytest.mark.parametrize(
     "kind,options", [("rnn", {}), ("lstm", {}), ("gru", {}), ("gru", {"linear_before_reset": False})]
 )
-@pytest.mark.parametrize("shape", [(40, 1, 16, 64), (12, 70, 33, 300)], ids=str)
-def test_larger_shapes(backend, fast_calls, kind, options, shape):
+@pytest.mark.parametrize("shape", [(40, 1, 16, 64), (12, 70, 33, 300), (6, 13, 5, 1030)], ids=str)
+@pytest.mark.parametrize("impl", ["graph", "auto"])
+def test_larger_shapes(backend, fast_calls, kind, options, shape, impl):
+    """hidden not a multiple of 32, batch spanning several tiles; "auto" picks graph at B=1, fused at B=70."""
     _require_cupy(backend)
     steps, batch, features, hidden = shape
     params, x, state, dy, d_final = _problem(kind, {}, "float32", steps, batch, features, hidden, seed=hidden)
     lengths = backend.asarray(np.random.default_rng(0).integers(0, steps + 1, size=batch))
-    got = _grads(backend, kind, params, x, state, dy, d_final, "auto", lengths=lengths, **options)
+    got = _grads(backend, kind, params, x, state, dy, d_final, impl, lengths=lengths, **options)
     want = _grads(backend, kind, params, x, state, dy, d_final, "generic", lengths=lengths, **options)
     _assert_same(backend, got, want, "float32", steps)
-    assert fast_calls == [True]
+    expected = {"fused": "fused", "graph": "graph", "auto": "graph" if batch <= 64 and hidden <= 1024 else "fused"}
+    assert fast_calls == [(expected[impl], True)]
 
 
 def test_layouts_none_cotangents_and_environment(backend, fast_calls, monkeypatch):
@@ -124,10 +133,10 @@ def test_layouts_none_cotangents_and_environment(backend, fast_calls, monkeypatc
             fast = (out, grads, out_one, grads_one)
         else:
             _assert_same(backend, fast, (out, grads, out_one, grads_one), "float64", 6)
-    assert fast_calls == [True, True]
+    assert fast_calls == [("graph", True)] * 2  # auto at batch 2
     monkeypatch.setenv("ARRAYRNN_IMPL", "generic")
     ar.vjp(ar.lstm, x_bf, backend.tree(params), batch_first=True)
-    assert fast_calls == [True, True]
+    assert len(fast_calls) == 2
 
 
 def test_bidirectional_model(backend, fast_calls):
@@ -145,7 +154,7 @@ def test_bidirectional_model(backend, fast_calls):
     _assert_same(
         backend, (out_fast, pullback_fast(cotangent)), (out_generic, pullback_generic(cotangent)), "float32", 7
     )
-    assert fast_calls == [True] * 4  # 2 layers x 2 directions
+    assert fast_calls == [("graph", True)] * 4  # 2 layers x 2 directions, auto at batch 3
 
 
 def test_inputs_unchanged_and_pullback_repeatable(backend):
@@ -170,4 +179,18 @@ def test_float16_falls_back_to_the_generic_core(backend, fast_calls):
     want = _grads(backend, "rnn", params, x, state, dy, d_final, "generic")
     for a, b in zip(_leaves(got), _leaves(want)):
         np.testing.assert_array_equal(backend.numpy(a), backend.numpy(b))
-    assert fast_calls == [False]
+    assert fast_calls == [("graph", False)]  # auto picked graph, which declined float16
+
+
+def test_graph_replays_and_sees_in_place_weight_updates(backend, fast_calls):
+    _require_cupy(backend)
+    params, x, state, dy, d_final = _problem("gru", {}, "float32", 10, 3, 4, 8, seed=7)
+    params_b, x_b, state_b = backend.tree(params), backend.asarray(x), backend.asarray(state)
+    cotangent = (backend.asarray(dy), backend.asarray(d_final))
+    for _ in range(2):
+        params_b.weight_hh[...] *= 0.9  # an in-place optimizer step between calls: same plans, new values
+        _, pullback = ar.vjp(ar.gru, x_b, params_b, state_b, impl="graph")
+        got = pullback(cotangent)
+        _, pullback = ar.vjp(ar.gru, x_b, params_b, state_b, impl="generic")
+        _assert_same(backend, got, pullback(cotangent), "float32", 10)
+    assert cupy_grad_graph.cached_plans() >= 2
