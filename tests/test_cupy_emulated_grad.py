@@ -295,10 +295,13 @@ def _view(a):
     return None if a is None else np.asarray(a).view(fake_cupy.FakeArray)
 
 
+END_TO_END_IMPL = {"impl": "fused"}
+
+
 def emulated_cupy_vjp(xp, kind, x, params, state, lengths, reverse, options):
     """Registered for NumPy in the test below: NumPy arrays viewed as the stand-in's device arrays."""
     CALLS.append(kind)
-    recorded = cupy_grad.sequence_vjp(
+    recorded = MODULES[END_TO_END_IMPL["impl"]].sequence_vjp(
         xp, kind, _view(x), map_arrays(_view, params), tuple(_view(s) for s in state), _view(lengths), reverse, options
     )
     y, final, backward = recorded
@@ -319,18 +322,22 @@ def _tree_close(got, want, what="result"):
         _close(got, want, "float64", 7, what)
 
 
-def test_vjp_end_to_end_layouts_and_models(monkeypatch):
+@pytest.mark.parametrize("impl", ["fused", "graph"])
+def test_vjp_end_to_end_layouts_and_models(monkeypatch, impl):
     monkeypatch.delenv("ARRAYRNN_IMPL", raising=False)
+    monkeypatch.setitem(END_TO_END_IMPL, "impl", impl)
     rng = np.random.default_rng(17)
     with fake_cupy.installed(monkeypatch):
         for kind in ("lstm", "gru", "rnn"):
             monkeypatch.setitem(registry._VJPS, (kind, "numpy", None), (__name__, "emulated_cupy_vjp"))
         CALLS.clear()
         # batch_first with lengths, reverse and an initial state; then an unbatched call without state
-        params = random_params("lstm", 3, 5, seed=2, dtype="float64", peepholes=True, proj_size=4)
+        projection = {"proj_size": 4} if impl == "fused" else {}  # graph: no projection
+        params = random_params("lstm", 3, 5, seed=2, dtype="float64", peepholes=True, **projection)
         x = rng.standard_normal((2, 7, 3))
-        state = (rng.standard_normal((2, 4)), rng.standard_normal((2, 5)))
-        cotangent = (rng.standard_normal((2, 7, 4)), (rng.standard_normal((2, 4)), None))
+        width = 4 if projection else 5
+        state = (rng.standard_normal((2, width)), rng.standard_normal((2, 5)))
+        cotangent = (rng.standard_normal((2, 7, width)), (rng.standard_normal((2, width)), None))
         options = {"batch_first": True, "lengths": np.array([7, 3]), "reverse": True, "clip": 0.9}
         results = {}
         for impl in ("auto", "generic"):
