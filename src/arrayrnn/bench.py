@@ -333,6 +333,14 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def _load_average() -> Optional[list[float]]:
+    """1, 5 and 15-minute load averages (other work on the machine skews every timing), if known."""
+    try:
+        return [round(value, 2) for value in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
 def _available_cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -533,6 +541,7 @@ def run_benchmark(
     if unknown_modes:
         raise ValueError(f"modes must be among {', '.join(_MODES)}, got {', '.join(unknown_modes)}")
     record["settings"] = {"repeats": repeats, "dtype": "float32", "grid": [list(shape) for shape in grid]}
+    record["load_average_at_start"] = _load_average()
     record["modes"] = modes
     print(f"arrayrnn bench: backend {backend}, {threads} threads for every library")
     for pool in record["thread_pools"]:
@@ -595,6 +604,7 @@ def run_benchmark(
                 memory.append(peak_extra_memory(kind, *memory_case))
                 bar.advance(1)
         record["memory"] = memory
+        record["load_average_at_end"] = _load_average()
     finally:
         bar.close()
         if limiter is not None:
@@ -602,6 +612,10 @@ def run_benchmark(
 
     print()
     print(format_table(record))
+    print(
+        f"load average (1, 5, 15 min): at start {record['load_average_at_start']}, "
+        f"at end {record['load_average_at_end']}"
+    )
     if skipped_all:
         print("skipped: " + "; ".join(f"{name}: {why}" for name, why in skipped_all.items()))
     if record["memory"]:
