@@ -15,7 +15,8 @@ Used only for float32 LSTM (no peepholes or projection), GRU and RNN; everything
 ``ARRAYRNN_NUMBA=0``, runs the pure NumPy loop in ``numpy_loop.py``, which stays the default when numba
 is missing. Layout as in ``numpy_loop``: states ``(H, B)``, gates ``(G*H, B)``, ``gx (G*H, steps*B)``
 in torch gate order with biases folded (GRU with ``linear_before_reset``: ``b_hn`` passed apart).
-Masking follows ``_core/scan.py``: step ``t`` of sequence ``b`` is valid when ``t < lengths[b]``.
+Batch-major kernels for B = 1 and large batches: ``numba_rows.py``. Masking follows
+``_core/scan.py``: step ``t`` of sequence ``b`` is valid when ``t < lengths[b]``.
 """
 
 from __future__ import annotations

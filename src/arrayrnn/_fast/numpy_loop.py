@@ -23,6 +23,10 @@ Only float32 and float64 take this path; other dtypes (float16) run the generic 
 With numba installed (``pip install "arrayrnn[numba]"``), float32 LSTM (without peepholes or
 projection), GRU and RNN run compiled kernels (``numba_loop.py``) inside the same chunked driver:
 one call per chunk instead of a dozen ufunc calls per step. ``ARRAYRNN_NUMBA=0`` turns them off.
+For B = 1 and B >= ``ROWS_MIN_BATCH`` (torch-style GRU only) they run batch-major instead
+(``numba_rows.py``): BLAS accumulates the recurrent product straight into the input projection and
+the gate loop writes ``y`` directly, which measured faster there; ``ARRAYRNN_ROW_THREADS=n`` also
+splits the batch over ``n`` threads (see :func:`_run_rows` for when that helps).
 """
 
 from __future__ import annotations
