@@ -17,7 +17,13 @@ TINY = [(4, 2, 3, 5)]
 
 def test_record_and_json(tmp_path, capsys):
     record = bench.run_benchmark(
-        ["lstm", "gru", "rnn"], grid=TINY, repeats=1, memory_case=(50, 2, 3, 4), out_dir=tmp_path, progress=False
+        ["lstm", "gru", "rnn"],
+        grid=TINY,
+        repeats=1,
+        memory_case=(50, 2, 3, 4),
+        modes=["forward"],
+        out_dir=tmp_path,
+        progress=False,
     )
     written = json.loads(next(tmp_path.glob("bench-numpy-*.json")).read_text())
     assert written["results"] == json.loads(json.dumps(record["results"]))
@@ -74,3 +80,41 @@ def test_cli_has_bench(tmp_path):
     assert args.cells == "rnn" and args.quick and args.out == str(tmp_path)
     with pytest.raises(ValueError, match="cells must be among"):
         bench.run_benchmark(["lstmx"], grid=TINY, repeats=1, out_dir=None, progress=False)
+    with pytest.raises(ValueError, match="modes must be among"):
+        bench.run_benchmark(["rnn"], grid=TINY, repeats=1, modes=["backward"], out_dir=None, progress=False)
+    args = cli.build_parser().parse_args(["bench", "--modes", "forward+backward"])
+    assert args.modes == "forward+backward"
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
+def test_forward_backward_mode_agrees_with_torch_autograd(kind):
+    """The registered forward+backward runners: y, dx and every weight/bias gradient equal torch's."""
+    need("torch")
+    from arrayrnn import bench_backward
+
+    params = random_params(kind, 3, 5, seed=2, dtype="float32")
+    x = np.random.default_rng(1).standard_normal((6, 2, 3)).astype("float32")
+    runners, skipped = bench._MODES["forward+backward"](kind, params, x, 1, "numpy")
+    assert [r.name for r in runners] == ["arrayrnn", "torch"] and "onnxruntime" in skipped
+    assert max(bench._check_outputs(runners, kind).values()) < 1e-4
+    # a wrong weight gradient is caught (the check covers the gradients, not only y)
+    ours = runners[0]
+
+    def off_by_a_bit():
+        y, dx, d_params = ours.call()
+        return y, dx, type(d_params)(**{**vars(d_params), "weight_hh": d_params.weight_hh * 1.01})
+
+    wrong = bench.Runner("wrong", off_by_a_bit, ours.to_numpy)
+    with pytest.raises(RuntimeError, match="wrong output differs"):
+        bench._check_outputs([runners[1], wrong], kind)
+    assert bench_backward.forward_backward_runners is bench._MODES["forward+backward"]
+
+
+def test_forward_backward_rows_in_the_record(tmp_path):
+    need("torch")
+    record = bench.run_benchmark(
+        ["gru"], grid=TINY, repeats=1, memory_case=None, modes=["forward+backward"], out_dir=tmp_path, progress=False
+    )
+    (row,) = record["results"]
+    assert row["mode"] == "forward+backward" and set(row["median_s"]) == {"arrayrnn", "torch"}
+    assert row["ratio"]["torch"] == pytest.approx(row["median_s"]["arrayrnn"] / row["median_s"]["torch"])

@@ -47,13 +47,20 @@ VARIANTS = [
 NUMPY = Backend("numpy")  # read-only inputs: proves the fast path never writes them
 
 
-@pytest.fixture(params=["numpy", "numba"])
+@pytest.fixture(params=["numpy", "numba", "numba-rows", "numba-rows-split"])
 def engine(request, monkeypatch):
-    """Which loop runs: pure NumPy, or the numba kernels (skipped when numba is not installed)."""
-    if request.param == "numba":
+    """Which loop runs: pure NumPy, or the numba kernels (skipped when numba is not installed):
+    feature-major (``numba_loop``) or batch-major (``numba_rows``), forced for any batch size, on one
+    slice or split over 3 threads (uneven slices and the thread hand-over run even at B = 4 or 5)."""
+    if request.param.startswith("numba"):
         monkeypatch.setenv("ARRAYRNN_NUMBA", "1")
         if numpy_loop.compiled_kernels() is None:
             pytest.skip("numba not installed (pip install 'arrayrnn[numba]')")
+        rows = request.param.startswith("numba-rows")
+        monkeypatch.setattr(numpy_loop, "ROWS_MIN_BATCH", 1 if rows else 1 << 30)
+        monkeypatch.setattr(numpy_loop, "ROWS_MAX_SMALL_BATCH", 0)
+        monkeypatch.setattr(numpy_loop, "ROWS_PER_THREAD", 1)
+        monkeypatch.setenv("ARRAYRNN_ROW_THREADS", "3" if request.param == "numba-rows-split" else "1")
     else:
         monkeypatch.setenv("ARRAYRNN_NUMBA", "0")
     return request.param
@@ -268,3 +275,35 @@ def test_numba_kernels_are_really_used(monkeypatch):
     ar.gru(x, params)
     ar.gru(x.astype("float64"), random_params("gru", 2, 3, seed=0))
     assert not calls
+
+
+def test_batch_major_kernels_are_used_by_size_and_restore_blas_threads(monkeypatch):
+    """Defaults: B = 1 and B >= ROWS_MIN_BATCH go batch-major, B in between feature-major; a split
+    call leaves NumPy's BLAS thread count as it found it; a bad ARRAYRNN_ROW_THREADS is refused."""
+    kernels = numpy_loop.compiled_kernels()
+    if kernels is None:
+        pytest.skip("numba not installed")
+    rows = numpy_loop._rows_kernels()
+    calls = []
+    original = rows.rnn_rows
+    monkeypatch.setattr(rows, "rnn_rows", lambda *args: calls.append(args[3].shape[0]) or original(*args))
+    params = random_params("rnn", 2, 3, seed=0, dtype="float32")
+    rng = np.random.default_rng(0)
+    for batch, expected in ((1, [1]), (2, []), (numpy_loop.ROWS_MIN_BATCH, [numpy_loop.ROWS_MIN_BATCH])):
+        calls.clear()
+        x = rng.standard_normal((3, batch, 2)).astype("float32")
+        y, h = ar.rnn(x, params)
+        assert calls == expected, (batch, calls)
+        y_ref, h_ref = reference.sequence("rnn", x, params)
+        np.testing.assert_allclose(y, y_ref, **tolerance("float32", 3))
+    before = kernels.blas_get_num_threads()
+    monkeypatch.setenv("ARRAYRNN_ROW_THREADS", "2")
+    calls.clear()
+    x = rng.standard_normal((3, numpy_loop.ROWS_MIN_BATCH, 2)).astype("float32")
+    y, _ = ar.rnn(x, params)
+    assert calls == [numpy_loop.ROWS_MIN_BATCH // 2] * 2  # two slices, one chunk (T = 3)
+    np.testing.assert_allclose(y, reference.sequence("rnn", x, params)[0], **tolerance("float32", 3))
+    assert kernels.blas_get_num_threads() == before
+    monkeypatch.setenv("ARRAYRNN_ROW_THREADS", "0")
+    with pytest.raises(ValueError, match="ARRAYRNN_ROW_THREADS"):
+        ar.rnn(x, params)

@@ -333,6 +333,14 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def _load_average() -> Optional[list[float]]:
+    """1, 5 and 15-minute load averages (other work on the machine skews every timing), if known."""
+    try:
+        return [round(value, 2) for value in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
 def _available_cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -529,7 +537,11 @@ def run_benchmark(
     limiter, pools = limit_threads(threads)
     record = environment(threads, pools, backend)
     modes = list(modes) if modes is not None else list(_MODES)
+    unknown_modes = [mode for mode in modes if mode not in _MODES]
+    if unknown_modes:
+        raise ValueError(f"modes must be among {', '.join(_MODES)}, got {', '.join(unknown_modes)}")
     record["settings"] = {"repeats": repeats, "dtype": "float32", "grid": [list(shape) for shape in grid]}
+    record["load_average_at_start"] = _load_average()
     record["modes"] = modes
     print(f"arrayrnn bench: backend {backend}, {threads} threads for every library")
     for pool in record["thread_pools"]:
@@ -584,7 +596,7 @@ def run_benchmark(
         record["results"] = results
         record["skipped_peers"] = skipped_all
         if "forward+backward" not in modes:
-            record["forward_backward"] = "not measured: no gradients module has registered the mode yet"
+            record["forward_backward"] = "not measured: not among the modes asked for"
         memory = []
         if memory_case is not None and backend == "numpy":
             for kind in cells:
@@ -592,6 +604,7 @@ def run_benchmark(
                 memory.append(peak_extra_memory(kind, *memory_case))
                 bar.advance(1)
         record["memory"] = memory
+        record["load_average_at_end"] = _load_average()
     finally:
         bar.close()
         if limiter is not None:
@@ -599,6 +612,10 @@ def run_benchmark(
 
     print()
     print(format_table(record))
+    print(
+        f"load average (1, 5, 15 min): at start {record['load_average_at_start']}, "
+        f"at end {record['load_average_at_end']}"
+    )
     if skipped_all:
         print("skipped: " + "; ".join(f"{name}: {why}" for name, why in skipped_all.items()))
     if record["memory"]:
@@ -620,6 +637,10 @@ def run_benchmark(
     return record
 
 
+# the forward+backward mode (arrayrnn.vjp against torch autograd) registers itself through the hook above
+from . import bench_backward  # noqa: E402,F401
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default=None, help="arrayrnn backend to time (default: numpy)")
     parser.add_argument("--cells", default=",".join(CELLS), help="comma-separated cells (default: lstm,gru,rnn)")
@@ -631,6 +652,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="benchmarks/results", help="folder for the JSON (and PNG)")
     parser.add_argument("--plot", action="store_true", help="also write a PNG (needs matplotlib)")
     parser.add_argument("--no-memory", action="store_true", help="skip the long-sequence memory measurement")
+    parser.add_argument(
+        "--modes", default=None, help=f"comma-separated modes (default: all registered: {', '.join(_MODES)})"
+    )
 
 
 def command(args: argparse.Namespace) -> int:
@@ -638,8 +662,10 @@ def command(args: argparse.Namespace) -> int:
     cells = [cell.strip().lower() for cell in args.cells.split(",") if cell.strip()]
     repeats = args.repeats if args.repeats is not None else (3 if args.quick else 5)
     memory_case = None if args.no_memory else (LONG_SEQUENCE_QUICK if args.quick else LONG_SEQUENCE)
+    modes = None if args.modes is None else [mode.strip() for mode in args.modes.split(",") if mode.strip()]
     run_benchmark(
         cells,
+        modes=modes,
         backend=args.backend or "numpy",
         repeats=repeats,
         threads=args.threads,

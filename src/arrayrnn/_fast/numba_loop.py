@@ -15,7 +15,8 @@ Used only for float32 LSTM (no peepholes or projection), GRU and RNN; everything
 ``ARRAYRNN_NUMBA=0``, runs the pure NumPy loop in ``numpy_loop.py``, which stays the default when numba
 is missing. Layout as in ``numpy_loop``: states ``(H, B)``, gates ``(G*H, B)``, ``gx (G*H, steps*B)``
 in torch gate order with biases folded (GRU with ``linear_before_reset``: ``b_hn`` passed apart).
-Masking follows ``_core/scan.py``: step ``t`` of sequence ``b`` is valid when ``t < lengths[b]``.
+Batch-major kernels for B = 1 and large batches: ``numba_rows.py``. Masking follows
+``_core/scan.py``: step ``t`` of sequence ``b`` is valid when ``t < lengths[b]``.
 """
 
 from __future__ import annotations
@@ -30,6 +31,11 @@ from numba import njit
 
 def _numpy_cblas(name, argtypes):
     """``cblas_<name>`` of the OpenBLAS that NumPy's wheels bundle (64-bit integer interface)."""
+    return _numpy_openblas(f"scipy_cblas_{name}64_", argtypes, None)
+
+
+def _numpy_openblas(symbol, argtypes, restype):
+    """Function ``symbol`` of the OpenBLAS that NumPy's wheels bundle."""
     root = os.path.dirname(np.__file__)
     patterns = [
         os.path.join(root, os.pardir, "numpy.libs", "libscipy_openblas64_*"),
@@ -41,13 +47,13 @@ def _numpy_cblas(name, argtypes):
                 library = ctypes.CDLL(path)  # already loaded by NumPy: the same library, same threads
             except OSError:
                 continue
-            function = getattr(library, f"scipy_cblas_{name}64_", None)
+            function = getattr(library, symbol, None)
             if function is None:
                 continue
             function.argtypes = argtypes
-            function.restype = None
+            function.restype = restype
             return function
-    raise ImportError(f"NumPy's bundled OpenBLAS (scipy_cblas_{name}64_) was not found; numba kernels disabled")
+    raise ImportError(f"NumPy's bundled OpenBLAS ({symbol}) was not found; numba kernels disabled")
 
 
 _INT, _PTR, _FLOAT, _ENUM = ctypes.c_int64, ctypes.c_void_p, ctypes.c_float, ctypes.c_int
@@ -57,6 +63,10 @@ _sgemm = _numpy_cblas(
 # one column (B = 1): gemv, as NumPy's matmul does; sgemm would start threads for a matrix-vector product
 _sgemv = _numpy_cblas("sgemv", [_ENUM, _ENUM, _INT, _INT, _FLOAT, _PTR, _INT, _PTR, _INT, _FLOAT, _PTR, _INT])
 _ROW_MAJOR, _NO_TRANS = 101, 111
+# the thread count of that OpenBLAS (what threadpoolctl sets): the batch-major driver runs one slice of
+# rows per BLAS thread, each with single-threaded BLAS, and restores the count afterwards
+blas_get_num_threads = _numpy_openblas("scipy_openblas_get_num_threads64_", [], ctypes.c_int)
+blas_set_num_threads = _numpy_openblas("scipy_openblas_set_num_threads64_", [ctypes.c_int], None)
 
 _jit = njit(cache=False, fastmath=True, error_model="numpy", nogil=True)
 _inline = njit(cache=False, fastmath=True, error_model="numpy", inline="always")

@@ -23,12 +23,18 @@ Only float32 and float64 take this path; other dtypes (float16) run the generic 
 With numba installed (``pip install "arrayrnn[numba]"``), float32 LSTM (without peepholes or
 projection), GRU and RNN run compiled kernels (``numba_loop.py``) inside the same chunked driver:
 one call per chunk instead of a dozen ufunc calls per step. ``ARRAYRNN_NUMBA=0`` turns them off.
+For B = 1 and B >= ``ROWS_MIN_BATCH`` (torch-style GRU only) they run batch-major instead
+(``numba_rows.py``): BLAS accumulates the recurrent product straight into the input projection and
+the gate loop writes ``y`` directly, which measured faster there; ``ARRAYRNN_ROW_THREADS=n`` also
+splits the batch over ``n`` threads (see :func:`_run_rows` for when that helps).
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
 from typing import Any, Optional
 
@@ -67,6 +73,12 @@ def compiled_kernels() -> Optional[ModuleType]:
             return None
         _numba_module = numba_loop
     return _numba_module
+
+
+def _rows_kernels() -> ModuleType:
+    from . import numba_rows  # imported only once numba_loop imported: numba and NumPy's BLAS are there
+
+    return numba_rows
 
 
 def _use_compiled(x: np.ndarray) -> Optional[ModuleType]:
@@ -112,6 +124,118 @@ def _run_compiled(
         run_chunk(gx, h, c, y, lengths_array, start, count, reverse)
     final_h = np.ascontiguousarray(h.T)
     return y, ((final_h,) if c is None else (final_h, np.ascontiguousarray(c.T)))
+
+
+#: batches at least this large, or at most ``ROWS_MAX_SMALL_BATCH``, run the batch-major kernels
+#: (``numba_rows``); the others the feature-major ``numba_loop`` (measured on this project's 2-core
+#: machine: feature-major wins at B = 16, batch-major at B = 1 and B >= 64, see benchmarks/results/)
+ROWS_MIN_BATCH = 64
+ROWS_MAX_SMALL_BATCH = 1
+#: at least this many rows per slice when the batch-major path splits the batch over threads
+ROWS_PER_THREAD = 8
+
+
+def _row_threads() -> int:
+    """Threads for the batch-major kernels: ``ARRAYRNN_ROW_THREADS`` (default 1: no split).
+
+    More than 1 splits the batch into slices that run in parallel on single-threaded BLAS. On a quiet
+    machine that was slower than one slice on multi-threaded BLAS (the per-step GEMMs get smaller),
+    but it degrades far less when the cores are oversubscribed (no BLAS thread pool spin-waiting).
+    """
+    value = os.environ.get("ARRAYRNN_ROW_THREADS", "1")
+    try:
+        threads = int(value)
+    except ValueError:
+        raise ValueError(f"ARRAYRNN_ROW_THREADS must be a positive integer, got {value!r}") from None
+    if threads < 1:
+        raise ValueError(f"ARRAYRNN_ROW_THREADS must be a positive integer, got {value!r}")
+    return threads
+
+
+_row_pool: Optional[ThreadPoolExecutor] = None
+_row_pool_size = [0]
+_row_lock = threading.Lock()
+
+
+def _use_rows(x: np.ndarray) -> bool:
+    return x.shape[1] >= ROWS_MIN_BATCH or x.shape[1] <= ROWS_MAX_SMALL_BATCH
+
+
+def _run_rows(
+    x: np.ndarray,
+    weight_ih: np.ndarray,
+    h0: np.ndarray,
+    c0: Optional[np.ndarray],
+    lengths: Optional[Array],
+    reverse: bool,
+    run_slice: Callable[..., None],
+    blas: ModuleType,
+) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+    """Batch-major driver of ``numba_rows``: ``run_slice(gx, h, c, y, lengths, b0, b1, start, count)``
+    runs steps ``start .. start+count-1`` of rows ``b0 .. b1-1`` given their input projection ``gx``.
+
+    One slice (the default): per chunk of steps, one input-projection GEMM over the whole batch on
+    all BLAS threads, then the kernel. ``ARRAYRNN_ROW_THREADS=n``: the batch is split into ``n``
+    slices (at least ``ROWS_PER_THREAD`` rows each) that run in parallel threads from start to end,
+    each projecting its own rows step by step, with NumPy's OpenBLAS set to one thread for the call
+    (the count is global: it is restored after, under a lock, so concurrent callers take turns).
+    Slices never share rows, so they share the projection buffer without waiting for each other.
+    """
+    global _row_pool
+    steps, batch, features = x.shape
+    rows = weight_ih.shape[0]
+    y = np.empty((steps, batch, h0.shape[1]), dtype=x.dtype)
+    h = np.array(h0, dtype=x.dtype, order="C")
+    c = None if c0 is None else np.array(c0, dtype=x.dtype, order="C")
+    if lengths is None:
+        lengths_array = np.full(batch, steps, dtype=np.int64)
+    else:
+        lengths_array = np.ascontiguousarray(np.asarray(lengths).reshape(batch), dtype=np.int64)
+    longest = int(lengths_array.max())
+    chunk = _chunk_steps(steps, batch, rows, x.dtype.itemsize)
+    gx_flat = np.empty(rows * chunk * batch, dtype=x.dtype)
+    blas_threads = blas.blas_get_num_threads()
+    threads = max(1, min(_row_threads(), batch // ROWS_PER_THREAD))
+    bounds = [batch * k // threads for k in range(threads + 1)]
+    starts = list(reversed(range(0, steps, chunk)) if reverse else range(0, steps, chunk))
+
+    def project(start: int, count: int, b0: int, b1: int) -> np.ndarray:
+        gx = gx_flat[: rows * count * batch].reshape(count, batch, rows)
+        if start >= longest:  # a chunk of all-padding needs no projection
+            return gx
+        if b1 - b0 == batch:
+            np.matmul(x[start : start + count].reshape(count * batch, features), weight_ih.T, out=gx.reshape(-1, rows))
+        else:  # a slice of rows is not one matrix across steps: one GEMM per step
+            for local in range(count):
+                np.matmul(x[start + local, b0:b1], weight_ih.T, out=gx[local, b0:b1])
+        return gx
+
+    if threads == 1:
+        for start in starts:
+            count = min(chunk, steps - start)
+            run_slice(project(start, count, 0, batch), h, c, y, lengths_array, 0, batch, start, count)
+        return y, ((h,) if c is None else (h, c))
+
+    def run_rows(b0: int, b1: int) -> None:
+        for start in starts:
+            count = min(chunk, steps - start)
+            run_slice(project(start, count, b0, b1), h, c, y, lengths_array, b0, b1, start, count)
+
+    with _row_lock:
+        if _row_pool is None or _row_pool_size[0] < threads - 1:
+            _row_pool = ThreadPoolExecutor(max_workers=threads - 1, thread_name_prefix="arrayrnn-rows")
+            _row_pool_size[0] = threads - 1
+        blas.blas_set_num_threads(1)
+        try:
+            others = [_row_pool.submit(run_rows, bounds[k], bounds[k + 1]) for k in range(1, threads)]
+            try:
+                run_rows(bounds[0], bounds[1])
+            finally:
+                for future in others:
+                    future.result()
+        finally:
+            blas.blas_set_num_threads(blas_threads)
+    return y, ((h,) if c is None else (h, c))
 
 
 def _column(vector: Optional[np.ndarray], dtype: np.dtype) -> Optional[np.ndarray]:
@@ -239,6 +363,14 @@ def rnn_sequence(
     z = np.empty((weight_hh.shape[0], x.shape[1]), dtype=dtype)
     relu = nonlinearity == "relu"
     kernels = _use_compiled(x)
+    if kernels is not None and _use_rows(x):
+        bias_row = np.zeros(weight_hh.shape[0], dtype=dtype) if bias is None else bias.reshape(-1)
+        rnn_rows = _rows_kernels().rnn_rows
+
+        def run_slice(gx, h, c, y, lengths_array, b0, b1, start, count):
+            rnn_rows(gx, weight_hh, bias_row, h[b0:b1], y, lengths_array, b0, start, count, reverse, relu)
+
+        return _run_rows(x, weight_ih, state[0], None, lengths, reverse, run_slice, kernels)
     if kernels is not None:
         h_spare = np.empty((weight_hh.shape[0], x.shape[1]), dtype=dtype)
 
@@ -361,6 +493,16 @@ def _lstm_compiled(kernels, x, params, state, lengths, reverse, coupled, clip):
         bias = _column(np.asarray(params.bias_ih) + np.asarray(params.bias_hh), dtype)
     z = np.empty((weight_hh.shape[0], x.shape[1]), dtype=dtype)
     bound = dtype.type(_NO_CLIP if clip is None else clip)
+    if _use_rows(x):
+        bias_row = np.zeros(weight_hh.shape[0], dtype=dtype) if bias is None else bias.reshape(-1)
+        lstm_rows = _rows_kernels().lstm_rows
+
+        def run_slice(gx, h, c, y, lengths_array, b0, b1, start, count):
+            lstm_rows(
+                gx, weight_hh, bias_row, h[b0:b1], c[b0:b1], y, lengths_array, b0, start, count, reverse, bound, coupled
+            )
+
+        return _run_rows(x, weight_ih, state[0], state[1], lengths, reverse, run_slice, kernels)
     h_spare = np.empty((params.hidden_size, x.shape[1]), dtype=dtype)
     c_spare = np.empty_like(h_spare)
 
@@ -461,6 +603,15 @@ def _gru_compiled(kernels, x, params, state, lengths, reverse, linear_before_res
             folded[2 * hidden :] = np.asarray(params.bias_ih, dtype=dtype)[2 * hidden :]
             bias_hn = np.array(params.bias_hh[2 * hidden :], dtype=dtype)
         bias = folded.reshape(-1, 1)
+    if linear_before_reset and _use_rows(x):
+        bias_row = np.zeros(3 * hidden, dtype=dtype) if bias is None else bias.reshape(-1)
+        gru_rows = _rows_kernels().gru_rows
+
+        def run_slice(gx, h, c, y, lengths_array, b0, b1, start, count):
+            z_n = np.empty((b1 - b0, hidden), dtype=dtype)
+            gru_rows(gx, weight_hh, bias_row, bias_hn, h[b0:b1], y, lengths_array, b0, start, count, reverse, z_n)
+
+        return _run_rows(x, weight_ih, state[0], None, lengths, reverse, run_slice, kernels)
     z = np.empty((3 * hidden, x.shape[1]), dtype=dtype)
     scratch = np.empty((hidden, x.shape[1]), dtype=dtype)
     h_spare = np.empty_like(scratch)

@@ -1,0 +1,136 @@
+"""Batch-major numba kernels for medium and large batches (part of the optional numba path).
+
+Why a second layout: ``numba_loop`` keeps states feature-major ``(H, B)``, which suits small batches,
+but then every step needs an extra pass to add the input projection to the recurrent product and
+another to transpose the new state into ``y (T, B, H)``. Here everything is batch-major, as in
+``y``:
+
+* per step, ``h W_hh^T`` is accumulated by BLAS straight into the input projection (``beta = 1``
+  does the add), the biases are added inside the gate loop, and the gate loop writes the new state
+  and ``y[t]`` in the same pass: no add pass, no store pass;
+* rows of the batch are independent, so a kernel call covers a **slice of rows** ``b0 .. b1-1``:
+  ``numpy_loop`` runs one slice per BLAS thread, each in its own thread (kernels release the GIL)
+  with single-threaded BLAS. Gate math and GEMMs then both use every core, with no barrier per step.
+
+Arguments: ``gx (count, B, G*H)`` the input projection of a chunk of steps (one GEMM over the
+whole batch, done by the caller on all BLAS threads; no biases: they are added in the gate loop);
+``y (T, B, H)`` C-contiguous, whole (the slice is ``b0:b1``);
+``h, c (b1-b0, H)`` the slice's states, updated in place; weights in torch gate order, C-contiguous;
+``lengths (B,)`` int64 (``T`` everywhere without masking). Masking as in ``_core/scan.py``.
+"""
+
+from __future__ import annotations
+
+from .numba_loop import _NO_TRANS, _ONE, _ROW_MAJOR, _ZERO, _inline, _jit, _sgemm, _sigmoid, _tanh
+
+_TRANS = 112
+_ITEM = 4  # float32 bytes
+
+
+@_inline
+def _gemm_nt(rows, cols, inner, a_ptr, lda, b_ptr, beta, c_ptr, ldc):
+    """``C (rows, cols) = A (rows, inner) @ B^T + beta * C`` with ``B (cols, inner)``; float32, row-major."""
+    _sgemm(_ROW_MAJOR, _NO_TRANS, _TRANS, rows, cols, inner, _ONE, a_ptr, lda, b_ptr, inner, beta, c_ptr, ldc)
+
+
+@_jit
+def lstm_rows(gx, weight_hh, bias, h, c, y, lengths, b0, start, count, reverse, clip, coupled):
+    """LSTM steps ``start .. start+count-1`` for rows ``b0 .. b0+len(h)-1``; ``gx (count, B, 4H)``
+    without biases (overwritten); ``bias (4H,)``."""
+    rows, hidden = h.shape
+    gates = 4 * hidden
+    longest = 0
+    for b in range(rows):
+        longest = max(longest, lengths[b0 + b])
+    for k in range(count):
+        local = count - 1 - k if reverse else k
+        t = start + local
+        if t >= longest:
+            for b in range(rows):
+                y[t, b0 + b, :] = _ZERO
+            continue
+        z = gx[local, b0 : b0 + rows]
+        _gemm_nt(rows, gates, hidden, h.ctypes.data, hidden, weight_hh.ctypes.data, _ONE, z.ctypes.data, gates)
+        for b in range(rows):
+            out = y[t, b0 + b]
+            if t >= lengths[b0 + b]:
+                out[:] = _ZERO
+                continue
+            zb, cb, hb = z[b], c[b], h[b]
+            for j in range(hidden):
+                zi = min(max(zb[j] + bias[j], -clip), clip)
+                zf = min(max(zb[hidden + j] + bias[hidden + j], -clip), clip)
+                zg = min(max(zb[2 * hidden + j] + bias[2 * hidden + j], -clip), clip)
+                zo = min(max(zb[3 * hidden + j] + bias[3 * hidden + j], -clip), clip)
+                input_gate = _sigmoid(zi)
+                forget_gate = _ONE - input_gate if coupled else _sigmoid(zf)
+                c_new = forget_gate * cb[j] + input_gate * _tanh(zg)
+                h_new = _sigmoid(zo) * _tanh(c_new)
+                cb[j] = c_new
+                hb[j] = h_new
+                out[j] = h_new
+
+
+@_jit
+def gru_rows(gx, weight_hh, bias, bias_hn, h, y, lengths, b0, start, count, reverse, z_n):
+    """GRU (``linear_before_reset=True``, torch's) like :func:`lstm_rows`; ``gx (count, B, 3H)``;
+    ``bias (3H,)`` folded for r, z and ``b_in`` for n; ``bias_hn (H,)``; ``z_n (rows, H)`` scratch."""
+    rows, hidden = h.shape
+    gates = 3 * hidden
+    longest = 0
+    for b in range(rows):
+        longest = max(longest, lengths[b0 + b])
+    w_n_ptr = weight_hh.ctypes.data + 2 * hidden * hidden * _ITEM
+    for k in range(count):
+        local = count - 1 - k if reverse else k
+        t = start + local
+        if t >= longest:
+            for b in range(rows):
+                y[t, b0 + b, :] = _ZERO
+            continue
+        z = gx[local, b0 : b0 + rows]
+        # r, z: the recurrent product adds into the input one; n: kept apart (it is multiplied by r)
+        _gemm_nt(rows, 2 * hidden, hidden, h.ctypes.data, hidden, weight_hh.ctypes.data, _ONE, z.ctypes.data, gates)
+        _gemm_nt(rows, hidden, hidden, h.ctypes.data, hidden, w_n_ptr, _ZERO, z_n.ctypes.data, hidden)
+        for b in range(rows):
+            out = y[t, b0 + b]
+            if t >= lengths[b0 + b]:
+                out[:] = _ZERO
+                continue
+            zb, nb, hb = z[b], z_n[b], h[b]
+            for j in range(hidden):
+                reset = _sigmoid(zb[j] + bias[j])
+                update = _sigmoid(zb[hidden + j] + bias[hidden + j])
+                candidate = _tanh(zb[2 * hidden + j] + bias[2 * hidden + j] + reset * (nb[j] + bias_hn[j]))
+                h_new = candidate + update * (hb[j] - candidate)
+                hb[j] = h_new
+                out[j] = h_new
+
+
+@_jit
+def rnn_rows(gx, weight_hh, bias, h, y, lengths, b0, start, count, reverse, relu):
+    """Elman RNN like :func:`lstm_rows`; ``gx (count, B, H)``; ``bias (H,)``."""
+    rows, hidden = h.shape
+    longest = 0
+    for b in range(rows):
+        longest = max(longest, lengths[b0 + b])
+    for k in range(count):
+        local = count - 1 - k if reverse else k
+        t = start + local
+        if t >= longest:
+            for b in range(rows):
+                y[t, b0 + b, :] = _ZERO
+            continue
+        z = gx[local, b0 : b0 + rows]
+        _gemm_nt(rows, hidden, hidden, h.ctypes.data, hidden, weight_hh.ctypes.data, _ONE, z.ctypes.data, hidden)
+        for b in range(rows):
+            out = y[t, b0 + b]
+            if t >= lengths[b0 + b]:
+                out[:] = _ZERO
+                continue
+            zb, hb = z[b], h[b]
+            for j in range(hidden):
+                pre = zb[j] + bias[j]
+                h_new = max(pre, _ZERO) if relu else _tanh(pre)
+                hb[j] = h_new
+                out[j] = h_new
