@@ -5,7 +5,9 @@ kernel here is also covered by the nvcc compile test and the CPU warp emulator. 
 ``cupy_sources`` (C-contiguous arrays, ``gx`` without bias, option bits, ``acc_t`` arithmetic, one
 thread per ``(b, j)`` state element; the ``FUSED_INDEX`` macro and the device helpers come from there).
 
-Recording forward (the fused path's steps, also writing what the backward pass needs):
+Recording forward (the fused and graph forward steps, also writing what the backward pass needs; they have no
+body of their own: each entry point calls its forward twin's ``_impl`` in ``cupy_sources`` with the template
+flag ``RECORD = true``, see ``GRAD_RECORDS``):
 
 * ``lstm_record_step``: the gate pre-activations ``z (B, 4H)`` *after* peepholes and *before* clip
   (activations and clip masks are recomputed from them) and the cell state ``c`` of every step, written
@@ -77,117 +79,19 @@ GRAD_SPECS: dict[str, list[tuple[str, str]]] = {
     ],
 }  # fmt: skip
 
+# Recording forward kernel -> the forward kernel whose _impl (in cupy_sources) it calls with the template flag
+# RECORD = true and its own parameters in order: one body for both, the recording one also writing its records.
+GRAD_RECORDS = {
+    "lstm_record_step": "lstm_fused_step",
+    "gru_record_step": "gru_fused_step",
+    "gru_record_finish": "gru_fused_finish",
+    "lstm_graph_record": "lstm_graph_step",
+    "gru_graph_record": "gru_graph_step",
+    "gru_graph_record_reset": "gru_graph_reset",
+    "gru_graph_record_finish": "gru_graph_finish",
+}
+
 GRAD_SOURCE = r"""
-// ---------------------------------------------------------------------------------------------
-// gradient path: recording forward steps (fused: gh = h_prev W_hh^T came from cuBLAS)
-
-// LSTM recording step of one element: adds the peepholes to z (which is then recorded as is) and
-// returns h_new = o tanh(c_new) and c_new (shared by the fused and graph kernels)
-__device__ __forceinline__ void lstm_record_pointwise(acc_t (&z)[4], acc_t c_before,
-                                                      const scalar_t* __restrict__ peep_i,
-                                                      const scalar_t* __restrict__ peep_f,
-                                                      const scalar_t* __restrict__ peep_o, int j, int options,
-                                                      acc_t clip, acc_t* h_new, acc_t* c_new) {
-  if (options & OPT_PEEP_I) z[0] += load(peep_i[j]) * c_before;
-  if ((options & OPT_PEEP_F) && !(options & OPT_COUPLED)) z[1] += load(peep_f[j]) * c_before;
-  const acc_t input_gate = sigmoid_acc(clip_acc(z[0], options, clip));
-  const acc_t forget_gate =
-      (options & OPT_COUPLED) ? (acc_t)1 - input_gate : sigmoid_acc(clip_acc(z[1], options, clip));
-  const acc_t cell_gate = acc_tanh(clip_acc(z[2], options, clip));
-  const acc_t c = forget_gate * c_before + input_gate * cell_gate;
-  if (options & OPT_PEEP_O) z[3] += load(peep_o[j]) * c;
-  const acc_t output_gate = sigmoid_acc(clip_acc(z[3], options, clip));
-  *c_new = c;
-  *h_new = output_gate * acc_tanh(c);
-}
-
-__device__ __forceinline__ void lstm_record_step_impl(
-    const scalar_t* __restrict__ gx, const scalar_t* __restrict__ gh, const scalar_t* __restrict__ bias_ih,
-    const scalar_t* __restrict__ bias_hh, const scalar_t* __restrict__ peep_i, const scalar_t* __restrict__ peep_f,
-    const scalar_t* __restrict__ peep_o, const long long* __restrict__ lengths, const scalar_t* __restrict__ c_prev,
-    scalar_t* __restrict__ h, scalar_t* __restrict__ c_out, scalar_t* __restrict__ y, scalar_t* __restrict__ z_out,
-    int batch, int hidden, int t, int options, acc_t clip) {
-  FUSED_INDEX(hidden)
-  const long long row = (long long)b * 4 * hidden;
-  acc_t z[4];
-#pragma unroll
-  for (int g = 0; g < 4; ++g) {
-    const long long col = (long long)g * hidden + j;
-    z[g] = preactivation(load(gx[row + col]), load(gh[row + col]), bias_ih, bias_hh, options, col);
-  }
-  const acc_t c_before = load(c_prev[index]);
-  acc_t h_new, c_new;
-  lstm_record_pointwise(z, c_before, peep_i, peep_f, peep_o, j, options, clip, &h_new, &c_new);
-#pragma unroll
-  for (int g = 0; g < 4; ++g) z_out[row + (long long)g * hidden + j] = store(z[g]);
-  const bool valid = step_is_valid(lengths, options, b, t);
-  c_out[index] = valid ? store(c_new) : c_prev[index];
-  if (options & OPT_PROJECT) {
-    h[index] = store(h_new);  // the (B, H) buffer cuBLAS projects next; project_update masks h and y
-  } else if (valid) {
-    h[index] = store(h_new);
-    y[index] = store(h_new);
-  } else {
-    y[index] = store((acc_t)0);
-  }
-}
-
-// GRU, linear_before_reset=True; records r, u, n and hn = h W_hn^T + b_hn
-__device__ __forceinline__ void gru_record_step_impl(
-    const scalar_t* __restrict__ gx, const scalar_t* __restrict__ gh, const scalar_t* __restrict__ bias_ih,
-    const scalar_t* __restrict__ bias_hh, const long long* __restrict__ lengths, scalar_t* __restrict__ h,
-    scalar_t* __restrict__ y, scalar_t* __restrict__ gates_out, scalar_t* __restrict__ hn_out, int batch,
-    int hidden, int t, int options) {
-  FUSED_INDEX(hidden)
-  const long long row = (long long)b * 3 * hidden;
-  const long long r_col = j, z_col = (long long)hidden + j, n_col = 2LL * hidden + j;
-  const acc_t reset =
-      sigmoid_acc(preactivation(load(gx[row + r_col]), load(gh[row + r_col]), bias_ih, bias_hh, options, r_col));
-  const acc_t update =
-      sigmoid_acc(preactivation(load(gx[row + z_col]), load(gh[row + z_col]), bias_ih, bias_hh, options, z_col));
-  const acc_t input_n = load(gx[row + n_col]) + bias_at(bias_ih, OPT_BIAS_IH, options, n_col);
-  const acc_t hidden_n = load(gh[row + n_col]) + bias_at(bias_hh, OPT_BIAS_HH, options, n_col);
-  const acc_t candidate = acc_tanh(input_n + reset * hidden_n);
-  gates_out[row + r_col] = store(reset);
-  gates_out[row + z_col] = store(update);
-  gates_out[row + n_col] = store(candidate);
-  hn_out[index] = store(hidden_n);
-  if (step_is_valid(lengths, options, b, t)) {
-    const scalar_t h_new = store(gru_combine(update, candidate, load(h[index])));
-    h[index] = h_new;
-    y[index] = h_new;
-  } else {
-    y[index] = store((acc_t)0);
-  }
-}
-
-// GRU, linear_before_reset=False, second half (after gru_fused_reset and cuBLAS); records r, u, n
-__device__ __forceinline__ void gru_record_finish_impl(
-    const scalar_t* __restrict__ gx, const scalar_t* __restrict__ gh_rz, const scalar_t* __restrict__ gh_n,
-    const scalar_t* __restrict__ bias_ih, const scalar_t* __restrict__ bias_hh, const long long* __restrict__ lengths,
-    scalar_t* __restrict__ h, scalar_t* __restrict__ y, scalar_t* __restrict__ gates_out, int batch, int hidden,
-    int t, int options) {
-  FUSED_INDEX(hidden)
-  const long long row = (long long)b * 3 * hidden, rz_row = (long long)b * 2 * hidden;
-  const long long r_col = j, z_col = (long long)hidden + j, n_col = 2LL * hidden + j;
-  const acc_t reset = sigmoid_acc(
-      preactivation(load(gx[row + r_col]), load(gh_rz[rz_row + r_col]), bias_ih, bias_hh, options, r_col));
-  const acc_t update = sigmoid_acc(
-      preactivation(load(gx[row + z_col]), load(gh_rz[rz_row + z_col]), bias_ih, bias_hh, options, z_col));
-  const acc_t candidate =
-      acc_tanh(preactivation(load(gx[row + n_col]), load(gh_n[index]), bias_ih, bias_hh, options, n_col));
-  gates_out[row + r_col] = store(reset);
-  gates_out[row + z_col] = store(update);
-  gates_out[row + n_col] = store(candidate);
-  if (step_is_valid(lengths, options, b, t)) {
-    const scalar_t h_new = store(gru_combine(update, candidate, load(h[index])));
-    h[index] = h_new;
-    y[index] = h_new;
-  } else {
-    y[index] = store((acc_t)0);
-  }
-}
-
 // ---------------------------------------------------------------------------------------------
 // gradient path: backward steps (one thread per (b, j); cuBLAS forms dz W_hh between them)
 
@@ -512,146 +416,6 @@ __device__ __forceinline__ acc_t graph_incoming(acc_t dot, const scalar_t* __res
     return load(rounded);
   }
   return load(carry[at]);
-}
-
-template <int NB>
-__device__ __forceinline__ void lstm_graph_record_impl(
-    const scalar_t* __restrict__ gx, const scalar_t* __restrict__ weight_hh, const scalar_t* __restrict__ bias_ih,
-    const scalar_t* __restrict__ bias_hh, const scalar_t* __restrict__ peep_i, const scalar_t* __restrict__ peep_f,
-    const scalar_t* __restrict__ peep_o, const long long* __restrict__ lengths, const scalar_t* __restrict__ h_prev,
-    const scalar_t* __restrict__ c_prev, scalar_t* __restrict__ h_next, scalar_t* __restrict__ c_out,
-    scalar_t* __restrict__ y, scalar_t* __restrict__ z_out, int batch, int hidden, int t, int options, acc_t clip) {
-  int lane, j, b0;
-  if (!warp_task<NB>(batch, hidden, &lane, &j, &b0)) return;
-  acc_t sums[4][NB];
-  warp_dots<4, NB>(weight_hh, j, hidden, h_prev, b0, batch, hidden, lane, sums);
-#pragma unroll
-  for (int n = 0; n < NB; ++n) {
-    const int b = b0 + n;
-    if (lane == n && b < batch) {
-      const long long row = (long long)b * 4 * hidden;
-      const long long at = (long long)b * hidden + j;
-      acc_t z[4];
-#pragma unroll
-      for (int g = 0; g < 4; ++g) {
-        const long long col = (long long)g * hidden + j;
-        z[g] = preactivation(load(gx[row + col]), sums[g][n], bias_ih, bias_hh, options, col);
-      }
-      acc_t h_new, c_new;
-      lstm_record_pointwise(z, load(c_prev[at]), peep_i, peep_f, peep_o, j, options, clip, &h_new, &c_new);
-#pragma unroll
-      for (int g = 0; g < 4; ++g) z_out[row + (long long)g * hidden + j] = store(z[g]);
-      if (step_is_valid(lengths, options, b, t)) {
-        c_out[at] = store(c_new);
-        h_next[at] = store(h_new);
-        y[at] = store(h_new);
-      } else {
-        c_out[at] = c_prev[at];
-        h_next[at] = h_prev[at];
-        y[at] = store((acc_t)0);
-      }
-    }
-  }
-}
-
-template <int NB>
-__device__ __forceinline__ void gru_graph_record_impl(
-    const scalar_t* __restrict__ gx, const scalar_t* __restrict__ weight_hh, const scalar_t* __restrict__ bias_ih,
-    const scalar_t* __restrict__ bias_hh, const long long* __restrict__ lengths, const scalar_t* __restrict__ h_prev,
-    scalar_t* __restrict__ h_next, scalar_t* __restrict__ y, scalar_t* __restrict__ gates_out,
-    scalar_t* __restrict__ hn_out, int batch, int hidden, int t, int options) {
-  int lane, j, b0;
-  if (!warp_task<NB>(batch, hidden, &lane, &j, &b0)) return;
-  acc_t sums[3][NB];
-  warp_dots<3, NB>(weight_hh, j, hidden, h_prev, b0, batch, hidden, lane, sums);
-#pragma unroll
-  for (int n = 0; n < NB; ++n) {
-    const int b = b0 + n;
-    if (lane == n && b < batch) {
-      const long long row = (long long)b * 3 * hidden;
-      const long long at = (long long)b * hidden + j;
-      const long long r_col = j, z_col = (long long)hidden + j, n_col = 2LL * hidden + j;
-      const acc_t reset =
-          sigmoid_acc(preactivation(load(gx[row + r_col]), sums[0][n], bias_ih, bias_hh, options, r_col));
-      const acc_t update =
-          sigmoid_acc(preactivation(load(gx[row + z_col]), sums[1][n], bias_ih, bias_hh, options, z_col));
-      const acc_t input_n = load(gx[row + n_col]) + bias_at(bias_ih, OPT_BIAS_IH, options, n_col);
-      const acc_t hidden_n = sums[2][n] + bias_at(bias_hh, OPT_BIAS_HH, options, n_col);
-      const acc_t candidate = acc_tanh(input_n + reset * hidden_n);
-      gates_out[row + r_col] = store(reset);
-      gates_out[row + z_col] = store(update);
-      gates_out[row + n_col] = store(candidate);
-      hn_out[at] = store(hidden_n);
-      if (step_is_valid(lengths, options, b, t)) {
-        const scalar_t h_new = store(gru_combine(update, candidate, load(h_prev[at])));
-        h_next[at] = h_new;
-        y[at] = h_new;
-      } else {
-        h_next[at] = h_prev[at];
-        y[at] = store((acc_t)0);
-      }
-    }
-  }
-}
-
-// GRU, linear_before_reset=False, launch 1 of 2: rh = r h_prev, r recorded
-template <int NB>
-__device__ __forceinline__ void gru_graph_record_reset_impl(
-    const scalar_t* __restrict__ gx, const scalar_t* __restrict__ weight_hh, const scalar_t* __restrict__ bias_ih,
-    const scalar_t* __restrict__ bias_hh, const scalar_t* __restrict__ h_prev, scalar_t* __restrict__ rh,
-    scalar_t* __restrict__ gates_out, int batch, int hidden, int options) {
-  int lane, j, b0;
-  if (!warp_task<NB>(batch, hidden, &lane, &j, &b0)) return;
-  acc_t sums[1][NB];
-  warp_dots<1, NB>(weight_hh, j, hidden, h_prev, b0, batch, hidden, lane, sums);
-#pragma unroll
-  for (int n = 0; n < NB; ++n) {
-    const int b = b0 + n;
-    if (lane == n && b < batch) {
-      const long long at = (long long)b * hidden + j, row = (long long)b * 3 * hidden;
-      const acc_t reset = sigmoid_acc(preactivation(load(gx[row + j]), sums[0][n], bias_ih, bias_hh, options, j));
-      gates_out[row + j] = store(reset);
-      rh[at] = store(reset * load(h_prev[at]));
-    }
-  }
-}
-
-// GRU, linear_before_reset=False, launch 2 of 2: u and n recorded
-template <int NB>
-__device__ __forceinline__ void gru_graph_record_finish_impl(
-    const scalar_t* __restrict__ gx, const scalar_t* __restrict__ weight_hh, const scalar_t* __restrict__ bias_ih,
-    const scalar_t* __restrict__ bias_hh, const long long* __restrict__ lengths, const scalar_t* __restrict__ h_prev,
-    const scalar_t* __restrict__ rh, scalar_t* __restrict__ h_next, scalar_t* __restrict__ y,
-    scalar_t* __restrict__ gates_out, int batch, int hidden, int t, int options) {
-  int lane, j, b0;
-  if (!warp_task<NB>(batch, hidden, &lane, &j, &b0)) return;
-  acc_t update_sums[1][NB];
-  acc_t candidate_sums[1][NB];
-  warp_dots<1, NB>(weight_hh, (long long)hidden + j, 0, h_prev, b0, batch, hidden, lane, update_sums);
-  warp_dots<1, NB>(weight_hh, 2LL * hidden + j, 0, rh, b0, batch, hidden, lane, candidate_sums);
-#pragma unroll
-  for (int n = 0; n < NB; ++n) {
-    const int b = b0 + n;
-    if (lane == n && b < batch) {
-      const long long row = (long long)b * 3 * hidden;
-      const long long at = (long long)b * hidden + j;
-      const long long z_col = (long long)hidden + j, n_col = 2LL * hidden + j;
-      const acc_t update =
-          sigmoid_acc(preactivation(load(gx[row + z_col]), update_sums[0][n], bias_ih, bias_hh, options, z_col));
-      const acc_t candidate =
-          acc_tanh(preactivation(load(gx[row + n_col]), candidate_sums[0][n], bias_ih, bias_hh, options, n_col));
-      gates_out[row + z_col] = store(update);
-      gates_out[row + n_col] = store(candidate);
-      if (step_is_valid(lengths, options, b, t)) {
-        const scalar_t h_new = store(gru_combine(update, candidate, load(h_prev[at])));
-        h_next[at] = h_new;
-        y[at] = h_new;
-      } else {
-        h_next[at] = h_prev[at];
-        y[at] = store((acc_t)0);
-      }
-    }
-  }
 }
 
 // ---- backward steps: d_prev is the previous backward step's gate gradients (B, G*H) (unread when s < 0)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import functools
 
-from .cupy_grad_sources import GRAD_GRAPH_SOURCE, GRAD_GRAPH_SPECS, GRAD_SOURCE, GRAD_SPECS
+from .cupy_grad_sources import GRAD_GRAPH_SOURCE, GRAD_GRAPH_SPECS, GRAD_RECORDS, GRAD_SOURCE, GRAD_SPECS
 
 #: run-time option bits (one ``int options`` argument), mirrored as ``#define``s in the source
 OPTIONS = {
@@ -114,6 +114,23 @@ _GRAPH_SPECS: dict[str, list[tuple[str, str]]] = {
     ],
 }  # fmt: skip
 
+# Forward kernels whose _impl also serves a recording kernel of the gradient path (template flag RECORD,
+# see GRAD_RECORDS): the forward entry point calls it with RECORD = false, these arguments (the LSTM state c
+# as both c_prev and c_out, nullptr for the record buffers it never touches).
+_FORWARD_CALLS = {
+    "lstm_fused_step": "gx, gh, bias_ih, bias_hh, peep_i, peep_f, peep_o, lengths, c, h, c, y, nullptr, "
+    "batch, hidden, t, options, clip",
+    "gru_fused_step": "gx, gh, bias_ih, bias_hh, lengths, h, y, nullptr, nullptr, batch, hidden, t, options",
+    "gru_fused_finish": "gx, gh_rz, gh_n, bias_ih, bias_hh, lengths, h, y, nullptr, batch, hidden, t, options",
+    "lstm_graph_step": "gx, weight_hh, bias_ih, bias_hh, peep_i, peep_f, peep_o, lengths, h_prev, c, h_next, c, y, "
+    "nullptr, batch, hidden, t, options, clip",
+    "gru_graph_step": "gx, weight_hh, bias_ih, bias_hh, lengths, h_prev, h_next, y, nullptr, nullptr, "
+    "batch, hidden, t, options",
+    "gru_graph_reset": "gx, weight_hh, bias_ih, bias_hh, h_prev, rh, nullptr, batch, hidden, options",
+    "gru_graph_finish": "gx, weight_hh, bias_ih, bias_hh, lengths, h_prev, rh, h_next, y, nullptr, "
+    "batch, hidden, t, options",
+}
+
 _C_TYPES = {
     "in": "const scalar_t* __restrict__",
     "out": "scalar_t* __restrict__",
@@ -197,26 +214,26 @@ __device__ __forceinline__ acc_t preactivation(acc_t gx, acc_t gh, const scalar_
   return (gx + bias_at(bias_ih, OPT_BIAS_IH, options, i)) + (gh + bias_at(bias_hh, OPT_BIAS_HH, options, i));
 }
 
-// The LSTM pointwise step (PyTorch gates i, f, g, o; ONNX peepholes, coupled and clip).
-// Peepholes: i and f see c_prev, o sees c_new. coupled: f = 1 - i. clip: every pre-activation.
-__device__ __forceinline__ void lstm_pointwise(acc_t zi, acc_t zf, acc_t zg, acc_t zo, acc_t c_prev,
-                                               const scalar_t* __restrict__ peep_i,
+// The LSTM pointwise step (PyTorch gates i, f, g, o; ONNX peepholes, coupled and clip) of one element.
+// Peepholes: i and f see c_prev, o sees c_new; they are added to z in place (the gradient path records z
+// after peepholes, before clip). coupled: f = 1 - i. clip: every pre-activation.
+__device__ __forceinline__ void lstm_pointwise(acc_t (&z)[4], acc_t c_prev, const scalar_t* __restrict__ peep_i,
                                                const scalar_t* __restrict__ peep_f,
                                                const scalar_t* __restrict__ peep_o, int j, int options,
                                                acc_t clip, acc_t* h_new, acc_t* c_new) {
-  if (options & OPT_PEEP_I) zi += load(peep_i[j]) * c_prev;
-  const acc_t input_gate = sigmoid_acc(clip_acc(zi, options, clip));
+  if (options & OPT_PEEP_I) z[0] += load(peep_i[j]) * c_prev;
+  const acc_t input_gate = sigmoid_acc(clip_acc(z[0], options, clip));
   acc_t forget_gate;
   if (options & OPT_COUPLED) {
     forget_gate = (acc_t)1 - input_gate;
   } else {
-    if (options & OPT_PEEP_F) zf += load(peep_f[j]) * c_prev;
-    forget_gate = sigmoid_acc(clip_acc(zf, options, clip));
+    if (options & OPT_PEEP_F) z[1] += load(peep_f[j]) * c_prev;
+    forget_gate = sigmoid_acc(clip_acc(z[1], options, clip));
   }
-  const acc_t cell_gate = acc_tanh(clip_acc(zg, options, clip));
+  const acc_t cell_gate = acc_tanh(clip_acc(z[2], options, clip));
   const acc_t c = forget_gate * c_prev + input_gate * cell_gate;
-  if (options & OPT_PEEP_O) zo += load(peep_o[j]) * c;
-  const acc_t output_gate = sigmoid_acc(clip_acc(zo, options, clip));
+  if (options & OPT_PEEP_O) z[3] += load(peep_o[j]) * c;
+  const acc_t output_gate = sigmoid_acc(clip_acc(z[3], options, clip));
   *c_new = c;
   *h_new = output_gate * acc_tanh(c);
 }
@@ -242,11 +259,16 @@ _FUSED = r"""
   const int b = (int)(index / (width));                                        \
   const int j = (int)(index - (long long)b * (width));
 
+// RECORD (the gradient path's lstm_record_step) also writes the pre-activations z (after peepholes, before
+// clip) to z_out and the masked state to c_out (c_prev on a padded step); the forward step passes c as both
+// c_prev and c_out (so those two are not __restrict__) and nullptr for z_out.
+template <bool RECORD>
 __device__ __forceinline__ void lstm_fused_step_impl(
     const scalar_t* __restrict__ gx, const scalar_t* __restrict__ gh, const scalar_t* __restrict__ bias_ih,
     const scalar_t* __restrict__ bias_hh, const scalar_t* __restrict__ peep_i, const scalar_t* __restrict__ peep_f,
-    const scalar_t* __restrict__ peep_o, const long long* __restrict__ lengths, scalar_t* __restrict__ h,
-    scalar_t* __restrict__ c, scalar_t* __restrict__ y, int batch, int hidden, int t, int options, acc_t clip) {
+    const scalar_t* __restrict__ peep_o, const long long* __restrict__ lengths, const scalar_t* c_prev,
+    scalar_t* __restrict__ h, scalar_t* c_out, scalar_t* __restrict__ y, scalar_t* __restrict__ z_out, int batch,
+    int hidden, int t, int options, acc_t clip) {
   FUSED_INDEX(hidden)
   const long long row = (long long)b * 4 * hidden;
   acc_t z[4];
@@ -255,11 +277,19 @@ __device__ __forceinline__ void lstm_fused_step_impl(
     const long long col = (long long)g * hidden + j;
     z[g] = preactivation(load(gx[row + col]), load(gh[row + col]), bias_ih, bias_hh, options, col);
   }
-  const acc_t c_prev = load(c[index]);
+  const acc_t c_before = load(c_prev[index]);
   acc_t h_new, c_new;
-  lstm_pointwise(z[0], z[1], z[2], z[3], c_prev, peep_i, peep_f, peep_o, j, options, clip, &h_new, &c_new);
+  lstm_pointwise(z, c_before, peep_i, peep_f, peep_o, j, options, clip, &h_new, &c_new);
+  if (RECORD) {
+#pragma unroll
+    for (int g = 0; g < 4; ++g) z_out[row + (long long)g * hidden + j] = store(z[g]);
+  }
   const bool valid = step_is_valid(lengths, options, b, t);
-  if (valid) c[index] = store(c_new);
+  if (valid) {
+    c_out[index] = store(c_new);
+  } else if (RECORD) {
+    c_out[index] = c_prev[index];
+  }
   if (options & OPT_PROJECT) {
     // h is the (B, H) buffer projected by cuBLAS next; project_update masks h and y afterwards
     h[index] = store(h_new);
@@ -286,11 +316,14 @@ __device__ __forceinline__ void project_update_impl(const scalar_t* __restrict__
   }
 }
 
-// GRU, linear_before_reset=True (PyTorch): n = tanh(gx_n + b_in + r * (gh_n + b_hn))
+// GRU, linear_before_reset=True (PyTorch): n = tanh(gx_n + b_in + r * (gh_n + b_hn)).
+// RECORD (gru_record_step) also writes r, u, n to gates_out (B, 3H) and hn = h W_hn^T + b_hn to hn_out.
+template <bool RECORD>
 __device__ __forceinline__ void gru_fused_step_impl(
     const scalar_t* __restrict__ gx, const scalar_t* __restrict__ gh, const scalar_t* __restrict__ bias_ih,
     const scalar_t* __restrict__ bias_hh, const long long* __restrict__ lengths, scalar_t* __restrict__ h,
-    scalar_t* __restrict__ y, int batch, int hidden, int t, int options) {
+    scalar_t* __restrict__ y, scalar_t* __restrict__ gates_out, scalar_t* __restrict__ hn_out, int batch,
+    int hidden, int t, int options) {
   FUSED_INDEX(hidden)
   const long long row = (long long)b * 3 * hidden;
   const long long r_col = j, z_col = (long long)hidden + j, n_col = 2LL * hidden + j;
@@ -301,6 +334,12 @@ __device__ __forceinline__ void gru_fused_step_impl(
   const acc_t input_n = load(gx[row + n_col]) + bias_at(bias_ih, OPT_BIAS_IH, options, n_col);
   const acc_t hidden_n = load(gh[row + n_col]) + bias_at(bias_hh, OPT_BIAS_HH, options, n_col);
   const acc_t candidate = acc_tanh(input_n + reset * hidden_n);
+  if (RECORD) {
+    gates_out[row + r_col] = store(reset);
+    gates_out[row + z_col] = store(update);
+    gates_out[row + n_col] = store(candidate);
+    hn_out[index] = store(hidden_n);
+  }
   if (step_is_valid(lengths, options, b, t)) {
     const scalar_t h_new = store(gru_combine(update, candidate, load(h[index])));
     h[index] = h_new;
@@ -324,18 +363,27 @@ __device__ __forceinline__ void gru_fused_reset_impl(const scalar_t* __restrict_
   rh[index] = store(reset * load(h[index]));
 }
 
-// GRU, linear_before_reset=False, second half: n = tanh(gx_n + b_in + (rh W_hn^T + b_hn))
+// GRU, linear_before_reset=False, second half: n = tanh(gx_n + b_in + (rh W_hn^T + b_hn)).
+// RECORD (gru_record_finish) also recomputes r and writes r, u, n to gates_out (B, 3H).
+template <bool RECORD>
 __device__ __forceinline__ void gru_fused_finish_impl(
     const scalar_t* __restrict__ gx, const scalar_t* __restrict__ gh_rz, const scalar_t* __restrict__ gh_n,
     const scalar_t* __restrict__ bias_ih, const scalar_t* __restrict__ bias_hh, const long long* __restrict__ lengths,
-    scalar_t* __restrict__ h, scalar_t* __restrict__ y, int batch, int hidden, int t, int options) {
+    scalar_t* __restrict__ h, scalar_t* __restrict__ y, scalar_t* __restrict__ gates_out, int batch, int hidden,
+    int t, int options) {
   FUSED_INDEX(hidden)
-  const long long z_col = (long long)hidden + j, n_col = 2LL * hidden + j;
-  const acc_t update = sigmoid_acc(preactivation(load(gx[(long long)b * 3 * hidden + z_col]),
-                                                 load(gh_rz[(long long)b * 2 * hidden + z_col]), bias_ih, bias_hh,
-                                                 options, z_col));
-  const acc_t candidate = acc_tanh(preactivation(load(gx[(long long)b * 3 * hidden + n_col]), load(gh_n[index]),
-                                                 bias_ih, bias_hh, options, n_col));
+  const long long row = (long long)b * 3 * hidden, rz_row = (long long)b * 2 * hidden;
+  const long long r_col = j, z_col = (long long)hidden + j, n_col = 2LL * hidden + j;
+  const acc_t update = sigmoid_acc(
+      preactivation(load(gx[row + z_col]), load(gh_rz[rz_row + z_col]), bias_ih, bias_hh, options, z_col));
+  const acc_t candidate =
+      acc_tanh(preactivation(load(gx[row + n_col]), load(gh_n[index]), bias_ih, bias_hh, options, n_col));
+  if (RECORD) {
+    gates_out[row + r_col] = store(sigmoid_acc(
+        preactivation(load(gx[row + r_col]), load(gh_rz[rz_row + r_col]), bias_ih, bias_hh, options, r_col)));
+    gates_out[row + z_col] = store(update);
+    gates_out[row + n_col] = store(candidate);
+  }
   if (step_is_valid(lengths, options, b, t)) {
     const scalar_t h_new = store(gru_combine(update, candidate, load(h[index])));
     h[index] = h_new;
@@ -415,13 +463,29 @@ __device__ __forceinline__ bool warp_task(int batch, int hidden, int* lane, int*
   return true;
 }
 
-template <int NB>
+// h_next = y = (1 - u) n + u h_prev on a valid step; else h_next = h_prev and y = 0
+__device__ __forceinline__ void graph_gru_output(bool valid, acc_t update, acc_t candidate,
+                                                 const scalar_t* __restrict__ h_prev, scalar_t* __restrict__ h_next,
+                                                 scalar_t* __restrict__ y, long long at) {
+  if (valid) {
+    const scalar_t h_new = store(gru_combine(update, candidate, load(h_prev[at])));
+    h_next[at] = h_new;
+    y[at] = h_new;
+  } else {
+    h_next[at] = h_prev[at];
+    y[at] = store((acc_t)0);
+  }
+}
+
+// RECORD (lstm_graph_record) as in lstm_fused_step_impl: z_out, and c_out = c_prev on a padded step; the
+// forward step passes c as both c_prev and c_out and nullptr for z_out.
+template <int NB, bool RECORD>
 __device__ __forceinline__ void lstm_graph_step_impl(
     const scalar_t* __restrict__ gx, const scalar_t* __restrict__ weight_hh, const scalar_t* __restrict__ bias_ih,
     const scalar_t* __restrict__ bias_hh, const scalar_t* __restrict__ peep_i, const scalar_t* __restrict__ peep_f,
     const scalar_t* __restrict__ peep_o, const long long* __restrict__ lengths, const scalar_t* __restrict__ h_prev,
-    scalar_t* __restrict__ h_next, scalar_t* __restrict__ c, scalar_t* __restrict__ y, int batch, int hidden, int t,
-    int options, acc_t clip) {
+    const scalar_t* c_prev, scalar_t* __restrict__ h_next, scalar_t* c_out, scalar_t* __restrict__ y,
+    scalar_t* __restrict__ z_out, int batch, int hidden, int t, int options, acc_t clip) {
   int lane, j, b0;
   if (!warp_task<NB>(batch, hidden, &lane, &j, &b0)) return;
   acc_t sums[4][NB];
@@ -439,12 +503,17 @@ __device__ __forceinline__ void lstm_graph_step_impl(
         z[g] = preactivation(load(gx[row + col]), sums[g][n], bias_ih, bias_hh, options, col);
       }
       acc_t h_new, c_new;
-      lstm_pointwise(z[0], z[1], z[2], z[3], load(c[at]), peep_i, peep_f, peep_o, j, options, clip, &h_new, &c_new);
+      lstm_pointwise(z, load(c_prev[at]), peep_i, peep_f, peep_o, j, options, clip, &h_new, &c_new);
+      if (RECORD) {
+#pragma unroll
+        for (int g = 0; g < 4; ++g) z_out[row + (long long)g * hidden + j] = store(z[g]);
+      }
       if (step_is_valid(lengths, options, b, t)) {
-        c[at] = store(c_new);
+        c_out[at] = store(c_new);
         h_next[at] = store(h_new);
         y[at] = store(h_new);
       } else {
+        if (RECORD) c_out[at] = c_prev[at];
         h_next[at] = h_prev[at];
         y[at] = store((acc_t)0);
       }
@@ -452,12 +521,14 @@ __device__ __forceinline__ void lstm_graph_step_impl(
   }
 }
 
-// GRU, linear_before_reset=True: the three dots of rows j, H+j, 2H+j with h_prev in one launch
-template <int NB>
+// GRU, linear_before_reset=True: the three dots of rows j, H+j, 2H+j with h_prev in one launch.
+// RECORD (gru_graph_record) also writes r, u, n to gates_out and hn = h W_hn^T + b_hn to hn_out.
+template <int NB, bool RECORD>
 __device__ __forceinline__ void gru_graph_step_impl(
     const scalar_t* __restrict__ gx, const scalar_t* __restrict__ weight_hh, const scalar_t* __restrict__ bias_ih,
     const scalar_t* __restrict__ bias_hh, const long long* __restrict__ lengths, const scalar_t* __restrict__ h_prev,
-    scalar_t* __restrict__ h_next, scalar_t* __restrict__ y, int batch, int hidden, int t, int options) {
+    scalar_t* __restrict__ h_next, scalar_t* __restrict__ y, scalar_t* __restrict__ gates_out,
+    scalar_t* __restrict__ hn_out, int batch, int hidden, int t, int options) {
   int lane, j, b0;
   if (!warp_task<NB>(batch, hidden, &lane, &j, &b0)) return;
   acc_t sums[3][NB];
@@ -476,26 +547,27 @@ __device__ __forceinline__ void gru_graph_step_impl(
       const acc_t input_n = load(gx[row + n_col]) + bias_at(bias_ih, OPT_BIAS_IH, options, n_col);
       const acc_t hidden_n = sums[2][n] + bias_at(bias_hh, OPT_BIAS_HH, options, n_col);
       const acc_t candidate = acc_tanh(input_n + reset * hidden_n);
-      if (step_is_valid(lengths, options, b, t)) {
-        const scalar_t h_new = store(gru_combine(update, candidate, load(h_prev[at])));
-        h_next[at] = h_new;
-        y[at] = h_new;
-      } else {
-        h_next[at] = h_prev[at];
-        y[at] = store((acc_t)0);
+      if (RECORD) {
+        gates_out[row + r_col] = store(reset);
+        gates_out[row + z_col] = store(update);
+        gates_out[row + n_col] = store(candidate);
+        hn_out[at] = store(hidden_n);
       }
+      graph_gru_output(step_is_valid(lengths, options, b, t), update, candidate, h_prev, h_next, y, at);
     }
   }
 }
 
-// GRU, linear_before_reset=False, launch 1 of 2: rh = r * h_prev (every rh before any use: next launch)
-template <int NB>
+// GRU, linear_before_reset=False, launch 1 of 2: rh = r * h_prev (every rh before any use: next launch).
+// RECORD (gru_graph_record_reset) also writes r to gates_out.
+template <int NB, bool RECORD>
 __device__ __forceinline__ void gru_graph_reset_impl(const scalar_t* __restrict__ gx,
                                                      const scalar_t* __restrict__ weight_hh,
                                                      const scalar_t* __restrict__ bias_ih,
                                                      const scalar_t* __restrict__ bias_hh,
                                                      const scalar_t* __restrict__ h_prev, scalar_t* __restrict__ rh,
-                                                     int batch, int hidden, int options) {
+                                                     scalar_t* __restrict__ gates_out, int batch, int hidden,
+                                                     int options) {
   int lane, j, b0;
   if (!warp_task<NB>(batch, hidden, &lane, &j, &b0)) return;
   acc_t sums[1][NB];
@@ -504,21 +576,22 @@ __device__ __forceinline__ void gru_graph_reset_impl(const scalar_t* __restrict_
   for (int n = 0; n < NB; ++n) {
     const int b = b0 + n;
     if (lane == n && b < batch) {
-      const long long at = (long long)b * hidden + j;
-      const acc_t reset =
-          sigmoid_acc(preactivation(load(gx[(long long)b * 3 * hidden + j]), sums[0][n], bias_ih, bias_hh, options, j));
+      const long long at = (long long)b * hidden + j, row = (long long)b * 3 * hidden;
+      const acc_t reset = sigmoid_acc(preactivation(load(gx[row + j]), sums[0][n], bias_ih, bias_hh, options, j));
+      if (RECORD) gates_out[row + j] = store(reset);
       rh[at] = store(reset * load(h_prev[at]));
     }
   }
 }
 
-// GRU, linear_before_reset=False, launch 2 of 2: z from h_prev (row H+j), n from rh (row 2H+j)
-template <int NB>
+// GRU, linear_before_reset=False, launch 2 of 2: z from h_prev (row H+j), n from rh (row 2H+j).
+// RECORD (gru_graph_record_finish) also writes u and n to gates_out.
+template <int NB, bool RECORD>
 __device__ __forceinline__ void gru_graph_finish_impl(
     const scalar_t* __restrict__ gx, const scalar_t* __restrict__ weight_hh, const scalar_t* __restrict__ bias_ih,
     const scalar_t* __restrict__ bias_hh, const long long* __restrict__ lengths, const scalar_t* __restrict__ h_prev,
-    const scalar_t* __restrict__ rh, scalar_t* __restrict__ h_next, scalar_t* __restrict__ y, int batch, int hidden,
-    int t, int options) {
+    const scalar_t* __restrict__ rh, scalar_t* __restrict__ h_next, scalar_t* __restrict__ y,
+    scalar_t* __restrict__ gates_out, int batch, int hidden, int t, int options) {
   int lane, j, b0;
   if (!warp_task<NB>(batch, hidden, &lane, &j, &b0)) return;
   acc_t update_sums[1][NB];
@@ -536,14 +609,11 @@ __device__ __forceinline__ void gru_graph_finish_impl(
           sigmoid_acc(preactivation(load(gx[row + z_col]), update_sums[0][n], bias_ih, bias_hh, options, z_col));
       const acc_t candidate =
           acc_tanh(preactivation(load(gx[row + n_col]), candidate_sums[0][n], bias_ih, bias_hh, options, n_col));
-      if (step_is_valid(lengths, options, b, t)) {
-        const scalar_t h_new = store(gru_combine(update, candidate, load(h_prev[at])));
-        h_next[at] = h_new;
-        y[at] = h_new;
-      } else {
-        h_next[at] = h_prev[at];
-        y[at] = store((acc_t)0);
+      if (RECORD) {
+        gates_out[row + z_col] = store(update);
+        gates_out[row + n_col] = store(candidate);
       }
+      graph_gru_output(step_is_valid(lengths, options, b, t), update, candidate, h_prev, h_next, y, at);
     }
   }
 }
@@ -585,16 +655,30 @@ def _call(params: list[tuple[str, str]]) -> str:
     return ", ".join(name for _, name in params)
 
 
+def _impl_call(name: str, params: list[tuple[str, str]], batch_tile: int | None = None) -> str:
+    """The body of entry point ``name``: a call of its ``_impl`` (or its forward twin's, for a recording kernel)."""
+    template_args = [] if batch_tile is None else [str(batch_tile)]
+    impl, args = name, _call(params)
+    if name in GRAD_RECORDS:
+        impl = GRAD_RECORDS[name]
+        template_args.append("true")
+    elif name in _FORWARD_CALLS:
+        args = _FORWARD_CALLS[name]
+        template_args.append("false")
+    template = f"<{', '.join(template_args)}>" if template_args else ""
+    return f"{impl}_impl{template}({args});"
+
+
 def _entry_points() -> str:
     lines = ["// ---------------------------------------------------------------------------------------------",
              "// exported entry points (extern \"C\": names CuPy can look up without mangling)"]  # fmt: skip
     for name, params in {**_FUSED_SPECS, **GRAD_SPECS}.items():
-        lines.append(f'extern "C" __global__ void {name}({_signature(params)}) {{ {name}_impl({_call(params)}); }}')
+        lines.append(f'extern "C" __global__ void {name}({_signature(params)}) {{ {_impl_call(name, params)} }}')
     for base, params in {**_GRAPH_SPECS, **GRAD_GRAPH_SPECS}.items():
         for tile in BATCH_TILES:
             lines.append(
                 f'extern "C" __global__ void {graph_kernel_name(base, tile)}({_signature(params)}) '
-                f"{{ {base}_impl<{tile}>({_call(params)}); }}"
+                f"{{ {_impl_call(base, params, tile)} }}"
             )
     return "\n".join(lines) + "\n"
 
