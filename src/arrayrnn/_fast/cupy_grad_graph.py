@@ -167,6 +167,54 @@ def _fill_cotangent(cp: Any, buffer: Array, given: Optional[Array]) -> None:
         cp.copyto(buffer, given)
 
 
+def _grad_plan(shape: _Shape, lengths: Optional[Array], dy: Optional[Array], buffers: dict[str, Array]) -> _Plan:
+    """A backward plan over ``buffers`` plus those every backward has: the carried cotangent ``carry (B, H)``,
+    ``lengths`` and, when an output cotangent is given, the copy of it ``dy (T, B, H)``."""
+    T, B, H = shape.steps, shape.batch, shape.hidden
+    plan = _Plan({**buffers, "carry": shape.empty(B, H), "lengths": _lengths_buffer(shape, lengths)})
+    if dy is not None:
+        plan.buffers["dy"] = shape.empty(T, B, H)
+    return plan
+
+
+def _fill_grad_inputs(
+    cp: Any, plan: _Plan, lengths: Optional[Array], dy: Optional[Array], d_final_h: Optional[Array]
+) -> None:
+    """Copy ``lengths``, ``dy`` and the final state's cotangent into the buffers of ``_grad_plan``."""
+    _fill_lengths(cp, plan.buffers["lengths"], lengths)
+    if dy is not None:
+        cp.copyto(plan.buffers["dy"], dy)
+    _fill_cotangent(cp, plan.buffers["carry"], d_final_h)
+
+
+def _append_finish(
+    plan: _Plan,
+    shape: _Shape,
+    weight_t: Array,
+    d_prev: Array,
+    part: Array,
+    width: int,
+    stride: int,
+    previous: int,
+    options: int,
+) -> None:
+    """The launch after the last backward step ``previous``: ``carry = (valid) ? d_prev weight_t (+ part) : carry``
+    (``d_prev`` rows of ``stride`` elements, of which the first ``width`` are used)."""
+    args = (
+        weight_t,
+        d_prev,
+        part,
+        plan.buffers["lengths"],
+        plan.buffers["carry"],
+        *shape.sizes,
+        int32(width),
+        int32(stride),
+        int32(previous),
+        int32(options),
+    )
+    plan.launches.append((shape.kernel("graph_grad_finish"), shape.grid, shape.block, args))
+
+
 def _dy_setup(shape: _Shape, dy: Optional[Array]) -> tuple[int, Callable[[_Plan, int], Array]]:
     """The option bit for ``dy`` and per-step access to the plan's copy of it (a placeholder when absent)."""
     if dy is None:
@@ -193,19 +241,14 @@ def _rnn(
             T, B, H = shape.steps, shape.batch, shape.hidden
 
             def build() -> _Plan:
-                plan = _Plan(
-                    {
-                        "weight_t": shape.empty(H, H),
-                        "y": shape.empty(T, B, H),
-                        "carry": shape.empty(B, H),
-                        "dz": shape.empty(T, B, H),
-                        "lengths": _lengths_buffer(shape, lengths),
-                    }
+                plan = _grad_plan(
+                    shape,
+                    lengths,
+                    dy,
+                    {"weight_t": shape.empty(H, H), "y": shape.empty(T, B, H), "dz": shape.empty(T, B, H)},
                 )
-                if dy is not None:
-                    plan.buffers["dy"] = shape.empty(T, B, H)
                 buf, absent = plan.buffers, placeholder(shape.dtype)
-                step, finish = shape.kernel("rnn_graph_grad"), shape.kernel("graph_grad_finish")
+                step = shape.kernel("rnn_graph_grad")
                 previous = -1
                 for t in backward_order(T, reverse):
                     d_prev = buf["dz"][previous] if previous >= 0 else absent
@@ -224,19 +267,7 @@ def _rnn(
                     )
                     plan.launches.append((step, shape.grid, shape.block, args))
                     previous = t
-                args = (
-                    buf["weight_t"],
-                    buf["dz"][previous],
-                    absent,
-                    buf["lengths"],
-                    buf["carry"],
-                    *shape.sizes,
-                    int32(H),
-                    int32(H),
-                    int32(previous),
-                    int32(options),
-                )
-                plan.launches.append((finish, shape.grid, shape.block, args))
+                _append_finish(plan, shape, buf["weight_t"], buf["dz"][previous], absent, H, H, previous, options)
                 return plan
 
             key = ("rnn-grad", *shape.key(), options | dy_bit)
@@ -245,10 +276,7 @@ def _rnn(
                 buf = plan.buffers
                 cp.copyto(buf["weight_t"], params.weight_hh.T)
                 cp.copyto(buf["y"], y)
-                if dy is not None:
-                    cp.copyto(buf["dy"], dy)
-                _fill_lengths(cp, buf["lengths"], lengths)
-                _fill_cotangent(cp, buf["carry"], d_final[0])
+                _fill_grad_inputs(cp, plan, lengths, dy, d_final[0])
                 plan.run()
                 dx, grads = rnn_param_grads(
                     cp, x, params, lengths, buf["dz"], previous_hidden(cp, y, h0, lengths, reverse)
@@ -353,22 +381,21 @@ def _lstm(
             dy_bit, dy_at = _dy_setup(shape, dy)
 
             def build() -> _Plan:
-                plan = _Plan(
+                plan = _grad_plan(
+                    shape,
+                    lengths,
+                    dy,
                     {
                         "weight_t": shape.empty(H, 4 * H),
                         "z": shape.empty(T, B, 4 * H),
                         "cs": shape.empty(T, B, H),
                         "c0": shape.empty(B, H),
-                        "carry": shape.empty(B, H),
                         "dc": shape.empty(B, H),
                         "dz": shape.empty(T, B, 4 * H),
-                        "lengths": _lengths_buffer(shape, lengths),
-                    }
+                    },
                 )
-                if dy is not None:
-                    plan.buffers["dy"] = shape.empty(T, B, H)
                 buf, absent = plan.buffers, placeholder(shape.dtype)
-                step, finish = shape.kernel("lstm_graph_grad"), shape.kernel("graph_grad_finish")
+                step = shape.kernel("lstm_graph_grad")
                 previous = -1
                 for t in backward_order(T, reverse):
                     before = shape.before(t)
@@ -394,19 +421,9 @@ def _lstm(
                     )
                     plan.launches.append((step, shape.grid, shape.block, args))
                     previous = t
-                args = (
-                    buf["weight_t"],
-                    buf["dz"][previous],
-                    absent,
-                    buf["lengths"],
-                    buf["carry"],
-                    *shape.sizes,
-                    int32(4 * H),
-                    int32(4 * H),
-                    int32(previous),
-                    int32(options),
+                _append_finish(
+                    plan, shape, buf["weight_t"], buf["dz"][previous], absent, 4 * H, 4 * H, previous, options
                 )
-                plan.launches.append((finish, shape.grid, shape.block, args))
                 return plan
 
             key = ("lstm-grad", *shape.key(), options | dy_bit, float(clip_value), _pointers(peepholes))
@@ -414,11 +431,9 @@ def _lstm(
             with plan.lock:
                 buf = plan.buffers
                 cp.copyto(buf["weight_t"], params.weight_hh.T)
-                for name, value in (("z", z), ("cs", cells), ("c0", c0), ("dy", dy)):
-                    if value is not None:
-                        cp.copyto(buf[name], value)
-                _fill_lengths(cp, buf["lengths"], lengths)
-                _fill_cotangent(cp, buf["carry"], d_final[0])
+                for name, value in (("z", z), ("cs", cells), ("c0", c0)):
+                    cp.copyto(buf[name], value)
+                _fill_grad_inputs(cp, plan, lengths, dy, d_final[0])
                 _fill_cotangent(cp, buf["dc"], d_final[1])
                 plan.run()
                 h_prev = previous_hidden(cp, y, h0, lengths, reverse)
@@ -526,19 +541,18 @@ def _gru(
             h_prev = previous_hidden(cp, y, h0, lengths, reverse)
 
             def build() -> _Plan:
-                plan = _Plan(
+                plan = _grad_plan(
+                    shape,
+                    lengths,
+                    dy,
                     {
                         "gates": shape.empty(T, B, 3 * H),
                         "h_prev": shape.empty(T, B, H),
-                        "carry": shape.empty(B, H),
                         "part": shape.empty(B, H),
                         "dgx": shape.empty(T, B, 3 * H),
-                        "lengths": _lengths_buffer(shape, lengths),
-                    }
+                    },
                 )
                 buf, absent = plan.buffers, placeholder(shape.dtype)
-                if dy is not None:
-                    buf["dy"] = shape.empty(T, B, H)
                 if lbr:
                     buf.update(weight_t=shape.empty(H, 3 * H), hn=shape.empty(T, B, H), dgh=shape.empty(T, B, 3 * H))
                     step = shape.kernel("gru_graph_grad")
@@ -602,23 +616,12 @@ def _gru(
                         plan.launches.append((reset, shape.grid, shape.block, args))
                     previous = t
                 if lbr:
-                    finish_args = (buf["weight_t"], buf["dgh"][previous], int32(3 * H), int32(3 * H))
+                    weight, d_prev, width = buf["weight_t"], buf["dgh"][previous], 3 * H
                 else:
-                    finish_args = (buf["weight_rz_t"], buf["dgx"][previous], int32(2 * H), int32(3 * H))
-                weight, d_prev, width, stride = finish_args
-                args = (
-                    weight,
-                    d_prev,
-                    buf["part"],
-                    buf["lengths"],
-                    buf["carry"],
-                    *shape.sizes,
-                    width,
-                    stride,
-                    int32(previous),
-                    int32(options | OPTIONS["OPT_PART"]),
+                    weight, d_prev, width = buf["weight_rz_t"], buf["dgx"][previous], 2 * H
+                _append_finish(
+                    plan, shape, weight, d_prev, buf["part"], width, 3 * H, previous, options | OPTIONS["OPT_PART"]
                 )
-                plan.launches.append((shape.kernel("graph_grad_finish"), shape.grid, shape.block, args))
                 return plan
 
             plan = _plan(("gru-grad", *shape.key(), options | dy_bit, lbr), build)
@@ -630,11 +633,9 @@ def _gru(
                 else:
                     cp.copyto(buf["weight_rz_t"], params.weight_hh[: 2 * H].T)
                     cp.copyto(buf["weight_n_t"], params.weight_hh[2 * H :].T)
-                for name, value in (("gates", gates), ("h_prev", h_prev), ("dy", dy)):
-                    if value is not None:
-                        cp.copyto(buf[name], value)
-                _fill_lengths(cp, buf["lengths"], lengths)
-                _fill_cotangent(cp, buf["carry"], d_final[0])
+                for name, value in (("gates", gates), ("h_prev", h_prev)):
+                    cp.copyto(buf[name], value)
+                _fill_grad_inputs(cp, plan, lengths, dy, d_final[0])
                 plan.run()
                 if lbr:
                     dx, grads = gru_param_grads(cp, x, params, lengths, buf["dgx"], h_prev, dgh=buf["dgh"])
