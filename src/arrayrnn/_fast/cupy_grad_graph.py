@@ -303,11 +303,7 @@ def _lstm(
 ) -> tuple[Array, State, Backward]:
     shape = _Shape(x, params.hidden_size, reverse)
     T, B, H = shape.steps, shape.batch, shape.hidden
-    weights = (
-        cp.ascontiguousarray(params.weight_hh),
-        contiguous_or_placeholder(params.bias_ih, x.dtype),
-        contiguous_or_placeholder(params.bias_hh, x.dtype),
-    )
+    weights = cupy_graph.recurrent_weights(params, x.dtype)
     peepholes = tuple(
         contiguous_or_placeholder(p, x.dtype) for p in (params.peephole_i, params.peephole_f, params.peephole_o)
     )
@@ -459,11 +455,7 @@ def _gru(
 ) -> tuple[Array, State, Backward]:
     shape = _Shape(x, params.hidden_size, reverse)
     T, B, H = shape.steps, shape.batch, shape.hidden
-    weights = (
-        cp.ascontiguousarray(params.weight_hh),
-        contiguous_or_placeholder(params.bias_ih, x.dtype),
-        contiguous_or_placeholder(params.bias_hh, x.dtype),
-    )
+    weights = cupy_graph.recurrent_weights(params, x.dtype)
     options = options_mask(bias_ih=params.bias_ih, bias_hh=params.bias_hh, lengths=lengths)
     lbr = bool(linear_before_reset)
 

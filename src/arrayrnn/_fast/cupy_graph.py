@@ -232,6 +232,32 @@ def _steps(plan: _Plan, steps: int, reverse: bool):
         yield t, plan.hidden_states[k % 2], plan.hidden_states[(k + 1) % 2]
 
 
+def recurrent_weights(params: Any, dtype: Any) -> tuple[Array, Array, Array]:
+    """``weight_hh`` (C-contiguous), ``bias_ih`` and ``bias_hh`` (placeholders when absent): the arguments that
+    follow ``gx`` in every graph step kernel."""
+    return (
+        cupy_module().ascontiguousarray(params.weight_hh),
+        contiguous_or_placeholder(params.bias_ih, dtype),
+        contiguous_or_placeholder(params.bias_hh, dtype),
+    )
+
+
+def _one_launch_per_step(base: str, weights: tuple[Array, ...]):
+    """``build`` for a cell whose step is one launch of ``(gx, *weights, lengths, h_prev, h_next, y, B, H, t,
+    options)`` (RNN, GRU with ``linear_before_reset``)."""
+
+    def build(plan, dtype, tile, grid, block, steps, batch, hidden, reverse, options):
+        step = kernel(graph_kernel_name(base, tile), dtype)
+        sizes = (int32(batch), int32(hidden))
+        launches = []
+        for t, prev, nxt in _steps(plan, steps, reverse):
+            args = (plan.gx[t], *weights, plan.lengths, prev, nxt, plan.y[t], *sizes, int32(t), int32(options))
+            launches.append((step, grid, block, args))
+        return launches
+
+    return build
+
+
 def rnn_sequence(
     xp: Any,
     x: Array,
@@ -243,24 +269,10 @@ def rnn_sequence(
     nonlinearity: str = "tanh",
 ) -> tuple[Array, tuple[Array, ...]]:
     with x.device:
-        weights = (
-            cupy_module().ascontiguousarray(params.weight_hh),
-            contiguous_or_placeholder(params.bias_ih, x.dtype),
-            contiguous_or_placeholder(params.bias_hh, x.dtype),
-        )
+        weights = recurrent_weights(params, x.dtype)
         options = options_mask(
             bias_ih=params.bias_ih, bias_hh=params.bias_hh, lengths=lengths, relu=nonlinearity == "relu"
         )
-
-        def build(plan, dtype, tile, grid, block, steps, batch, hidden, reverse, options):
-            step = kernel(graph_kernel_name("rnn_graph_step", tile), dtype)
-            sizes = (int32(batch), int32(hidden))
-            launches = []
-            for t, prev, nxt in _steps(plan, steps, reverse):
-                args = (plan.gx[t], *weights, plan.lengths, prev, nxt, plan.y[t], *sizes, int32(t), int32(options))
-                launches.append((step, grid, block, args))
-            return launches
-
         return _sequence(
             cell="rnn",
             x=x,
@@ -272,7 +284,7 @@ def rnn_sequence(
             gates=1,
             options=options,
             key_extra=(),
-            build=build,
+            build=_one_launch_per_step("rnn_graph_step", weights),
         )
 
 
@@ -291,9 +303,7 @@ def lstm_sequence(
         raise ValueError("impl='graph' does not support the LSTM projection (proj_size > 0); use impl='fused'")
     with x.device:
         weights = (
-            cupy_module().ascontiguousarray(params.weight_hh),
-            contiguous_or_placeholder(params.bias_ih, x.dtype),
-            contiguous_or_placeholder(params.bias_hh, x.dtype),
+            *recurrent_weights(params, x.dtype),
             contiguous_or_placeholder(params.peephole_i, x.dtype),
             contiguous_or_placeholder(params.peephole_f, x.dtype),
             contiguous_or_placeholder(params.peephole_o, x.dtype),
@@ -346,22 +356,13 @@ def gru_sequence(
     linear_before_reset: bool = True,
 ) -> tuple[Array, tuple[Array, ...]]:
     with x.device:
-        weights = (
-            cupy_module().ascontiguousarray(params.weight_hh),
-            contiguous_or_placeholder(params.bias_ih, x.dtype),
-            contiguous_or_placeholder(params.bias_hh, x.dtype),
-        )
+        weights = recurrent_weights(params, x.dtype)
         options = options_mask(bias_ih=params.bias_ih, bias_hh=params.bias_hh, lengths=lengths)
 
-        def build(plan, dtype, tile, grid, block, steps, batch, hidden, reverse, options):
+        def build_two_launches(plan, dtype, tile, grid, block, steps, batch, hidden, reverse, options):
+            # linear_before_reset=False: rh = r * h_prev of every unit before any unit's candidate
             sizes = (int32(batch), int32(hidden))
             launches = []
-            if linear_before_reset:
-                step = kernel(graph_kernel_name("gru_graph_step", tile), dtype)
-                for t, prev, nxt in _steps(plan, steps, reverse):
-                    args = (plan.gx[t], *weights, plan.lengths, prev, nxt, plan.y[t], *sizes, int32(t), int32(options))
-                    launches.append((step, grid, block, args))
-                return launches
             reset = kernel(graph_kernel_name("gru_graph_reset", tile), dtype)
             finish = kernel(graph_kernel_name("gru_graph_finish", tile), dtype)
             (reset_h,) = plan.extra
@@ -382,6 +383,6 @@ def gru_sequence(
             gates=3,
             options=options,
             key_extra=(bool(linear_before_reset),),
-            build=build,
+            build=_one_launch_per_step("gru_graph_step", weights) if linear_before_reset else build_two_launches,
             scratch=0 if linear_before_reset else 1,
         )
