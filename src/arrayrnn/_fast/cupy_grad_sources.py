@@ -420,6 +420,17 @@ __device__ __forceinline__ acc_t graph_incoming(acc_t dot, const scalar_t* __res
 
 // ---- backward steps: d_prev is the previous backward step's gate gradients (B, G*H) (unread when s < 0)
 
+// dh_in + dy of element (b, at), batch row n of this warp, entering graph backward step t: graph_incoming of the
+// warp's dots[n] (not read when s < 0: unset then), part added per part_options, then dy per options & OPT_DY
+template <int NB>
+__device__ __forceinline__ acc_t graph_step_dh(const acc_t (&dots)[NB], int n, const scalar_t* __restrict__ part,
+                                               const long long* __restrict__ lengths, const scalar_t* __restrict__ dy,
+                                               scalar_t* __restrict__ carry, int part_options, int options, int b,
+                                               long long at, int s) {
+  const acc_t dot = s >= 0 ? dots[n] : (acc_t)0;
+  return with_output_cotangent(graph_incoming(dot, part, lengths, carry, part_options, b, at, s), dy, options, at);
+}
+
 template <int NB>
 __device__ __forceinline__ void rnn_graph_grad_impl(
     const scalar_t* __restrict__ weight_t, const scalar_t* __restrict__ d_prev, const long long* __restrict__ lengths,
@@ -434,8 +445,7 @@ __device__ __forceinline__ void rnn_graph_grad_impl(
     const int b = b0 + n;
     if (lane == n && b < batch) {
       const long long at = (long long)b * hidden + j;
-      const acc_t dh = with_output_cotangent(graph_incoming(s >= 0 ? dots[n] : (acc_t)0, d_prev, lengths, carry,
-                                                            options & ~OPT_PART, b, at, s), dy, options, at);
+      const acc_t dh = graph_step_dh<NB>(dots, n, d_prev, lengths, dy, carry, options & ~OPT_PART, options, b, at, s);
       acc_t d_pre = (acc_t)0;
       if (step_is_valid(lengths, options, b, t)) {
         const acc_t h_new = load(y[at]);
@@ -462,8 +472,7 @@ __device__ __forceinline__ void lstm_graph_grad_impl(
     const int b = b0 + n;
     if (lane == n && b < batch) {
       const long long at = (long long)b * hidden + j;
-      const acc_t dm = with_output_cotangent(graph_incoming(s >= 0 ? dots[n] : (acc_t)0, d_prev, lengths, carry,
-                                                            options & ~OPT_PART, b, at, s), dy, options, at);
+      const acc_t dm = graph_step_dh<NB>(dots, n, d_prev, lengths, dy, carry, options & ~OPT_PART, options, b, at, s);
       lstm_grad_pointwise(dm, step_is_valid(lengths, options, b, t), z, c_new, c_prev, peep_i, peep_f, peep_o, dc,
                           dz, dz, b, j, at, hidden, options & ~OPT_PROJECT, clip);
     }
@@ -485,8 +494,7 @@ __device__ __forceinline__ void gru_graph_grad_impl(
     const int b = b0 + n;
     if (lane == n && b < batch) {
       const long long at = (long long)b * hidden + j;
-      const acc_t dh = with_output_cotangent(graph_incoming(s >= 0 ? dots[n] : (acc_t)0, part, lengths, carry,
-                                                            options | OPT_PART, b, at, s), dy, options, at);
+      const acc_t dh = graph_step_dh<NB>(dots, n, part, lengths, dy, carry, options | OPT_PART, options, b, at, s);
       gru_grad_pointwise(dh, step_is_valid(lengths, options, b, t), gates, hn, h_prev, part, dgx, dgh, b, j, at,
                          hidden);
     }
@@ -509,8 +517,7 @@ __device__ __forceinline__ void gru_graph_grad_candidate_impl(
     const int b = b0 + n;
     if (lane == n && b < batch) {
       const long long at = (long long)b * hidden + j;
-      const acc_t dh = with_output_cotangent(graph_incoming(s >= 0 ? dots[n] : (acc_t)0, part, lengths, carry,
-                                                            options | OPT_PART, b, at, s), dy, options, at);
+      const acc_t dh = graph_step_dh<NB>(dots, n, part, lengths, dy, carry, options | OPT_PART, options, b, at, s);
       gru_grad_candidate_pointwise(dh, step_is_valid(lengths, options, b, t), gates, h_prev, dh_out, dgx, b, j, at,
                                    hidden);
     }

@@ -259,6 +259,18 @@ _FUSED = r"""
   const int b = (int)(index / (width));                                        \
   const int j = (int)(index - (long long)b * (width));
 
+// h = y = (1 - u) n + u h on a valid step (h updated in place); else y = 0 and h unchanged
+__device__ __forceinline__ void fused_gru_output(bool valid, acc_t update, acc_t candidate, scalar_t* __restrict__ h,
+                                                 scalar_t* __restrict__ y, long long index) {
+  if (valid) {
+    const scalar_t h_new = store(gru_combine(update, candidate, load(h[index])));
+    h[index] = h_new;
+    y[index] = h_new;
+  } else {
+    y[index] = store((acc_t)0);
+  }
+}
+
 // RECORD (the gradient path's lstm_record_step) also writes the pre-activations z (after peepholes, before
 // clip) to z_out and the masked state to c_out (c_prev on a padded step); the forward step passes c as both
 // c_prev and c_out (so those two are not __restrict__) and nullptr for z_out.
@@ -340,13 +352,7 @@ __device__ __forceinline__ void gru_fused_step_impl(
     gates_out[row + n_col] = store(candidate);
     hn_out[index] = store(hidden_n);
   }
-  if (step_is_valid(lengths, options, b, t)) {
-    const scalar_t h_new = store(gru_combine(update, candidate, load(h[index])));
-    h[index] = h_new;
-    y[index] = h_new;
-  } else {
-    y[index] = store((acc_t)0);
-  }
+  fused_gru_output(step_is_valid(lengths, options, b, t), update, candidate, h, y, index);
 }
 
 // GRU, linear_before_reset=False, first half: rh = r * h_prev (cuBLAS then computes rh W_hn^T)
@@ -384,13 +390,7 @@ __device__ __forceinline__ void gru_fused_finish_impl(
     gates_out[row + z_col] = store(update);
     gates_out[row + n_col] = store(candidate);
   }
-  if (step_is_valid(lengths, options, b, t)) {
-    const scalar_t h_new = store(gru_combine(update, candidate, load(h[index])));
-    h[index] = h_new;
-    y[index] = h_new;
-  } else {
-    y[index] = store((acc_t)0);
-  }
+  fused_gru_output(step_is_valid(lengths, options, b, t), update, candidate, h, y, index);
 }
 
 __device__ __forceinline__ void rnn_fused_step_impl(
