@@ -12,6 +12,10 @@ families of kernels (plus the gradient path's, appended from ``cupy_grad_sources
   with the ``N`` state rows (weight reuse), butterfly-reduce with ``__shfl_xor_sync``, and lane ``n``
   applies the gates for batch row ``b0 + n``.
 
+The gradient path's recording forward kernels (``lstm_record_step``, ``gru_graph_record_nb{N}``, ...) are the
+same bodies: each step ``_impl`` here has a template flag ``RECORD`` (the record buffers are written only when
+it is true); ``_FORWARD_CALLS`` and ``cupy_grad_sources.GRAD_RECORDS`` say which entry point calls which.
+
 Conventions shared by all kernels (the Python side in ``cupy_kernels.py`` / ``cupy_graph.py`` relies on
 them): arrays are C-contiguous; ``gx`` is this step's input projection ``x_t W_ih^T`` **without** bias
 ``(B, G*H)``; biases and peepholes are added here (flags in ``options``); ``lengths`` is int64 ``(B,)``;
