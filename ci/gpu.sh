@@ -5,7 +5,7 @@
 #   3. smoke: compile and load every CuPy kernel, run each fast path once against the generic core
 #   4. fast:  tests/test_cupy_fast.py and tests/test_cupy_grad.py on cupy (fused, graph, auto and the
 #             gradient path of ar.vjp vs the generic core)
-#   5. suite: the whole test suite on cupy and numpy, with ARRAYRNN_REQUIRE_BACKENDS=cupy
+#   5. suite: the whole test suite on cupy (numpy runs in CI), with ARRAYRNN_REQUIRE_BACKENDS=cupy
 #   6. bench: benchmarks/gpu_bench.py against torch/cuDNN (same weights), then the README table
 # Logs and results go to $OUT (the tool brings back at most 8 files; these are 8): gpu.log (this
 # summary), env.txt, smoke.log, tests-fast.log, tests-suite.log, bench.log, gpu_bench.json, gpu_table.md.
@@ -126,13 +126,18 @@ PYTEST_OPTS=(-q -p no:cacheprovider -rfE --durations=10)
 if "$PY" -c "import pytest_timeout" >/dev/null 2>&1; then
   PYTEST_OPTS+=(--timeout=90)
 fi
+# the suite phase spreads over 8 processes where pytest-xdist is there (16 cores; each its own CUDA context)
+SUITE_OPTS=()
+if "$PY" -c "import xdist" >/dev/null 2>&1; then
+  SUITE_OPTS+=(-n 8)
+fi
 
 run_phase smoke "$LIMIT_SMOKE" "$OUT/smoke.log" "$PY" ci/gpu_smoke.py
 run_phase fast "$LIMIT_FAST" "$OUT/tests-fast.log" \
   "$PY" -m pytest "${PYTEST_OPTS[@]}" --backend cupy tests/test_cupy_fast.py tests/test_cupy_grad.py
 # the CPU-only checks of the kernels (emulator, nvcc) ran in CI already
 run_phase suite "$LIMIT_SUITE" "$OUT/tests-suite.log" \
-  "$PY" -m pytest "${PYTEST_OPTS[@]}" --backend cupy --backend numpy tests \
+  "$PY" -m pytest "${PYTEST_OPTS[@]}" "${SUITE_OPTS[@]}" --backend cupy tests \
   --ignore=tests/test_cupy_fast.py --ignore=tests/test_cupy_grad.py --ignore=tests/test_cupy_emulated.py \
   --ignore=tests/test_cupy_emulated_grad.py --ignore=tests/test_cupy_sources.py
 run_phase bench "$LIMIT_BENCH" "$OUT/bench.log" \
