@@ -1,14 +1,31 @@
 """Run the CuPy fast paths' CUDA C++ kernels on the CPU, to test their logic where there is no GPU.
 
 The kernel source (``arrayrnn._fast.cupy_sources.source``) is compiled with g++ together with a small
-prelude that defines the CUDA built-ins the kernels use. A launch runs every warp of the grid as 32
-cooperative fibers (ucontext) scheduled round-robin, so ``__shfl_xor_sync`` has real warp semantics:
-each lane posts its value and yields; when all 32 lanes have posted, every lane reads its partner's
-value from a snapshot. A shuffle reached while some lane of the warp has already exited (undefined
-behaviour on a GPU with a full mask) or with a partial mask is reported as an error.
+prelude that defines the CUDA built-ins the kernels use. Every thread of a launch is a cooperative
+fiber (ucontext); a scheduler resumes the fibers round-robin and each runs until it blocks at a
+warp shuffle, a ``__syncthreads()`` or a grid barrier (``ARRAYRNN_GRID_SYNC``), or finishes:
 
-This checks index math, masking, gate formulas, argument order and warp-reduction logic; it does not
-check anything about the GPU itself (NVRTC, timing, memory model). float32 and float64 only (the
+* ``__shfl_xor_sync``: each lane posts its value and blocks; when all 32 lanes of the warp have
+  posted, every lane reads its partner's value from a snapshot. A shuffle reached while some lane of
+  the warp has already exited (undefined behaviour on a GPU with a full mask) or with a partial mask
+  is an error.
+* ``__syncthreads()``: releases when every thread of the block is there.
+* ``ARRAYRNN_GRID_SYNC(counter, target)``: releases when every thread of the grid is there. The
+  emulator checks the counter contract of the GPU version: thread 0 of each block adds 1 to
+  ``*counter`` on arrival, and at the release ``*counter`` must equal every waiting thread's
+  ``target`` (``gridDim.x`` times the number of grid barriers passed so far).
+* A thread that finishes while others of its block/grid wait at a barrier, or a state where no
+  fiber can make progress, is a deadlock (it hangs a GPU) and is reported as an error.
+
+An ordinary launch runs warp by warp (one warp's 32 fibers at a time: fast, small), or block by block
+when the source uses ``__syncthreads``; a grid barrier in an ordinary launch is an error (on a GPU it
+hangs unless every block happens to be resident). A *cooperative* launch (``launch(...,
+cooperative=True)``, what ``cudaLaunchCooperativeKernel`` guarantees: all blocks resident at once)
+runs all grid * block threads at once, with 64 KiB stacks allocated for the launch.
+
+This checks index math, masking, gate formulas, argument order, warp-reduction logic and barrier
+placement; it does not check anything about the GPU itself (NVRTC, timing, memory model: every write
+is visible at once, so a missing ``__threadfence`` goes unnoticed). float32 and float64 only (the
 float16 source converts with PTX ``asm``).
 """
 
@@ -35,92 +52,212 @@ _PRELUDE = r"""
 #define __global__
 #define __forceinline__ inline
 struct emu_dim3 { unsigned int x, y, z; };
-static emu_dim3 threadIdx, blockIdx, blockDim;
+static emu_dim3 threadIdx, blockIdx, blockDim, gridDim;
 
-enum { LANE_RUNNING = 0, LANE_AT_SHUFFLE = 1, LANE_DONE = 2 };
-struct EmuWarp {
+enum { EMU_RUNNING = 0, EMU_AT_SHUFFLE, EMU_AT_SYNCTHREADS, EMU_AT_GRID_SYNC, EMU_DONE };
+// error bits (tests/cuda_emulator.py ERRORS); every one but EMU_PARTIAL_MASK stops the launch
+enum {
+  EMU_PARTIAL_MASK = 1, EMU_SHUFFLE_EXITED = 2, EMU_GRID_TARGET = 4, EMU_EXITED_AT_BARRIER = 8,
+  EMU_NO_PROGRESS = 16, EMU_GRID_SYNC_NOT_COOPERATIVE = 32, EMU_SYNCTHREADS_BY_WARP = 64
+};
+// how a launch groups the fibers that run at the same time
+enum { EMU_BY_WARP = 0, EMU_BY_BLOCK = 1, EMU_WHOLE_GRID = 2 };
+
+struct EmuFiber {
+  ucontext_t context;
+  int state;
+  unsigned int block, thread;  // blockIdx.x, threadIdx.x
+  double posted, snapshot;     // shuffle: the value this lane posted, and its value at the release
+  unsigned int* counter;       // grid barrier: the arguments this thread is waiting with
+  unsigned int target;
+};
+struct EmuGroup {
   ucontext_t scheduler;
-  ucontext_t lanes[32];
-  int state[32];
-  double posted[32];
-  double snapshot[32];
+  EmuFiber* fibers;  // consecutive threads of the grid (linear index blockIdx.x * blockDim.x + threadIdx.x)
+  int count;
   int error;
 };
-static EmuWarp* emu_warp = 0;
-static int emu_lane = 0;
-
-template <class T>
-T __shfl_xor_sync(unsigned int mask, T value, int lane_mask, int width = 32) {
-  EmuWarp* w = emu_warp;
-  const int lane = emu_lane;
-  if (mask != 0xffffffffu || width != 32) w->error |= 1;
-  w->posted[lane] = (double)value;
-  w->state[lane] = LANE_AT_SHUFFLE;
-  swapcontext(&w->lanes[lane], &w->scheduler);
-  return (T)w->snapshot[lane ^ lane_mask];
-}
+static EmuGroup* emu_group = 0;
+static EmuFiber* emu_self = 0;
 
 typedef void (*emu_entry_t)(void**);
 static emu_entry_t emu_current_entry;
 static void** emu_current_args;
 
-static void emu_lane_main() {
+static inline void emu_block_at(int state) {
+  EmuFiber* self = emu_self;
+  self->state = state;
+  swapcontext(&self->context, &emu_group->scheduler);
+}
+
+template <class T>
+T __shfl_xor_sync(unsigned int mask, T value, int lane_mask, int width = 32) {
+  EmuFiber* self = emu_self;
+  if (mask != 0xffffffffu || width != 32) emu_group->error |= EMU_PARTIAL_MASK;
+  self->posted = (double)value;
+  emu_block_at(EMU_AT_SHUFFLE);
+  const int lane = (int)(self->thread & 31u);
+  return (T)self[(lane ^ (lane_mask & 31)) - lane].snapshot;
+}
+
+static inline void __syncthreads() { emu_block_at(EMU_AT_SYNCTHREADS); }
+
+// The emulator's ARRAYRNN_GRID_SYNC: thread 0 of each block counts its block's arrival, as the GPU version
+// does with an atomic; the scheduler releases the grid when every thread is here and checks the counter.
+static inline void emu_grid_sync(unsigned int* counter, unsigned int target) {
+  EmuFiber* self = emu_self;
+  if (self->thread == 0) *counter += 1;
+  self->counter = counter;
+  self->target = target;
+  emu_block_at(EMU_AT_GRID_SYNC);
+}
+#define ARRAYRNN_GRID_SYNC(counter, target) emu_grid_sync(counter, target)
+
+static void emu_fiber_main() {
   emu_current_entry(emu_current_args);
-  emu_warp->state[emu_lane] = LANE_DONE;
+  emu_self->state = EMU_DONE;
   // returning resumes uc_link (the scheduler)
 }
 
-// Returns 0, or an error bit mask: 1 partial-mask shuffle, 2 shuffle while a lane had exited.
-extern "C" int emu_launch(emu_entry_t entry, int grid, int block, void** args) {
-  static const size_t stack_size = 256 * 1024;
-  static char* stacks = 0;
-  if (!stacks) stacks = (char*)malloc(32 * stack_size);
-  int error = 0;
+// Runs threads first .. first + count - 1 of the grid (whole warps of one block, whole blocks, or the
+// whole grid) until they all finish or an error stops them. Returns the error bits.
+static int emu_run_group(int first, int count, int grouping, char* stacks, size_t stack_size) {
+  const int block = (int)blockDim.x;
+  EmuGroup group;
+  group.error = 0;
+  group.count = count;
+  group.fibers = (EmuFiber*)calloc(count, sizeof(EmuFiber));
+  for (int i = 0; i < count; ++i) {
+    EmuFiber* f = &group.fibers[i];
+    f->block = (unsigned int)((first + i) / block);
+    f->thread = (unsigned int)((first + i) % block);
+    getcontext(&f->context);
+    f->context.uc_stack.ss_sp = stacks + (size_t)i * stack_size;
+    f->context.uc_stack.ss_size = stack_size;
+    f->context.uc_link = &group.scheduler;
+    makecontext(&f->context, emu_fiber_main, 0);
+  }
+  emu_group = &group;
+  for (;;) {
+    for (int i = 0; i < count; ++i) {
+      EmuFiber* f = &group.fibers[i];
+      if (f->state != EMU_RUNNING) continue;
+      emu_self = f;
+      blockIdx.x = f->block; blockIdx.y = 0; blockIdx.z = 0;
+      threadIdx.x = f->thread; threadIdx.y = 0; threadIdx.z = 0;
+      swapcontext(&group.scheduler, &f->context);
+    }
+    // every fiber is now blocked or done: release the barriers that are complete
+    int released = 0, done = 0, at_grid = 0;
+    for (int i = 0; i < count; ++i) {
+      done += group.fibers[i].state == EMU_DONE;
+      at_grid += group.fibers[i].state == EMU_AT_GRID_SYNC;
+    }
+    if (done == count) break;
+    for (int i = 0; i < count;) {  // warps
+      const int width = block - (int)group.fibers[i].thread < 32 ? block - (int)group.fibers[i].thread : 32;
+      int at = 0, exited = 0;
+      for (int j = i; j < i + width; ++j) {
+        at += group.fibers[j].state == EMU_AT_SHUFFLE;
+        exited += group.fibers[j].state == EMU_DONE;
+      }
+      if (at == 32) {
+        for (int j = i; j < i + width; ++j) {
+          group.fibers[j].snapshot = group.fibers[j].posted;
+          group.fibers[j].state = EMU_RUNNING;
+        }
+        released = 1;
+      } else if (at && (exited || width < 32)) {
+        group.error |= EMU_SHUFFLE_EXITED;
+      }
+      i += width;
+    }
+    for (int i = 0; i < count;) {  // blocks (or the part of one block in this group)
+      const int rest = block - (int)group.fibers[i].thread;
+      const int size = rest < count - i ? rest : count - i;
+      int at = 0, exited = 0;
+      for (int j = i; j < i + size; ++j) {
+        at += group.fibers[j].state == EMU_AT_SYNCTHREADS;
+        exited += group.fibers[j].state == EMU_DONE;
+      }
+      if (at && size < block) {
+        group.error |= EMU_SYNCTHREADS_BY_WARP;
+      } else if (at == block) {
+        for (int j = i; j < i + size; ++j) group.fibers[j].state = EMU_RUNNING;
+        released = 1;
+      } else if (at && exited) {
+        group.error |= EMU_EXITED_AT_BARRIER;
+      }
+      i += size;
+    }
+    if (at_grid) {
+      if (grouping != EMU_WHOLE_GRID) {
+        group.error |= EMU_GRID_SYNC_NOT_COOPERATIVE;
+      } else if (at_grid == count) {
+        unsigned int* counter = group.fibers[0].counter;
+        for (int i = 0; i < count; ++i) {
+          if (group.fibers[i].counter != counter || *counter != group.fibers[i].target) group.error |= EMU_GRID_TARGET;
+          group.fibers[i].state = EMU_RUNNING;
+        }
+        released = 1;
+      } else if (done) {
+        group.error |= EMU_EXITED_AT_BARRIER;
+      }
+    }
+    if (group.error & ~EMU_PARTIAL_MASK) break;
+    if (!released) {
+      group.error |= EMU_NO_PROGRESS;
+      break;
+    }
+  }
+  emu_group = 0;
+  emu_self = 0;
+  free(group.fibers);
+  return group.error;
+}
+
+// Returns 0, or the error bits of every group run.
+extern "C" int emu_launch(emu_entry_t entry, int grid, int block, void** args, int grouping) {
   emu_current_entry = entry;
   emu_current_args = args;
   blockDim.x = block; blockDim.y = 1; blockDim.z = 1;
-  for (int bx = 0; bx < grid; ++bx) {
-    for (int w0 = 0; w0 < block; w0 += 32) {
-      EmuWarp warp;
-      memset(&warp, 0, sizeof(warp));
-      emu_warp = &warp;
-      const int width = block - w0 < 32 ? block - w0 : 32;
-      for (int lane = 0; lane < 32; ++lane) {
-        if (lane >= width) { warp.state[lane] = LANE_DONE; continue; }
-        getcontext(&warp.lanes[lane]);
-        warp.lanes[lane].uc_stack.ss_sp = stacks + lane * stack_size;
-        warp.lanes[lane].uc_stack.ss_size = stack_size;
-        warp.lanes[lane].uc_link = &warp.scheduler;
-        makecontext(&warp.lanes[lane], emu_lane_main, 0);
+  gridDim.x = grid; gridDim.y = 1; gridDim.z = 1;
+  int error = 0;
+  if (grouping == EMU_BY_WARP) {
+    static const size_t stack_size = 256 * 1024;
+    static char* stacks = 0;
+    if (!stacks) stacks = (char*)malloc(32 * stack_size);
+    for (int bx = 0; bx < grid; ++bx) {
+      for (int w0 = 0; w0 < block; w0 += 32) {
+        error |= emu_run_group(bx * block + w0, block - w0 < 32 ? block - w0 : 32, grouping, stacks, stack_size);
       }
-      for (;;) {
-        int running = 0;
-        for (int lane = 0; lane < width; ++lane) {
-          if (warp.state[lane] != LANE_RUNNING) continue;
-          running = 1;
-          emu_lane = lane;
-          blockIdx.x = bx; blockIdx.y = 0; blockIdx.z = 0;
-          threadIdx.x = w0 + lane; threadIdx.y = 0; threadIdx.z = 0;
-          swapcontext(&warp.scheduler, &warp.lanes[lane]);
-        }
-        (void)running;
-        int at_shuffle = 0, done = 0;
-        for (int lane = 0; lane < 32; ++lane) {
-          at_shuffle += warp.state[lane] == LANE_AT_SHUFFLE;
-          done += warp.state[lane] == LANE_DONE;
-        }
-        if (done == 32) break;
-        if (at_shuffle != 32) { warp.error |= 2; break; }  // lanes exited while others shuffle
-        memcpy(warp.snapshot, warp.posted, sizeof(warp.posted));
-        for (int lane = 0; lane < 32; ++lane) warp.state[lane] = LANE_RUNNING;
-      }
-      error |= warp.error;
-      emu_warp = 0;
     }
+  } else {
+    const size_t stack_size = 64 * 1024;
+    const int size = grouping == EMU_BY_BLOCK ? block : grid * block;
+    char* stacks = (char*)malloc((size_t)size * stack_size);
+    if (!stacks) return -1;
+    if (grouping == EMU_BY_BLOCK) {
+      for (int bx = 0; bx < grid; ++bx) error |= emu_run_group(bx * block, block, grouping, stacks, stack_size);
+    } else {
+      error = emu_run_group(0, grid * block, grouping, stacks, stack_size);
+    }
+    free(stacks);
   }
   return error;
 }
 """
+
+#: the emulator's error bits and what they mean
+ERRORS = {
+    1: "shuffle with a partial mask",
+    2: "shuffle while some lanes of the warp had exited (undefined on a GPU)",
+    4: "grid barrier target does not match the counter",
+    8: "deadlock: a thread finished while others of its block/grid wait at a barrier (this hangs a GPU)",
+    16: "deadlock: no thread can make progress (threads wait at different barriers; this hangs a GPU)",
+    32: "grid barrier in a launch that is not cooperative (hangs a GPU unless every block is resident)",
+    64: "__syncthreads in a launch run warp by warp (the emulator needs the source to name __syncthreads)",
+}
 
 _ARG_C = {
     "in": "const scalar_t*",
@@ -128,12 +265,15 @@ _ARG_C = {
     "lengths": "const long long*",
     "int": "int",
     "acc": "acc_t",
+    "counter": "unsigned int*",
 }
 
+_GROUPING = {"warp": 0, "block": 1, "grid": 2}
 
-def _entry_shims() -> str:
+
+def _entry_shims(specs: dict[str, list[tuple[str, str]]]) -> str:
     lines = []
-    for name, params in cupy_sources.kernel_specs().items():
+    for name, params in specs.items():
         unpacked = ", ".join(f"*({_ARG_C[kind]}*)a[{i}]" for i, (kind, _) in enumerate(params))
         lines.append(f'extern "C" void emu_entry_{name}(void** a) {{ {name}({unpacked}); }}')
     return "\n".join(lines) + "\n"
@@ -143,49 +283,76 @@ def compiler() -> str | None:
     return shutil.which(os.environ.get("CXX", "g++"))
 
 
-_libraries: dict[str, ctypes.CDLL] = {}
+class Library:
+    """Kernels compiled for the CPU: ``lib`` (the ``ctypes.CDLL``) and whether launches run block by block."""
+
+    def __init__(self, lib: ctypes.CDLL, by_block: bool) -> None:
+        self.lib = lib
+        self.by_block = by_block
+        self.run = lib.emu_launch
+        self.run.restype = ctypes.c_int
+        self.run.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
+
+    def entry(self, name: str) -> ctypes.c_void_p:
+        return ctypes.cast(getattr(self.lib, f"emu_entry_{name}"), ctypes.c_void_p)
 
 
-def library(dtype: str) -> ctypes.CDLL:
-    """The kernels of ``dtype`` compiled for the CPU (cached on disk by source hash)."""
-    if dtype not in ("float32", "float64"):
-        raise ValueError(f"the emulator supports float32 and float64, got {dtype}")
-    if dtype in _libraries:
-        return _libraries[dtype]
-    code = _PRELUDE + cupy_sources.source(dtype) + _entry_shims()
-    digest = hashlib.sha256(code.encode()).hexdigest()[:16]
+_sources: dict[str, Library] = {}
+_libraries: dict[str, Library] = {}
+
+
+def library_for_source(code: str, specs: dict[str, list[tuple[str, str]]]) -> Library:
+    """``code`` (CUDA C++ defining the ``__global__`` functions of ``specs``: name -> ``[(kind, name), ...]``)
+    compiled for the CPU with the prelude and one entry shim per kernel (cached on disk by source hash).
+    Parameter kinds are those of ``cupy_sources.kernel_specs`` ("in"/"out" use ``scalar_t``, "acc" ``acc_t``:
+    the source defines them if it uses those kinds)."""
+    full = _PRELUDE + code + _entry_shims(specs)
+    digest = hashlib.sha256(full.encode()).hexdigest()[:16]
+    if digest in _sources:
+        return _sources[digest]
     folder = os.path.join(tempfile.gettempdir(), "arrayrnn-cuda-emulator")
     os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, f"kernels-{dtype}-{digest}.so")
+    path = os.path.join(folder, f"kernels-{digest}.so")
     if not os.path.exists(path):
         source_path = path[:-3] + ".cpp"
-        with open(source_path, "w") as handle:
-            handle.write(code)
+        partial_source = source_path + f".{os.getpid()}.tmp"
+        with open(partial_source, "w") as handle:
+            handle.write(full)
+        os.replace(partial_source, source_path)
         partial = path + f".{os.getpid()}.tmp"
         command = [compiler() or "g++", "-std=c++17", "-O1", "-shared", "-fPIC", "-w", "-o", partial, source_path]
         subprocess.run(command, check=True, capture_output=True, text=True)
         os.replace(partial, path)
-    _libraries[dtype] = ctypes.CDLL(path)
+    _sources[digest] = Library(ctypes.CDLL(path), by_block="__syncthreads" in code)
+    return _sources[digest]
+
+
+def library(dtype: str) -> Library:
+    """The kernels of ``dtype`` (``cupy_sources``) compiled for the CPU."""
+    if dtype not in ("float32", "float64"):
+        raise ValueError(f"the emulator supports float32 and float64, got {dtype}")
+    if dtype not in _libraries:
+        _libraries[dtype] = library_for_source(cupy_sources.source(dtype), cupy_sources.kernel_specs())
     return _libraries[dtype]
 
 
-def launch(dtype: str, name: str, grid: int, block: int, arg_bytes: list[bytes]) -> None:
-    """Run kernel ``name`` with its parameters given as raw bytes (as ``cuLaunchKernel`` receives them)."""
-    lib = library(dtype)
+def run(lib: Library, name: str, grid: int, block: int, arg_bytes: list[bytes], cooperative: bool = False) -> None:
+    """Run kernel ``name`` of ``lib`` with its parameters given as raw bytes (as ``cuLaunchKernel`` receives
+    them); ``cooperative``: all blocks at once, as ``cudaLaunchCooperativeKernel`` (needed by grid barriers)."""
     buffers = [ctypes.create_string_buffer(raw, len(raw)) for raw in arg_bytes]
     pointers = (ctypes.c_void_p * max(1, len(buffers)))(*[ctypes.cast(b, ctypes.c_void_p) for b in buffers])
-    entry = getattr(lib, f"emu_entry_{name}")
-    run = lib.emu_launch
-    run.restype = ctypes.c_int
-    run.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_void_p]
-    error = run(ctypes.cast(entry, ctypes.c_void_p), grid, block, pointers)
+    grouping = _GROUPING["grid" if cooperative else "block" if lib.by_block else "warp"]
+    error = lib.run(lib.entry(name), grid, block, pointers, grouping)
+    if error < 0:
+        raise MemoryError(f"kernel {name}: no memory for the stacks of {grid} x {block} threads")
     if error:
-        reasons = []
-        if error & 1:
-            reasons.append("shuffle with a partial mask")
-        if error & 2:
-            reasons.append("shuffle while some lanes of the warp had exited (undefined on a GPU)")
+        reasons = [text for bit, text in ERRORS.items() if error & bit]
         raise RuntimeError(f"kernel {name}: " + "; ".join(reasons))
+
+
+def launch(dtype: str, name: str, grid: int, block: int, arg_bytes: list[bytes], cooperative: bool = False) -> None:
+    """Run kernel ``name`` of the ``dtype`` source (see :func:`run`)."""
+    run(library(dtype), name, grid, block, arg_bytes, cooperative)
 
 
 def scalar_bytes(value: Any) -> bytes:

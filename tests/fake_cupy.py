@@ -10,7 +10,11 @@ strict where CuPy/CUDA are strict and a silent CPU run would not be:
 * stream capture records kernel launches with their argument *bytes at capture time* (as CUDA does)
   and replays those on ``Graph.launch``; ``matmul`` during capture raises like CuPy's cuBLAS guard;
   capture on the null stream raises; nested captures raise;
-* the fake counts captures and launches so tests can check graph reuse.
+* the fake counts captures and launches so tests can check graph reuse;
+* cooperative launches (``RawKernel.kernel(..., enable_cooperative_groups=True)``, as persistent kernels
+  with a grid barrier need) run every block at once on the emulator and fail like CUDA when the grid is
+  larger than ``MultiProcessorCount`` (``fake.multiprocessors``) times the occupancy that
+  ``cuda.driver.occupancyMaxActiveBlocksPerMultiprocessor`` reports (``fake.occupancy``).
 """
 
 from __future__ import annotations
@@ -31,9 +35,23 @@ class _Pointer:
         self.ptr = ptr
 
 
+#: defaults of the device the fake reports; each FakeCupy has its own (``fake.multiprocessors``, ``fake.occupancy``)
+DEFAULT_MULTIPROCESSORS = 2
+DEFAULT_OCCUPANCY = 1
+
+#: the FakeCupy made last (``installed`` restores the one before): whose settings ``FakeDevice`` reports,
+#: since a device (``cupy.cuda.Device(0)``, ``array.device``) is made without its module
+_current: FakeCupy | None = None
+
+
 class FakeDevice:
     def __init__(self, device_id: int = 0) -> None:
         self.id = device_id
+
+    @property
+    def attributes(self) -> dict[str, int]:
+        count = DEFAULT_MULTIPROCESSORS if _current is None else _current.multiprocessors
+        return {"MultiProcessorCount": count}
 
     def __enter__(self) -> FakeDevice:
         return self
@@ -65,14 +83,16 @@ def asfake(array: Any) -> FakeArray:
 
 
 class FakeGraph:
-    def __init__(self, recorded: list[tuple[str, str, int, int, list[bytes]]], module: FakeCupy) -> None:
+    """``recorded``: ``(dtype, name, grid, block, arg_bytes, cooperative)`` per captured launch."""
+
+    def __init__(self, recorded: list[tuple[str, str, int, int, list[bytes], bool]], module: FakeCupy) -> None:
         self.recorded = recorded
         self.module = module
 
     def launch(self, stream: Any = None) -> None:
         self.module.graph_launches += 1
-        for dtype, name, grid, block, arg_bytes in self.recorded:
-            cuda_emulator.launch(dtype, name, grid, block, arg_bytes)
+        for dtype, name, grid, block, arg_bytes, cooperative in self.recorded:
+            cuda_emulator.launch(dtype, name, grid, block, arg_bytes, cooperative=cooperative)
 
 
 class FakeStream:
@@ -119,6 +139,29 @@ class FakeStream:
         return None
 
 
+class FakeFunction:
+    """``RawKernel.kernel``: the loaded function (``cupy.cuda.function.Function``), with its ``ptr`` for the
+    occupancy API and the launch that can be cooperative."""
+
+    _next_ptr = 0x7F0000000000
+
+    def __init__(self, raw: FakeRawKernel) -> None:
+        self.raw = raw
+        FakeFunction._next_ptr += 0x100
+        self.ptr = FakeFunction._next_ptr
+
+    def __call__(
+        self,
+        grid: tuple[int, ...],
+        block: tuple[int, ...],
+        args: tuple[Any, ...],
+        shared_mem: int = 0,
+        stream: Any = None,
+        enable_cooperative_groups: bool = False,
+    ) -> None:
+        self.raw._launch(grid, block, args, shared_mem, stream, enable_cooperative_groups)
+
+
 class FakeRawKernel:
     def __init__(self, module: FakeCupy, code: str, name: str, options: tuple[str, ...] = ()) -> None:
         self.module = module
@@ -129,10 +172,19 @@ class FakeRawKernel:
             raise AttributeError(f"no kernel named {name} in the source")
         self.params = specs[name]
         self.loaded = False
+        self._function: FakeFunction | None = None
 
     def compile(self, log_stream: Any = None) -> None:
         cuda_emulator.library(self.dtype)
         self.loaded = True
+
+    @property
+    def kernel(self) -> FakeFunction:
+        if self._function is None:
+            self.compile()
+            self._function = FakeFunction(self)
+            self.module._functions[self._function.ptr] = self._function
+        return self._function
 
     @property
     def attributes(self) -> dict[str, int]:
@@ -157,6 +209,14 @@ class FakeRawKernel:
                 if kind == "in":
                     self.module.read_pointers.add(value.ctypes.data)
                 out.append(np.uint64(value.ctypes.data).tobytes())
+            elif kind == "counter":
+                if not isinstance(value, FakeArray):
+                    raise TypeError(f"{where}: expected a device array, got {type(value).__name__}")
+                if value.dtype != np.uint32:
+                    raise TypeError(f"{where}: dtype {value.dtype}, expected uint32")
+                if not value.flags.c_contiguous:
+                    raise TypeError(f"{where}: not C-contiguous")
+                out.append(np.uint64(value.ctypes.data).tobytes())
             elif kind == "int":
                 if type(value) is not np.int32:
                     raise TypeError(f"{where}: expected numpy.int32, got {type(value).__name__}")
@@ -168,22 +228,49 @@ class FakeRawKernel:
         return out
 
     def __call__(
-        self, grid: tuple[int, ...], block: tuple[int, ...], args: tuple[Any, ...], shared_mem: int = 0
+        self,
+        grid: tuple[int, ...],
+        block: tuple[int, ...],
+        args: tuple[Any, ...],
+        shared_mem: int = 0,
+        stream: Any = None,
+        enable_cooperative_groups: bool = False,
+    ) -> None:
+        self._launch(grid, block, args, shared_mem, stream, enable_cooperative_groups)
+
+    def _launch(
+        self,
+        grid: tuple[int, ...],
+        block: tuple[int, ...],
+        args: tuple[Any, ...],
+        shared_mem: int,
+        stream: Any,
+        cooperative: bool,
     ) -> None:
         if len(grid) != 1 or len(block) != 1 or grid[0] < 1 or not 1 <= block[0] <= 1024:
             raise ValueError(f"{self.name}: bad launch configuration grid={grid} block={block}")
+        if cooperative:
+            resident = self.module.multiprocessors * self.module.occupancy
+            if grid[0] > resident:
+                raise RuntimeError(
+                    f"CUDA_ERROR_COOPERATIVE_LAUNCH_TOO_LARGE: too many blocks in cooperative launch "
+                    f"({self.name}: grid {grid[0]} > {resident} resident blocks)"
+                )
         arg_bytes = self._arg_bytes(args)
-        stream = self.module.cuda.get_current_stream()
+        if stream is None:
+            stream = self.module.cuda.get_current_stream()
         if self.module.fail_launch_named == self.name:
             raise RuntimeError(f"injected launch failure in {self.name}")
         if stream.recording is not None:
             if not self.loaded:
                 raise RuntimeError(f"{self.name}: module loaded during stream capture")
-            stream.recording.append((self.dtype, self.name, grid[0], block[0], arg_bytes))
+            stream.recording.append((self.dtype, self.name, grid[0], block[0], arg_bytes, cooperative))
             return
         self.module.kernel_launches += 1
+        if cooperative:
+            self.module.cooperative_launches += 1
         self.loaded = True
-        cuda_emulator.launch(self.dtype, self.name, grid[0], block[0], arg_bytes)
+        cuda_emulator.launch(self.dtype, self.name, grid[0], block[0], arg_bytes, cooperative=cooperative)
 
 
 class FakeCupy(types.ModuleType):
@@ -195,6 +282,11 @@ class FakeCupy(types.ModuleType):
         self.captures_open = 0
         self.graph_launches = 0
         self.kernel_launches = 0
+        #: cooperative launches run directly (counted in ``kernel_launches`` too; captured ones are in the graph)
+        self.cooperative_launches = 0
+        self.multiprocessors = DEFAULT_MULTIPROCESSORS
+        self.occupancy = DEFAULT_OCCUPANCY
+        self._functions: dict[int, FakeFunction] = {}
         self.fail_end_capture = False
         self.fail_launch_named: str | None = None
         self.read_pointers: set[int] = set()
@@ -206,8 +298,22 @@ class FakeCupy(types.ModuleType):
         cuda.Stream = lambda null=False, non_blocking=False: FakeStream(module, null, non_blocking)
         cuda.get_current_stream = lambda: module._stream_stack[-1] if module._stream_stack else module._null
         cuda.Device = FakeDevice
+        cuda.driver = types.SimpleNamespace(occupancyMaxActiveBlocksPerMultiprocessor=self._occupancy)
         self.cuda = cuda
         self.float16, self.float32, self.float64, self.int64 = np.float16, np.float32, np.float64, np.int64
+        self.uint32 = np.uint32
+        global _current
+        _current = self
+
+    def _occupancy(self, func: int, block_size: int, dynamic_smem: int) -> int:
+        """``cupy.cuda.driver.occupancyMaxActiveBlocksPerMultiprocessor``: ``fake.occupancy`` for a loaded kernel."""
+        if func not in self._functions:
+            raise RuntimeError(f"CUDA_ERROR_INVALID_HANDLE: {func!r} is not a loaded function")
+        if not 1 <= block_size <= 1024 or dynamic_smem < 0:
+            raise RuntimeError(
+                f"CUDA_ERROR_INVALID_VALUE: block size {block_size}, dynamic shared memory {dynamic_smem}"
+            )
+        return self.occupancy
 
     def _capturing(self) -> bool:
         return self.cuda.get_current_stream().recording is not None
@@ -260,6 +366,8 @@ def installed(monkeypatch: Any):
     """Make the fast paths use a fresh FakeCupy (and forget kernels/graphs made with another)."""
     from arrayrnn._fast import cupy_common, cupy_graph
 
+    global _current
+    previous = _current
     fake = FakeCupy()
     monkeypatch.setattr(cupy_common, "cupy_module", lambda: fake)
     monkeypatch.setattr(cupy_common, "_kernels", {})
@@ -278,3 +386,4 @@ def installed(monkeypatch: Any):
     finally:
         cupy_graph.clear_cache()
         cupy_grad_graph.clear_cache()
+        _current = previous
