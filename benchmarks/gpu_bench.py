@@ -1,9 +1,10 @@
 """GPU benchmark: arrayrnn's CuPy paths against torch/cuDNN with the same weights, float32 with TF32 off.
 
 For LSTM, GRU and RNN over the (T, B, I, H) grid below, times the forward pass of cuDNN (``torch.nn``)
-and of every arrayrnn CuPy implementation ("generic", "fused", "graph", and "auto", the per-call
-choice users get), then forward+backward (torch autograd vs ``arrayrnn.vjp``: the CuPy gradient path,
-and the generic core for scale), a batch-tile sweep of the graph kernels, and a float16 subset. Every
+and of every arrayrnn CuPy implementation ("generic", "fused", "graph", "persistent", and "auto", the
+per-call choice users get), then forward+backward (torch autograd vs ``arrayrnn.vjp``: the CuPy gradient
+path, and the generic core for scale), a sweep of the persistent kernel's batch tile and block size, and a
+float16 subset. Every
 implementation's output is first compared with cuDNN's (``rel_diff`` = max |ours - cuDNN| / max |cuDNN|);
 a result that disagrees is still timed but marked ``ok: false``.
 
@@ -46,7 +47,7 @@ SHAPES = [
 ]
 FLOAT16_SHAPES = [(100, 8, 128, 256), (100, 256, 1024, 1024)]
 KINDS = ("lstm", "gru", "rnn")
-IMPLS = ("generic", "fused", "graph", "auto")
+IMPLS = ("generic", "fused", "graph", "persistent", "auto")
 #: aim for this much timed work per measurement; repeats are clamped to [MIN_REPEATS, MAX_REPEATS]
 TARGET_SECONDS = 0.25
 MIN_REPEATS, MAX_REPEATS = 5, 50
@@ -388,9 +389,15 @@ def backward_section(report, budget, machine, kinds, shapes, reserve, vjp_impls=
                         reserve=reserve)  # fmt: skip
 
 
-def tile_sweep_section(report, budget, machine, kinds, shapes, reserve):
-    from arrayrnn._fast import cupy_graph, cupy_sources
+#: (threads per block, blocks per multiprocessor) of the persistent kernel tried by the sweep
+PERSISTENT_CONFIGS = ((256, 1), (512, 1))
 
+
+def persistent_sweep_section(report, budget, machine, kinds, shapes, reserve):
+    """The persistent kernel at every batch tile and block size (forward, float32), for tuning its defaults."""
+    from arrayrnn._fast import cupy_persistent, cupy_sources
+
+    defaults = (cupy_persistent.THREADS, cupy_persistent.BLOCKS_PER_SM)
     for kind in kinds:
         for shape in shapes:
             if shape[1] > 64:
@@ -401,18 +408,22 @@ def tile_sweep_section(report, budget, machine, kinds, shapes, reserve):
             except Exception as error:
                 report.add({**base, "impl": "setup", "error": f"{type(error).__name__}: {error}"})
                 continue
-            chosen = cupy_graph.choose_batch_tile(shape[1], shape[3])
-            for tile in cupy_sources.BATCH_TILES:
-                if tile > 1 and tile >= 2 * shape[1]:
-                    continue
-                cupy_graph.FORCE_BATCH_TILE = tile
-                try:
-                    run = lambda problem=problem: problem.ours_forward("graph")  # noqa: E731
-                    measure(report, budget, {**base, "chosen_tile": chosen}, f"graph[nb={tile}]", run, machine,
-                            reserve=reserve)  # fmt: skip
-                finally:
-                    cupy_graph.FORCE_BATCH_TILE = None
-            cupy_graph.clear_cache()
+            sms = 0 if machine.dry_run else int(machine.cupy.cuda.Device().attributes["MultiProcessorCount"])
+            chosen = cupy_persistent.choose_batch_tile(shape[1], shape[3], sms * defaults[1] * defaults[0] // 32)
+            for threads, per_sm in PERSISTENT_CONFIGS:
+                for tile in cupy_sources.BATCH_TILES:
+                    if tile > 1 and tile >= 2 * shape[1]:
+                        continue
+                    cupy_persistent.FORCE_BATCH_TILE = tile
+                    cupy_persistent.THREADS, cupy_persistent.BLOCKS_PER_SM = threads, per_sm
+                    try:
+                        run = lambda problem=problem: problem.ours_forward("persistent")  # noqa: E731
+                        name = f"persistent[nb={tile},t={threads},b={per_sm}]"
+                        extra = {"chosen_tile": chosen, "tile": tile, "threads": threads, "blocks_per_sm": per_sm}
+                        measure(report, budget, {**base, **extra}, name, run, machine, reserve=reserve)
+                    finally:
+                        cupy_persistent.FORCE_BATCH_TILE = None
+                        cupy_persistent.THREADS, cupy_persistent.BLOCKS_PER_SM = defaults
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -453,7 +464,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     vjp_impls = VJP_IMPLS[:1] + VJP_IMPLS[-1:] if args.dry_run else VJP_IMPLS  # NumPy has no fused/graph
     backward_section(report, budget, machine, kinds, shapes, reserve=0.15 * args.budget, vjp_impls=vjp_impls)
     if not args.dry_run:
-        tile_sweep_section(report, budget, machine, kinds, shapes, reserve=0.05 * args.budget)
+        persistent_sweep_section(report, budget, machine, kinds, shapes, reserve=0.05 * args.budget)
     forward_section(report, budget, machine, ["lstm"], half_shapes, "float16", impls, reserve=0.0)
     report.data["elapsed_s"] = round(time.monotonic() - started, 1)
     report.save()

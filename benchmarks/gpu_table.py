@@ -15,7 +15,7 @@ from collections import defaultdict
 from typing import Any, Optional
 
 CELL_NAMES = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}
-FORWARD_IMPLS = ("generic", "fused", "graph", "auto")
+FORWARD_IMPLS = ("generic", "fused", "graph", "persistent", "auto")
 TARGETS = {"forward": 1.0, "forward+backward": 1.2}
 
 
@@ -72,8 +72,8 @@ def header(data: dict[str, Any]) -> str:
 
 def forward_table(index, dtype: str) -> list[str]:
     rows = [
-        "| cell | T, B, I, H | cuDNN | generic | fused | graph | auto (picks) |",
-        "|---|---|---|---|---|---|---|",
+        "| cell | T, B, I, H | cuDNN | generic | fused | graph | persistent | auto (picks) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     keys = sorted(
         (k for k in index if k[2] == dtype and k[3] == "forward"), key=lambda k: (list(CELL_NAMES).index(k[0]), k[1])
@@ -142,22 +142,36 @@ def targets_summary(index) -> list[str]:
     return lines
 
 
+def _sweep_config(entry: dict[str, Any]) -> Optional[tuple[str, int]]:
+    """(configuration label, batch tile) of a sweep entry: the persistent kernel's (with its threads per block
+    and blocks per SM) or, in older results, the graph kernel's ``graph[nb=N]``."""
+    impl = entry["impl"]
+    if impl.startswith("persistent[") and "tile" in entry:
+        return f"persistent, {entry['threads']} threads, {entry['blocks_per_sm']}/SM", int(entry["tile"])
+    if impl.startswith("graph[nb="):
+        return "graph", int(impl[len("graph[nb=") : -1])
+    return None
+
+
 def sweep_table(results) -> list[str]:
-    runs = defaultdict(dict)
+    runs = defaultdict(lambda: defaultdict(dict))
     chosen = {}
     for entry in results:
-        if entry["impl"].startswith("graph[nb=") and _timed(entry):
+        config = _sweep_config(entry)
+        if config is not None and _timed(entry):
             key = (entry["cell"], _shape(entry))
-            runs[key][int(entry["impl"][9:-1])] = entry["median_ms"]
+            runs[key][config[0]][config[1]] = entry["median_ms"]
             chosen[key] = entry.get("chosen_tile")
     if not runs:
         return []
-    rows = ["| cell | T, B, I, H | ms per batch tile (1 / 2 / 4 / 8) | best | chosen |", "|---|---|---|---|---|"]
+    rows = ["| cell | T, B, I, H | kernel | ms per batch tile (1 / 2 / 4 / 8) | best | chosen tile |",
+            "|---|---|---|---|---|---|"]  # fmt: skip
     for key in sorted(runs, key=lambda k: (list(CELL_NAMES).index(k[0]), k[1])):
-        times = runs[key]
-        text = " / ".join(f"{times[t]:.3f}" if t in times else "–" for t in (1, 2, 4, 8))
-        best = min(times, key=times.get)
-        rows.append(f"| {CELL_NAMES[key[0]]} | {_shape_text(key[1])} | {text} | {best} | {chosen[key]} |")
+        for label, times in runs[key].items():
+            text = " / ".join(f"{times[t]:.3f}" if t in times else "–" for t in (1, 2, 4, 8))
+            best = min(times, key=times.get)
+            row = f"| {CELL_NAMES[key[0]]} | {_shape_text(key[1])} | {label} | {text} | {best} | {chosen[key]} |"
+            rows.append(row)
     return rows
 
 
@@ -179,7 +193,7 @@ def render(data: dict[str, Any]) -> str:
         out += ["Targets:", ""] + summary + [""]
     sweep = sweep_table(data.get("results", []))
     if sweep:
-        out += ["Graph kernel batch tile (rows per warp), forward float32:", ""] + sweep + [""]
+        out += ["Batch tile (rows per warp task) and block size sweep, forward float32:", ""] + sweep + [""]
     failures = [e for e in data.get("results", []) if e.get("error")]
     if failures:
         out += [f"{len(failures)} measurement(s) failed; see the JSON for the errors."]

@@ -3,10 +3,11 @@
 #   1. install the carried wheels (.whl/ from ci/gpu-prepare.sh) into .site/
 #   2. print the machine: nvidia-smi, Python, CuPy/torch/cuDNN versions, `arrayrnn info`
 #   3. smoke: compile and load every CuPy kernel, run each fast path once against the generic core
-#   4. fast:  tests/test_cupy_fast.py and tests/test_cupy_grad.py on cupy (fused, graph, auto and the
+#   4. fast:  tests/test_cupy_fast.py and tests/test_cupy_grad.py on cupy (fused, graph, persistent, auto, the
 #             gradient path of ar.vjp vs the generic core)
-#   5. suite: the whole test suite on cupy (numpy runs in CI), with ARRAYRNN_REQUIRE_BACKENDS=cupy
-#   6. bench: benchmarks/gpu_bench.py against torch/cuDNN (same weights), then the README table
+#   5. bench: benchmarks/gpu_bench.py against torch/cuDNN (same weights), then the README table
+#   6. suite: the whole test suite on cupy (numpy runs in CI), with ARRAYRNN_REQUIRE_BACKENDS=cupy (last:
+#             it matters least if the call runs out of time)
 # Logs and results go to $OUT (the tool brings back at most 8 files; these are 8): gpu.log (this
 # summary), env.txt, smoke.log, tests-fast.log, tests-suite.log, bench.log, gpu_bench.json, gpu_table.md.
 #
@@ -136,15 +137,15 @@ run_phase smoke "$LIMIT_SMOKE" "$OUT/smoke.log" "$PY" ci/gpu_smoke.py
 run_phase fast "$LIMIT_FAST" "$OUT/tests-fast.log" \
   "$PY" -m pytest "${PYTEST_OPTS[@]}" --backend cupy tests/test_cupy_fast.py tests/test_cupy_grad.py
 # the CPU-only checks of the kernels (emulator, nvcc) ran in CI already
-run_phase suite "$LIMIT_SUITE" "$OUT/tests-suite.log" \
-  "$PY" -m pytest "${PYTEST_OPTS[@]}" "${SUITE_OPTS[@]}" --backend cupy tests \
-  --ignore=tests/test_cupy_fast.py --ignore=tests/test_cupy_grad.py --ignore=tests/test_cupy_emulated.py \
-  --ignore=tests/test_cupy_emulated_grad.py --ignore=tests/test_cupy_sources.py
 run_phase bench "$LIMIT_BENCH" "$OUT/bench.log" \
   "$PY" benchmarks/gpu_bench.py --out "$OUT/gpu_bench.json" --budget $((LIMIT_BENCH - 25))
 if [[ -s "$OUT/gpu_bench.json" ]]; then
   "$PY" benchmarks/gpu_table.py "$OUT/gpu_bench.json" >"$OUT/gpu_table.md" 2>>"$LOG" || say "gpu_table.py failed"
 fi
+run_phase suite "$LIMIT_SUITE" "$OUT/tests-suite.log" \
+  "$PY" -m pytest "${PYTEST_OPTS[@]}" "${SUITE_OPTS[@]}" --backend cupy tests \
+  --ignore=tests/test_cupy_fast.py --ignore=tests/test_cupy_grad.py --ignore=tests/test_cupy_emulated.py \
+  --ignore=tests/test_cupy_emulated_grad.py --ignore=tests/test_cupy_sources.py
 
 summary
 exit $FAILED

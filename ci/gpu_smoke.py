@@ -19,7 +19,9 @@ def main() -> int:
     import cupy
 
     import arrayrnn as ar
-    from arrayrnn._fast import cupy_common, cupy_sources
+    from arrayrnn._fast import cupy_common, cupy_persistent, cupy_sources
+
+    cupy_persistent.CHECK_BARRIER = True  # a timed-out grid barrier raises instead of giving wrong numbers
 
     failures = 0
     print(f"cupy {cupy.__version__}, device: {cupy.cuda.runtime.getDeviceProperties(0)['name'].decode()}")
@@ -28,7 +30,8 @@ def main() -> int:
         for name in cupy_sources.kernel_specs():
             try:
                 attributes = cupy_common.kernel(name, dtype).attributes
-                if name.endswith("_nb8") or "fused" in name or "grad" in name or "record" in name:
+                shown = ("fused", "grad", "record")
+                if name.endswith(("_nb8", "persistent_nb1")) or any(word in name for word in shown):
                     print(
                         f"  {dtype:8} {name:28} regs {attributes['num_regs']:3}  "
                         f"local {attributes['local_size_bytes']} B"
@@ -49,16 +52,16 @@ def main() -> int:
             x = cupy.asarray(rng.standard_normal((20, 3, 16)).astype(dtype))
             lengths = cupy.asarray([20, 7, 0])
             reference = run[kind](x, params, lengths=lengths, impl="generic")[0]
-            for impl in ("fused", "graph", "auto"):
+            for impl in ("fused", "graph", "persistent", "auto"):
                 try:
                     y = run[kind](x, params, lengths=lengths, impl=impl)[0]
                     error = float(cupy.max(cupy.abs(y - reference)))
                     status = "ok" if error <= tolerance else "MISMATCH"
                     failures += status != "ok"
-                    print(f"  {kind:4} {dtype:8} {impl:6} max |fast - generic| = {error:.2e}  {status}")
+                    print(f"  {kind:4} {dtype:8} {impl:10} max |fast - generic| = {error:.2e}  {status}")
                 except Exception:
                     failures += 1
-                    print(f"  {kind:4} {dtype:8} {impl:6} FAILED:")
+                    print(f"  {kind:4} {dtype:8} {impl:10} FAILED:")
                     traceback.print_exc(limit=3)
     # the gradient path (cupy_grad): ar.vjp with the default impl against the generic core
     for kind in ("rnn", "lstm", "gru"):

@@ -262,6 +262,7 @@ ERRORS = {
 _ARG_C = {
     "in": "const scalar_t*",
     "out": "scalar_t*",
+    "state": "scalar_t*",
     "lengths": "const long long*",
     "int": "int",
     "acc": "acc_t",

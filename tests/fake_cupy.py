@@ -198,7 +198,7 @@ class FakeRawKernel:
         out = []
         for (kind, pname), value in zip(self.params, args):
             where = f"{self.name} parameter {pname}"
-            if kind in ("in", "out", "lengths"):
+            if kind in ("in", "out", "state", "lengths"):
                 if not isinstance(value, FakeArray):
                     raise TypeError(f"{where}: expected a device array, got {type(value).__name__}")
                 expected = np.int64 if kind == "lengths" else np.dtype(self.dtype)
@@ -374,7 +374,7 @@ def installed(monkeypatch: Any):
     monkeypatch.setattr(cupy_common, "_placeholders", {})
     from arrayrnn._fast import cupy_grad_graph
 
-    for module_name in ("cupy_kernels", "cupy_graph", "cupy_grad", "cupy_grad_graph"):
+    for module_name in ("cupy_kernels", "cupy_graph", "cupy_grad", "cupy_grad_graph", "cupy_persistent"):
         import importlib
 
         module = importlib.import_module(f"arrayrnn._fast.{module_name}")

@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 
 from arrayrnn._core.sequence import GENERIC
-from arrayrnn._fast import cupy_dispatch, cupy_graph, cupy_kernels, cupy_sources
+from arrayrnn._fast import cupy_dispatch, cupy_graph, cupy_kernels, cupy_persistent, cupy_sources
 
 from . import cuda_emulator, fake_cupy
 from .support import random_params
 
 pytestmark = pytest.mark.skipif(cuda_emulator.compiler() is None, reason="no C++ compiler for the kernel emulator")
 
-IMPLS = {"fused": cupy_kernels, "graph": cupy_graph}
+IMPLS = {"fused": cupy_kernels, "graph": cupy_graph, "persistent": cupy_persistent}
 
 # kind, params options, call options (the variants of tests/test_sequence.py)
 VARIANTS = [
@@ -109,16 +109,16 @@ def _check(module_name, kind, params, x, state, lengths, reverse, options, dtype
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=_ids)
-@pytest.mark.parametrize("impl", ["fused", "graph"])
+@pytest.mark.parametrize("impl", ["fused", "graph", "persistent"])
 def test_matches_generic_with_lengths_and_reverse(monkeypatch, variant, impl):
     kind, params_options, call_options = variant
     options = _defaults(kind, call_options)
     with fake_cupy.installed(monkeypatch) as fake:
         params, x, state = _problem(kind, params_options, "float64", 5, 4, 3, 6, seed=len(_ids(variant)))
         lengths = [5, 0, 2, 4]
-        if impl == "graph" and params_options.get("proj_size"):
+        if impl in ("graph", "persistent") and params_options.get("proj_size"):
             with pytest.raises(ValueError, match="projection"):
-                _fast(cupy_graph, kind, params, x, state, lengths, False, options)
+                _fast(IMPLS[impl], kind, params, x, state, lengths, False, options)
             return
         for reverse in (False, True):
             _check(impl, kind, params, x, state, lengths, reverse, options, "float64")
@@ -273,9 +273,11 @@ def _as_fake_state(state):
 
 def test_batch_tile_keeps_enough_warps():
     assert cupy_graph.choose_batch_tile(1, 128) == 1
-    assert cupy_graph.choose_batch_tile(8, 256) == 2  # 4 tiles * 256 = 1024 warps
-    assert cupy_graph.choose_batch_tile(32, 128) == 4
-    assert cupy_graph.choose_batch_tile(64, 512) == 8
+    # the best tiles measured on an H100 (benchmarks/results/gpu_h100_2026-11-27.json, graph sweep)
+    assert cupy_graph.choose_batch_tile(8, 256) == 1
+    assert cupy_graph.choose_batch_tile(32, 128) == 1
+    assert cupy_graph.choose_batch_tile(64, 512) == 4
+    assert cupy_graph.choose_batch_tile(1000, 1024) == 8
     assert cupy_graph.choose_batch_tile(3, 64) == 1
     for batch in (1, 2, 5, 64, 1000):
         for hidden in (1, 33, 1024):
@@ -283,24 +285,24 @@ def test_batch_tile_keeps_enough_warps():
             assert tile in cupy_sources.BATCH_TILES and tile < 2 * batch  # never more than the next power of 2
 
 
-def test_dispatch_prefers_graph_at_small_batch_and_fused_at_large():
+def test_dispatch_prefers_persistent_at_small_batch_and_fused_at_large():
     choose = cupy_dispatch.choose_impl
-    assert choose("lstm", steps=100, batch=1, hidden=256, dtype="float32") == "graph"
-    assert choose("lstm", steps=100, batch=64, hidden=512, dtype="float32") == "graph"
+    assert choose("lstm", steps=100, batch=1, hidden=256, dtype="float32") == "persistent"
+    assert choose("lstm", steps=100, batch=64, hidden=512, dtype="float32") == "persistent"
     assert choose("lstm", steps=100, batch=256, hidden=1024, dtype="float32") == "fused"
     assert choose("lstm", steps=100, batch=4, hidden=4096, dtype="float32") == "fused"
     assert choose("lstm", steps=100, batch=1, hidden=256, dtype="float32", has_projection=True) == "fused"
     assert choose("gru", steps=100, batch=1, hidden=256, dtype="float32", weights_contiguous=False) == "fused"
     assert choose("rnn", steps=100, batch=0, hidden=8, dtype="float32") == "generic"
     assert choose("rnn", steps=100, batch=4, hidden=8, dtype="int32") == "generic"
-    # a graph plan whose buffers would be huge is not cached: fused instead
+    # huge buffers (the graph gradient path caches them per plan): fused instead
     assert choose("lstm", steps=100_000, batch=64, hidden=512, dtype="float32") == "fused"
 
 
 def test_registry_variants_are_per_backend(monkeypatch):
     from arrayrnn._fast import registry
 
-    assert registry.variants("lstm", "cupy") == ("fused", "graph")
+    assert registry.variants("lstm", "cupy") == ("fused", "graph", "persistent")
     assert registry.variants("lstm", "numpy") == ()
     assert registry.select("gru", "cupy", "fused") is cupy_kernels.gru_sequence
     assert registry.select("gru", "cupy", "graph") is cupy_graph.gru_sequence
@@ -324,3 +326,39 @@ def test_import_arrayrnn_imports_no_gpu_library():
     code = "import arrayrnn, sys; print(sorted(m for m in sys.modules if m.split('.')[0] in ('cupy', 'torch', 'jax')))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("tile", cupy_sources.BATCH_TILES)
+@pytest.mark.parametrize(
+    "kind,options",
+    [
+        ("rnn", {"nonlinearity": "relu"}),
+        ("lstm", {"coupled": False, "clip": 0.9}),
+        ("gru", {"linear_before_reset": True}),
+        ("gru", {"linear_before_reset": False}),
+    ],
+)
+@pytest.mark.parametrize("blocks", [1, 2])
+def test_persistent_tasks_per_warp_and_barriers(monkeypatch, tile, kind, options, blocks):
+    """Warps take several tasks per step (4 warps for 9 rows x 12 units), the grid barrier separates the steps
+    (the emulator checks every barrier's target against the counter and reports deadlocks)."""
+    with fake_cupy.installed(monkeypatch) as fake:
+        monkeypatch.setattr(cupy_persistent, "FORCE_BATCH_TILE", tile)
+        monkeypatch.setattr(cupy_persistent, "THREADS", 64)
+        monkeypatch.setattr(cupy_persistent, "MAX_BLOCKS", blocks)
+        monkeypatch.setattr(cupy_persistent, "CHECK_BARRIER", True)
+        params, x, state = _problem(kind, {}, "float64", 4, 9, 3, 12, seed=tile)
+        for reverse in (False, True):
+            _check("persistent", kind, params, x, state, [4, 0, 2, 3, 4, 1, 4, 4, 2], reverse, options, "float64")
+        assert fake.cooperative_launches == 2
+
+
+def test_persistent_grid_fits_the_device(monkeypatch):
+    """The grid is sized from the device's multiprocessors and the kernel's occupancy (a cooperative launch
+    of more blocks than fit at once is refused by CUDA)."""
+    with fake_cupy.installed(monkeypatch) as fake:
+        fake.multiprocessors, fake.occupancy = 3, 1
+        monkeypatch.setattr(cupy_persistent, "THREADS", 32)
+        params, x, state = _problem("gru", {}, "float64", 3, 2, 3, 40, seed=1)
+        _check("persistent", "gru", params, x, state, None, False, {"linear_before_reset": True}, "float64")
+        assert fake.cooperative_launches == 1

@@ -1,4 +1,4 @@
-"""The CuPy fast paths ("fused", "graph", and the automatic choice) against the generic core, on a GPU.
+"""The CuPy fast paths ("fused", "graph", "persistent", and the automatic choice) against the generic core, on a GPU.
 
 Runs on the cupy backend only (skipped elsewhere; ``ci/gpu.sh`` runs it with cupy required). The oracle
 is ``impl="generic"`` on the same CuPy arrays (the generic core is itself tested against torch and an
@@ -40,6 +40,17 @@ def _ids(variant):
 
 pytestmark = pytest.mark.only_backends("cupy")
 
+PATHS = ["fused", "graph", "persistent"]
+
+
+@pytest.fixture(autouse=True)
+def _persistent_barrier_checked(monkeypatch):
+    """Every persistent-kernel call here reads back the grid barrier's timeout flag (a timed-out barrier
+    would otherwise only show up as wrong numbers)."""
+    from arrayrnn._fast import cupy_persistent
+
+    monkeypatch.setattr(cupy_persistent, "CHECK_BARRIER", True)
+
 
 def _require_cupy(backend):
     if backend.name != "cupy":
@@ -72,13 +83,13 @@ def _assert_same(backend, kind, got, want, dtype, steps):
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=_ids)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("impl", ["fused", "graph", "auto"])
+@pytest.mark.parametrize("impl", [*PATHS, "auto"])
 def test_matches_generic_with_lengths_reverse_and_state(backend, variant, dtype, impl):
     _require_cupy(backend)
     kind, params_options, call_options = variant
     params, x, state = _problem(kind, params_options, dtype, 9, 5, 4, 6, seed=len(_ids(variant)))
     lengths = backend.asarray(np.array([9, 0, 4, 1, 7]))
-    if impl == "graph" and params_options.get("proj_size"):
+    if impl in ("graph", "persistent") and params_options.get("proj_size"):
         with pytest.raises(ValueError, match="projection"):
             _run(backend, kind, params, x, state, impl, lengths=lengths, **call_options)
         return
@@ -92,7 +103,7 @@ def test_matches_generic_with_lengths_reverse_and_state(backend, variant, dtype,
 @pytest.mark.parametrize(
     "kind,options", [("rnn", {}), ("lstm", {}), ("gru", {}), ("gru", {"linear_before_reset": False})]
 )
-@pytest.mark.parametrize("impl", ["fused", "graph"])
+@pytest.mark.parametrize("impl", PATHS)
 @pytest.mark.parametrize("shape", [(50, 1, 64, 256), (20, 70, 33, 300), (7, 13, 5, 1030)], ids=str)
 def test_larger_shapes(backend, kind, options, impl, shape):
     """hidden not a multiple of 32 (lanes idle in the last stride), batch spanning several tiles."""
@@ -120,7 +131,7 @@ def test_graph_every_batch_tile(backend, monkeypatch, tile, kind):
 
 
 @pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
-@pytest.mark.parametrize("impl", ["fused", "graph"])
+@pytest.mark.parametrize("impl", PATHS)
 def test_float16_against_float64_reference(backend, kind, impl):
     _require_cupy(backend)
     params, x, state = _problem(kind, {}, "float16", 8, 3, 4, 16, seed=21)
@@ -135,7 +146,7 @@ def test_float16_against_float64_reference(backend, kind, impl):
         np.testing.assert_allclose(backend.numpy(a, "float16").astype(np.float64), b, rtol=2e-2, atol=2e-2)
 
 
-@pytest.mark.parametrize("impl", ["fused", "graph"])
+@pytest.mark.parametrize("impl", PATHS)
 def test_layouts_batch_first_and_unbatched(backend, impl):
     _require_cupy(backend)
     params, x, _ = _problem("lstm", {"peepholes": True}, "float64", 6, 2, 3, 5, seed=4)
@@ -151,7 +162,7 @@ def test_layouts_batch_first_and_unbatched(backend, impl):
     np.testing.assert_allclose(backend.numpy(y_one), backend.numpy(y_ref)[:, 1], **tol)
 
 
-@pytest.mark.parametrize("impl", ["fused", "graph", "auto"])
+@pytest.mark.parametrize("impl", [*PATHS, "auto"])
 def test_inputs_are_never_modified(backend, impl):
     _require_cupy(backend)
     params, x, state = _problem("gru", {}, "float32", 5, 3, 4, 6, seed=5)
@@ -163,7 +174,7 @@ def test_inputs_are_never_modified(backend, impl):
         np.testing.assert_array_equal(backend.numpy(before), backend.numpy(after))
 
 
-@pytest.mark.parametrize("impl", ["fused", "graph"])
+@pytest.mark.parametrize("impl", PATHS)
 def test_noncontiguous_weights(backend, impl):
     _require_cupy(backend)
     import cupy
@@ -261,10 +272,10 @@ def test_auto_picks_by_batch_and_matches(backend, monkeypatch):
         got = _run(backend, "lstm", params, x, state, "auto")
         want = _run(backend, "lstm", params, x, state, "generic")
         _assert_same(backend, "lstm", got, want, "float32", 6)
-    assert chosen == ["graph", "fused"]
+    assert chosen == ["persistent", "fused"]
 
 
-@pytest.mark.parametrize("impl", ["fused", "graph"])
+@pytest.mark.parametrize("impl", PATHS)
 def test_large_preactivations_stay_finite(backend, impl):
     _require_cupy(backend)
     params = random_params("lstm", 3, 4, seed=10, dtype="float32")
@@ -272,3 +283,46 @@ def test_large_preactivations_stay_finite(backend, impl):
     y, (h, c) = ar.lstm(backend.asarray(x), backend.tree(params), impl=impl)
     for a in (y, h, c):
         assert np.all(np.isfinite(backend.numpy(a)))
+
+
+@pytest.mark.parametrize("tile", [1, 2, 4, 8])
+@pytest.mark.parametrize(
+    "kind,options", [("rnn", {}), ("lstm", {"clip": 2.0}), ("gru", {}), ("gru", {"linear_before_reset": False})]
+)
+@pytest.mark.parametrize("blocks", [1, 2, 7, None])
+def test_persistent_every_tile_and_grid(backend, monkeypatch, tile, kind, options, blocks):
+    """Each batch tile, with the grid capped so that warps take several tasks per step (1, 2, 7 blocks) or not."""
+    _require_cupy(backend)
+    from arrayrnn._fast import cupy_persistent
+
+    monkeypatch.setattr(cupy_persistent, "FORCE_BATCH_TILE", tile)
+    monkeypatch.setattr(cupy_persistent, "MAX_BLOCKS", blocks)
+    params, x, state = _problem(kind, {}, "float64", 12, 11, 3, 70, seed=tile)
+    lengths = backend.asarray(np.array([12, 5, 0, 1, 12, 3, 2, 12, 4, 9, 1]))
+    for reverse in (False, True):
+        got = _run(backend, kind, params, x, state, "persistent", lengths=lengths, reverse=reverse, **options)
+        want = _run(backend, kind, params, x, state, "generic", lengths=lengths, reverse=reverse, **options)
+        _assert_same(backend, kind, got, want, "float64", 12)
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+def test_persistent_long_sequence_many_blocks(backend, kind):
+    """2000 steps over the full grid (every SM): any missed barrier or stale state read shows up as drift."""
+    _require_cupy(backend)
+    params, x, state = _problem(kind, {}, "float64", 2000, 48, 16, 256, seed=5)
+    got = _run(backend, kind, params, x, state, "persistent")
+    want = _run(backend, kind, params, x, state, "generic")
+    _assert_same(backend, kind, got, want, "float64", 2000)
+
+
+def test_persistent_on_a_non_default_stream(backend):
+    _require_cupy(backend)
+    import cupy
+
+    params, x, state = _problem("lstm", {}, "float32", 10, 3, 4, 8, seed=8)
+    want = ar.lstm(backend.asarray(x), backend.tree(params), backend.tree(state), impl="generic")
+    stream = cupy.cuda.Stream(non_blocking=True)
+    with stream:
+        got = ar.lstm(backend.asarray(x), backend.tree(params), backend.tree(state), impl="persistent")
+        stream.synchronize()
+    _assert_same(backend, "lstm", got, want, "float32", 10)

@@ -70,7 +70,7 @@ def test_table_ratios_bold_mismatch_and_targets(table):
     }
     text = table.render(data)
     assert "NVIDIA H100 80GB HBM3" in text and "TF32 off" in text
-    assert "| LSTM | 100, 1, 64, 256 | 2.00 ms | 17× | 3.00× | **0.50×** | **0.55×** (graph) |" in text
+    assert "| LSTM | 100, 1, 64, 256 | 2.00 ms | 17× | 3.00× | **0.50×** | – | **0.55×** (graph) |" in text
     assert "0.90× (mismatch)" in text  # faster, but wrong: never bold, never counted
     assert "error" in text and "1 measurement(s) failed" in text
     assert "| LSTM | 100, 1, 64, 256 | 4.00 ms | **1.10×** |" in text  # fwd+bwd target is 1.2x

@@ -1,10 +1,13 @@
-"""The default CuPy fast path: picks "graph", "fused" or the generic core for each call.
+"""The default CuPy fast path: picks "persistent", "fused" or the generic core for each call.
 
-Measured on an H100 against cuDNN (float32, see DESIGN.md): the graph path (one CUDA graph of fused
-mat-vec + gate kernels) wins at small batch, where launch latency dominates; the fused path (cuBLAS
-recurrent matmul + one pointwise kernel per step) wins once the recurrent matmul is big enough to
-keep the GPU busy. The thresholds below are module constants so a measurement can move them;
-``impl="graph"`` / ``"fused"`` / ``"generic"`` (or ``ARRAYRNN_IMPL``) overrides the choice.
+Measured on an H100 against cuDNN (float32, ``benchmarks/results/gpu_h100_*.json``): at small batch the
+step is latency-bound, and the persistent kernel (the whole time loop in one launch, steps separated by
+a grid barrier) removes the per-step launch that even the graph path (one CUDA graph of fused mat-vec +
+gate kernels) still pays; the fused path (cuBLAS recurrent matmul + one pointwise kernel per step) wins
+once the recurrent matmul is big enough to keep the GPU busy. The thresholds below are module constants
+so a measurement can move them; ``impl="persistent"`` / ``"graph"`` / ``"fused"`` / ``"generic"`` (or
+``ARRAYRNN_IMPL``) overrides the choice. The gradient path follows the forward's choice: the graph
+gradient path where the forward would run "persistent" or "graph", the fused one elsewhere.
 """
 
 from __future__ import annotations
@@ -15,14 +18,16 @@ from typing import Any, Optional
 import numpy as np
 
 from .._core.sequence import GENERIC
-from . import cupy_graph, cupy_kernels
+from . import cupy_graph, cupy_kernels, cupy_persistent
 from .cupy_common import SUPPORTED_DTYPES
 
 Array = Any
 
-#: largest batch that runs on the graph path (per-warp mat-vec; cuBLAS wins beyond)
+#: the small-batch path ("persistent" or "graph") that auto picks where the warp-per-row kernels win
+SMALL_BATCH_IMPL = "persistent"
+#: largest batch that runs on the small-batch path (per-warp mat-vec; cuBLAS wins beyond)
 GRAPH_MAX_BATCH = 64
-#: largest hidden size that runs on the graph path (not measured beyond; cuBLAS is the safe choice)
+#: largest hidden size that runs on the small-batch path (not measured beyond; cuBLAS is the safe choice)
 GRAPH_MAX_HIDDEN = 1024
 #: largest graph-path buffer (input projection + output) kept per cached plan
 GRAPH_MAX_BUFFER_BYTES = 256 << 20
@@ -40,7 +45,8 @@ def choose_impl(
     has_projection: bool = False,
     weights_contiguous: bool = True,
 ) -> str:
-    """ "graph", "fused" or "generic" for one call (pure function of the shapes: testable anywhere)."""
+    """ "persistent" (``SMALL_BATCH_IMPL``), "fused" or "generic" for one call (pure function of the shapes:
+    testable anywhere)."""
     if batch == 0 or dtype not in SUPPORTED_DTYPES:
         return "generic"
     if has_projection:
@@ -49,7 +55,7 @@ def choose_impl(
     buffer_bytes = steps * batch * (_GATES[kind] + 1) * hidden * itemsize
     small = batch <= GRAPH_MAX_BATCH and hidden <= GRAPH_MAX_HIDDEN
     if small and weights_contiguous and buffer_bytes <= GRAPH_MAX_BUFFER_BYTES:
-        return "graph"
+        return SMALL_BATCH_IMPL
     return "fused"
 
 
@@ -74,6 +80,8 @@ def _choice(kind: str, x: Array, params: Any, steps_factor: int = 1) -> str:
 
 def _implementation(kind: str, x: Array, params: Any) -> Callable[..., Any]:
     choice = _choice(kind, x, params)
+    if choice == "persistent":
+        return getattr(cupy_persistent, f"{kind}_sequence")
     if choice == "graph":
         return getattr(cupy_graph, f"{kind}_sequence")
     if choice == "fused":
@@ -98,12 +106,13 @@ GRAD_BUFFER_FACTOR = 4
 
 
 def sequence_vjp(xp: Any, kind: str, x: Array, params: Any, state: Any, lengths: Any, reverse: bool, options: Any):
-    """The default CuPy gradient path for ``ar.vjp``: "graph" or "fused" by the forward's choice (``choose_impl``).
+    """The default CuPy gradient path for ``ar.vjp``: "graph" where the forward would run "persistent" or "graph"
+    (``choose_impl``), else "fused".
 
     ``None`` (declined: the generic core runs) where the chosen path declines (dtype, empty batch).
     """
     from . import cupy_grad, cupy_grad_graph  # module attributes: tests may wrap them
 
-    graph = _choice(kind, x, params, steps_factor=GRAD_BUFFER_FACTOR) == "graph"
+    graph = _choice(kind, x, params, steps_factor=GRAD_BUFFER_FACTOR) in ("graph", "persistent")
     module = cupy_grad_graph if graph else cupy_grad
     return module.sequence_vjp(xp, kind, x, params, state, lengths, reverse, options)

@@ -383,7 +383,7 @@ GRAD_GRAPH_SOURCE = r"""
 
 // sums[n] = weight[row, :width] . vec[(b0 + n) * vec_stride + (0 .. width)]; every lane gets every sum.
 // The whole warp must call this (full shuffle mask).
-template <int NB>
+template <int NB, bool COHERENT = false>
 __device__ __forceinline__ void warp_row_dots(const scalar_t* __restrict__ weight, long long row,
                                               const scalar_t* __restrict__ vec, long long vec_stride, int b0,
                                               int batch, int width, int lane, acc_t (&sums)[NB]) {
@@ -394,7 +394,7 @@ __device__ __forceinline__ void warp_row_dots(const scalar_t* __restrict__ weigh
     const acc_t w = load(weight[row * width + k]);
 #pragma unroll
     for (int n = 0; n < NB; ++n) {
-      if (b0 + n < batch) sums[n] += w * load(vec[(long long)(b0 + n) * vec_stride + k]);  // uniform
+      if (b0 + n < batch) sums[n] += w * load_state<COHERENT>(vec, (long long)(b0 + n) * vec_stride + k);  // uniform
     }
   }
 #pragma unroll
@@ -431,15 +431,15 @@ __device__ __forceinline__ acc_t graph_step_dh(const acc_t (&dots)[NB], int n, c
   return with_output_cotangent(graph_incoming(dot, part, lengths, carry, part_options, b, at, s), dy, options, at);
 }
 
-template <int NB>
+template <int NB, bool COHERENT = false>
 __device__ __forceinline__ void rnn_graph_grad_impl(
     const scalar_t* __restrict__ weight_t, const scalar_t* __restrict__ d_prev, const long long* __restrict__ lengths,
     const scalar_t* __restrict__ dy, const scalar_t* __restrict__ y, scalar_t* __restrict__ carry,
-    scalar_t* __restrict__ dz, int batch, int hidden, int s, int t, int options) {
+    scalar_t* __restrict__ dz, int batch, int hidden, int s, int t, int options, long long warp = launch_warp()) {
   int lane, j, b0;
-  if (!warp_task<NB>(batch, hidden, &lane, &j, &b0)) return;
+  if (!warp_task<NB>(batch, hidden, &lane, &j, &b0, warp)) return;
   acc_t dots[NB];
-  if (s >= 0) warp_row_dots<NB>(weight_t, j, d_prev, hidden, b0, batch, hidden, lane, dots);  // uniform
+  if (s >= 0) warp_row_dots<NB, COHERENT>(weight_t, j, d_prev, hidden, b0, batch, hidden, lane, dots);  // uniform
 #pragma unroll
   for (int n = 0; n < NB; ++n) {
     const int b = b0 + n;
@@ -456,17 +456,18 @@ __device__ __forceinline__ void rnn_graph_grad_impl(
   }
 }
 
-template <int NB>
+template <int NB, bool COHERENT = false>
 __device__ __forceinline__ void lstm_graph_grad_impl(
     const scalar_t* __restrict__ weight_t, const scalar_t* __restrict__ d_prev, const long long* __restrict__ lengths,
     const scalar_t* __restrict__ dy, const scalar_t* __restrict__ z, const scalar_t* __restrict__ c_new,
     const scalar_t* __restrict__ c_prev, const scalar_t* __restrict__ peep_i, const scalar_t* __restrict__ peep_f,
     const scalar_t* __restrict__ peep_o, scalar_t* __restrict__ carry, scalar_t* __restrict__ dc,
-    scalar_t* __restrict__ dz, int batch, int hidden, int s, int t, int options, acc_t clip) {
+    scalar_t* __restrict__ dz, int batch, int hidden, int s, int t, int options, acc_t clip,
+    long long warp = launch_warp()) {
   int lane, j, b0;
-  if (!warp_task<NB>(batch, hidden, &lane, &j, &b0)) return;
+  if (!warp_task<NB>(batch, hidden, &lane, &j, &b0, warp)) return;
   acc_t dots[NB];
-  if (s >= 0) warp_row_dots<NB>(weight_t, j, d_prev, 4LL * hidden, b0, batch, 4 * hidden, lane, dots);
+  if (s >= 0) warp_row_dots<NB, COHERENT>(weight_t, j, d_prev, 4LL * hidden, b0, batch, 4 * hidden, lane, dots);
 #pragma unroll
   for (int n = 0; n < NB; ++n) {
     const int b = b0 + n;
@@ -479,16 +480,17 @@ __device__ __forceinline__ void lstm_graph_grad_impl(
   }
 }
 
-template <int NB>
+template <int NB, bool COHERENT = false>
 __device__ __forceinline__ void gru_graph_grad_impl(
     const scalar_t* __restrict__ weight_t, const scalar_t* __restrict__ d_prev, const long long* __restrict__ lengths,
     const scalar_t* __restrict__ dy, const scalar_t* __restrict__ gates, const scalar_t* __restrict__ hn,
     const scalar_t* __restrict__ h_prev, scalar_t* __restrict__ part, scalar_t* __restrict__ carry,
-    scalar_t* __restrict__ dgx, scalar_t* __restrict__ dgh, int batch, int hidden, int s, int t, int options) {
+    scalar_t* __restrict__ dgx, scalar_t* __restrict__ dgh, int batch, int hidden, int s, int t, int options,
+    long long warp = launch_warp()) {
   int lane, j, b0;
-  if (!warp_task<NB>(batch, hidden, &lane, &j, &b0)) return;
+  if (!warp_task<NB>(batch, hidden, &lane, &j, &b0, warp)) return;
   acc_t dots[NB];
-  if (s >= 0) warp_row_dots<NB>(weight_t, j, d_prev, 3LL * hidden, b0, batch, 3 * hidden, lane, dots);
+  if (s >= 0) warp_row_dots<NB, COHERENT>(weight_t, j, d_prev, 3LL * hidden, b0, batch, 3 * hidden, lane, dots);
 #pragma unroll
   for (int n = 0; n < NB; ++n) {
     const int b = b0 + n;
@@ -502,16 +504,17 @@ __device__ __forceinline__ void gru_graph_grad_impl(
 }
 
 // GRU, linear_before_reset=False, launch 1 of 2: dh_in from [dr, du]_s W_hh[:2H] (d_prev = dgx_s, row stride 3H)
-template <int NB>
+template <int NB, bool COHERENT = false>
 __device__ __forceinline__ void gru_graph_grad_candidate_impl(
     const scalar_t* __restrict__ weight_rz_t, const scalar_t* __restrict__ d_prev,
     const long long* __restrict__ lengths, const scalar_t* __restrict__ dy, const scalar_t* __restrict__ gates,
     const scalar_t* __restrict__ h_prev, const scalar_t* __restrict__ part, scalar_t* __restrict__ carry,
-    scalar_t* __restrict__ dh_out, scalar_t* __restrict__ dgx, int batch, int hidden, int s, int t, int options) {
+    scalar_t* __restrict__ dh_out, scalar_t* __restrict__ dgx, int batch, int hidden, int s, int t, int options,
+    long long warp = launch_warp()) {
   int lane, j, b0;
-  if (!warp_task<NB>(batch, hidden, &lane, &j, &b0)) return;
+  if (!warp_task<NB>(batch, hidden, &lane, &j, &b0, warp)) return;
   acc_t dots[NB];
-  if (s >= 0) warp_row_dots<NB>(weight_rz_t, j, d_prev, 3LL * hidden, b0, batch, 2 * hidden, lane, dots);
+  if (s >= 0) warp_row_dots<NB, COHERENT>(weight_rz_t, j, d_prev, 3LL * hidden, b0, batch, 2 * hidden, lane, dots);
 #pragma unroll
   for (int n = 0; n < NB; ++n) {
     const int b = b0 + n;
@@ -526,16 +529,17 @@ __device__ __forceinline__ void gru_graph_grad_candidate_impl(
 
 // launch 2 of 2: d_reset_h = dn W_hn from this step's n block of dgx (columns 2H.., written by launch 1);
 // writes only the r block of dgx
-template <int NB>
+template <int NB, bool COHERENT = false>
 __device__ __forceinline__ void gru_graph_grad_reset_impl(
     const scalar_t* __restrict__ weight_n_t, const long long* __restrict__ lengths, const scalar_t* __restrict__ dh,
     const scalar_t* __restrict__ gates, const scalar_t* __restrict__ h_prev, scalar_t* __restrict__ part,
-    scalar_t* __restrict__ dgx, scalar_t* __restrict__ rh_out, int batch, int hidden, int t, int options) {
+    scalar_t* __restrict__ dgx, scalar_t* __restrict__ rh_out, int batch, int hidden, int t, int options,
+    long long warp = launch_warp()) {
   int lane, j, b0;
-  if (!warp_task<NB>(batch, hidden, &lane, &j, &b0)) return;
+  if (!warp_task<NB>(batch, hidden, &lane, &j, &b0, warp)) return;
   acc_t dots[NB];
   const scalar_t* dn = dgx + 2LL * hidden;
-  warp_row_dots<NB>(weight_n_t, j, dn, 3LL * hidden, b0, batch, hidden, lane, dots);
+  warp_row_dots<NB, COHERENT>(weight_n_t, j, dn, 3LL * hidden, b0, batch, hidden, lane, dots);
 #pragma unroll
   for (int n = 0; n < NB; ++n) {
     const int b = b0 + n;
@@ -547,17 +551,18 @@ __device__ __forceinline__ void gru_graph_grad_reset_impl(
 }
 
 // after the last backward step: carry = (step s valid) ? d_prev_s W (+ part) : carry
-template <int NB>
+template <int NB, bool COHERENT = false>
 __device__ __forceinline__ void graph_grad_finish_impl(const scalar_t* __restrict__ weight_t,
                                                        const scalar_t* __restrict__ d_prev,
                                                        const scalar_t* __restrict__ part,
                                                        const long long* __restrict__ lengths,
                                                        scalar_t* __restrict__ carry, int batch, int hidden, int width,
-                                                       int stride, int s, int options) {
+                                                       int stride, int s, int options,
+                                                       long long warp = launch_warp()) {
   int lane, j, b0;
-  if (!warp_task<NB>(batch, hidden, &lane, &j, &b0)) return;
+  if (!warp_task<NB>(batch, hidden, &lane, &j, &b0, warp)) return;
   acc_t dots[NB];
-  warp_row_dots<NB>(weight_t, j, d_prev, stride, b0, batch, width, lane, dots);
+  warp_row_dots<NB, COHERENT>(weight_t, j, d_prev, stride, b0, batch, width, lane, dots);
 #pragma unroll
   for (int n = 0; n < NB; ++n) {
     const int b = b0 + n;

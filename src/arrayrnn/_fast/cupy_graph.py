@@ -52,8 +52,9 @@ IMPL = "graph"
 
 #: warps per block of the graph kernels (one warp per hidden unit and batch tile)
 WARPS_PER_BLOCK = 4
-#: aim for at least this many warps per launch when choosing the batch tile (keeps the SMs busy)
-MIN_WARPS = 1024
+#: aim for at least this many warps per launch when choosing the batch tile (keeps the SMs busy). H100, 2026-11-27:
+#: the best tile was 1 at (B, H) = (8, 256) and (32, 128) and 4 at (64, 512), which 8192 reproduces
+MIN_WARPS = 8192
 #: cached plans (each holds its graph and its buffers)
 MAX_PLANS = 16
 #: capture a CUDA graph (False: launch the same kernels one by one, for bisecting)

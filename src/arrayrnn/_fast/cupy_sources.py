@@ -118,6 +118,32 @@ _GRAPH_SPECS: dict[str, list[tuple[str, str]]] = {
     ],
 }  # fmt: skip
 
+#: the persistent kernels (``_PERSISTENT``), compiled per batch tile like the graph kernels; "counter" is the
+#: grid barrier's ``unsigned int[2]`` (arrivals, timeout flag), zero at launch
+_PERSISTENT_SPECS: dict[str, list[tuple[str, str]]] = {
+    "lstm_persistent": [
+        ("in", "gx"), ("in", "weight_hh"), ("in", "bias_ih"), ("in", "bias_hh"),
+        ("in", "peep_i"), ("in", "peep_f"), ("in", "peep_o"), ("lengths", "lengths"),
+        ("state", "h_states"), ("state", "c"), ("out", "y"), ("counter", "counter"),
+        ("int", "steps"), ("int", "batch"), ("int", "hidden"), ("int", "reverse"), ("int", "options"), ("acc", "clip"),
+    ],
+    "gru_persistent": [
+        ("in", "gx"), ("in", "weight_hh"), ("in", "bias_ih"), ("in", "bias_hh"), ("lengths", "lengths"),
+        ("state", "h_states"), ("out", "y"), ("counter", "counter"),
+        ("int", "steps"), ("int", "batch"), ("int", "hidden"), ("int", "reverse"), ("int", "options"),
+    ],
+    "gru_reset_persistent": [
+        ("in", "gx"), ("in", "weight_hh"), ("in", "bias_ih"), ("in", "bias_hh"), ("lengths", "lengths"),
+        ("state", "h_states"), ("state", "rh"), ("out", "y"), ("counter", "counter"),
+        ("int", "steps"), ("int", "batch"), ("int", "hidden"), ("int", "reverse"), ("int", "options"),
+    ],
+    "rnn_persistent": [
+        ("in", "gx"), ("in", "weight_hh"), ("in", "bias_ih"), ("in", "bias_hh"), ("lengths", "lengths"),
+        ("state", "h_states"), ("out", "y"), ("counter", "counter"),
+        ("int", "steps"), ("int", "batch"), ("int", "hidden"), ("int", "reverse"), ("int", "options"),
+    ],
+}  # fmt: skip
+
 # Forward kernels whose _impl also serves a recording kernel of the gradient path (template flag RECORD,
 # see GRAD_RECORDS): the forward entry point calls it with RECORD = false, these arguments (the LSTM state c
 # as both c_prev and c_out, nullptr for the record buffers it never touches).
@@ -139,6 +165,9 @@ _C_TYPES = {
     "in": "const scalar_t* __restrict__",
     "out": "scalar_t* __restrict__",
     "lengths": "const long long* __restrict__",
+    # read and written by other blocks within one launch (persistent kernels): no __restrict__
+    "state": "scalar_t*",
+    "counter": "unsigned int*",
     "int": "int",
     "acc": "acc_t",
 }
@@ -152,7 +181,7 @@ def graph_kernel_name(base: str, batch_tile: int) -> str:
 def kernel_specs() -> dict[str, list[tuple[str, str]]]:
     """Every exported kernel name -> its parameter list ``[(kind, name), ...]`` in call order."""
     specs = {**_FUSED_SPECS, **GRAD_SPECS}
-    for base, params in {**_GRAPH_SPECS, **GRAD_GRAPH_SPECS}.items():
+    for base, params in {**_GRAPH_SPECS, **GRAD_GRAPH_SPECS, **_PERSISTENT_SPECS}.items():
         for tile in BATCH_TILES:
             specs[graph_kernel_name(base, tile)] = params
     return specs
@@ -417,11 +446,23 @@ _GRAPH = r"""
 // ---------------------------------------------------------------------------------------------
 // graph steps: recurrent mat-vec and gates in one launch; one warp per (hidden unit j, NB batch rows)
 
+__device__ __forceinline__ long long launch_warp() {
+  return ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+}
+
+// A state element written by another block during this launch (COHERENT, the persistent kernels) is read with a
+// volatile load: it bypasses the non-coherent read-only cache and L1, which may hold an earlier step's value.
+template <bool COHERENT>
+__device__ __forceinline__ acc_t load_state(const scalar_t* p, long long i) {
+  if (COHERENT) return load(((const volatile scalar_t*)p)[i]);
+  return load(p[i]);
+}
+
 // Warp-wide dot products: sums[d][n] = weight[row0 + d*row_step, :] . vec[b0 + n, :] over `width`
 // columns. Lanes take columns lane, lane+32, ... (each weight row is contiguous: coalesced loads, each
 // weight reused for NB state rows), then a butterfly reduction leaves every sum in every lane.
 // The whole warp must call this (full shuffle mask): callers exit only warp-uniformly.
-template <int ND, int NB>
+template <int ND, int NB, bool COHERENT = false>
 __device__ __forceinline__ void warp_dots(const scalar_t* __restrict__ weight, long long row0, long long row_step,
                                           const scalar_t* __restrict__ vec, int b0, int batch, int width, int lane,
                                           acc_t (&sums)[ND][NB]) {
@@ -439,7 +480,7 @@ __device__ __forceinline__ void warp_dots(const scalar_t* __restrict__ weight, l
 #pragma unroll
     for (int n = 0; n < NB; ++n) {
       if (b0 + n < batch) {  // uniform across the warp
-        const acc_t v = load(vec[(long long)(b0 + n) * width + k]);
+        const acc_t v = load_state<COHERENT>(vec, (long long)(b0 + n) * width + k);
 #pragma unroll
         for (int d = 0; d < ND; ++d) sums[d][n] += w[d] * v;
       }
@@ -455,11 +496,12 @@ __device__ __forceinline__ void warp_dots(const scalar_t* __restrict__ weight, l
   }
 }
 
-// Which (j, b0) this warp owns; false (for the whole warp at once) when it has no work.
+// Which (j, b0) task `warp` is; false (for the whole warp at once) when there is no such task. A graph kernel's
+// task is its warp's index in the launch; a persistent kernel's warps take several tasks per step.
 template <int NB>
-__device__ __forceinline__ bool warp_task(int batch, int hidden, int* lane, int* j, int* b0) {
+__device__ __forceinline__ bool warp_task(int batch, int hidden, int* lane, int* j, int* b0,
+                                          long long warp = launch_warp()) {
   *lane = threadIdx.x & 31;
-  const long long warp = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
   const long long tiles = (batch + NB - 1) / NB;
   if (warp >= tiles * hidden) return false;
   *j = (int)(warp % hidden);
@@ -468,32 +510,34 @@ __device__ __forceinline__ bool warp_task(int batch, int hidden, int* lane, int*
 }
 
 // h_next = y = (1 - u) n + u h_prev on a valid step; else h_next = h_prev and y = 0
+template <bool COHERENT>
 __device__ __forceinline__ void graph_gru_output(bool valid, acc_t update, acc_t candidate,
                                                  const scalar_t* __restrict__ h_prev, scalar_t* __restrict__ h_next,
                                                  scalar_t* __restrict__ y, long long at) {
   if (valid) {
-    const scalar_t h_new = store(gru_combine(update, candidate, load(h_prev[at])));
+    const scalar_t h_new = store(gru_combine(update, candidate, load_state<COHERENT>(h_prev, at)));
     h_next[at] = h_new;
     y[at] = h_new;
   } else {
-    h_next[at] = h_prev[at];
+    h_next[at] = store(load_state<COHERENT>(h_prev, at));
     y[at] = store((acc_t)0);
   }
 }
 
 // RECORD (lstm_graph_record) as in lstm_fused_step_impl: z_out, and c_out = c_prev on a padded step; the
 // forward step passes c as both c_prev and c_out and nullptr for z_out.
-template <int NB, bool RECORD>
+template <int NB, bool RECORD, bool COHERENT = false>
 __device__ __forceinline__ void lstm_graph_step_impl(
     const scalar_t* __restrict__ gx, const scalar_t* __restrict__ weight_hh, const scalar_t* __restrict__ bias_ih,
     const scalar_t* __restrict__ bias_hh, const scalar_t* __restrict__ peep_i, const scalar_t* __restrict__ peep_f,
     const scalar_t* __restrict__ peep_o, const long long* __restrict__ lengths, const scalar_t* __restrict__ h_prev,
     const scalar_t* c_prev, scalar_t* __restrict__ h_next, scalar_t* c_out, scalar_t* __restrict__ y,
-    scalar_t* __restrict__ z_out, int batch, int hidden, int t, int options, acc_t clip) {
+    scalar_t* __restrict__ z_out, int batch, int hidden, int t, int options, acc_t clip,
+    long long warp = launch_warp()) {
   int lane, j, b0;
-  if (!warp_task<NB>(batch, hidden, &lane, &j, &b0)) return;
+  if (!warp_task<NB>(batch, hidden, &lane, &j, &b0, warp)) return;
   acc_t sums[4][NB];
-  warp_dots<4, NB>(weight_hh, j, hidden, h_prev, b0, batch, hidden, lane, sums);
+  warp_dots<4, NB, COHERENT>(weight_hh, j, hidden, h_prev, b0, batch, hidden, lane, sums);
 #pragma unroll
   for (int n = 0; n < NB; ++n) {
     const int b = b0 + n;
@@ -518,7 +562,7 @@ __device__ __forceinline__ void lstm_graph_step_impl(
         y[at] = store(h_new);
       } else {
         if (RECORD) c_out[at] = c_prev[at];
-        h_next[at] = h_prev[at];
+        h_next[at] = store(load_state<COHERENT>(h_prev, at));
         y[at] = store((acc_t)0);
       }
     }
@@ -527,16 +571,16 @@ __device__ __forceinline__ void lstm_graph_step_impl(
 
 // GRU, linear_before_reset=True: the three dots of rows j, H+j, 2H+j with h_prev in one launch.
 // RECORD (gru_graph_record) also writes r, u, n to gates_out and hn = h W_hn^T + b_hn to hn_out.
-template <int NB, bool RECORD>
+template <int NB, bool RECORD, bool COHERENT = false>
 __device__ __forceinline__ void gru_graph_step_impl(
     const scalar_t* __restrict__ gx, const scalar_t* __restrict__ weight_hh, const scalar_t* __restrict__ bias_ih,
     const scalar_t* __restrict__ bias_hh, const long long* __restrict__ lengths, const scalar_t* __restrict__ h_prev,
     scalar_t* __restrict__ h_next, scalar_t* __restrict__ y, scalar_t* __restrict__ gates_out,
-    scalar_t* __restrict__ hn_out, int batch, int hidden, int t, int options) {
+    scalar_t* __restrict__ hn_out, int batch, int hidden, int t, int options, long long warp = launch_warp()) {
   int lane, j, b0;
-  if (!warp_task<NB>(batch, hidden, &lane, &j, &b0)) return;
+  if (!warp_task<NB>(batch, hidden, &lane, &j, &b0, warp)) return;
   acc_t sums[3][NB];
-  warp_dots<3, NB>(weight_hh, j, hidden, h_prev, b0, batch, hidden, lane, sums);
+  warp_dots<3, NB, COHERENT>(weight_hh, j, hidden, h_prev, b0, batch, hidden, lane, sums);
 #pragma unroll
   for (int n = 0; n < NB; ++n) {
     const int b = b0 + n;
@@ -557,25 +601,25 @@ __device__ __forceinline__ void gru_graph_step_impl(
         gates_out[row + n_col] = store(candidate);
         hn_out[at] = store(hidden_n);
       }
-      graph_gru_output(step_is_valid(lengths, options, b, t), update, candidate, h_prev, h_next, y, at);
+      graph_gru_output<COHERENT>(step_is_valid(lengths, options, b, t), update, candidate, h_prev, h_next, y, at);
     }
   }
 }
 
 // GRU, linear_before_reset=False, launch 1 of 2: rh = r * h_prev (every rh before any use: next launch).
 // RECORD (gru_graph_record_reset) also writes r to gates_out.
-template <int NB, bool RECORD>
+template <int NB, bool RECORD, bool COHERENT = false>
 __device__ __forceinline__ void gru_graph_reset_impl(const scalar_t* __restrict__ gx,
                                                      const scalar_t* __restrict__ weight_hh,
                                                      const scalar_t* __restrict__ bias_ih,
                                                      const scalar_t* __restrict__ bias_hh,
                                                      const scalar_t* __restrict__ h_prev, scalar_t* __restrict__ rh,
                                                      scalar_t* __restrict__ gates_out, int batch, int hidden,
-                                                     int options) {
+                                                     int options, long long warp = launch_warp()) {
   int lane, j, b0;
-  if (!warp_task<NB>(batch, hidden, &lane, &j, &b0)) return;
+  if (!warp_task<NB>(batch, hidden, &lane, &j, &b0, warp)) return;
   acc_t sums[1][NB];
-  warp_dots<1, NB>(weight_hh, j, hidden, h_prev, b0, batch, hidden, lane, sums);
+  warp_dots<1, NB, COHERENT>(weight_hh, j, hidden, h_prev, b0, batch, hidden, lane, sums);
 #pragma unroll
   for (int n = 0; n < NB; ++n) {
     const int b = b0 + n;
@@ -583,25 +627,25 @@ __device__ __forceinline__ void gru_graph_reset_impl(const scalar_t* __restrict_
       const long long at = (long long)b * hidden + j, row = (long long)b * 3 * hidden;
       const acc_t reset = sigmoid_acc(preactivation(load(gx[row + j]), sums[0][n], bias_ih, bias_hh, options, j));
       if (RECORD) gates_out[row + j] = store(reset);
-      rh[at] = store(reset * load(h_prev[at]));
+      rh[at] = store(reset * load_state<COHERENT>(h_prev, at));
     }
   }
 }
 
 // GRU, linear_before_reset=False, launch 2 of 2: z from h_prev (row H+j), n from rh (row 2H+j).
 // RECORD (gru_graph_record_finish) also writes u and n to gates_out.
-template <int NB, bool RECORD>
+template <int NB, bool RECORD, bool COHERENT = false>
 __device__ __forceinline__ void gru_graph_finish_impl(
     const scalar_t* __restrict__ gx, const scalar_t* __restrict__ weight_hh, const scalar_t* __restrict__ bias_ih,
     const scalar_t* __restrict__ bias_hh, const long long* __restrict__ lengths, const scalar_t* __restrict__ h_prev,
     const scalar_t* __restrict__ rh, scalar_t* __restrict__ h_next, scalar_t* __restrict__ y,
-    scalar_t* __restrict__ gates_out, int batch, int hidden, int t, int options) {
+    scalar_t* __restrict__ gates_out, int batch, int hidden, int t, int options, long long warp = launch_warp()) {
   int lane, j, b0;
-  if (!warp_task<NB>(batch, hidden, &lane, &j, &b0)) return;
+  if (!warp_task<NB>(batch, hidden, &lane, &j, &b0, warp)) return;
   acc_t update_sums[1][NB];
   acc_t candidate_sums[1][NB];
-  warp_dots<1, NB>(weight_hh, (long long)hidden + j, 0, h_prev, b0, batch, hidden, lane, update_sums);
-  warp_dots<1, NB>(weight_hh, 2LL * hidden + j, 0, rh, b0, batch, hidden, lane, candidate_sums);
+  warp_dots<1, NB, COHERENT>(weight_hh, (long long)hidden + j, 0, h_prev, b0, batch, hidden, lane, update_sums);
+  warp_dots<1, NB, COHERENT>(weight_hh, 2LL * hidden + j, 0, rh, b0, batch, hidden, lane, candidate_sums);
 #pragma unroll
   for (int n = 0; n < NB; ++n) {
     const int b = b0 + n;
@@ -617,20 +661,21 @@ __device__ __forceinline__ void gru_graph_finish_impl(
         gates_out[row + z_col] = store(update);
         gates_out[row + n_col] = store(candidate);
       }
-      graph_gru_output(step_is_valid(lengths, options, b, t), update, candidate, h_prev, h_next, y, at);
+      graph_gru_output<COHERENT>(step_is_valid(lengths, options, b, t), update, candidate, h_prev, h_next, y, at);
     }
   }
 }
 
-template <int NB>
+template <int NB, bool COHERENT = false>
 __device__ __forceinline__ void rnn_graph_step_impl(
     const scalar_t* __restrict__ gx, const scalar_t* __restrict__ weight_hh, const scalar_t* __restrict__ bias_ih,
     const scalar_t* __restrict__ bias_hh, const long long* __restrict__ lengths, const scalar_t* __restrict__ h_prev,
-    scalar_t* __restrict__ h_next, scalar_t* __restrict__ y, int batch, int hidden, int t, int options) {
+    scalar_t* __restrict__ h_next, scalar_t* __restrict__ y, int batch, int hidden, int t, int options,
+    long long warp = launch_warp()) {
   int lane, j, b0;
-  if (!warp_task<NB>(batch, hidden, &lane, &j, &b0)) return;
+  if (!warp_task<NB>(batch, hidden, &lane, &j, &b0, warp)) return;
   acc_t sums[1][NB];
-  warp_dots<1, NB>(weight_hh, j, hidden, h_prev, b0, batch, hidden, lane, sums);
+  warp_dots<1, NB, COHERENT>(weight_hh, j, hidden, h_prev, b0, batch, hidden, lane, sums);
 #pragma unroll
   for (int n = 0; n < NB; ++n) {
     const int b = b0 + n;
@@ -642,10 +687,141 @@ __device__ __forceinline__ void rnn_graph_step_impl(
         h_next[at] = h_new;
         y[at] = h_new;
       } else {
-        h_next[at] = h_prev[at];
+        h_next[at] = store(load_state<COHERENT>(h_prev, at));
         y[at] = store((acc_t)0);
       }
     }
+  }
+}
+"""
+
+_PERSISTENT = r"""
+// ---------------------------------------------------------------------------------------------
+// persistent kernels: ONE cooperative launch runs every step of the sequence. The warps of the grid take the
+// graph kernels' tasks (hidden unit j, NB batch rows) strided over the grid, each step calls the same step
+// bodies as the graph kernels (COHERENT state loads), and a grid barrier separates the steps. The states
+// ping-pong in h_states (2, B, H): step k reads [k % 2] and writes [(k + 1) % 2]; the LSTM cell state is
+// updated in place by the one thread that owns (b, j) (the task -> warp assignment is the same every step).
+
+// Grid barrier (every thread of every block calls it). `counter` is zero at launch and counts block arrivals;
+// `target` = gridDim.x * (barriers passed, this one included). The fences around the arrival make every write
+// made before the barrier visible after it (the pattern of cooperative_groups' grid sync). The spin gives up
+// after a few seconds (flagging counter[1]) rather than hang the GPU should a block never arrive.
+#ifndef ARRAYRNN_GRID_SYNC
+__device__ __forceinline__ void arrayrnn_grid_sync(unsigned int* counter, unsigned int target) {
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    __threadfence();
+    atomicAdd(counter, 1u);
+    const volatile unsigned int* arrived = counter;
+    long long spins = 0;
+    // once a barrier has timed out, later ones do not wait (the result is already flagged as garbage)
+    while (*arrived < target && arrived[1] == 0u) {
+      if (++spins > (1LL << 22)) {
+        atomicOr(counter + 1, 1u);
+        break;
+      }
+    }
+    __threadfence();
+  }
+  __syncthreads();
+}
+#define ARRAYRNN_GRID_SYNC(counter, target) arrayrnn_grid_sync(counter, target)
+#endif
+
+__device__ __forceinline__ long long grid_warps() { return ((long long)gridDim.x * blockDim.x) >> 5; }
+
+__device__ __forceinline__ long long persistent_tasks(int batch, int hidden, int tile) {
+  return (long long)((batch + tile - 1) / tile) * hidden;
+}
+
+// Step k of `steps`, in time order: t, and the ping-pong halves it reads and writes.
+struct PersistentStep {
+  int t;
+  const scalar_t* h_prev;
+  scalar_t* h_next;
+  __device__ PersistentStep(int k, int steps, int reverse, scalar_t* h_states, long long state) {
+    t = reverse ? steps - 1 - k : k;
+    h_prev = h_states + (k & 1) * state;
+    h_next = h_states + ((k + 1) & 1) * state;
+  }
+};
+
+template <int NB>
+__device__ __forceinline__ void lstm_persistent_impl(
+    const scalar_t* __restrict__ gx, const scalar_t* __restrict__ weight_hh, const scalar_t* __restrict__ bias_ih,
+    const scalar_t* __restrict__ bias_hh, const scalar_t* __restrict__ peep_i, const scalar_t* __restrict__ peep_f,
+    const scalar_t* __restrict__ peep_o, const long long* __restrict__ lengths, scalar_t* h_states, scalar_t* c,
+    scalar_t* __restrict__ y, unsigned int* counter, int steps, int batch, int hidden, int reverse, int options,
+    acc_t clip) {
+  const long long state = (long long)batch * hidden, tasks = persistent_tasks(batch, hidden, NB);
+  for (int k = 0; k < steps; ++k) {
+    const PersistentStep step(k, steps, reverse, h_states, state);
+    for (long long task = launch_warp(); task < tasks; task += grid_warps()) {
+      lstm_graph_step_impl<NB, false, true>(gx + (long long)step.t * 4 * state, weight_hh, bias_ih, bias_hh, peep_i,
+                                            peep_f, peep_o, lengths, step.h_prev, c, step.h_next, c,
+                                            y + (long long)step.t * state, nullptr, batch, hidden, step.t, options,
+                                            clip, task);
+    }
+    if (k + 1 < steps) ARRAYRNN_GRID_SYNC(counter, (unsigned int)(k + 1) * gridDim.x);
+  }
+}
+
+template <int NB>
+__device__ __forceinline__ void gru_persistent_impl(
+    const scalar_t* __restrict__ gx, const scalar_t* __restrict__ weight_hh, const scalar_t* __restrict__ bias_ih,
+    const scalar_t* __restrict__ bias_hh, const long long* __restrict__ lengths, scalar_t* h_states,
+    scalar_t* __restrict__ y, unsigned int* counter, int steps, int batch, int hidden, int reverse, int options) {
+  const long long state = (long long)batch * hidden, tasks = persistent_tasks(batch, hidden, NB);
+  for (int k = 0; k < steps; ++k) {
+    const PersistentStep step(k, steps, reverse, h_states, state);
+    for (long long task = launch_warp(); task < tasks; task += grid_warps()) {
+      gru_graph_step_impl<NB, false, true>(gx + (long long)step.t * 3 * state, weight_hh, bias_ih, bias_hh, lengths,
+                                           step.h_prev, step.h_next, y + (long long)step.t * state, nullptr, nullptr,
+                                           batch, hidden, step.t, options, task);
+    }
+    if (k + 1 < steps) ARRAYRNN_GRID_SYNC(counter, (unsigned int)(k + 1) * gridDim.x);
+  }
+}
+
+// linear_before_reset=False: two phases per step (every r * h_prev before any candidate), two barriers
+template <int NB>
+__device__ __forceinline__ void gru_reset_persistent_impl(
+    const scalar_t* __restrict__ gx, const scalar_t* __restrict__ weight_hh, const scalar_t* __restrict__ bias_ih,
+    const scalar_t* __restrict__ bias_hh, const long long* __restrict__ lengths, scalar_t* h_states, scalar_t* rh,
+    scalar_t* __restrict__ y, unsigned int* counter, int steps, int batch, int hidden, int reverse, int options) {
+  const long long state = (long long)batch * hidden, tasks = persistent_tasks(batch, hidden, NB);
+  for (int k = 0; k < steps; ++k) {
+    const PersistentStep step(k, steps, reverse, h_states, state);
+    const scalar_t* gx_t = gx + (long long)step.t * 3 * state;
+    for (long long task = launch_warp(); task < tasks; task += grid_warps()) {
+      gru_graph_reset_impl<NB, false, true>(gx_t, weight_hh, bias_ih, bias_hh, step.h_prev, rh, nullptr, batch,
+                                            hidden, options, task);
+    }
+    ARRAYRNN_GRID_SYNC(counter, (unsigned int)(2 * k + 1) * gridDim.x);
+    for (long long task = launch_warp(); task < tasks; task += grid_warps()) {
+      gru_graph_finish_impl<NB, false, true>(gx_t, weight_hh, bias_ih, bias_hh, lengths, step.h_prev, rh,
+                                             step.h_next, y + (long long)step.t * state, nullptr, batch, hidden,
+                                             step.t, options, task);
+    }
+    if (k + 1 < steps) ARRAYRNN_GRID_SYNC(counter, (unsigned int)(2 * k + 2) * gridDim.x);
+  }
+}
+
+template <int NB>
+__device__ __forceinline__ void rnn_persistent_impl(
+    const scalar_t* __restrict__ gx, const scalar_t* __restrict__ weight_hh, const scalar_t* __restrict__ bias_ih,
+    const scalar_t* __restrict__ bias_hh, const long long* __restrict__ lengths, scalar_t* h_states,
+    scalar_t* __restrict__ y, unsigned int* counter, int steps, int batch, int hidden, int reverse, int options) {
+  const long long state = (long long)batch * hidden, tasks = persistent_tasks(batch, hidden, NB);
+  for (int k = 0; k < steps; ++k) {
+    const PersistentStep step(k, steps, reverse, h_states, state);
+    for (long long task = launch_warp(); task < tasks; task += grid_warps()) {
+      rnn_graph_step_impl<NB, true>(gx + (long long)step.t * state, weight_hh, bias_ih, bias_hh, lengths,
+                                    step.h_prev, step.h_next, y + (long long)step.t * state, batch, hidden, step.t,
+                                    options, task);
+    }
+    if (k + 1 < steps) ARRAYRNN_GRID_SYNC(counter, (unsigned int)(k + 1) * gridDim.x);
   }
 }
 """
@@ -678,7 +854,7 @@ def _entry_points() -> str:
              "// exported entry points (extern \"C\": names CuPy can look up without mangling)"]  # fmt: skip
     for name, params in {**_FUSED_SPECS, **GRAD_SPECS}.items():
         lines.append(f'extern "C" __global__ void {name}({_signature(params)}) {{ {_impl_call(name, params)} }}')
-    for base, params in {**_GRAPH_SPECS, **GRAD_GRAPH_SPECS}.items():
+    for base, params in {**_GRAPH_SPECS, **GRAD_GRAPH_SPECS, **_PERSISTENT_SPECS}.items():
         for tile in BATCH_TILES:
             lines.append(
                 f'extern "C" __global__ void {graph_kernel_name(base, tile)}({_signature(params)}) '
@@ -706,5 +882,6 @@ def source(dtype: str) -> str:
         + GRAD_SOURCE
         + _GRAPH
         + GRAD_GRAPH_SOURCE
+        + _PERSISTENT
         + _entry_points()
     )

@@ -121,11 +121,12 @@ def select_vjp(kind: str, backend: str, impl: Optional[str] = None) -> Optional[
     return None if entry is None else _load(entry)
 
 
-# CuPy: "auto"/"fast" choose per call (cupy_dispatch); "fused" and "graph" name the two paths.
+# CuPy: "auto"/"fast" choose per call (cupy_dispatch); "fused", "graph" and "persistent" name the paths.
 for _kind in ("rnn", "lstm", "gru"):
     register(_kind, "cupy", ".cupy_dispatch", f"{_kind}_sequence")
     register(_kind, "cupy", ".cupy_kernels", f"{_kind}_sequence", variant="fused")
     register(_kind, "cupy", ".cupy_graph", f"{_kind}_sequence", variant="graph")
+    register(_kind, "cupy", ".cupy_persistent", f"{_kind}_sequence", variant="persistent")
     register_vjp(_kind, "cupy", ".cupy_dispatch", "sequence_vjp")
     register_vjp(_kind, "cupy", ".cupy_grad", "sequence_vjp", variant="fused")
     register_vjp(_kind, "cupy", ".cupy_grad_graph", "sequence_vjp", variant="graph")
