@@ -235,8 +235,9 @@ class Problem:
     def ours_forward_backward(self, impl: str = "auto") -> Any:
         """``arrayrnn.vjp``: the cotangent is dy on y, nothing on the states.
 
-        ``impl="auto"``: the CuPy gradient path chosen per call; ``"fused"`` / ``"graph"``: the two gradient paths
-        (``_fast/cupy_grad.py``, ``_fast/cupy_grad_graph.py``); ``"generic"``: the array-API recording core.
+        ``impl="auto"``: the CuPy gradient path chosen per call; ``"fused"`` / ``"graph"`` / ``"persistent"``: the
+        gradient paths (``_fast/cupy_grad.py``, ``_fast/cupy_grad_graph.py`` replayed as graphs or run by the graph
+        executor); ``"generic"``: the array-API recording core.
         """
         import arrayrnn as ar
 
@@ -346,7 +347,13 @@ def forward_section(report, budget, machine, kinds, shapes, dtype, impls, reserv
 
 
 #: (entry name, impl) of the forward+backward measurements of arrayrnn.vjp
-VJP_IMPLS = (("vjp", "auto"), ("vjp-fused", "fused"), ("vjp-graph", "graph"), ("vjp-generic", "generic"))
+VJP_IMPLS = (
+    ("vjp", "auto"),
+    ("vjp-fused", "fused"),
+    ("vjp-graph", "graph"),
+    ("vjp-persistent", "persistent"),
+    ("vjp-generic", "generic"),
+)
 
 
 def backward_section(report, budget, machine, kinds, shapes, reserve, vjp_impls=VJP_IMPLS):
@@ -372,9 +379,11 @@ def backward_section(report, budget, machine, kinds, shapes, reserve, vjp_impls=
             # "vjp": the default (on CuPy the gradient path auto picks, "graph" or "fused"); the two paths
             # themselves; "vjp-generic": the array-API core, for scale
             steps, batch, _, hidden = shape
-            auto_choice = cupy_dispatch.choose_impl(
+            forward_choice = cupy_dispatch.choose_impl(
                 kind, steps=steps * cupy_dispatch.GRAD_BUFFER_FACTOR, batch=batch, hidden=hidden, dtype="float32"
             )
+            small = forward_choice in ("graph", "persistent")
+            auto_choice = cupy_dispatch.GRAD_SMALL_BATCH_IMPL if small else forward_choice
             for name, impl in vjp_impls:
 
                 def check(problem=problem, impl=impl):

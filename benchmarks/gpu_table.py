@@ -94,8 +94,8 @@ def forward_table(index, dtype: str) -> list[str]:
 
 def backward_table(index) -> list[str]:
     rows = [
-        "| cell | T, B, I, H | cuDNN fwd+bwd | arrayrnn.vjp (picks) | fused | graph | generic core |",
-        "|---|---|---|---|---|---|---|",
+        "| cell | T, B, I, H | cuDNN fwd+bwd | arrayrnn.vjp (picks) | fused | graph | persistent | generic core |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     keys = sorted((k for k in index if k[3] == "forward+backward"), key=lambda k: (list(CELL_NAMES).index(k[0]), k[1]))
     notes = set()
@@ -107,7 +107,7 @@ def backward_table(index) -> list[str]:
         if ours and ours.get("skipped"):
             notes.add(ours["skipped"])
         cells = [_ratio_cell(impls.get(name), reference, TARGETS["forward+backward"])
-                 for name in ("vjp", "vjp-fused", "vjp-graph", "vjp-generic")]  # fmt: skip
+                 for name in ("vjp", "vjp-fused", "vjp-graph", "vjp-persistent", "vjp-generic")]  # fmt: skip
         choice = (ours or {}).get("auto_choice")
         if choice and ours and not ours.get("skipped"):
             cells[0] += f" ({choice})"

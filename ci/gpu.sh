@@ -12,22 +12,22 @@
 # summary), env.txt, smoke.log, tests-fast.log, tests-suite.log, bench.log, gpu_bench.json, gpu_table.md.
 #
 # Before the call, on the CPU machine:   bash ci/gpu-prepare.sh
-# The call (device tool):                run(command="bash ci/gpu.sh", carry=[".whl"], timeout_s=560)
+# The call (device tool):                run(command="bash ci/gpu.sh", carry=[".whl"], timeout_s=500)
 # Only some phases (e.g. a rerun):       GPU_PHASES="smoke bench" bash ci/gpu.sh
 # Without a GPU it stops after step 1 with a clear message (exit 2).
 #
 # Every phase runs under `timeout`, so one hang cannot eat the call; the limits below add up to
-# 480 s (about 8.5 minutes in the worst case with install and start-up; run with timeout_s=560).
+# 460 s (about 8 minutes in the worst case with install; run with timeout_s=500).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
 OUT="${OUT:-$PWD/gpu-out}"
 mkdir -p "$OUT"
 PHASES=" ${GPU_PHASES:-smoke fast suite bench} "
-LIMIT_SMOKE="${LIMIT_SMOKE:-60}"
-LIMIT_FAST="${LIMIT_FAST:-150}"
-LIMIT_SUITE="${LIMIT_SUITE:-120}"
-LIMIT_BENCH="${LIMIT_BENCH:-150}"
+LIMIT_SMOKE="${LIMIT_SMOKE:-80}"
+LIMIT_FAST="${LIMIT_FAST:-100}"
+LIMIT_SUITE="${LIMIT_SUITE:-100}"
+LIMIT_BENCH="${LIMIT_BENCH:-180}"
 PY="${PYTHON:-python3}"
 LOG="$OUT/gpu.log"
 : >"$LOG"
@@ -127,15 +127,18 @@ PYTEST_OPTS=(-q -p no:cacheprovider -rfE --durations=10)
 if "$PY" -c "import pytest_timeout" >/dev/null 2>&1; then
   PYTEST_OPTS+=(--timeout=90)
 fi
-# the suite phase spreads over 8 processes where pytest-xdist is there (16 cores; each its own CUDA context)
+# the test phases spread over several processes where pytest-xdist is there (16 cores; each its own CUDA
+# context; the smoke phase has filled CuPy's kernel cache on disk, so workers do not compile again)
 SUITE_OPTS=()
+FAST_OPTS=()
 if "$PY" -c "import xdist" >/dev/null 2>&1; then
-  SUITE_OPTS+=(-n 8)
+  SUITE_OPTS+=(-n 12)
+  FAST_OPTS+=(-n 4)
 fi
 
 run_phase smoke "$LIMIT_SMOKE" "$OUT/smoke.log" "$PY" ci/gpu_smoke.py
 run_phase fast "$LIMIT_FAST" "$OUT/tests-fast.log" \
-  "$PY" -m pytest "${PYTEST_OPTS[@]}" --backend cupy tests/test_cupy_fast.py tests/test_cupy_grad.py
+  "$PY" -m pytest "${PYTEST_OPTS[@]}" "${FAST_OPTS[@]}" --backend cupy tests/test_cupy_fast.py tests/test_cupy_grad.py
 # the CPU-only checks of the kernels (emulator, nvcc) ran in CI already
 run_phase bench "$LIMIT_BENCH" "$OUT/bench.log" \
   "$PY" benchmarks/gpu_bench.py --out "$OUT/gpu_bench.json" --budget $((LIMIT_BENCH - 25))

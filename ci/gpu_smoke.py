@@ -71,7 +71,7 @@ def main() -> int:
             dy = cupy.asarray(rng.standard_normal((20, 3, 32)).astype(dtype))
             lengths = cupy.asarray([20, 7, 0])
             grads = {}
-            for impl in ("generic", "fused", "graph"):
+            for impl in ("generic", "fused", "graph", "persistent"):
                 try:
                     _, pullback = ar.vjp(run[kind], x, params, lengths=lengths, reverse=True, impl=impl)
                     dx, d_params = pullback((dy, None))
@@ -84,10 +84,10 @@ def main() -> int:
                     )
                     status = "ok" if error <= tolerance else "MISMATCH"
                     failures += status != "ok"
-                    print(f"  {kind:4} {dtype:8} vjp {impl:6} max rel |fast - generic| = {error:.2e}  {status}")
+                    print(f"  {kind:4} {dtype:8} vjp {impl:10} max rel |fast - generic| = {error:.2e}  {status}")
                 except Exception:
                     failures += 1
-                    print(f"  {kind:4} {dtype:8} vjp {impl:6} FAILED:")
+                    print(f"  {kind:4} {dtype:8} vjp {impl:10} FAILED:")
                     traceback.print_exc(limit=3)
     print("smoke: OK" if not failures else f"smoke: {failures} failure(s)")
     return 1 if failures else 0

@@ -51,6 +51,9 @@ _PRELUDE = r"""
 #define __device__
 #define __global__
 #define __forceinline__ inline
+#define __noinline__ __attribute__((noinline))
+static inline float __int_as_float(int v) { float f; memcpy(&f, &v, sizeof f); return f; }
+static inline double __longlong_as_double(long long v) { double d; memcpy(&d, &v, sizeof d); return d; }
 struct emu_dim3 { unsigned int x, y, z; };
 static emu_dim3 threadIdx, blockIdx, blockDim, gridDim;
 
@@ -267,6 +270,8 @@ _ARG_C = {
     "int": "int",
     "acc": "acc_t",
     "counter": "unsigned int*",
+    "table": "const unsigned long long*",
+    "kinds": "const int*",
 }
 
 _GROUPING = {"warp": 0, "block": 1, "grid": 2}

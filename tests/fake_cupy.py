@@ -162,6 +162,10 @@ class FakeFunction:
         self.raw._launch(grid, block, args, shared_mem, stream, enable_cooperative_groups)
 
 
+#: integer array parameters: the grid barrier's counter, the graph executor's launch table and kernel indices
+_INDEX_ARRAY_DTYPES = {"counter": np.uint32, "table": np.uint64, "kinds": np.int32}
+
+
 class FakeRawKernel:
     def __init__(self, module: FakeCupy, code: str, name: str, options: tuple[str, ...] = ()) -> None:
         self.module = module
@@ -209,11 +213,12 @@ class FakeRawKernel:
                 if kind == "in":
                     self.module.read_pointers.add(value.ctypes.data)
                 out.append(np.uint64(value.ctypes.data).tobytes())
-            elif kind == "counter":
+            elif kind in _INDEX_ARRAY_DTYPES:
+                expected = _INDEX_ARRAY_DTYPES[kind]
                 if not isinstance(value, FakeArray):
                     raise TypeError(f"{where}: expected a device array, got {type(value).__name__}")
-                if value.dtype != np.uint32:
-                    raise TypeError(f"{where}: dtype {value.dtype}, expected uint32")
+                if value.dtype != expected:
+                    raise TypeError(f"{where}: dtype {value.dtype}, expected {np.dtype(expected)}")
                 if not value.flags.c_contiguous:
                     raise TypeError(f"{where}: not C-contiguous")
                 out.append(np.uint64(value.ctypes.data).tobytes())
@@ -330,6 +335,9 @@ class FakeCupy(types.ModuleType):
             array.fill(-(2**40))
         return array.view(FakeArray)
 
+    def asarray(self, array: Any, dtype: Any = None) -> FakeArray:
+        return np.array(array, dtype=dtype, copy=True).view(FakeArray)
+
     def zeros(self, shape: Any, dtype: Any = np.float64) -> FakeArray:
         return np.zeros(shape, dtype=dtype).view(FakeArray)
 
@@ -374,7 +382,14 @@ def installed(monkeypatch: Any):
     monkeypatch.setattr(cupy_common, "_placeholders", {})
     from arrayrnn._fast import cupy_grad_graph
 
-    for module_name in ("cupy_kernels", "cupy_graph", "cupy_grad", "cupy_grad_graph", "cupy_persistent"):
+    for module_name in (
+        "cupy_kernels",
+        "cupy_graph",
+        "cupy_grad",
+        "cupy_grad_graph",
+        "cupy_persistent",
+        "cupy_executor",
+    ):
         import importlib
 
         module = importlib.import_module(f"arrayrnn._fast.{module_name}")

@@ -9,6 +9,8 @@ on NumPy in float64, itself tested against torch autograd and finite differences
 
 from __future__ import annotations
 
+import types
+
 import array_api_compat.numpy as xp_numpy
 import numpy as np
 import pytest
@@ -48,7 +50,12 @@ def _generic(kind, params, x, state, lengths, reverse, options, dy, d_final):
     return y, final, dx, d_params, d_state
 
 
-MODULES = {"fused": cupy_grad, "graph": cupy_grad_graph}
+MODULES = {
+    "fused": cupy_grad,
+    "graph": cupy_grad_graph,
+    # the graph plans run by the executor (one cooperative launch per loop)
+    "persistent": types.SimpleNamespace(sequence_vjp=cupy_grad_graph.sequence_vjp_persistent),
+}
 
 
 def _fast(kind, params, x, state, lengths, reverse, options, dy, d_final, calls=1, impl="fused"):
@@ -98,14 +105,14 @@ def _compare(fast, generic, dtype, steps):
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=_ids)
-@pytest.mark.parametrize("impl", ["fused", "graph"])
+@pytest.mark.parametrize("impl", ["fused", "graph", "persistent"])
 def test_matches_generic_backward_with_lengths_and_reverse(monkeypatch, variant, impl):
     kind, params_options, call_options = variant
     options = _defaults(kind, call_options)
     with fake_cupy.installed(monkeypatch) as fake:
         params, x, state = _problem(kind, params_options, "float64", 5, 4, 3, 6, seed=len(_ids(variant)))
         dy, d_final = _cotangents(kind, params, x, seed=len(_ids(variant)))
-        if impl == "graph" and params_options.get("proj_size"):
+        if impl in ("graph", "persistent") and params_options.get("proj_size"):
             with pytest.raises(ValueError, match="projection"):
                 _fast(kind, params, x, state, None, False, options, dy, d_final, impl=impl)
             return
@@ -440,3 +447,39 @@ def test_dispatch_picks_graph_at_small_batch(monkeypatch):
             args = (fake_cupy.asfake(x), map_arrays(fake_cupy.asfake, params), (fake_cupy.asfake(state[0]),))
             cupy_dispatch.sequence_vjp(None, "rnn", *args, None, False, {"nonlinearity": "tanh"})
     assert calls == ["graph", "fused"]
+
+
+@pytest.mark.parametrize("tile", [1, 2, 4, 8])
+@pytest.mark.parametrize(
+    "kind,call_options",
+    [
+        ("rnn", {"nonlinearity": "tanh"}),
+        ("lstm", {"coupled": True, "clip": 0.8}),
+        ("gru", {"linear_before_reset": True}),
+        ("gru", {"linear_before_reset": False}),
+    ],
+)
+@pytest.mark.parametrize("blocks", [1, 3])
+def test_executor_tasks_per_warp_and_barriers(monkeypatch, tile, kind, call_options, blocks):
+    """The executor with warps taking several tasks per launch, on every batch tile; one cooperative launch per
+    loop (the emulator checks every grid barrier's target and reports deadlocks)."""
+    from arrayrnn._fast import cupy_executor, cupy_persistent
+
+    options = _defaults(kind, call_options)
+    with fake_cupy.installed(monkeypatch) as fake:
+        fake.multiprocessors = 3
+        monkeypatch.setattr(cupy_graph, "FORCE_BATCH_TILE", tile)
+        monkeypatch.setattr(cupy_persistent, "FORCE_BATCH_TILE", tile)
+        monkeypatch.setattr(cupy_executor, "THREADS", 64)
+        monkeypatch.setattr(cupy_persistent, "THREADS", 64)
+        monkeypatch.setattr(cupy_persistent, "MAX_BLOCKS", blocks)
+        monkeypatch.setattr(cupy_persistent, "CHECK_BARRIER", True)
+        params, x, state = _problem(kind, {"peepholes": True} if kind == "lstm" else {}, "float64", 4, 9, 3, 10, seed=3)
+        dy, d_final = _cotangents(kind, params, x, seed=tile)
+        lengths = [4, 0, 2, 3, 4, 1, 4, 4, 2]
+        for reverse in (False, True):
+            before = fake.cooperative_launches
+            fast, _ = _fast(kind, params, x, state, lengths, reverse, options, dy, d_final, impl="persistent")
+            assert fake.cooperative_launches - before == 2  # the recording forward and the backward
+            generic = _generic(kind, params, x, state, lengths, reverse, options, dy, d_final)
+            _compare(fast, generic, "float64", 4)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import arrayrnn as ar
-from arrayrnn._fast import cupy_grad, cupy_grad_graph
+from arrayrnn._fast import cupy_dispatch, cupy_grad, cupy_grad_graph
 
 from .support import random_params, tolerance
 from .test_cupy_fast import VARIANTS, _ids
@@ -31,16 +31,25 @@ def _require_cupy(backend):
 def fast_calls(monkeypatch):
     """Records each call of a gradient path as (name, accepted) (so a silent fallback cannot pass)."""
     calls = []
-    for name, module in (("fused", cupy_grad), ("graph", cupy_grad_graph)):
-        real = module.sequence_vjp
+    paths = (("fused", cupy_grad, "sequence_vjp"), ("graph", cupy_grad_graph, "sequence_vjp"),
+             ("persistent", cupy_grad_graph, "sequence_vjp_persistent"))  # fmt: skip
+    for name, module, attribute in paths:
+        real = getattr(module, attribute)
 
         def counted(*args, name=name, real=real, **kwargs):
             result = real(*args, **kwargs)
             calls.append((name, result is not None))
             return result
 
-        monkeypatch.setattr(module, "sequence_vjp", counted)
+        monkeypatch.setattr(module, attribute, counted)
     return calls
+
+
+@pytest.fixture(autouse=True)
+def _persistent_barrier_checked(monkeypatch):
+    from arrayrnn._fast import cupy_persistent
+
+    monkeypatch.setattr(cupy_persistent, "CHECK_BARRIER", True)
 
 
 def _problem(kind, params_options, dtype, steps, batch, features, hidden, seed):
@@ -84,13 +93,13 @@ def _assert_same(backend, got, want, dtype, steps):
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=_ids)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("impl", ["fused", "graph"])
+@pytest.mark.parametrize("impl", ["fused", "graph", "persistent"])
 def test_matches_generic_with_lengths_and_reverse(backend, fast_calls, variant, dtype, impl):
     _require_cupy(backend)
     kind, params_options, call_options = variant
     params, x, state, dy, d_final = _problem(kind, params_options, dtype, 9, 5, 4, 6, seed=len(_ids(variant)))
     lengths = backend.asarray(np.array([9, 0, 4, 1, 7]))
-    if impl == "graph" and params_options.get("proj_size"):
+    if impl in ("graph", "persistent") and params_options.get("proj_size"):
         with pytest.raises(ValueError, match="projection"):
             _grads(backend, kind, params, x, state, dy, d_final, impl, lengths=lengths, **call_options)
         return
@@ -106,7 +115,7 @@ def test_matches_generic_with_lengths_and_reverse(backend, fast_calls, variant, 
     "kind,options", [("rnn", {}), ("lstm", {}), ("gru", {}), ("gru", {"linear_before_reset": False})]
 )
 @pytest.mark.parametrize("shape", [(40, 1, 16, 64), (12, 70, 33, 300), (6, 13, 5, 1030)], ids=str)
-@pytest.mark.parametrize("impl", ["graph", "auto"])
+@pytest.mark.parametrize("impl", ["graph", "persistent", "auto"])
 def test_larger_shapes(backend, fast_calls, kind, options, shape, impl):
     """hidden not a multiple of 32, batch spanning several tiles; "auto" picks graph at B=1, fused at B=70."""
     _require_cupy(backend)
@@ -116,7 +125,12 @@ def test_larger_shapes(backend, fast_calls, kind, options, shape, impl):
     got = _grads(backend, kind, params, x, state, dy, d_final, impl, lengths=lengths, **options)
     want = _grads(backend, kind, params, x, state, dy, d_final, "generic", lengths=lengths, **options)
     _assert_same(backend, got, want, "float32", steps)
-    expected = {"fused": "fused", "graph": "graph", "auto": "graph" if batch <= 64 and hidden <= 1024 else "fused"}
+    small = batch <= 64 and hidden <= 1024
+    expected = {
+        "graph": "graph",
+        "persistent": "persistent",
+        "auto": cupy_dispatch.GRAD_SMALL_BATCH_IMPL if small else "fused",
+    }
     assert fast_calls == [(expected[impl], True)]
 
 
@@ -133,7 +147,7 @@ def test_layouts_none_cotangents_and_environment(backend, fast_calls, monkeypatc
             fast = (out, grads, out_one, grads_one)
         else:
             _assert_same(backend, fast, (out, grads, out_one, grads_one), "float64", 6)
-    assert fast_calls == [("graph", True)] * 2  # auto at batch 2
+    assert fast_calls == [(cupy_dispatch.GRAD_SMALL_BATCH_IMPL, True)] * 2  # auto at batch 2
     monkeypatch.setenv("ARRAYRNN_IMPL", "generic")
     ar.vjp(ar.lstm, x_bf, backend.tree(params), batch_first=True)
     assert len(fast_calls) == 2
@@ -154,7 +168,7 @@ def test_bidirectional_model(backend, fast_calls):
     _assert_same(
         backend, (out_fast, pullback_fast(cotangent)), (out_generic, pullback_generic(cotangent)), "float32", 7
     )
-    assert fast_calls == [("graph", True)] * 4  # 2 layers x 2 directions, auto at batch 3
+    assert fast_calls == [(cupy_dispatch.GRAD_SMALL_BATCH_IMPL, True)] * 4  # 2 layers x 2 directions, auto, batch 3
 
 
 def test_inputs_unchanged_and_pullback_repeatable(backend):
@@ -179,7 +193,7 @@ def test_float16_falls_back_to_the_generic_core(backend, fast_calls):
     want = _grads(backend, "rnn", params, x, state, dy, d_final, "generic")
     for a, b in zip(_leaves(got), _leaves(want)):
         np.testing.assert_array_equal(backend.numpy(a), backend.numpy(b))
-    assert fast_calls == [("graph", False)]  # auto picked graph, which declined float16
+    assert fast_calls == [(cupy_dispatch.GRAD_SMALL_BATCH_IMPL, False)]  # auto picked it; it declined float16
 
 
 def test_graph_replays_and_sees_in_place_weight_updates(backend, fast_calls):
@@ -194,3 +208,16 @@ def test_graph_replays_and_sees_in_place_weight_updates(backend, fast_calls):
         _, pullback = ar.vjp(ar.gru, x_b, params_b, state_b, impl="generic")
         _assert_same(backend, got, pullback(cotangent), "float32", 10)
     assert cupy_grad_graph.cached_plans() >= 2
+
+
+@pytest.mark.parametrize(
+    "kind,options", [("rnn", {}), ("lstm", {}), ("gru", {}), ("gru", {"linear_before_reset": False})]
+)
+def test_persistent_long_sequence(backend, fast_calls, kind, options):
+    """600 steps through the executor on the full grid: a missed barrier or stale read would show as drift."""
+    _require_cupy(backend)
+    params, x, state, dy, d_final = _problem(kind, {}, "float64", 600, 24, 8, 96, seed=4)
+    got = _grads(backend, kind, params, x, state, dy, d_final, "persistent", **options)
+    want = _grads(backend, kind, params, x, state, dy, d_final, "generic", **options)
+    _assert_same(backend, got, want, "float64", 600)
+    assert fast_calls == [("persistent", True)]

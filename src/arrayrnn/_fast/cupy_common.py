@@ -55,7 +55,16 @@ def kernel(name: str, dtype: str) -> Any:
             if found is None:
                 found = cp.RawKernel(cupy_sources.source(dtype), name, options=cupy_sources.COMPILE_OPTIONS)
                 _kernels[key] = found
+                _kernel_names[id(found)] = name
     return found
+
+
+_kernel_names: dict[int, str] = {}
+
+
+def kernel_name(k: Any) -> str:
+    """The exported name a kernel from :func:`kernel` was made for."""
+    return _kernel_names[id(k)]
 
 
 def int32(value: int) -> np.int32:

@@ -6,8 +6,9 @@ a grid barrier) removes the per-step launch that even the graph path (one CUDA g
 gate kernels) still pays; the fused path (cuBLAS recurrent matmul + one pointwise kernel per step) wins
 once the recurrent matmul is big enough to keep the GPU busy. The thresholds below are module constants
 so a measurement can move them; ``impl="persistent"`` / ``"graph"`` / ``"fused"`` / ``"generic"`` (or
-``ARRAYRNN_IMPL``) overrides the choice. The gradient path follows the forward's choice: the graph
-gradient path where the forward would run "persistent" or "graph", the fused one elsewhere.
+``ARRAYRNN_IMPL``) overrides the choice. The gradient path follows the forward's choice: the small-batch
+gradient path (``GRAD_SMALL_BATCH_IMPL``) where the forward would run "persistent" or "graph", the fused
+one elsewhere.
 """
 
 from __future__ import annotations
@@ -103,16 +104,22 @@ def gru_sequence(xp: Any, x: Array, params: Any, state: Any, lengths: Any, rever
 
 #: a gradient plan (recording forward + backward) holds about this many times the forward plan's buffers
 GRAD_BUFFER_FACTOR = 4
+#: the gradient path auto picks where the forward would take the small-batch path: "graph" (replayed CUDA
+#: graphs) or "persistent" (the same plans run by the graph executor, one launch per loop)
+GRAD_SMALL_BATCH_IMPL = "graph"
 
 
 def sequence_vjp(xp: Any, kind: str, x: Array, params: Any, state: Any, lengths: Any, reverse: bool, options: Any):
-    """The default CuPy gradient path for ``ar.vjp``: "graph" where the forward would run "persistent" or "graph"
-    (``choose_impl``), else "fused".
+    """The default CuPy gradient path for ``ar.vjp``: ``GRAD_SMALL_BATCH_IMPL`` where the forward would run the
+    small-batch path (``choose_impl``), else "fused".
 
     ``None`` (declined: the generic core runs) where the chosen path declines (dtype, empty batch).
     """
     from . import cupy_grad, cupy_grad_graph  # module attributes: tests may wrap them
 
-    graph = _choice(kind, x, params, steps_factor=GRAD_BUFFER_FACTOR) in ("graph", "persistent")
-    module = cupy_grad_graph if graph else cupy_grad
-    return module.sequence_vjp(xp, kind, x, params, state, lengths, reverse, options)
+    small = _choice(kind, x, params, steps_factor=GRAD_BUFFER_FACTOR) in ("graph", "persistent")
+    if not small:
+        return cupy_grad.sequence_vjp(xp, kind, x, params, state, lengths, reverse, options)
+    if GRAD_SMALL_BATCH_IMPL == "persistent":
+        return cupy_grad_graph.sequence_vjp_persistent(xp, kind, x, params, state, lengths, reverse, options)
+    return cupy_grad_graph.sequence_vjp(xp, kind, x, params, state, lengths, reverse, options)

@@ -14,6 +14,10 @@ cell states: fresh arrays the pullback keeps); the backward copies the tape, ``d
 cotangents and ``W_hh^T`` in, replays, and forms the weight gradients from its buffers while holding the
 plan (stream order protects them from a later replay). Capture always ends (``cupy_graph._capture``).
 
+Variant "persistent" (``sequence_vjp_persistent``): the same plans, each run by the graph executor
+(``cupy_executor``) in one cooperative launch with a grid barrier between steps instead of a graph replay;
+the RNN's forward is then ``cupy_persistent``'s.
+
 Supports what the "graph" forward supports: every option but the LSTM projection, float32/float64.
 """
 
@@ -25,7 +29,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, Optional
 
-from . import cupy_graph
+from . import cupy_executor, cupy_graph, cupy_persistent
 from .cupy_common import (
     acc_scalar,
     contiguous_or_placeholder,
@@ -64,11 +68,17 @@ class _Plan:
     buffers: dict[str, Array]
     launches: list[Launch] = dataclasses.field(default_factory=list)
     graph: Any = None
+    executor: Optional[cupy_executor.ExecutorTable] = None
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
-    def run(self) -> None:
+    def run(self, shape: _Shape) -> None:
+        """Replay the launches: the captured graph, or (``shape.persistent``) the executor's single launch."""
         cp = cupy_module()
-        if cupy_graph.CAPTURE:
+        if shape.persistent:
+            if self.executor is None:
+                self.executor = cupy_executor.build_table(self.launches)
+            cupy_executor.run(self.executor, shape.dtype)
+        elif cupy_graph.CAPTURE:
             if self.graph is None:
                 self.graph = cupy_graph._capture(self.launches)
             self.graph.launch(stream=cp.cuda.get_current_stream())
@@ -111,7 +121,8 @@ def _pointers(arrays: tuple[Array, ...]) -> tuple[int, ...]:
 class _Shape:
     """Sizes, tile and launch shape of one call, and the per-step neighbours in time."""
 
-    def __init__(self, x: Array, hidden: int, reverse: bool) -> None:
+    def __init__(self, x: Array, hidden: int, reverse: bool, persistent: bool) -> None:
+        self.persistent = persistent
         self.dtype = dtype_name(x.dtype)
         self.steps, self.batch, _ = x.shape
         self.hidden, self.reverse = hidden, reverse
@@ -143,12 +154,40 @@ def sequence_vjp(
     options: dict[str, Any],
 ) -> Optional[tuple[Array, State, Backward]]:
     """As ``cupy_grad.sequence_vjp``, with graph-replayed loops (``None``: declined, the generic core runs)."""
+    return _sequence_vjp(kind, x, params, state, lengths, reverse, options, persistent=False)
+
+
+def sequence_vjp_persistent(
+    xp: Any,
+    kind: str,
+    x: Array,
+    params: Any,
+    state: State,
+    lengths: Optional[Array],
+    reverse: bool,
+    options: dict[str, Any],
+) -> Optional[tuple[Array, State, Backward]]:
+    """As :func:`sequence_vjp`, each loop run by the graph executor in one launch (``None``: declined)."""
+    return _sequence_vjp(kind, x, params, state, lengths, reverse, options, persistent=True)
+
+
+def _sequence_vjp(
+    kind: str,
+    x: Array,
+    params: Any,
+    state: State,
+    lengths: Optional[Array],
+    reverse: bool,
+    options: dict[str, Any],
+    persistent: bool,
+) -> Optional[tuple[Array, State, Backward]]:
     if getattr(params, "weight_hr", None) is not None:
-        raise ValueError("impl='graph' does not support the LSTM projection (proj_size > 0); use impl='fused'")
+        impl = "persistent" if persistent else "graph"
+        raise ValueError(f"impl={impl!r} does not support the LSTM projection (proj_size > 0); use impl='fused'")
     if dtype_name(x.dtype) not in GRAD_DTYPES or x.shape[1] == 0:
         return None
     with x.device:
-        return _RECORDERS[kind](cupy_module(), x, params, tuple(state), lengths, reverse, **options)
+        return _RECORDERS[kind](cupy_module(), x, params, tuple(state), lengths, reverse, persistent, **options)
 
 
 def _lengths_buffer(shape: _Shape, lengths: Optional[Array]) -> Array:
@@ -228,10 +267,19 @@ def _dy_setup(shape: _Shape, dy: Optional[Array]) -> tuple[int, Callable[[_Plan,
 
 
 def _rnn(
-    cp: Any, x: Array, params: Any, state: State, lengths: Optional[Array], reverse: bool, *, nonlinearity: str = "tanh"
+    cp: Any,
+    x: Array,
+    params: Any,
+    state: State,
+    lengths: Optional[Array],
+    reverse: bool,
+    persistent: bool,
+    *,
+    nonlinearity: str = "tanh",
 ) -> tuple[Array, State, Backward]:
-    y, final = cupy_graph.rnn_sequence(None, x, params, state, lengths, reverse, nonlinearity=nonlinearity)
-    shape = _Shape(x, params.hidden_size, reverse)
+    forward = cupy_persistent if persistent else cupy_graph
+    y, final = forward.rnn_sequence(None, x, params, state, lengths, reverse, nonlinearity=nonlinearity)
+    shape = _Shape(x, params.hidden_size, reverse, persistent)
     h0 = state[0]
     options = options_mask(lengths=lengths, relu=nonlinearity == "relu")
 
@@ -277,7 +325,7 @@ def _rnn(
                 cp.copyto(buf["weight_t"], params.weight_hh.T)
                 cp.copyto(buf["y"], y)
                 _fill_grad_inputs(cp, plan, lengths, dy, d_final[0])
-                plan.run()
+                plan.run(shape)
                 dx, grads = rnn_param_grads(
                     cp, x, params, lengths, buf["dz"], previous_hidden(cp, y, h0, lengths, reverse)
                 )
@@ -297,11 +345,12 @@ def _lstm(
     state: State,
     lengths: Optional[Array],
     reverse: bool,
+    persistent: bool,
     *,
     coupled: bool = False,
     clip: Optional[float] = None,
 ) -> tuple[Array, State, Backward]:
-    shape = _Shape(x, params.hidden_size, reverse)
+    shape = _Shape(x, params.hidden_size, reverse, persistent)
     T, B, H = shape.steps, shape.batch, shape.hidden
     weights = cupy_graph.recurrent_weights(params, x.dtype)
     peepholes = tuple(
@@ -366,7 +415,7 @@ def _lstm(
         cp.copyto(buf["h0"], state[0])
         cp.copyto(buf["c0"], state[1])
         _fill_lengths(cp, buf["lengths"], lengths)
-        plan.run()
+        plan.run(shape)
         last = time_order(T, reverse)[-1]
         y, z, cells = buf["y"].copy(), buf["z"].copy(), buf["cs"].copy()
         final = (buf["hs"][last].copy(), buf["cs"][last].copy())
@@ -431,7 +480,7 @@ def _lstm(
                     cp.copyto(buf[name], value)
                 _fill_grad_inputs(cp, plan, lengths, dy, d_final[0])
                 _fill_cotangent(cp, buf["dc"], d_final[1])
-                plan.run()
+                plan.run(shape)
                 h_prev = previous_hidden(cp, y, h0, lengths, reverse)
                 dx, grads = lstm_param_grads(cp, x, params, lengths, reverse, buf["dz"], cells, c0, h_prev)
                 return dx, params_like(params, grads), (buf["carry"].copy(), buf["dc"].copy())
@@ -450,10 +499,11 @@ def _gru(
     state: State,
     lengths: Optional[Array],
     reverse: bool,
+    persistent: bool,
     *,
     linear_before_reset: bool = True,
 ) -> tuple[Array, State, Backward]:
-    shape = _Shape(x, params.hidden_size, reverse)
+    shape = _Shape(x, params.hidden_size, reverse, persistent)
     T, B, H = shape.steps, shape.batch, shape.hidden
     weights = cupy_graph.recurrent_weights(params, x.dtype)
     options = options_mask(bias_ih=params.bias_ih, bias_hh=params.bias_hh, lengths=lengths)
@@ -520,7 +570,7 @@ def _gru(
         project_inputs(x, params.weight_ih, out=buf["gx"])
         cp.copyto(buf["h0"], state[0])
         _fill_lengths(cp, buf["lengths"], lengths)
-        plan.run()
+        plan.run(shape)
         last = time_order(T, reverse)[-1]
         y, gates = buf["y"].copy(), buf["gates"].copy()
         hidden_n = buf["hn"].copy() if lbr else None
@@ -628,7 +678,7 @@ def _gru(
                 for name, value in (("gates", gates), ("h_prev", h_prev)):
                     cp.copyto(buf[name], value)
                 _fill_grad_inputs(cp, plan, lengths, dy, d_final[0])
-                plan.run()
+                plan.run(shape)
                 if lbr:
                     dx, grads = gru_param_grads(cp, x, params, lengths, buf["dgx"], h_prev, dgh=buf["dgh"])
                 else:

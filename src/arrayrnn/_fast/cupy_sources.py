@@ -168,6 +168,9 @@ _C_TYPES = {
     # read and written by other blocks within one launch (persistent kernels): no __restrict__
     "state": "scalar_t*",
     "counter": "unsigned int*",
+    # the graph executor's launch table (64-bit argument slots) and kernel indices
+    "table": "const unsigned long long* __restrict__",
+    "kinds": "const int* __restrict__",
     "int": "int",
     "acc": "acc_t",
 }
@@ -184,6 +187,8 @@ def kernel_specs() -> dict[str, list[tuple[str, str]]]:
     for base, params in {**_GRAPH_SPECS, **GRAD_GRAPH_SPECS, **_PERSISTENT_SPECS}.items():
         for tile in BATCH_TILES:
             specs[graph_kernel_name(base, tile)] = params
+    for tile in BATCH_TILES:
+        specs[graph_kernel_name("graph_executor", tile)] = _EXECUTOR_SPEC
     return specs
 
 
@@ -194,6 +199,7 @@ typedef float acc_t;
 __device__ __forceinline__ acc_t load(scalar_t v) { return v; }
 __device__ __forceinline__ scalar_t store(acc_t v) { return v; }
 __device__ __forceinline__ acc_t acc_tanh(acc_t v) { return tanhf(v); }
+__device__ __forceinline__ acc_t acc_from_bits(unsigned long long b) { return __int_as_float((int)(unsigned int)b); }
 """,
     "float64": r"""
 typedef double scalar_t;
@@ -201,6 +207,7 @@ typedef double acc_t;
 __device__ __forceinline__ acc_t load(scalar_t v) { return v; }
 __device__ __forceinline__ scalar_t store(acc_t v) { return v; }
 __device__ __forceinline__ acc_t acc_tanh(acc_t v) { return tanh(v); }
+__device__ __forceinline__ acc_t acc_from_bits(unsigned long long b) { return __longlong_as_double((long long)b); }
 """,
     # float16 is stored as its 16 raw bits and converted with the PTX instructions cuda_fp16.h uses,
     # so NVRTC needs no header; the arithmetic runs in float and is rounded once when stored.
@@ -218,6 +225,7 @@ __device__ __forceinline__ scalar_t store(acc_t v) {
   return bits;
 }
 __device__ __forceinline__ acc_t acc_tanh(acc_t v) { return tanhf(v); }
+__device__ __forceinline__ acc_t acc_from_bits(unsigned long long b) { return __int_as_float((int)(unsigned int)b); }
 """,
 }
 
@@ -835,8 +843,12 @@ def _call(params: list[tuple[str, str]]) -> str:
     return ", ".join(name for _, name in params)
 
 
-def _impl_call(name: str, params: list[tuple[str, str]], batch_tile: int | None = None) -> str:
-    """The body of entry point ``name``: a call of its ``_impl`` (or its forward twin's, for a recording kernel)."""
+def _impl_call(name: str, params: list[tuple[str, str]], batch_tile: int | None = None, task: str = "") -> str:
+    """The body of entry point ``name``: a call of its ``_impl`` (or its forward twin's, for a recording kernel).
+
+    With ``task`` (the executor's wrappers), the step body reads state written by other blocks coherently
+    (template flag ``COHERENT``) and works on warp task ``task`` instead of its launch index.
+    """
     template_args = [] if batch_tile is None else [str(batch_tile)]
     impl, args = name, _call(params)
     if name in GRAD_RECORDS:
@@ -845,6 +857,9 @@ def _impl_call(name: str, params: list[tuple[str, str]], batch_tile: int | None 
     elif name in _FORWARD_CALLS:
         args = _FORWARD_CALLS[name]
         template_args.append("false")
+    if task:
+        template_args.append("true")
+        args = f"{args}, {task}"
     template = f"<{', '.join(template_args)}>" if template_args else ""
     return f"{impl}_impl{template}({args});"
 
@@ -860,6 +875,61 @@ def _entry_points() -> str:
                 f'extern "C" __global__ void {graph_kernel_name(base, tile)}({_signature(params)}) '
                 f"{{ {_impl_call(base, params, tile)} }}"
             )
+    return "\n".join(lines) + "\n"
+
+
+#: the graph kernels the executor can run (by index: the ``kinds`` it reads), and its argument slots per launch
+EXECUTOR_BASES = tuple(GRAD_GRAPH_SPECS)
+EXECUTOR_SLOTS = max(len(params) for params in GRAD_GRAPH_SPECS.values())
+_EXECUTOR_SPEC = [
+    ("table", "table"), ("kinds", "kinds"), ("int", "launches"), ("int", "slots"), ("counter", "counter"),
+]  # fmt: skip
+
+
+def _slot_value(kind: str, index: int) -> str:
+    """C expression for argument slot ``index`` (64 bits: a pointer, an int, or the bits of an ``acc_t``)."""
+    if kind == "int":
+        return f"(int)(long long)a[{index}]"
+    if kind == "acc":
+        return f"acc_from_bits(a[{index}])"
+    return f"({_C_TYPES[kind].replace(' __restrict__', '')})a[{index}]"
+
+
+def _executor() -> str:
+    """The graph executor: ONE cooperative launch runs a recorded list of graph-kernel launches (a gradient
+    plan's steps), a grid barrier between consecutive launches (what stream order gave the replayed graph).
+    Each launch is a row of ``EXECUTOR_SLOTS`` 64-bit argument slots in ``table`` and a kernel index (into
+    ``EXECUTOR_BASES``) in ``kinds``; per kernel a wrapper unpacks the slots and runs the kernel's step
+    body over the warp tasks, strided over the grid, with coherent loads of the state other blocks wrote."""
+    lines = ["// ---------------------------------------------------------------------------------------------",
+             "// graph executor (see cupy_sources._executor)"]  # fmt: skip
+    for tile in BATCH_TILES:
+        for base, params in GRAD_GRAPH_SPECS.items():
+            unpack = " ".join(
+                f"{_C_TYPES[kind].replace(' __restrict__', '')} {name} = {_slot_value(kind, i)};"
+                for i, (kind, name) in enumerate(params)
+            )
+            call = _impl_call(base, params, tile, task="task")
+            lines.append(
+                f"__device__ __noinline__ void exec_{graph_kernel_name(base, tile)}(const unsigned long long* a) {{\n"
+                f"  {unpack}\n"
+                f"  const long long tasks = persistent_tasks(batch, hidden, {tile});\n"
+                f"  for (long long task = launch_warp(); task < tasks; task += grid_warps()) {{ {call} }}\n"
+                "}"
+            )
+        cases = " ".join(
+            f"case {index}: exec_{graph_kernel_name(base, tile)}(row); break;"
+            for index, base in enumerate(EXECUTOR_BASES)
+        )
+        lines.append(
+            f'extern "C" __global__ void {graph_kernel_name("graph_executor", tile)}({_signature(_EXECUTOR_SPEC)}) {{\n'
+            "  for (int i = 0; i < launches; ++i) {\n"
+            "    const unsigned long long* row = table + (long long)i * slots;\n"
+            f"    switch (kinds[i]) {{ {cases} }}\n"
+            "    if (i + 1 < launches) ARRAYRNN_GRID_SYNC(counter, (unsigned int)(i + 1) * gridDim.x);\n"
+            "  }\n"
+            "}"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -884,4 +954,5 @@ def source(dtype: str) -> str:
         + GRAD_GRAPH_SOURCE
         + _PERSISTENT
         + _entry_points()
+        + _executor()
     )

@@ -130,6 +130,7 @@ for _kind in ("rnn", "lstm", "gru"):
     register_vjp(_kind, "cupy", ".cupy_dispatch", "sequence_vjp")
     register_vjp(_kind, "cupy", ".cupy_grad", "sequence_vjp", variant="fused")
     register_vjp(_kind, "cupy", ".cupy_grad_graph", "sequence_vjp", variant="graph")
+    register_vjp(_kind, "cupy", ".cupy_grad_graph", "sequence_vjp_persistent", variant="persistent")
 
 
 # NumPy: the preallocated, chunked loop (with the optional numba kernels inside it).

@@ -1,0 +1,97 @@
+"""Run a recorded list of graph-kernel launches in ONE cooperative launch (the gradient path's "persistent").
+
+A gradient plan of ``cupy_grad_graph`` is a list of launches of warp-per-unit step kernels (recording
+forward, backward steps, the finishing launch), all on the same batch tile, that a CUDA graph replays in
+stream order. The executor kernel (``graph_executor_nb{N}`` in ``cupy_sources``) runs the same list itself:
+each launch is a row of 64-bit argument slots in a device table, uploaded once per plan (the plan's buffers
+and weight copies are fixed, as for a captured graph), and a grid barrier between consecutive launches
+stands in for stream order. So a whole recording forward, or a whole backward, costs one launch plus one
+barrier per step instead of one kernel launch per step. The barrier and its co-residency rules are those of
+``cupy_persistent``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from . import cupy_persistent
+from .cupy_common import cooperative_launch, cupy_module, int32, kernel, kernel_name, resident_blocks
+from .cupy_sources import EXECUTOR_BASES, EXECUTOR_SLOTS, graph_kernel_name, kernel_specs
+
+Array = Any
+
+#: threads per block of the executor (fewer where its register use does not allow that many)
+THREADS = 256
+
+
+@dataclasses.dataclass
+class ExecutorTable:
+    """A plan's launches as the executor reads them."""
+
+    table: Array  # (launches, EXECUTOR_SLOTS) uint64 on the device
+    kinds: Array  # (launches,) int32: index into EXECUTOR_BASES
+    launches: int
+    tile: int
+    tasks: int  # warp tasks per launch (the most over the launches)
+
+
+def _split(name: str) -> tuple[str, int]:
+    base, _, tile = name.rpartition("_nb")
+    return base, int(tile)
+
+
+def _slot(kind: str, value: Any) -> int:
+    if kind == "int":
+        return int(value) & 0xFFFFFFFFFFFFFFFF  # two's complement: the kernel reads (int)(long long)
+    if kind == "acc":
+        if isinstance(value, np.float32):
+            return int(np.float32(value).view(np.uint32))
+        return int(np.float64(value).view(np.uint64))
+    return int(value.data.ptr)
+
+
+def build_table(launches: list[tuple[Any, tuple[int], tuple[int], tuple[Any, ...]]]) -> ExecutorTable:
+    """Encode ``launches`` (as a graph plan holds them: kernel, grid, block, args) for the executor."""
+    cp = cupy_module()
+    specs = kernel_specs()
+    rows = np.zeros((len(launches), EXECUTOR_SLOTS), dtype=np.uint64)
+    kinds = np.zeros(len(launches), dtype=np.int32)
+    tiles, tasks = set(), 0
+    for i, (k, _grid, _block, args) in enumerate(launches):
+        name = kernel_name(k)
+        base, tile = _split(name)
+        if base not in EXECUTOR_BASES:
+            raise ValueError(f"the graph executor cannot run kernel {name}")
+        params = specs[name]
+        if len(args) != len(params):
+            raise TypeError(f"{name}: {len(args)} arguments for {len(params)} parameters")
+        kinds[i] = EXECUTOR_BASES.index(base)
+        rows[i, : len(params)] = [_slot(kind, value) for (kind, _), value in zip(params, args)]
+        named = dict(zip((name for _, name in params), args))
+        tiles.add(tile)
+        tasks = max(tasks, -(-int(named["batch"]) // tile) * int(named["hidden"]))
+    if len(tiles) != 1:
+        raise ValueError(f"a plan for the graph executor uses one batch tile, got {sorted(tiles)}")
+    # one upload per plan (like a graph capture): the kernel addresses and step indices, not user data
+    return ExecutorTable(cp.asarray(rows), cp.asarray(kinds), len(launches), tiles.pop(), tasks)
+
+
+def run(table: ExecutorTable, dtype: str) -> None:
+    """Run the encoded launches on the current stream: one cooperative launch."""
+    cp = cupy_module()
+    name = graph_kernel_name("graph_executor", table.tile)
+    k = kernel(name, dtype)
+    threads = min(THREADS, int(k.attributes["max_threads_per_block"]) // 32 * 32)
+    sms = int(cp.cuda.Device().attributes["MultiProcessorCount"])
+    limit = min(sms * cupy_persistent.BLOCKS_PER_SM, resident_blocks(k, name, threads))
+    if cupy_persistent.MAX_BLOCKS is not None:
+        limit = min(limit, cupy_persistent.MAX_BLOCKS)
+    blocks = max(1, min(limit, -(-table.tasks // (threads // 32))))
+    counter = cp.zeros((2,), dtype=cp.uint32)
+    args = (table.table, table.kinds, int32(table.launches), int32(EXECUTOR_SLOTS), counter)
+    cooperative_launch(k, (blocks,), (threads,), args)
+    if cupy_persistent.CHECK_BARRIER and int(counter[1]) != 0:
+        raise RuntimeError(f"the graph executor's grid barrier timed out ({blocks} blocks, {table.launches} launches)")
