@@ -166,6 +166,9 @@ def versions(machine: Machine) -> dict[str, Any]:
     }
     if machine.cupy is not None:
         found["cupy"] = machine.cupy.__version__
+    if os.environ.get("ARRAYRNN_GIT_COMMIT"):  # set by ci/gpu.sh from the wheels' build (ci/gpu-prepare.sh)
+        found["git_commit"] = os.environ["ARRAYRNN_GIT_COMMIT"]
+        return found
     try:
         here = os.path.dirname(os.path.abspath(__file__))
         found["git_commit"] = (

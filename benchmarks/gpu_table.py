@@ -1,39 +1,53 @@
 """Turn the JSON of ``benchmarks/gpu_bench.py`` into the README's GPU section (markdown on stdout).
 
-    python benchmarks/gpu_table.py benchmarks/results/gpu_h100_YYYY-MM-DD.json > table.md
+    python benchmarks/gpu_table.py benchmarks/results/gpu_h100_YYYY-MM-DD.json [older runs ...] > table.md
 
 Times are relative to cuDNN on the same GPU in the same run (lower is better); **bold** marks a
 ratio at or under the target (forward <= 1.0x, forward+backward <= 1.2x). A path whose output did not
 match cuDNN is marked "(mismatch)" and never counts as meeting a target.
+
+Several result files: each row (cell, shape, dtype, direction) comes whole from the first file that timed
+cuDNN for it, so every ratio is still within one run; rows from a later file are marked with that run's
+letter. The "auto" column shows the path the *current* ``choose_impl`` heuristic picks: where the run
+recorded a different choice (the heuristic moved after the run), the cell is that path's own measurement
+from the same run, marked †.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections import defaultdict
 from typing import Any, Optional
 
 CELL_NAMES = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}
 FORWARD_IMPLS = ("generic", "fused", "graph", "persistent", "auto")
+BACKWARD_IMPLS = ("vjp", "vjp-fused", "vjp-graph", "vjp-persistent", "vjp-generic")
 TARGETS = {"forward": 1.0, "forward+backward": 1.2}
+RUN_LETTERS = "ABCDEFGH"
 
 
 def _shape(entry: dict[str, Any]) -> tuple[int, ...]:
     return tuple(entry["shape"])
 
 
-def _index(results: list[dict[str, Any]]) -> dict[tuple, dict[str, dict[str, Any]]]:
-    """(cell, shape, dtype, direction) -> impl -> entry."""
-    table: dict[tuple, dict[str, dict[str, Any]]] = defaultdict(dict)
-    for entry in results:
-        key = (entry["cell"], _shape(entry), entry["dtype"], entry["direction"])
-        table[key][entry["impl"]] = entry
-    return table
-
-
 def _timed(entry: Optional[dict[str, Any]]) -> bool:
-    return bool(entry) and "median_ms" in entry and not entry.get("error")
+    return bool(entry) and "median_ms" in entry and not entry.get("error") and not entry.get("skipped")
+
+
+def _index(runs: list[dict[str, Any]]) -> dict[tuple, tuple[int, dict[str, dict[str, Any]]]]:
+    """(cell, shape, dtype, direction) -> (run number, impl -> entry), each row from one run: the first whose
+    cuDNN reference for that row was timed (else the first that has the row at all)."""
+    table: dict[tuple, tuple[int, dict[str, dict[str, Any]]]] = {}
+    for number, data in enumerate(runs):
+        rows: dict[tuple, dict[str, dict[str, Any]]] = defaultdict(dict)
+        for entry in data.get("results", []):
+            rows[(entry["cell"], _shape(entry), entry["dtype"], entry["direction"])][entry["impl"]] = entry
+        for key, impls in rows.items():
+            if key not in table or (not _timed(table[key][1].get("cudnn")) and _timed(impls.get("cudnn"))):
+                table[key] = (number, impls)
+    return table
 
 
 def _ratio_cell(entry: Optional[dict[str, Any]], reference: Optional[dict[str, Any]], target: float) -> str:
@@ -52,8 +66,40 @@ def _ratio_cell(entry: Optional[dict[str, Any]], reference: Optional[dict[str, A
     return f"**{text}**" if ratio <= target else text
 
 
+def _reference_cell(reference: Optional[dict[str, Any]]) -> str:
+    if _timed(reference):
+        return f"{reference['median_ms']:.2f} ms"
+    return "error" if reference and reference.get("error") else "–"
+
+
 def _shape_text(shape: tuple[int, ...]) -> str:
     return ", ".join(str(n) for n in shape)
+
+
+def _current_choice(cell: str, shape: tuple[int, ...], dtype: str, direction: str) -> Optional[str]:
+    """The path today's heuristic picks for this row (None where arrayrnn cannot be imported)."""
+    try:
+        from arrayrnn._fast import cupy_dispatch
+    except ImportError:
+        return None
+    steps, batch, _, hidden = shape
+    if direction == "forward":
+        return cupy_dispatch.choose_impl(cell, steps=steps, batch=batch, hidden=hidden, dtype=dtype)
+    forward = cupy_dispatch.choose_impl(
+        cell, steps=steps * cupy_dispatch.GRAD_BUFFER_FACTOR, batch=batch, hidden=hidden, dtype=dtype
+    )
+    return cupy_dispatch.GRAD_SMALL_BATCH_IMPL if forward in ("graph", "persistent") else forward
+
+
+def _auto(impls: dict[str, dict[str, Any]], key: tuple, auto_name: str, prefix: str) -> tuple[Optional[dict], str]:
+    """(entry, label) for the auto column: the run's own auto measurement where it chose what today's heuristic
+    chooses, else that path's measurement from the same run (label marked †)."""
+    measured = impls.get(auto_name)
+    recorded = (measured or {}).get("auto_choice")
+    current = _current_choice(*key)
+    if current is None or recorded is None or current == recorded:
+        return measured, f" ({recorded})" if recorded else ""
+    return impls.get(prefix + current), f" ({current}†)"
 
 
 def header(data: dict[str, Any]) -> str:
@@ -62,12 +108,21 @@ def header(data: dict[str, Any]) -> str:
         machine.get("device", "unknown device"),
         f"CuPy {versions.get('cupy', '?')}",
         f"torch {versions.get('torch', '?')} / cuDNN {versions.get('cudnn', '?')}",
-        f"arrayrnn {versions.get('arrayrnn', '?')}"
-        + (f" ({versions['git_commit'][:10]})" if versions.get("git_commit") else ""),
+        f"arrayrnn {versions.get('arrayrnn', '?')}",
         "TF32 off" if not data.get("settings", {}).get("tf32") else "TF32 on",
-        str(data.get("date", ""))[:10],
+        str(data.get("date", ""))[:19].replace("T", " ") + " UTC",
     ]
     return "; ".join(parts)
+
+
+def _keys(index, dtype: Optional[str], direction: str) -> list[tuple]:
+    keys = [k for k in index if k[3] == direction and (dtype is None or k[2] == dtype)]
+    return sorted(keys, key=lambda k: (list(CELL_NAMES).index(k[0]), k[1]))
+
+
+def _row_start(key: tuple, run: int, reference: Optional[dict]) -> str:
+    mark = f" ({RUN_LETTERS[run]})" if run else ""
+    return f"| {CELL_NAMES[key[0]]} | {_shape_text(key[1])}{mark} | {_reference_cell(reference)} | "
 
 
 def forward_table(index, dtype: str) -> list[str]:
@@ -75,20 +130,15 @@ def forward_table(index, dtype: str) -> list[str]:
         "| cell | T, B, I, H | cuDNN | generic | fused | graph | persistent | auto (picks) |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    keys = sorted(
-        (k for k in index if k[2] == dtype and k[3] == "forward"), key=lambda k: (list(CELL_NAMES).index(k[0]), k[1])
-    )
-    for key in keys:
-        impls = index[key]
+    for key in _keys(index, dtype, "forward"):
+        run, impls = index[key]
         reference = impls.get("cudnn")
         if not any(name in impls for name in FORWARD_IMPLS):
             continue
-        cudnn = f"{reference['median_ms']:.2f} ms" if _timed(reference) else "error" if reference else "–"
-        cells = [_ratio_cell(impls.get(name), reference, TARGETS["forward"]) for name in FORWARD_IMPLS]
-        choice = (impls.get("auto") or {}).get("auto_choice")
-        if choice:
-            cells[-1] += f" ({choice})"
-        rows.append(f"| {CELL_NAMES[key[0]]} | {_shape_text(key[1])} | {cudnn} | " + " | ".join(cells) + " |")
+        cells = [_ratio_cell(impls.get(name), reference, TARGETS["forward"]) for name in FORWARD_IMPLS[:-1]]
+        auto, label = _auto(impls, key, "auto", "")
+        cells.append(_ratio_cell(auto, reference, TARGETS["forward"]) + (label if auto else ""))
+        rows.append(_row_start(key, run, reference) + " | ".join(cells) + " |")
     return rows if len(rows) > 2 else []
 
 
@@ -97,40 +147,29 @@ def backward_table(index) -> list[str]:
         "| cell | T, B, I, H | cuDNN fwd+bwd | arrayrnn.vjp (picks) | fused | graph | persistent | generic core |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    keys = sorted((k for k in index if k[3] == "forward+backward"), key=lambda k: (list(CELL_NAMES).index(k[0]), k[1]))
-    notes = set()
-    for key in keys:
-        impls = index[key]
+    for key in _keys(index, None, "forward+backward"):
+        run, impls = index[key]
         reference = impls.get("cudnn")
-        cudnn = f"{reference['median_ms']:.2f} ms" if _timed(reference) else "error" if reference else "–"
-        ours = impls.get("vjp")
-        if ours and ours.get("skipped"):
-            notes.add(ours["skipped"])
-        cells = [_ratio_cell(impls.get(name), reference, TARGETS["forward+backward"])
-                 for name in ("vjp", "vjp-fused", "vjp-graph", "vjp-persistent", "vjp-generic")]  # fmt: skip
-        choice = (ours or {}).get("auto_choice")
-        if choice and ours and not ours.get("skipped"):
-            cells[0] += f" ({choice})"
-        rows.append(f"| {CELL_NAMES[key[0]]} | {_shape_text(key[1])} | {cudnn} | " + " | ".join(cells) + " |")
-    if len(rows) == 2:
-        return []
-    return rows + ([""] + [f"({note})" for note in sorted(notes)] if notes else [])
+        auto, label = _auto(impls, key, "vjp", "vjp-")
+        cells = [_ratio_cell(auto, reference, TARGETS["forward+backward"]) + (label if auto else "")]
+        cells += [_ratio_cell(impls.get(name), reference, TARGETS["forward+backward"]) for name in BACKWARD_IMPLS[1:]]
+        rows.append(_row_start(key, run, reference) + " | ".join(cells) + " |")
+    return rows if len(rows) > 2 else []
 
 
 def targets_summary(index) -> list[str]:
-    """Per shape: does the best arrayrnn path meet the target, and the gap where it does not."""
+    """Per shape: does the default path (the auto column) meet the target, and the gap where it does not."""
     lines = []
-    for direction, impls in (("forward", ("auto",)), ("forward+backward", ("vjp",))):
+    for direction, (auto_name, prefix) in (("forward", ("auto", "")), ("forward+backward", ("vjp", "vjp-"))):
         target = TARGETS[direction]
         met, missed = 0, []
-        for key in sorted(k for k in index if k[3] == direction and k[2] == "float32"):
-            entries = index[key]
-            reference = entries.get("cudnn")
-            candidates = [entries.get(name) for name in impls]
-            timed = [e for e in candidates if _timed(e) and e.get("ok") is not False]
-            if not _timed(reference) or not timed:
+        for key in _keys(index, "float32", direction):
+            _, impls = index[key]
+            reference = impls.get("cudnn")
+            auto, _ = _auto(impls, key, auto_name, prefix)
+            if not _timed(reference) or not _timed(auto) or auto.get("ok") is False:
                 continue
-            ratio = min(e["median_ms"] for e in timed) / reference["median_ms"]
+            ratio = auto["median_ms"] / reference["median_ms"]
             if ratio <= target:
                 met += 1
             else:
@@ -153,31 +192,39 @@ def _sweep_config(entry: dict[str, Any]) -> Optional[tuple[str, int]]:
     return None
 
 
-def sweep_table(results) -> list[str]:
-    runs = defaultdict(lambda: defaultdict(dict))
+def sweep_table(runs: list[dict[str, Any]]) -> list[str]:
+    times = defaultdict(lambda: defaultdict(dict))
     chosen = {}
-    for entry in results:
-        config = _sweep_config(entry)
-        if config is not None and _timed(entry):
-            key = (entry["cell"], _shape(entry))
-            runs[key][config[0]][config[1]] = entry["median_ms"]
-            chosen[key] = entry.get("chosen_tile")
-    if not runs:
+    for number, data in enumerate(runs):
+        for entry in data.get("results", []):
+            config = _sweep_config(entry)
+            if config is not None and _timed(entry):
+                key = (entry["cell"], _shape(entry))
+                label = config[0] + (f" ({RUN_LETTERS[number]})" if number else "")
+                times[key][label][config[1]] = entry["median_ms"]
+                chosen[key, label] = entry.get("chosen_tile")
+    if not times:
         return []
-    rows = ["| cell | T, B, I, H | kernel | ms per batch tile (1 / 2 / 4 / 8) | best | chosen tile |",
+    rows = ["| cell | T, B, I, H | kernel | ms per batch tile (1 / 2 / 4 / 8) | best | chosen tile then |",
             "|---|---|---|---|---|---|"]  # fmt: skip
-    for key in sorted(runs, key=lambda k: (list(CELL_NAMES).index(k[0]), k[1])):
-        for label, times in runs[key].items():
-            text = " / ".join(f"{times[t]:.3f}" if t in times else "–" for t in (1, 2, 4, 8))
-            best = min(times, key=times.get)
-            row = f"| {CELL_NAMES[key[0]]} | {_shape_text(key[1])} | {label} | {text} | {best} | {chosen[key]} |"
-            rows.append(row)
+    for key in sorted(times, key=lambda k: (list(CELL_NAMES).index(k[0]), k[1])):
+        for label, by_tile in times[key].items():
+            text = " / ".join(f"{by_tile[t]:.3f}" if t in by_tile else "–" for t in (1, 2, 4, 8))
+            best = min(by_tile, key=by_tile.get)
+            start = f"| {CELL_NAMES[key[0]]} | {_shape_text(key[1])} | {label} | "
+            rows.append(start + f"{text} | {best} | {chosen[key, label]} |")
     return rows
 
 
-def render(data: dict[str, Any]) -> str:
-    index = _index(data.get("results", []))
-    out = [f"GPU results: {header(data)}.", ""]
+def render(runs: list[dict[str, Any]], names: Optional[list[str]] = None) -> str:
+    if isinstance(runs, dict):
+        runs = [runs]
+    names = names or [""] * len(runs)
+    index = _index(runs)
+    source = lambda n: f" (`{names[n]}`)" if names[n] else ""  # noqa: E731
+    out = [f"GPU results: {header(runs[0])}{source(0)}."]
+    out += [f"Rows marked ({RUN_LETTERS[n]}): {header(data)}{source(n)}." for n, data in enumerate(runs) if n]
+    out.append("")
     forward = forward_table(index, "float32")
     if forward:
         out += ["Forward, float32, time relative to cuDNN `torch.nn` with the same weights (lower is better):", ""]
@@ -185,16 +232,19 @@ def render(data: dict[str, Any]) -> str:
     backward = backward_table(index)
     if backward:
         out += ["Forward + backward, float32 (torch autograd vs `arrayrnn.vjp`):", ""] + backward + [""]
+    if any("†" in row for row in forward + backward):
+        out += ["† the run's own auto measurement chose differently (the heuristic moved after the run); shown: "
+                "the measurement, in the same run, of the path the heuristic picks now.", ""]  # fmt: skip
     half = forward_table(index, "float16")
     if half:
         out += ["Forward, float16:", ""] + half + [""]
     summary = targets_summary(index)
     if summary:
-        out += ["Targets:", ""] + summary + [""]
-    sweep = sweep_table(data.get("results", []))
+        out += ["Targets (the default path, the auto column):", ""] + summary + [""]
+    sweep = sweep_table(runs)
     if sweep:
-        out += ["Batch tile (rows per warp task) and block size sweep, forward float32:", ""] + sweep + [""]
-    failures = [e for e in data.get("results", []) if e.get("error")]
+        out += ["Batch tile (rows per warp task) and block size sweeps, forward float32:", ""] + sweep + [""]
+    failures = [e for data in runs for e in data.get("results", []) if e.get("error")]
     if failures:
         out += [f"{len(failures)} measurement(s) failed; see the JSON for the errors."]
     return "\n".join(out).rstrip() + "\n"
@@ -202,11 +252,14 @@ def render(data: dict[str, Any]) -> str:
 
 def main(argv: Optional[list[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
+    if not argv:
         print(__doc__, file=sys.stderr)
         return 2
-    with open(argv[0]) as handle:
-        sys.stdout.write(render(json.load(handle)))
+    runs = []
+    for path in argv:
+        with open(path) as handle:
+            runs.append(json.load(handle))
+    sys.stdout.write(render(runs, [os.path.basename(path) for path in argv]))
     return 0
 
 

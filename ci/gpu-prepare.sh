@@ -28,6 +28,10 @@ python3 -m pip download -q --no-deps --only-binary=:all: --python-version "$DEVI
   --implementation cp --platform manylinux_2_28_x86_64 -d .whl \
   "$(pin array-api-compat)" "$(pin array-api-strict)"
 python3 -m pip wheel -q --no-deps -w .whl .
+# the commit the wheels were built from (the device machine's .git is not this checkout's): gpu.sh reads it
+commit="$(git rev-parse HEAD)"
+git diff --quiet HEAD -- src benchmarks ci tests || commit="$commit+dirty"
+echo "$commit" >.whl/COMMIT
 echo "ci/gpu-prepare.sh: wheels for the device machine (Python $DEVICE_PYTHON_VERSION):"
 ls -l .whl
 du -sh .whl

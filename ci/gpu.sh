@@ -87,6 +87,10 @@ if ! "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --
   say "ERROR: installing .whl/*.whl into .site failed (see above)"
   exit 2
 fi
+# the commit gpu-prepare.sh built from (recorded in the benchmark JSON; this machine's .git may be older)
+if [[ -s .whl/COMMIT ]]; then
+  export ARRAYRNN_GIT_COMMIT="$(cat .whl/COMMIT)"
+fi
 # src/ first: the tests always exercise the tree that travelled; the wheel must match it
 export PYTHONPATH="$PWD/src:$PWD/.site${PYTHONPATH:+:$PYTHONPATH}"
 if diff -rq -x __pycache__ .site/arrayrnn src/arrayrnn >/dev/null 2>&1; then
@@ -128,7 +132,8 @@ if "$PY" -c "import pytest_timeout" >/dev/null 2>&1; then
   PYTEST_OPTS+=(--timeout=90)
 fi
 # the test phases spread over several processes where pytest-xdist is there (16 cores; each its own CUDA
-# context; the smoke phase has filled CuPy's kernel cache on disk, so workers do not compile again)
+# context; the smoke phase has filled CuPy's kernel cache on disk, so workers do not compile again). The
+# suite runs with -v: one line per test as it ends, so a phase cut by its time limit still names its failures.
 SUITE_OPTS=()
 FAST_OPTS=()
 if "$PY" -c "import xdist" >/dev/null 2>&1; then
@@ -146,7 +151,7 @@ if [[ -s "$OUT/gpu_bench.json" ]]; then
   "$PY" benchmarks/gpu_table.py "$OUT/gpu_bench.json" >"$OUT/gpu_table.md" 2>>"$LOG" || say "gpu_table.py failed"
 fi
 run_phase suite "$LIMIT_SUITE" "$OUT/tests-suite.log" \
-  "$PY" -m pytest "${PYTEST_OPTS[@]}" "${SUITE_OPTS[@]}" --backend cupy tests \
+  "$PY" -m pytest "${PYTEST_OPTS[@]}" "${SUITE_OPTS[@]}" -v --backend cupy tests \
   --ignore=tests/test_cupy_fast.py --ignore=tests/test_cupy_grad.py --ignore=tests/test_cupy_emulated.py \
   --ignore=tests/test_cupy_emulated_grad.py --ignore=tests/test_cupy_sources.py
 

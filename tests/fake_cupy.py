@@ -170,7 +170,8 @@ class FakeRawKernel:
     def __init__(self, module: FakeCupy, code: str, name: str, options: tuple[str, ...] = ()) -> None:
         self.module = module
         self.name = name
-        self.dtype = next(d for d in cupy_sources.ACC_TYPES if code == cupy_sources.source(d))
+        parts = (None, *cupy_sources.PARTS, "executor")
+        self.dtype = next(d for d in cupy_sources.ACC_TYPES for p in parts if code == cupy_sources.source(d, p))
         specs = cupy_sources.kernel_specs()
         if name not in specs:
             raise AttributeError(f"no kernel named {name} in the source")

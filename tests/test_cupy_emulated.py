@@ -273,7 +273,7 @@ def _as_fake_state(state):
 
 def test_batch_tile_keeps_enough_warps():
     assert cupy_graph.choose_batch_tile(1, 128) == 1
-    # the best tiles measured on an H100 (benchmarks/results/gpu_h100_2026-11-27.json, graph sweep)
+    # the best tiles measured on an H100 (benchmarks/results/gpu_h100_2026-11-27_run1.json, graph sweep)
     assert cupy_graph.choose_batch_tile(8, 256) == 1
     assert cupy_graph.choose_batch_tile(32, 128) == 1
     assert cupy_graph.choose_batch_tile(64, 512) == 4
@@ -285,10 +285,10 @@ def test_batch_tile_keeps_enough_warps():
             assert tile in cupy_sources.BATCH_TILES and tile < 2 * batch  # never more than the next power of 2
 
 
-def test_dispatch_prefers_persistent_at_small_batch_and_fused_at_large():
+def test_dispatch_prefers_graph_at_small_batch_and_fused_at_large():
     choose = cupy_dispatch.choose_impl
-    assert choose("lstm", steps=100, batch=1, hidden=256, dtype="float32") == "persistent"
-    assert choose("lstm", steps=100, batch=64, hidden=512, dtype="float32") == "persistent"
+    assert choose("lstm", steps=100, batch=1, hidden=256, dtype="float32") == "graph"
+    assert choose("lstm", steps=100, batch=64, hidden=512, dtype="float32") == "graph"
     assert choose("lstm", steps=100, batch=256, hidden=1024, dtype="float32") == "fused"
     assert choose("lstm", steps=100, batch=4, hidden=4096, dtype="float32") == "fused"
     assert choose("lstm", steps=100, batch=1, hidden=256, dtype="float32", has_projection=True) == "fused"

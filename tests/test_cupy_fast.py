@@ -272,7 +272,7 @@ def test_auto_picks_by_batch_and_matches(backend, monkeypatch):
         got = _run(backend, "lstm", params, x, state, "auto")
         want = _run(backend, "lstm", params, x, state, "generic")
         _assert_same(backend, "lstm", got, want, "float32", 6)
-    assert chosen == ["persistent", "fused"]
+    assert chosen == [cupy_dispatch.SMALL_BATCH_IMPL, "fused"]
 
 
 @pytest.mark.parametrize("impl", PATHS)

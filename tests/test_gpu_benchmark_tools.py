@@ -77,3 +77,32 @@ def test_table_ratios_bold_mismatch_and_targets(table):
     assert "forward: target ≤ 1.0× cuDNN met on 1 of 2 shapes" in text
     assert "LSTM (100, 256, 1024, 1024): 1.20× (target 1.0×)" in text
     assert "forward+backward: target ≤ 1.2× cuDNN met on 1 of 1 shapes" in text
+
+
+def test_table_merges_runs_and_follows_the_current_heuristic(table):
+    """A row comes whole from the first run that timed cuDNN for it (marked with its run letter); where a run's
+    auto chose another path than today's heuristic, the auto column shows that path's measurement, marked †."""
+    from arrayrnn._fast import cupy_dispatch
+
+    small = (100, 1, 64, 256)  # today's heuristic: the small-batch path
+    current = cupy_dispatch.SMALL_BATCH_IMPL
+    other = "persistent" if current == "graph" else "graph"
+    newer = {
+        "results": [
+            _entry("gru", small, "cudnn", 2.0),
+            _entry("gru", small, current, 1.0, ok=True),
+            _entry("gru", small, other, 3.0, ok=True),
+            _entry("gru", small, "auto", 3.1, ok=True, auto_choice=other),
+            {**_entry("gru", small, "cudnn", 0.0, direction="forward+backward"), "skipped": "time budget"},
+        ]
+    }
+    older = {
+        "results": [
+            _entry("gru", small, "cudnn", 4.0, direction="forward+backward"),
+            _entry("gru", small, "vjp", 2.0, direction="forward+backward", ok=True),
+        ]
+    }
+    text = table.render([newer, older], ["new.json", "old.json"])
+    assert f"**0.50×** ({current}†)" in text  # today's pick, measured in the same run: 1.0 / 2.0
+    assert "| GRU | 100, 1, 64, 256 (B) | 4.00 ms | **0.50×** |" in text  # fwd+bwd from the older run
+    assert "Rows marked (B):" in text and "`old.json`" in text

@@ -45,7 +45,8 @@ _kernels: dict[tuple[int, str, str], Any] = {}
 
 
 def kernel(name: str, dtype: str) -> Any:
-    """The ``cupy.RawKernel`` ``name`` for ``dtype`` (one compiled module per dtype; loaded on first use)."""
+    """The ``cupy.RawKernel`` ``name`` for ``dtype`` (one compiled module per dtype and source part: a forward
+    pass compiles only the forward kernels; loaded on first use)."""
     cp = cupy_module()
     key = (id(cp), name, dtype)
     found = _kernels.get(key)
@@ -53,7 +54,8 @@ def kernel(name: str, dtype: str) -> Any:
         with _kernel_lock:
             found = _kernels.get(key)
             if found is None:
-                found = cp.RawKernel(cupy_sources.source(dtype), name, options=cupy_sources.COMPILE_OPTIONS)
+                code = cupy_sources.source(dtype, cupy_sources.part_of(name))
+                found = cp.RawKernel(code, name, options=cupy_sources.COMPILE_OPTIONS)
                 _kernels[key] = found
                 _kernel_names[id(found)] = name
     return found

@@ -1,14 +1,14 @@
-"""The default CuPy fast path: picks "persistent", "fused" or the generic core for each call.
+"""The default CuPy fast path: picks "graph", "fused" or the generic core for each call.
 
-Measured on an H100 against cuDNN (float32, ``benchmarks/results/gpu_h100_*.json``): at small batch the
-step is latency-bound, and the persistent kernel (the whole time loop in one launch, steps separated by
-a grid barrier) removes the per-step launch that even the graph path (one CUDA graph of fused mat-vec +
-gate kernels) still pays; the fused path (cuBLAS recurrent matmul + one pointwise kernel per step) wins
-once the recurrent matmul is big enough to keep the GPU busy. The thresholds below are module constants
-so a measurement can move them; ``impl="persistent"`` / ``"graph"`` / ``"fused"`` / ``"generic"`` (or
-``ARRAYRNN_IMPL``) overrides the choice. The gradient path follows the forward's choice: the small-batch
-gradient path (``GRAD_SMALL_BATCH_IMPL``) where the forward would run "persistent" or "graph", the fused
-one elsewhere.
+Measured on an H100 against cuDNN (float32, ``benchmarks/results/gpu_h100_2026-11-27*.json``): at small
+batch the step is latency-bound and the graph path (the whole time loop as one CUDA graph of fused mat-vec +
+gate kernels) is the fastest of ours, ahead of the persistent kernel (one launch for the whole loop, a grid
+barrier per step: 1.2-5x slower than graph in that run, see ``cupy_persistent``); the fused path (cuBLAS
+recurrent matmul + one pointwise kernel per step) wins once the recurrent matmul is big enough to keep the
+GPU busy. The thresholds below are module constants so a measurement can move them; ``impl="graph"`` /
+``"persistent"`` / ``"fused"`` / ``"generic"`` (or ``ARRAYRNN_IMPL``) overrides the choice. The gradient
+path follows the forward's choice: the small-batch gradient path (``GRAD_SMALL_BATCH_IMPL``) where the
+forward would run the small-batch path, the fused one elsewhere.
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ from .cupy_common import SUPPORTED_DTYPES
 
 Array = Any
 
-#: the small-batch path ("persistent" or "graph") that auto picks where the warp-per-row kernels win
-SMALL_BATCH_IMPL = "persistent"
+#: the small-batch path ("graph" or "persistent") that auto picks where the warp-per-row kernels win
+#: (H100, 2026-11-27: graph faster than persistent at every small-batch shape of the benchmark)
+SMALL_BATCH_IMPL = "graph"
 #: largest batch that runs on the small-batch path (per-warp mat-vec; cuBLAS wins beyond)
 GRAPH_MAX_BATCH = 64
 #: largest hidden size that runs on the small-batch path (not measured beyond; cuBLAS is the safe choice)
@@ -46,8 +47,8 @@ def choose_impl(
     has_projection: bool = False,
     weights_contiguous: bool = True,
 ) -> str:
-    """ "persistent" (``SMALL_BATCH_IMPL``), "fused" or "generic" for one call (pure function of the shapes:
-    testable anywhere)."""
+    """``SMALL_BATCH_IMPL`` ("graph"), "fused" or "generic" for one call (pure function of the shapes: testable
+    anywhere)."""
     if batch == 0 or dtype not in SUPPORTED_DTYPES:
         return "generic"
     if has_projection:
@@ -105,7 +106,8 @@ def gru_sequence(xp: Any, x: Array, params: Any, state: Any, lengths: Any, rever
 #: a gradient plan (recording forward + backward) holds about this many times the forward plan's buffers
 GRAD_BUFFER_FACTOR = 4
 #: the gradient path auto picks where the forward would take the small-batch path: "graph" (replayed CUDA
-#: graphs) or "persistent" (the same plans run by the graph executor, one launch per loop)
+#: graphs) or "persistent" (the same plans run by the graph executor, one launch per loop; 1.1-2.2x slower
+#: than graph on an H100, 2026-11-27)
 GRAD_SMALL_BATCH_IMPL = "graph"
 
 

@@ -52,7 +52,8 @@ IMPL = "graph"
 
 #: warps per block of the graph kernels (one warp per hidden unit and batch tile)
 WARPS_PER_BLOCK = 4
-#: aim for at least this many warps per launch when choosing the batch tile (keeps the SMs busy). H100, 2026-11-27:
+#: aim for at least this many warps per launch when choosing the batch tile (keeps the SMs busy). H100, 2026-11-27
+#: (benchmarks/results/gpu_h100_2026-11-27_run1.json):
 #: the best tile was 1 at (B, H) = (8, 256) and (32, 128) and 4 at (64, 512), which 8192 reproduces
 MIN_WARPS = 8192
 #: cached plans (each holds its graph and its buffers)

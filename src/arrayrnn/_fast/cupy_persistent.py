@@ -1,7 +1,7 @@
 """CuPy fast path "persistent": the whole time loop in ONE kernel launch, steps separated by a grid barrier.
 
 The graph path removed Python's per-step cost but still pays one kernel launch (and its drain and
-ramp-up) per step, about 5-8 µs on an H100 however small the step. Here one cooperative launch runs every
+ramp-up) per step, about 5-7 µs on an H100 however small the step. Here one cooperative launch runs every
 step: the grid's warps take the graph kernels' tasks (one hidden unit, a tile of batch rows; the same step
 bodies in ``cupy_sources``), and a grid-wide barrier (one atomic counter) separates the steps, so a step
 costs its arithmetic plus one barrier. The input projection of all steps stays one cuBLAS GEMM before the
@@ -10,10 +10,20 @@ launches once (no graph bookkeeping, no weight-address keys).
 
 Why a cooperative launch: a grid barrier deadlocks unless every block is resident at once; with
 ``cuLaunchCooperativeKernel`` CUDA guarantees that or refuses the launch (the grid here is sized to fit,
-at most ``BLOCKS_PER_SM`` blocks per multiprocessor). The barrier's spin gives up after about a second and
+at most ``BLOCKS_PER_SM`` blocks per multiprocessor). The barrier's spin gives up after a few seconds and
 raises a flag instead of hanging the GPU; ``CHECK_BARRIER = True`` (the tests) reads the flag after each call.
 
 Supports everything the graph path does (not the LSTM projection: use "fused"), float16/32/64.
+
+Measured (H100, 2026-11-27, ``benchmarks/results/gpu_h100_2026-11-27_run2.json``): correct everywhere, but
+1.2-5x *slower* than the graph path at every small-batch shape (e.g. LSTM T=100, B=1, H=128: 0.82 ms vs
+0.74 ms; T=500, B=32, H=128: best 3.6 ms vs 2.7 ms, cuDNN 1.46 ms), so auto does not pick it. A step here
+costs ~7-10 µs: the barrier (two ``__threadfence`` + one atomic + polling), the volatile state loads, and the
+gx / cell-state loads after the barrier all sit on the critical path, and with one 8-warp block per SM a
+warp with several tasks per step hides little latency (B=64, H=512: 25 ms at tile 1, 4.7 ms at tile 4 with
+512 threads). Next: acquire/release barrier (``red.release.gpu`` / ``ld.acquire.gpu``) instead of full
+fences, gx and c prefetched before the barrier, each block's weight rows kept in shared memory (or
+registers) for the whole sequence, and at most one task per warp.
 """
 
 from __future__ import annotations

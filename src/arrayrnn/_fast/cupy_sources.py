@@ -27,6 +27,7 @@ Integer arguments are ``int`` (pass ``numpy.int32``), ``clip`` is ``acc_t`` (pas
 from __future__ import annotations
 
 import functools
+from typing import Optional
 
 from .cupy_grad_sources import GRAD_GRAPH_SOURCE, GRAD_GRAPH_SPECS, GRAD_RECORDS, GRAD_SOURCE, GRAD_SPECS
 
@@ -864,18 +865,38 @@ def _impl_call(name: str, params: list[tuple[str, str]], batch_tile: int | None 
     return f"{impl}_impl{template}({args});"
 
 
-def _entry_points() -> str:
+#: the kernels are compiled in parts (one CuPy module per part and dtype), so a forward pass never waits
+#: for the gradient or executor kernels to compile: (plain kernels, per-batch-tile kernels) of each part
+PARTS: dict[str, tuple[dict[str, list[tuple[str, str]]], dict[str, list[tuple[str, str]]]]] = {
+    "forward": (_FUSED_SPECS, {**_GRAPH_SPECS, **_PERSISTENT_SPECS}),
+    "grad": (GRAD_SPECS, GRAD_GRAPH_SPECS),
+}
+
+
+def _entry_points(part: str) -> str:
+    plain, tiled = PARTS[part]
     lines = ["// ---------------------------------------------------------------------------------------------",
-             "// exported entry points (extern \"C\": names CuPy can look up without mangling)"]  # fmt: skip
-    for name, params in {**_FUSED_SPECS, **GRAD_SPECS}.items():
+             f"// entry points of part {part!r} (extern \"C\": names CuPy can look up without mangling)"]  # fmt: skip
+    for name, params in plain.items():
         lines.append(f'extern "C" __global__ void {name}({_signature(params)}) {{ {_impl_call(name, params)} }}')
-    for base, params in {**_GRAPH_SPECS, **GRAD_GRAPH_SPECS, **_PERSISTENT_SPECS}.items():
+    for base, params in tiled.items():
         for tile in BATCH_TILES:
             lines.append(
                 f'extern "C" __global__ void {graph_kernel_name(base, tile)}({_signature(params)}) '
                 f"{{ {_impl_call(base, params, tile)} }}"
             )
     return "\n".join(lines) + "\n"
+
+
+def part_of(name: str) -> str:
+    """The part ("forward", "grad" or "executor") whose module holds kernel ``name``."""
+    if name.startswith("graph_executor_nb"):
+        return "executor"
+    base = name.rpartition("_nb")[0]
+    for part, (plain, tiled) in PARTS.items():
+        if name in plain or base in tiled:
+            return part
+    raise KeyError(f"no CuPy kernel named {name!r}")
 
 
 #: the graph kernels the executor can run (by index: the ``kinds`` it reads), and its argument slots per launch
@@ -938,11 +959,16 @@ def _defines() -> str:
 
 
 @functools.cache
-def source(dtype: str) -> str:
-    """The whole CUDA C++ source for arrays of ``dtype`` ("float16", "float32" or "float64")."""
+def source(dtype: str, part: Optional[str] = None) -> str:
+    """The CUDA C++ source for arrays of ``dtype`` ("float16", "float32" or "float64"): the entry points of one
+    ``part`` ("forward", "grad", "executor"; see :func:`part_of`) or, by default, of all (the CPU checks).
+
+    Every part holds every device function (a function no entry point uses costs only parsing)."""
     if dtype not in _PRELUDES:
         raise ValueError(f"the CuPy kernels support float16, float32 and float64, got {dtype}")
-    header = f"// arrayrnn CuPy fast paths, storage dtype {dtype}\n"
+    parts = ("forward", "grad", "executor") if part is None else (part,)
+    entries = "".join(_executor() if name == "executor" else _entry_points(name) for name in parts)
+    header = f"// arrayrnn CuPy fast paths, storage dtype {dtype}, parts {', '.join(parts)}\n"
     return (
         header
         + _defines()
@@ -953,6 +979,5 @@ def source(dtype: str) -> str:
         + _GRAPH
         + GRAD_GRAPH_SOURCE
         + _PERSISTENT
-        + _entry_points()
-        + _executor()
+        + entries
     )
