@@ -50,7 +50,7 @@ KINDS = ("lstm", "gru", "rnn")
 IMPLS = ("generic", "fused", "graph", "persistent", "auto")
 #: aim for this much timed work per measurement; repeats are clamped to [MIN_REPEATS, MAX_REPEATS]
 TARGET_SECONDS = 0.25
-MIN_REPEATS, MAX_REPEATS = 5, 50
+MIN_REPEATS, MAX_REPEATS = 3, 50
 #: a forward that agrees with cuDNN to this relative difference is "ok" (float32, TF32 off)
 REL_TOLERANCE = {"float32": 1e-4, "float16": 2e-2}
 
@@ -106,7 +106,7 @@ class Machine:
             self.cupy.cuda.get_current_stream().synchronize()
             self.torch.cuda.synchronize()
 
-    def time_calls(self, function: Callable[[], Any], warmup: int = 2, for_torch: bool = False) -> dict[str, Any]:
+    def time_calls(self, function: Callable[[], Any], warmup: int = 1, for_torch: bool = False) -> dict[str, Any]:
         """Median/min milliseconds of ``function()`` (after warm-up), with adaptive repeats."""
         for _ in range(warmup):
             function()
@@ -401,15 +401,15 @@ def backward_section(report, budget, machine, kinds, shapes, reserve, vjp_impls=
                         reserve=reserve)  # fmt: skip
 
 
-#: (threads per block, blocks per multiprocessor) of the persistent kernel tried by the sweep
-PERSISTENT_CONFIGS = ((256, 1), (512, 1))
+#: (threads per block, blocks per multiprocessor, acquire/release barrier) of the persistent kernel in the sweep
+PERSISTENT_CONFIGS = ((256, 1, False), (512, 1, False), (512, 1, True))
 
 
 def persistent_sweep_section(report, budget, machine, kinds, shapes, reserve):
     """The persistent kernel at every batch tile and block size (forward, float32), for tuning its defaults."""
     from arrayrnn._fast import cupy_persistent, cupy_sources
 
-    defaults = (cupy_persistent.THREADS, cupy_persistent.BLOCKS_PER_SM)
+    defaults = (cupy_persistent.THREADS, cupy_persistent.BLOCKS_PER_SM, cupy_persistent.ACQREL_BARRIER)
     for kind in kinds:
         for shape in shapes:
             if shape[1] > 64:
@@ -422,20 +422,47 @@ def persistent_sweep_section(report, budget, machine, kinds, shapes, reserve):
                 continue
             sms = 0 if machine.dry_run else int(machine.cupy.cuda.Device().attributes["MultiProcessorCount"])
             chosen = cupy_persistent.choose_batch_tile(shape[1], shape[3], sms * defaults[1] * defaults[0] // 32)
-            for threads, per_sm in PERSISTENT_CONFIGS:
+            for threads, per_sm, acqrel in PERSISTENT_CONFIGS:
                 for tile in cupy_sources.BATCH_TILES:
                     if tile > 1 and tile >= 2 * shape[1]:
                         continue
                     cupy_persistent.FORCE_BATCH_TILE = tile
                     cupy_persistent.THREADS, cupy_persistent.BLOCKS_PER_SM = threads, per_sm
+                    cupy_persistent.ACQREL_BARRIER = acqrel
                     try:
                         run = lambda problem=problem: problem.ours_forward("persistent")  # noqa: E731
-                        name = f"persistent[nb={tile},t={threads},b={per_sm}]"
-                        extra = {"chosen_tile": chosen, "tile": tile, "threads": threads, "blocks_per_sm": per_sm}
+                        name = f"persistent[nb={tile},t={threads},b={per_sm}{',acqrel' if acqrel else ''}]"
+                        extra = {"chosen_tile": chosen, "tile": tile, "threads": threads, "blocks_per_sm": per_sm,
+                                 "acqrel_barrier": acqrel}  # fmt: skip
                         measure(report, budget, {**base, **extra}, name, run, machine, reserve=reserve)
                     finally:
                         cupy_persistent.FORCE_BATCH_TILE = None
-                        cupy_persistent.THREADS, cupy_persistent.BLOCKS_PER_SM = defaults
+                        (cupy_persistent.THREADS, cupy_persistent.BLOCKS_PER_SM,
+                         cupy_persistent.ACQREL_BARRIER) = defaults  # fmt: skip
+
+
+#: blocks (of 256 threads) and barriers per launch of the barrier-only measurement
+BARRIER_BLOCKS = (1, 16, 66, 132)
+BARRIER_STEPS = 1000
+
+
+def barrier_section(report, budget, machine, reserve):
+    """The grid barrier alone: microseconds per barrier for a few grid sizes, fences vs release/acquire."""
+    from arrayrnn._fast import cupy_persistent
+
+    for blocks in BARRIER_BLOCKS:
+        for acqrel in (False, True):
+            base = {"cell": "barrier", "shape": [BARRIER_STEPS, blocks, 256, 0], "dtype": "-", "direction": "barrier",
+                    "blocks": blocks, "acqrel_barrier": acqrel}  # fmt: skip
+            try:
+                run = cupy_persistent.barrier_bench(blocks, 256, BARRIER_STEPS, acqrel)
+            except Exception as error:
+                report.add({**base, "impl": "setup", "error": f"{type(error).__name__}: {error}"})
+                continue
+            entry = measure(report, budget, base, "acqrel" if acqrel else "fences", run, machine, reserve=reserve)
+            if entry and "median_ms" in entry:
+                entry["us_per_barrier"] = entry["median_ms"] * 1e3 / BARRIER_STEPS
+                report.save()
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -476,6 +503,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     vjp_impls = VJP_IMPLS[:1] + VJP_IMPLS[-1:] if args.dry_run else VJP_IMPLS  # NumPy has no fused/graph
     backward_section(report, budget, machine, kinds, shapes, reserve=0.15 * args.budget, vjp_impls=vjp_impls)
     if not args.dry_run:
+        barrier_section(report, budget, machine, reserve=0.1 * args.budget)
         persistent_sweep_section(report, budget, machine, kinds, shapes, reserve=0.05 * args.budget)
     forward_section(report, budget, machine, ["lstm"], half_shapes, "float16", impls, reserve=0.0)
     report.data["elapsed_s"] = round(time.monotonic() - started, 1)

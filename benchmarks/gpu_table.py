@@ -186,7 +186,8 @@ def _sweep_config(entry: dict[str, Any]) -> Optional[tuple[str, int]]:
     and blocks per SM) or, in older results, the graph kernel's ``graph[nb=N]``."""
     impl = entry["impl"]
     if impl.startswith("persistent[") and "tile" in entry:
-        return f"persistent, {entry['threads']} threads, {entry['blocks_per_sm']}/SM", int(entry["tile"])
+        barrier = ", acq/rel barrier" if entry.get("acqrel_barrier") else ""
+        return f"persistent, {entry['threads']} threads, {entry['blocks_per_sm']}/SM{barrier}", int(entry["tile"])
     if impl.startswith("graph[nb="):
         return "graph", int(impl[len("graph[nb=") : -1])
     return None
@@ -216,6 +217,23 @@ def sweep_table(runs: list[dict[str, Any]]) -> list[str]:
     return rows
 
 
+def barrier_table(runs: list[dict[str, Any]]) -> list[str]:
+    """Microseconds per grid barrier (barrier-only kernel), by grid size and barrier flavour."""
+    cost: dict[tuple[int, int], dict[str, float]] = defaultdict(dict)
+    for number, data in enumerate(runs):
+        for entry in data.get("results", []):
+            if entry.get("direction") == "barrier" and _timed(entry) and "us_per_barrier" in entry:
+                cost[number, entry["blocks"]][entry["impl"]] = entry["us_per_barrier"]
+    if not cost:
+        return []
+    rows = ["| blocks of 256 threads | µs per barrier, fences | µs per barrier, release/acquire |", "|---|---|---|"]
+    for (number, blocks), by_kind in sorted(cost.items()):
+        mark = f" ({RUN_LETTERS[number]})" if number else ""
+        cells = [f"{by_kind[k]:.2f}" if k in by_kind else "–" for k in ("fences", "acqrel")]
+        rows.append(f"| {blocks}{mark} | " + " | ".join(cells) + " |")
+    return rows
+
+
 def render(runs: list[dict[str, Any]], names: Optional[list[str]] = None) -> str:
     if isinstance(runs, dict):
         runs = [runs]
@@ -241,6 +259,9 @@ def render(runs: list[dict[str, Any]], names: Optional[list[str]] = None) -> str
     summary = targets_summary(index)
     if summary:
         out += ["Targets (the default path, the auto column):", ""] + summary + [""]
+    barriers = barrier_table(runs)
+    if barriers:
+        out += ["Grid barrier alone (the per-step floor of the persistent kernels):", ""] + barriers + [""]
     sweep = sweep_table(runs)
     if sweep:
         out += ["Batch tile (rows per warp task) and block size sweeps, forward float32:", ""] + sweep + [""]

@@ -10,7 +10,7 @@ warp shuffle, a ``__syncthreads()`` or a grid barrier (``ARRAYRNN_GRID_SYNC``), 
   the warp has already exited (undefined behaviour on a GPU with a full mask) or with a partial mask
   is an error.
 * ``__syncthreads()``: releases when every thread of the block is there.
-* ``ARRAYRNN_GRID_SYNC(counter, target)``: releases when every thread of the grid is there. The
+* ``ARRAYRNN_GRID_SYNC(counter, target[, options])``: releases when every thread of the grid is there. The
   emulator checks the counter contract of the GPU version: thread 0 of each block adds 1 to
   ``*counter`` on arrival, and at the release ``*counter`` must equal every waiting thread's
   ``target`` (``gridDim.x`` times the number of grid barriers passed so far).
@@ -114,7 +114,7 @@ static inline void emu_grid_sync(unsigned int* counter, unsigned int target) {
   self->target = target;
   emu_block_at(EMU_AT_GRID_SYNC);
 }
-#define ARRAYRNN_GRID_SYNC(counter, target) emu_grid_sync(counter, target)
+#define ARRAYRNN_GRID_SYNC(counter, target, ...) emu_grid_sync(counter, target)
 
 static void emu_fiber_main() {
   emu_current_entry(emu_current_args);

@@ -362,3 +362,20 @@ def test_persistent_grid_fits_the_device(monkeypatch):
         params, x, state = _problem("gru", {}, "float64", 3, 2, 3, 40, seed=1)
         _check("persistent", "gru", params, x, state, None, False, {"linear_before_reset": True}, "float64")
         assert fake.cooperative_launches == 1
+
+
+def test_persistent_acquire_release_barrier_option_and_barrier_bench(monkeypatch):
+    """The barrier flavour travels in the options bits (the emulator's barrier is the same for both: this checks
+    the plumbing); the barrier benchmark launches one cooperative kernel of the asked size."""
+    with fake_cupy.installed(monkeypatch) as fake:
+        monkeypatch.setattr(cupy_persistent, "ACQREL_BARRIER", True)
+        monkeypatch.setattr(cupy_persistent, "THREADS", 64)
+        params, x, state = _problem("lstm", {}, "float64", 3, 2, 3, 5, seed=2)
+        _check("persistent", "lstm", params, x, state, [3, 1], True, {"coupled": False, "clip": None}, "float64")
+        run = cupy_persistent.barrier_bench(blocks=2, threads=64, steps=5, acqrel=True)
+        before = fake.cooperative_launches
+        run()
+        run()  # the counter is reset before every launch (the emulator checks each barrier's target)
+        assert fake.cooperative_launches - before == 2
+        with pytest.raises(ValueError, match="do not fit"):
+            cupy_persistent.barrier_bench(blocks=3, threads=64, steps=1, acqrel=False)

@@ -106,3 +106,20 @@ def test_table_merges_runs_and_follows_the_current_heuristic(table):
     assert f"**0.50×** ({current}†)" in text  # today's pick, measured in the same run: 1.0 / 2.0
     assert "| GRU | 100, 1, 64, 256 (B) | 4.00 ms | **0.50×** |" in text  # fwd+bwd from the older run
     assert "Rows marked (B):" in text and "`old.json`" in text
+
+
+def test_barrier_and_sweep_tables(table):
+    data = {
+        "results": [
+            {"cell": "barrier", "shape": [1000, 16, 256, 0], "dtype": "-", "direction": "barrier", "impl": "fences",
+             "blocks": 16, "acqrel_barrier": False, "median_ms": 2.0, "us_per_barrier": 2.0},
+            {"cell": "barrier", "shape": [1000, 16, 256, 0], "dtype": "-", "direction": "barrier", "impl": "acqrel",
+             "blocks": 16, "acqrel_barrier": True, "median_ms": 1.0, "us_per_barrier": 1.0},
+            _entry("lstm", (100, 8, 128, 256), "persistent[nb=2,t=512,b=1,acqrel]", 1.5, chosen_tile=1, tile=2,
+                   threads=512, blocks_per_sm=1, acqrel_barrier=True),
+        ]
+    }  # fmt: skip
+    text = table.render(data)
+    assert "| 16 | 2.00 | 1.00 |" in text
+    row = "| LSTM | 100, 8, 128, 256 | persistent, 512 threads, 1/SM, acq/rel barrier | – / 1.500 / – / – | 2 | 1 |"
+    assert row in text

@@ -92,6 +92,7 @@ def run(table: ExecutorTable, dtype: str) -> None:
     blocks = max(1, min(limit, -(-table.tasks // (threads // 32))))
     counter = cp.zeros((2,), dtype=cp.uint32)
     args = (table.table, table.kinds, int32(table.launches), int32(EXECUTOR_SLOTS), counter)
+    args += (int32(cupy_persistent.barrier_options()),)
     cooperative_launch(k, (blocks,), (threads,), args)
     if cupy_persistent.CHECK_BARRIER and int(counter[1]) != 0:
         raise RuntimeError(f"the graph executor's grid barrier timed out ({blocks} blocks, {table.launches} launches)")

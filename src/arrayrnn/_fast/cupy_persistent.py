@@ -45,7 +45,7 @@ from .cupy_common import (
     resident_blocks,
 )
 from .cupy_graph import recurrent_weights
-from .cupy_sources import BATCH_TILES, graph_kernel_name
+from .cupy_sources import BATCH_TILES, OPTIONS, graph_kernel_name
 
 Array = Any
 
@@ -61,6 +61,9 @@ MAX_BLOCKS: Optional[int] = None
 FORCE_BATCH_TILE: Optional[int] = None
 #: read the barrier's timeout flag after every call (a device-to-host copy and a sync: tests only)
 CHECK_BARRIER = False
+#: grid barrier with release/acquire atomics instead of two full fences (not yet measured against them: the
+#: benchmark's barrier section times both; the fences are cooperative_groups' own pattern)
+ACQREL_BARRIER = False
 #: the barrier counter is 32-bit: arrivals = blocks * barriers must stay below 2**32
 _MAX_ARRIVALS = 2**32 - 1
 
@@ -122,7 +125,7 @@ def _run(
     extra = (cp.empty((batch, hidden), dtype=x.dtype),) if scratch else ()
     y = cp.empty((steps, batch, hidden), dtype=x.dtype)
     counter = cp.zeros((2,), dtype=cp.uint32)
-    sizes = (int32(steps), int32(batch), int32(hidden), int32(bool(reverse)), int32(options))
+    sizes = (int32(steps), int32(batch), int32(hidden), int32(bool(reverse)), int32(options | barrier_options()))
     args = (gx, *weights, lengths_int64(lengths), h_states, *cell, *extra, y, counter, *sizes, *tail)
     cooperative_launch(k, (blocks,), (THREADS,), args)
     if CHECK_BARRIER and int(counter[1]) != 0:
@@ -202,3 +205,25 @@ def gru_sequence(
             "gru_reset_persistent", x, params.weight_ih, weights, tuple(state), lengths, reverse, options, 2,
             scratch=True,
         )  # fmt: skip
+
+
+def barrier_options() -> int:
+    """The option bits that choose the grid barrier's flavour (``ACQREL_BARRIER``)."""
+    return OPTIONS["OPT_ACQREL_BARRIER"] if ACQREL_BARRIER else 0
+
+
+def barrier_bench(blocks: int, threads: int, steps: int, acqrel: bool) -> Any:
+    """A callable that launches ``steps`` grid barriers and nothing else on ``blocks`` blocks (for the benchmark:
+    the per-step floor of a persistent kernel). Raises where that many blocks cannot be resident at once."""
+    cp = cupy_module()
+    k = kernel("grid_barrier_bench", "float32")
+    if blocks > resident_blocks(k, "grid_barrier_bench", threads):
+        raise ValueError(f"{blocks} blocks of {threads} threads do not fit on this device at once")
+    counter = cp.zeros((2,), dtype=cp.uint32)
+    options = int32(OPTIONS["OPT_ACQREL_BARRIER"] if acqrel else 0)
+
+    def run() -> None:
+        counter.fill(0)
+        cooperative_launch(k, (blocks,), (threads,), (counter, int32(steps), options))
+
+    return run

@@ -46,6 +46,8 @@ OPTIONS = {
     # gradient kernels (cupy_grad_sources): an output cotangent dy is given; add the pointwise part
     "OPT_DY": 1024,
     "OPT_PART": 2048,
+    # persistent kernels / graph executor: grid barrier with release/acquire atomics instead of full fences
+    "OPT_ACQREL_BARRIER": 4096,
 }
 
 #: batch rows per warp compiled for the graph kernels
@@ -145,6 +147,11 @@ _PERSISTENT_SPECS: dict[str, list[tuple[str, str]]] = {
     ],
 }  # fmt: skip
 
+#: measurement only (benchmarks/gpu_bench.py): the grid barrier with nothing between
+_BENCH_SPECS: dict[str, list[tuple[str, str]]] = {
+    "grid_barrier_bench": [("counter", "counter"), ("int", "steps"), ("int", "options")],
+}
+
 # Forward kernels whose _impl also serves a recording kernel of the gradient path (template flag RECORD,
 # see GRAD_RECORDS): the forward entry point calls it with RECORD = false, these arguments (the LSTM state c
 # as both c_prev and c_out, nullptr for the record buffers it never touches).
@@ -184,7 +191,7 @@ def graph_kernel_name(base: str, batch_tile: int) -> str:
 
 def kernel_specs() -> dict[str, list[tuple[str, str]]]:
     """Every exported kernel name -> its parameter list ``[(kind, name), ...]`` in call order."""
-    specs = {**_FUSED_SPECS, **GRAD_SPECS}
+    specs = {**_FUSED_SPECS, **_BENCH_SPECS, **GRAD_SPECS}
     for base, params in {**_GRAPH_SPECS, **GRAD_GRAPH_SPECS, **_PERSISTENT_SPECS}.items():
         for tile in BATCH_TILES:
             specs[graph_kernel_name(base, tile)] = params
@@ -714,29 +721,49 @@ _PERSISTENT = r"""
 
 // Grid barrier (every thread of every block calls it). `counter` is zero at launch and counts block arrivals;
 // `target` = gridDim.x * (barriers passed, this one included). The fences around the arrival make every write
-// made before the barrier visible after it (the pattern of cooperative_groups' grid sync). The spin gives up
-// after a few seconds (flagging counter[1]) rather than hang the GPU should a block never arrive.
+// made before the barrier visible after it (the pattern of cooperative_groups' grid sync); with
+// OPT_ACQREL_BARRIER a release increment and acquire loads do the same with lighter ordering (measured against
+// the fences by benchmarks/gpu_bench.py). The spin gives up after a few seconds (flagging counter[1]) rather
+// than hang the GPU should a block never arrive.
 #ifndef ARRAYRNN_GRID_SYNC
-__device__ __forceinline__ void arrayrnn_grid_sync(unsigned int* counter, unsigned int target) {
+__device__ __forceinline__ void arrayrnn_grid_sync(unsigned int* counter, unsigned int target, int options) {
   __syncthreads();
   if (threadIdx.x == 0) {
-    __threadfence();
-    atomicAdd(counter, 1u);
-    const volatile unsigned int* arrived = counter;
+    const bool acqrel = (options & OPT_ACQREL_BARRIER) != 0;
+    // arrival: a release increment (acqrel), or a full fence then a relaxed increment
+    if (acqrel) {
+      asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(counter) : "memory");
+    } else {
+      __threadfence();
+      atomicAdd(counter, 1u);
+    }
+    const volatile unsigned int* flags = counter;
     long long spins = 0;
     // once a barrier has timed out, later ones do not wait (the result is already flagged as garbage)
-    while (*arrived < target && arrived[1] == 0u) {
+    for (;;) {
+      unsigned int arrived;
+      if (acqrel) {
+        asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(arrived) : "l"(counter) : "memory");
+      } else {
+        arrived = flags[0];
+      }
+      if (arrived >= target || flags[1] != 0u) break;
       if (++spins > (1LL << 22)) {
         atomicOr(counter + 1, 1u);
         break;
       }
     }
-    __threadfence();
+    if (!acqrel) __threadfence();
   }
   __syncthreads();
 }
-#define ARRAYRNN_GRID_SYNC(counter, target) arrayrnn_grid_sync(counter, target)
+#define ARRAYRNN_GRID_SYNC(counter, target, options) arrayrnn_grid_sync(counter, target, options)
 #endif
+
+// The barrier alone, `steps` times (benchmarks/gpu_bench.py: the per-step floor of a persistent kernel)
+__device__ __forceinline__ void grid_barrier_bench_impl(unsigned int* counter, int steps, int options) {
+  for (int k = 0; k < steps; ++k) ARRAYRNN_GRID_SYNC(counter, (unsigned int)(k + 1) * gridDim.x, options);
+}
 
 __device__ __forceinline__ long long grid_warps() { return ((long long)gridDim.x * blockDim.x) >> 5; }
 
@@ -772,7 +799,7 @@ __device__ __forceinline__ void lstm_persistent_impl(
                                             y + (long long)step.t * state, nullptr, batch, hidden, step.t, options,
                                             clip, task);
     }
-    if (k + 1 < steps) ARRAYRNN_GRID_SYNC(counter, (unsigned int)(k + 1) * gridDim.x);
+    if (k + 1 < steps) ARRAYRNN_GRID_SYNC(counter, (unsigned int)(k + 1) * gridDim.x, options);
   }
 }
 
@@ -789,7 +816,7 @@ __device__ __forceinline__ void gru_persistent_impl(
                                            step.h_prev, step.h_next, y + (long long)step.t * state, nullptr, nullptr,
                                            batch, hidden, step.t, options, task);
     }
-    if (k + 1 < steps) ARRAYRNN_GRID_SYNC(counter, (unsigned int)(k + 1) * gridDim.x);
+    if (k + 1 < steps) ARRAYRNN_GRID_SYNC(counter, (unsigned int)(k + 1) * gridDim.x, options);
   }
 }
 
@@ -807,13 +834,13 @@ __device__ __forceinline__ void gru_reset_persistent_impl(
       gru_graph_reset_impl<NB, false, true>(gx_t, weight_hh, bias_ih, bias_hh, step.h_prev, rh, nullptr, batch,
                                             hidden, options, task);
     }
-    ARRAYRNN_GRID_SYNC(counter, (unsigned int)(2 * k + 1) * gridDim.x);
+    ARRAYRNN_GRID_SYNC(counter, (unsigned int)(2 * k + 1) * gridDim.x, options);
     for (long long task = launch_warp(); task < tasks; task += grid_warps()) {
       gru_graph_finish_impl<NB, false, true>(gx_t, weight_hh, bias_ih, bias_hh, lengths, step.h_prev, rh,
                                              step.h_next, y + (long long)step.t * state, nullptr, batch, hidden,
                                              step.t, options, task);
     }
-    if (k + 1 < steps) ARRAYRNN_GRID_SYNC(counter, (unsigned int)(2 * k + 2) * gridDim.x);
+    if (k + 1 < steps) ARRAYRNN_GRID_SYNC(counter, (unsigned int)(2 * k + 2) * gridDim.x, options);
   }
 }
 
@@ -830,7 +857,7 @@ __device__ __forceinline__ void rnn_persistent_impl(
                                     step.h_prev, step.h_next, y + (long long)step.t * state, batch, hidden, step.t,
                                     options, task);
     }
-    if (k + 1 < steps) ARRAYRNN_GRID_SYNC(counter, (unsigned int)(k + 1) * gridDim.x);
+    if (k + 1 < steps) ARRAYRNN_GRID_SYNC(counter, (unsigned int)(k + 1) * gridDim.x, options);
   }
 }
 """
@@ -868,7 +895,7 @@ def _impl_call(name: str, params: list[tuple[str, str]], batch_tile: int | None 
 #: the kernels are compiled in parts (one CuPy module per part and dtype), so a forward pass never waits
 #: for the gradient or executor kernels to compile: (plain kernels, per-batch-tile kernels) of each part
 PARTS: dict[str, tuple[dict[str, list[tuple[str, str]]], dict[str, list[tuple[str, str]]]]] = {
-    "forward": (_FUSED_SPECS, {**_GRAPH_SPECS, **_PERSISTENT_SPECS}),
+    "forward": ({**_FUSED_SPECS, **_BENCH_SPECS}, {**_GRAPH_SPECS, **_PERSISTENT_SPECS}),
     "grad": (GRAD_SPECS, GRAD_GRAPH_SPECS),
 }
 
@@ -904,6 +931,7 @@ EXECUTOR_BASES = tuple(GRAD_GRAPH_SPECS)
 EXECUTOR_SLOTS = max(len(params) for params in GRAD_GRAPH_SPECS.values())
 _EXECUTOR_SPEC = [
     ("table", "table"), ("kinds", "kinds"), ("int", "launches"), ("int", "slots"), ("counter", "counter"),
+    ("int", "options"),
 ]  # fmt: skip
 
 
@@ -947,7 +975,7 @@ def _executor() -> str:
             "  for (int i = 0; i < launches; ++i) {\n"
             "    const unsigned long long* row = table + (long long)i * slots;\n"
             f"    switch (kinds[i]) {{ {cases} }}\n"
-            "    if (i + 1 < launches) ARRAYRNN_GRID_SYNC(counter, (unsigned int)(i + 1) * gridDim.x);\n"
+            "    if (i + 1 < launches) ARRAYRNN_GRID_SYNC(counter, (unsigned int)(i + 1) * gridDim.x, options);\n"
             "  }\n"
             "}"
         )
