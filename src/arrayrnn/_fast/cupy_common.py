@@ -142,6 +142,20 @@ def options_mask(
     return mask
 
 
+def lstm_options(params: Any, lengths: Any, coupled: bool, clip: Optional[float]) -> int:
+    """The ``options`` bits of an LSTM call (biases, lengths, peepholes, coupled, clip)."""
+    return options_mask(
+        bias_ih=params.bias_ih,
+        bias_hh=params.bias_hh,
+        lengths=lengths,
+        peephole_i=params.peephole_i,
+        peephole_f=params.peephole_f,
+        peephole_o=params.peephole_o,
+        coupled=coupled,
+        clip=clip,
+    )
+
+
 def lengths_int64(lengths: Optional[Array]) -> Array:
     """``lengths`` as a contiguous int64 device array (the placeholder when there are none)."""
     cp = cupy_module()

@@ -37,6 +37,7 @@ from .cupy_common import (
     int32,
     kernel,
     lengths_int64,
+    lstm_options,
     options_mask,
     placeholder,
     project_inputs,
@@ -326,16 +327,7 @@ def _lstm(
     z = cp.empty((steps, batch, 4 * hidden), dtype=x.dtype)
     cells = cp.empty((steps, batch, hidden), dtype=x.dtype)
     gh = cp.empty((batch, 4 * hidden), dtype=x.dtype)
-    options = options_mask(
-        bias_ih=params.bias_ih,
-        bias_hh=params.bias_hh,
-        lengths=lengths,
-        peephole_i=params.peephole_i,
-        peephole_f=params.peephole_f,
-        peephole_o=params.peephole_o,
-        coupled=coupled,
-        clip=clip,
-    )
+    options = lstm_options(params, lengths, coupled, clip)
     lengths_arg = lengths_int64(lengths)
     biases = tuple(contiguous_or_placeholder(b, x.dtype) for b in (params.bias_ih, params.bias_hh))
     peepholes = tuple(

@@ -37,6 +37,7 @@ from .cupy_common import (
     dtype_name,
     int32,
     kernel,
+    lstm_options,
     options_mask,
     placeholder,
     project_inputs,
@@ -356,16 +357,7 @@ def _lstm(
     peepholes = tuple(
         contiguous_or_placeholder(p, x.dtype) for p in (params.peephole_i, params.peephole_f, params.peephole_o)
     )
-    options = options_mask(
-        bias_ih=params.bias_ih,
-        bias_hh=params.bias_hh,
-        lengths=lengths,
-        peephole_i=params.peephole_i,
-        peephole_f=params.peephole_f,
-        peephole_o=params.peephole_o,
-        coupled=coupled,
-        clip=clip,
-    )
+    options = lstm_options(params, lengths, coupled, clip)
     clip_value = acc_scalar(shape.dtype, 0.0 if clip is None else clip)
     tail = (int32(options), clip_value)
 

@@ -40,6 +40,7 @@ from .cupy_common import (
     empty_batch_result,
     int32,
     kernel,
+    lstm_options,
     options_mask,
     project_inputs,
     time_order,
@@ -244,6 +245,12 @@ def recurrent_weights(params: Any, dtype: Any) -> tuple[Array, Array, Array]:
     )
 
 
+def lstm_step_weights(params: Any, dtype: Any) -> tuple[Array, ...]:
+    """``recurrent_weights`` and the three peepholes (placeholders when absent): the LSTM step kernels' weights."""
+    peepholes = (params.peephole_i, params.peephole_f, params.peephole_o)
+    return (*recurrent_weights(params, dtype), *(contiguous_or_placeholder(p, dtype) for p in peepholes))
+
+
 def _one_launch_per_step(base: str, weights: tuple[Array, ...]):
     """``build`` for a cell whose step is one launch of ``(gx, *weights, lengths, h_prev, h_next, y, B, H, t,
     options)`` (RNN, GRU with ``linear_before_reset``)."""
@@ -304,22 +311,8 @@ def lstm_sequence(
     if params.weight_hr is not None:
         raise ValueError("impl='graph' does not support the LSTM projection (proj_size > 0); use impl='fused'")
     with x.device:
-        weights = (
-            *recurrent_weights(params, x.dtype),
-            contiguous_or_placeholder(params.peephole_i, x.dtype),
-            contiguous_or_placeholder(params.peephole_f, x.dtype),
-            contiguous_or_placeholder(params.peephole_o, x.dtype),
-        )
-        options = options_mask(
-            bias_ih=params.bias_ih,
-            bias_hh=params.bias_hh,
-            lengths=lengths,
-            peephole_i=params.peephole_i,
-            peephole_f=params.peephole_f,
-            peephole_o=params.peephole_o,
-            coupled=coupled,
-            clip=clip,
-        )
+        weights = lstm_step_weights(params, x.dtype)
+        options = lstm_options(params, lengths, coupled, clip)
         clip_value = 0.0 if clip is None else float(clip)
 
         def build(plan, dtype, tile, grid, block, steps, batch, hidden, reverse, options):

@@ -24,6 +24,7 @@ from .cupy_common import (
     int32,
     kernel,
     lengths_int64,
+    lstm_options,
     options_mask,
     project_inputs,
     time_order,
@@ -100,16 +101,7 @@ def lstm_sequence(
         out_size = h.shape[1]
         y = cp.empty((steps, batch, out_size), dtype=x.dtype)
         gh = cp.empty((batch, 4 * hidden), dtype=x.dtype)
-        options = options_mask(
-            bias_ih=params.bias_ih,
-            bias_hh=params.bias_hh,
-            lengths=lengths,
-            peephole_i=params.peephole_i,
-            peephole_f=params.peephole_f,
-            peephole_o=params.peephole_o,
-            coupled=coupled,
-            clip=clip,
-        )
+        options = lstm_options(params, lengths, coupled, clip)
         lengths_arg = lengths_int64(lengths)
         fixed = (
             contiguous_or_placeholder(params.bias_ih, x.dtype),

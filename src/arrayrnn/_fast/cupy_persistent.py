@@ -33,18 +33,18 @@ from typing import Any, Optional
 from .cupy_common import (
     acc_scalar,
     check_dtype,
-    contiguous_or_placeholder,
     cooperative_launch,
     cupy_module,
     empty_batch_result,
     int32,
     kernel,
     lengths_int64,
+    lstm_options,
     options_mask,
     project_inputs,
     resident_blocks,
 )
-from .cupy_graph import recurrent_weights
+from .cupy_graph import lstm_step_weights, recurrent_weights
 from .cupy_sources import BATCH_TILES, OPTIONS, graph_kernel_name
 
 Array = Any
@@ -166,22 +166,8 @@ def lstm_sequence(
         raise ValueError("impl='persistent' does not support the LSTM projection (proj_size > 0); use impl='fused'")
     with x.device:
         dtype = check_dtype(x.dtype, IMPL)
-        weights = (
-            *recurrent_weights(params, x.dtype),
-            contiguous_or_placeholder(params.peephole_i, x.dtype),
-            contiguous_or_placeholder(params.peephole_f, x.dtype),
-            contiguous_or_placeholder(params.peephole_o, x.dtype),
-        )
-        options = options_mask(
-            bias_ih=params.bias_ih,
-            bias_hh=params.bias_hh,
-            lengths=lengths,
-            peephole_i=params.peephole_i,
-            peephole_f=params.peephole_f,
-            peephole_o=params.peephole_o,
-            coupled=coupled,
-            clip=clip,
-        )
+        weights = lstm_step_weights(params, x.dtype)
+        options = lstm_options(params, lengths, coupled, clip)
         tail = (acc_scalar(dtype, 0.0 if clip is None else float(clip)),)
         return _run("lstm_persistent", x, params.weight_ih, weights, tuple(state), lengths, reverse, options, 1, tail)
 
