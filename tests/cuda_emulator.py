@@ -116,6 +116,12 @@ static inline void emu_grid_sync(unsigned int* counter, unsigned int target) {
 }
 #define ARRAYRNN_GRID_SYNC(counter, target, ...) emu_grid_sync(counter, target)
 
+// Dynamic shared memory: one zeroed buffer per block of the launch (emu_launch's shared_bytes each).
+static unsigned char* emu_shared = 0;
+static size_t emu_shared_bytes = 0;
+static inline unsigned char* emu_dynamic_shared() { return emu_shared + (size_t)blockIdx.x * emu_shared_bytes; }
+#define ARRAYRNN_DYNAMIC_SHARED() emu_dynamic_shared()
+
 static void emu_fiber_main() {
   emu_current_entry(emu_current_args);
   emu_self->state = EMU_DONE;
@@ -220,9 +226,12 @@ static int emu_run_group(int first, int count, int grouping, char* stacks, size_
 }
 
 // Returns 0, or the error bits of every group run.
-extern "C" int emu_launch(emu_entry_t entry, int grid, int block, void** args, int grouping) {
+extern "C" int emu_launch(emu_entry_t entry, int grid, int block, void** args, int grouping, long long shared_bytes) {
   emu_current_entry = entry;
   emu_current_args = args;
+  emu_shared_bytes = (size_t)shared_bytes;
+  emu_shared = shared_bytes > 0 ? (unsigned char*)calloc((size_t)grid, (size_t)shared_bytes) : 0;
+  if (shared_bytes > 0 && !emu_shared) return -1;
   blockDim.x = block; blockDim.y = 1; blockDim.z = 1;
   gridDim.x = grid; gridDim.y = 1; gridDim.z = 1;
   int error = 0;
@@ -247,6 +256,8 @@ extern "C" int emu_launch(emu_entry_t entry, int grid, int block, void** args, i
     }
     free(stacks);
   }
+  free(emu_shared);
+  emu_shared = 0;
   return error;
 }
 """
@@ -297,7 +308,8 @@ class Library:
         self.by_block = by_block
         self.run = lib.emu_launch
         self.run.restype = ctypes.c_int
-        self.run.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
+        int_ = ctypes.c_int
+        self.run.argtypes = [ctypes.c_void_p, int_, int_, ctypes.c_void_p, int_, ctypes.c_longlong]
 
     def entry(self, name: str) -> ctypes.c_void_p:
         return ctypes.cast(getattr(self.lib, f"emu_entry_{name}"), ctypes.c_void_p)
@@ -342,13 +354,22 @@ def library(dtype: str) -> Library:
     return _libraries[dtype]
 
 
-def run(lib: Library, name: str, grid: int, block: int, arg_bytes: list[bytes], cooperative: bool = False) -> None:
+def run(
+    lib: Library,
+    name: str,
+    grid: int,
+    block: int,
+    arg_bytes: list[bytes],
+    cooperative: bool = False,
+    shared_mem: int = 0,
+) -> None:
     """Run kernel ``name`` of ``lib`` with its parameters given as raw bytes (as ``cuLaunchKernel`` receives
-    them); ``cooperative``: all blocks at once, as ``cudaLaunchCooperativeKernel`` (needed by grid barriers)."""
+    them); ``cooperative``: all blocks at once, as ``cudaLaunchCooperativeKernel`` (needed by grid barriers);
+    ``shared_mem``: bytes of dynamic shared memory per block (``ARRAYRNN_DYNAMIC_SHARED()``)."""
     buffers = [ctypes.create_string_buffer(raw, len(raw)) for raw in arg_bytes]
     pointers = (ctypes.c_void_p * max(1, len(buffers)))(*[ctypes.cast(b, ctypes.c_void_p) for b in buffers])
     grouping = _GROUPING["grid" if cooperative else "block" if lib.by_block else "warp"]
-    error = lib.run(lib.entry(name), grid, block, pointers, grouping)
+    error = lib.run(lib.entry(name), grid, block, pointers, grouping, shared_mem)
     if error < 0:
         raise MemoryError(f"kernel {name}: no memory for the stacks of {grid} x {block} threads")
     if error:
@@ -356,9 +377,17 @@ def run(lib: Library, name: str, grid: int, block: int, arg_bytes: list[bytes], 
         raise RuntimeError(f"kernel {name}: " + "; ".join(reasons))
 
 
-def launch(dtype: str, name: str, grid: int, block: int, arg_bytes: list[bytes], cooperative: bool = False) -> None:
+def launch(
+    dtype: str,
+    name: str,
+    grid: int,
+    block: int,
+    arg_bytes: list[bytes],
+    cooperative: bool = False,
+    shared_mem: int = 0,
+) -> None:
     """Run kernel ``name`` of the ``dtype`` source (see :func:`run`)."""
-    run(library(dtype), name, grid, block, arg_bytes, cooperative)
+    run(library(dtype), name, grid, block, arg_bytes, cooperative, shared_mem)
 
 
 def scalar_bytes(value: Any) -> bytes:

@@ -51,7 +51,8 @@ class FakeDevice:
     @property
     def attributes(self) -> dict[str, int]:
         count = DEFAULT_MULTIPROCESSORS if _current is None else _current.multiprocessors
-        return {"MultiProcessorCount": count}
+        # an H100's opt-in limit of dynamic shared memory per block
+        return {"MultiProcessorCount": count, "MaxSharedMemoryPerBlockOptin": 227 * 1024}
 
     def __enter__(self) -> FakeDevice:
         return self
@@ -91,8 +92,8 @@ class FakeGraph:
 
     def launch(self, stream: Any = None) -> None:
         self.module.graph_launches += 1
-        for dtype, name, grid, block, arg_bytes, cooperative in self.recorded:
-            cuda_emulator.launch(dtype, name, grid, block, arg_bytes, cooperative=cooperative)
+        for dtype, name, grid, block, arg_bytes, cooperative, shared_mem in self.recorded:
+            cuda_emulator.launch(dtype, name, grid, block, arg_bytes, cooperative, shared_mem)
 
 
 class FakeStream:
@@ -178,6 +179,7 @@ class FakeRawKernel:
         self.params = specs[name]
         self.loaded = False
         self._function: FakeFunction | None = None
+        self.max_dynamic_shared_size_bytes = 48 * 1024  # CUDA's default limit until a kernel opts in
 
     def compile(self, log_stream: Any = None) -> None:
         cuda_emulator.library(self.dtype)
@@ -194,7 +196,8 @@ class FakeRawKernel:
     @property
     def attributes(self) -> dict[str, int]:
         self.compile()
-        return {"num_regs": 0, "local_size_bytes": 0, "max_threads_per_block": 1024}
+        return {"num_regs": 0, "local_size_bytes": 0, "max_threads_per_block": 1024,
+                "max_dynamic_shared_size_bytes": self.max_dynamic_shared_size_bytes}  # fmt: skip
 
     def _arg_bytes(self, args: tuple[Any, ...]) -> list[bytes]:
         if len(args) != len(self.params):
@@ -270,13 +273,18 @@ class FakeRawKernel:
         if stream.recording is not None:
             if not self.loaded:
                 raise RuntimeError(f"{self.name}: module loaded during stream capture")
-            stream.recording.append((self.dtype, self.name, grid[0], block[0], arg_bytes, cooperative))
+            stream.recording.append((self.dtype, self.name, grid[0], block[0], arg_bytes, cooperative, shared_mem))
             return
         self.module.kernel_launches += 1
         if cooperative:
             self.module.cooperative_launches += 1
         self.loaded = True
-        cuda_emulator.launch(self.dtype, self.name, grid[0], block[0], arg_bytes, cooperative=cooperative)
+        if shared_mem > self.max_dynamic_shared_size_bytes:
+            raise RuntimeError(
+                f"CUDA_ERROR_INVALID_VALUE: {self.name} asks for {shared_mem} bytes of dynamic shared memory, "
+                f"its limit is {self.max_dynamic_shared_size_bytes} (set max_dynamic_shared_size_bytes)"
+            )
+        cuda_emulator.launch(self.dtype, self.name, grid[0], block[0], arg_bytes, cooperative, shared_mem)
 
 
 class FakeCupy(types.ModuleType):

@@ -262,7 +262,7 @@ def test_fake_cooperative_launch_in_a_graph(monkeypatch):
             kernel.kernel((2,), (64,), args, enable_cooperative_groups=True)
             graph = stream.end_capture()
         assert fake.kernel_launches == 0 and fake.cooperative_launches == 0
-        assert [entry[-1] for entry in graph.recorded] == [True]
+        assert [entry[5] for entry in graph.recorded] == [True]  # (dtype, name, grid, block, args, cooperative, smem)
         assert not args[3].any()
         graph.launch()
         expected = _project_update_args(fake)

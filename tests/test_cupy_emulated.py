@@ -379,3 +379,26 @@ def test_persistent_acquire_release_barrier_option_and_barrier_bench(monkeypatch
         assert fake.cooperative_launches - before == 2
         with pytest.raises(ValueError, match="do not fit"):
             cupy_persistent.barrier_bench(blocks=3, threads=64, steps=1, acqrel=False)
+
+
+@pytest.mark.parametrize(
+    "kind,options", [("lstm", {"coupled": False, "clip": None}), ("rnn", {"nonlinearity": "tanh"})]
+)
+def test_persistent_units_per_block_and_shared_memory(monkeypatch, kind, options):
+    """Blocks own hidden units (the last one fewer: 10 units over blocks of 4) and stage those units' weight rows
+    in dynamic shared memory, opting in beyond 48 KiB; beyond what a block may have it says so."""
+    with fake_cupy.installed(monkeypatch):
+        monkeypatch.setattr(cupy_persistent, "THREADS", 64)
+        monkeypatch.setattr(cupy_persistent, "MAX_BLOCKS", 3)
+        params, x, state = _problem(kind, {}, "float64", 4, 3, 2, 10, seed=4)
+        _check("persistent", kind, params, x, state, [4, 2, 0], False, options, "float64")
+    with fake_cupy.installed(monkeypatch) as fake:
+        monkeypatch.setattr(cupy_persistent, "MAX_BLOCKS", 1)  # every unit in one block
+        params, x, state = _problem("lstm", {}, "float64", 2, 1, 2, 80, seed=5)  # 4 * 80 * 80 * 8 B = 200 KiB
+        _check("persistent", "lstm", params, x, state, None, False, {"coupled": False, "clip": None}, "float64")
+        kernel = cupy_persistent.kernel("lstm_persistent_nb8", "float64")
+        assert kernel.attributes["max_dynamic_shared_size_bytes"] == 4 * 80 * 80 * 8
+        params, x, state = _problem("lstm", {}, "float64", 2, 1, 2, 100, seed=5)  # 312 KiB: too much
+        with pytest.raises(ValueError, match="shared memory"):
+            _fast(cupy_persistent, "lstm", params, x, state, None, False, {"coupled": False, "clip": None})
+        assert fake.cooperative_launches == 1

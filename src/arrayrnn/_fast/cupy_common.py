@@ -194,24 +194,25 @@ def kernel_names() -> tuple[str, ...]:
     return tuple(cupy_sources.kernel_specs())
 
 
-def cooperative_launch(k: Any, grid: tuple[int], block: tuple[int], args: tuple[Any, ...]) -> None:
+def cooperative_launch(k: Any, grid: tuple[int], block: tuple[int], args: tuple[Any, ...], shared_mem: int = 0) -> None:
     """Launch ``k`` with ``cuLaunchCooperativeKernel``: CUDA guarantees every block is resident at once (or
     refuses the launch), which a grid barrier needs. The kernel itself needs no cooperative-groups build."""
-    k.kernel(grid, block, args, enable_cooperative_groups=True)
+    k.kernel(grid, block, args, shared_mem=shared_mem, enable_cooperative_groups=True)
 
 
 _resident_lock = threading.Lock()
-_resident: dict[tuple[int, int, str, int], int] = {}
+_resident: dict[tuple[int, int, str, int, int], int] = {}
 
 
-def resident_blocks(k: Any, name: str, threads: int) -> int:
-    """How many blocks of ``threads`` threads of kernel ``k`` fit on the current device at once."""
+def resident_blocks(k: Any, name: str, threads: int, shared_mem: int = 0) -> int:
+    """How many blocks of ``threads`` threads (and ``shared_mem`` bytes of dynamic shared memory) of kernel ``k``
+    fit on the current device at once."""
     cp = cupy_module()
     device = cp.cuda.Device()
-    key = (id(cp), device.id, name, threads)
+    key = (id(cp), device.id, name, threads, shared_mem)
     found = _resident.get(key)
     if found is None:
-        per_sm = cp.cuda.driver.occupancyMaxActiveBlocksPerMultiprocessor(k.kernel.ptr, threads, 0)
+        per_sm = cp.cuda.driver.occupancyMaxActiveBlocksPerMultiprocessor(k.kernel.ptr, threads, shared_mem)
         found = int(per_sm) * int(device.attributes["MultiProcessorCount"])
         with _resident_lock:
             _resident[key] = found

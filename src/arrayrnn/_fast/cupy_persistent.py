@@ -2,32 +2,35 @@
 
 The graph path removed Python's per-step cost but still pays one kernel launch (and its drain and
 ramp-up) per step, about 5-7 µs on an H100 however small the step. Here one cooperative launch runs every
-step: the grid's warps take the graph kernels' tasks (one hidden unit, a tile of batch rows; the same step
-bodies in ``cupy_sources``), and a grid-wide barrier (one atomic counter) separates the steps, so a step
-costs its arithmetic plus one barrier. The input projection of all steps stays one cuBLAS GEMM before the
-launch. There is nothing to capture or cache: each call allocates its buffers from CuPy's memory pool and
-launches once (no graph bookkeeping, no weight-address keys).
+step. Each block owns a range of hidden units (all batch rows of them) and copies those units' recurrent
+weight rows into shared memory once; every step its warps take the (unit, batch tile) tasks of the block,
+do the mat-vec against the shared-memory rows and the gates (the graph kernels' step tails in
+``cupy_sources``), and a grid-wide barrier (one atomic counter) separates the steps. The input projection
+of all steps stays one cuBLAS GEMM before the launch. There is nothing to capture or cache: each call
+allocates its buffers from CuPy's memory pool and launches once.
 
 Why a cooperative launch: a grid barrier deadlocks unless every block is resident at once; with
 ``cuLaunchCooperativeKernel`` CUDA guarantees that or refuses the launch (the grid here is sized to fit,
 at most ``BLOCKS_PER_SM`` blocks per multiprocessor). The barrier's spin gives up after a few seconds and
 raises a flag instead of hanging the GPU; ``CHECK_BARRIER = True`` (the tests) reads the flag after each call.
 
-Supports everything the graph path does (not the LSTM projection: use "fused"), float16/32/64.
+Supports everything the graph path does (not the LSTM projection: use "fused"), float16/32/64, as long as a
+block's weight rows fit in its shared memory (227 KiB on an H100: LSTM H = 1024 in float32 at 132 blocks).
 
-Measured (H100, 2026-11-27, ``benchmarks/results/gpu_h100_2026-11-27_run2.json``): correct everywhere, but
-1.2-5x *slower* than the graph path at every small-batch shape (e.g. LSTM T=100, B=1, H=128: 0.82 ms vs
-0.74 ms; T=500, B=32, H=128: best 3.6 ms vs 2.7 ms, cuDNN 1.46 ms), so auto does not pick it. A step here
-costs ~7-10 µs: the barrier (two ``__threadfence`` + one atomic + polling), the volatile state loads, and the
-gx / cell-state loads after the barrier all sit on the critical path, and with one 8-warp block per SM a
-warp with several tasks per step hides little latency (B=64, H=512: 25 ms at tile 1, 4.7 ms at tile 4 with
-512 threads). Next: acquire/release barrier (``red.release.gpu`` / ``ld.acquire.gpu``) instead of full
-fences, gx and c prefetched before the barrier, each block's weight rows kept in shared memory (or
-registers) for the whole sequence, and at most one task per warp.
+Measured (H100, 2026-11-27, ``benchmarks/results/gpu_h100_2026-11-27_run2.json``) in its first version,
+which read the weights from global memory in every step with warps taking tasks over the whole grid: correct
+everywhere, but 1.2-5x *slower* than the graph path at every small-batch shape (e.g. LSTM T=100, B=1,
+H=128: 0.82 ms vs 0.74 ms; T=500, B=32, H=128: best 3.6 ms vs 2.7 ms, cuDNN 1.46 ms), so auto does not
+pick it. A step cost ~7-10 µs: the barrier (two ``__threadfence`` + one atomic + polling), state loads
+after the barrier, weights re-read from L1/L2 (which the barrier's fences may invalidate), and with one
+8-warp block per SM little latency hiding (B=64, H=512: 25 ms at tile 1, 4.7 ms at tile 4 with 512
+threads). This version stages the weights in shared memory and lets ``ACQREL_BARRIER`` choose a lighter
+barrier; neither is measured yet (``benchmarks/gpu_bench.py`` times both, and the barrier alone).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Optional
 
 from .cupy_common import (
@@ -81,19 +84,60 @@ def choose_batch_tile(batch: int, hidden: int, warps: int) -> int:
     return BATCH_TILES[-1]
 
 
-def _grid(base: str, dtype: str, batch: int, hidden: int) -> tuple[Any, int]:
-    """(kernel, blocks) for this problem: as many blocks as there are tasks for, at most what fits at once."""
+#: shared memory a block may use without opting in (CUDA's static limit)
+_DEFAULT_SHARED = 48 * 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class _Launch:
+    kernel: Any
+    blocks: int
+    units: int  # hidden units per block (the last block may have fewer)
+    shared_mem: int  # bytes of dynamic shared memory: the block's weight rows
+
+
+def _launch_shape(base: str, dtype: str, batch: int, hidden: int, gates: int) -> _Launch:
+    """Blocks own hidden units (all batch rows of them) and keep those units' weight rows in shared memory.
+
+    Units per block: enough for about one warp task per warp (the block's warps then work in parallel on
+    different units), more where that would need more blocks than fit at once.
+    """
     cp = cupy_module()
-    sms = int(cp.cuda.Device().attributes["MultiProcessorCount"])
+    device = cp.cuda.Device()
+    sms = int(device.attributes["MultiProcessorCount"])
     warps_per_block = THREADS // 32
     tile = choose_batch_tile(batch, hidden, sms * BLOCKS_PER_SM * warps_per_block)
     name = graph_kernel_name(base, tile)
     k = kernel(name, dtype)
-    limit = min(sms * BLOCKS_PER_SM, resident_blocks(k, name, THREADS))
-    if MAX_BLOCKS is not None:
-        limit = min(limit, MAX_BLOCKS)
-    tasks = -(-batch // tile) * hidden
-    return k, max(1, min(limit, -(-tasks // warps_per_block)))
+    limit = sms * BLOCKS_PER_SM if MAX_BLOCKS is None else min(sms * BLOCKS_PER_SM, MAX_BLOCKS)
+    units = max(1, -(-warps_per_block // -(-batch // tile)), -(-hidden // limit))
+    itemsize = _ITEMSIZE[dtype]
+    shared_mem = gates * units * hidden * itemsize
+    most = int(device.attributes.get("MaxSharedMemoryPerBlockOptin", _DEFAULT_SHARED))
+    if shared_mem > most:
+        raise ValueError(
+            f"impl='persistent': the weights of {units} hidden units per block ({shared_mem} bytes) exceed the "
+            f"{most} bytes of shared memory a block may have; use impl='graph' or 'fused'"
+        )
+    if shared_mem > _DEFAULT_SHARED:
+        _allow_shared(k, name, shared_mem)
+    blocks = -(-hidden // units)
+    resident = resident_blocks(k, name, THREADS, shared_mem)
+    if blocks > resident:
+        raise ValueError(f"impl='persistent': {blocks} blocks do not fit on this device at once ({resident} do)")
+    return _Launch(k, blocks, units, shared_mem)
+
+
+_ITEMSIZE = {"float16": 2, "float32": 4, "float64": 8}
+_allowed_shared: dict[tuple[int, str], int] = {}
+
+
+def _allow_shared(k: Any, name: str, shared_mem: int) -> None:
+    """Opt kernel ``k`` in to ``shared_mem`` bytes of dynamic shared memory (once per kernel and size)."""
+    key = (id(k), name)
+    if _allowed_shared.get(key, 0) < shared_mem:
+        k.max_dynamic_shared_size_bytes = shared_mem
+        _allowed_shared[key] = shared_mem
 
 
 def _run(
@@ -106,6 +150,7 @@ def _run(
     reverse: bool,
     options: int,
     barriers_per_step: int,
+    gates: int,
     tail: tuple[Any, ...] = (),
     scratch: bool = False,
 ) -> tuple[Array, tuple[Array, ...]]:
@@ -115,7 +160,8 @@ def _run(
     hidden = initial[0].shape[1]
     if batch == 0:
         return empty_batch_result(x, initial)
-    k, blocks = _grid(base, dtype, batch, hidden)
+    launch = _launch_shape(base, dtype, batch, hidden, gates)
+    blocks = launch.blocks
     if blocks * barriers_per_step * steps > _MAX_ARRIVALS:
         raise ValueError(f"impl='persistent': sequence too long ({steps} steps) for the 32-bit barrier counter")
     gx = project_inputs(x, weight_ih)
@@ -127,7 +173,7 @@ def _run(
     counter = cp.zeros((2,), dtype=cp.uint32)
     sizes = (int32(steps), int32(batch), int32(hidden), int32(bool(reverse)), int32(options | barrier_options()))
     args = (gx, *weights, lengths_int64(lengths), h_states, *cell, *extra, y, counter, *sizes, *tail)
-    cooperative_launch(k, (blocks,), (THREADS,), args)
+    cooperative_launch(launch.kernel, (blocks,), (THREADS,), (*args, int32(launch.units)), launch.shared_mem)
     if CHECK_BARRIER and int(counter[1]) != 0:
         raise RuntimeError(f"impl='persistent': a grid barrier timed out in {base} ({blocks} blocks)")
     return y, (h_states[steps % 2].copy(), *cell)
@@ -148,7 +194,7 @@ def rnn_sequence(
             bias_ih=params.bias_ih, bias_hh=params.bias_hh, lengths=lengths, relu=nonlinearity == "relu"
         )
         weights = recurrent_weights(params, x.dtype)
-        return _run("rnn_persistent", x, params.weight_ih, weights, tuple(state), lengths, reverse, options, 1)
+        return _run("rnn_persistent", x, params.weight_ih, weights, tuple(state), lengths, reverse, options, 1, 1)
 
 
 def lstm_sequence(
@@ -169,7 +215,9 @@ def lstm_sequence(
         weights = lstm_step_weights(params, x.dtype)
         options = lstm_options(params, lengths, coupled, clip)
         tail = (acc_scalar(dtype, 0.0 if clip is None else float(clip)),)
-        return _run("lstm_persistent", x, params.weight_ih, weights, tuple(state), lengths, reverse, options, 1, tail)
+        return _run(
+            "lstm_persistent", x, params.weight_ih, weights, tuple(state), lengths, reverse, options, 1, 4, tail
+        )
 
 
 def gru_sequence(
@@ -186,9 +234,9 @@ def gru_sequence(
         options = options_mask(bias_ih=params.bias_ih, bias_hh=params.bias_hh, lengths=lengths)
         weights = recurrent_weights(params, x.dtype)
         if linear_before_reset:
-            return _run("gru_persistent", x, params.weight_ih, weights, tuple(state), lengths, reverse, options, 1)
+            return _run("gru_persistent", x, params.weight_ih, weights, tuple(state), lengths, reverse, options, 1, 3)
         return _run(
-            "gru_reset_persistent", x, params.weight_ih, weights, tuple(state), lengths, reverse, options, 2,
+            "gru_reset_persistent", x, params.weight_ih, weights, tuple(state), lengths, reverse, options, 2, 3,
             scratch=True,
         )  # fmt: skip
 

@@ -122,28 +122,33 @@ _GRAPH_SPECS: dict[str, list[tuple[str, str]]] = {
 }  # fmt: skip
 
 #: the persistent kernels (``_PERSISTENT``), compiled per batch tile like the graph kernels; "counter" is the
-#: grid barrier's ``unsigned int[2]`` (arrivals, timeout flag), zero at launch
+#: grid barrier's ``unsigned int[2]`` (arrivals, timeout flag), zero at launch; "units": hidden units per block
+#: (the grid has ceil(H / units) blocks; each stages its units' weight rows in dynamic shared memory)
 _PERSISTENT_SPECS: dict[str, list[tuple[str, str]]] = {
     "lstm_persistent": [
         ("in", "gx"), ("in", "weight_hh"), ("in", "bias_ih"), ("in", "bias_hh"),
         ("in", "peep_i"), ("in", "peep_f"), ("in", "peep_o"), ("lengths", "lengths"),
         ("state", "h_states"), ("state", "c"), ("out", "y"), ("counter", "counter"),
         ("int", "steps"), ("int", "batch"), ("int", "hidden"), ("int", "reverse"), ("int", "options"), ("acc", "clip"),
+        ("int", "units"),
     ],
     "gru_persistent": [
         ("in", "gx"), ("in", "weight_hh"), ("in", "bias_ih"), ("in", "bias_hh"), ("lengths", "lengths"),
         ("state", "h_states"), ("out", "y"), ("counter", "counter"),
         ("int", "steps"), ("int", "batch"), ("int", "hidden"), ("int", "reverse"), ("int", "options"),
+        ("int", "units"),
     ],
     "gru_reset_persistent": [
         ("in", "gx"), ("in", "weight_hh"), ("in", "bias_ih"), ("in", "bias_hh"), ("lengths", "lengths"),
         ("state", "h_states"), ("state", "rh"), ("out", "y"), ("counter", "counter"),
         ("int", "steps"), ("int", "batch"), ("int", "hidden"), ("int", "reverse"), ("int", "options"),
+        ("int", "units"),
     ],
     "rnn_persistent": [
         ("in", "gx"), ("in", "weight_hh"), ("in", "bias_ih"), ("in", "bias_hh"), ("lengths", "lengths"),
         ("state", "h_states"), ("out", "y"), ("counter", "counter"),
         ("int", "steps"), ("int", "batch"), ("int", "hidden"), ("int", "reverse"), ("int", "options"),
+        ("int", "units"),
     ],
 }  # fmt: skip
 
@@ -542,18 +547,14 @@ __device__ __forceinline__ void graph_gru_output(bool valid, acc_t update, acc_t
 
 // RECORD (lstm_graph_record) as in lstm_fused_step_impl: z_out, and c_out = c_prev on a padded step; the
 // forward step passes c as both c_prev and c_out and nullptr for z_out.
-template <int NB, bool RECORD, bool COHERENT = false>
-__device__ __forceinline__ void lstm_graph_step_impl(
-    const scalar_t* __restrict__ gx, const scalar_t* __restrict__ weight_hh, const scalar_t* __restrict__ bias_ih,
-    const scalar_t* __restrict__ bias_hh, const scalar_t* __restrict__ peep_i, const scalar_t* __restrict__ peep_f,
-    const scalar_t* __restrict__ peep_o, const long long* __restrict__ lengths, const scalar_t* __restrict__ h_prev,
-    const scalar_t* c_prev, scalar_t* __restrict__ h_next, scalar_t* c_out, scalar_t* __restrict__ y,
-    scalar_t* __restrict__ z_out, int batch, int hidden, int t, int options, acc_t clip,
-    long long warp = launch_warp()) {
-  int lane, j, b0;
-  if (!warp_task<NB>(batch, hidden, &lane, &j, &b0, warp)) return;
-  acc_t sums[4][NB];
-  warp_dots<4, NB, COHERENT>(weight_hh, j, hidden, h_prev, b0, batch, hidden, lane, sums);
+// The per-lane part of an LSTM graph step once the warp has its dots: lane n finishes batch row b0 + n of unit j.
+template <int NB, bool RECORD, bool COHERENT>
+__device__ __forceinline__ void lstm_graph_tail(
+    const acc_t (&sums)[4][NB], int lane, int j, int b0, const scalar_t* __restrict__ gx,
+    const scalar_t* __restrict__ bias_ih, const scalar_t* __restrict__ bias_hh, const scalar_t* __restrict__ peep_i,
+    const scalar_t* __restrict__ peep_f, const scalar_t* __restrict__ peep_o, const long long* __restrict__ lengths,
+    const scalar_t* __restrict__ h_prev, const scalar_t* c_prev, scalar_t* __restrict__ h_next, scalar_t* c_out,
+    scalar_t* __restrict__ y, scalar_t* __restrict__ z_out, int batch, int hidden, int t, int options, acc_t clip) {
 #pragma unroll
   for (int n = 0; n < NB; ++n) {
     const int b = b0 + n;
@@ -585,18 +586,33 @@ __device__ __forceinline__ void lstm_graph_step_impl(
   }
 }
 
-// GRU, linear_before_reset=True: the three dots of rows j, H+j, 2H+j with h_prev in one launch.
-// RECORD (gru_graph_record) also writes r, u, n to gates_out and hn = h W_hn^T + b_hn to hn_out.
 template <int NB, bool RECORD, bool COHERENT = false>
-__device__ __forceinline__ void gru_graph_step_impl(
+__device__ __forceinline__ void lstm_graph_step_impl(
     const scalar_t* __restrict__ gx, const scalar_t* __restrict__ weight_hh, const scalar_t* __restrict__ bias_ih,
-    const scalar_t* __restrict__ bias_hh, const long long* __restrict__ lengths, const scalar_t* __restrict__ h_prev,
-    scalar_t* __restrict__ h_next, scalar_t* __restrict__ y, scalar_t* __restrict__ gates_out,
-    scalar_t* __restrict__ hn_out, int batch, int hidden, int t, int options, long long warp = launch_warp()) {
+    const scalar_t* __restrict__ bias_hh, const scalar_t* __restrict__ peep_i, const scalar_t* __restrict__ peep_f,
+    const scalar_t* __restrict__ peep_o, const long long* __restrict__ lengths, const scalar_t* __restrict__ h_prev,
+    const scalar_t* c_prev, scalar_t* __restrict__ h_next, scalar_t* c_out, scalar_t* __restrict__ y,
+    scalar_t* __restrict__ z_out, int batch, int hidden, int t, int options, acc_t clip,
+    long long warp = launch_warp()) {
   int lane, j, b0;
   if (!warp_task<NB>(batch, hidden, &lane, &j, &b0, warp)) return;
-  acc_t sums[3][NB];
-  warp_dots<3, NB, COHERENT>(weight_hh, j, hidden, h_prev, b0, batch, hidden, lane, sums);
+  acc_t sums[4][NB];
+  warp_dots<4, NB, COHERENT>(weight_hh, j, hidden, h_prev, b0, batch, hidden, lane, sums);
+  lstm_graph_tail<NB, RECORD, COHERENT>(sums, lane, j, b0, gx, bias_ih, bias_hh, peep_i, peep_f, peep_o, lengths,
+                                        h_prev, c_prev, h_next, c_out, y, z_out, batch, hidden, t, options, clip);
+}
+
+// GRU, linear_before_reset=True: the three dots of rows j, H+j, 2H+j with h_prev in one launch.
+// RECORD (gru_graph_record) also writes r, u, n to gates_out and hn = h W_hn^T + b_hn to hn_out.
+template <int NB, bool RECORD, bool COHERENT>
+__device__ __forceinline__ void gru_graph_tail(const acc_t (&sums)[3][NB], int lane, int j, int b0,
+                                               const scalar_t* __restrict__ gx, const scalar_t* __restrict__ bias_ih,
+                                               const scalar_t* __restrict__ bias_hh,
+                                               const long long* __restrict__ lengths,
+                                               const scalar_t* __restrict__ h_prev, scalar_t* __restrict__ h_next,
+                                               scalar_t* __restrict__ y, scalar_t* __restrict__ gates_out,
+                                               scalar_t* __restrict__ hn_out, int batch, int hidden, int t,
+                                               int options) {
 #pragma unroll
   for (int n = 0; n < NB; ++n) {
     const int b = b0 + n;
@@ -622,20 +638,30 @@ __device__ __forceinline__ void gru_graph_step_impl(
   }
 }
 
+template <int NB, bool RECORD, bool COHERENT = false>
+__device__ __forceinline__ void gru_graph_step_impl(
+    const scalar_t* __restrict__ gx, const scalar_t* __restrict__ weight_hh, const scalar_t* __restrict__ bias_ih,
+    const scalar_t* __restrict__ bias_hh, const long long* __restrict__ lengths, const scalar_t* __restrict__ h_prev,
+    scalar_t* __restrict__ h_next, scalar_t* __restrict__ y, scalar_t* __restrict__ gates_out,
+    scalar_t* __restrict__ hn_out, int batch, int hidden, int t, int options, long long warp = launch_warp()) {
+  int lane, j, b0;
+  if (!warp_task<NB>(batch, hidden, &lane, &j, &b0, warp)) return;
+  acc_t sums[3][NB];
+  warp_dots<3, NB, COHERENT>(weight_hh, j, hidden, h_prev, b0, batch, hidden, lane, sums);
+  gru_graph_tail<NB, RECORD, COHERENT>(sums, lane, j, b0, gx, bias_ih, bias_hh, lengths, h_prev, h_next, y, gates_out,
+                                       hn_out, batch, hidden, t, options);
+}
+
 // GRU, linear_before_reset=False, launch 1 of 2: rh = r * h_prev (every rh before any use: next launch).
 // RECORD (gru_graph_record_reset) also writes r to gates_out.
-template <int NB, bool RECORD, bool COHERENT = false>
-__device__ __forceinline__ void gru_graph_reset_impl(const scalar_t* __restrict__ gx,
-                                                     const scalar_t* __restrict__ weight_hh,
+template <int NB, bool RECORD, bool COHERENT>
+__device__ __forceinline__ void gru_graph_reset_tail(const acc_t (&sums)[1][NB], int lane, int j, int b0,
+                                                     const scalar_t* __restrict__ gx,
                                                      const scalar_t* __restrict__ bias_ih,
                                                      const scalar_t* __restrict__ bias_hh,
                                                      const scalar_t* __restrict__ h_prev, scalar_t* __restrict__ rh,
                                                      scalar_t* __restrict__ gates_out, int batch, int hidden,
-                                                     int options, long long warp = launch_warp()) {
-  int lane, j, b0;
-  if (!warp_task<NB>(batch, hidden, &lane, &j, &b0, warp)) return;
-  acc_t sums[1][NB];
-  warp_dots<1, NB, COHERENT>(weight_hh, j, hidden, h_prev, b0, batch, hidden, lane, sums);
+                                                     int options) {
 #pragma unroll
   for (int n = 0; n < NB; ++n) {
     const int b = b0 + n;
@@ -648,20 +674,30 @@ __device__ __forceinline__ void gru_graph_reset_impl(const scalar_t* __restrict_
   }
 }
 
-// GRU, linear_before_reset=False, launch 2 of 2: z from h_prev (row H+j), n from rh (row 2H+j).
-// RECORD (gru_graph_record_finish) also writes u and n to gates_out.
 template <int NB, bool RECORD, bool COHERENT = false>
-__device__ __forceinline__ void gru_graph_finish_impl(
-    const scalar_t* __restrict__ gx, const scalar_t* __restrict__ weight_hh, const scalar_t* __restrict__ bias_ih,
-    const scalar_t* __restrict__ bias_hh, const long long* __restrict__ lengths, const scalar_t* __restrict__ h_prev,
-    const scalar_t* __restrict__ rh, scalar_t* __restrict__ h_next, scalar_t* __restrict__ y,
-    scalar_t* __restrict__ gates_out, int batch, int hidden, int t, int options, long long warp = launch_warp()) {
+__device__ __forceinline__ void gru_graph_reset_impl(const scalar_t* __restrict__ gx,
+                                                     const scalar_t* __restrict__ weight_hh,
+                                                     const scalar_t* __restrict__ bias_ih,
+                                                     const scalar_t* __restrict__ bias_hh,
+                                                     const scalar_t* __restrict__ h_prev, scalar_t* __restrict__ rh,
+                                                     scalar_t* __restrict__ gates_out, int batch, int hidden,
+                                                     int options, long long warp = launch_warp()) {
   int lane, j, b0;
   if (!warp_task<NB>(batch, hidden, &lane, &j, &b0, warp)) return;
-  acc_t update_sums[1][NB];
-  acc_t candidate_sums[1][NB];
-  warp_dots<1, NB, COHERENT>(weight_hh, (long long)hidden + j, 0, h_prev, b0, batch, hidden, lane, update_sums);
-  warp_dots<1, NB, COHERENT>(weight_hh, 2LL * hidden + j, 0, rh, b0, batch, hidden, lane, candidate_sums);
+  acc_t sums[1][NB];
+  warp_dots<1, NB, COHERENT>(weight_hh, j, hidden, h_prev, b0, batch, hidden, lane, sums);
+  gru_graph_reset_tail<NB, RECORD, COHERENT>(sums, lane, j, b0, gx, bias_ih, bias_hh, h_prev, rh, gates_out, batch,
+                                             hidden, options);
+}
+
+// GRU, linear_before_reset=False, launch 2 of 2: z from h_prev (row H+j), n from rh (row 2H+j).
+// RECORD (gru_graph_record_finish) also writes u and n to gates_out.
+template <int NB, bool RECORD, bool COHERENT>
+__device__ __forceinline__ void gru_graph_finish_tail(
+    const acc_t (&update_sums)[1][NB], const acc_t (&candidate_sums)[1][NB], int lane, int j, int b0,
+    const scalar_t* __restrict__ gx, const scalar_t* __restrict__ bias_ih, const scalar_t* __restrict__ bias_hh,
+    const long long* __restrict__ lengths, const scalar_t* __restrict__ h_prev, scalar_t* __restrict__ h_next,
+    scalar_t* __restrict__ y, scalar_t* __restrict__ gates_out, int batch, int hidden, int t, int options) {
 #pragma unroll
   for (int n = 0; n < NB; ++n) {
     const int b = b0 + n;
@@ -682,16 +718,29 @@ __device__ __forceinline__ void gru_graph_finish_impl(
   }
 }
 
-template <int NB, bool COHERENT = false>
-__device__ __forceinline__ void rnn_graph_step_impl(
+template <int NB, bool RECORD, bool COHERENT = false>
+__device__ __forceinline__ void gru_graph_finish_impl(
     const scalar_t* __restrict__ gx, const scalar_t* __restrict__ weight_hh, const scalar_t* __restrict__ bias_ih,
     const scalar_t* __restrict__ bias_hh, const long long* __restrict__ lengths, const scalar_t* __restrict__ h_prev,
-    scalar_t* __restrict__ h_next, scalar_t* __restrict__ y, int batch, int hidden, int t, int options,
-    long long warp = launch_warp()) {
+    const scalar_t* __restrict__ rh, scalar_t* __restrict__ h_next, scalar_t* __restrict__ y,
+    scalar_t* __restrict__ gates_out, int batch, int hidden, int t, int options, long long warp = launch_warp()) {
   int lane, j, b0;
   if (!warp_task<NB>(batch, hidden, &lane, &j, &b0, warp)) return;
-  acc_t sums[1][NB];
-  warp_dots<1, NB, COHERENT>(weight_hh, j, hidden, h_prev, b0, batch, hidden, lane, sums);
+  acc_t update_sums[1][NB];
+  acc_t candidate_sums[1][NB];
+  warp_dots<1, NB, COHERENT>(weight_hh, (long long)hidden + j, 0, h_prev, b0, batch, hidden, lane, update_sums);
+  warp_dots<1, NB, COHERENT>(weight_hh, 2LL * hidden + j, 0, rh, b0, batch, hidden, lane, candidate_sums);
+  gru_graph_finish_tail<NB, RECORD, COHERENT>(update_sums, candidate_sums, lane, j, b0, gx, bias_ih, bias_hh, lengths,
+                                              h_prev, h_next, y, gates_out, batch, hidden, t, options);
+}
+
+template <int NB, bool COHERENT>
+__device__ __forceinline__ void rnn_graph_tail(const acc_t (&sums)[1][NB], int lane, int j, int b0,
+                                               const scalar_t* __restrict__ gx, const scalar_t* __restrict__ bias_ih,
+                                               const scalar_t* __restrict__ bias_hh,
+                                               const long long* __restrict__ lengths,
+                                               const scalar_t* __restrict__ h_prev, scalar_t* __restrict__ h_next,
+                                               scalar_t* __restrict__ y, int batch, int hidden, int t, int options) {
 #pragma unroll
   for (int n = 0; n < NB; ++n) {
     const int b = b0 + n;
@@ -708,6 +757,20 @@ __device__ __forceinline__ void rnn_graph_step_impl(
       }
     }
   }
+}
+
+template <int NB, bool COHERENT = false>
+__device__ __forceinline__ void rnn_graph_step_impl(
+    const scalar_t* __restrict__ gx, const scalar_t* __restrict__ weight_hh, const scalar_t* __restrict__ bias_ih,
+    const scalar_t* __restrict__ bias_hh, const long long* __restrict__ lengths, const scalar_t* __restrict__ h_prev,
+    scalar_t* __restrict__ h_next, scalar_t* __restrict__ y, int batch, int hidden, int t, int options,
+    long long warp = launch_warp()) {
+  int lane, j, b0;
+  if (!warp_task<NB>(batch, hidden, &lane, &j, &b0, warp)) return;
+  acc_t sums[1][NB];
+  warp_dots<1, NB, COHERENT>(weight_hh, j, hidden, h_prev, b0, batch, hidden, lane, sums);
+  rnn_graph_tail<NB, COHERENT>(sums, lane, j, b0, gx, bias_ih, bias_hh, lengths, h_prev, h_next, y, batch, hidden, t,
+                               options);
 }
 """
 
@@ -783,21 +846,64 @@ struct PersistentStep {
   }
 };
 
+// This block's share: hidden units [u0, u0 + units) (the grid has ceil(H / units_per_block) blocks, so units >= 1)
+// and the warp tasks (unit u0 + u, batch rows b0 .. b0 + NB - 1) over them, taken by its warps in turn.
+struct BlockTasks {
+  int u0, units, warp, warps;
+  long long tasks;
+  __device__ BlockTasks(int batch, int hidden, int units_per_block, int tile) {
+    u0 = blockIdx.x * units_per_block;
+    units = hidden - u0 < units_per_block ? hidden - u0 : units_per_block;
+    warp = threadIdx.x >> 5;
+    warps = blockDim.x >> 5;
+    tasks = (long long)units * ((batch + tile - 1) / tile);
+  }
+};
+
+#ifndef ARRAYRNN_DYNAMIC_SHARED
+__device__ __forceinline__ unsigned char* arrayrnn_dynamic_shared() {
+  extern __shared__ __align__(16) unsigned char arrayrnn_shared[];
+  return arrayrnn_shared;
+}
+#define ARRAYRNN_DYNAMIC_SHARED() arrayrnn_dynamic_shared()
+#endif
+
+// The recurrent weight rows of the block's units, copied once into shared memory as rows [g][u] (gate g of
+// unit u0 + u at row g * units + u): every step then reads its weights from shared memory, not L1/L2 (which
+// the grid barrier's fences may invalidate every step).
+__device__ __forceinline__ const scalar_t* stage_weights(const scalar_t* __restrict__ weight_hh, int gates,
+                                                         int hidden, const BlockTasks& own) {
+  scalar_t* staged = (scalar_t*)ARRAYRNN_DYNAMIC_SHARED();
+  const long long total = (long long)gates * own.units * hidden;
+  for (long long i = threadIdx.x; i < total; i += blockDim.x) {
+    const long long r = i / hidden;
+    const int k = (int)(i - r * hidden), g = (int)(r / own.units), u = (int)(r - (long long)g * own.units);
+    staged[i] = weight_hh[((long long)g * hidden + own.u0 + u) * hidden + k];
+  }
+  __syncthreads();
+  return staged;
+}
+
 template <int NB>
 __device__ __forceinline__ void lstm_persistent_impl(
     const scalar_t* __restrict__ gx, const scalar_t* __restrict__ weight_hh, const scalar_t* __restrict__ bias_ih,
     const scalar_t* __restrict__ bias_hh, const scalar_t* __restrict__ peep_i, const scalar_t* __restrict__ peep_f,
     const scalar_t* __restrict__ peep_o, const long long* __restrict__ lengths, scalar_t* h_states, scalar_t* c,
     scalar_t* __restrict__ y, unsigned int* counter, int steps, int batch, int hidden, int reverse, int options,
-    acc_t clip) {
-  const long long state = (long long)batch * hidden, tasks = persistent_tasks(batch, hidden, NB);
+    acc_t clip, int units_per_block) {
+  const long long state = (long long)batch * hidden;
+  const BlockTasks own(batch, hidden, units_per_block, NB);
+  const scalar_t* staged = stage_weights(weight_hh, 4, hidden, own);
+  const int lane = threadIdx.x & 31;
   for (int k = 0; k < steps; ++k) {
     const PersistentStep step(k, steps, reverse, h_states, state);
-    for (long long task = launch_warp(); task < tasks; task += grid_warps()) {
-      lstm_graph_step_impl<NB, false, true>(gx + (long long)step.t * 4 * state, weight_hh, bias_ih, bias_hh, peep_i,
-                                            peep_f, peep_o, lengths, step.h_prev, c, step.h_next, c,
-                                            y + (long long)step.t * state, nullptr, batch, hidden, step.t, options,
-                                            clip, task);
+    for (long long task = own.warp; task < own.tasks; task += own.warps) {
+      const int u = (int)(task % own.units), b0 = (int)(task / own.units) * NB;
+      acc_t sums[4][NB];
+      warp_dots<4, NB, true>(staged, u, own.units, step.h_prev, b0, batch, hidden, lane, sums);
+      lstm_graph_tail<NB, false, true>(sums, lane, own.u0 + u, b0, gx + (long long)step.t * 4 * state, bias_ih,
+                                       bias_hh, peep_i, peep_f, peep_o, lengths, step.h_prev, c, step.h_next, c,
+                                       y + (long long)step.t * state, nullptr, batch, hidden, step.t, options, clip);
     }
     if (k + 1 < steps) ARRAYRNN_GRID_SYNC(counter, (unsigned int)(k + 1) * gridDim.x, options);
   }
@@ -807,14 +913,21 @@ template <int NB>
 __device__ __forceinline__ void gru_persistent_impl(
     const scalar_t* __restrict__ gx, const scalar_t* __restrict__ weight_hh, const scalar_t* __restrict__ bias_ih,
     const scalar_t* __restrict__ bias_hh, const long long* __restrict__ lengths, scalar_t* h_states,
-    scalar_t* __restrict__ y, unsigned int* counter, int steps, int batch, int hidden, int reverse, int options) {
-  const long long state = (long long)batch * hidden, tasks = persistent_tasks(batch, hidden, NB);
+    scalar_t* __restrict__ y, unsigned int* counter, int steps, int batch, int hidden, int reverse, int options,
+    int units_per_block) {
+  const long long state = (long long)batch * hidden;
+  const BlockTasks own(batch, hidden, units_per_block, NB);
+  const scalar_t* staged = stage_weights(weight_hh, 3, hidden, own);
+  const int lane = threadIdx.x & 31;
   for (int k = 0; k < steps; ++k) {
     const PersistentStep step(k, steps, reverse, h_states, state);
-    for (long long task = launch_warp(); task < tasks; task += grid_warps()) {
-      gru_graph_step_impl<NB, false, true>(gx + (long long)step.t * 3 * state, weight_hh, bias_ih, bias_hh, lengths,
-                                           step.h_prev, step.h_next, y + (long long)step.t * state, nullptr, nullptr,
-                                           batch, hidden, step.t, options, task);
+    for (long long task = own.warp; task < own.tasks; task += own.warps) {
+      const int u = (int)(task % own.units), b0 = (int)(task / own.units) * NB;
+      acc_t sums[3][NB];
+      warp_dots<3, NB, true>(staged, u, own.units, step.h_prev, b0, batch, hidden, lane, sums);
+      gru_graph_tail<NB, false, true>(sums, lane, own.u0 + u, b0, gx + (long long)step.t * 3 * state, bias_ih,
+                                      bias_hh, lengths, step.h_prev, step.h_next, y + (long long)step.t * state,
+                                      nullptr, nullptr, batch, hidden, step.t, options);
     }
     if (k + 1 < steps) ARRAYRNN_GRID_SYNC(counter, (unsigned int)(k + 1) * gridDim.x, options);
   }
@@ -825,20 +938,32 @@ template <int NB>
 __device__ __forceinline__ void gru_reset_persistent_impl(
     const scalar_t* __restrict__ gx, const scalar_t* __restrict__ weight_hh, const scalar_t* __restrict__ bias_ih,
     const scalar_t* __restrict__ bias_hh, const long long* __restrict__ lengths, scalar_t* h_states, scalar_t* rh,
-    scalar_t* __restrict__ y, unsigned int* counter, int steps, int batch, int hidden, int reverse, int options) {
-  const long long state = (long long)batch * hidden, tasks = persistent_tasks(batch, hidden, NB);
+    scalar_t* __restrict__ y, unsigned int* counter, int steps, int batch, int hidden, int reverse, int options,
+    int units_per_block) {
+  const long long state = (long long)batch * hidden;
+  const BlockTasks own(batch, hidden, units_per_block, NB);
+  const scalar_t* staged = stage_weights(weight_hh, 3, hidden, own);
+  const int lane = threadIdx.x & 31;
   for (int k = 0; k < steps; ++k) {
     const PersistentStep step(k, steps, reverse, h_states, state);
     const scalar_t* gx_t = gx + (long long)step.t * 3 * state;
-    for (long long task = launch_warp(); task < tasks; task += grid_warps()) {
-      gru_graph_reset_impl<NB, false, true>(gx_t, weight_hh, bias_ih, bias_hh, step.h_prev, rh, nullptr, batch,
-                                            hidden, options, task);
+    for (long long task = own.warp; task < own.tasks; task += own.warps) {
+      const int u = (int)(task % own.units), b0 = (int)(task / own.units) * NB;
+      acc_t sums[1][NB];
+      warp_dots<1, NB, true>(staged, u, 0, step.h_prev, b0, batch, hidden, lane, sums);
+      gru_graph_reset_tail<NB, false, true>(sums, lane, own.u0 + u, b0, gx_t, bias_ih, bias_hh, step.h_prev, rh,
+                                            nullptr, batch, hidden, options);
     }
     ARRAYRNN_GRID_SYNC(counter, (unsigned int)(2 * k + 1) * gridDim.x, options);
-    for (long long task = launch_warp(); task < tasks; task += grid_warps()) {
-      gru_graph_finish_impl<NB, false, true>(gx_t, weight_hh, bias_ih, bias_hh, lengths, step.h_prev, rh,
-                                             step.h_next, y + (long long)step.t * state, nullptr, batch, hidden,
-                                             step.t, options, task);
+    for (long long task = own.warp; task < own.tasks; task += own.warps) {
+      const int u = (int)(task % own.units), b0 = (int)(task / own.units) * NB;
+      acc_t update_sums[1][NB];
+      acc_t candidate_sums[1][NB];
+      warp_dots<1, NB, true>(staged, own.units + u, 0, step.h_prev, b0, batch, hidden, lane, update_sums);
+      warp_dots<1, NB, true>(staged, 2 * own.units + u, 0, rh, b0, batch, hidden, lane, candidate_sums);
+      gru_graph_finish_tail<NB, false, true>(update_sums, candidate_sums, lane, own.u0 + u, b0, gx_t, bias_ih,
+                                             bias_hh, lengths, step.h_prev, step.h_next,
+                                             y + (long long)step.t * state, nullptr, batch, hidden, step.t, options);
     }
     if (k + 1 < steps) ARRAYRNN_GRID_SYNC(counter, (unsigned int)(2 * k + 2) * gridDim.x, options);
   }
@@ -848,14 +973,21 @@ template <int NB>
 __device__ __forceinline__ void rnn_persistent_impl(
     const scalar_t* __restrict__ gx, const scalar_t* __restrict__ weight_hh, const scalar_t* __restrict__ bias_ih,
     const scalar_t* __restrict__ bias_hh, const long long* __restrict__ lengths, scalar_t* h_states,
-    scalar_t* __restrict__ y, unsigned int* counter, int steps, int batch, int hidden, int reverse, int options) {
-  const long long state = (long long)batch * hidden, tasks = persistent_tasks(batch, hidden, NB);
+    scalar_t* __restrict__ y, unsigned int* counter, int steps, int batch, int hidden, int reverse, int options,
+    int units_per_block) {
+  const long long state = (long long)batch * hidden;
+  const BlockTasks own(batch, hidden, units_per_block, NB);
+  const scalar_t* staged = stage_weights(weight_hh, 1, hidden, own);
+  const int lane = threadIdx.x & 31;
   for (int k = 0; k < steps; ++k) {
     const PersistentStep step(k, steps, reverse, h_states, state);
-    for (long long task = launch_warp(); task < tasks; task += grid_warps()) {
-      rnn_graph_step_impl<NB, true>(gx + (long long)step.t * state, weight_hh, bias_ih, bias_hh, lengths,
-                                    step.h_prev, step.h_next, y + (long long)step.t * state, batch, hidden, step.t,
-                                    options, task);
+    for (long long task = own.warp; task < own.tasks; task += own.warps) {
+      const int u = (int)(task % own.units), b0 = (int)(task / own.units) * NB;
+      acc_t sums[1][NB];
+      warp_dots<1, NB, true>(staged, u, 0, step.h_prev, b0, batch, hidden, lane, sums);
+      rnn_graph_tail<NB, true>(sums, lane, own.u0 + u, b0, gx + (long long)step.t * state, bias_ih, bias_hh,
+                               lengths, step.h_prev, step.h_next, y + (long long)step.t * state, batch, hidden,
+                               step.t, options);
     }
     if (k + 1 < steps) ARRAYRNN_GRID_SYNC(counter, (unsigned int)(k + 1) * gridDim.x, options);
   }
