@@ -24,6 +24,11 @@ def test_every_kernel_has_an_entry_point_and_option_bits_are_distinct():
         signature = re.search(rf'extern "C" __global__ void {name}\((.*?)\)', source)
         assert signature, name
         assert signature.group(1).count(",") == len(params) - 1, name
+    for name in specs:  # each kernel's part (the module CuPy compiles for it) defines it, and no other part does
+        part = cupy_sources.part_of(name)
+        for other in ("forward", "grad", "executor"):
+            defined = f'extern "C" __global__ void {name}(' in cupy_sources.source("float32", other)
+            assert defined == (other == part), (name, other)
     bits = list(cupy_sources.OPTIONS.values())
     assert len(set(bits)) == len(bits) and all(bit & (bit - 1) == 0 for bit in bits)
     with pytest.raises(ValueError, match="float16, float32 and float64"):
