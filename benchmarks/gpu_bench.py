@@ -10,8 +10,10 @@ a result that disagrees is still timed but marked ``ok: false``.
 
 Timing: CUDA events around each call (which also captures host-side launch gaps: the GPU is idle when
 the start event is recorded), after warm-up (compilation, graph capture, cuDNN plans); the median of
-5-50 calls (fewer for slow paths, so the whole run fits ``--budget`` seconds). The JSON is rewritten
-after every measurement, so a run cut short still leaves its results.
+3-30 calls (fewer for slow paths, so the whole run fits ``--budget`` seconds). Each arrayrnn path is
+timed alternately with cuDNN, call for call, and its ``paired_ratio`` is the median of the per-pair
+ratios (clock or load drift hits both sides alike); cuDNN's own row is a plain median. The JSON is
+rewritten after every measurement, so a run cut short still leaves its results.
 
     python benchmarks/gpu_bench.py --out gpu_bench.json [--budget 175] [--kinds lstm,gru,rnn]
     python benchmarks/gpu_bench.py --dry-run --out /tmp/b.json   # CPU: numpy + torch CPU, checks the script
@@ -49,8 +51,8 @@ FLOAT16_SHAPES = [(100, 8, 128, 256), (100, 256, 1024, 1024)]
 KINDS = ("lstm", "gru", "rnn")
 IMPLS = ("generic", "fused", "graph", "persistent", "auto")
 #: aim for this much timed work per measurement; repeats are clamped to [MIN_REPEATS, MAX_REPEATS]
-TARGET_SECONDS = 0.25
-MIN_REPEATS, MAX_REPEATS = 3, 50
+TARGET_SECONDS = 0.2
+MIN_REPEATS, MAX_REPEATS = 3, 30
 #: a forward that agrees with cuDNN to this relative difference is "ok" (float32, TF32 off)
 REL_TOLERANCE = {"float32": 1e-4, "float16": 2e-2}
 
@@ -115,6 +117,26 @@ class Machine:
         repeats = choose_repeats(first / 1e3)
         times = [first] + [self._one(function, for_torch) for _ in range(repeats - 1)]
         return {"median_ms": statistics.median(times), "min_ms": min(times), "repeats": len(times)}
+
+    def time_pairs(self, function: Callable[[], Any], reference: Callable[[], Any], warmup: int = 1) -> dict[str, Any]:
+        """``function`` (arrayrnn, CuPy) and ``reference`` (torch) timed alternately, call for call: the ratio is
+        the median of the per-pair ratios, so a clock or load change during the run hits both sides alike."""
+        for _ in range(warmup):
+            reference()
+            function()
+        self.sync()
+        references, times = [self._one(reference, True)], [self._one(function, False)]
+        repeats = choose_repeats((references[0] + times[0]) / 1e3)
+        for _ in range(repeats - 1):
+            references.append(self._one(reference, True))
+            times.append(self._one(function, False))
+        return {
+            "median_ms": statistics.median(times),
+            "min_ms": min(times),
+            "repeats": len(times),
+            "reference_median_ms": statistics.median(references),
+            "paired_ratio": statistics.median(t / r for t, r in zip(times, references)),
+        }
 
     def _one(self, function: Callable[[], Any], for_torch: bool) -> float:
         if self.dry_run:
@@ -295,7 +317,9 @@ def measure(
     tolerance: Optional[float] = None,
     for_torch: bool = False,
     reserve: float = 0.0,
+    reference: Optional[Callable[[], Any]] = None,
 ) -> Optional[dict[str, Any]]:
+    """Check (optional) and time ``run``; with ``reference`` (cuDNN), alternately with it (``paired_ratio``)."""
     entry = {**base, "impl": impl}
     if budget.left() <= reserve:
         report.add({**entry, "skipped": "time budget"})
@@ -305,7 +329,10 @@ def measure(
             difference = check()
             entry["rel_diff"] = difference
             entry["ok"] = bool(difference <= tolerance)
-        entry.update(machine.time_calls(run, for_torch=for_torch))
+        if reference is not None:
+            entry.update(machine.time_pairs(run, reference))
+        else:
+            entry.update(machine.time_calls(run, for_torch=for_torch))
     except Exception as error:  # record and go on: one broken path must not cost the whole run
         entry["error"] = f"{type(error).__name__}: {error}"
         entry["traceback"] = traceback.format_exc(limit=4)
@@ -346,6 +373,7 @@ def forward_section(report, budget, machine, kinds, shapes, dtype, impls, reserv
                     ),
                     tolerance=REL_TOLERANCE[dtype],
                     reserve=reserve,
+                    reference=problem.torch_forward,
                 )
 
 
@@ -398,7 +426,7 @@ def backward_section(report, budget, machine, kinds, shapes, reserve, vjp_impls=
 
                 extra = {"auto_choice": auto_choice} if impl == "auto" else {}
                 measure(report, budget, {**base, **extra}, name, run, machine, check=check, tolerance=1e-3,
-                        reserve=reserve)  # fmt: skip
+                        reserve=reserve, reference=problem.torch_forward_backward)  # fmt: skip
 
 
 #: (threads per block, blocks per multiprocessor, acquire/release barrier) of the persistent kernel in the sweep

@@ -123,3 +123,34 @@ def test_barrier_and_sweep_tables(table):
     assert "| 16 | 2.00 | 1.00 |" in text
     row = "| LSTM | 100, 8, 128, 256 | persistent, 512 threads, 1/SM, acq/rel barrier | – / 1.500 / – / – | 2 | 1 |"
     assert row in text
+
+
+def test_paired_ratio_is_preferred(table):
+    small = (100, 1, 64, 256)
+    data = {
+        "results": [
+            _entry("lstm", small, "cudnn", 2.0),
+            _entry("lstm", small, "graph", 1.0, ok=True, paired_ratio=0.4, reference_median_ms=2.5),
+        ]
+    }
+    assert "**0.40×**" in table.render(data)  # the alternating measurement, not 1.0 / 2.0
+
+
+def test_time_pairs_alternates(bench):
+    calls = []
+
+    class Clock(bench.Machine):
+        def __init__(self):
+            self.dry_run = True
+
+        def sync(self):
+            pass
+
+        def _one(self, function, for_torch):
+            calls.append("ref" if for_torch else "ours")
+            function()
+            return 2.0 if for_torch else 1.0
+
+    result = Clock().time_pairs(lambda: None, lambda: None)
+    assert calls[:4] == ["ref", "ours", "ref", "ours"] and result["paired_ratio"] == 0.5
+    assert result["repeats"] == bench.MAX_REPEATS and result["reference_median_ms"] == 2.0
