@@ -429,15 +429,18 @@ def backward_section(report, budget, machine, kinds, shapes, reserve, vjp_impls=
                         reserve=reserve, reference=problem.torch_forward_backward)  # fmt: skip
 
 
-#: (threads per block, blocks per multiprocessor, acquire/release barrier) of the persistent kernel in the sweep
-PERSISTENT_CONFIGS = ((256, 1, False), (512, 1, False), (512, 1, True))
+#: (threads per block, blocks per multiprocessor, acquire/release barrier, at most this many blocks) of the
+#: persistent kernel in the sweep; one block: every weight in one SM's shared memory (GRU/RNN H = 128) and
+#: the step barrier is a __syncthreads
+PERSISTENT_CONFIGS = ((256, 1, False, None), (512, 1, False, None), (512, 1, True, None), (512, 1, False, 1))
 
 
 def persistent_sweep_section(report, budget, machine, kinds, shapes, reserve):
     """The persistent kernel at every batch tile and block size (forward, float32), for tuning its defaults."""
     from arrayrnn._fast import cupy_persistent, cupy_sources
 
-    defaults = (cupy_persistent.THREADS, cupy_persistent.BLOCKS_PER_SM, cupy_persistent.ACQREL_BARRIER)
+    module = cupy_persistent
+    defaults = (module.THREADS, module.BLOCKS_PER_SM, module.ACQREL_BARRIER, module.MAX_BLOCKS)
     for kind in kinds:
         for shape in shapes:
             if shape[1] > 64:
@@ -450,23 +453,24 @@ def persistent_sweep_section(report, budget, machine, kinds, shapes, reserve):
                 continue
             sms = 0 if machine.dry_run else int(machine.cupy.cuda.Device().attributes["MultiProcessorCount"])
             chosen = cupy_persistent.choose_batch_tile(shape[1], shape[3], sms * defaults[1] * defaults[0] // 32)
-            for threads, per_sm, acqrel in PERSISTENT_CONFIGS:
+            for threads, per_sm, acqrel, max_blocks in PERSISTENT_CONFIGS:
                 for tile in cupy_sources.BATCH_TILES:
                     if tile > 1 and tile >= 2 * shape[1]:
                         continue
                     cupy_persistent.FORCE_BATCH_TILE = tile
                     cupy_persistent.THREADS, cupy_persistent.BLOCKS_PER_SM = threads, per_sm
-                    cupy_persistent.ACQREL_BARRIER = acqrel
+                    cupy_persistent.ACQREL_BARRIER, cupy_persistent.MAX_BLOCKS = acqrel, max_blocks
                     try:
                         run = lambda problem=problem: problem.ours_forward("persistent")  # noqa: E731
-                        name = f"persistent[nb={tile},t={threads},b={per_sm}{',acqrel' if acqrel else ''}]"
+                        flags = (",acqrel" if acqrel else "") + (f",max_blocks={max_blocks}" if max_blocks else "")
+                        name = f"persistent[nb={tile},t={threads},b={per_sm}{flags}]"
                         extra = {"chosen_tile": chosen, "tile": tile, "threads": threads, "blocks_per_sm": per_sm,
-                                 "acqrel_barrier": acqrel}  # fmt: skip
+                                 "acqrel_barrier": acqrel, "max_blocks": max_blocks}  # fmt: skip
                         measure(report, budget, {**base, **extra}, name, run, machine, reserve=reserve)
                     finally:
                         cupy_persistent.FORCE_BATCH_TILE = None
                         (cupy_persistent.THREADS, cupy_persistent.BLOCKS_PER_SM,
-                         cupy_persistent.ACQREL_BARRIER) = defaults  # fmt: skip
+                         cupy_persistent.ACQREL_BARRIER, cupy_persistent.MAX_BLOCKS) = defaults  # fmt: skip
 
 
 #: blocks (of 256 threads) and barriers per launch of the barrier-only measurement

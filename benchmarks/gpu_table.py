@@ -191,7 +191,9 @@ def _sweep_config(entry: dict[str, Any]) -> Optional[tuple[str, int]]:
     impl = entry["impl"]
     if impl.startswith("persistent[") and "tile" in entry:
         barrier = ", acq/rel barrier" if entry.get("acqrel_barrier") else ""
-        return f"persistent, {entry['threads']} threads, {entry['blocks_per_sm']}/SM{barrier}", int(entry["tile"])
+        cap = f", at most {entry['max_blocks']} block(s)" if entry.get("max_blocks") else ""
+        label = f"persistent, {entry['threads']} threads, {entry['blocks_per_sm']}/SM{barrier}{cap}"
+        return label, int(entry["tile"])
     if impl.startswith("graph[nb="):
         return "graph", int(impl[len("graph[nb=") : -1])
     return None

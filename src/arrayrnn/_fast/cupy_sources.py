@@ -791,6 +791,7 @@ _PERSISTENT = r"""
 #ifndef ARRAYRNN_GRID_SYNC
 __device__ __forceinline__ void arrayrnn_grid_sync(unsigned int* counter, unsigned int target, int options) {
   __syncthreads();
+  if (gridDim.x == 1) return;  // one block: __syncthreads already orders its global memory accesses
   if (threadIdx.x == 0) {
     const bool acqrel = (options & OPT_ACQREL_BARRIER) != 0;
     // arrival: a release increment (acqrel), or a full fence then a relaxed increment
