@@ -113,7 +113,7 @@ def _launch_shape(base: str, dtype: str, batch: int, hidden: int, gates: int) ->
     units = max(1, -(-warps_per_block // -(-batch // tile)), -(-hidden // limit))
     itemsize = _ITEMSIZE[dtype]
     shared_mem = gates * units * hidden * itemsize
-    most = int(device.attributes.get("MaxSharedMemoryPerBlockOptin", _DEFAULT_SHARED))
+    most = _shared_memory_limit(cp, device)
     if shared_mem > most:
         raise ValueError(
             f"impl='persistent': the weights of {units} hidden units per block ({shared_mem} bytes) exceed the "
@@ -129,6 +129,21 @@ def _launch_shape(base: str, dtype: str, batch: int, hidden: int, gates: int) ->
 
 
 _ITEMSIZE = {"float16": 2, "float32": 4, "float64": 8}
+#: cudaDevAttrMaxSharedMemoryPerBlockOptin in the CUDA runtime's attribute enumeration
+_ATTR_SHARED_OPTIN = 97
+
+
+def _shared_memory_limit(cp: Any, device: Any) -> int:
+    """Dynamic shared memory one block may opt in to on ``device`` (48 KiB if the device will not say)."""
+    found = device.attributes.get("MaxSharedMemoryPerBlockOptin")
+    if found is None:
+        try:
+            found = cp.cuda.runtime.deviceGetAttribute(_ATTR_SHARED_OPTIN, device.id)
+        except Exception:  # an older CuPy or a stand-in without the call: the limit every device has
+            found = _DEFAULT_SHARED
+    return int(found)
+
+
 _allowed_shared: dict[tuple[int, str], int] = {}
 
 
