@@ -885,6 +885,24 @@ __device__ __forceinline__ const scalar_t* stage_weights(const scalar_t* __restr
   return staged;
 }
 
+// The time loop of a persistent kernel: each step runs PHASES phases of `body(step, phase, u, b0)` over this
+// block's tasks (unit own.u0 + u, batch rows b0 ..), with a grid barrier after every phase but the last one.
+template <int NB, int PHASES, class Body>
+__device__ __forceinline__ void persistent_loop(int steps, int reverse, scalar_t* h_states, long long state,
+                                                const BlockTasks& own, unsigned int* counter, int options,
+                                                Body body) {
+  for (int k = 0; k < steps; ++k) {
+    const PersistentStep step(k, steps, reverse, h_states, state);
+    for (int phase = 0; phase < PHASES; ++phase) {
+      for (long long task = own.warp; task < own.tasks; task += own.warps) {
+        body(step, phase, (int)(task % own.units), (int)(task / own.units) * NB);
+      }
+      const int barrier = k * PHASES + phase + 1;
+      if (barrier < steps * PHASES) ARRAYRNN_GRID_SYNC(counter, (unsigned int)barrier * gridDim.x, options);
+    }
+  }
+}
+
 template <int NB>
 __device__ __forceinline__ void lstm_persistent_impl(
     const scalar_t* __restrict__ gx, const scalar_t* __restrict__ weight_hh, const scalar_t* __restrict__ bias_ih,
@@ -896,18 +914,14 @@ __device__ __forceinline__ void lstm_persistent_impl(
   const BlockTasks own(batch, hidden, units_per_block, NB);
   const scalar_t* staged = stage_weights(weight_hh, 4, hidden, own);
   const int lane = threadIdx.x & 31;
-  for (int k = 0; k < steps; ++k) {
-    const PersistentStep step(k, steps, reverse, h_states, state);
-    for (long long task = own.warp; task < own.tasks; task += own.warps) {
-      const int u = (int)(task % own.units), b0 = (int)(task / own.units) * NB;
-      acc_t sums[4][NB];
-      warp_dots<4, NB, true>(staged, u, own.units, step.h_prev, b0, batch, hidden, lane, sums);
-      lstm_graph_tail<NB, false, true>(sums, lane, own.u0 + u, b0, gx + (long long)step.t * 4 * state, bias_ih,
-                                       bias_hh, peep_i, peep_f, peep_o, lengths, step.h_prev, c, step.h_next, c,
-                                       y + (long long)step.t * state, nullptr, batch, hidden, step.t, options, clip);
-    }
-    if (k + 1 < steps) ARRAYRNN_GRID_SYNC(counter, (unsigned int)(k + 1) * gridDim.x, options);
-  }
+  persistent_loop<NB, 1>(steps, reverse, h_states, state, own, counter, options,
+                         [&](const PersistentStep& step, int, int u, int b0) {
+    acc_t sums[4][NB];
+    warp_dots<4, NB, true>(staged, u, own.units, step.h_prev, b0, batch, hidden, lane, sums);
+    lstm_graph_tail<NB, false, true>(sums, lane, own.u0 + u, b0, gx + (long long)step.t * 4 * state, bias_ih,
+                                     bias_hh, peep_i, peep_f, peep_o, lengths, step.h_prev, c, step.h_next, c,
+                                     y + (long long)step.t * state, nullptr, batch, hidden, step.t, options, clip);
+  });
 }
 
 template <int NB>
@@ -920,21 +934,17 @@ __device__ __forceinline__ void gru_persistent_impl(
   const BlockTasks own(batch, hidden, units_per_block, NB);
   const scalar_t* staged = stage_weights(weight_hh, 3, hidden, own);
   const int lane = threadIdx.x & 31;
-  for (int k = 0; k < steps; ++k) {
-    const PersistentStep step(k, steps, reverse, h_states, state);
-    for (long long task = own.warp; task < own.tasks; task += own.warps) {
-      const int u = (int)(task % own.units), b0 = (int)(task / own.units) * NB;
-      acc_t sums[3][NB];
-      warp_dots<3, NB, true>(staged, u, own.units, step.h_prev, b0, batch, hidden, lane, sums);
-      gru_graph_tail<NB, false, true>(sums, lane, own.u0 + u, b0, gx + (long long)step.t * 3 * state, bias_ih,
-                                      bias_hh, lengths, step.h_prev, step.h_next, y + (long long)step.t * state,
-                                      nullptr, nullptr, batch, hidden, step.t, options);
-    }
-    if (k + 1 < steps) ARRAYRNN_GRID_SYNC(counter, (unsigned int)(k + 1) * gridDim.x, options);
-  }
+  persistent_loop<NB, 1>(steps, reverse, h_states, state, own, counter, options,
+                         [&](const PersistentStep& step, int, int u, int b0) {
+    acc_t sums[3][NB];
+    warp_dots<3, NB, true>(staged, u, own.units, step.h_prev, b0, batch, hidden, lane, sums);
+    gru_graph_tail<NB, false, true>(sums, lane, own.u0 + u, b0, gx + (long long)step.t * 3 * state, bias_ih, bias_hh,
+                                    lengths, step.h_prev, step.h_next, y + (long long)step.t * state, nullptr, nullptr,
+                                    batch, hidden, step.t, options);
+  });
 }
 
-// linear_before_reset=False: two phases per step (every r * h_prev before any candidate), two barriers
+// linear_before_reset=False: two phases per step (every r * h_prev before any candidate)
 template <int NB>
 __device__ __forceinline__ void gru_reset_persistent_impl(
     const scalar_t* __restrict__ gx, const scalar_t* __restrict__ weight_hh, const scalar_t* __restrict__ bias_ih,
@@ -945,19 +955,15 @@ __device__ __forceinline__ void gru_reset_persistent_impl(
   const BlockTasks own(batch, hidden, units_per_block, NB);
   const scalar_t* staged = stage_weights(weight_hh, 3, hidden, own);
   const int lane = threadIdx.x & 31;
-  for (int k = 0; k < steps; ++k) {
-    const PersistentStep step(k, steps, reverse, h_states, state);
+  persistent_loop<NB, 2>(steps, reverse, h_states, state, own, counter, options,
+                         [&](const PersistentStep& step, int phase, int u, int b0) {
     const scalar_t* gx_t = gx + (long long)step.t * 3 * state;
-    for (long long task = own.warp; task < own.tasks; task += own.warps) {
-      const int u = (int)(task % own.units), b0 = (int)(task / own.units) * NB;
+    if (phase == 0) {
       acc_t sums[1][NB];
       warp_dots<1, NB, true>(staged, u, 0, step.h_prev, b0, batch, hidden, lane, sums);
       gru_graph_reset_tail<NB, false, true>(sums, lane, own.u0 + u, b0, gx_t, bias_ih, bias_hh, step.h_prev, rh,
                                             nullptr, batch, hidden, options);
-    }
-    ARRAYRNN_GRID_SYNC(counter, (unsigned int)(2 * k + 1) * gridDim.x, options);
-    for (long long task = own.warp; task < own.tasks; task += own.warps) {
-      const int u = (int)(task % own.units), b0 = (int)(task / own.units) * NB;
+    } else {
       acc_t update_sums[1][NB];
       acc_t candidate_sums[1][NB];
       warp_dots<1, NB, true>(staged, own.units + u, 0, step.h_prev, b0, batch, hidden, lane, update_sums);
@@ -966,8 +972,7 @@ __device__ __forceinline__ void gru_reset_persistent_impl(
                                              bias_hh, lengths, step.h_prev, step.h_next,
                                              y + (long long)step.t * state, nullptr, batch, hidden, step.t, options);
     }
-    if (k + 1 < steps) ARRAYRNN_GRID_SYNC(counter, (unsigned int)(2 * k + 2) * gridDim.x, options);
-  }
+  });
 }
 
 template <int NB>
@@ -980,18 +985,13 @@ __device__ __forceinline__ void rnn_persistent_impl(
   const BlockTasks own(batch, hidden, units_per_block, NB);
   const scalar_t* staged = stage_weights(weight_hh, 1, hidden, own);
   const int lane = threadIdx.x & 31;
-  for (int k = 0; k < steps; ++k) {
-    const PersistentStep step(k, steps, reverse, h_states, state);
-    for (long long task = own.warp; task < own.tasks; task += own.warps) {
-      const int u = (int)(task % own.units), b0 = (int)(task / own.units) * NB;
-      acc_t sums[1][NB];
-      warp_dots<1, NB, true>(staged, u, 0, step.h_prev, b0, batch, hidden, lane, sums);
-      rnn_graph_tail<NB, true>(sums, lane, own.u0 + u, b0, gx + (long long)step.t * state, bias_ih, bias_hh,
-                               lengths, step.h_prev, step.h_next, y + (long long)step.t * state, batch, hidden,
-                               step.t, options);
-    }
-    if (k + 1 < steps) ARRAYRNN_GRID_SYNC(counter, (unsigned int)(k + 1) * gridDim.x, options);
-  }
+  persistent_loop<NB, 1>(steps, reverse, h_states, state, own, counter, options,
+                         [&](const PersistentStep& step, int, int u, int b0) {
+    acc_t sums[1][NB];
+    warp_dots<1, NB, true>(staged, u, 0, step.h_prev, b0, batch, hidden, lane, sums);
+    rnn_graph_tail<NB, true>(sums, lane, own.u0 + u, b0, gx + (long long)step.t * state, bias_ih, bias_hh, lengths,
+                             step.h_prev, step.h_next, y + (long long)step.t * state, batch, hidden, step.t, options);
+  });
 }
 """
 
