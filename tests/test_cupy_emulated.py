@@ -18,6 +18,7 @@ from arrayrnn._fast import cupy_dispatch, cupy_graph, cupy_kernels, cupy_persist
 
 from . import cuda_emulator, fake_cupy
 from .support import random_params
+from .variants import variant_id as _ids
 
 pytestmark = pytest.mark.skipif(cuda_emulator.compiler() is None, reason="no C++ compiler for the kernel emulator")
 
@@ -38,11 +39,6 @@ VARIANTS = [
     ("gru", {"bias": False}, {"linear_before_reset": True}),
     ("gru", {"bias": False}, {"linear_before_reset": False}),
 ]
-
-
-def _ids(variant):
-    kind, params_options, call_options = variant
-    return "-".join([kind] + [f"{k}={v}" for k, v in {**params_options, **call_options}.items()])
 
 
 def _defaults(kind, call_options):

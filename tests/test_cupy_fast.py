@@ -15,6 +15,7 @@ import pytest
 import arrayrnn as ar
 
 from .support import random_params, tolerance
+from .variants import variant_id as _ids
 
 FUNCTIONS = {"rnn": ar.rnn, "lstm": ar.lstm, "gru": ar.gru}
 
@@ -31,11 +32,6 @@ VARIANTS = [
     ("gru", {}, {"linear_before_reset": False}),
     ("gru", {"bias": False}, {"linear_before_reset": False}),
 ]
-
-
-def _ids(variant):
-    kind, params_options, call_options = variant
-    return "-".join([kind] + [f"{k}={v}" for k, v in {**params_options, **call_options}.items()])
 
 
 pytestmark = pytest.mark.only_backends("cupy")

@@ -22,6 +22,7 @@ from arrayrnn.backend import backend_status
 
 from .conftest import required_backends
 from .support import random_params, tolerance
+from .variants import variant_id as _ids
 
 da = pytest.importorskip("dask.array")
 dask = pytest.importorskip("dask")
@@ -38,11 +39,6 @@ STEPS, BATCH, FEATURES, HIDDEN = 6, 9, 4, 5
 LENGTHS = np.array([6, 0, 3, 1, 6, 2, 5, 4, 6])
 # batch chunkings: one block, even blocks, uneven blocks with a 1-row block
 CHUNKINGS = [(9,), (3, 3, 3), (2, 4, 1, 2)]
-
-
-def _ids(variant):
-    kind, params_options, call_options = variant
-    return "-".join([kind] + [f"{k}={v}" for k, v in {**params_options, **call_options}.items()])
 
 
 def _random_state(kind, params, batch, rng, dtype):

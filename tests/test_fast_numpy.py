@@ -23,6 +23,7 @@ from arrayrnn._fast.registry import select
 
 from . import reference
 from .support import Backend, random_params, tolerance
+from .variants import variant_id as _ids
 
 FUNCTIONS = {"rnn": ar.rnn, "lstm": ar.lstm, "gru": ar.gru}
 
@@ -64,11 +65,6 @@ def engine(request, monkeypatch):
     else:
         monkeypatch.setenv("ARRAYRNN_NUMBA", "0")
     return request.param
-
-
-def _ids(variant):
-    kind, params_options, call_options = variant
-    return "-".join([kind] + [f"{k}={v}" for k, v in {**params_options, **call_options}.items()])
 
 
 def _state(kind, params, batch, rng, dtype):

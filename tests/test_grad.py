@@ -16,6 +16,7 @@ import arrayrnn as ar
 
 from .conftest import need
 from .support import random_params
+from .variants import variant_id as _ids
 
 SEQUENCES = {"rnn": ar.rnn, "lstm": ar.lstm, "gru": ar.gru}
 CELLS = {"rnn": ar.rnn_cell, "lstm": ar.lstm_cell, "gru": ar.gru_cell}
@@ -35,11 +36,6 @@ VARIANTS = [
     ("gru", {}, {"linear_before_reset": False}),
     ("gru", {"bias": False}, {"linear_before_reset": False}),
 ]
-
-
-def _ids(variant):
-    kind, params_options, call_options = variant
-    return "-".join([kind] + [f"{k}={v}" for k, v in {**params_options, **call_options}.items()])
 
 
 def _state(kind, params, batch_shape, rng, dtype="float64"):

@@ -12,28 +12,12 @@ import arrayrnn as ar
 from . import reference
 from .conftest import need
 from .support import random_params, tolerance
+from .variants import VARIANTS
+from .variants import variant_id as _ids
 
 FUNCTIONS = {"rnn": ar.rnn, "lstm": ar.lstm, "gru": ar.gru}
 
 # kind, params options, call options
-VARIANTS = [
-    ("rnn", {}, {"nonlinearity": "tanh"}),
-    ("rnn", {}, {"nonlinearity": "relu"}),
-    ("rnn", {"bias": False}, {}),
-    ("lstm", {}, {}),
-    ("lstm", {"proj_size": 3}, {}),
-    ("lstm", {"peepholes": True}, {}),
-    ("lstm", {"peepholes": True}, {"coupled": True, "clip": 0.7}),
-    ("lstm", {"bias": False}, {"clip": 1.5}),
-    ("gru", {}, {}),
-    ("gru", {}, {"linear_before_reset": False}),
-    ("gru", {"bias": False}, {}),
-]
-
-
-def _ids(variant):
-    kind, params_options, call_options = variant
-    return "-".join([kind] + [f"{k}={v}" for k, v in {**params_options, **call_options}.items()])
 
 
 def _state(kind, params, batch, rng):
