@@ -473,6 +473,70 @@ def persistent_sweep_section(report, budget, machine, kinds, shapes, reserve):
                          cupy_persistent.ACQREL_BARRIER, cupy_persistent.MAX_BLOCKS) = defaults  # fmt: skip
 
 
+#: shapes where the fused gradient path trails cuDNN most (H100, 2026-11-27): where its time goes
+BREAKDOWN_SHAPES = [(50, 4096, 256, 256), (100, 256, 1024, 1024)]
+#: the parts of a pullback timed on their own (module functions of ``arrayrnn._fast.cupy_grad``)
+BREAKDOWN_PARTS = ("previous_hidden", "rnn_param_grads", "lstm_param_grads", "gru_param_grads")
+
+
+def breakdown_section(report, budget, machine, kinds, reserve, rounds=3):
+    """The fused gradient path split up: recording forward, backward loop, the previous-hidden copy and the
+    parameter gradients (dx and the weight/bias GEMMs), each between device synchronisations (medians of
+    ``rounds``), so the next optimisation goes where the time is."""
+    import arrayrnn as ar
+    from arrayrnn._fast import cupy_grad
+
+    for kind in kinds:
+        for shape in BREAKDOWN_SHAPES:
+            base = {"cell": kind, "shape": list(shape), "dtype": "float32", "direction": "vjp-breakdown",
+                    "impl": "fused"}  # fmt: skip
+            if budget.left() <= reserve:
+                report.add({**base, "skipped": "time budget"})
+                continue
+            parts: dict[str, float] = {}
+
+            def timed(name, function, parts=parts):
+                def wrapper(*args, **kwargs):
+                    machine.sync()
+                    start = time.perf_counter()
+                    result = function(*args, **kwargs)
+                    machine.sync()
+                    parts[name] = parts.get(name, 0.0) + (time.perf_counter() - start) * 1e3
+                    return result
+
+                return wrapper
+
+            wrapped = {name: getattr(cupy_grad, name) for name in (BREAKDOWN_PARTS[0], f"{kind}_param_grads")}
+            try:
+                problem = Problem(machine, kind, shape, "float32")
+                for name, function in wrapped.items():
+                    setattr(cupy_grad, name, timed(name, function))
+                problem.ours_forward_backward("fused")  # warm-up
+                measured = []
+                for _ in range(rounds):
+                    parts.clear()
+                    machine.sync()
+                    start = time.perf_counter()
+                    _, pullback = ar.vjp(problem.function, problem.x, problem.params, impl="fused")
+                    machine.sync()
+                    recorded = time.perf_counter()
+                    pullback((problem.dy, (None, None) if kind == "lstm" else None))
+                    machine.sync()
+                    done = time.perf_counter()
+                    measured.append({"forward_ms": (recorded - start) * 1e3, "backward_ms": (done - recorded) * 1e3,
+                                     **{f"{name}_ms": ms for name, ms in parts.items()}})  # fmt: skip
+                entry = {**base, **{key: statistics.median(m[key] for m in measured) for key in measured[0]}}
+                entry["backward_loop_ms"] = entry["backward_ms"] - sum(entry.get(f"{n}_ms", 0.0) for n in wrapped)
+                entry["median_ms"] = entry["forward_ms"] + entry["backward_ms"]
+            except Exception as error:
+                failure = {"error": f"{type(error).__name__}: {error}", "traceback": traceback.format_exc(limit=4)}
+                entry = {**base, **failure}
+            finally:
+                for name, function in wrapped.items():
+                    setattr(cupy_grad, name, function)
+            report.add(entry)
+
+
 #: blocks (of 256 threads) and barriers per launch of the barrier-only measurement
 BARRIER_BLOCKS = (1, 16, 66, 132)
 BARRIER_STEPS = 1000
@@ -535,6 +599,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     vjp_impls = VJP_IMPLS[:1] + VJP_IMPLS[-1:] if args.dry_run else VJP_IMPLS  # NumPy has no fused/graph
     backward_section(report, budget, machine, kinds, shapes, reserve=0.15 * args.budget, vjp_impls=vjp_impls)
     if not args.dry_run:
+        breakdown_section(report, budget, machine, kinds, reserve=0.12 * args.budget)
         barrier_section(report, budget, machine, reserve=0.1 * args.budget)
         persistent_sweep_section(report, budget, machine, kinds, shapes, reserve=0.05 * args.budget)
     forward_section(report, budget, machine, ["lstm"], half_shapes, "float16", impls, reserve=0.0)

@@ -223,6 +223,25 @@ def sweep_table(runs: list[dict[str, Any]]) -> list[str]:
     return rows
 
 
+def breakdown_table(runs: list[dict[str, Any]]) -> list[str]:
+    """Milliseconds per part of the fused gradient path (benchmarks/gpu_bench.py breakdown_section)."""
+    rows = []
+    for number, data in enumerate(runs):
+        for entry in data.get("results", []):
+            if entry.get("direction") != "vjp-breakdown" or not _timed(entry):
+                continue
+            grads = next((entry[k] for k in entry if k.endswith("_param_grads_ms")), None)
+            cells = [entry.get("forward_ms"), entry.get("backward_loop_ms"), entry.get("previous_hidden_ms"), grads,
+                     entry.get("median_ms")]  # fmt: skip
+            mark = f" ({RUN_LETTERS[number]})" if number else ""
+            text = " | ".join("–" if v is None else f"{v:.2f}" for v in cells)
+            rows.append(f"| {CELL_NAMES[entry['cell']]} | {_shape_text(_shape(entry))}{mark} | {text} |")
+    if not rows:
+        return []
+    head = "| cell | T, B, I, H | recording forward | backward loop | previous h | dx + weight grads | total (ms) |"
+    return [head, "|---|---|---|---|---|---|---|"] + rows
+
+
 def barrier_table(runs: list[dict[str, Any]]) -> list[str]:
     """Microseconds per grid barrier (barrier-only kernel), by grid size and barrier flavour."""
     cost: dict[tuple[int, int], dict[str, float]] = defaultdict(dict)
@@ -265,6 +284,9 @@ def render(runs: list[dict[str, Any]], names: Optional[list[str]] = None) -> str
     summary = targets_summary(index)
     if summary:
         out += ["Targets (the default path, the auto column):", ""] + summary + [""]
+    breakdown = breakdown_table(runs)
+    if breakdown:
+        out += ["Fused gradient path, where the time goes (between device synchronisations):", ""] + breakdown + [""]
     barriers = barrier_table(runs)
     if barriers:
         out += ["Grid barrier alone (the per-step floor of the persistent kernels):", ""] + barriers + [""]

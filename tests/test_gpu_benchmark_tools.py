@@ -154,3 +154,10 @@ def test_time_pairs_alternates(bench):
     result = Clock().time_pairs(lambda: None, lambda: None)
     assert calls[:4] == ["ref", "ours", "ref", "ours"] and result["paired_ratio"] == 0.5
     assert result["repeats"] == bench.MAX_REPEATS and result["reference_median_ms"] == 2.0
+
+
+def test_breakdown_table(table):
+    entry = _entry("rnn", (50, 4096, 256, 256), "fused", 19.0, direction="vjp-breakdown", forward_ms=3.0,
+                   backward_ms=16.0, previous_hidden_ms=1.0, rnn_param_grads_ms=5.0, backward_loop_ms=10.0)  # fmt: skip
+    text = table.render({"results": [entry]})
+    assert "| RNN | 50, 4096, 256, 256 | 3.00 | 10.00 | 1.00 | 5.00 | 19.00 |" in text
