@@ -65,6 +65,17 @@ def main() -> int:
                     failures += 1
                     print(f"  {kind:4} {dtype:8} {impl:10} FAILED:")
                     traceback.print_exc(limit=3)
+    # the grid barrier alone (both flavours), as the benchmark will run it
+    for acqrel in (False, True):
+        try:
+            run_barriers = cupy_persistent.barrier_bench(blocks=16, threads=256, steps=100, acqrel=acqrel)
+            run_barriers()
+            cupy.cuda.get_current_stream().synchronize()
+            print(f"  grid barrier ({'release/acquire' if acqrel else 'fences'}): 100 barriers on 16 blocks ran")
+        except Exception:
+            failures += 1
+            print(f"  grid barrier ({'release/acquire' if acqrel else 'fences'}) FAILED:")
+            traceback.print_exc(limit=3)
     # the gradient path (cupy_grad): ar.vjp with the default impl against the generic core
     for kind in ("rnn", "lstm", "gru"):
         for dtype, tolerance in (("float32", 1e-4), ("float64", 1e-10)):
