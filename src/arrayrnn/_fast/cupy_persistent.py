@@ -90,6 +90,8 @@ _DEFAULT_SHARED = 48 * 1024
 
 @dataclasses.dataclass(frozen=True)
 class _Launch:
+    """How one call launches: the kernel (for its batch tile), the grid and the shared memory per block."""
+
     kernel: Any
     blocks: int
     units: int  # hidden units per block (the last block may have fewer)
@@ -144,12 +146,13 @@ def _shared_memory_limit(cp: Any, device: Any) -> int:
     return int(found)
 
 
-_allowed_shared: dict[tuple[int, str], int] = {}
+_allowed_shared: dict[tuple[int, str, int], int] = {}
 
 
 def _allow_shared(k: Any, name: str, shared_mem: int) -> None:
-    """Opt kernel ``k`` in to ``shared_mem`` bytes of dynamic shared memory (once per kernel and size)."""
-    key = (id(k), name)
+    """Opt kernel ``k`` in to ``shared_mem`` bytes of dynamic shared memory (once per kernel, device and size:
+    the attribute belongs to the kernel as loaded on the current device)."""
+    key = (id(k), name, int(cupy_module().cuda.Device().id))
     if _allowed_shared.get(key, 0) < shared_mem:
         k.max_dynamic_shared_size_bytes = shared_mem
         _allowed_shared[key] = shared_mem
