@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from . import cupy_persistent
-from .cupy_common import cooperative_launch, cupy_module, int32, kernel, kernel_name, resident_blocks
+from .cupy_common import cupy_module, int32, kernel, kernel_name, resident_blocks
 from .cupy_sources import EXECUTOR_BASES, EXECUTOR_SLOTS, graph_kernel_name, kernel_specs
 
 Array = Any
@@ -81,18 +81,12 @@ def build_table(launches: list[tuple[Any, tuple[int], tuple[int], tuple[Any, ...
 
 def run(table: ExecutorTable, dtype: str) -> None:
     """Run the encoded launches on the current stream: one cooperative launch."""
-    cp = cupy_module()
     name = graph_kernel_name("graph_executor", table.tile)
     k = kernel(name, dtype)
     threads = min(THREADS, int(k.attributes["max_threads_per_block"]) // 32 * 32)
-    sms = int(cp.cuda.Device().attributes["MultiProcessorCount"])
-    limit = min(sms * cupy_persistent.BLOCKS_PER_SM, resident_blocks(k, name, threads))
-    if cupy_persistent.MAX_BLOCKS is not None:
-        limit = min(limit, cupy_persistent.MAX_BLOCKS)
+    limit = min(cupy_persistent.block_cap(), resident_blocks(k, name, threads))
     blocks = max(1, min(limit, -(-table.tasks // (threads // 32))))
-    counter = cp.zeros((2,), dtype=cp.uint32)
-    args = (table.table, table.kinds, int32(table.launches), int32(EXECUTOR_SLOTS), counter)
-    args += (int32(cupy_persistent.barrier_options()),)
-    cooperative_launch(k, (blocks,), (threads,), args)
-    if cupy_persistent.CHECK_BARRIER and int(counter[1]) != 0:
-        raise RuntimeError(f"the graph executor's grid barrier timed out ({blocks} blocks, {table.launches} launches)")
+    head = (table.table, table.kinds, int32(table.launches), int32(EXECUTOR_SLOTS))
+    options = int32(cupy_persistent.barrier_options())
+    what = f"graph executor ({table.launches} launches)"
+    cupy_persistent.launch_with_barrier(k, blocks, threads, lambda counter: (*head, counter, options), what=what)

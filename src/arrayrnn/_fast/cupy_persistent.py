@@ -31,6 +31,7 @@ barrier; neither is measured yet (``benchmarks/gpu_bench.py`` times both, and th
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any, Optional
 
 from .cupy_common import (
@@ -111,7 +112,7 @@ def _launch_shape(base: str, dtype: str, batch: int, hidden: int, gates: int) ->
     tile = choose_batch_tile(batch, hidden, sms * BLOCKS_PER_SM * warps_per_block)
     name = graph_kernel_name(base, tile)
     k = kernel(name, dtype)
-    limit = sms * BLOCKS_PER_SM if MAX_BLOCKS is None else min(sms * BLOCKS_PER_SM, MAX_BLOCKS)
+    limit = block_cap()
     units = max(1, -(-warps_per_block // -(-batch // tile)), -(-hidden // limit))
     itemsize = _ITEMSIZE[dtype]
     shared_mem = gates * units * hidden * itemsize
@@ -128,6 +129,29 @@ def _launch_shape(base: str, dtype: str, batch: int, hidden: int, gates: int) ->
     if blocks > resident:
         raise ValueError(f"impl='persistent': {blocks} blocks do not fit on this device at once ({resident} do)")
     return _Launch(k, blocks, units, shared_mem)
+
+
+def block_cap() -> int:
+    """Blocks one cooperative launch may have before occupancy: ``BLOCKS_PER_SM`` per multiprocessor of the current
+    device, and at most ``MAX_BLOCKS``."""
+    sms = int(cupy_module().cuda.Device().attributes["MultiProcessorCount"])
+    return sms * BLOCKS_PER_SM if MAX_BLOCKS is None else min(sms * BLOCKS_PER_SM, MAX_BLOCKS)
+
+
+def launch_with_barrier(
+    k: Any,
+    blocks: int,
+    threads: int,
+    arguments: Callable[[Array], tuple[Any, ...]],
+    shared_mem: int = 0,
+    what: str = "impl='persistent'",
+) -> None:
+    """One cooperative launch of a kernel with a grid barrier: ``arguments(counter)`` gives its arguments around a
+    fresh zeroed barrier counter; with ``CHECK_BARRIER`` a timed-out barrier raises instead of going unnoticed."""
+    counter = cupy_module().zeros((2,), dtype="uint32")
+    cooperative_launch(k, (blocks,), (threads,), arguments(counter), shared_mem)
+    if CHECK_BARRIER and int(counter[1]) != 0:
+        raise RuntimeError(f"{what}: a grid barrier timed out ({blocks} blocks)")
 
 
 _ITEMSIZE = {"float16": 2, "float32": 4, "float64": 8}
@@ -188,12 +212,16 @@ def _run(
     cell = (cp.ascontiguousarray(initial[1]).copy(),) if len(initial) > 1 else ()
     extra = (cp.empty((batch, hidden), dtype=x.dtype),) if scratch else ()
     y = cp.empty((steps, batch, hidden), dtype=x.dtype)
-    counter = cp.zeros((2,), dtype=cp.uint32)
     sizes = (int32(steps), int32(batch), int32(hidden), int32(bool(reverse)), int32(options | barrier_options()))
-    args = (gx, *weights, lengths_int64(lengths), h_states, *cell, *extra, y, counter, *sizes, *tail)
-    cooperative_launch(launch.kernel, (blocks,), (THREADS,), (*args, int32(launch.units)), launch.shared_mem)
-    if CHECK_BARRIER and int(counter[1]) != 0:
-        raise RuntimeError(f"impl='persistent': a grid barrier timed out in {base} ({blocks} blocks)")
+    head = (gx, *weights, lengths_int64(lengths), h_states, *cell, *extra, y)
+    launch_with_barrier(
+        launch.kernel,
+        blocks,
+        THREADS,
+        lambda counter: (*head, counter, *sizes, *tail, int32(launch.units)),
+        launch.shared_mem,
+        f"impl='persistent' ({base})",
+    )
     return y, (h_states[steps % 2].copy(), *cell)
 
 
