@@ -22,6 +22,7 @@ rewritten after every measurement, so a run cut short still leaves its results.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -55,6 +56,20 @@ TARGET_SECONDS = 0.2
 MIN_REPEATS, MAX_REPEATS = 3, 30
 #: a forward that agrees with cuDNN to this relative difference is "ok" (float32, TF32 off)
 REL_TOLERANCE = {"float32": 1e-4, "float16": 2e-2}
+
+
+@contextlib.contextmanager
+def overridden(module: Any, **values: Any):
+    """Set module attributes (the fast paths' knobs, or functions wrapped for timing) for the duration of a
+    block, and put the old ones back whatever happens."""
+    saved = {name: getattr(module, name) for name in values}
+    for name, value in values.items():
+        setattr(module, name, value)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(module, name, value)
 
 
 def choose_repeats(seconds_per_call: float) -> int:
@@ -267,9 +282,11 @@ class Problem:
         import arrayrnn as ar
 
         _, pullback = ar.vjp(self.function, self.x, self.params, impl=impl)
-        final_cotangent = (None, None) if self.kind == "lstm" else None
-        grads = pullback((self.dy, final_cotangent))
-        return grads[1].weight_hh
+        return pullback(self.cotangent())[1].weight_hh
+
+    def cotangent(self) -> tuple[Any, Any]:
+        """The output cotangent of the forward+backward measurements: dy on y, nothing on the final state."""
+        return self.dy, (None, None) if self.kind == "lstm" else None
 
 
 class Report:
@@ -439,8 +456,6 @@ def persistent_sweep_section(report, budget, machine, kinds, shapes, reserve):
     """The persistent kernel at every batch tile and block size (forward, float32), for tuning its defaults."""
     from arrayrnn._fast import cupy_persistent, cupy_sources
 
-    module = cupy_persistent
-    defaults = (module.THREADS, module.BLOCKS_PER_SM, module.ACQREL_BARRIER, module.MAX_BLOCKS)
     for kind in kinds:
         for shape in shapes:
             if shape[1] > 64:
@@ -452,38 +467,31 @@ def persistent_sweep_section(report, budget, machine, kinds, shapes, reserve):
                 report.add({**base, "impl": "setup", "error": f"{type(error).__name__}: {error}"})
                 continue
             sms = 0 if machine.dry_run else int(machine.cupy.cuda.Device().attributes["MultiProcessorCount"])
-            chosen = cupy_persistent.choose_batch_tile(shape[1], shape[3], sms * defaults[1] * defaults[0] // 32)
+            warps = sms * cupy_persistent.BLOCKS_PER_SM * cupy_persistent.THREADS // 32
+            chosen = cupy_persistent.choose_batch_tile(shape[1], shape[3], warps)
             for threads, per_sm, acqrel, max_blocks in PERSISTENT_CONFIGS:
                 for tile in cupy_sources.BATCH_TILES:
                     if tile > 1 and tile >= 2 * shape[1]:
                         continue
-                    cupy_persistent.FORCE_BATCH_TILE = tile
-                    cupy_persistent.THREADS, cupy_persistent.BLOCKS_PER_SM = threads, per_sm
-                    cupy_persistent.ACQREL_BARRIER, cupy_persistent.MAX_BLOCKS = acqrel, max_blocks
-                    try:
-                        run = lambda problem=problem: problem.ours_forward("persistent")  # noqa: E731
-                        flags = (",acqrel" if acqrel else "") + (f",max_blocks={max_blocks}" if max_blocks else "")
-                        name = f"persistent[nb={tile},t={threads},b={per_sm}{flags}]"
-                        extra = {"chosen_tile": chosen, "tile": tile, "threads": threads, "blocks_per_sm": per_sm,
-                                 "acqrel_barrier": acqrel, "max_blocks": max_blocks}  # fmt: skip
+                    knobs = {"FORCE_BATCH_TILE": tile, "THREADS": threads, "BLOCKS_PER_SM": per_sm,
+                             "ACQREL_BARRIER": acqrel, "MAX_BLOCKS": max_blocks}  # fmt: skip
+                    run = lambda problem=problem: problem.ours_forward("persistent")  # noqa: E731
+                    flags = (",acqrel" if acqrel else "") + (f",max_blocks={max_blocks}" if max_blocks else "")
+                    name = f"persistent[nb={tile},t={threads},b={per_sm}{flags}]"
+                    extra = {"chosen_tile": chosen, "tile": tile, "threads": threads, "blocks_per_sm": per_sm,
+                             "acqrel_barrier": acqrel, "max_blocks": max_blocks}  # fmt: skip
+                    with overridden(cupy_persistent, **knobs):
                         measure(report, budget, {**base, **extra}, name, run, machine, reserve=reserve)
-                    finally:
-                        cupy_persistent.FORCE_BATCH_TILE = None
-                        (cupy_persistent.THREADS, cupy_persistent.BLOCKS_PER_SM,
-                         cupy_persistent.ACQREL_BARRIER, cupy_persistent.MAX_BLOCKS) = defaults  # fmt: skip
 
 
 #: shapes where the fused gradient path trails cuDNN most (H100, 2026-11-27): where its time goes
 BREAKDOWN_SHAPES = [(50, 4096, 256, 256), (100, 256, 1024, 1024)]
-#: the parts of a pullback timed on their own (module functions of ``arrayrnn._fast.cupy_grad``)
-BREAKDOWN_PARTS = ("previous_hidden", "rnn_param_grads", "lstm_param_grads", "gru_param_grads")
 
 
 def breakdown_section(report, budget, machine, kinds, reserve, rounds=3):
     """The fused gradient path split up: recording forward, backward loop, the previous-hidden copy and the
     parameter gradients (dx and the weight/bias GEMMs), each between device synchronisations (medians of
     ``rounds``), so the next optimisation goes where the time is."""
-    import arrayrnn as ar
     from arrayrnn._fast import cupy_grad
 
     for kind in kinds:
@@ -506,35 +514,40 @@ def breakdown_section(report, budget, machine, kinds, reserve, rounds=3):
 
                 return wrapper
 
-            wrapped = {name: getattr(cupy_grad, name) for name in (BREAKDOWN_PARTS[0], f"{kind}_param_grads")}
+            # the parts of a pullback timed on their own (module functions of ``arrayrnn._fast.cupy_grad``)
+            names = ("previous_hidden", f"{kind}_param_grads")
+            wrapped = {name: timed(name, getattr(cupy_grad, name)) for name in names}
             try:
                 problem = Problem(machine, kind, shape, "float32")
-                for name, function in wrapped.items():
-                    setattr(cupy_grad, name, timed(name, function))
-                problem.ours_forward_backward("fused")  # warm-up
-                measured = []
-                for _ in range(rounds):
-                    parts.clear()
-                    machine.sync()
-                    start = time.perf_counter()
-                    _, pullback = ar.vjp(problem.function, problem.x, problem.params, impl="fused")
-                    machine.sync()
-                    recorded = time.perf_counter()
-                    pullback((problem.dy, (None, None) if kind == "lstm" else None))
-                    machine.sync()
-                    done = time.perf_counter()
-                    measured.append({"forward_ms": (recorded - start) * 1e3, "backward_ms": (done - recorded) * 1e3,
-                                     **{f"{name}_ms": ms for name, ms in parts.items()}})  # fmt: skip
-                entry = {**base, **{key: statistics.median(m[key] for m in measured) for key in measured[0]}}
+                with overridden(cupy_grad, **wrapped):
+                    entry = {**base, **_breakdown(machine, problem, parts, rounds)}
                 entry["backward_loop_ms"] = entry["backward_ms"] - sum(entry.get(f"{n}_ms", 0.0) for n in wrapped)
                 entry["median_ms"] = entry["forward_ms"] + entry["backward_ms"]
             except Exception as error:
                 failure = {"error": f"{type(error).__name__}: {error}", "traceback": traceback.format_exc(limit=4)}
                 entry = {**base, **failure}
-            finally:
-                for name, function in wrapped.items():
-                    setattr(cupy_grad, name, function)
             report.add(entry)
+
+
+def _breakdown(machine: Machine, problem: Problem, parts: dict[str, float], rounds: int) -> dict[str, float]:
+    """Medians over ``rounds`` of the recording forward, the pullback, and the ``parts`` timed inside it."""
+    import arrayrnn as ar
+
+    problem.ours_forward_backward("fused")  # warm-up
+    measured = []
+    for _ in range(rounds):
+        parts.clear()
+        machine.sync()
+        start = time.perf_counter()
+        _, pullback = ar.vjp(problem.function, problem.x, problem.params, impl="fused")
+        machine.sync()
+        recorded = time.perf_counter()
+        pullback(problem.cotangent())
+        machine.sync()
+        done = time.perf_counter()
+        measured.append({"forward_ms": (recorded - start) * 1e3, "backward_ms": (done - recorded) * 1e3,
+                         **{f"{name}_ms": ms for name, ms in parts.items()}})  # fmt: skip
+    return {key: statistics.median(m[key] for m in measured) for key in measured[0]}
 
 
 #: blocks (of 256 threads) and barriers per launch of the barrier-only measurement

@@ -161,3 +161,14 @@ def test_breakdown_table(table):
                    backward_ms=16.0, previous_hidden_ms=1.0, rnn_param_grads_ms=5.0, backward_loop_ms=10.0)  # fmt: skip
     text = table.render({"results": [entry]})
     assert "| RNN | 50, 4096, 256, 256 | 3.00 | 10.00 | 1.00 | 5.00 | 19.00 |" in text
+
+
+def test_overridden_puts_the_knobs_back(bench):
+    import types
+
+    module = types.SimpleNamespace(THREADS=256, MAX_BLOCKS=None)
+    with pytest.raises(RuntimeError):
+        with bench.overridden(module, THREADS=512, MAX_BLOCKS=1):
+            assert (module.THREADS, module.MAX_BLOCKS) == (512, 1)
+            raise RuntimeError("a failed measurement")
+    assert (module.THREADS, module.MAX_BLOCKS) == (256, None)
