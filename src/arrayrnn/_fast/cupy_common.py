@@ -6,7 +6,6 @@ nothing and the tests can put a CPU stand-in in its place.
 
 from __future__ import annotations
 
-import functools
 import threading
 from typing import Any, Optional
 
@@ -187,11 +186,6 @@ def empty_batch_result(x: Array, state: tuple[Array, ...]) -> tuple[Array, tuple
 
 def time_order(steps: int, reverse: bool) -> range:
     return range(steps - 1, -1, -1) if reverse else range(steps)
-
-
-@functools.cache
-def kernel_names() -> tuple[str, ...]:
-    return tuple(cupy_sources.kernel_specs())
 
 
 def cooperative_launch(k: Any, grid: tuple[int], block: tuple[int], args: tuple[Any, ...], shared_mem: int = 0) -> None:
