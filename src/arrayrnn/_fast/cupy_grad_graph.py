@@ -32,7 +32,6 @@ from typing import Any, Optional
 from . import cupy_executor, cupy_graph, cupy_persistent
 from .cupy_common import (
     acc_scalar,
-    contiguous_or_placeholder,
     cupy_module,
     dtype_name,
     int32,
@@ -353,10 +352,8 @@ def _lstm(
 ) -> tuple[Array, State, Backward]:
     shape = _Shape(x, params.hidden_size, reverse, persistent)
     T, B, H = shape.steps, shape.batch, shape.hidden
-    weights = cupy_graph.recurrent_weights(params, x.dtype)
-    peepholes = tuple(
-        contiguous_or_placeholder(p, x.dtype) for p in (params.peephole_i, params.peephole_f, params.peephole_o)
-    )
+    step_weights = cupy_graph.lstm_step_weights(params, x.dtype)
+    weights, peepholes = step_weights[:3], step_weights[3:]  # recurrent weights and biases; the three peepholes
     options = lstm_options(params, lengths, coupled, clip)
     clip_value = acc_scalar(shape.dtype, 0.0 if clip is None else clip)
     tail = (int32(options), clip_value)
