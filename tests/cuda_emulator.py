@@ -57,14 +57,15 @@ static inline double __longlong_as_double(long long v) { double d; memcpy(&d, &v
 struct emu_dim3 { unsigned int x, y, z; };
 static emu_dim3 threadIdx, blockIdx, blockDim, gridDim;
 
-enum { EMU_RUNNING = 0, EMU_AT_SHUFFLE, EMU_AT_SYNCTHREADS, EMU_AT_GRID_SYNC, EMU_DONE };
+enum { EMU_RUNNING = 0, EMU_AT_SHUFFLE, EMU_AT_SYNCTHREADS, EMU_AT_GRID_SYNC, EMU_AT_CLUSTER_SYNC, EMU_DONE };
 // error bits (tests/cuda_emulator.py ERRORS); every one but EMU_PARTIAL_MASK stops the launch
 enum {
   EMU_PARTIAL_MASK = 1, EMU_SHUFFLE_EXITED = 2, EMU_GRID_TARGET = 4, EMU_EXITED_AT_BARRIER = 8,
-  EMU_NO_PROGRESS = 16, EMU_GRID_SYNC_NOT_COOPERATIVE = 32, EMU_SYNCTHREADS_BY_WARP = 64
+  EMU_NO_PROGRESS = 16, EMU_GRID_SYNC_NOT_COOPERATIVE = 32, EMU_SYNCTHREADS_BY_WARP = 64,
+  EMU_CLUSTER_SYNC_NO_CLUSTER = 128, EMU_CLUSTER_RANK = 256, EMU_CLUSTER_MAP_EXITED = 512
 };
 // how a launch groups the fibers that run at the same time
-enum { EMU_BY_WARP = 0, EMU_BY_BLOCK = 1, EMU_WHOLE_GRID = 2 };
+enum { EMU_BY_WARP = 0, EMU_BY_BLOCK = 1, EMU_WHOLE_GRID = 2, EMU_BY_CLUSTER = 3 };
 
 struct EmuFiber {
   ucontext_t context;
@@ -122,6 +123,32 @@ static size_t emu_shared_bytes = 0;
 static inline unsigned char* emu_dynamic_shared() { return emu_shared + (size_t)blockIdx.x * emu_shared_bytes; }
 #define ARRAYRNN_DYNAMIC_SHARED() emu_dynamic_shared()
 
+// Thread block clusters: emu_launch's `cluster` consecutive blocks run together (a group of the scheduler).
+// The cluster barrier releases when every thread of the cluster is there; a shared-memory address maps to
+// the same offset in the buffer of block `rank` of this block's cluster (rank checked; mapping into a block
+// whose threads have all exited is an error: on a GPU that memory may already belong to another block).
+static int emu_cluster = 1;
+static inline void emu_cluster_sync() { emu_block_at(EMU_AT_CLUSTER_SYNC); }
+template <class T>
+T* emu_cluster_map(T* p, unsigned int rank) {
+  unsigned char* own = emu_dynamic_shared();
+  const size_t offset = (size_t)((unsigned char*)p - own);
+  if (emu_cluster <= 1 || rank >= (unsigned int)emu_cluster || offset >= emu_shared_bytes) {
+    emu_group->error |= EMU_CLUSTER_RANK;
+    return p;
+  }
+  const unsigned int target = blockIdx.x - blockIdx.x % (unsigned int)emu_cluster + rank;
+  int exited = 1;
+  for (int i = 0; i < emu_group->count; ++i) {
+    if (emu_group->fibers[i].block == target && emu_group->fibers[i].state != EMU_DONE) exited = 0;
+  }
+  if (exited) emu_group->error |= EMU_CLUSTER_MAP_EXITED;
+  return (T*)(emu_shared + (size_t)target * emu_shared_bytes + offset);
+}
+#define ARRAYRNN_CLUSTER_SYNC() emu_cluster_sync()
+#define ARRAYRNN_CLUSTER_MAP(p, rank) emu_cluster_map(p, rank)
+#define ARRAYRNN_CLUSTER_DIMS(size)
+
 static void emu_fiber_main() {
   emu_current_entry(emu_current_args);
   emu_self->state = EMU_DONE;
@@ -157,10 +184,11 @@ static int emu_run_group(int first, int count, int grouping, char* stacks, size_
       swapcontext(&group.scheduler, &f->context);
     }
     // every fiber is now blocked or done: release the barriers that are complete
-    int released = 0, done = 0, at_grid = 0;
+    int released = 0, done = 0, at_grid = 0, at_cluster = 0;
     for (int i = 0; i < count; ++i) {
       done += group.fibers[i].state == EMU_DONE;
       at_grid += group.fibers[i].state == EMU_AT_GRID_SYNC;
+      at_cluster += group.fibers[i].state == EMU_AT_CLUSTER_SYNC;
     }
     if (done == count) break;
     for (int i = 0; i < count;) {  // warps
@@ -213,6 +241,16 @@ static int emu_run_group(int first, int count, int grouping, char* stacks, size_
         group.error |= EMU_EXITED_AT_BARRIER;
       }
     }
+    if (at_cluster) {  // a group of a cluster launch is one cluster
+      if (grouping != EMU_BY_CLUSTER) {
+        group.error |= EMU_CLUSTER_SYNC_NO_CLUSTER;
+      } else if (at_cluster == count) {
+        for (int i = 0; i < count; ++i) group.fibers[i].state = EMU_RUNNING;
+        released = 1;
+      } else if (done) {
+        group.error |= EMU_EXITED_AT_BARRIER;
+      }
+    }
     if (group.error & ~EMU_PARTIAL_MASK) break;
     if (!released) {
       group.error |= EMU_NO_PROGRESS;
@@ -226,8 +264,10 @@ static int emu_run_group(int first, int count, int grouping, char* stacks, size_
 }
 
 // Returns 0, or the error bits of every group run.
-extern "C" int emu_launch(emu_entry_t entry, int grid, int block, void** args, int grouping, long long shared_bytes) {
+extern "C" int emu_launch(emu_entry_t entry, int grid, int block, void** args, int grouping, long long shared_bytes,
+                          int cluster) {
   emu_current_entry = entry;
+  emu_cluster = grouping == EMU_BY_CLUSTER ? cluster : 1;
   emu_current_args = args;
   emu_shared_bytes = (size_t)shared_bytes;
   emu_shared = shared_bytes > 0 ? (unsigned char*)calloc((size_t)grid, (size_t)shared_bytes) : 0;
@@ -246,11 +286,13 @@ extern "C" int emu_launch(emu_entry_t entry, int grid, int block, void** args, i
     }
   } else {
     const size_t stack_size = 64 * 1024;
-    const int size = grouping == EMU_BY_BLOCK ? block : grid * block;
-    char* stacks = (char*)malloc((size_t)size * stack_size);
+    const int blocks = grouping == EMU_BY_BLOCK ? 1 : grouping == EMU_BY_CLUSTER ? cluster : grid;
+    char* stacks = (char*)malloc((size_t)blocks * block * stack_size);
     if (!stacks) return -1;
-    if (grouping == EMU_BY_BLOCK) {
-      for (int bx = 0; bx < grid; ++bx) error |= emu_run_group(bx * block, block, grouping, stacks, stack_size);
+    if (grouping == EMU_BY_BLOCK || grouping == EMU_BY_CLUSTER) {
+      for (int bx = 0; bx < grid; bx += blocks) {
+        error |= emu_run_group(bx * block, blocks * block, grouping, stacks, stack_size);
+      }
     } else {
       error = emu_run_group(0, grid * block, grouping, stacks, stack_size);
     }
@@ -271,6 +313,9 @@ ERRORS = {
     16: "deadlock: no thread can make progress (threads wait at different barriers; this hangs a GPU)",
     32: "grid barrier in a launch that is not cooperative (hangs a GPU unless every block is resident)",
     64: "__syncthreads in a launch run warp by warp (the emulator needs the source to name __syncthreads)",
+    128: "cluster barrier in a launch without clusters",
+    256: "distributed shared memory: block rank outside the cluster, or an address outside shared memory",
+    512: "distributed shared memory: mapped into a block whose threads have all exited",
 }
 
 _ARG_C = {
@@ -285,7 +330,7 @@ _ARG_C = {
     "kinds": "const int*",
 }
 
-_GROUPING = {"warp": 0, "block": 1, "grid": 2}
+_GROUPING = {"warp": 0, "block": 1, "grid": 2, "cluster": 3}
 
 
 def _entry_shims(specs: dict[str, list[tuple[str, str]]]) -> str:
@@ -309,7 +354,7 @@ class Library:
         self.run = lib.emu_launch
         self.run.restype = ctypes.c_int
         int_ = ctypes.c_int
-        self.run.argtypes = [ctypes.c_void_p, int_, int_, ctypes.c_void_p, int_, ctypes.c_longlong]
+        self.run.argtypes = [ctypes.c_void_p, int_, int_, ctypes.c_void_p, int_, ctypes.c_longlong, int_]
 
     def entry(self, name: str) -> ctypes.c_void_p:
         return ctypes.cast(getattr(self.lib, f"emu_entry_{name}"), ctypes.c_void_p)
@@ -362,14 +407,18 @@ def run(
     arg_bytes: list[bytes],
     cooperative: bool = False,
     shared_mem: int = 0,
+    cluster: int = 1,
 ) -> None:
     """Run kernel ``name`` of ``lib`` with its parameters given as raw bytes (as ``cuLaunchKernel`` receives
     them); ``cooperative``: all blocks at once, as ``cudaLaunchCooperativeKernel`` (needed by grid barriers);
-    ``shared_mem``: bytes of dynamic shared memory per block (``ARRAYRNN_DYNAMIC_SHARED()``)."""
+    ``shared_mem``: bytes of dynamic shared memory per block (``ARRAYRNN_DYNAMIC_SHARED()``); ``cluster``: blocks
+    per thread block cluster (consecutive blocks run together; ``ARRAYRNN_CLUSTER_SYNC``/``_MAP``)."""
+    if cluster > 1 and (cooperative or grid % cluster):
+        raise ValueError(f"kernel {name}: a grid of {grid} blocks in clusters of {cluster} (cooperative={cooperative})")
     buffers = [ctypes.create_string_buffer(raw, len(raw)) for raw in arg_bytes]
     pointers = (ctypes.c_void_p * max(1, len(buffers)))(*[ctypes.cast(b, ctypes.c_void_p) for b in buffers])
-    grouping = _GROUPING["grid" if cooperative else "block" if lib.by_block else "warp"]
-    error = lib.run(lib.entry(name), grid, block, pointers, grouping, shared_mem)
+    mode = "cluster" if cluster > 1 else "grid" if cooperative else "block" if lib.by_block else "warp"
+    error = lib.run(lib.entry(name), grid, block, pointers, _GROUPING[mode], shared_mem, cluster)
     if error < 0:
         raise MemoryError(f"kernel {name}: no memory for the stacks of {grid} x {block} threads")
     if error:
@@ -385,9 +434,10 @@ def launch(
     arg_bytes: list[bytes],
     cooperative: bool = False,
     shared_mem: int = 0,
+    cluster: int = 1,
 ) -> None:
     """Run kernel ``name`` of the ``dtype`` source (see :func:`run`)."""
-    run(library(dtype), name, grid, block, arg_bytes, cooperative, shared_mem)
+    run(library(dtype), name, grid, block, arg_bytes, cooperative, shared_mem, cluster)
 
 
 def scalar_bytes(value: Any) -> bytes:

@@ -14,7 +14,11 @@ strict where CuPy/CUDA are strict and a silent CPU run would not be:
 * cooperative launches (``RawKernel.kernel(..., enable_cooperative_groups=True)``, as persistent kernels
   with a grid barrier need) run every block at once on the emulator and fail like CUDA when the grid is
   larger than ``MultiProcessorCount`` (``fake.multiprocessors``) times the occupancy that
-  ``cuda.driver.occupancyMaxActiveBlocksPerMultiprocessor`` reports (``fake.occupancy``).
+  ``cuda.driver.occupancyMaxActiveBlocksPerMultiprocessor`` reports (``fake.occupancy``);
+* a cluster kernel (compiled with ``__cluster_dims__``: ``cupy_sources.cluster_size``) runs cluster by
+  cluster and fails like CUDA on a device without clusters (``fake.compute_capability`` below "90"), a grid
+  that is not a whole number of clusters, a cooperative launch, or a cluster of more than 8 blocks unless
+  the kernel opted in (``cuda.driver.funcSetAttribute(ptr, NON_PORTABLE_CLUSTER_SIZE_ALLOWED, 1)``).
 """
 
 from __future__ import annotations
@@ -38,6 +42,10 @@ class _Pointer:
 #: defaults of the device the fake reports; each FakeCupy has its own (``fake.multiprocessors``, ``fake.occupancy``)
 DEFAULT_MULTIPROCESSORS = 2
 DEFAULT_OCCUPANCY = 1
+#: an H100's
+DEFAULT_COMPUTE_CAPABILITY = "90"
+#: CU_FUNC_ATTRIBUTE_NON_PORTABLE_CLUSTER_SIZE_ALLOWED (cuda.h), the one function attribute the fake accepts
+NON_PORTABLE_CLUSTER_SIZE_ALLOWED = 14
 
 #: the FakeCupy made last (``installed`` restores the one before): whose settings ``FakeDevice`` reports,
 #: since a device (``cupy.cuda.Device(0)``, ``array.device``) is made without its module
@@ -53,6 +61,10 @@ class FakeDevice:
         count = DEFAULT_MULTIPROCESSORS if _current is None else _current.multiprocessors
         # an H100's opt-in limit of dynamic shared memory per block
         return {"MultiProcessorCount": count, "MaxSharedMemoryPerBlockOptin": 227 * 1024}
+
+    @property
+    def compute_capability(self) -> str:
+        return DEFAULT_COMPUTE_CAPABILITY if _current is None else _current.compute_capability
 
     def __enter__(self) -> FakeDevice:
         return self
@@ -93,7 +105,8 @@ class FakeGraph:
     def launch(self, stream: Any = None) -> None:
         self.module.graph_launches += 1
         for dtype, name, grid, block, arg_bytes, cooperative, shared_mem in self.recorded:
-            cuda_emulator.launch(dtype, name, grid, block, arg_bytes, cooperative, shared_mem)
+            cluster = cupy_sources.cluster_size(name)
+            cuda_emulator.launch(dtype, name, grid, block, arg_bytes, cooperative, shared_mem, cluster)
 
 
 class FakeStream:
@@ -150,6 +163,7 @@ class FakeFunction:
         self.raw = raw
         FakeFunction._next_ptr += 0x100
         self.ptr = FakeFunction._next_ptr
+        self.non_portable_cluster_size_allowed = 0
 
     def __call__(
         self,
@@ -171,7 +185,7 @@ class FakeRawKernel:
     def __init__(self, module: FakeCupy, code: str, name: str, options: tuple[str, ...] = ()) -> None:
         self.module = module
         self.name = name
-        parts = (None, *cupy_sources.PARTS, "executor")
+        parts = (None, *cupy_sources.ALL_PARTS)
         self.dtype = next(d for d in cupy_sources.ACC_TYPES for p in parts if code == cupy_sources.source(d, p))
         specs = cupy_sources.kernel_specs()
         if name not in specs:
@@ -258,6 +272,16 @@ class FakeRawKernel:
     ) -> None:
         if len(grid) != 1 or len(block) != 1 or grid[0] < 1 or not 1 <= block[0] <= 1024:
             raise ValueError(f"{self.name}: bad launch configuration grid={grid} block={block}")
+        cluster = cupy_sources.cluster_size(self.name)
+        if cluster > 1:
+            allowed = self._function is not None and self._function.non_portable_cluster_size_allowed
+            if int(self.module.compute_capability) < 90:
+                raise RuntimeError(f"CUDA_ERROR_INVALID_CLUSTER_SIZE: {self.name}: no clusters before compute 9.0")
+            if cooperative or grid[0] % cluster or (cluster > 8 and not allowed):
+                raise RuntimeError(
+                    f"CUDA_ERROR_INVALID_CLUSTER_SIZE: {self.name}: grid {grid[0]} in clusters of {cluster} "
+                    f"(cooperative={cooperative}, non-portable size allowed={bool(allowed)})"
+                )
         if cooperative:
             resident = self.module.multiprocessors * self.module.occupancy
             if grid[0] > resident:
@@ -284,7 +308,7 @@ class FakeRawKernel:
                 f"CUDA_ERROR_INVALID_VALUE: {self.name} asks for {shared_mem} bytes of dynamic shared memory, "
                 f"its limit is {self.max_dynamic_shared_size_bytes} (set max_dynamic_shared_size_bytes)"
             )
-        cuda_emulator.launch(self.dtype, self.name, grid[0], block[0], arg_bytes, cooperative, shared_mem)
+        cuda_emulator.launch(self.dtype, self.name, grid[0], block[0], arg_bytes, cooperative, shared_mem, cluster)
 
 
 class FakeCupy(types.ModuleType):
@@ -300,6 +324,7 @@ class FakeCupy(types.ModuleType):
         self.cooperative_launches = 0
         self.multiprocessors = DEFAULT_MULTIPROCESSORS
         self.occupancy = DEFAULT_OCCUPANCY
+        self.compute_capability = DEFAULT_COMPUTE_CAPABILITY
         self._functions: dict[int, FakeFunction] = {}
         self.fail_end_capture = False
         self.fail_launch_named: str | None = None
@@ -312,7 +337,9 @@ class FakeCupy(types.ModuleType):
         cuda.Stream = lambda null=False, non_blocking=False: FakeStream(module, null, non_blocking)
         cuda.get_current_stream = lambda: module._stream_stack[-1] if module._stream_stack else module._null
         cuda.Device = FakeDevice
-        cuda.driver = types.SimpleNamespace(occupancyMaxActiveBlocksPerMultiprocessor=self._occupancy)
+        cuda.driver = types.SimpleNamespace(
+            occupancyMaxActiveBlocksPerMultiprocessor=self._occupancy, funcSetAttribute=self._set_attribute
+        )
         self.cuda = cuda
         self.float16, self.float32, self.float64, self.int64 = np.float16, np.float32, np.float64, np.int64
         self.uint32 = np.uint32
@@ -328,6 +355,14 @@ class FakeCupy(types.ModuleType):
                 f"CUDA_ERROR_INVALID_VALUE: block size {block_size}, dynamic shared memory {dynamic_smem}"
             )
         return self.occupancy
+
+    def _set_attribute(self, func: int, attribute: int, value: int) -> None:
+        """``cupy.cuda.driver.funcSetAttribute``: only the non-portable cluster size is modelled."""
+        if func not in self._functions:
+            raise RuntimeError(f"CUDA_ERROR_INVALID_HANDLE: {func!r} is not a loaded function")
+        if attribute != NON_PORTABLE_CLUSTER_SIZE_ALLOWED:
+            raise NotImplementedError(f"the fake models function attribute {NON_PORTABLE_CLUSTER_SIZE_ALLOWED} only")
+        self._functions[func].non_portable_cluster_size_allowed = int(value)
 
     def _capturing(self) -> bool:
         return self.cuda.get_current_stream().recording is not None
@@ -398,6 +433,7 @@ def installed(monkeypatch: Any):
         "cupy_grad_graph",
         "cupy_persistent",
         "cupy_executor",
+        "cupy_cluster",
     ):
         import importlib
 

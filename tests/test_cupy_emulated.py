@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from arrayrnn._core.sequence import GENERIC
-from arrayrnn._fast import cupy_dispatch, cupy_graph, cupy_kernels, cupy_persistent, cupy_sources
+from arrayrnn._fast import cupy_cluster, cupy_dispatch, cupy_graph, cupy_kernels, cupy_persistent, cupy_sources
 
 from . import cuda_emulator, fake_cupy
 from .support import random_params
@@ -22,7 +22,7 @@ from .variants import variant_id as _ids
 
 pytestmark = pytest.mark.skipif(cuda_emulator.compiler() is None, reason="no C++ compiler for the kernel emulator")
 
-IMPLS = {"fused": cupy_kernels, "graph": cupy_graph, "persistent": cupy_persistent}
+IMPLS = {"fused": cupy_kernels, "graph": cupy_graph, "persistent": cupy_persistent, "cluster": cupy_cluster}
 
 # kind, params options, call options (the variants of tests/test_sequence.py)
 VARIANTS = [
@@ -298,10 +298,11 @@ def test_dispatch_prefers_graph_at_small_batch_and_fused_at_large():
 def test_registry_variants_are_per_backend(monkeypatch):
     from arrayrnn._fast import registry
 
-    assert registry.variants("lstm", "cupy") == ("fused", "graph", "persistent")
+    assert registry.variants("lstm", "cupy") == ("cluster", "fused", "graph", "persistent")
     assert registry.variants("lstm", "numpy") == ()
     assert registry.select("gru", "cupy", "fused") is cupy_kernels.gru_sequence
     assert registry.select("gru", "cupy", "graph") is cupy_graph.gru_sequence
+    assert registry.select("gru", "cupy", "cluster") is cupy_cluster.gru_sequence
     assert registry.select("gru", "cupy", "auto") is cupy_dispatch.gru_sequence
     with pytest.raises(ValueError, match="impl must be one of auto, generic, fast for lstm on numpy"):
         registry.select("lstm", "numpy", "graph")  # the keyword is strict

@@ -21,13 +21,13 @@ def test_every_kernel_has_an_entry_point_and_option_bits_are_distinct():
     specs = cupy_sources.kernel_specs()
     source = cupy_sources.source("float32")
     for name, params in specs.items():
-        signature = re.search(rf'extern "C" __global__ void {name}\((.*?)\)', source)
+        signature = re.search(rf'extern "C" __global__ void (?:ARRAYRNN_CLUSTER_DIMS\(\d+\) )?{name}\((.*?)\)', source)
         assert signature, name
         assert signature.group(1).count(",") == len(params) - 1, name
     for name in specs:  # each kernel's part (the module CuPy compiles for it) defines it, and no other part does
         part = cupy_sources.part_of(name)
-        for other in ("forward", "grad", "executor"):
-            defined = f'extern "C" __global__ void {name}(' in cupy_sources.source("float32", other)
+        for other in cupy_sources.ALL_PARTS:
+            defined = re.search(rf" {name}\(", cupy_sources.source("float32", other)) is not None
             assert defined == (other == part), (name, other)
     bits = list(cupy_sources.OPTIONS.values())
     assert len(set(bits)) == len(bits) and all(bit & (bit - 1) == 0 for bit in bits)

@@ -73,14 +73,20 @@ _MAX_ARRIVALS = 2**32 - 1
 
 
 def choose_batch_tile(batch: int, hidden: int, warps: int) -> int:
-    """Batch rows per task: the smallest tile that gives every warp at most one task per step (fewer, larger
-    tasks reuse each weight load for more rows), else the largest."""
-    if FORCE_BATCH_TILE is not None:
-        if FORCE_BATCH_TILE not in BATCH_TILES:
-            raise ValueError(f"FORCE_BATCH_TILE must be one of {BATCH_TILES}, got {FORCE_BATCH_TILE!r}")
-        return FORCE_BATCH_TILE
+    """Batch rows per task (``FORCE_BATCH_TILE`` or :func:`tile_for_warps`)."""
+    return tile_for_warps(batch, hidden, warps, FORCE_BATCH_TILE)
+
+
+def tile_for_warps(batch: int, units: int, warps: int, forced: Optional[int] = None) -> int:
+    """Batch rows per (unit, batch tile) task: ``forced`` if given, else the smallest tile that gives each of
+    ``warps`` warps at most one task of ``units`` units per step (fewer, larger tasks reuse each weight load for
+    more rows), else the largest."""
+    if forced is not None:
+        if forced not in BATCH_TILES:
+            raise ValueError(f"FORCE_BATCH_TILE must be one of {BATCH_TILES}, got {forced!r}")
+        return forced
     for tile in BATCH_TILES:
-        if -(-batch // tile) * hidden <= warps:
+        if -(-batch // tile) * units <= warps:
             return tile
     return BATCH_TILES[-1]
 
@@ -114,16 +120,15 @@ def _launch_shape(base: str, dtype: str, batch: int, hidden: int, gates: int) ->
     k = kernel(name, dtype)
     limit = block_cap()
     units = max(1, -(-warps_per_block // -(-batch // tile)), -(-hidden // limit))
-    itemsize = _ITEMSIZE[dtype]
+    itemsize = ITEMSIZE[dtype]
     shared_mem = gates * units * hidden * itemsize
-    most = _shared_memory_limit(cp, device)
+    most = shared_memory_limit(cp, device)
     if shared_mem > most:
         raise ValueError(
             f"impl='persistent': the weights of {units} hidden units per block ({shared_mem} bytes) exceed the "
             f"{most} bytes of shared memory a block may have; use impl='graph' or 'fused'"
         )
-    if shared_mem > _DEFAULT_SHARED:
-        _allow_shared(k, name, shared_mem)
+    allow_shared(k, name, shared_mem)
     blocks = -(-hidden // units)
     resident = resident_blocks(k, name, THREADS, shared_mem)
     if blocks > resident:
@@ -154,12 +159,12 @@ def launch_with_barrier(
         raise RuntimeError(f"{what}: a grid barrier timed out ({blocks} blocks)")
 
 
-_ITEMSIZE = {"float16": 2, "float32": 4, "float64": 8}
+ITEMSIZE = {"float16": 2, "float32": 4, "float64": 8}
 #: cudaDevAttrMaxSharedMemoryPerBlockOptin in the CUDA runtime's attribute enumeration
 _ATTR_SHARED_OPTIN = 97
 
 
-def _shared_memory_limit(cp: Any, device: Any) -> int:
+def shared_memory_limit(cp: Any, device: Any) -> int:
     """Dynamic shared memory one block may opt in to on ``device`` (48 KiB if the device will not say)."""
     found = device.attributes.get("MaxSharedMemoryPerBlockOptin")
     if found is None:
@@ -170,16 +175,21 @@ def _shared_memory_limit(cp: Any, device: Any) -> int:
     return int(found)
 
 
-_allowed_shared: dict[tuple[int, str, int], int] = {}
+#: (id(kernel), name, device) -> (kernel, bytes allowed); the kernel is held so that its id is not reused
+_allowed_shared: dict[tuple[int, str, int], tuple[Any, int]] = {}
 
 
-def _allow_shared(k: Any, name: str, shared_mem: int) -> None:
-    """Opt kernel ``k`` in to ``shared_mem`` bytes of dynamic shared memory (once per kernel, device and size:
-    the attribute belongs to the kernel as loaded on the current device)."""
+def allow_shared(k: Any, name: str, shared_mem: int) -> None:
+    """Opt kernel ``k`` in to ``shared_mem`` bytes of dynamic shared memory where that is over CUDA's static
+    48 KiB (once per kernel, device and size: the attribute belongs to the kernel as loaded on the current
+    device)."""
+    if shared_mem <= _DEFAULT_SHARED:
+        return
     key = (id(k), name, int(cupy_module().cuda.Device().id))
-    if _allowed_shared.get(key, 0) < shared_mem:
+    held, allowed = _allowed_shared.get(key, (None, 0))
+    if held is not k or allowed < shared_mem:
         k.max_dynamic_shared_size_bytes = shared_mem
-        _allowed_shared[key] = shared_mem
+        _allowed_shared[key] = (k, shared_mem)
 
 
 def _run(

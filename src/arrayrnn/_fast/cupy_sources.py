@@ -29,6 +29,7 @@ from __future__ import annotations
 import functools
 from typing import Optional
 
+from .cupy_cluster_sources import CLUSTER_SIZES, CLUSTER_SOURCE, CLUSTER_SPECS, cluster_kernel_name, cluster_size
 from .cupy_grad_sources import GRAD_GRAPH_SOURCE, GRAD_GRAPH_SPECS, GRAD_RECORDS, GRAD_SOURCE, GRAD_SPECS
 
 #: run-time option bits (one ``int options`` argument), mirrored as ``#define``s in the source
@@ -202,6 +203,10 @@ def kernel_specs() -> dict[str, list[tuple[str, str]]]:
             specs[graph_kernel_name(base, tile)] = params
     for tile in BATCH_TILES:
         specs[graph_kernel_name("graph_executor", tile)] = _EXECUTOR_SPEC
+    for base, params in CLUSTER_SPECS.items():
+        for tile in BATCH_TILES:
+            for size in CLUSTER_SIZES:
+                specs[cluster_kernel_name(base, tile, size)] = params
     return specs
 
 
@@ -855,6 +860,7 @@ struct BlockTasks {
   __device__ BlockTasks(int batch, int hidden, int units_per_block, int tile) {
     u0 = blockIdx.x * units_per_block;
     units = hidden - u0 < units_per_block ? hidden - u0 : units_per_block;
+    if (units < 0) units = 0;  // a cluster's last blocks may own no unit
     warp = threadIdx.x >> 5;
     warps = blockDim.x >> 5;
     tasks = (long long)units * ((batch + tile - 1) / tile);
@@ -1048,10 +1054,31 @@ def _entry_points(part: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: every part, each one CuPy module per dtype (PARTS, the graph executor and the cluster kernels)
+ALL_PARTS = (*PARTS, "executor", "cluster")
+
+
+def _cluster_entries() -> str:
+    """The cluster kernels' entry points: per batch tile and cluster size (``__cluster_dims__`` is compile-time)."""
+    lines = ["// ---------------------------------------------------------------------------------------------",
+             "// entry points of part 'cluster'"]  # fmt: skip
+    for base, params in CLUSTER_SPECS.items():
+        for tile in BATCH_TILES:
+            for size in CLUSTER_SIZES:
+                lines.append(
+                    f'extern "C" __global__ void ARRAYRNN_CLUSTER_DIMS({size}) '
+                    f"{cluster_kernel_name(base, tile, size)}({_signature(params)}) "
+                    f"{{ {_impl_call(base, params, tile)} }}"
+                )
+    return "\n".join(lines) + "\n"
+
+
 def part_of(name: str) -> str:
-    """The part ("forward", "grad" or "executor") whose module holds kernel ``name``."""
+    """The part ("forward", "grad", "executor" or "cluster") whose module holds kernel ``name``."""
     if name.startswith("graph_executor_nb"):
         return "executor"
+    if cluster_size(name) > 1:
+        return "cluster"
     base = name.rpartition("_nb")[0]
     for part, (plain, tiled) in PARTS.items():
         if name in plain or base in tiled:
@@ -1122,13 +1149,14 @@ def _defines() -> str:
 @functools.cache
 def source(dtype: str, part: Optional[str] = None) -> str:
     """The CUDA C++ source for arrays of ``dtype`` ("float16", "float32" or "float64"): the entry points of one
-    ``part`` ("forward", "grad", "executor"; see :func:`part_of`) or, by default, of all (the CPU checks).
+    ``part`` ("forward", "grad", "executor", "cluster"; see :func:`part_of`) or, by default, of all (the CPU checks).
 
     Every part holds every device function (a function no entry point uses costs only parsing)."""
     if dtype not in _PRELUDES:
         raise ValueError(f"the CuPy kernels support float16, float32 and float64, got {dtype}")
-    parts = ("forward", "grad", "executor") if part is None else (part,)
-    entries = "".join(_executor() if name == "executor" else _entry_points(name) for name in parts)
+    parts = ALL_PARTS if part is None else (part,)
+    special = {"executor": _executor, "cluster": _cluster_entries}
+    entries = "".join(special[name]() if name in special else _entry_points(name) for name in parts)
     header = f"// arrayrnn CuPy fast paths, storage dtype {dtype}, parts {', '.join(parts)}\n"
     return (
         header
@@ -1140,5 +1168,6 @@ def source(dtype: str, part: Optional[str] = None) -> str:
         + _GRAPH
         + GRAD_GRAPH_SOURCE
         + _PERSISTENT
+        + CLUSTER_SOURCE
         + entries
     )

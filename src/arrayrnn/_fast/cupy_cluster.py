@@ -1,0 +1,224 @@
+"""CuPy fast path "cluster" (Hopper and later): the whole time loop in ONE launch of ONE thread block cluster.
+
+The persistent kernels (``cupy_persistent``) already run every step in one launch, but separate the steps with
+a grid barrier: an atomic counter in global memory that every block polls, with the hidden state going
+through L2. On compute capability 9.0 a *cluster* of up to 8 blocks (16 with the non-portable opt-in) is
+scheduled together, has a hardware barrier, and each block can write the others' shared memory. Here the
+grid is one cluster: each block keeps its hidden units' weight rows AND the whole hidden state in shared
+memory, and after each step writes its new columns straight into the other blocks' shared memory (see
+``cupy_cluster_sources``). Per step that leaves the mat-vec from shared memory, the gates, a few remote
+stores and one hardware barrier: no launch, no global-memory barrier, no L2 round trip for the state.
+
+It fits where one cluster's shared memory holds the weights plus two copies of the state: per block
+``(gates * ceil(H / C) + 2 * B) * H`` elements within the 227 KiB an H100 block may have (float32 LSTM
+H = 256 at B <= 32 with C = 8; H = 512 does not fit: use "persistent" or "graph"). Not supported: GRU with
+``linear_before_reset=False``, the LSTM projection, GPUs before compute capability 9.0 (ValueError: auto
+never picks this path; ``impl="cluster"`` asks for it).
+
+Not measured on a GPU yet (written 2026-11-27 without one; tested on the CPU emulator): auto does not pick it.
+``benchmarks/gpu_bench.py`` times it against cuDNN and the other paths (a sweep over cluster size, threads and
+batch tile).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional
+
+from .cupy_cluster_sources import CLUSTER_SIZES, cluster_kernel_name
+from .cupy_common import (
+    acc_scalar,
+    check_dtype,
+    cupy_module,
+    empty_batch_result,
+    int32,
+    kernel,
+    lengths_int64,
+    lstm_options,
+    options_mask,
+    project_inputs,
+)
+from .cupy_graph import lstm_step_weights, recurrent_weights
+from .cupy_persistent import ITEMSIZE, allow_shared, shared_memory_limit, tile_for_warps
+
+Array = Any
+
+IMPL = "cluster"
+
+#: threads per block
+THREADS = 256
+#: blocks per cluster (None: :func:`choose_cluster_size`); for benchmarks and tests
+FORCE_CLUSTER_SIZE: Optional[int] = None
+#: batch rows per warp task (None: the smallest tile that gives each warp at most one task); for benchmarks
+FORCE_BATCH_TILE: Optional[int] = None
+#: the largest cluster every Hopper part schedules; larger ones need the kernel's non-portable opt-in
+PORTABLE_CLUSTER_SIZE = 8
+#: CU_FUNC_ATTRIBUTE_NON_PORTABLE_CLUSTER_SIZE_ALLOWED (cuda.h)
+_ATTR_NON_PORTABLE_CLUSTER = 14
+
+
+def shared_bytes(gates: int, batch: int, hidden: int, size: int, itemsize: int) -> int:
+    """Dynamic shared memory per block: the weight rows of ``ceil(hidden / size)`` units and two copies of the
+    ``(batch, hidden)`` state."""
+    units = -(-hidden // size)
+    return (gates * units + 2 * batch) * hidden * itemsize
+
+
+def choose_cluster_size(gates: int, batch: int, hidden: int, itemsize: int, limit: int) -> int:
+    """The portable cluster size (8) where its blocks' shared memory holds the weights and the state, else the
+    smallest larger size that does (16); ``ValueError`` where none does.
+
+    Eight blocks rather than fewer: each step's mat-vec reads every weight from shared memory, so more blocks
+    mean proportionally less time per step, while the cluster barrier costs about the same (to be confirmed
+    by the benchmark's sweep over sizes).
+    """
+    if FORCE_CLUSTER_SIZE is not None:
+        if FORCE_CLUSTER_SIZE not in CLUSTER_SIZES:
+            raise ValueError(f"FORCE_CLUSTER_SIZE must be one of {CLUSTER_SIZES}, got {FORCE_CLUSTER_SIZE!r}")
+        return FORCE_CLUSTER_SIZE
+    for size in CLUSTER_SIZES:
+        if size >= PORTABLE_CLUSTER_SIZE and shared_bytes(gates, batch, hidden, size, itemsize) <= limit:
+            return size
+    largest = CLUSTER_SIZES[-1]
+    raise ValueError(
+        f"impl='cluster': the weights and state of B={batch}, H={hidden} need "
+        f"{shared_bytes(gates, batch, hidden, largest, itemsize)} bytes of shared memory per block even in a "
+        f"cluster of {largest} blocks ({limit} available); use impl='persistent' or 'graph'"
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class _Launch:
+    kernel: Any
+    size: int  # blocks: the grid is one cluster
+    units: int  # hidden units per block (the last blocks may have fewer, or none)
+    shared_mem: int
+
+
+def _launch_shape(base: str, dtype: str, batch: int, hidden: int, gates: int) -> _Launch:
+    cp = cupy_module()
+    device = cp.cuda.Device()
+    capability = int(device.compute_capability)
+    if capability < 90:
+        raise ValueError(
+            f"impl='cluster' needs thread block clusters (compute capability 9.0 or later); this device is "
+            f"{capability // 10}.{capability % 10}: use impl='persistent' or 'graph'"
+        )
+    itemsize = ITEMSIZE[dtype]
+    limit = shared_memory_limit(cp, device)
+    size = choose_cluster_size(gates, batch, hidden, itemsize, limit)
+    shared_mem = shared_bytes(gates, batch, hidden, size, itemsize)
+    if shared_mem > limit:
+        raise ValueError(
+            f"impl='cluster': {shared_mem} bytes of shared memory per block for a cluster of {size} "
+            f"(B={batch}, H={hidden}); {limit} available"
+        )
+    units = -(-hidden // size)
+    tile = tile_for_warps(batch, units, THREADS // 32, FORCE_BATCH_TILE)
+    name = cluster_kernel_name(base, tile, size)
+    k = kernel(name, dtype)
+    allow_shared(k, name, shared_mem)
+    if size > PORTABLE_CLUSTER_SIZE:
+        _allow_non_portable(cp, k)
+    return _Launch(k, size, units, shared_mem)
+
+
+#: (id(kernel), device) -> the kernel (held so that its id is not reused)
+_non_portable: dict[tuple[int, int], Any] = {}
+
+
+def _allow_non_portable(cp: Any, k: Any) -> None:
+    """Let kernel ``k`` run in clusters larger than 8 blocks (once per kernel and device)."""
+    key = (id(k), int(cp.cuda.Device().id))
+    if _non_portable.get(key) is not k:
+        cp.cuda.driver.funcSetAttribute(k.kernel.ptr, _ATTR_NON_PORTABLE_CLUSTER, 1)
+        _non_portable[key] = k
+
+
+def _run(
+    base: str,
+    x: Array,
+    weight_ih: Array,
+    weights: tuple[Array, ...],
+    initial: tuple[Array, ...],
+    lengths: Optional[Array],
+    reverse: bool,
+    options: int,
+    gates: int,
+    tail: tuple[Any, ...] = (),
+) -> tuple[Array, tuple[Array, ...]]:
+    cp = cupy_module()
+    dtype = check_dtype(x.dtype, IMPL)
+    steps, batch, _ = x.shape
+    hidden = initial[0].shape[1]
+    if batch == 0:
+        return empty_batch_result(x, initial)
+    launch = _launch_shape(base, dtype, batch, hidden, gates)
+    gx = project_inputs(x, weight_ih)
+    h0 = cp.ascontiguousarray(initial[0])
+    h_last = cp.empty((batch, hidden), dtype=x.dtype)
+    cell = (cp.ascontiguousarray(initial[1]).copy(),) if len(initial) > 1 else ()
+    y = cp.empty((steps, batch, hidden), dtype=x.dtype)
+    sizes = (int32(steps), int32(batch), int32(hidden), int32(bool(reverse)), int32(options))
+    args = (gx, *weights, lengths_int64(lengths), h0, h_last, *cell, y, *sizes, *tail, int32(launch.units))
+    launch.kernel((launch.size,), (THREADS,), args, shared_mem=launch.shared_mem)
+    return y, (h_last, *cell)
+
+
+def rnn_sequence(
+    xp: Any,
+    x: Array,
+    params: Any,
+    state: tuple[Array],
+    lengths: Optional[Array],
+    reverse: bool,
+    *,
+    nonlinearity: str = "tanh",
+) -> tuple[Array, tuple[Array, ...]]:
+    with x.device:
+        options = options_mask(
+            bias_ih=params.bias_ih, bias_hh=params.bias_hh, lengths=lengths, relu=nonlinearity == "relu"
+        )
+        weights = recurrent_weights(params, x.dtype)
+        return _run("rnn_cluster", x, params.weight_ih, weights, tuple(state), lengths, reverse, options, 1)
+
+
+def lstm_sequence(
+    xp: Any,
+    x: Array,
+    params: Any,
+    state: tuple[Array, Array],
+    lengths: Optional[Array],
+    reverse: bool,
+    *,
+    coupled: bool = False,
+    clip: Optional[float] = None,
+) -> tuple[Array, tuple[Array, ...]]:
+    if params.weight_hr is not None:
+        raise ValueError("impl='cluster' does not support the LSTM projection (proj_size > 0); use impl='fused'")
+    with x.device:
+        dtype = check_dtype(x.dtype, IMPL)
+        weights = lstm_step_weights(params, x.dtype)
+        options = lstm_options(params, lengths, coupled, clip)
+        tail = (acc_scalar(dtype, 0.0 if clip is None else float(clip)),)
+        return _run("lstm_cluster", x, params.weight_ih, weights, tuple(state), lengths, reverse, options, 4, tail)
+
+
+def gru_sequence(
+    xp: Any,
+    x: Array,
+    params: Any,
+    state: tuple[Array],
+    lengths: Optional[Array],
+    reverse: bool,
+    *,
+    linear_before_reset: bool = True,
+) -> tuple[Array, tuple[Array, ...]]:
+    if not linear_before_reset:
+        raise ValueError(
+            "impl='cluster' supports GRU with linear_before_reset=True only; use impl='persistent' or 'graph'"
+        )
+    with x.device:
+        options = options_mask(bias_ih=params.bias_ih, bias_hh=params.bias_hh, lengths=lengths)
+        weights = recurrent_weights(params, x.dtype)
+        return _run("gru_cluster", x, params.weight_ih, weights, tuple(state), lengths, reverse, options, 3)

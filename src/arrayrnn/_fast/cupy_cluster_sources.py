@@ -1,0 +1,215 @@
+"""CUDA C++ source of the "cluster" fast path (``cupy_cluster.py``): the whole time loop in ONE thread block cluster.
+
+Hopper (compute capability 9.0) groups up to 8 thread blocks (16 where the kernel allows non-portable sizes)
+into a *cluster*: the blocks are scheduled together on one GPC, each can read and write the others' shared
+memory (distributed shared memory), and a hardware barrier (``barrier.cluster``, release/acquire at cluster
+scope) synchronises them, far cheaper than the persistent kernels' grid barrier (an atomic counter in global
+memory that every block polls).
+
+The grid is exactly one cluster of ``C`` blocks (``__cluster_dims__(C, 1, 1)``, compiled per ``C`` in
+``CLUSTER_SIZES`` and per batch tile). Block ``r`` owns hidden units ``[r * units, (r + 1) * units)`` (as a
+persistent kernel's block does) and keeps in its shared memory
+
+* those units' recurrent weight rows, copied once (``stage_weights``), and
+* the WHOLE hidden state, twice (``halves``: step ``k`` reads half ``k % 2`` and writes half ``(k + 1) % 2``).
+
+A step: the block's warps take its (unit, batch tile) tasks, each a mat-vec against the shared-memory weight
+rows and state (``warp_dots``) and the graph kernels' step tail (gates, peepholes, clip, lengths), which writes
+``y`` (global), the LSTM cell state (global, one owner thread per element: never shared) and the new ``h``
+into the block's own next half; then the block copies its units' columns of that half into the same half of
+every other block of the cluster, and the cluster barrier ends the step. One barrier per step is enough with
+two halves: a block writes half ``(k + 1) % 2`` of another block during step ``k``, which that block reads
+in step ``k + 1`` (after the barrier) and last read in step ``k - 1`` (before the previous barrier, which the
+writer has passed).
+
+The block's first cluster barrier (after staging) guarantees every block of the cluster has started before
+any writes into its shared memory; the last one (after the last step) that no block exits while another may
+still write into its shared memory. Not supported here (``cupy_cluster`` refuses them): GRU with
+``linear_before_reset=False`` (two phases per step) and the LSTM projection.
+"""
+
+from __future__ import annotations
+
+#: blocks per cluster the kernels are compiled for (the grid is one cluster; 16 is a non-portable size that
+#: the kernel must opt in to and that not every Hopper part schedules)
+CLUSTER_SIZES = (2, 4, 8, 16)
+
+#: entry points (per batch tile and cluster size); "h0" the initial state, "h_last" the final one, "units" the
+#: hidden units per block (the last blocks may have fewer, or none)
+CLUSTER_SPECS: dict[str, list[tuple[str, str]]] = {
+    "lstm_cluster": [
+        ("in", "gx"), ("in", "weight_hh"), ("in", "bias_ih"), ("in", "bias_hh"),
+        ("in", "peep_i"), ("in", "peep_f"), ("in", "peep_o"), ("lengths", "lengths"),
+        ("in", "h0"), ("out", "h_last"), ("state", "c"), ("out", "y"),
+        ("int", "steps"), ("int", "batch"), ("int", "hidden"), ("int", "reverse"), ("int", "options"), ("acc", "clip"),
+        ("int", "units"),
+    ],
+    "gru_cluster": [
+        ("in", "gx"), ("in", "weight_hh"), ("in", "bias_ih"), ("in", "bias_hh"), ("lengths", "lengths"),
+        ("in", "h0"), ("out", "h_last"), ("out", "y"),
+        ("int", "steps"), ("int", "batch"), ("int", "hidden"), ("int", "reverse"), ("int", "options"),
+        ("int", "units"),
+    ],
+    "rnn_cluster": [
+        ("in", "gx"), ("in", "weight_hh"), ("in", "bias_ih"), ("in", "bias_hh"), ("lengths", "lengths"),
+        ("in", "h0"), ("out", "h_last"), ("out", "y"),
+        ("int", "steps"), ("int", "batch"), ("int", "hidden"), ("int", "reverse"), ("int", "options"),
+        ("int", "units"),
+    ],
+}  # fmt: skip
+
+
+def cluster_kernel_name(base: str, batch_tile: int, size: int) -> str:
+    """The exported name of cluster kernel ``base`` for ``batch_tile`` rows per warp task and ``size`` blocks."""
+    return f"{base}_nb{batch_tile}_c{size}"
+
+
+def cluster_size(name: str) -> int:
+    """Blocks per cluster that kernel ``name`` was compiled for (1: not a cluster kernel)."""
+    base, _, size = name.rpartition("_c")
+    if base.rpartition("_nb")[0] in CLUSTER_SPECS and size.isdigit():
+        return int(size)
+    return 1
+
+
+CLUSTER_SOURCE = r"""
+// ---------------------------------------------------------------------------------------------
+// cluster kernels (see cupy_cluster_sources): the grid is ONE cluster; each block keeps its units' weight rows
+// and the whole hidden state (two halves) in shared memory; the cluster barrier separates the steps.
+#ifndef ARRAYRNN_CLUSTER_SYNC
+#if __CUDA_ARCH__ >= 900
+// every thread of every block of the cluster arrives (release) and waits (acquire): a block barrier too
+__device__ __forceinline__ void arrayrnn_cluster_sync() {
+  asm volatile("barrier.cluster.arrive.aligned;\n\tbarrier.cluster.wait.aligned;" ::: "memory");
+}
+// the address of the same shared-memory location in block `rank` of the cluster (generic in, generic out)
+template <class T>
+__device__ __forceinline__ T* arrayrnn_cluster_map(T* p, unsigned int rank) {
+  unsigned long long mapped;
+  asm volatile("mapa.u64 %0, %1, %2;" : "=l"(mapped) : "l"(p), "r"(rank));
+  return (T*)mapped;
+}
+#define ARRAYRNN_CLUSTER_DIMS(size) __cluster_dims__(size, 1, 1)
+#else
+// before Hopper there are no clusters: the kernels compile (one module holds them) but trap if launched
+__device__ __forceinline__ void arrayrnn_cluster_sync() { __trap(); }
+template <class T>
+__device__ __forceinline__ T* arrayrnn_cluster_map(T* p, unsigned int) {
+  __trap();
+  return p;
+}
+#define ARRAYRNN_CLUSTER_DIMS(size)
+#endif
+#define ARRAYRNN_CLUSTER_SYNC() arrayrnn_cluster_sync()
+#define ARRAYRNN_CLUSTER_MAP(p, rank) arrayrnn_cluster_map(p, rank)
+#endif
+
+// The two halves of the hidden state (2, batch, hidden) in shared memory, after the weight rows of
+// `units_per_block` units (the same offset in every block: a location maps to the same one in the others).
+__device__ __forceinline__ scalar_t* cluster_halves(int gates, int units_per_block, int hidden) {
+  return (scalar_t*)ARRAYRNN_DYNAMIC_SHARED() + (long long)gates * units_per_block * hidden;
+}
+
+// Copy this block's columns [u0, u0 + units) of `half` (every batch row) into the same half of every other
+// block of the cluster (consecutive threads: consecutive columns of one row of one other block).
+__device__ __forceinline__ void share_columns(scalar_t* half, const BlockTasks& own, int batch, int hidden) {
+  if (own.units <= 0) return;
+  const long long per_block = (long long)batch * own.units;
+  const long long total = per_block * (gridDim.x - 1);
+  for (long long i = threadIdx.x; i < total; i += blockDim.x) {
+    const unsigned int other = (blockIdx.x + 1u + (unsigned int)(i / per_block)) % gridDim.x;
+    const long long e = i % per_block;
+    const long long at = (e / own.units) * hidden + own.u0 + e % own.units;
+    ARRAYRNN_CLUSTER_MAP(half, other)[at] = half[at];
+  }
+}
+
+// The time loop of a cluster kernel: the whole state h0 into half 0, then per step `body(step, u, b0)` over
+// this block's tasks, the exchange of the new columns and a cluster barrier; at the end every block writes
+// its own columns of the final state to h_last.
+template <int NB, class Body>
+__device__ __forceinline__ void cluster_loop(int steps, int reverse, scalar_t* halves, const scalar_t* h0,
+                                             scalar_t* h_last, const BlockTasks& own, int batch, int hidden,
+                                             Body body) {
+  const long long state = (long long)batch * hidden;
+  for (long long i = threadIdx.x; i < state; i += blockDim.x) halves[i] = h0[i];
+  ARRAYRNN_CLUSTER_SYNC();  // every block has started (and staged): its shared memory may now be written
+  for (int k = 0; k < steps; ++k) {
+    const PersistentStep step(k, steps, reverse, halves, state);
+    for (long long task = own.warp; task < own.tasks; task += own.warps) {
+      body(step, (int)(task % own.units), (int)(task / own.units) * NB);
+    }
+    __syncthreads();  // every new h of the block's units is in its own next half
+    share_columns(step.h_next, own, batch, hidden);
+    ARRAYRNN_CLUSTER_SYNC();  // after the last step too: nobody writes into a block that has exited
+  }
+  const scalar_t* last = halves + (long long)(steps & 1) * state;
+  if (own.units > 0) {
+    for (long long i = threadIdx.x; i < (long long)batch * own.units; i += blockDim.x) {
+      const long long at = (i / own.units) * hidden + own.u0 + i % own.units;
+      h_last[at] = last[at];
+    }
+  }
+}
+
+template <int NB>
+__device__ __forceinline__ void lstm_cluster_impl(
+    const scalar_t* __restrict__ gx, const scalar_t* __restrict__ weight_hh, const scalar_t* __restrict__ bias_ih,
+    const scalar_t* __restrict__ bias_hh, const scalar_t* __restrict__ peep_i, const scalar_t* __restrict__ peep_f,
+    const scalar_t* __restrict__ peep_o, const long long* __restrict__ lengths, const scalar_t* __restrict__ h0,
+    scalar_t* __restrict__ h_last, scalar_t* c, scalar_t* __restrict__ y, int steps, int batch, int hidden,
+    int reverse, int options, acc_t clip, int units_per_block) {
+  const long long state = (long long)batch * hidden;
+  const BlockTasks own(batch, hidden, units_per_block, NB);
+  const scalar_t* staged = stage_weights(weight_hh, 4, hidden, own);
+  const int lane = threadIdx.x & 31;
+  cluster_loop<NB>(steps, reverse, cluster_halves(4, units_per_block, hidden), h0, h_last, own, batch, hidden,
+                   [&](const PersistentStep& step, int u, int b0) {
+    acc_t sums[4][NB];
+    warp_dots<4, NB>(staged, u, own.units, step.h_prev, b0, batch, hidden, lane, sums);
+    lstm_graph_tail<NB, false, false>(sums, lane, own.u0 + u, b0, gx + (long long)step.t * 4 * state, bias_ih,
+                                      bias_hh, peep_i, peep_f, peep_o, lengths, step.h_prev, c, step.h_next, c,
+                                      y + (long long)step.t * state, nullptr, batch, hidden, step.t, options, clip);
+  });
+}
+
+template <int NB>
+__device__ __forceinline__ void gru_cluster_impl(
+    const scalar_t* __restrict__ gx, const scalar_t* __restrict__ weight_hh, const scalar_t* __restrict__ bias_ih,
+    const scalar_t* __restrict__ bias_hh, const long long* __restrict__ lengths, const scalar_t* __restrict__ h0,
+    scalar_t* __restrict__ h_last, scalar_t* __restrict__ y, int steps, int batch, int hidden, int reverse,
+    int options, int units_per_block) {
+  const long long state = (long long)batch * hidden;
+  const BlockTasks own(batch, hidden, units_per_block, NB);
+  const scalar_t* staged = stage_weights(weight_hh, 3, hidden, own);
+  const int lane = threadIdx.x & 31;
+  cluster_loop<NB>(steps, reverse, cluster_halves(3, units_per_block, hidden), h0, h_last, own, batch, hidden,
+                   [&](const PersistentStep& step, int u, int b0) {
+    acc_t sums[3][NB];
+    warp_dots<3, NB>(staged, u, own.units, step.h_prev, b0, batch, hidden, lane, sums);
+    gru_graph_tail<NB, false, false>(sums, lane, own.u0 + u, b0, gx + (long long)step.t * 3 * state, bias_ih,
+                                     bias_hh, lengths, step.h_prev, step.h_next, y + (long long)step.t * state,
+                                     nullptr, nullptr, batch, hidden, step.t, options);
+  });
+}
+
+template <int NB>
+__device__ __forceinline__ void rnn_cluster_impl(
+    const scalar_t* __restrict__ gx, const scalar_t* __restrict__ weight_hh, const scalar_t* __restrict__ bias_ih,
+    const scalar_t* __restrict__ bias_hh, const long long* __restrict__ lengths, const scalar_t* __restrict__ h0,
+    scalar_t* __restrict__ h_last, scalar_t* __restrict__ y, int steps, int batch, int hidden, int reverse,
+    int options, int units_per_block) {
+  const long long state = (long long)batch * hidden;
+  const BlockTasks own(batch, hidden, units_per_block, NB);
+  const scalar_t* staged = stage_weights(weight_hh, 1, hidden, own);
+  const int lane = threadIdx.x & 31;
+  cluster_loop<NB>(steps, reverse, cluster_halves(1, units_per_block, hidden), h0, h_last, own, batch, hidden,
+                   [&](const PersistentStep& step, int u, int b0) {
+    acc_t sums[1][NB];
+    warp_dots<1, NB>(staged, u, 0, step.h_prev, b0, batch, hidden, lane, sums);
+    rnn_graph_tail<NB, false>(sums, lane, own.u0 + u, b0, gx + (long long)step.t * state, bias_ih, bias_hh,
+                              lengths, step.h_prev, step.h_next, y + (long long)step.t * state, batch, hidden,
+                              step.t, options);
+  });
+}
+"""
