@@ -1,10 +1,10 @@
 """GPU benchmark: arrayrnn's CuPy paths against torch/cuDNN with the same weights, float32 with TF32 off.
 
 For LSTM, GRU and RNN over the (T, B, I, H) grid below, times the forward pass of cuDNN (``torch.nn``)
-and of every arrayrnn CuPy implementation ("generic", "fused", "graph", "persistent", and "auto", the
-per-call choice users get), then forward+backward (torch autograd vs ``arrayrnn.vjp``: the CuPy gradient
-path, and the generic core for scale), a sweep of the persistent kernel's batch tile and block size, and a
-float16 subset. Every
+and of every arrayrnn CuPy implementation ("generic", "fused", "graph", "persistent", "cluster", and "auto",
+the per-call choice users get), then forward+backward (torch autograd vs ``arrayrnn.vjp``: the CuPy gradient
+path, and the generic core for scale), the barriers alone, sweeps of the cluster and persistent kernels'
+knobs (cluster size, threads per block, batch tile), and a float16 subset. Every
 implementation's output is first compared with cuDNN's (``rel_diff`` = max |ours - cuDNN| / max |cuDNN|);
 a result that disagrees is still timed but marked ``ok: false``.
 
@@ -50,7 +50,7 @@ SHAPES = [
 ]
 FLOAT16_SHAPES = [(100, 8, 128, 256), (100, 256, 1024, 1024)]
 KINDS = ("lstm", "gru", "rnn")
-IMPLS = ("generic", "fused", "graph", "persistent", "auto")
+IMPLS = ("generic", "fused", "graph", "persistent", "cluster", "auto")
 #: aim for this much timed work per measurement; repeats are clamped to [MIN_REPEATS, MAX_REPEATS]
 TARGET_SECONDS = 0.2
 MIN_REPEATS, MAX_REPEATS = 3, 30
@@ -484,6 +484,40 @@ def persistent_sweep_section(report, budget, machine, kinds, shapes, reserve):
                         measure(report, budget, {**base, **extra}, name, run, machine, reserve=reserve)
 
 
+#: (blocks per cluster, threads per block) of the cluster kernel in the sweep (each at its chosen batch tile;
+#: 8 blocks of 256 threads also at every tile)
+CLUSTER_CONFIGS = ((4, 256), (8, 256), (8, 512), (16, 256), (16, 512))
+
+
+def cluster_sweep_section(report, budget, machine, kinds, shapes, reserve):
+    """The cluster kernel at several cluster sizes, block sizes and batch tiles (forward, float32), where the
+    shape fits one cluster, for choosing its defaults (and whether auto should pick it)."""
+    from arrayrnn._fast import cupy_cluster, cupy_sources
+
+    for kind in kinds:
+        for shape in shapes:
+            if shape[1] > 64:
+                continue
+            base = {"cell": kind, "shape": list(shape), "dtype": "float32", "direction": "forward"}
+            try:
+                problem = Problem(machine, kind, shape, "float32")
+            except Exception as error:
+                report.add({**base, "impl": "setup", "error": f"{type(error).__name__}: {error}"})
+                continue
+            configs = [(size, threads, None) for size, threads in CLUSTER_CONFIGS]
+            configs += [(8, 256, tile) for tile in cupy_sources.BATCH_TILES if tile < 2 * shape[1]]
+            for size, threads, tile in configs:
+                units = -(-shape[3] // size)
+                chosen = cupy_cluster.tile_for_warps(shape[1], units, threads // 32)
+                knobs = {"FORCE_CLUSTER_SIZE": size, "THREADS": threads, "FORCE_BATCH_TILE": tile}
+                tile = chosen if tile is None else tile
+                name = f"cluster[c={size},t={threads},nb={tile}]"
+                extra = {"cluster_size": size, "threads": threads, "tile": tile, "chosen_tile": chosen}
+                run = lambda problem=problem: problem.ours_forward("cluster")  # noqa: E731
+                with overridden(cupy_cluster, **knobs):
+                    measure(report, budget, {**base, **extra}, name, run, machine, reserve=reserve)
+
+
 #: shapes where the fused gradient path trails cuDNN most (H100, 2026-11-27): where its time goes
 BREAKDOWN_SHAPES = [(50, 4096, 256, 256), (100, 256, 1024, 1024)]
 
@@ -556,8 +590,22 @@ BARRIER_STEPS = 1000
 
 
 def barrier_section(report, budget, machine, reserve):
-    """The grid barrier alone: microseconds per barrier for a few grid sizes, fences vs release/acquire."""
-    from arrayrnn._fast import cupy_persistent
+    """The barriers alone: microseconds per barrier of the grid barrier for a few grid sizes (fences vs
+    release/acquire), and of the cluster barrier for each cluster size."""
+    from arrayrnn._fast import cupy_cluster, cupy_cluster_sources, cupy_persistent
+
+    for size in cupy_cluster_sources.CLUSTER_SIZES:
+        base = {"cell": "barrier", "shape": [BARRIER_STEPS, size, 256, 0], "dtype": "-", "direction": "barrier",
+                "blocks": size}  # fmt: skip
+        try:
+            run = cupy_cluster.barrier_bench(size, 256, BARRIER_STEPS)
+        except Exception as error:
+            report.add({**base, "impl": "setup", "error": f"{type(error).__name__}: {error}"})
+            continue
+        entry = measure(report, budget, base, "cluster", run, machine, reserve=reserve)
+        if entry and "median_ms" in entry:
+            entry["us_per_barrier"] = entry["median_ms"] * 1e3 / BARRIER_STEPS
+            report.save()
 
     for blocks in BARRIER_BLOCKS:
         for acqrel in (False, True):
@@ -614,6 +662,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if not args.dry_run:
         breakdown_section(report, budget, machine, kinds, reserve=0.12 * args.budget)
         barrier_section(report, budget, machine, reserve=0.1 * args.budget)
+        cluster_sweep_section(report, budget, machine, kinds, shapes, reserve=0.07 * args.budget)
         persistent_sweep_section(report, budget, machine, kinds, shapes, reserve=0.05 * args.budget)
     forward_section(report, budget, machine, ["lstm"], half_shapes, "float16", impls, reserve=0.0)
     report.data["elapsed_s"] = round(time.monotonic() - started, 1)

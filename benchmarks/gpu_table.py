@@ -23,7 +23,7 @@ from collections import defaultdict
 from typing import Any, Optional
 
 CELL_NAMES = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}
-FORWARD_IMPLS = ("generic", "fused", "graph", "persistent", "auto")
+FORWARD_IMPLS = ("generic", "fused", "graph", "persistent", "cluster", "auto")
 BACKWARD_IMPLS = ("vjp", "vjp-fused", "vjp-graph", "vjp-persistent", "vjp-generic")
 TARGETS = {"forward": 1.0, "forward+backward": 1.2}
 RUN_LETTERS = "ABCDEFGH"
@@ -55,7 +55,8 @@ def _ratio_cell(entry: Optional[dict[str, Any]], reference: Optional[dict[str, A
     if not entry:
         return "–"
     if entry.get("error"):
-        return "error"
+        # a path that refuses the shape or the device (ValueError "impl='cluster': ...") is not a failure
+        return "n/a" if entry["error"].startswith("ValueError: impl=") else "error"
     if entry.get("skipped"):
         return "–"
     if "paired_ratio" in entry:  # timed alternately with cuDNN (gpu_bench.Machine.time_pairs)
@@ -130,16 +131,19 @@ def _row_start(key: tuple, run: int, reference: Optional[dict]) -> str:
 
 
 def forward_table(index, dtype: str) -> list[str]:
+    keys = _keys(index, dtype, "forward")
+    # the paths some run measured (a path newer than every run gets no empty column)
+    shown = [name for name in FORWARD_IMPLS[:-1] if any(name in index[key][1] for key in keys)]
     rows = [
-        "| cell | T, B, I, H | cuDNN | generic | fused | graph | persistent | auto (picks) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| cell | T, B, I, H | cuDNN | " + " | ".join(shown) + " | auto (picks) |",
+        "|---|---|---|" + "---|" * (len(shown) + 1),
     ]
-    for key in _keys(index, dtype, "forward"):
+    for key in keys:
         run, impls = index[key]
         reference = impls.get("cudnn")
         if not any(name in impls for name in FORWARD_IMPLS):
             continue
-        cells = [_ratio_cell(impls.get(name), reference, TARGETS["forward"]) for name in FORWARD_IMPLS[:-1]]
+        cells = [_ratio_cell(impls.get(name), reference, TARGETS["forward"]) for name in shown]
         auto, label = _auto(impls, key, "auto", "")
         cells.append(_ratio_cell(auto, reference, TARGETS["forward"]) + (label if auto else ""))
         rows.append(_row_start(key, run, reference) + " | ".join(cells) + " |")
@@ -189,6 +193,8 @@ def _sweep_config(entry: dict[str, Any]) -> Optional[tuple[str, int]]:
     """(configuration label, batch tile) of a sweep entry: the persistent kernel's (with its threads per block
     and blocks per SM) or, in older results, the graph kernel's ``graph[nb=N]``."""
     impl = entry["impl"]
+    if impl.startswith("cluster[") and "tile" in entry:
+        return f"cluster, {entry['cluster_size']} blocks of {entry['threads']} threads", int(entry["tile"])
     if impl.startswith("persistent[") and "tile" in entry:
         barrier = ", acq/rel barrier" if entry.get("acqrel_barrier") else ""
         cap = f", at most {entry['max_blocks']} block(s)" if entry.get("max_blocks") else ""
@@ -243,7 +249,8 @@ def breakdown_table(runs: list[dict[str, Any]]) -> list[str]:
 
 
 def barrier_table(runs: list[dict[str, Any]]) -> list[str]:
-    """Microseconds per grid barrier (barrier-only kernel), by grid size and barrier flavour."""
+    """Microseconds per barrier (barrier-only kernels), by blocks: the grid barrier's two flavours and, where
+    measured, the cluster barrier (one cluster of that many blocks)."""
     cost: dict[tuple[int, int], dict[str, float]] = defaultdict(dict)
     for number, data in enumerate(runs):
         for entry in data.get("results", []):
@@ -251,10 +258,13 @@ def barrier_table(runs: list[dict[str, Any]]) -> list[str]:
                 cost[number, entry["blocks"]][entry["impl"]] = entry["us_per_barrier"]
     if not cost:
         return []
-    rows = ["| blocks of 256 threads | µs per barrier, fences | µs per barrier, release/acquire |", "|---|---|---|"]
+    kinds = ["fences", "acqrel"] + (["cluster"] if any("cluster" in by_kind for by_kind in cost.values()) else [])
+    titles = {"fences": "grid, fences", "acqrel": "grid, release/acquire", "cluster": "cluster barrier"}
+    rows = ["| blocks of 256 threads | " + " | ".join(f"µs per barrier, {titles[k]}" for k in kinds) + " |",
+            "|---|" + "---|" * len(kinds)]  # fmt: skip
     for (number, blocks), by_kind in sorted(cost.items()):
         mark = f" ({RUN_LETTERS[number]})" if number else ""
-        cells = [f"{by_kind[k]:.2f}" if k in by_kind else "–" for k in ("fences", "acqrel")]
+        cells = [f"{by_kind[k]:.2f}" if k in by_kind else "–" for k in kinds]
         rows.append(f"| {blocks}{mark} | " + " | ".join(cells) + " |")
     return rows
 
@@ -289,7 +299,7 @@ def render(runs: list[dict[str, Any]], names: Optional[list[str]] = None) -> str
         out += ["Fused gradient path, where the time goes (between device synchronisations):", ""] + breakdown + [""]
     barriers = barrier_table(runs)
     if barriers:
-        out += ["Grid barrier alone (the per-step floor of the persistent kernels):", ""] + barriers + [""]
+        out += ["Barriers alone (the per-step floor of the persistent and cluster kernels):", ""] + barriers + [""]
     sweep = sweep_table(runs)
     if sweep:
         out += ["Batch tile (rows per warp task) and block size sweeps, forward float32:", ""] + sweep + [""]

@@ -3,8 +3,8 @@
 #   1. install the carried wheels (.whl/ from ci/gpu-prepare.sh) into .site/
 #   2. print the machine: nvidia-smi, Python, CuPy/torch/cuDNN versions, `arrayrnn info`
 #   3. smoke: compile and load every CuPy kernel, run each fast path once against the generic core
-#   4. fast:  tests/test_cupy_fast.py and tests/test_cupy_grad.py on cupy (fused, graph, persistent, auto, the
-#             gradient path of ar.vjp vs the generic core)
+#   4. fast:  tests/test_cupy_fast.py, tests/test_cupy_cluster.py and tests/test_cupy_grad.py on cupy (fused,
+#             graph, persistent, cluster, auto, the gradient path of ar.vjp vs the generic core)
 #   5. bench: benchmarks/gpu_bench.py against torch/cuDNN (same weights), then the README table
 #   6. suite: the whole test suite on cupy (numpy runs in CI), with ARRAYRNN_REQUIRE_BACKENDS=cupy (last:
 #             it matters least if the call runs out of time)
@@ -17,7 +17,7 @@
 # Without a GPU it stops after step 1 with a clear message (exit 2).
 #
 # Every phase runs under `timeout`, so one hang cannot eat the call; the limits below add up to
-# 480 s (about 8.5 minutes in the worst case with install; run with timeout_s=520, which leaves a 15-minute
+# 490 s (about 8.5 minutes in the worst case with install; run with timeout_s=520, which leaves a 15-minute
 # device budget room for a second, shorter call).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -26,8 +26,8 @@ OUT="${OUT:-$PWD/gpu-out}"
 mkdir -p "$OUT"
 PHASES=" ${GPU_PHASES:-smoke fast suite bench} "
 LIMIT_SMOKE="${LIMIT_SMOKE:-110}"
-LIMIT_FAST="${LIMIT_FAST:-100}"
-LIMIT_SUITE="${LIMIT_SUITE:-120}"
+LIMIT_FAST="${LIMIT_FAST:-120}"
+LIMIT_SUITE="${LIMIT_SUITE:-110}"
 LIMIT_BENCH="${LIMIT_BENCH:-150}"
 PY="${PYTHON:-python3}"
 LOG="$OUT/gpu.log"
@@ -144,7 +144,8 @@ fi
 
 run_phase smoke "$LIMIT_SMOKE" "$OUT/smoke.log" "$PY" ci/gpu_smoke.py
 run_phase fast "$LIMIT_FAST" "$OUT/tests-fast.log" \
-  "$PY" -m pytest "${PYTEST_OPTS[@]}" "${FAST_OPTS[@]}" --backend cupy tests/test_cupy_fast.py tests/test_cupy_grad.py
+  "$PY" -m pytest "${PYTEST_OPTS[@]}" "${FAST_OPTS[@]}" --backend cupy tests/test_cupy_fast.py tests/test_cupy_cluster.py \
+  tests/test_cupy_grad.py
 # the CPU-only checks of the kernels (emulator, nvcc) ran in CI already
 run_phase bench "$LIMIT_BENCH" "$OUT/bench.log" \
   "$PY" benchmarks/gpu_bench.py --out "$OUT/gpu_bench.json" --budget $((LIMIT_BENCH - 25))
@@ -153,8 +154,9 @@ if [[ -s "$OUT/gpu_bench.json" ]]; then
 fi
 run_phase suite "$LIMIT_SUITE" "$OUT/tests-suite.log" \
   "$PY" -m pytest "${PYTEST_OPTS[@]}" "${SUITE_OPTS[@]}" -v --backend cupy tests \
-  --ignore=tests/test_cupy_fast.py --ignore=tests/test_cupy_grad.py --ignore=tests/test_cupy_emulated.py \
-  --ignore=tests/test_cupy_emulated_grad.py --ignore=tests/test_cupy_sources.py
+  --ignore=tests/test_cupy_fast.py --ignore=tests/test_cupy_grad.py --ignore=tests/test_cupy_cluster.py \
+  --ignore=tests/test_cupy_emulated.py --ignore=tests/test_cupy_emulated_grad.py \
+  --ignore=tests/test_cupy_emulated_cluster.py --ignore=tests/test_cuda_emulator_grid.py --ignore=tests/test_cupy_sources.py
 
 summary
 exit $FAILED

@@ -19,12 +19,14 @@ def main() -> int:
     import cupy
 
     import arrayrnn as ar
-    from arrayrnn._fast import cupy_common, cupy_persistent, cupy_sources
+    from arrayrnn._fast import cupy_cluster, cupy_common, cupy_persistent, cupy_sources
 
     cupy_persistent.CHECK_BARRIER = True  # a timed-out grid barrier raises instead of giving wrong numbers
 
     failures = 0
     print(f"cupy {cupy.__version__}, device: {cupy.cuda.runtime.getDeviceProperties(0)['name'].decode()}")
+    clusters = int(cupy.cuda.Device().compute_capability) >= 90  # thread block clusters: Hopper and later
+    forward_impls = ("fused", "graph", "persistent", *(("cluster",) if clusters else ()), "auto")
     for dtype in ("float32", "float64", "float16"):
         start = time.perf_counter()
         for name in cupy_sources.kernel_specs():
@@ -33,7 +35,7 @@ def main() -> int:
             try:
                 attributes = cupy_common.kernel(name, dtype).attributes
                 shown = ("fused", "grad", "record")
-                if name.endswith(("_nb8", "persistent_nb1")) or any(word in name for word in shown):
+                if name.endswith(("_nb8", "persistent_nb1", "_nb1_c8")) or any(word in name for word in shown):
                     print(
                         f"  {dtype:8} {name:28} regs {attributes['num_regs']:3}  "
                         f"local {attributes['local_size_bytes']} B"
@@ -54,7 +56,7 @@ def main() -> int:
             x = cupy.asarray(rng.standard_normal((20, 3, 16)).astype(dtype))
             lengths = cupy.asarray([20, 7, 0])
             reference = run[kind](x, params, lengths=lengths, impl="generic")[0]
-            for impl in ("fused", "graph", "persistent", "auto"):
+            for impl in forward_impls:
                 try:
                     y = run[kind](x, params, lengths=lengths, impl=impl)[0]
                     error = float(cupy.max(cupy.abs(y - reference)))
@@ -75,6 +77,16 @@ def main() -> int:
         except Exception:
             failures += 1
             print(f"  grid barrier ({'release/acquire' if acqrel else 'fences'}) FAILED:")
+            traceback.print_exc(limit=3)
+    # the cluster barrier alone, at every cluster size (16 needs the non-portable opt-in)
+    for size in (2, 4, 8, 16) if clusters else ():
+        try:
+            cupy_cluster.barrier_bench(size, threads=256, steps=100)()
+            cupy.cuda.get_current_stream().synchronize()
+            print(f"  cluster barrier: 100 barriers in one cluster of {size} blocks ran")
+        except Exception:
+            failures += 1
+            print(f"  cluster barrier ({size} blocks) FAILED:")
             traceback.print_exc(limit=3)
     # the gradient path (cupy_grad): ar.vjp with the default impl against the generic core
     for kind in ("rnn", "lstm", "gru"):

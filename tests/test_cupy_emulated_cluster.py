@@ -126,6 +126,17 @@ def test_sixteen_blocks_opt_in_to_the_non_portable_size(monkeypatch):
             _fast(cupy_cluster, "rnn", params, x, state, None, False, {"nonlinearity": "tanh"})
 
 
+def test_barrier_bench_launches_one_cluster(monkeypatch):
+    with fake_cupy.installed(monkeypatch) as fake:
+        for size in cupy_cluster_sources.CLUSTER_SIZES:
+            run = cupy_cluster.barrier_bench(size, threads=32, steps=3)
+            run()
+        assert fake.kernel_launches == len(cupy_cluster_sources.CLUSTER_SIZES)
+        fake.compute_capability = "86"
+        with pytest.raises(ValueError, match="compute capability 9.0"):
+            cupy_cluster.barrier_bench(2, threads=32, steps=1)
+
+
 _EMULATOR_SOURCE = r"""
 extern "C" __global__ void exit_early(unsigned int* out) {
   if (blockIdx.x == 1) return;  // block 1 never reaches the barrier the others wait at

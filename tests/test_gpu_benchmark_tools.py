@@ -70,7 +70,8 @@ def test_table_ratios_bold_mismatch_and_targets(table):
     }
     text = table.render(data)
     assert "NVIDIA H100 80GB HBM3" in text and "TF32 off" in text
-    assert "| LSTM | 100, 1, 64, 256 | 2.00 ms | 17× | 3.00× | **0.50×** | – | **0.55×** (graph) |" in text
+    # no run measured "persistent" or "cluster": no column of dashes for them
+    assert "| LSTM | 100, 1, 64, 256 | 2.00 ms | 17× | 3.00× | **0.50×** | **0.55×** (graph) |" in text
     assert "0.90× (mismatch)" in text  # faster, but wrong: never bold, never counted
     assert "error" in text and "1 measurement(s) failed" in text
     assert "| LSTM | 100, 1, 64, 256 | 4.00 ms | **1.10×** |" in text  # fwd+bwd target is 1.2x
@@ -172,3 +173,31 @@ def test_overridden_puts_the_knobs_back(bench):
             assert (module.THREADS, module.MAX_BLOCKS) == (512, 1)
             raise RuntimeError("a failed measurement")
     assert (module.THREADS, module.MAX_BLOCKS) == (256, None)
+
+
+def test_cluster_column_refusals_barrier_and_sweep(table):
+    """The cluster column appears once a run measured it; a shape the path refuses reads "n/a" (not "error");
+    the cluster barrier gets its own column and the cluster sweep its own rows."""
+    small, large = (100, 1, 64, 128), (100, 256, 1024, 1024)
+    refused = "ValueError: impl='cluster': the weights and state of B=256, H=1024 need ..."
+    data = {
+        "results": [
+            _entry("lstm", small, "cudnn", 2.0),
+            _entry("lstm", small, "graph", 3.0, ok=True),
+            _entry("lstm", small, "cluster", 1.0, ok=True),
+            _entry("lstm", large, "cudnn", 2.0),
+            {**_entry("lstm", large, "cluster", 0.0), "error": refused},
+            {**_entry("lstm", large, "graph", 0.0), "error": "RuntimeError: CUDA_ERROR_LAUNCH_FAILED"},
+            {"cell": "barrier", "shape": [1000, 8, 256, 0], "dtype": "-", "direction": "barrier", "impl": "cluster",
+             "blocks": 8, "median_ms": 0.3, "us_per_barrier": 0.3},
+            _entry("lstm", small, "cluster[c=8,t=256,nb=1]", 0.9, cluster_size=8, threads=256, tile=1, chosen_tile=1),
+        ]
+    }  # fmt: skip
+    text = table.render(data)
+    assert "| cell | T, B, I, H | cuDNN | graph | cluster | auto (picks) |" in text
+    assert "| LSTM | 100, 1, 64, 128 | 2.00 ms | 1.50× | **0.50×** |" in text
+    assert "| LSTM | 100, 256, 1024, 1024 | 2.00 ms | error | n/a |" in text
+    assert "| 8 | – | – | 0.30 |" in text and "cluster barrier" in text
+    assert "| LSTM | 100, 1, 64, 128 | cluster, 8 blocks of 256 threads | 0.900 / – / – / – | 1 | 1 |" in text
+    without = table.render({"results": data["results"][:2]})
+    assert "cluster" not in without

@@ -23,9 +23,10 @@ batch tile).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any, Optional
 
-from .cupy_cluster_sources import CLUSTER_SIZES, cluster_kernel_name
+from .cupy_cluster_sources import CLUSTER_SIZES, cluster_barrier_bench_name, cluster_kernel_name
 from .cupy_common import (
     acc_scalar,
     check_dtype,
@@ -95,15 +96,19 @@ class _Launch:
     shared_mem: int
 
 
-def _launch_shape(base: str, dtype: str, batch: int, hidden: int, gates: int) -> _Launch:
-    cp = cupy_module()
-    device = cp.cuda.Device()
+def _require_clusters(device: Any) -> None:
     capability = int(device.compute_capability)
     if capability < 90:
         raise ValueError(
             f"impl='cluster' needs thread block clusters (compute capability 9.0 or later); this device is "
             f"{capability // 10}.{capability % 10}: use impl='persistent' or 'graph'"
         )
+
+
+def _launch_shape(base: str, dtype: str, batch: int, hidden: int, gates: int) -> _Launch:
+    cp = cupy_module()
+    device = cp.cuda.Device()
+    _require_clusters(device)
     itemsize = ITEMSIZE[dtype]
     limit = shared_memory_limit(cp, device)
     size = choose_cluster_size(gates, batch, hidden, itemsize, limit)
@@ -222,3 +227,18 @@ def gru_sequence(
         options = options_mask(bias_ih=params.bias_ih, bias_hh=params.bias_hh, lengths=lengths)
         weights = recurrent_weights(params, x.dtype)
         return _run("gru_cluster", x, params.weight_ih, weights, tuple(state), lengths, reverse, options, 3)
+
+
+def barrier_bench(size: int, threads: int, steps: int) -> Callable[[], None]:
+    """A callable that launches one cluster of ``size`` blocks running ``steps`` cluster barriers and nothing else
+    (for the benchmark: the per-step floor of a cluster kernel)."""
+    cp = cupy_module()
+    _require_clusters(cp.cuda.Device())
+    k = kernel(cluster_barrier_bench_name(size), "float32")
+    if size > PORTABLE_CLUSTER_SIZE:
+        _allow_non_portable(cp, k)
+
+    def run() -> None:
+        k((size,), (threads,), (int32(steps),))
+
+    return run

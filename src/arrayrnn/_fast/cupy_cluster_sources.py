@@ -64,10 +64,31 @@ def cluster_kernel_name(base: str, batch_tile: int, size: int) -> str:
     return f"{base}_nb{batch_tile}_c{size}"
 
 
+def cluster_barrier_bench_name(size: int) -> str:
+    """The kernel that runs the cluster barrier alone (the benchmark's per-step floor) in clusters of ``size``."""
+    return f"cluster_barrier_bench_c{size}"
+
+
+#: measurement only (benchmarks/gpu_bench.py): ``steps`` cluster barriers with nothing between
+BARRIER_BENCH_SPEC = [("int", "steps")]
+
+
+def cluster_kernels(batch_tiles: tuple[int, ...]) -> dict[str, tuple[str, int, int, list[tuple[str, str]]]]:
+    """Every cluster kernel: exported name -> (base, batch tile or 0, cluster size, parameters)."""
+    kernels = {}
+    for base, params in CLUSTER_SPECS.items():
+        for tile in batch_tiles:
+            for size in CLUSTER_SIZES:
+                kernels[cluster_kernel_name(base, tile, size)] = (base, tile, size, params)
+    for size in CLUSTER_SIZES:
+        kernels[cluster_barrier_bench_name(size)] = ("cluster_barrier_bench", 0, size, BARRIER_BENCH_SPEC)
+    return kernels
+
+
 def cluster_size(name: str) -> int:
     """Blocks per cluster that kernel ``name`` was compiled for (1: not a cluster kernel)."""
     base, _, size = name.rpartition("_c")
-    if base.rpartition("_nb")[0] in CLUSTER_SPECS and size.isdigit():
+    if size.isdigit() and (base == "cluster_barrier_bench" or base.rpartition("_nb")[0] in CLUSTER_SPECS):
         return int(size)
     return 1
 
@@ -150,6 +171,11 @@ __device__ __forceinline__ void cluster_loop(int steps, int reverse, scalar_t* h
       h_last[at] = last[at];
     }
   }
+}
+
+// The cluster barrier alone, `steps` times (benchmarks/gpu_bench.py: the per-step floor of a cluster kernel)
+__device__ __forceinline__ void cluster_barrier_bench_impl(int steps) {
+  for (int k = 0; k < steps; ++k) ARRAYRNN_CLUSTER_SYNC();
 }
 
 template <int NB>

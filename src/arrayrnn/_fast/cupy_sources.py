@@ -29,7 +29,7 @@ from __future__ import annotations
 import functools
 from typing import Optional
 
-from .cupy_cluster_sources import CLUSTER_SIZES, CLUSTER_SOURCE, CLUSTER_SPECS, cluster_kernel_name, cluster_size
+from .cupy_cluster_sources import CLUSTER_SOURCE, cluster_kernels, cluster_size
 from .cupy_grad_sources import GRAD_GRAPH_SOURCE, GRAD_GRAPH_SPECS, GRAD_RECORDS, GRAD_SOURCE, GRAD_SPECS
 
 #: run-time option bits (one ``int options`` argument), mirrored as ``#define``s in the source
@@ -203,10 +203,8 @@ def kernel_specs() -> dict[str, list[tuple[str, str]]]:
             specs[graph_kernel_name(base, tile)] = params
     for tile in BATCH_TILES:
         specs[graph_kernel_name("graph_executor", tile)] = _EXECUTOR_SPEC
-    for base, params in CLUSTER_SPECS.items():
-        for tile in BATCH_TILES:
-            for size in CLUSTER_SIZES:
-                specs[cluster_kernel_name(base, tile, size)] = params
+    for name, (_, _, _, params) in cluster_kernels(BATCH_TILES).items():
+        specs[name] = params
     return specs
 
 
@@ -1062,14 +1060,10 @@ def _cluster_entries() -> str:
     """The cluster kernels' entry points: per batch tile and cluster size (``__cluster_dims__`` is compile-time)."""
     lines = ["// ---------------------------------------------------------------------------------------------",
              "// entry points of part 'cluster'"]  # fmt: skip
-    for base, params in CLUSTER_SPECS.items():
-        for tile in BATCH_TILES:
-            for size in CLUSTER_SIZES:
-                lines.append(
-                    f'extern "C" __global__ void ARRAYRNN_CLUSTER_DIMS({size}) '
-                    f"{cluster_kernel_name(base, tile, size)}({_signature(params)}) "
-                    f"{{ {_impl_call(base, params, tile)} }}"
-                )
+    for name, (base, tile, size, params) in cluster_kernels(BATCH_TILES).items():
+        call = _impl_call(base, params, tile or None)
+        head = f'extern "C" __global__ void ARRAYRNN_CLUSTER_DIMS({size}) {name}'
+        lines.append(f"{head}({_signature(params)}) {{ {call} }}")
     return "\n".join(lines) + "\n"
 
 
