@@ -400,6 +400,7 @@ VJP_IMPLS = (
     ("vjp-fused", "fused"),
     ("vjp-graph", "graph"),
     ("vjp-persistent", "persistent"),
+    ("vjp-cluster", "cluster"),
     ("vjp-generic", "generic"),
 )
 

@@ -96,7 +96,7 @@ def main() -> int:
             dy = cupy.asarray(rng.standard_normal((20, 3, 32)).astype(dtype))
             lengths = cupy.asarray([20, 7, 0])
             grads = {}
-            for impl in ("generic", "fused", "graph", "persistent"):
+            for impl in ("generic", "fused", "graph", "persistent", *(("cluster",) if clusters else ())):
                 try:
                     _, pullback = ar.vjp(run[kind], x, params, lengths=lengths, reverse=True, impl=impl)
                     dx, d_params = pullback((dy, None))

@@ -434,6 +434,7 @@ def installed(monkeypatch: Any):
         "cupy_persistent",
         "cupy_executor",
         "cupy_cluster",
+        "cupy_grad_cluster",
     ):
         import importlib
 

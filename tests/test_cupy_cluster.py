@@ -141,3 +141,57 @@ def test_too_large_for_one_cluster_says_what_to_use(backend):
     params, x, state = _problem("lstm", {}, "float32", 3, 2, 4, 1024, seed=1)
     with pytest.raises(ValueError, match="impl='persistent' or 'graph'"):
         _run(backend, "lstm", params, x, state, "cluster")
+
+
+# ---- the gradient path (ar.vjp with impl="cluster")
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=_ids)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_gradient_matches_generic(backend, monkeypatch, variant, dtype):
+    _require_cupy(backend)
+    if _refused_without_clusters(backend):
+        return
+    from arrayrnn._fast import cupy_grad_cluster
+
+    from .test_cupy_grad import _assert_same as _assert_same_grads
+    from .test_cupy_grad import _grads
+    from .test_cupy_grad import _problem as _grad_problem
+
+    calls = []
+    real = cupy_grad_cluster.sequence_vjp
+    monkeypatch.setattr(cupy_grad_cluster, "sequence_vjp", lambda *a, **k: calls.append(1) or real(*a, **k))
+    kind, params_options, call_options = variant
+    params, x, state, dy, d_final = _grad_problem(kind, params_options, dtype, 9, 5, 4, 6, seed=len(_ids(variant)))
+    lengths = backend.asarray(np.array([9, 0, 4, 1, 7]))
+    if params_options.get("proj_size") or call_options.get("linear_before_reset") is False:
+        with pytest.raises(ValueError, match="projection|linear_before_reset=True only"):
+            _grads(backend, kind, params, x, state, dy, d_final, "cluster", lengths=lengths, **call_options)
+        return
+    for reverse in (False, True):
+        options = {"lengths": lengths, "reverse": reverse, **call_options}
+        got = _grads(backend, kind, params, x, state, dy, d_final, "cluster", **options)
+        want = _grads(backend, kind, params, x, state, dy, d_final, "generic", **options)
+        _assert_same_grads(backend, got, want, dtype, 9)
+    assert len(calls) == 2  # the cluster path ran (no silent fallback)
+
+
+@pytest.mark.parametrize("kind,options", [("rnn", {}), ("lstm", {"clip": 2.0}), ("gru", {})])
+@pytest.mark.parametrize(
+    "shape", [(500, 32, 128, 128), (100, 1, 64, 256), (100, 8, 128, 256), (600, 16, 8, 96)], ids=str
+)
+def test_gradient_benchmark_shapes_and_long_sequences(backend, kind, options, shape):
+    _require_cupy(backend)
+    if _refused_without_clusters(backend):
+        return
+    from .test_cupy_grad import _assert_same as _assert_same_grads
+    from .test_cupy_grad import _grads
+    from .test_cupy_grad import _problem as _grad_problem
+
+    steps, batch, features, hidden = shape
+    dtype = "float64" if steps == 600 else "float32"
+    params, x, state, dy, d_final = _grad_problem(kind, {}, dtype, steps, batch, features, hidden, seed=7)
+    lengths = backend.asarray(np.random.default_rng(1).integers(0, steps + 1, size=batch))
+    got = _grads(backend, kind, params, x, state, dy, d_final, "cluster", lengths=lengths, **options)
+    want = _grads(backend, kind, params, x, state, dy, d_final, "generic", lengths=lengths, **options)
+    _assert_same_grads(backend, got, want, dtype, steps)

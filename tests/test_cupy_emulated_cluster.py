@@ -11,10 +11,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from arrayrnn._fast import cupy_cluster, cupy_cluster_sources
+from arrayrnn._fast import cupy_cluster, cupy_cluster_sources, cupy_grad_cluster
+from arrayrnn.backend import map_arrays
 
 from . import cuda_emulator, fake_cupy
 from .test_cupy_emulated import VARIANTS, _check, _defaults, _fast, _problem
+from .test_cupy_emulated_grad import MODULES, _compare, _cotangents
+from .test_cupy_emulated_grad import _fast as _fast_vjp
+from .test_cupy_emulated_grad import _generic as _generic_vjp
 from .variants import variant_id as _ids
 
 pytestmark = pytest.mark.skipif(cuda_emulator.compiler() is None, reason="no C++ compiler for the kernel emulator")
@@ -135,6 +139,78 @@ def test_barrier_bench_launches_one_cluster(monkeypatch):
         fake.compute_capability = "86"
         with pytest.raises(ValueError, match="compute capability 9.0"):
             cupy_cluster.barrier_bench(2, threads=32, steps=1)
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=_ids)
+def test_gradient_matches_generic_backward(monkeypatch, variant):
+    """ar.vjp's cluster path: the recording cluster forward and the cluster backward (the blocks exchanging
+    each step's gate gradients) against the generic backward, with and without dy and final cotangents."""
+    kind, params_options, call_options = variant
+    options = _defaults(kind, call_options)
+    monkeypatch.setitem(MODULES, "cluster", cupy_grad_cluster)
+    with fake_cupy.installed(monkeypatch) as fake:
+        monkeypatch.setattr(cupy_cluster, "THREADS", 64)
+        params, x, state = _problem(kind, params_options, "float64", 5, 4, 3, 6, seed=len(_ids(variant)))
+        dy, d_final = _cotangents(kind, params, x, seed=len(_ids(variant)))
+        if params_options.get("proj_size") or options.get("linear_before_reset") is False:
+            with pytest.raises(ValueError, match="projection|linear_before_reset=True only"):
+                _fast_vjp(kind, params, x, state, None, False, options, dy, d_final, impl="cluster")
+            return
+        for lengths, reverse in (([5, 0, 2, 4], False), ([5, 0, 2, 4], True), (None, False), (None, True)):
+            fast, _ = _fast_vjp(kind, params, x, state, lengths, reverse, options, dy, d_final, impl="cluster")
+            generic = _generic_vjp(kind, params, x, state, lengths, reverse, options, dy, d_final)
+            _compare(fast, generic, "float64", 5)
+        dy, d_final = _cotangents(kind, params, x, seed=1, with_dy=False, with_final=False)
+        fast, _ = _fast_vjp(kind, params, x, state, [2, 5, 1, 3], True, options, None, d_final, impl="cluster")
+        _compare(fast, _generic_vjp(kind, params, x, state, [2, 5, 1, 3], True, options, None, d_final), "float64", 5)
+        assert fake.cooperative_launches == 0
+
+
+@pytest.mark.parametrize("size", cupy_cluster_sources.CLUSTER_SIZES)
+@pytest.mark.parametrize(
+    "kind,options",
+    [
+        ("rnn", {"nonlinearity": "tanh"}),
+        ("lstm", {"coupled": True, "clip": 0.8}),
+        ("gru", {"linear_before_reset": True}),
+    ],
+)
+def test_gradient_every_cluster_size_with_idle_blocks(monkeypatch, size, kind, options):
+    """H = 11 over 2..16 blocks (at 16 five blocks own nothing), 7 batch rows in tiles of 4 over 2 warps."""
+    monkeypatch.setitem(MODULES, "cluster", cupy_grad_cluster)
+    with fake_cupy.installed(monkeypatch):
+        monkeypatch.setattr(cupy_cluster, "THREADS", 64)
+        monkeypatch.setattr(cupy_cluster, "FORCE_CLUSTER_SIZE", size)
+        monkeypatch.setattr(cupy_cluster, "FORCE_BATCH_TILE", 4)
+        params_options = {"peepholes": True} if kind == "lstm" else {}
+        params, x, state = _problem(kind, params_options, "float64", 4, 7, 3, 11, seed=size)
+        dy, d_final = _cotangents(kind, params, x, seed=size)
+        lengths = [4, 0, 2, 3, 4, 1, 4]
+        fast, _ = _fast_vjp(kind, params, x, state, lengths, False, options, dy, d_final, impl="cluster")
+        _compare(fast, _generic_vjp(kind, params, x, state, lengths, False, options, dy, d_final), "float64", 4)
+
+
+def test_gradient_float32_and_refusals(monkeypatch):
+    monkeypatch.setitem(MODULES, "cluster", cupy_grad_cluster)
+    with fake_cupy.installed(monkeypatch) as fake:
+        monkeypatch.setattr(cupy_cluster, "THREADS", 128)
+        params, x, state = _problem("lstm", {"peepholes": True}, "float32", 6, 5, 4, 40, seed=3)
+        dy, d_final = _cotangents("lstm", params, x, seed=3)
+        options = {"coupled": False, "clip": None}
+        fast, _ = _fast_vjp("lstm", params, x, state, [6, 1, 0, 3, 6], True, options, dy, d_final, impl="cluster")
+        generic = _generic_vjp("lstm", params, x, state, [6, 1, 0, 3, 6], True, options, dy, d_final)
+        _compare(fast, generic, "float32", 6)
+        # the backward's gate gradients (2 x 64 x 4H) do not fit: refused before anything runs
+        params, x, state = _problem("lstm", {}, "float32", 2, 64, 3, 128, seed=3)
+        launches = fake.kernel_launches
+        with pytest.raises(ValueError, match="gate gradients of B=64, H=128"):
+            _fast_vjp("lstm", params, x, state, None, False, options, None, (None, None), impl="cluster")
+        assert fake.kernel_launches == launches
+        params, x, state = _problem("gru", {}, "float16", 2, 2, 3, 4, seed=3)  # float16: declined (generic core)
+        fake_params = map_arrays(fake_cupy.asfake, params)
+        fake_state = tuple(fake_cupy.asfake(s) for s in state)
+        assert cupy_grad_cluster.sequence_vjp(None, "gru", fake_cupy.asfake(x), fake_params, fake_state, None, False,
+                                              {}) is None  # fmt: skip
 
 
 _EMULATOR_SOURCE = r"""

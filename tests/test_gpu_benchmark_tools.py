@@ -201,3 +201,12 @@ def test_cluster_column_refusals_barrier_and_sweep(table):
     assert "| LSTM | 100, 1, 64, 128 | cluster, 8 blocks of 256 threads | 0.900 / – / – / – | 1 | 1 |" in text
     without = table.render({"results": data["results"][:2]})
     assert "cluster" not in without
+    backward = [
+        _entry("rnn", small, "cudnn", 2.0, direction="forward+backward"),
+        _entry("rnn", small, "vjp", 3.0, direction="forward+backward", ok=True, auto_choice="graph"),
+        _entry("rnn", small, "vjp-graph", 3.0, direction="forward+backward", ok=True),
+        _entry("rnn", small, "vjp-cluster", 2.2, direction="forward+backward", ok=True),
+    ]
+    text = table.render({"results": backward})
+    assert "| cell | T, B, I, H | cuDNN fwd+bwd | arrayrnn.vjp (picks) | graph | cluster |" in text
+    assert "| RNN | 100, 1, 64, 128 | 2.00 ms | 1.50× (graph) | 1.50× | **1.10×** |" in text

@@ -11,7 +11,7 @@ stores and one hardware barrier: no launch, no global-memory barrier, no L2 roun
 
 It fits where one cluster's shared memory holds the weights plus two copies of the state: per block
 ``(gates * ceil(H / C) + 2 * B) * H`` elements within the 227 KiB an H100 block may have (float32 LSTM
-H = 256 at B <= 32 with C = 8; H = 512 does not fit: use "persistent" or "graph"). Not supported: GRU with
+H = 256 up to B = 81; H = 512 does not fit: use "persistent" or "graph"). Not supported: GRU with
 ``linear_before_reset=False``, the LSTM projection, GPUs before compute capability 9.0 (ValueError: auto
 never picks this path; ``impl="cluster"`` asks for it).
 
@@ -58,14 +58,18 @@ PORTABLE_CLUSTER_SIZE = 8
 _ATTR_NON_PORTABLE_CLUSTER = 14
 
 
-def shared_bytes(gates: int, batch: int, hidden: int, size: int, itemsize: int) -> int:
-    """Dynamic shared memory per block: the weight rows of ``ceil(hidden / size)`` units and two copies of the
-    ``(batch, hidden)`` state."""
+def shared_bytes(gates: int, batch: int, hidden: int, size: int, itemsize: int, exchanged: Optional[int] = None) -> int:
+    """Dynamic shared memory per block: the weight rows of ``ceil(hidden / size)`` units (``gates * hidden``
+    elements each) and two copies of the exchanged ``(batch, exchanged)`` state (the forward's ``h``:
+    ``exchanged = hidden``, the default; the backward's gate gradients: ``gates * hidden``)."""
     units = -(-hidden // size)
-    return (gates * units + 2 * batch) * hidden * itemsize
+    width = hidden if exchanged is None else exchanged
+    return (gates * units * hidden + 2 * batch * width) * itemsize
 
 
-def choose_cluster_size(gates: int, batch: int, hidden: int, itemsize: int, limit: int) -> int:
+def choose_cluster_size(
+    gates: int, batch: int, hidden: int, itemsize: int, limit: int, exchanged: Optional[int] = None
+) -> int:
     """The portable cluster size (8) where its blocks' shared memory holds the weights and the state, else the
     smallest larger size that does (16); ``ValueError`` where none does.
 
@@ -78,22 +82,30 @@ def choose_cluster_size(gates: int, batch: int, hidden: int, itemsize: int, limi
             raise ValueError(f"FORCE_CLUSTER_SIZE must be one of {CLUSTER_SIZES}, got {FORCE_CLUSTER_SIZE!r}")
         return FORCE_CLUSTER_SIZE
     for size in CLUSTER_SIZES:
-        if size >= PORTABLE_CLUSTER_SIZE and shared_bytes(gates, batch, hidden, size, itemsize) <= limit:
+        if size >= PORTABLE_CLUSTER_SIZE and shared_bytes(gates, batch, hidden, size, itemsize, exchanged) <= limit:
             return size
     largest = CLUSTER_SIZES[-1]
+    what = "state" if exchanged is None else "gate gradients"
     raise ValueError(
-        f"impl='cluster': the weights and state of B={batch}, H={hidden} need "
-        f"{shared_bytes(gates, batch, hidden, largest, itemsize)} bytes of shared memory per block even in a "
-        f"cluster of {largest} blocks ({limit} available); use impl='persistent' or 'graph'"
+        f"impl='cluster': the weights and {what} of B={batch}, H={hidden} need "
+        f"{shared_bytes(gates, batch, hidden, largest, itemsize, exchanged)} bytes of shared memory per block even "
+        f"in a cluster of {largest} blocks ({limit} available); use impl='persistent' or 'graph'"
     )
 
 
 @dataclasses.dataclass(frozen=True)
-class _Launch:
+class ClusterLaunch:
+    """One launch of a cluster kernel: the kernel (for its batch tile and cluster size), the cluster size (the
+    grid), the hidden units per block (the kernels' last argument) and the shared memory per block."""
+
     kernel: Any
     size: int  # blocks: the grid is one cluster
     units: int  # hidden units per block (the last blocks may have fewer, or none)
     shared_mem: int
+
+    def run(self, args: tuple[Any, ...]) -> None:
+        """Launch with ``args`` (every parameter but the last, ``units``, which this appends)."""
+        self.kernel((self.size,), (THREADS,), (*args, int32(self.units)), shared_mem=self.shared_mem)
 
 
 def _require_clusters(device: Any) -> None:
@@ -105,14 +117,19 @@ def _require_clusters(device: Any) -> None:
         )
 
 
-def _launch_shape(base: str, dtype: str, batch: int, hidden: int, gates: int) -> _Launch:
+def plan_launch(
+    base: str, dtype: str, batch: int, hidden: int, gates: int, exchanged: Optional[int] = None
+) -> ClusterLaunch:
+    """How to launch cluster kernel ``base`` (``cupy_cluster_sources``/``cupy_grad_cluster_sources``) for this
+    shape: cluster size, batch tile, shared memory (opted in); ``ValueError`` where the device has no clusters
+    or the shape does not fit one cluster (``exchanged``: see :func:`shared_bytes`)."""
     cp = cupy_module()
     device = cp.cuda.Device()
     _require_clusters(device)
     itemsize = ITEMSIZE[dtype]
     limit = shared_memory_limit(cp, device)
-    size = choose_cluster_size(gates, batch, hidden, itemsize, limit)
-    shared_mem = shared_bytes(gates, batch, hidden, size, itemsize)
+    size = choose_cluster_size(gates, batch, hidden, itemsize, limit, exchanged)
+    shared_mem = shared_bytes(gates, batch, hidden, size, itemsize, exchanged)
     if shared_mem > limit:
         raise ValueError(
             f"impl='cluster': {shared_mem} bytes of shared memory per block for a cluster of {size} "
@@ -125,7 +142,7 @@ def _launch_shape(base: str, dtype: str, batch: int, hidden: int, gates: int) ->
     allow_shared(k, name, shared_mem)
     if size > PORTABLE_CLUSTER_SIZE:
         _allow_non_portable(cp, k)
-    return _Launch(k, size, units, shared_mem)
+    return ClusterLaunch(k, size, units, shared_mem)
 
 
 #: (id(kernel), device) -> the kernel (held so that its id is not reused)
@@ -158,15 +175,14 @@ def _run(
     hidden = initial[0].shape[1]
     if batch == 0:
         return empty_batch_result(x, initial)
-    launch = _launch_shape(base, dtype, batch, hidden, gates)
+    launch = plan_launch(base, dtype, batch, hidden, gates)
     gx = project_inputs(x, weight_ih)
     h0 = cp.ascontiguousarray(initial[0])
     h_last = cp.empty((batch, hidden), dtype=x.dtype)
     cell = (cp.ascontiguousarray(initial[1]).copy(),) if len(initial) > 1 else ()
     y = cp.empty((steps, batch, hidden), dtype=x.dtype)
     sizes = (int32(steps), int32(batch), int32(hidden), int32(bool(reverse)), int32(options))
-    args = (gx, *weights, lengths_int64(lengths), h0, h_last, *cell, y, *sizes, *tail, int32(launch.units))
-    launch.kernel((launch.size,), (THREADS,), args, shared_mem=launch.shared_mem)
+    launch.run((gx, *weights, lengths_int64(lengths), h0, h_last, *cell, y, *sizes, *tail))
     return y, (h_last, *cell)
 
 

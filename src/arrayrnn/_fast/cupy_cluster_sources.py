@@ -30,6 +30,8 @@ still write into its shared memory. Not supported here (``cupy_cluster`` refuses
 
 from __future__ import annotations
 
+import functools
+
 #: blocks per cluster the kernels are compiled for (the grid is one cluster; 16 is a non-portable size that
 #: the kernel must opt in to and that not every Hopper part schedules)
 CLUSTER_SIZES = (2, 4, 8, 16)
@@ -73,22 +75,30 @@ def cluster_barrier_bench_name(size: int) -> str:
 BARRIER_BENCH_SPEC = [("int", "steps")]
 
 
-def cluster_kernels(batch_tiles: tuple[int, ...]) -> dict[str, tuple[str, int, int, list[tuple[str, str]]]]:
-    """Every cluster kernel: exported name -> (base, batch tile or 0, cluster size, parameters)."""
+@functools.cache
+def cluster_kernels(batch_tiles: tuple[int, ...]) -> dict[str, tuple[str, str, int, int, list[tuple[str, str]]]]:
+    """Every cluster kernel: exported name -> (source part, base, batch tile or 0, cluster size, parameters). The
+    forward kernels are part "cluster", the gradient path's (``cupy_grad_cluster_sources``) "cluster_grad"."""
+    from .cupy_grad_cluster_sources import GRAD_CLUSTER_SPECS
+
     kernels = {}
-    for base, params in CLUSTER_SPECS.items():
-        for tile in batch_tiles:
-            for size in CLUSTER_SIZES:
-                kernels[cluster_kernel_name(base, tile, size)] = (base, tile, size, params)
+    for part, specs in (("cluster", CLUSTER_SPECS), ("cluster_grad", GRAD_CLUSTER_SPECS)):
+        for base, params in specs.items():
+            for tile in batch_tiles:
+                for size in CLUSTER_SIZES:
+                    kernels[cluster_kernel_name(base, tile, size)] = (part, base, tile, size, params)
     for size in CLUSTER_SIZES:
-        kernels[cluster_barrier_bench_name(size)] = ("cluster_barrier_bench", 0, size, BARRIER_BENCH_SPEC)
+        kernels[cluster_barrier_bench_name(size)] = ("cluster", "cluster_barrier_bench", 0, size, BARRIER_BENCH_SPEC)
     return kernels
 
 
 def cluster_size(name: str) -> int:
     """Blocks per cluster that kernel ``name`` was compiled for (1: not a cluster kernel)."""
+    from .cupy_grad_cluster_sources import GRAD_CLUSTER_SPECS
+
     base, _, size = name.rpartition("_c")
-    if size.isdigit() and (base == "cluster_barrier_bench" or base.rpartition("_nb")[0] in CLUSTER_SPECS):
+    tiled = base.rpartition("_nb")[0]
+    if size.isdigit() and (base == "cluster_barrier_bench" or tiled in CLUSTER_SPECS or tiled in GRAD_CLUSTER_SPECS):
         return int(size)
     return 1
 
@@ -125,23 +135,29 @@ __device__ __forceinline__ T* arrayrnn_cluster_map(T* p, unsigned int) {
 #define ARRAYRNN_CLUSTER_MAP(p, rank) arrayrnn_cluster_map(p, rank)
 #endif
 
-// The two halves of the hidden state (2, batch, hidden) in shared memory, after the weight rows of
-// `units_per_block` units (the same offset in every block: a location maps to the same one in the others).
+// The two halves of the exchanged state (2, batch, width) in shared memory, after the weight rows of
+// `units_per_block` units (`gates * hidden` elements each: the same offset in every block, so that a location
+// maps to the same one in the others). Forward: the hidden state (width H); backward: the gate gradients (G*H).
 __device__ __forceinline__ scalar_t* cluster_halves(int gates, int units_per_block, int hidden) {
   return (scalar_t*)ARRAYRNN_DYNAMIC_SHARED() + (long long)gates * units_per_block * hidden;
 }
 
-// Copy this block's columns [u0, u0 + units) of `half` (every batch row) into the same half of every other
-// block of the cluster (consecutive threads: consecutive columns of one row of one other block).
-__device__ __forceinline__ void share_columns(scalar_t* half, const BlockTasks& own, int batch, int hidden) {
+// Copy this block's columns of `src` (batch rows of `groups * hidden` columns; the block's columns are
+// g * hidden + [u0, u0 + units) for each group g) into the same places of `dst` in the blocks of the cluster:
+// every block, or every other block (`include_own` false: the forward, where src is the block's own half).
+__device__ __forceinline__ void share_columns(const scalar_t* src, scalar_t* dst, const BlockTasks& own, int batch,
+                                              int hidden, int groups, bool include_own) {
   if (own.units <= 0) return;
-  const long long per_block = (long long)batch * own.units;
-  const long long total = per_block * (gridDim.x - 1);
-  for (long long i = threadIdx.x; i < total; i += blockDim.x) {
-    const unsigned int other = (blockIdx.x + 1u + (unsigned int)(i / per_block)) % gridDim.x;
-    const long long e = i % per_block;
-    const long long at = (e / own.units) * hidden + own.u0 + e % own.units;
-    ARRAYRNN_CLUSTER_MAP(half, other)[at] = half[at];
+  const int per_row = groups * own.units;
+  const int count = batch * per_row;
+  const long long width = (long long)groups * hidden;
+  for (int e = threadIdx.x; e < count; e += blockDim.x) {
+    const int b = e / per_row, rest = e - b * per_row, g = rest / own.units, u = rest - g * own.units;
+    const long long at = b * width + (long long)g * hidden + own.u0 + u;
+    const scalar_t value = src[at];
+    for (unsigned int rank = 0; rank < gridDim.x; ++rank) {
+      if (include_own || rank != blockIdx.x) ARRAYRNN_CLUSTER_MAP(dst, rank)[at] = value;
+    }
   }
 }
 
@@ -161,7 +177,7 @@ __device__ __forceinline__ void cluster_loop(int steps, int reverse, scalar_t* h
       body(step, (int)(task % own.units), (int)(task / own.units) * NB);
     }
     __syncthreads();  // every new h of the block's units is in its own next half
-    share_columns(step.h_next, own, batch, hidden);
+    share_columns(step.h_next, step.h_next, own, batch, hidden, 1, false);
     ARRAYRNN_CLUSTER_SYNC();  // after the last step too: nobody writes into a block that has exited
   }
   const scalar_t* last = halves + (long long)(steps & 1) * state;
@@ -178,33 +194,48 @@ __device__ __forceinline__ void cluster_barrier_bench_impl(int steps) {
   for (int k = 0; k < steps; ++k) ARRAYRNN_CLUSTER_SYNC();
 }
 
-template <int NB>
-__device__ __forceinline__ void lstm_cluster_impl(
+// The step processed before step t in the forward pass (-1 for the first one)
+__device__ __forceinline__ int forward_before(int t, int steps, int reverse) {
+  const int before = reverse ? t + 1 : t - 1;
+  return before >= 0 && before < steps ? before : -1;
+}
+
+// The cluster kernels' bodies have a template flag RECORD (as the graph kernels do): the recording forward of the
+// gradient path also writes the tape (LSTM: z and every step's c into c_tape; GRU: gates and hn).
+template <int NB, bool RECORD>
+__device__ __forceinline__ void lstm_cluster_body(
     const scalar_t* __restrict__ gx, const scalar_t* __restrict__ weight_hh, const scalar_t* __restrict__ bias_ih,
     const scalar_t* __restrict__ bias_hh, const scalar_t* __restrict__ peep_i, const scalar_t* __restrict__ peep_f,
     const scalar_t* __restrict__ peep_o, const long long* __restrict__ lengths, const scalar_t* __restrict__ h0,
-    scalar_t* __restrict__ h_last, scalar_t* c, scalar_t* __restrict__ y, int steps, int batch, int hidden,
-    int reverse, int options, acc_t clip, int units_per_block) {
+    scalar_t* __restrict__ h_last, scalar_t* c_first, scalar_t* c_tape, scalar_t* __restrict__ y,
+    scalar_t* __restrict__ z_tape, int steps, int batch, int hidden, int reverse, int options, acc_t clip,
+    int units_per_block) {
   const long long state = (long long)batch * hidden;
   const BlockTasks own(batch, hidden, units_per_block, NB);
   const scalar_t* staged = stage_weights(weight_hh, 4, hidden, own);
   const int lane = threadIdx.x & 31;
   cluster_loop<NB>(steps, reverse, cluster_halves(4, units_per_block, hidden), h0, h_last, own, batch, hidden,
                    [&](const PersistentStep& step, int u, int b0) {
+    // forward: the cell state in place (c_first); recording: c0 (c_first) then the tape's previous step
+    const int before = forward_before(step.t, steps, reverse);
+    const scalar_t* c_prev = RECORD && before >= 0 ? c_tape + before * state : c_first;
+    scalar_t* c_out = RECORD ? c_tape + step.t * state : c_first;
     acc_t sums[4][NB];
     warp_dots<4, NB>(staged, u, own.units, step.h_prev, b0, batch, hidden, lane, sums);
-    lstm_graph_tail<NB, false, false>(sums, lane, own.u0 + u, b0, gx + (long long)step.t * 4 * state, bias_ih,
-                                      bias_hh, peep_i, peep_f, peep_o, lengths, step.h_prev, c, step.h_next, c,
-                                      y + (long long)step.t * state, nullptr, batch, hidden, step.t, options, clip);
+    lstm_graph_tail<NB, RECORD, false>(sums, lane, own.u0 + u, b0, gx + (long long)step.t * 4 * state, bias_ih,
+                                       bias_hh, peep_i, peep_f, peep_o, lengths, step.h_prev, c_prev, step.h_next,
+                                       c_out, y + (long long)step.t * state,
+                                       RECORD ? z_tape + (long long)step.t * 4 * state : nullptr, batch, hidden,
+                                       step.t, options, clip);
   });
 }
 
-template <int NB>
-__device__ __forceinline__ void gru_cluster_impl(
+template <int NB, bool RECORD>
+__device__ __forceinline__ void gru_cluster_body(
     const scalar_t* __restrict__ gx, const scalar_t* __restrict__ weight_hh, const scalar_t* __restrict__ bias_ih,
     const scalar_t* __restrict__ bias_hh, const long long* __restrict__ lengths, const scalar_t* __restrict__ h0,
-    scalar_t* __restrict__ h_last, scalar_t* __restrict__ y, int steps, int batch, int hidden, int reverse,
-    int options, int units_per_block) {
+    scalar_t* __restrict__ h_last, scalar_t* __restrict__ y, scalar_t* __restrict__ gates_tape,
+    scalar_t* __restrict__ hn_tape, int steps, int batch, int hidden, int reverse, int options, int units_per_block) {
   const long long state = (long long)batch * hidden;
   const BlockTasks own(batch, hidden, units_per_block, NB);
   const scalar_t* staged = stage_weights(weight_hh, 3, hidden, own);
@@ -213,10 +244,56 @@ __device__ __forceinline__ void gru_cluster_impl(
                    [&](const PersistentStep& step, int u, int b0) {
     acc_t sums[3][NB];
     warp_dots<3, NB>(staged, u, own.units, step.h_prev, b0, batch, hidden, lane, sums);
-    gru_graph_tail<NB, false, false>(sums, lane, own.u0 + u, b0, gx + (long long)step.t * 3 * state, bias_ih,
-                                     bias_hh, lengths, step.h_prev, step.h_next, y + (long long)step.t * state,
-                                     nullptr, nullptr, batch, hidden, step.t, options);
+    gru_graph_tail<NB, RECORD, false>(sums, lane, own.u0 + u, b0, gx + (long long)step.t * 3 * state, bias_ih,
+                                      bias_hh, lengths, step.h_prev, step.h_next, y + (long long)step.t * state,
+                                      RECORD ? gates_tape + (long long)step.t * 3 * state : nullptr,
+                                      RECORD ? hn_tape + (long long)step.t * state : nullptr, batch, hidden, step.t,
+                                      options);
   });
+}
+
+template <int NB>
+__device__ __forceinline__ void lstm_cluster_impl(
+    const scalar_t* __restrict__ gx, const scalar_t* __restrict__ weight_hh, const scalar_t* __restrict__ bias_ih,
+    const scalar_t* __restrict__ bias_hh, const scalar_t* __restrict__ peep_i, const scalar_t* __restrict__ peep_f,
+    const scalar_t* __restrict__ peep_o, const long long* __restrict__ lengths, const scalar_t* __restrict__ h0,
+    scalar_t* __restrict__ h_last, scalar_t* c, scalar_t* __restrict__ y, int steps, int batch, int hidden,
+    int reverse, int options, acc_t clip, int units_per_block) {
+  lstm_cluster_body<NB, false>(gx, weight_hh, bias_ih, bias_hh, peep_i, peep_f, peep_o, lengths, h0, h_last, c,
+                               nullptr, y, nullptr, steps, batch, hidden, reverse, options, clip, units_per_block);
+}
+
+template <int NB>
+__device__ __forceinline__ void lstm_cluster_record_impl(
+    const scalar_t* __restrict__ gx, const scalar_t* __restrict__ weight_hh, const scalar_t* __restrict__ bias_ih,
+    const scalar_t* __restrict__ bias_hh, const scalar_t* __restrict__ peep_i, const scalar_t* __restrict__ peep_f,
+    const scalar_t* __restrict__ peep_o, const long long* __restrict__ lengths, const scalar_t* __restrict__ h0,
+    const scalar_t* __restrict__ c0, scalar_t* __restrict__ h_last, scalar_t* cs, scalar_t* __restrict__ y,
+    scalar_t* __restrict__ z, int steps, int batch, int hidden, int reverse, int options, acc_t clip,
+    int units_per_block) {
+  lstm_cluster_body<NB, true>(gx, weight_hh, bias_ih, bias_hh, peep_i, peep_f, peep_o, lengths, h0, h_last,
+                              (scalar_t*)c0, cs, y, z, steps, batch, hidden, reverse, options, clip,
+                              units_per_block);  // (c_first is only read when recording)
+}
+
+template <int NB>
+__device__ __forceinline__ void gru_cluster_impl(
+    const scalar_t* __restrict__ gx, const scalar_t* __restrict__ weight_hh, const scalar_t* __restrict__ bias_ih,
+    const scalar_t* __restrict__ bias_hh, const long long* __restrict__ lengths, const scalar_t* __restrict__ h0,
+    scalar_t* __restrict__ h_last, scalar_t* __restrict__ y, int steps, int batch, int hidden, int reverse,
+    int options, int units_per_block) {
+  gru_cluster_body<NB, false>(gx, weight_hh, bias_ih, bias_hh, lengths, h0, h_last, y, nullptr, nullptr, steps,
+                              batch, hidden, reverse, options, units_per_block);
+}
+
+template <int NB>
+__device__ __forceinline__ void gru_cluster_record_impl(
+    const scalar_t* __restrict__ gx, const scalar_t* __restrict__ weight_hh, const scalar_t* __restrict__ bias_ih,
+    const scalar_t* __restrict__ bias_hh, const long long* __restrict__ lengths, const scalar_t* __restrict__ h0,
+    scalar_t* __restrict__ h_last, scalar_t* __restrict__ y, scalar_t* __restrict__ gates,
+    scalar_t* __restrict__ hn, int steps, int batch, int hidden, int reverse, int options, int units_per_block) {
+  gru_cluster_body<NB, true>(gx, weight_hh, bias_ih, bias_hh, lengths, h0, h_last, y, gates, hn, steps, batch,
+                             hidden, reverse, options, units_per_block);
 }
 
 template <int NB>

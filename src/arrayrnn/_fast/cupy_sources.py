@@ -30,6 +30,7 @@ import functools
 from typing import Optional
 
 from .cupy_cluster_sources import CLUSTER_SOURCE, cluster_kernels, cluster_size
+from .cupy_grad_cluster_sources import GRAD_CLUSTER_SOURCE
 from .cupy_grad_sources import GRAD_GRAPH_SOURCE, GRAD_GRAPH_SPECS, GRAD_RECORDS, GRAD_SOURCE, GRAD_SPECS
 
 #: run-time option bits (one ``int options`` argument), mirrored as ``#define``s in the source
@@ -203,7 +204,7 @@ def kernel_specs() -> dict[str, list[tuple[str, str]]]:
             specs[graph_kernel_name(base, tile)] = params
     for tile in BATCH_TILES:
         specs[graph_kernel_name("graph_executor", tile)] = _EXECUTOR_SPEC
-    for name, (_, _, _, params) in cluster_kernels(BATCH_TILES).items():
+    for name, (_, _, _, _, params) in cluster_kernels(BATCH_TILES).items():
         specs[name] = params
     return specs
 
@@ -1052,15 +1053,18 @@ def _entry_points(part: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-#: every part, each one CuPy module per dtype (PARTS, the graph executor and the cluster kernels)
-ALL_PARTS = (*PARTS, "executor", "cluster")
+#: every part, each one CuPy module per dtype (PARTS, the graph executor, the cluster kernels and their gradients)
+ALL_PARTS = (*PARTS, "executor", "cluster", "cluster_grad")
 
 
-def _cluster_entries() -> str:
-    """The cluster kernels' entry points: per batch tile and cluster size (``__cluster_dims__`` is compile-time)."""
+def _cluster_entries(part: str) -> str:
+    """The entry points of cluster part ``part``: per batch tile and cluster size (``__cluster_dims__`` is
+    compile-time)."""
     lines = ["// ---------------------------------------------------------------------------------------------",
-             "// entry points of part 'cluster'"]  # fmt: skip
-    for name, (base, tile, size, params) in cluster_kernels(BATCH_TILES).items():
+             f"// entry points of part {part!r}"]  # fmt: skip
+    for name, (kernel_part, base, tile, size, params) in cluster_kernels(BATCH_TILES).items():
+        if kernel_part != part:
+            continue
         call = _impl_call(base, params, tile or None)
         head = f'extern "C" __global__ void ARRAYRNN_CLUSTER_DIMS({size}) {name}'
         lines.append(f"{head}({_signature(params)}) {{ {call} }}")
@@ -1068,11 +1072,11 @@ def _cluster_entries() -> str:
 
 
 def part_of(name: str) -> str:
-    """The part ("forward", "grad", "executor" or "cluster") whose module holds kernel ``name``."""
+    """The part (one of ``ALL_PARTS``) whose module holds kernel ``name``."""
     if name.startswith("graph_executor_nb"):
         return "executor"
     if cluster_size(name) > 1:
-        return "cluster"
+        return cluster_kernels(BATCH_TILES)[name][0]
     base = name.rpartition("_nb")[0]
     for part, (plain, tiled) in PARTS.items():
         if name in plain or base in tiled:
@@ -1143,13 +1147,14 @@ def _defines() -> str:
 @functools.cache
 def source(dtype: str, part: Optional[str] = None) -> str:
     """The CUDA C++ source for arrays of ``dtype`` ("float16", "float32" or "float64"): the entry points of one
-    ``part`` ("forward", "grad", "executor", "cluster"; see :func:`part_of`) or, by default, of all (the CPU checks).
+    ``part`` (one of ``ALL_PARTS``; see :func:`part_of`) or, by default, of all (the CPU checks).
 
     Every part holds every device function (a function no entry point uses costs only parsing)."""
     if dtype not in _PRELUDES:
         raise ValueError(f"the CuPy kernels support float16, float32 and float64, got {dtype}")
     parts = ALL_PARTS if part is None else (part,)
-    special = {"executor": _executor, "cluster": _cluster_entries}
+    special = {"executor": _executor, "cluster": lambda: _cluster_entries("cluster"),
+               "cluster_grad": lambda: _cluster_entries("cluster_grad")}  # fmt: skip
     entries = "".join(special[name]() if name in special else _entry_points(name) for name in parts)
     header = f"// arrayrnn CuPy fast paths, storage dtype {dtype}, parts {', '.join(parts)}\n"
     return (
@@ -1163,5 +1168,6 @@ def source(dtype: str, part: Optional[str] = None) -> str:
         + GRAD_GRAPH_SOURCE
         + _PERSISTENT
         + CLUSTER_SOURCE
+        + GRAD_CLUSTER_SOURCE
         + entries
     )

@@ -1,0 +1,182 @@
+"""CUDA C++ source of the "cluster" gradient path (``cupy_grad_cluster.py``): the backward loop in ONE cluster.
+
+The recording forward is the cluster forward with its template flag ``RECORD`` (``cupy_cluster_sources``:
+``lstm_cluster_record``, ``gru_cluster_record``; the RNN's plain forward already keeps ``y``). The backward
+kernels here run every backward step in one launch of one thread block cluster, as the forward does, with the
+graph gradient path's step bodies (``*_graph_grad_impl`` in ``cupy_grad_sources``, called per warp task):
+
+* block ``r`` owns hidden units ``[r * units, (r + 1) * units)``; it copies those units' rows of
+  ``W_hh^T (H, G*H)`` into shared memory once (``stage_transposed_rows``), so the step's
+  ``dh_prev = d_gates W_hh`` dot products read weights from shared memory;
+* the previous backward step's gate gradients ``(B, G*H)`` (RNN: ``dz``, LSTM: ``dz``, GRU: ``dgh``) sit in
+  shared memory in two halves, as the forward's state does: each step reads one; its tasks write this step's
+  gate gradients to the tape in global memory (the weight gradients are GEMMs over all of it afterwards); the
+  block then copies its units' columns of them into the other half of every block of the cluster (its own
+  included) and a cluster barrier ends the step;
+* after the last step, the carried cotangent of ``h0`` takes the dot products of that step (``finish``).
+
+The per-element state of the backward (``carry``, LSTM ``dc``, GRU ``part``) belongs to one thread each and
+stays in global memory. Shared memory per block: ``units * G * H`` weights and ``2 * B * G * H`` gradients.
+"""
+
+from __future__ import annotations
+
+#: the recording forward kernels (bodies in ``cupy_cluster_sources``) and the backward kernels, per batch tile
+#: and cluster size; "weight_t" is ``W_hh^T`` (H, G*H) C-contiguous; "dy" is read when ``options`` has OPT_DY
+GRAD_CLUSTER_SPECS: dict[str, list[tuple[str, str]]] = {
+    "lstm_cluster_record": [
+        ("in", "gx"), ("in", "weight_hh"), ("in", "bias_ih"), ("in", "bias_hh"),
+        ("in", "peep_i"), ("in", "peep_f"), ("in", "peep_o"), ("lengths", "lengths"),
+        ("in", "h0"), ("in", "c0"), ("out", "h_last"), ("state", "cs"), ("out", "y"), ("out", "z"),
+        ("int", "steps"), ("int", "batch"), ("int", "hidden"), ("int", "reverse"), ("int", "options"), ("acc", "clip"),
+        ("int", "units"),
+    ],
+    "gru_cluster_record": [
+        ("in", "gx"), ("in", "weight_hh"), ("in", "bias_ih"), ("in", "bias_hh"), ("lengths", "lengths"),
+        ("in", "h0"), ("out", "h_last"), ("out", "y"), ("out", "gates"), ("out", "hn"),
+        ("int", "steps"), ("int", "batch"), ("int", "hidden"), ("int", "reverse"), ("int", "options"),
+        ("int", "units"),
+    ],
+    "rnn_cluster_grad": [
+        ("in", "weight_t"), ("lengths", "lengths"), ("in", "dy"), ("in", "y"), ("state", "carry"), ("state", "dz"),
+        ("int", "steps"), ("int", "batch"), ("int", "hidden"), ("int", "reverse"), ("int", "options"),
+        ("int", "units"),
+    ],
+    "lstm_cluster_grad": [
+        ("in", "weight_t"), ("lengths", "lengths"), ("in", "dy"), ("in", "z"), ("in", "cs"), ("in", "c0"),
+        ("in", "peep_i"), ("in", "peep_f"), ("in", "peep_o"), ("state", "carry"), ("state", "dc"), ("state", "dz"),
+        ("int", "steps"), ("int", "batch"), ("int", "hidden"), ("int", "reverse"), ("int", "options"), ("acc", "clip"),
+        ("int", "units"),
+    ],
+    "gru_cluster_grad": [
+        ("in", "weight_t"), ("lengths", "lengths"), ("in", "dy"), ("in", "gates"), ("in", "hn"), ("in", "h_prev"),
+        ("state", "part"), ("state", "carry"), ("out", "dgx"), ("state", "dgh"),
+        ("int", "steps"), ("int", "batch"), ("int", "hidden"), ("int", "reverse"), ("int", "options"),
+        ("int", "units"),
+    ],
+}  # fmt: skip
+
+GRAD_CLUSTER_SOURCE = r"""
+// ---------------------------------------------------------------------------------------------
+// cluster gradient kernels (see cupy_grad_cluster_sources)
+
+// Rows [u0, u0 + units) of weight_t (each `width` wide, contiguous) into shared memory. Returns the address
+// that row j of the whole matrix would have (staged - u0 * width), so that the graph bodies, which index the
+// weights by unit, read the staged rows of the block's units (the only rows they read).
+__device__ __forceinline__ const scalar_t* stage_transposed_rows(const scalar_t* __restrict__ weight_t, int width,
+                                                                 const BlockTasks& own) {
+  scalar_t* staged = (scalar_t*)ARRAYRNN_DYNAMIC_SHARED();
+  const long long total = (long long)own.units * width;
+  const scalar_t* rows = weight_t + (long long)own.u0 * width;
+  for (long long i = threadIdx.x; i < total; i += blockDim.x) staged[i] = rows[i];
+  __syncthreads();
+  return staged - (long long)own.u0 * width;
+}
+
+// The task's index in the graph kernels' numbering (warp_task): unit u0 + u, batch rows b0 ..
+template <int NB>
+__device__ __forceinline__ long long cluster_task(const BlockTasks& own, int hidden, int u, int b0) {
+  return (long long)(b0 / NB) * hidden + own.u0 + u;
+}
+
+// The backward time loop: the forward's steps in reverse (s: the step processed just before, -1 for the first),
+// `body(t, s, d_prev, u, b0)` over the block's tasks with d_prev the previous backward step's gate gradients in
+// shared memory; then the block's columns of this step's gradients (`grads` (T, B, gates * H), written by its
+// own threads) into the next half of every block, and a cluster barrier. After the last step `finish(s, d_prev,
+// u, b0)` over the tasks (no exchange after it: nothing more is read from another block).
+template <int NB, class Body, class Finish>
+__device__ __forceinline__ void cluster_backward_loop(int steps, int reverse, int gates, scalar_t* halves,
+                                                      const scalar_t* grads, const BlockTasks& own, int batch,
+                                                      int hidden, Body body, Finish finish) {
+  const long long half = (long long)batch * gates * hidden;
+  ARRAYRNN_CLUSTER_SYNC();  // every block has started and staged its rows
+  int s = -1;
+  for (int k = 0; k < steps; ++k) {
+    const int t = reverse ? k : steps - 1 - k;
+    const scalar_t* d_prev = halves + (long long)(k & 1) * half;  // unread at k = 0 (s < 0)
+    for (long long task = own.warp; task < own.tasks; task += own.warps) {
+      body(t, s, d_prev, (int)(task % own.units), (int)(task / own.units) * NB);
+    }
+    __syncthreads();  // the block's gradients of step t are in `grads`
+    share_columns(grads + t * half, halves + (long long)((k + 1) & 1) * half, own, batch, hidden, gates, true);
+    ARRAYRNN_CLUSTER_SYNC();
+    s = t;
+  }
+  if (steps > 0) {
+    const scalar_t* d_prev = halves + (long long)(steps & 1) * half;
+    for (long long task = own.warp; task < own.tasks; task += own.warps) {
+      finish(s, d_prev, (int)(task % own.units), (int)(task / own.units) * NB);
+    }
+  }
+}
+
+template <int NB>
+__device__ __forceinline__ void rnn_cluster_grad_impl(
+    const scalar_t* __restrict__ weight_t, const long long* __restrict__ lengths, const scalar_t* __restrict__ dy,
+    const scalar_t* __restrict__ y, scalar_t* carry, scalar_t* dz, int steps, int batch, int hidden, int reverse,
+    int options, int units_per_block) {
+  const long long state = (long long)batch * hidden;
+  const BlockTasks own(batch, hidden, units_per_block, NB);
+  const scalar_t* rows = stage_transposed_rows(weight_t, hidden, own);
+  const bool with_dy = (options & OPT_DY) != 0;
+  cluster_backward_loop<NB>(steps, reverse, 1, cluster_halves(1, units_per_block, hidden), dz, own, batch, hidden,
+      [&](int t, int s, const scalar_t* d_prev, int u, int b0) {
+        rnn_graph_grad_impl<NB>(rows, d_prev, lengths, with_dy ? dy + t * state : dy, y + t * state, carry,
+                                dz + t * state, batch, hidden, s, t, options, cluster_task<NB>(own, hidden, u, b0));
+      },
+      [&](int s, const scalar_t* d_prev, int u, int b0) {
+        graph_grad_finish_impl<NB>(rows, d_prev, nullptr, lengths, carry, batch, hidden, hidden, hidden, s,
+                                   options & ~OPT_PART, cluster_task<NB>(own, hidden, u, b0));
+      });
+}
+
+template <int NB>
+__device__ __forceinline__ void lstm_cluster_grad_impl(
+    const scalar_t* __restrict__ weight_t, const long long* __restrict__ lengths, const scalar_t* __restrict__ dy,
+    const scalar_t* __restrict__ z, const scalar_t* __restrict__ cs, const scalar_t* __restrict__ c0,
+    const scalar_t* __restrict__ peep_i, const scalar_t* __restrict__ peep_f, const scalar_t* __restrict__ peep_o,
+    scalar_t* carry, scalar_t* dc, scalar_t* dz, int steps, int batch, int hidden, int reverse, int options,
+    acc_t clip, int units_per_block) {
+  const long long state = (long long)batch * hidden;
+  const BlockTasks own(batch, hidden, units_per_block, NB);
+  const scalar_t* rows = stage_transposed_rows(weight_t, 4 * hidden, own);
+  const bool with_dy = (options & OPT_DY) != 0;
+  cluster_backward_loop<NB>(steps, reverse, 4, cluster_halves(4, units_per_block, hidden), dz, own, batch, hidden,
+      [&](int t, int s, const scalar_t* d_prev, int u, int b0) {
+        const int before = forward_before(t, steps, reverse);
+        lstm_graph_grad_impl<NB>(rows, d_prev, lengths, with_dy ? dy + t * state : dy, z + 4 * t * state,
+                                 cs + t * state, before >= 0 ? cs + before * state : c0, peep_i, peep_f, peep_o,
+                                 carry, dc, dz + 4 * t * state, batch, hidden, s, t, options, clip,
+                                 cluster_task<NB>(own, hidden, u, b0));
+      },
+      [&](int s, const scalar_t* d_prev, int u, int b0) {
+        graph_grad_finish_impl<NB>(rows, d_prev, nullptr, lengths, carry, batch, hidden, 4 * hidden, 4 * hidden, s,
+                                   options & ~OPT_PART, cluster_task<NB>(own, hidden, u, b0));
+      });
+}
+
+// GRU with linear_before_reset=True: the exchanged gradients are dgh (B, 3H); `part` (dh u, per element) carries
+// to the next backward step like `carry`
+template <int NB>
+__device__ __forceinline__ void gru_cluster_grad_impl(
+    const scalar_t* __restrict__ weight_t, const long long* __restrict__ lengths, const scalar_t* __restrict__ dy,
+    const scalar_t* __restrict__ gates, const scalar_t* __restrict__ hn, const scalar_t* __restrict__ h_prev,
+    scalar_t* part, scalar_t* carry, scalar_t* __restrict__ dgx, scalar_t* dgh, int steps, int batch, int hidden,
+    int reverse, int options, int units_per_block) {
+  const long long state = (long long)batch * hidden;
+  const BlockTasks own(batch, hidden, units_per_block, NB);
+  const scalar_t* rows = stage_transposed_rows(weight_t, 3 * hidden, own);
+  const bool with_dy = (options & OPT_DY) != 0;
+  cluster_backward_loop<NB>(steps, reverse, 3, cluster_halves(3, units_per_block, hidden), dgh, own, batch, hidden,
+      [&](int t, int s, const scalar_t* d_prev, int u, int b0) {
+        gru_graph_grad_impl<NB>(rows, d_prev, lengths, with_dy ? dy + t * state : dy, gates + 3 * t * state,
+                                hn + t * state, h_prev + t * state, part, carry, dgx + 3 * t * state,
+                                dgh + 3 * t * state, batch, hidden, s, t, options,
+                                cluster_task<NB>(own, hidden, u, b0));
+      },
+      [&](int s, const scalar_t* d_prev, int u, int b0) {
+        graph_grad_finish_impl<NB>(rows, d_prev, part, lengths, carry, batch, hidden, 3 * hidden, 3 * hidden, s,
+                                   options | OPT_PART, cluster_task<NB>(own, hidden, u, b0));
+      });
+}
+"""
