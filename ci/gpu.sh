@@ -12,12 +12,12 @@
 # summary), env.txt, smoke.log, tests-fast.log, tests-suite.log, bench.log, gpu_bench.json, gpu_table.md.
 #
 # Before the call, on the CPU machine:   bash ci/gpu-prepare.sh
-# The call (device tool):                run(command="bash ci/gpu.sh", carry=[".whl"], timeout_s=520)
+# The call (device tool):                run(command="bash ci/gpu.sh", carry=[".whl"], timeout_s=540)
 # Only some phases (e.g. a rerun):       GPU_PHASES="smoke bench" bash ci/gpu.sh
 # Without a GPU it stops after step 1 with a clear message (exit 2).
 #
 # Every phase runs under `timeout`, so one hang cannot eat the call; the limits below add up to
-# 490 s (about 8.5 minutes in the worst case with install; run with timeout_s=520, which leaves a 15-minute
+# 500 s (about 8.5 minutes in the worst case with install; run with timeout_s=540, which leaves a 15-minute
 # device budget room for a second, shorter call).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -27,8 +27,8 @@ mkdir -p "$OUT"
 PHASES=" ${GPU_PHASES:-smoke fast suite bench} "
 LIMIT_SMOKE="${LIMIT_SMOKE:-110}"
 LIMIT_FAST="${LIMIT_FAST:-120}"
-LIMIT_SUITE="${LIMIT_SUITE:-110}"
-LIMIT_BENCH="${LIMIT_BENCH:-150}"
+LIMIT_SUITE="${LIMIT_SUITE:-100}"
+LIMIT_BENCH="${LIMIT_BENCH:-170}"
 PY="${PYTHON:-python3}"
 LOG="$OUT/gpu.log"
 : >"$LOG"

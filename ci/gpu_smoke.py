@@ -8,11 +8,50 @@ Exit status 1 if anything failed.
 
 from __future__ import annotations
 
+import concurrent.futures
+import multiprocessing
 import sys
 import time
 import traceback
 
 import numpy as np
+
+#: the source parts each dtype compiles (the gradient paths, and so the executor, run float32/float64 only)
+FLOAT16_PARTS = ("forward", "cluster")
+
+
+def _compile_part(dtype: str, part: str) -> float:
+    """Compile one (dtype, part) module in this process (CuPy's kernel cache on disk keeps it for every other
+    process on this machine). Returns the seconds it took."""
+    from arrayrnn._fast import cupy_common, cupy_sources
+
+    start = time.perf_counter()
+    name = next(name for name in cupy_sources.kernel_specs() if cupy_sources.part_of(name) == part)
+    cupy_common.kernel(name, dtype).compile()
+    return time.perf_counter() - start
+
+
+def precompile() -> int:
+    """Compile every (dtype, part) module at once in a process pool: NVRTC is single-threaded and the device
+    machine has 16 cores (one after another this took most of the smoke phase's time). Returns failures."""
+    from arrayrnn._fast import cupy_sources
+
+    jobs = [(dtype, part) for dtype in ("float32", "float64", "float16") for part in cupy_sources.ALL_PARTS
+            if dtype != "float16" or part in FLOAT16_PARTS]  # fmt: skip
+    start, failures = time.perf_counter(), 0
+    context = multiprocessing.get_context("spawn")  # CUDA and fork do not mix
+    with concurrent.futures.ProcessPoolExecutor(max_workers=min(len(jobs), 12), mp_context=context) as pool:
+        futures = {pool.submit(_compile_part, dtype, part): (dtype, part) for dtype, part in jobs}
+        for future in concurrent.futures.as_completed(futures):
+            dtype, part = futures[future]
+            try:
+                print(f"  compiled {dtype:8} {part:13} in {future.result():5.1f} s")
+            except Exception:
+                failures += 1
+                print(f"FAILED to compile {dtype} {part}:")
+                traceback.print_exc(limit=2)
+    print(f"precompiled {len(jobs)} modules in {time.perf_counter() - start:.1f} s (wall)")
+    return failures
 
 
 def main() -> int:
@@ -23,19 +62,22 @@ def main() -> int:
 
     cupy_persistent.CHECK_BARRIER = True  # a timed-out grid barrier raises instead of giving wrong numbers
 
-    failures = 0
     print(f"cupy {cupy.__version__}, device: {cupy.cuda.runtime.getDeviceProperties(0)['name'].decode()}")
+    failures = precompile()
     clusters = int(cupy.cuda.Device().compute_capability) >= 90  # thread block clusters: Hopper and later
     forward_impls = ("fused", "graph", "persistent", *(("cluster",) if clusters else ()), "auto")
     for dtype in ("float32", "float64", "float16"):
         start = time.perf_counter()
         for name in cupy_sources.kernel_specs():
-            if dtype == "float16" and cupy_sources.part_of(name) != "forward":
-                continue  # the gradient paths (and so the executor) run float32/float64 only
+            if dtype == "float16" and cupy_sources.part_of(name) not in FLOAT16_PARTS:
+                continue
             try:
                 attributes = cupy_common.kernel(name, dtype).attributes
                 shown = ("fused", "grad", "record")
-                if name.endswith(("_nb8", "persistent_nb1", "_nb1_c8")) or any(word in name for word in shown):
+                cluster = cupy_sources.cluster_size(name) > 1
+                if name.endswith(("_nb8", "persistent_nb1", "_nb1_c8")) or (
+                    not cluster and any(word in name for word in shown)
+                ):
                     print(
                         f"  {dtype:8} {name:28} regs {attributes['num_regs']:3}  "
                         f"local {attributes['local_size_bytes']} B"
