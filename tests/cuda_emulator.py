@@ -5,10 +5,10 @@ prelude that defines the CUDA built-ins the kernels use. Every thread of a launc
 fiber (ucontext); a scheduler resumes the fibers round-robin and each runs until it blocks at a
 warp shuffle, a ``__syncthreads()`` or a grid barrier (``ARRAYRNN_GRID_SYNC``), or finishes:
 
-* ``__shfl_xor_sync``: each lane posts its value and blocks; when all 32 lanes of the warp have
-  posted, every lane reads its partner's value from a snapshot. A shuffle reached while some lane of
-  the warp has already exited (undefined behaviour on a GPU with a full mask) or with a partial mask
-  is an error.
+* ``__shfl_xor_sync`` / ``__shfl_sync``: each lane posts its value and blocks; when all 32 lanes of the warp
+  have posted, every lane reads its partner's (or its source lane's) value from a snapshot. A shuffle
+  reached while some lane of the warp has already exited (undefined behaviour on a GPU with a full mask)
+  or with a partial mask is an error.
 * ``__syncthreads()``: releases when every thread of the block is there.
 * ``ARRAYRNN_GRID_SYNC(counter, target[, options])``: releases when every thread of the grid is there. The
   emulator checks the counter contract of the GPU version: thread 0 of each block adds 1 to
@@ -102,6 +102,17 @@ T __shfl_xor_sync(unsigned int mask, T value, int lane_mask, int width = 32) {
   emu_block_at(EMU_AT_SHUFFLE);
   const int lane = (int)(self->thread & 31u);
   return (T)self[(lane ^ (lane_mask & 31)) - lane].snapshot;
+}
+
+// an indexed shuffle: every lane reads lane `src_lane`'s posted value
+template <class T>
+T __shfl_sync(unsigned int mask, T value, int src_lane, int width = 32) {
+  EmuFiber* self = emu_self;
+  if (mask != 0xffffffffu || width != 32) emu_group->error |= EMU_PARTIAL_MASK;
+  self->posted = (double)value;
+  emu_block_at(EMU_AT_SHUFFLE);
+  const int lane = (int)(self->thread & 31u);
+  return (T)self[(src_lane & 31) - lane].snapshot;
 }
 
 static inline void __syncthreads() { emu_block_at(EMU_AT_SYNCTHREADS); }

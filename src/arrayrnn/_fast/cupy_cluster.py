@@ -102,10 +102,11 @@ class ClusterLaunch:
     size: int  # blocks: the grid is one cluster
     units: int  # hidden units per block (the last blocks may have fewer, or none)
     shared_mem: int
+    threads: int  # per block
 
     def run(self, args: tuple[Any, ...]) -> None:
         """Launch with ``args`` (every parameter but the last, ``units``, which this appends)."""
-        self.kernel((self.size,), (THREADS,), (*args, int32(self.units)), shared_mem=self.shared_mem)
+        self.kernel((self.size,), (self.threads,), (*args, int32(self.units)), shared_mem=self.shared_mem)
 
 
 def _require_clusters(device: Any) -> None:
@@ -139,10 +140,12 @@ def plan_launch(
     tile = tile_for_warps(batch, units, THREADS // 32, FORCE_BATCH_TILE)
     name = cluster_kernel_name(base, tile, size)
     k = kernel(name, dtype)
+    # as many of THREADS as the kernel's registers allow (float64 kernels use more: 512 threads may not fit)
+    threads = min(THREADS, int(k.attributes["max_threads_per_block"]) // 32 * 32)
     allow_shared(k, name, shared_mem)
     if size > PORTABLE_CLUSTER_SIZE:
         _allow_non_portable(cp, k)
-    return ClusterLaunch(k, size, units, shared_mem)
+    return ClusterLaunch(k, size, units, shared_mem, threads)
 
 
 #: (id(kernel), device) -> the kernel (held so that its id is not reused)

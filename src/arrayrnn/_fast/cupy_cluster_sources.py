@@ -135,6 +135,64 @@ __device__ __forceinline__ T* arrayrnn_cluster_map(T* p, unsigned int) {
 #define ARRAYRNN_CLUSTER_MAP(p, rank) arrayrnn_cluster_map(p, rank)
 #endif
 
+// As warp_dots (the same partial sums per lane: lanes take columns lane, lane + 32, ...), but the 32-lane
+// reduction is a reduce-scatter: the V = ND * NB partial sums (padded with zeros to a power of two P <= 32) are
+// halved across the lanes at each of the first log2(P) butterfly steps (each lane sends the half it does not
+// keep), the remaining steps sum the one value left, and lane (o << (5 - log2 P)) then holds output
+// o = d * NB + n, which ND indexed shuffles hand to lane n. Shuffles per task: P - 1 + 5 - log2(P) + ND instead
+// of warp_dots' 5 * ND * NB (LSTM at NB = 8: 35 instead of 160). A cluster kernel runs all of a step's tasks on
+// a few SMs, where those butterflies would be most of the step's instructions. Afterwards only lane n's
+// sums[.][n] are meaningful: what the step tails read (lane n finishes batch row b0 + n).
+template <int ND, int NB>
+__device__ __forceinline__ void scatter_dots(const scalar_t* __restrict__ weight, long long row0, long long row_step,
+                                             const scalar_t* __restrict__ vec, int b0, int batch, int width,
+                                             int lane, acc_t (&sums)[ND][NB]) {
+  constexpr int V = ND * NB;
+  constexpr int P = V <= 1 ? 1 : V <= 2 ? 2 : V <= 4 ? 4 : V <= 8 ? 8 : V <= 16 ? 16 : 32;
+  constexpr int HALVINGS = P == 1 ? 0 : P == 2 ? 1 : P == 4 ? 2 : P == 8 ? 3 : P == 16 ? 4 : 5;
+  acc_t v[P];
+#pragma unroll
+  for (int i = 0; i < P; ++i) v[i] = (acc_t)0;
+#pragma unroll 4
+  for (int k = lane; k < width; k += 32) {
+    acc_t w[ND];
+#pragma unroll
+    for (int d = 0; d < ND; ++d) w[d] = load(weight[(row0 + d * row_step) * width + k]);
+#pragma unroll
+    for (int n = 0; n < NB; ++n) {
+      if (b0 + n < batch) {  // uniform across the warp
+        const acc_t x = load(vec[(long long)(b0 + n) * width + k]);
+#pragma unroll
+        for (int d = 0; d < ND; ++d) v[d * NB + n] += w[d] * x;
+      }
+    }
+  }
+#pragma unroll
+  for (int step = 0; step < HALVINGS; ++step) {
+    const int offset = 16 >> step;
+    const bool upper = (lane & offset) != 0;  // keeps the upper half of the values, sends the lower
+    const int half = P >> (step + 1);
+    // a constant trip count, so that every index is a constant once unrolled (v stays in registers)
+#pragma unroll
+    for (int i = 0; i < P / 2; ++i) {
+      if (i < half) {
+        const acc_t send = upper ? v[i] : v[i + half];
+        const acc_t keep = upper ? v[i + half] : v[i];
+        v[i] = keep + __shfl_xor_sync(0xffffffffu, send, offset);
+      }
+    }
+  }
+#pragma unroll
+  for (int offset = 16 >> HALVINGS; offset > 0; offset >>= 1) v[0] += __shfl_xor_sync(0xffffffffu, v[0], offset);
+  const int n = lane % NB;
+#pragma unroll
+  for (int d = 0; d < ND; ++d) {
+    const acc_t mine = __shfl_sync(0xffffffffu, v[0], (d * NB + n) << (5 - HALVINGS));
+#pragma unroll
+    for (int m = 0; m < NB; ++m) sums[d][m] = mine;
+  }
+}
+
 // The two halves of the exchanged state (2, batch, width) in shared memory, after the weight rows of
 // `units_per_block` units (`gates * hidden` elements each: the same offset in every block, so that a location
 // maps to the same one in the others). Forward: the hidden state (width H); backward: the gate gradients (G*H).
@@ -221,7 +279,7 @@ __device__ __forceinline__ void lstm_cluster_body(
     const scalar_t* c_prev = RECORD && before >= 0 ? c_tape + before * state : c_first;
     scalar_t* c_out = RECORD ? c_tape + step.t * state : c_first;
     acc_t sums[4][NB];
-    warp_dots<4, NB>(staged, u, own.units, step.h_prev, b0, batch, hidden, lane, sums);
+    scatter_dots<4, NB>(staged, u, own.units, step.h_prev, b0, batch, hidden, lane, sums);
     lstm_graph_tail<NB, RECORD, false>(sums, lane, own.u0 + u, b0, gx + (long long)step.t * 4 * state, bias_ih,
                                        bias_hh, peep_i, peep_f, peep_o, lengths, step.h_prev, c_prev, step.h_next,
                                        c_out, y + (long long)step.t * state,
@@ -243,7 +301,7 @@ __device__ __forceinline__ void gru_cluster_body(
   cluster_loop<NB>(steps, reverse, cluster_halves(3, units_per_block, hidden), h0, h_last, own, batch, hidden,
                    [&](const PersistentStep& step, int u, int b0) {
     acc_t sums[3][NB];
-    warp_dots<3, NB>(staged, u, own.units, step.h_prev, b0, batch, hidden, lane, sums);
+    scatter_dots<3, NB>(staged, u, own.units, step.h_prev, b0, batch, hidden, lane, sums);
     gru_graph_tail<NB, RECORD, false>(sums, lane, own.u0 + u, b0, gx + (long long)step.t * 3 * state, bias_ih,
                                       bias_hh, lengths, step.h_prev, step.h_next, y + (long long)step.t * state,
                                       RECORD ? gates_tape + (long long)step.t * 3 * state : nullptr,
@@ -309,7 +367,7 @@ __device__ __forceinline__ void rnn_cluster_impl(
   cluster_loop<NB>(steps, reverse, cluster_halves(1, units_per_block, hidden), h0, h_last, own, batch, hidden,
                    [&](const PersistentStep& step, int u, int b0) {
     acc_t sums[1][NB];
-    warp_dots<1, NB>(staged, u, 0, step.h_prev, b0, batch, hidden, lane, sums);
+    scatter_dots<1, NB>(staged, u, 0, step.h_prev, b0, batch, hidden, lane, sums);
     rnn_graph_tail<NB, false>(sums, lane, own.u0 + u, b0, gx + (long long)step.t * state, bias_ih, bias_hh,
                               lengths, step.h_prev, step.h_next, y + (long long)step.t * state, batch, hidden,
                               step.t, options);
