@@ -48,6 +48,7 @@ _PRELUDE = r"""
 #include <stdlib.h>
 #include <string.h>
 #include <ucontext.h>
+#define __host__
 #define __device__
 #define __global__
 #define __forceinline__ inline

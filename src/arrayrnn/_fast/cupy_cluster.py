@@ -46,8 +46,9 @@ Array = Any
 
 IMPL = "cluster"
 
-#: threads per block
-THREADS = 256
+#: threads per block (at most: fewer where the kernel's registers do not allow as many, as for float64). 16 warps:
+#: one block holds all its tasks of a small step at once (LSTM H = 128, B = 1 on 8 blocks: 16 unit tasks)
+THREADS = 512
 #: blocks per cluster (None: :func:`choose_cluster_size`); for benchmarks and tests
 FORCE_CLUSTER_SIZE: Optional[int] = None
 #: batch rows per warp task (None: the smallest tile that gives each warp at most one task); for benchmarks

@@ -136,20 +136,16 @@ __device__ __forceinline__ T* arrayrnn_cluster_map(T* p, unsigned int) {
 #endif
 
 // As warp_dots (the same partial sums per lane: lanes take columns lane, lane + 32, ...), but the 32-lane
-// reduction is a reduce-scatter: the V = ND * NB partial sums (padded with zeros to a power of two P <= 32) are
-// halved across the lanes at each of the first log2(P) butterfly steps (each lane sends the half it does not
-// keep), the remaining steps sum the one value left, and lane (o << (5 - log2 P)) then holds output
-// o = d * NB + n, which ND indexed shuffles hand to lane n. Shuffles per task: P - 1 + 5 - log2(P) + ND instead
-// of warp_dots' 5 * ND * NB (LSTM at NB = 8: 35 instead of 160). A cluster kernel runs all of a step's tasks on
-// a few SMs, where those butterflies would be most of the step's instructions. Afterwards only lane n's
-// sums[.][n] are meaningful: what the step tails read (lane n finishes batch row b0 + n).
+// reduction is a reduce-scatter (warp_reduce_scatter: the ND * NB sums padded to a power of two P) and ND indexed
+// shuffles hand lane n its outputs (d, n). Shuffles per task: P - 1 + 5 - log2(P) + ND instead of warp_dots'
+// 5 * ND * NB (LSTM at NB = 8: 35 instead of 160). A cluster kernel runs all of a step's tasks on a few SMs,
+// where those butterflies would be most of the step's instructions. Afterwards only lane n's sums[.][n] are
+// meaningful: what the step tails read (lane n finishes batch row b0 + n).
 template <int ND, int NB>
 __device__ __forceinline__ void scatter_dots(const scalar_t* __restrict__ weight, long long row0, long long row_step,
                                              const scalar_t* __restrict__ vec, int b0, int batch, int width,
                                              int lane, acc_t (&sums)[ND][NB]) {
-  constexpr int V = ND * NB;
-  constexpr int P = V <= 1 ? 1 : V <= 2 ? 2 : V <= 4 ? 4 : V <= 8 ? 8 : V <= 16 ? 16 : 32;
-  constexpr int HALVINGS = P == 1 ? 0 : P == 2 ? 1 : P == 4 ? 2 : P == 8 ? 3 : P == 16 ? 4 : 5;
+  constexpr int P = scatter_width(ND * NB);
   acc_t v[P];
 #pragma unroll
   for (int i = 0; i < P; ++i) v[i] = (acc_t)0;
@@ -167,27 +163,10 @@ __device__ __forceinline__ void scatter_dots(const scalar_t* __restrict__ weight
       }
     }
   }
-#pragma unroll
-  for (int step = 0; step < HALVINGS; ++step) {
-    const int offset = 16 >> step;
-    const bool upper = (lane & offset) != 0;  // keeps the upper half of the values, sends the lower
-    const int half = P >> (step + 1);
-    // a constant trip count, so that every index is a constant once unrolled (v stays in registers)
-#pragma unroll
-    for (int i = 0; i < P / 2; ++i) {
-      if (i < half) {
-        const acc_t send = upper ? v[i] : v[i + half];
-        const acc_t keep = upper ? v[i + half] : v[i];
-        v[i] = keep + __shfl_xor_sync(0xffffffffu, send, offset);
-      }
-    }
-  }
-#pragma unroll
-  for (int offset = 16 >> HALVINGS; offset > 0; offset >>= 1) v[0] += __shfl_xor_sync(0xffffffffu, v[0], offset);
-  const int n = lane % NB;
+  warp_reduce_scatter<P>(v, lane);
 #pragma unroll
   for (int d = 0; d < ND; ++d) {
-    const acc_t mine = __shfl_sync(0xffffffffu, v[0], (d * NB + n) << (5 - HALVINGS));
+    const acc_t mine = scattered_sum<P>(v, d * NB + lane % NB);
 #pragma unroll
     for (int m = 0; m < NB; ++m) sums[d][m] = mine;
   }

@@ -3,7 +3,8 @@
 The recording forward is the cluster forward with its template flag ``RECORD`` (``cupy_cluster_sources``:
 ``lstm_cluster_record``, ``gru_cluster_record``; the RNN's plain forward already keeps ``y``). The backward
 kernels here run every backward step in one launch of one thread block cluster, as the forward does, with the
-graph gradient path's step bodies (``*_graph_grad_impl`` in ``cupy_grad_sources``, called per warp task):
+graph gradient path's step bodies (``*_graph_grad_impl`` in ``cupy_grad_sources``, called per warp task, with the
+reduce-scatter reduction ``SCATTER``):
 
 * block ``r`` owns hidden units ``[r * units, (r + 1) * units)``; it copies those units' rows of
   ``W_hh^T (H, G*H)`` into shared memory once (``stage_transposed_rows``), so the step's
@@ -121,12 +122,13 @@ __device__ __forceinline__ void rnn_cluster_grad_impl(
   const bool with_dy = (options & OPT_DY) != 0;
   cluster_backward_loop<NB>(steps, reverse, 1, cluster_halves(1, units_per_block, hidden), dz, own, batch, hidden,
       [&](int t, int s, const scalar_t* d_prev, int u, int b0) {
-        rnn_graph_grad_impl<NB>(rows, d_prev, lengths, with_dy ? dy + t * state : dy, y + t * state, carry,
-                                dz + t * state, batch, hidden, s, t, options, cluster_task<NB>(own, hidden, u, b0));
+        rnn_graph_grad_impl<NB, false, true>(rows, d_prev, lengths, with_dy ? dy + t * state : dy, y + t * state,
+                                             carry, dz + t * state, batch, hidden, s, t, options,
+                                             cluster_task<NB>(own, hidden, u, b0));
       },
       [&](int s, const scalar_t* d_prev, int u, int b0) {
-        graph_grad_finish_impl<NB>(rows, d_prev, nullptr, lengths, carry, batch, hidden, hidden, hidden, s,
-                                   options & ~OPT_PART, cluster_task<NB>(own, hidden, u, b0));
+        graph_grad_finish_impl<NB, false, true>(rows, d_prev, nullptr, lengths, carry, batch, hidden, hidden, hidden,
+                                                s, options & ~OPT_PART, cluster_task<NB>(own, hidden, u, b0));
       });
 }
 
@@ -144,14 +146,16 @@ __device__ __forceinline__ void lstm_cluster_grad_impl(
   cluster_backward_loop<NB>(steps, reverse, 4, cluster_halves(4, units_per_block, hidden), dz, own, batch, hidden,
       [&](int t, int s, const scalar_t* d_prev, int u, int b0) {
         const int before = forward_before(t, steps, reverse);
-        lstm_graph_grad_impl<NB>(rows, d_prev, lengths, with_dy ? dy + t * state : dy, z + 4 * t * state,
-                                 cs + t * state, before >= 0 ? cs + before * state : c0, peep_i, peep_f, peep_o,
-                                 carry, dc, dz + 4 * t * state, batch, hidden, s, t, options, clip,
-                                 cluster_task<NB>(own, hidden, u, b0));
+        lstm_graph_grad_impl<NB, false, true>(rows, d_prev, lengths, with_dy ? dy + t * state : dy,
+                                              z + 4 * t * state, cs + t * state,
+                                              before >= 0 ? cs + before * state : c0, peep_i, peep_f, peep_o, carry,
+                                              dc, dz + 4 * t * state, batch, hidden, s, t, options, clip,
+                                              cluster_task<NB>(own, hidden, u, b0));
       },
       [&](int s, const scalar_t* d_prev, int u, int b0) {
-        graph_grad_finish_impl<NB>(rows, d_prev, nullptr, lengths, carry, batch, hidden, 4 * hidden, 4 * hidden, s,
-                                   options & ~OPT_PART, cluster_task<NB>(own, hidden, u, b0));
+        graph_grad_finish_impl<NB, false, true>(rows, d_prev, nullptr, lengths, carry, batch, hidden, 4 * hidden,
+                                                4 * hidden, s, options & ~OPT_PART,
+                                                cluster_task<NB>(own, hidden, u, b0));
       });
 }
 
@@ -169,14 +173,15 @@ __device__ __forceinline__ void gru_cluster_grad_impl(
   const bool with_dy = (options & OPT_DY) != 0;
   cluster_backward_loop<NB>(steps, reverse, 3, cluster_halves(3, units_per_block, hidden), dgh, own, batch, hidden,
       [&](int t, int s, const scalar_t* d_prev, int u, int b0) {
-        gru_graph_grad_impl<NB>(rows, d_prev, lengths, with_dy ? dy + t * state : dy, gates + 3 * t * state,
-                                hn + t * state, h_prev + t * state, part, carry, dgx + 3 * t * state,
-                                dgh + 3 * t * state, batch, hidden, s, t, options,
-                                cluster_task<NB>(own, hidden, u, b0));
+        gru_graph_grad_impl<NB, false, true>(rows, d_prev, lengths, with_dy ? dy + t * state : dy,
+                                             gates + 3 * t * state, hn + t * state, h_prev + t * state, part, carry,
+                                             dgx + 3 * t * state, dgh + 3 * t * state, batch, hidden, s, t, options,
+                                             cluster_task<NB>(own, hidden, u, b0));
       },
       [&](int s, const scalar_t* d_prev, int u, int b0) {
-        graph_grad_finish_impl<NB>(rows, d_prev, part, lengths, carry, batch, hidden, 3 * hidden, 3 * hidden, s,
-                                   options | OPT_PART, cluster_task<NB>(own, hidden, u, b0));
+        graph_grad_finish_impl<NB, false, true>(rows, d_prev, part, lengths, carry, batch, hidden, 3 * hidden,
+                                                3 * hidden, s, options | OPT_PART,
+                                                cluster_task<NB>(own, hidden, u, b0));
       });
 }
 """

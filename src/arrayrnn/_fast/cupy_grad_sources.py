@@ -381,24 +381,35 @@ GRAD_GRAPH_SOURCE = r"""
 // ---------------------------------------------------------------------------------------------
 // gradient path, graph kernels: one warp per (hidden unit j, NB batch rows)
 
-// sums[n] = weight[row, :width] . vec[(b0 + n) * vec_stride + (0 .. width)]; every lane gets every sum.
-// The whole warp must call this (full shuffle mask).
-template <int NB, bool COHERENT = false>
+// sums[n] = weight[row, :width] . vec[(b0 + n) * vec_stride + (0 .. width)]; every lane gets every sum, or with
+// SCATTER (the cluster kernels: warp_reduce_scatter, 5 * NB shuffles down to about NB + 5) only lane n gets
+// sums[n], the one the step bodies read. The whole warp must call this (full shuffle mask).
+template <int NB, bool COHERENT = false, bool SCATTER = false>
 __device__ __forceinline__ void warp_row_dots(const scalar_t* __restrict__ weight, long long row,
                                               const scalar_t* __restrict__ vec, long long vec_stride, int b0,
                                               int batch, int width, int lane, acc_t (&sums)[NB]) {
+  constexpr int P = SCATTER ? scatter_width(NB) : NB;
+  acc_t v[P];
 #pragma unroll
-  for (int n = 0; n < NB; ++n) sums[n] = (acc_t)0;
+  for (int n = 0; n < P; ++n) v[n] = (acc_t)0;
 #pragma unroll 4
   for (int k = lane; k < width; k += 32) {
     const acc_t w = load(weight[row * width + k]);
 #pragma unroll
     for (int n = 0; n < NB; ++n) {
-      if (b0 + n < batch) sums[n] += w * load_state<COHERENT>(vec, (long long)(b0 + n) * vec_stride + k);  // uniform
+      if (b0 + n < batch) v[n] += w * load_state<COHERENT>(vec, (long long)(b0 + n) * vec_stride + k);  // uniform
     }
+  }
+  if constexpr (SCATTER) {
+    warp_reduce_scatter<P>(v, lane);
+    const acc_t mine = scattered_sum<P>(v, lane % NB);
+#pragma unroll
+    for (int n = 0; n < NB; ++n) sums[n] = mine;
+    return;
   }
 #pragma unroll
   for (int n = 0; n < NB; ++n) {
+    sums[n] = v[n];
 #pragma unroll
     for (int offset = 16; offset > 0; offset >>= 1) sums[n] += __shfl_xor_sync(0xffffffffu, sums[n], offset);
   }
@@ -431,7 +442,7 @@ __device__ __forceinline__ acc_t graph_step_dh(const acc_t (&dots)[NB], int n, c
   return with_output_cotangent(graph_incoming(dot, part, lengths, carry, part_options, b, at, s), dy, options, at);
 }
 
-template <int NB, bool COHERENT = false>
+template <int NB, bool COHERENT = false, bool SCATTER = false>
 __device__ __forceinline__ void rnn_graph_grad_impl(
     const scalar_t* __restrict__ weight_t, const scalar_t* __restrict__ d_prev, const long long* __restrict__ lengths,
     const scalar_t* __restrict__ dy, const scalar_t* __restrict__ y, scalar_t* __restrict__ carry,
@@ -439,7 +450,7 @@ __device__ __forceinline__ void rnn_graph_grad_impl(
   int lane, j, b0;
   if (!warp_task<NB>(batch, hidden, &lane, &j, &b0, warp)) return;
   acc_t dots[NB];
-  if (s >= 0) warp_row_dots<NB, COHERENT>(weight_t, j, d_prev, hidden, b0, batch, hidden, lane, dots);  // uniform
+  if (s >= 0) warp_row_dots<NB, COHERENT, SCATTER>(weight_t, j, d_prev, hidden, b0, batch, hidden, lane, dots);
 #pragma unroll
   for (int n = 0; n < NB; ++n) {
     const int b = b0 + n;
@@ -456,7 +467,7 @@ __device__ __forceinline__ void rnn_graph_grad_impl(
   }
 }
 
-template <int NB, bool COHERENT = false>
+template <int NB, bool COHERENT = false, bool SCATTER = false>
 __device__ __forceinline__ void lstm_graph_grad_impl(
     const scalar_t* __restrict__ weight_t, const scalar_t* __restrict__ d_prev, const long long* __restrict__ lengths,
     const scalar_t* __restrict__ dy, const scalar_t* __restrict__ z, const scalar_t* __restrict__ c_new,
@@ -467,7 +478,9 @@ __device__ __forceinline__ void lstm_graph_grad_impl(
   int lane, j, b0;
   if (!warp_task<NB>(batch, hidden, &lane, &j, &b0, warp)) return;
   acc_t dots[NB];
-  if (s >= 0) warp_row_dots<NB, COHERENT>(weight_t, j, d_prev, 4LL * hidden, b0, batch, 4 * hidden, lane, dots);
+  if (s >= 0) {
+    warp_row_dots<NB, COHERENT, SCATTER>(weight_t, j, d_prev, 4LL * hidden, b0, batch, 4 * hidden, lane, dots);
+  }
 #pragma unroll
   for (int n = 0; n < NB; ++n) {
     const int b = b0 + n;
@@ -480,7 +493,7 @@ __device__ __forceinline__ void lstm_graph_grad_impl(
   }
 }
 
-template <int NB, bool COHERENT = false>
+template <int NB, bool COHERENT = false, bool SCATTER = false>
 __device__ __forceinline__ void gru_graph_grad_impl(
     const scalar_t* __restrict__ weight_t, const scalar_t* __restrict__ d_prev, const long long* __restrict__ lengths,
     const scalar_t* __restrict__ dy, const scalar_t* __restrict__ gates, const scalar_t* __restrict__ hn,
@@ -490,7 +503,9 @@ __device__ __forceinline__ void gru_graph_grad_impl(
   int lane, j, b0;
   if (!warp_task<NB>(batch, hidden, &lane, &j, &b0, warp)) return;
   acc_t dots[NB];
-  if (s >= 0) warp_row_dots<NB, COHERENT>(weight_t, j, d_prev, 3LL * hidden, b0, batch, 3 * hidden, lane, dots);
+  if (s >= 0) {
+    warp_row_dots<NB, COHERENT, SCATTER>(weight_t, j, d_prev, 3LL * hidden, b0, batch, 3 * hidden, lane, dots);
+  }
 #pragma unroll
   for (int n = 0; n < NB; ++n) {
     const int b = b0 + n;
@@ -551,7 +566,7 @@ __device__ __forceinline__ void gru_graph_grad_reset_impl(
 }
 
 // after the last backward step: carry = (step s valid) ? d_prev_s W (+ part) : carry
-template <int NB, bool COHERENT = false>
+template <int NB, bool COHERENT = false, bool SCATTER = false>
 __device__ __forceinline__ void graph_grad_finish_impl(const scalar_t* __restrict__ weight_t,
                                                        const scalar_t* __restrict__ d_prev,
                                                        const scalar_t* __restrict__ part,
@@ -562,7 +577,7 @@ __device__ __forceinline__ void graph_grad_finish_impl(const scalar_t* __restric
   int lane, j, b0;
   if (!warp_task<NB>(batch, hidden, &lane, &j, &b0, warp)) return;
   acc_t dots[NB];
-  warp_row_dots<NB, COHERENT>(weight_t, j, d_prev, stride, b0, batch, width, lane, dots);
+  warp_row_dots<NB, COHERENT, SCATTER>(weight_t, j, d_prev, stride, b0, batch, width, lane, dots);
 #pragma unroll
   for (int n = 0; n < NB; ++n) {
     const int b = b0 + n;

@@ -521,6 +521,46 @@ __device__ __forceinline__ void warp_dots(const scalar_t* __restrict__ weight, l
   }
 }
 
+// Reduce-scatter over the warp (the cluster kernels' reduction, see scatter_dots): each lane holds P partial sums
+// (P a power of two, at most 32); the first log2(P) butterfly steps halve the values, each lane sending the half
+// it does not keep, the remaining steps sum the one value left. Then lane L holds in v[0] the warp's total of
+// value o = L >> (5 - log2 P) (scattered_sum fetches it): P - 1 + 5 - log2(P) shuffles for P totals, where a
+// butterfly per value (warp_dots) takes 5 * P.
+__host__ __device__ constexpr int scatter_width(int values) {
+  return values <= 1 ? 1 : values <= 2 ? 2 : values <= 4 ? 4 : values <= 8 ? 8 : values <= 16 ? 16 : 32;
+}
+
+__host__ __device__ constexpr int log2_of(int power) { return power <= 1 ? 0 : 1 + log2_of(power / 2); }
+
+template <int P>
+__device__ __forceinline__ void warp_reduce_scatter(acc_t (&v)[P], int lane) {
+  constexpr int HALVINGS = log2_of(P);
+#pragma unroll
+  for (int step = 0; step < HALVINGS; ++step) {
+    const int offset = 16 >> step;
+    const int half = P >> (step + 1);
+    const bool upper = (lane & offset) != 0;  // keeps the upper half of the values, sends the lower
+    // a constant trip count, so that every index is a constant once unrolled (v stays in registers)
+#pragma unroll
+    for (int i = 0; i < P / 2; ++i) {
+      if (i < half) {
+        const acc_t send = upper ? v[i] : v[i + half];
+        const acc_t keep = upper ? v[i + half] : v[i];
+        v[i] = keep + __shfl_xor_sync(0xffffffffu, send, offset);
+      }
+    }
+  }
+#pragma unroll
+  for (int offset = 16 >> HALVINGS; offset > 0; offset >>= 1) v[0] += __shfl_xor_sync(0xffffffffu, v[0], offset);
+}
+
+// After warp_reduce_scatter: the warp's total of value `o` (every lane may ask for a different o). The whole warp
+// must call this.
+template <int P>
+__device__ __forceinline__ acc_t scattered_sum(const acc_t (&v)[P], int o) {
+  return __shfl_sync(0xffffffffu, v[0], o << (5 - log2_of(P)));
+}
+
 // Which (j, b0) task `warp` is; false (for the whole warp at once) when there is no such task. A graph kernel's
 // task is its warp's index in the launch; a persistent kernel's warps take several tasks per step.
 template <int NB>
