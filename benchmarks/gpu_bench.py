@@ -357,6 +357,15 @@ def measure(
     return entry
 
 
+def _cluster_shared(machine: Machine) -> int:
+    """What auto's choice assumes of the GPU's thread block clusters (``cupy_dispatch.choose_impl``)."""
+    from arrayrnn._fast import cupy_cluster, cupy_dispatch
+
+    if machine.dry_run or not cupy_dispatch.CLUSTER_AUTO:
+        return 0
+    return cupy_cluster.cluster_shared_limit()
+
+
 def forward_section(report, budget, machine, kinds, shapes, dtype, impls, reserve):
     from arrayrnn._fast import cupy_dispatch
 
@@ -375,7 +384,9 @@ def forward_section(report, budget, machine, kinds, shapes, dtype, impls, reserv
                 continue
             measure(report, budget, base, "cudnn", problem.torch_forward, machine, for_torch=True, reserve=reserve)
             steps, batch, _, hidden = shape
-            auto_choice = cupy_dispatch.choose_impl(kind, steps=steps, batch=batch, hidden=hidden, dtype=dtype)
+            auto_choice = cupy_dispatch.choose_impl(
+                kind, steps=steps, batch=batch, hidden=hidden, dtype=dtype, cluster_shared=_cluster_shared(machine)
+            )
             for impl in impls:
                 extra = {"auto_choice": auto_choice} if impl == "auto" else {}
                 measure(
@@ -428,11 +439,18 @@ def backward_section(report, budget, machine, kinds, shapes, reserve, vjp_impls=
             # "vjp": the default (on CuPy the gradient path auto picks, "graph" or "fused"); the two paths
             # themselves; "vjp-generic": the array-API core, for scale
             steps, batch, _, hidden = shape
+            shared = _cluster_shared(machine)
             forward_choice = cupy_dispatch.choose_impl(
-                kind, steps=steps * cupy_dispatch.GRAD_BUFFER_FACTOR, batch=batch, hidden=hidden, dtype="float32"
+                kind,
+                steps=steps * cupy_dispatch.GRAD_BUFFER_FACTOR,
+                batch=batch,
+                hidden=hidden,
+                dtype="float32",
+                cluster_shared=shared,
             )
-            small = forward_choice in ("graph", "persistent")
-            auto_choice = cupy_dispatch.GRAD_SMALL_BATCH_IMPL if small else forward_choice
+            auto_choice = cupy_dispatch.grad_choice(
+                kind, forward_choice, batch=batch, hidden=hidden, dtype="float32", cluster_shared=shared
+            )
             for name, impl in vjp_impls:
 
                 def check(problem=problem, impl=impl):

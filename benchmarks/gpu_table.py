@@ -43,12 +43,23 @@ def _index(runs: list[dict[str, Any]]) -> dict[tuple, tuple[int, dict[str, dict[
     table: dict[tuple, tuple[int, dict[str, dict[str, Any]]]] = {}
     for number, data in enumerate(runs):
         rows: dict[tuple, dict[str, dict[str, Any]]] = defaultdict(dict)
+        clusters = _has_clusters(data)
         for entry in data.get("results", []):
+            entry["_clusters"] = clusters  # the run's GPU, for today's auto choice (_auto)
             rows[(entry["cell"], _shape(entry), entry["dtype"], entry["direction"])][entry["impl"]] = entry
         for key, impls in rows.items():
             if key not in table or (not _timed(table[key][1].get("cudnn")) and _timed(impls.get("cudnn"))):
                 table[key] = (number, impls)
     return table
+
+
+def _has_clusters(data: dict[str, Any]) -> bool:
+    """Whether the run's GPU has thread block clusters (compute capability 9.0 or later)."""
+    capability = str(data.get("machine", {}).get("compute_capability", "0"))
+    try:
+        return float(capability) >= 9.0
+    except ValueError:
+        return False
 
 
 def _ratio_cell(entry: Optional[dict[str, Any]], reference: Optional[dict[str, Any]], target: float) -> str:
@@ -81,19 +92,30 @@ def _shape_text(shape: tuple[int, ...]) -> str:
     return ", ".join(str(n) for n in shape)
 
 
-def _current_choice(cell: str, shape: tuple[int, ...], dtype: str, direction: str) -> Optional[str]:
-    """The path today's heuristic picks for this row (None where arrayrnn cannot be imported)."""
+#: shared memory per block of a cluster kernel on a GPU with clusters (an H100's), for today's auto choice
+HOPPER_CLUSTER_SHARED = 227 * 1024
+
+
+def _current_choice(
+    cell: str, shape: tuple[int, ...], dtype: str, direction: str, clusters: bool = False
+) -> Optional[str]:
+    """The path today's heuristic picks for this row on the run's GPU (``clusters``: compute capability 9.0 or
+    later; None where arrayrnn cannot be imported)."""
     try:
         from arrayrnn._fast import cupy_dispatch
     except ImportError:
         return None
     steps, batch, _, hidden = shape
+    shared = HOPPER_CLUSTER_SHARED if clusters and cupy_dispatch.CLUSTER_AUTO else 0
     if direction == "forward":
-        return cupy_dispatch.choose_impl(cell, steps=steps, batch=batch, hidden=hidden, dtype=dtype)
+        return cupy_dispatch.choose_impl(
+            cell, steps=steps, batch=batch, hidden=hidden, dtype=dtype, cluster_shared=shared
+        )
     forward = cupy_dispatch.choose_impl(
-        cell, steps=steps * cupy_dispatch.GRAD_BUFFER_FACTOR, batch=batch, hidden=hidden, dtype=dtype
-    )
-    return cupy_dispatch.GRAD_SMALL_BATCH_IMPL if forward in ("graph", "persistent") else forward
+        cell, steps=steps * cupy_dispatch.GRAD_BUFFER_FACTOR, batch=batch, hidden=hidden, dtype=dtype,
+        cluster_shared=shared,
+    )  # fmt: skip
+    return cupy_dispatch.grad_choice(cell, forward, batch=batch, hidden=hidden, dtype=dtype, cluster_shared=shared)
 
 
 def _auto(impls: dict[str, dict[str, Any]], key: tuple, auto_name: str, prefix: str) -> tuple[Optional[dict], str]:
@@ -101,7 +123,7 @@ def _auto(impls: dict[str, dict[str, Any]], key: tuple, auto_name: str, prefix: 
     chooses, else that path's measurement from the same run (label marked †)."""
     measured = impls.get(auto_name)
     recorded = (measured or {}).get("auto_choice")
-    current = _current_choice(*key)
+    current = _current_choice(*key, clusters=any(entry.get("_clusters") for entry in impls.values()))
     if current is None or recorded is None or current == recorded:
         return measured, f" ({recorded})" if recorded else ""
     return impls.get(prefix + current), f" ({current}†)"

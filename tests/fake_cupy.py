@@ -23,6 +23,7 @@ strict where CuPy/CUDA are strict and a silent CPU run would not be:
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import types
 from typing import Any
@@ -300,6 +301,7 @@ class FakeRawKernel:
             stream.recording.append((self.dtype, self.name, grid[0], block[0], arg_bytes, cooperative, shared_mem))
             return
         self.module.kernel_launches += 1
+        self.module.launches_by_name[self.name] += 1
         if cooperative:
             self.module.cooperative_launches += 1
         self.loaded = True
@@ -320,6 +322,8 @@ class FakeCupy(types.ModuleType):
         self.captures_open = 0
         self.graph_launches = 0
         self.kernel_launches = 0
+        #: direct launches per kernel name (captured ones are in the graph)
+        self.launches_by_name: collections.Counter[str] = collections.Counter()
         #: cooperative launches run directly (counted in ``kernel_launches`` too; captured ones are in the graph)
         self.cooperative_launches = 0
         self.multiprocessors = DEFAULT_MULTIPROCESSORS
@@ -355,6 +359,10 @@ class FakeCupy(types.ModuleType):
                 f"CUDA_ERROR_INVALID_VALUE: block size {block_size}, dynamic shared memory {dynamic_smem}"
             )
         return self.occupancy
+
+    def kernel_launches_named(self, fragment: str) -> int:
+        """Direct launches of kernels whose name contains ``fragment``."""
+        return sum(count for name, count in self.launches_by_name.items() if fragment in name)
 
     def _set_attribute(self, func: int, attribute: int, value: int) -> None:
         """``cupy.cuda.driver.funcSetAttribute``: only the non-portable cluster size is modelled."""

@@ -267,3 +267,55 @@ def test_emulator_cluster_barrier_and_distributed_shared_memory():
         _emulate("exit_early", 2, 4, np.zeros(2, dtype=np.uint32), cluster=1)
     with pytest.raises(ValueError, match="clusters of 2"):
         _emulate("ring", 3, 8, out, cluster=2)
+
+
+def test_auto_choice_with_cluster_auto():
+    """Pure choice: off by default; on, "cluster" where the GPU has clusters, the small-batch path would run and
+    the shape fits one cluster; the gradient only where its gate gradients fit too."""
+    from arrayrnn._fast import cupy_dispatch
+
+    choose, shared = cupy_dispatch.choose_impl, 227 * 1024
+    small = {"steps": 100, "batch": 32, "hidden": 128, "dtype": "float32"}
+    assert choose("lstm", **small, cluster_shared=shared) == cupy_dispatch.SMALL_BATCH_IMPL  # CLUSTER_AUTO off
+    previous = cupy_dispatch.CLUSTER_AUTO
+    try:
+        cupy_dispatch.CLUSTER_AUTO = True
+        assert choose("lstm", **small, cluster_shared=shared) == "cluster"
+        assert choose("lstm", **small) == cupy_dispatch.SMALL_BATCH_IMPL  # no clusters on this GPU
+        assert choose("gru", **small, cluster_shared=shared, linear_before_reset=False) != "cluster"
+        assert choose("lstm", steps=100, batch=64, hidden=512, dtype="float32", cluster_shared=shared) != "cluster"
+        assert choose("lstm", steps=100, batch=256, hidden=128, dtype="float32", cluster_shared=shared) == "fused"
+        grad = cupy_dispatch.grad_choice
+        assert grad("lstm", "cluster", batch=32, hidden=128, dtype="float32", cluster_shared=shared) == "cluster"
+        # B = 64, H = 128: the forward fits, the backward's 2 x 64 x 512 gate gradients do not
+        assert choose("lstm", steps=10, batch=64, hidden=128, dtype="float32", cluster_shared=shared) == "cluster"
+        assert grad("lstm", "cluster", batch=64, hidden=128, dtype="float32", cluster_shared=shared) == (
+            cupy_dispatch.GRAD_SMALL_BATCH_IMPL
+        )
+        assert grad("lstm", "fused", batch=300, hidden=128, dtype="float32") == "fused"
+    finally:
+        cupy_dispatch.CLUSTER_AUTO = previous
+
+
+@pytest.mark.parametrize("capability", ["90", "80"])
+def test_auto_runs_the_cluster_path_when_enabled(monkeypatch, capability):
+    """Through ar.lstm / ar.vjp with impl="auto" on the stand-in: the cluster kernels run (or, without clusters,
+    the graph kernels) and agree with the generic core."""
+    from arrayrnn._fast import cupy_dispatch
+
+    from . import test_cupy_emulated
+
+    monkeypatch.setitem(MODULES, "auto", cupy_dispatch)
+    monkeypatch.setitem(test_cupy_emulated.IMPLS, "auto", cupy_dispatch)
+    with fake_cupy.installed(monkeypatch) as fake:
+        fake.compute_capability = capability
+        monkeypatch.setattr(cupy_dispatch, "CLUSTER_AUTO", True)
+        monkeypatch.setattr(cupy_cluster, "THREADS", 64)
+        params, x, state = _problem("lstm", {}, "float64", 4, 3, 2, 5, seed=9)
+        options = {"coupled": False, "clip": None}
+        _check("auto", "lstm", params, x, state, [4, 1, 3], False, options, "float64")
+        dy, d_final = _cotangents("lstm", params, x, seed=9)
+        fast, _ = _fast_vjp("lstm", params, x, state, [4, 1, 3], True, options, dy, d_final, impl="auto")
+        _compare(fast, _generic_vjp("lstm", params, x, state, [4, 1, 3], True, options, dy, d_final), "float64", 4)
+        cluster_launches = fake.kernel_launches_named("cluster")
+        assert (cluster_launches == 3) == (capability == "90"), cluster_launches  # forward, record, backward

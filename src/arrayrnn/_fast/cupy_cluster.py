@@ -94,6 +94,25 @@ def choose_cluster_size(
     )
 
 
+def fits(gates: int, batch: int, hidden: int, itemsize: int, limit: int, exchanged: Optional[int] = None) -> bool:
+    """Whether some cluster size holds the weights and the exchanged state in ``limit`` bytes per block."""
+    return any(
+        shared_bytes(gates, batch, hidden, size, itemsize, exchanged) <= limit
+        for size in CLUSTER_SIZES
+        if size >= PORTABLE_CLUSTER_SIZE
+    )
+
+
+def cluster_shared_limit() -> int:
+    """Shared memory a block of a cluster kernel may have on the current CUDA device: 0 where the device has no
+    thread block clusters (before compute capability 9.0)."""
+    cp = cupy_module()
+    device = cp.cuda.Device()
+    if int(device.compute_capability) < 90:
+        return 0
+    return shared_memory_limit(cp, device)
+
+
 @dataclasses.dataclass(frozen=True)
 class ClusterLaunch:
     """One launch of a cluster kernel: the kernel (for its batch tile and cluster size), the cluster size (the

@@ -6,7 +6,8 @@ gate kernels) is the fastest of ours, ahead of the persistent kernel (one launch
 barrier per step: 1.2-5x slower than graph in that run, see ``cupy_persistent``); the fused path (cuBLAS
 recurrent matmul + one pointwise kernel per step) wins once the recurrent matmul is big enough to keep the
 GPU busy. The thresholds below are module constants so a measurement can move them; ``impl="graph"`` /
-``"persistent"`` / ``"fused"`` / ``"generic"`` (or ``ARRAYRNN_IMPL``) overrides the choice. The gradient
+``"persistent"`` / ``"cluster"`` / ``"fused"`` / ``"generic"`` (or ``ARRAYRNN_IMPL``) overrides the choice.
+``CLUSTER_AUTO`` (off until measured) lets auto pick the Hopper cluster path where it fits. The gradient
 path follows the forward's choice: the small-batch gradient path (``GRAD_SMALL_BATCH_IMPL``) where the
 forward would run the small-batch path, the fused one elsewhere.
 """
@@ -19,7 +20,7 @@ from typing import Any, Optional
 import numpy as np
 
 from .._core.sequence import GENERIC
-from . import cupy_graph, cupy_kernels, cupy_persistent
+from . import cupy_cluster, cupy_graph, cupy_kernels, cupy_persistent
 from .cupy_common import SUPPORTED_DTYPES
 
 Array = Any
@@ -33,6 +34,10 @@ GRAPH_MAX_BATCH = 64
 GRAPH_MAX_HIDDEN = 1024
 #: largest graph-path buffer (input projection + output) kept per cached plan
 GRAPH_MAX_BUFFER_BYTES = 256 << 20
+#: auto runs "cluster" (forward and gradient) instead of the small-batch path where the GPU has thread block
+#: clusters and the shape fits one cluster. Off: the cluster path is not measured yet (written 2026-11-27
+#: without a GPU); a GPU run that shows it ahead (benchmarks/gpu_bench.py's cluster column) turns this on.
+CLUSTER_AUTO = False
 
 _GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 
@@ -46,9 +51,13 @@ def choose_impl(
     dtype: str,
     has_projection: bool = False,
     weights_contiguous: bool = True,
+    cluster_shared: int = 0,
+    linear_before_reset: bool = True,
 ) -> str:
-    """``SMALL_BATCH_IMPL`` ("graph"), "fused" or "generic" for one call (pure function of the shapes: testable
-    anywhere)."""
+    """``SMALL_BATCH_IMPL`` ("graph"), "cluster", "fused" or "generic" for one call (pure function of the shapes
+    and of ``cluster_shared``, the shared memory a cluster kernel's block may have on the GPU, 0 without
+    clusters: testable anywhere). "cluster" only with ``CLUSTER_AUTO``, where the small-batch path would run
+    and the forward fits one cluster."""
     if batch == 0 or dtype not in SUPPORTED_DTYPES:
         return "generic"
     if has_projection:
@@ -57,6 +66,9 @@ def choose_impl(
     buffer_bytes = steps * batch * (_GATES[kind] + 1) * hidden * itemsize
     small = batch <= GRAPH_MAX_BATCH and hidden <= GRAPH_MAX_HIDDEN
     if small and weights_contiguous and buffer_bytes <= GRAPH_MAX_BUFFER_BYTES:
+        cluster_ok = CLUSTER_AUTO and cluster_shared > 0 and linear_before_reset
+        if cluster_ok and cupy_cluster.fits(_GATES[kind], batch, hidden, itemsize, cluster_shared):
+            return "cluster"
         return SMALL_BATCH_IMPL
     return "fused"
 
@@ -65,7 +77,7 @@ def _is_c_contiguous(array: Optional[Array]) -> bool:
     return array is None or bool(array.flags.c_contiguous)
 
 
-def _choice(kind: str, x: Array, params: Any, steps_factor: int = 1) -> str:
+def _choice(kind: str, x: Array, params: Any, options: dict[str, Any], steps_factor: int = 1) -> str:
     weight_hr = getattr(params, "weight_hr", None)
     graph_inputs = [params.weight_hh, params.bias_ih, params.bias_hh]
     graph_inputs += [getattr(params, name, None) for name in ("peephole_i", "peephole_f", "peephole_o")]
@@ -77,11 +89,15 @@ def _choice(kind: str, x: Array, params: Any, steps_factor: int = 1) -> str:
         dtype=np.dtype(x.dtype).name,
         has_projection=weight_hr is not None,
         weights_contiguous=all(_is_c_contiguous(a) for a in graph_inputs),
+        cluster_shared=cupy_cluster.cluster_shared_limit() if CLUSTER_AUTO else 0,
+        linear_before_reset=bool(options.get("linear_before_reset", True)),
     )
 
 
-def _implementation(kind: str, x: Array, params: Any) -> Callable[..., Any]:
-    choice = _choice(kind, x, params)
+def _implementation(kind: str, x: Array, params: Any, options: dict[str, Any]) -> Callable[..., Any]:
+    choice = _choice(kind, x, params, options)
+    if choice == "cluster":
+        return getattr(cupy_cluster, f"{kind}_sequence")
     if choice == "persistent":
         return getattr(cupy_persistent, f"{kind}_sequence")
     if choice == "graph":
@@ -92,15 +108,15 @@ def _implementation(kind: str, x: Array, params: Any) -> Callable[..., Any]:
 
 
 def rnn_sequence(xp: Any, x: Array, params: Any, state: Any, lengths: Any, reverse: bool, **options: Any) -> Any:
-    return _implementation("rnn", x, params)(xp, x, params, state, lengths, reverse, **options)
+    return _implementation("rnn", x, params, options)(xp, x, params, state, lengths, reverse, **options)
 
 
 def lstm_sequence(xp: Any, x: Array, params: Any, state: Any, lengths: Any, reverse: bool, **options: Any) -> Any:
-    return _implementation("lstm", x, params)(xp, x, params, state, lengths, reverse, **options)
+    return _implementation("lstm", x, params, options)(xp, x, params, state, lengths, reverse, **options)
 
 
 def gru_sequence(xp: Any, x: Array, params: Any, state: Any, lengths: Any, reverse: bool, **options: Any) -> Any:
-    return _implementation("gru", x, params)(xp, x, params, state, lengths, reverse, **options)
+    return _implementation("gru", x, params, options)(xp, x, params, state, lengths, reverse, **options)
 
 
 #: a gradient plan (recording forward + backward) holds about this many times the forward plan's buffers
@@ -117,11 +133,30 @@ def sequence_vjp(xp: Any, kind: str, x: Array, params: Any, state: Any, lengths:
 
     ``None`` (declined: the generic core runs) where the chosen path declines (dtype, empty batch).
     """
-    from . import cupy_grad, cupy_grad_graph  # module attributes: tests may wrap them
+    from . import cupy_grad, cupy_grad_cluster, cupy_grad_graph  # module attributes: tests may wrap them
 
-    small = _choice(kind, x, params, steps_factor=GRAD_BUFFER_FACTOR) in ("graph", "persistent")
-    if not small:
-        return cupy_grad.sequence_vjp(xp, kind, x, params, state, lengths, reverse, options)
-    if GRAD_SMALL_BATCH_IMPL == "persistent":
+    forward = _choice(kind, x, params, options, steps_factor=GRAD_BUFFER_FACTOR)
+    shared = cupy_cluster.cluster_shared_limit() if forward == "cluster" else 0
+    choice = grad_choice(
+        kind, forward, batch=x.shape[1], hidden=params.hidden_size, dtype=x.dtype, cluster_shared=shared
+    )
+    if choice == "cluster":
+        return cupy_grad_cluster.sequence_vjp(xp, kind, x, params, state, lengths, reverse, options)
+    if choice == "persistent":
         return cupy_grad_graph.sequence_vjp_persistent(xp, kind, x, params, state, lengths, reverse, options)
-    return cupy_grad_graph.sequence_vjp(xp, kind, x, params, state, lengths, reverse, options)
+    if choice == "graph":
+        return cupy_grad_graph.sequence_vjp(xp, kind, x, params, state, lengths, reverse, options)
+    return cupy_grad.sequence_vjp(xp, kind, x, params, state, lengths, reverse, options)
+
+
+def grad_choice(kind: str, forward: str, *, batch: int, hidden: int, dtype: Any, cluster_shared: int = 0) -> str:
+    """The gradient path for a call whose forward ``choose_impl`` (at ``GRAD_BUFFER_FACTOR`` times the steps) picks
+    ``forward``: "cluster" where that is the forward's pick and the backward fits one cluster too (it exchanges
+    the gate gradients, ``G * H`` columns, where the forward exchanges ``H``), else ``GRAD_SMALL_BATCH_IMPL`` where
+    the forward runs a small-batch path, else "fused" (pure: testable anywhere)."""
+    if forward not in ("graph", "persistent", "cluster"):
+        return "fused"
+    gates, itemsize = _GATES[kind], np.dtype(dtype).itemsize
+    if forward == "cluster" and cupy_cluster.fits(gates, batch, hidden, itemsize, cluster_shared, gates * hidden):
+        return "cluster"
+    return GRAD_SMALL_BATCH_IMPL
