@@ -471,10 +471,9 @@ def backward_section(report, budget, machine, kinds, shapes, reserve, vjp_impls=
 PERSISTENT_CONFIGS = ((256, 1, False, None), (512, 1, False, None), (512, 1, True, None), (512, 1, False, 1))
 
 
-def persistent_sweep_section(report, budget, machine, kinds, shapes, reserve):
-    """The persistent kernel at every batch tile and block size (forward, float32), for tuning its defaults."""
-    from arrayrnn._fast import cupy_persistent, cupy_sources
-
+def _small_batch_problems(report, machine, kinds, shapes):
+    """(shape, base entry, problem) of the small-batch shapes (B <= 64) of a sweep, forward float32; a
+    problem that cannot be set up is reported and passed over."""
     for kind in kinds:
         for shape in shapes:
             if shape[1] > 64:
@@ -485,22 +484,30 @@ def persistent_sweep_section(report, budget, machine, kinds, shapes, reserve):
             except Exception as error:
                 report.add({**base, "impl": "setup", "error": f"{type(error).__name__}: {error}"})
                 continue
-            sms = 0 if machine.dry_run else int(machine.cupy.cuda.Device().attributes["MultiProcessorCount"])
-            warps = sms * cupy_persistent.BLOCKS_PER_SM * cupy_persistent.THREADS // 32
-            chosen = cupy_persistent.choose_batch_tile(shape[1], shape[3], warps)
-            for threads, per_sm, acqrel, max_blocks in PERSISTENT_CONFIGS:
-                for tile in cupy_sources.BATCH_TILES:
-                    if tile > 1 and tile >= 2 * shape[1]:
-                        continue
-                    knobs = {"FORCE_BATCH_TILE": tile, "THREADS": threads, "BLOCKS_PER_SM": per_sm,
-                             "ACQREL_BARRIER": acqrel, "MAX_BLOCKS": max_blocks}  # fmt: skip
-                    run = lambda problem=problem: problem.ours_forward("persistent")  # noqa: E731
-                    flags = (",acqrel" if acqrel else "") + (f",max_blocks={max_blocks}" if max_blocks else "")
-                    name = f"persistent[nb={tile},t={threads},b={per_sm}{flags}]"
-                    extra = {"chosen_tile": chosen, "tile": tile, "threads": threads, "blocks_per_sm": per_sm,
-                             "acqrel_barrier": acqrel, "max_blocks": max_blocks}  # fmt: skip
-                    with overridden(cupy_persistent, **knobs):
-                        measure(report, budget, {**base, **extra}, name, run, machine, reserve=reserve)
+            yield shape, base, problem
+
+
+def persistent_sweep_section(report, budget, machine, kinds, shapes, reserve):
+    """The persistent kernel at every batch tile and block size (forward, float32), for tuning its defaults."""
+    from arrayrnn._fast import cupy_persistent, cupy_sources
+
+    for shape, base, problem in _small_batch_problems(report, machine, kinds, shapes):
+        sms = 0 if machine.dry_run else int(machine.cupy.cuda.Device().attributes["MultiProcessorCount"])
+        warps = sms * cupy_persistent.BLOCKS_PER_SM * cupy_persistent.THREADS // 32
+        chosen = cupy_persistent.choose_batch_tile(shape[1], shape[3], warps)
+        for threads, per_sm, acqrel, max_blocks in PERSISTENT_CONFIGS:
+            for tile in cupy_sources.BATCH_TILES:
+                if tile > 1 and tile >= 2 * shape[1]:
+                    continue
+                knobs = {"FORCE_BATCH_TILE": tile, "THREADS": threads, "BLOCKS_PER_SM": per_sm,
+                         "ACQREL_BARRIER": acqrel, "MAX_BLOCKS": max_blocks}  # fmt: skip
+                run = lambda problem=problem: problem.ours_forward("persistent")  # noqa: E731
+                flags = (",acqrel" if acqrel else "") + (f",max_blocks={max_blocks}" if max_blocks else "")
+                name = f"persistent[nb={tile},t={threads},b={per_sm}{flags}]"
+                extra = {"chosen_tile": chosen, "tile": tile, "threads": threads, "blocks_per_sm": per_sm,
+                         "acqrel_barrier": acqrel, "max_blocks": max_blocks}  # fmt: skip
+                with overridden(cupy_persistent, **knobs):
+                    measure(report, budget, {**base, **extra}, name, run, machine, reserve=reserve)
 
 
 #: (blocks per cluster, threads per block) of the cluster kernel in the sweep (each at its chosen batch tile;
@@ -513,28 +520,19 @@ def cluster_sweep_section(report, budget, machine, kinds, shapes, reserve):
     shape fits one cluster, for choosing its defaults (and whether auto should pick it)."""
     from arrayrnn._fast import cupy_cluster, cupy_sources
 
-    for kind in kinds:
-        for shape in shapes:
-            if shape[1] > 64:
-                continue
-            base = {"cell": kind, "shape": list(shape), "dtype": "float32", "direction": "forward"}
-            try:
-                problem = Problem(machine, kind, shape, "float32")
-            except Exception as error:
-                report.add({**base, "impl": "setup", "error": f"{type(error).__name__}: {error}"})
-                continue
-            configs = [(size, threads, None) for size, threads in CLUSTER_CONFIGS]
-            configs += [(8, 256, tile) for tile in cupy_sources.BATCH_TILES if tile < 2 * shape[1]]
-            for size, threads, tile in configs:
-                units = -(-shape[3] // size)
-                chosen = cupy_cluster.tile_for_warps(shape[1], units, threads // 32)
-                knobs = {"FORCE_CLUSTER_SIZE": size, "THREADS": threads, "FORCE_BATCH_TILE": tile}
-                tile = chosen if tile is None else tile
-                name = f"cluster[c={size},t={threads},nb={tile}]"
-                extra = {"cluster_size": size, "threads": threads, "tile": tile, "chosen_tile": chosen}
-                run = lambda problem=problem: problem.ours_forward("cluster")  # noqa: E731
-                with overridden(cupy_cluster, **knobs):
-                    measure(report, budget, {**base, **extra}, name, run, machine, reserve=reserve)
+    for shape, base, problem in _small_batch_problems(report, machine, kinds, shapes):
+        configs = [(size, threads, None) for size, threads in CLUSTER_CONFIGS]
+        configs += [(8, 256, tile) for tile in cupy_sources.BATCH_TILES if tile < 2 * shape[1]]
+        for size, threads, tile in configs:
+            units = -(-shape[3] // size)
+            chosen = cupy_cluster.tile_for_warps(shape[1], units, threads // 32)
+            knobs = {"FORCE_CLUSTER_SIZE": size, "THREADS": threads, "FORCE_BATCH_TILE": tile}
+            tile = chosen if tile is None else tile
+            name = f"cluster[c={size},t={threads},nb={tile}]"
+            extra = {"cluster_size": size, "threads": threads, "tile": tile, "chosen_tile": chosen}
+            run = lambda problem=problem: problem.ours_forward("cluster")  # noqa: E731
+            with overridden(cupy_cluster, **knobs):
+                measure(report, budget, {**base, **extra}, name, run, machine, reserve=reserve)
 
 
 #: shapes where the fused gradient path trails cuDNN most (H100, 2026-11-27): where its time goes

@@ -129,6 +129,17 @@ class ClusterLaunch:
         self.kernel((self.size,), (self.threads,), (*args, int32(self.units)), shared_mem=self.shared_mem)
 
 
+def refuse_unsupported(kind: str, params: Any, options: dict[str, Any]) -> None:
+    """``ValueError`` for what the cluster kernels do not do: the LSTM projection, GRU with
+    ``linear_before_reset=False`` (the forward and the gradient path alike)."""
+    if kind == "lstm" and getattr(params, "weight_hr", None) is not None:
+        raise ValueError("impl='cluster' does not support the LSTM projection (proj_size > 0); use impl='fused'")
+    if kind == "gru" and not options.get("linear_before_reset", True):
+        raise ValueError(
+            "impl='cluster' supports GRU with linear_before_reset=True only; use impl='persistent' or 'graph'"
+        )
+
+
 def _require_clusters(device: Any) -> None:
     capability = int(device.compute_capability)
     if capability < 90:
@@ -238,8 +249,7 @@ def lstm_sequence(
     coupled: bool = False,
     clip: Optional[float] = None,
 ) -> tuple[Array, tuple[Array, ...]]:
-    if params.weight_hr is not None:
-        raise ValueError("impl='cluster' does not support the LSTM projection (proj_size > 0); use impl='fused'")
+    refuse_unsupported("lstm", params, {})
     with x.device:
         dtype = check_dtype(x.dtype, IMPL)
         weights = lstm_step_weights(params, x.dtype)
@@ -258,10 +268,7 @@ def gru_sequence(
     *,
     linear_before_reset: bool = True,
 ) -> tuple[Array, tuple[Array, ...]]:
-    if not linear_before_reset:
-        raise ValueError(
-            "impl='cluster' supports GRU with linear_before_reset=True only; use impl='persistent' or 'graph'"
-        )
+    refuse_unsupported("gru", params, {"linear_before_reset": linear_before_reset})
     with x.device:
         options = options_mask(bias_ih=params.bias_ih, bias_hh=params.bias_hh, lengths=lengths)
         weights = recurrent_weights(params, x.dtype)

@@ -62,12 +62,7 @@ def sequence_vjp(
 ) -> Optional[tuple[Array, State, Backward]]:
     """``(y, final_state, backward)`` as ``cupy_grad.sequence_vjp``, on cluster kernels (``None``: declined, the
     generic core runs: float16, or an empty batch)."""
-    if getattr(params, "weight_hr", None) is not None:
-        raise ValueError("impl='cluster' does not support the LSTM projection (proj_size > 0); use impl='fused'")
-    if kind == "gru" and not options.get("linear_before_reset", True):
-        raise ValueError(
-            "impl='cluster' supports GRU with linear_before_reset=True only; use impl='persistent' or 'graph'"
-        )
+    cupy_cluster.refuse_unsupported(kind, params, options)
     if dtype_name(x.dtype) not in GRAD_DTYPES or x.shape[1] == 0:
         return None
     with x.device:
