@@ -51,6 +51,8 @@ SHAPES = [
 FLOAT16_SHAPES = [(100, 8, 128, 256), (100, 256, 1024, 1024)]
 KINDS = ("lstm", "gru", "rnn")
 IMPLS = ("generic", "fused", "graph", "persistent", "cluster", "auto")
+#: the benchmark's sections, in the order they run (--sections picks some)
+SECTIONS = ("forward", "backward", "breakdown", "barrier", "cluster_sweep", "persistent_sweep", "float16")
 #: aim for this much timed work per measurement; repeats are clamped to [MIN_REPEATS, MAX_REPEATS]
 TARGET_SECONDS = 0.2
 MIN_REPEATS, MAX_REPEATS = 3, 30
@@ -645,13 +647,22 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--budget", type=float, default=175.0, help="seconds for the whole run (default 175)")
     parser.add_argument("--kinds", default=",".join(KINDS))
     parser.add_argument("--dry-run", action="store_true", help="CPU: arrayrnn on NumPy, torch on CPU, tiny shapes")
+    parser.add_argument(
+        "--sections",
+        default=",".join(SECTIONS),
+        help=f"comma-separated, in this order: {', '.join(SECTIONS)} (default: all; a rerun picks a few)",
+    )
+    parser.add_argument("--impls", default=",".join(IMPLS), help="forward paths to time (default: all)")
     args = parser.parse_args(argv)
+    sections = set(args.sections.split(","))
+    if not sections <= set(SECTIONS):
+        parser.error(f"--sections: unknown {sorted(sections - set(SECTIONS))}; known: {', '.join(SECTIONS)}")
     kinds = [k for k in args.kinds.split(",") if k]
     machine = Machine(args.dry_run)
     budget = Budget(args.budget)
     shapes = [(6, 2, 3, 4), (5, 3, 4, 8)] if args.dry_run else SHAPES
     half_shapes = [(5, 3, 4, 8)] if args.dry_run else FLOAT16_SHAPES
-    impls = ("generic",) if args.dry_run else IMPLS
+    impls = ("generic",) if args.dry_run else tuple(i for i in args.impls.split(",") if i)
     header = {
         "schema": 1,
         "benchmark": "arrayrnn GPU forward and forward+backward vs torch/cuDNN",
@@ -673,15 +684,26 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(f"{header['machine'].get('device')}  {header['versions']}")
     started = time.monotonic()
     # most important first; later sections keep a reserve so the earlier ones always finish
-    forward_section(report, budget, machine, kinds, shapes, "float32", impls, reserve=0.35 * args.budget)
+    if "forward" in sections:
+        forward_section(report, budget, machine, kinds, shapes, "float32", impls, reserve=0.35 * args.budget)
     vjp_impls = VJP_IMPLS[:1] + VJP_IMPLS[-1:] if args.dry_run else VJP_IMPLS  # NumPy has no fused/graph
-    backward_section(report, budget, machine, kinds, shapes, reserve=0.15 * args.budget, vjp_impls=vjp_impls)
-    if not args.dry_run:
-        breakdown_section(report, budget, machine, kinds, reserve=0.12 * args.budget)
-        barrier_section(report, budget, machine, reserve=0.1 * args.budget)
-        cluster_sweep_section(report, budget, machine, kinds, shapes, reserve=0.07 * args.budget)
-        persistent_sweep_section(report, budget, machine, kinds, shapes, reserve=0.05 * args.budget)
-    forward_section(report, budget, machine, ["lstm"], half_shapes, "float16", impls, reserve=0.0)
+    if "backward" in sections:
+        backward_section(report, budget, machine, kinds, shapes, reserve=0.15 * args.budget, vjp_impls=vjp_impls)
+    gpu_sections = {
+        "breakdown": lambda: breakdown_section(report, budget, machine, kinds, reserve=0.12 * args.budget),
+        "barrier": lambda: barrier_section(report, budget, machine, reserve=0.1 * args.budget),
+        "cluster_sweep": lambda: cluster_sweep_section(
+            report, budget, machine, kinds, shapes, reserve=0.07 * args.budget
+        ),
+        "persistent_sweep": lambda: persistent_sweep_section(
+            report, budget, machine, kinds, shapes, reserve=0.05 * args.budget
+        ),
+    }
+    for name, section in gpu_sections.items():
+        if name in sections and not args.dry_run:
+            section()
+    if "float16" in sections:
+        forward_section(report, budget, machine, ["lstm"], half_shapes, "float16", impls, reserve=0.0)
     report.data["elapsed_s"] = round(time.monotonic() - started, 1)
     report.save()
     bad = [e for e in report.data["results"] if e.get("error") or e.get("ok") is False]

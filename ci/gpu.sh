@@ -14,6 +14,7 @@
 # Before the call, on the CPU machine:   bash ci/gpu-prepare.sh
 # The call (device tool):                run(command="bash ci/gpu.sh", carry=[".whl"], timeout_s=540)
 # Only some phases (e.g. a rerun):       GPU_PHASES="smoke bench" bash ci/gpu.sh
+# Only some of the benchmark:            GPU_BENCH_ARGS="--sections cluster_sweep,barrier" (gpu_bench.py --help)
 # Without a GPU it stops after step 1 with a clear message (exit 2).
 #
 # Every phase runs under `timeout`, so one hang cannot eat the call; the limits below add up to
@@ -148,7 +149,7 @@ run_phase fast "$LIMIT_FAST" "$OUT/tests-fast.log" \
   tests/test_cupy_grad.py
 # the CPU-only checks of the kernels (emulator, nvcc) ran in CI already
 run_phase bench "$LIMIT_BENCH" "$OUT/bench.log" \
-  "$PY" benchmarks/gpu_bench.py --out "$OUT/gpu_bench.json" --budget $((LIMIT_BENCH - 25))
+  "$PY" benchmarks/gpu_bench.py --out "$OUT/gpu_bench.json" --budget $((LIMIT_BENCH - 25)) ${GPU_BENCH_ARGS:-}
 if [[ -s "$OUT/gpu_bench.json" ]]; then
   "$PY" benchmarks/gpu_table.py "$OUT/gpu_bench.json" >"$OUT/gpu_table.md" 2>>"$LOG" || say "gpu_table.py failed"
 fi
