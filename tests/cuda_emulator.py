@@ -160,6 +160,7 @@ T* emu_cluster_map(T* p, unsigned int rank) {
 #define ARRAYRNN_CLUSTER_SYNC() emu_cluster_sync()
 #define ARRAYRNN_CLUSTER_MAP(p, rank) emu_cluster_map(p, rank)
 #define ARRAYRNN_CLUSTER_DIMS(size)
+#define ARRAYRNN_PREFETCH(p) ((void)(p))
 
 static void emu_fiber_main() {
   emu_current_entry(emu_current_args);

@@ -134,6 +134,22 @@ __device__ __forceinline__ T* arrayrnn_cluster_map(T* p, unsigned int) {
 #define ARRAYRNN_CLUSTER_SYNC() arrayrnn_cluster_sync()
 #define ARRAYRNN_CLUSTER_MAP(p, rank) arrayrnn_cluster_map(p, rank)
 #endif
+#ifndef ARRAYRNN_PREFETCH
+// a hint: bring the line holding `p` (generic address) into L1 while the warp does other work
+#define ARRAYRNN_PREFETCH(p) asm volatile("prefetch.L1 [%0];" ::"l"(p))
+#endif
+
+// Lane n of a task fetches the `gates` input-projection values its step tail will read (row b0 + n, columns
+// g * hidden + j of gx_t) while the warp does the dot products: gx does not depend on the state, so its load
+// latency need not sit on the step's critical path.
+template <int NB>
+__device__ __forceinline__ void prefetch_gates(const scalar_t* gx_t, int gates, int hidden, int j, int b0, int batch,
+                                               int lane) {
+  if (lane < NB && b0 + lane < batch) {
+    const scalar_t* row = gx_t + (long long)(b0 + lane) * gates * hidden + j;
+    for (int g = 0; g < gates; ++g) ARRAYRNN_PREFETCH(row + (long long)g * hidden);
+  }
+}
 
 // As warp_dots (the same partial sums per lane: lanes take columns lane, lane + 32, ...), but the 32-lane
 // reduction is a reduce-scatter (warp_reduce_scatter: the ND * NB sums padded to a power of two P) and ND indexed
@@ -257,6 +273,7 @@ __device__ __forceinline__ void lstm_cluster_body(
     const int before = forward_before(step.t, steps, reverse);
     const scalar_t* c_prev = RECORD && before >= 0 ? c_tape + before * state : c_first;
     scalar_t* c_out = RECORD ? c_tape + step.t * state : c_first;
+    prefetch_gates<NB>(gx + (long long)step.t * 4 * state, 4, hidden, own.u0 + u, b0, batch, lane);
     acc_t sums[4][NB];
     scatter_dots<4, NB>(staged, u, own.units, step.h_prev, b0, batch, hidden, lane, sums);
     lstm_graph_tail<NB, RECORD, false>(sums, lane, own.u0 + u, b0, gx + (long long)step.t * 4 * state, bias_ih,
@@ -279,6 +296,7 @@ __device__ __forceinline__ void gru_cluster_body(
   const int lane = threadIdx.x & 31;
   cluster_loop<NB>(steps, reverse, cluster_halves(3, units_per_block, hidden), h0, h_last, own, batch, hidden,
                    [&](const PersistentStep& step, int u, int b0) {
+    prefetch_gates<NB>(gx + (long long)step.t * 3 * state, 3, hidden, own.u0 + u, b0, batch, lane);
     acc_t sums[3][NB];
     scatter_dots<3, NB>(staged, u, own.units, step.h_prev, b0, batch, hidden, lane, sums);
     gru_graph_tail<NB, RECORD, false>(sums, lane, own.u0 + u, b0, gx + (long long)step.t * 3 * state, bias_ih,
@@ -345,6 +363,7 @@ __device__ __forceinline__ void rnn_cluster_impl(
   const int lane = threadIdx.x & 31;
   cluster_loop<NB>(steps, reverse, cluster_halves(1, units_per_block, hidden), h0, h_last, own, batch, hidden,
                    [&](const PersistentStep& step, int u, int b0) {
+    prefetch_gates<NB>(gx + (long long)step.t * state, 1, hidden, own.u0 + u, b0, batch, lane);
     acc_t sums[1][NB];
     scatter_dots<1, NB>(staged, u, 0, step.h_prev, b0, batch, hidden, lane, sums);
     rnn_graph_tail<NB, false>(sums, lane, own.u0 + u, b0, gx + (long long)step.t * state, bias_ih, bias_hh,
