@@ -431,6 +431,9 @@ def installed(monkeypatch: Any):
     fake = FakeCupy()
     monkeypatch.setattr(cupy_common, "cupy_module", lambda: fake)
     monkeypatch.setattr(cupy_common, "_kernels", {})
+    from arrayrnn._fast import cupy_cluster
+
+    monkeypatch.setattr(cupy_cluster, "_shared_limits", {})  # per device: this fake's device is a new one
     monkeypatch.setattr(cupy_common, "_placeholders", {})
     from arrayrnn._fast import cupy_grad_graph
 

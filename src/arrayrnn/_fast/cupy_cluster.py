@@ -103,14 +103,20 @@ def fits(gates: int, batch: int, hidden: int, itemsize: int, limit: int, exchang
     )
 
 
+_shared_limits: dict[tuple[int, int], int] = {}
+
+
 def cluster_shared_limit() -> int:
     """Shared memory a block of a cluster kernel may have on the current CUDA device: 0 where the device has no
-    thread block clusters (before compute capability 9.0)."""
+    thread block clusters (before compute capability 9.0). Asked once per device (auto asks on every call)."""
     cp = cupy_module()
     device = cp.cuda.Device()
-    if int(device.compute_capability) < 90:
-        return 0
-    return shared_memory_limit(cp, device)
+    key = (id(cp), int(device.id))
+    found = _shared_limits.get(key)
+    if found is None:
+        found = 0 if int(device.compute_capability) < 90 else shared_memory_limit(cp, device)
+        _shared_limits[key] = found
+    return found
 
 
 @dataclasses.dataclass(frozen=True)
