@@ -405,13 +405,13 @@ __device__ __forceinline__ void warp_row_dots(const scalar_t* __restrict__ weigh
     const acc_t mine = scattered_sum<P>(v, lane % NB);
 #pragma unroll
     for (int n = 0; n < NB; ++n) sums[n] = mine;
-    return;
-  }
+  } else {
 #pragma unroll
-  for (int n = 0; n < NB; ++n) {
-    sums[n] = v[n];
+    for (int n = 0; n < NB; ++n) {
+      sums[n] = v[n];
 #pragma unroll
-    for (int offset = 16; offset > 0; offset >>= 1) sums[n] += __shfl_xor_sync(0xffffffffu, sums[n], offset);
+      for (int offset = 16; offset > 0; offset >>= 1) sums[n] += __shfl_xor_sync(0xffffffffu, sums[n], offset);
+    }
   }
 }
 
