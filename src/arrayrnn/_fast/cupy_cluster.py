@@ -12,12 +12,13 @@ stores and one hardware barrier: no launch, no global-memory barrier, no L2 roun
 It fits where one cluster's shared memory holds the weights plus two copies of the state: per block
 ``(gates * ceil(H / C) + 2 * B) * H`` elements within the 227 KiB an H100 block may have (float32 LSTM
 H = 256 up to B = 81; H = 512 does not fit: use "persistent" or "graph"). Not supported: GRU with
-``linear_before_reset=False``, the LSTM projection, GPUs before compute capability 9.0 (ValueError: auto
-never picks this path; ``impl="cluster"`` asks for it).
+``linear_before_reset=False``, the LSTM projection, GPUs before compute capability 9.0 (ValueError naming the
+paths to use; ``impl="cluster"`` asks for this path, auto picks it only with ``cupy_dispatch.CLUSTER_AUTO``
+and only where it fits).
 
-Not measured on a GPU yet (written 2026-11-27 without one; tested on the CPU emulator): auto does not pick it.
-``benchmarks/gpu_bench.py`` times it against cuDNN and the other paths (a sweep over cluster size, threads and
-batch tile).
+Not measured on a GPU yet (written 2026-11-27 without one; tested on the CPU emulator), so
+``CLUSTER_AUTO`` is off. ``benchmarks/gpu_bench.py`` times it against cuDNN and the other paths (and sweeps
+cluster size, threads and batch tile).
 """
 
 from __future__ import annotations
