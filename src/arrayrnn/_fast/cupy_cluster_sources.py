@@ -195,11 +195,11 @@ __device__ __forceinline__ scalar_t* cluster_halves(int gates, int units_per_blo
   return (scalar_t*)ARRAYRNN_DYNAMIC_SHARED() + (long long)gates * units_per_block * hidden;
 }
 
-// Copy this block's columns of `src` (batch rows of `groups * hidden` columns; the block's columns are
-// g * hidden + [u0, u0 + units) for each group g) into the same places of `dst` in the blocks of the cluster:
-// every block, or every other block (`include_own` false: the forward, where src is the block's own half).
-__device__ __forceinline__ void share_columns(const scalar_t* src, scalar_t* dst, const BlockTasks& own, int batch,
-                                              int hidden, int groups, bool include_own) {
+// Copy this block's columns of `half` (its own shared memory: batch rows of `groups * hidden` columns; the block's
+// columns are g * hidden + [u0, u0 + units) for each group g) into the same places of the other blocks of the
+// cluster, and into `tape` (global memory, same layout) unless it is null.
+__device__ __forceinline__ void share_columns(scalar_t* half, scalar_t* tape, const BlockTasks& own, int batch,
+                                              int hidden, int groups) {
   if (own.units <= 0) return;
   const int per_row = groups * own.units;
   const int count = batch * per_row;
@@ -207,10 +207,11 @@ __device__ __forceinline__ void share_columns(const scalar_t* src, scalar_t* dst
   for (int e = threadIdx.x; e < count; e += blockDim.x) {
     const int b = e / per_row, rest = e - b * per_row, g = rest / own.units, u = rest - g * own.units;
     const long long at = b * width + (long long)g * hidden + own.u0 + u;
-    const scalar_t value = src[at];
+    const scalar_t value = half[at];
     for (unsigned int rank = 0; rank < gridDim.x; ++rank) {
-      if (include_own || rank != blockIdx.x) ARRAYRNN_CLUSTER_MAP(dst, rank)[at] = value;
+      if (rank != blockIdx.x) ARRAYRNN_CLUSTER_MAP(half, rank)[at] = value;
     }
+    if (tape != nullptr) tape[at] = value;
   }
 }
 
@@ -230,7 +231,7 @@ __device__ __forceinline__ void cluster_loop(int steps, int reverse, scalar_t* h
       body(step, (int)(task % own.units), (int)(task / own.units) * NB);
     }
     __syncthreads();  // every new h of the block's units is in its own next half
-    share_columns(step.h_next, step.h_next, own, batch, hidden, 1, false);
+    share_columns(step.h_next, nullptr, own, batch, hidden, 1);
     ARRAYRNN_CLUSTER_SYNC();  // after the last step too: nobody writes into a block that has exited
   }
   const scalar_t* last = halves + (long long)(steps & 1) * state;

@@ -10,10 +10,10 @@ reduce-scatter reduction ``SCATTER``):
   ``W_hh^T (H, G*H)`` into shared memory once (``stage_transposed_rows``), so the step's
   ``dh_prev = d_gates W_hh`` dot products read weights from shared memory;
 * the previous backward step's gate gradients ``(B, G*H)`` (RNN: ``dz``, LSTM: ``dz``, GRU: ``dgh``) sit in
-  shared memory in two halves, as the forward's state does: each step reads one; its tasks write this step's
-  gate gradients to the tape in global memory (the weight gradients are GEMMs over all of it afterwards); the
-  block then copies its units' columns of them into the other half of every block of the cluster (its own
-  included) and a cluster barrier ends the step;
+  shared memory in two halves, as the forward's state does: each step reads one and its tasks write this
+  step's gradients into the other; the block then copies its units' columns of them into that half of every
+  other block of the cluster and into the tape in global memory (the weight gradients are GEMMs over all of
+  it afterwards), and a cluster barrier ends the step;
 * after the last step, the carried cotangent of ``h0`` takes the dot products of that step (``finish``).
 
 The per-element state of the backward (``carry``, LSTM ``dc``, GRU ``part``) belongs to one thread each and
@@ -81,13 +81,15 @@ __device__ __forceinline__ long long cluster_task(const BlockTasks& own, int hid
 }
 
 // The backward time loop: the forward's steps in reverse (s: the step processed just before, -1 for the first),
-// `body(t, s, d_prev, u, b0)` over the block's tasks with d_prev the previous backward step's gate gradients in
-// shared memory; then the block's columns of this step's gradients (`grads` (T, B, gates * H), written by its
-// own threads) into the next half of every block, and a cluster barrier. After the last step `finish(s, d_prev,
-// u, b0)` over the tasks (no exchange after it: nothing more is read from another block).
+// `body(t, s, d_prev, d_next, u, b0)` over the block's tasks with d_prev the previous backward step's gate
+// gradients and d_next the half the tasks write this step's into (both in the block's shared memory, (B,
+// gates * H)); then the block copies its columns of d_next into the other blocks' d_next and into the tape
+// `grads` (T, B, gates * H) in global memory (the weight gradients' GEMMs read it), and a cluster barrier.
+// After the last step `finish(s, d_prev, u, b0)` over the tasks (no exchange after it: nothing more is read
+// from another block).
 template <int NB, class Body, class Finish>
 __device__ __forceinline__ void cluster_backward_loop(int steps, int reverse, int gates, scalar_t* halves,
-                                                      const scalar_t* grads, const BlockTasks& own, int batch,
+                                                      scalar_t* grads, const BlockTasks& own, int batch,
                                                       int hidden, Body body, Finish finish) {
   const long long half = (long long)batch * gates * hidden;
   ARRAYRNN_CLUSTER_SYNC();  // every block has started and staged its rows
@@ -95,11 +97,12 @@ __device__ __forceinline__ void cluster_backward_loop(int steps, int reverse, in
   for (int k = 0; k < steps; ++k) {
     const int t = reverse ? k : steps - 1 - k;
     const scalar_t* d_prev = halves + (long long)(k & 1) * half;  // unread at k = 0 (s < 0)
+    scalar_t* d_next = halves + (long long)((k + 1) & 1) * half;
     for (long long task = own.warp; task < own.tasks; task += own.warps) {
-      body(t, s, d_prev, (int)(task % own.units), (int)(task / own.units) * NB);
+      body(t, s, d_prev, d_next, (int)(task % own.units), (int)(task / own.units) * NB);
     }
-    __syncthreads();  // the block's gradients of step t are in `grads`
-    share_columns(grads + t * half, halves + (long long)((k + 1) & 1) * half, own, batch, hidden, gates, true);
+    __syncthreads();  // the block's gradients of step t are in its d_next
+    share_columns(d_next, grads + t * half, own, batch, hidden, gates);
     ARRAYRNN_CLUSTER_SYNC();
     s = t;
   }
@@ -121,9 +124,9 @@ __device__ __forceinline__ void rnn_cluster_grad_impl(
   const scalar_t* rows = stage_transposed_rows(weight_t, hidden, own);
   const bool with_dy = (options & OPT_DY) != 0;
   cluster_backward_loop<NB>(steps, reverse, 1, cluster_halves(1, units_per_block, hidden), dz, own, batch, hidden,
-      [&](int t, int s, const scalar_t* d_prev, int u, int b0) {
+      [&](int t, int s, const scalar_t* d_prev, scalar_t* d_next, int u, int b0) {
         rnn_graph_grad_impl<NB, false, true>(rows, d_prev, lengths, with_dy ? dy + t * state : dy, y + t * state,
-                                             carry, dz + t * state, batch, hidden, s, t, options,
+                                             carry, d_next, batch, hidden, s, t, options,
                                              cluster_task<NB>(own, hidden, u, b0));
       },
       [&](int s, const scalar_t* d_prev, int u, int b0) {
@@ -144,12 +147,12 @@ __device__ __forceinline__ void lstm_cluster_grad_impl(
   const scalar_t* rows = stage_transposed_rows(weight_t, 4 * hidden, own);
   const bool with_dy = (options & OPT_DY) != 0;
   cluster_backward_loop<NB>(steps, reverse, 4, cluster_halves(4, units_per_block, hidden), dz, own, batch, hidden,
-      [&](int t, int s, const scalar_t* d_prev, int u, int b0) {
+      [&](int t, int s, const scalar_t* d_prev, scalar_t* d_next, int u, int b0) {
         const int before = forward_before(t, steps, reverse);
         lstm_graph_grad_impl<NB, false, true>(rows, d_prev, lengths, with_dy ? dy + t * state : dy,
                                               z + 4 * t * state, cs + t * state,
                                               before >= 0 ? cs + before * state : c0, peep_i, peep_f, peep_o, carry,
-                                              dc, dz + 4 * t * state, batch, hidden, s, t, options, clip,
+                                              dc, d_next, batch, hidden, s, t, options, clip,
                                               cluster_task<NB>(own, hidden, u, b0));
       },
       [&](int s, const scalar_t* d_prev, int u, int b0) {
@@ -172,10 +175,10 @@ __device__ __forceinline__ void gru_cluster_grad_impl(
   const scalar_t* rows = stage_transposed_rows(weight_t, 3 * hidden, own);
   const bool with_dy = (options & OPT_DY) != 0;
   cluster_backward_loop<NB>(steps, reverse, 3, cluster_halves(3, units_per_block, hidden), dgh, own, batch, hidden,
-      [&](int t, int s, const scalar_t* d_prev, int u, int b0) {
+      [&](int t, int s, const scalar_t* d_prev, scalar_t* d_next, int u, int b0) {
         gru_graph_grad_impl<NB, false, true>(rows, d_prev, lengths, with_dy ? dy + t * state : dy,
                                              gates + 3 * t * state, hn + t * state, h_prev + t * state, part, carry,
-                                             dgx + 3 * t * state, dgh + 3 * t * state, batch, hidden, s, t, options,
+                                             dgx + 3 * t * state, d_next, batch, hidden, s, t, options,
                                              cluster_task<NB>(own, hidden, u, b0));
       },
       [&](int s, const scalar_t* d_prev, int u, int b0) {
