@@ -541,45 +541,55 @@ def cluster_sweep_section(report, budget, machine, kinds, shapes, reserve):
 BREAKDOWN_SHAPES = [(50, 4096, 256, 256), (100, 256, 1024, 1024)]
 
 
+#: the fused gradient path's variants the breakdown times: (entry name, cupy_grad knobs)
+BREAKDOWN_VARIANTS = (("fused", {"BIAS_BY_MATMUL": True}), ("fused[bias=sum]", {"BIAS_BY_MATMUL": False}))
+
+
 def breakdown_section(report, budget, machine, kinds, reserve, rounds=3):
     """The fused gradient path split up: recording forward, backward loop, the previous-hidden copy and the
     parameter gradients (dx and the weight/bias GEMMs), each between device synchronisations (medians of
-    ``rounds``), so the next optimisation goes where the time is."""
-    from arrayrnn._fast import cupy_grad
-
+    ``rounds``), so the next optimisation goes where the time is; once per variant (``BREAKDOWN_VARIANTS``:
+    bias gradients by a matmul with ones, or by CuPy's reduction)."""
     for kind in kinds:
         for shape in BREAKDOWN_SHAPES:
-            base = {"cell": kind, "shape": list(shape), "dtype": "float32", "direction": "vjp-breakdown",
-                    "impl": "fused"}  # fmt: skip
-            if budget.left() <= reserve:
-                report.add({**base, "skipped": "time budget"})
-                continue
-            parts: dict[str, float] = {}
+            for variant, knobs in BREAKDOWN_VARIANTS:
+                _breakdown_entry(report, budget, machine, kind, shape, variant, knobs, reserve, rounds)
 
-            def timed(name, function, parts=parts):
-                def wrapper(*args, **kwargs):
-                    machine.sync()
-                    start = time.perf_counter()
-                    result = function(*args, **kwargs)
-                    machine.sync()
-                    parts[name] = parts.get(name, 0.0) + (time.perf_counter() - start) * 1e3
-                    return result
 
-                return wrapper
+def _breakdown_entry(report, budget, machine, kind, shape, variant, knobs, reserve, rounds):
+    from arrayrnn._fast import cupy_grad
 
-            # the parts of a pullback timed on their own (module functions of ``arrayrnn._fast.cupy_grad``)
-            names = ("previous_hidden", f"{kind}_param_grads")
-            wrapped = {name: timed(name, getattr(cupy_grad, name)) for name in names}
-            try:
-                problem = Problem(machine, kind, shape, "float32")
-                with overridden(cupy_grad, **wrapped):
-                    entry = {**base, **_breakdown(machine, problem, parts, rounds)}
-                entry["backward_loop_ms"] = entry["backward_ms"] - sum(entry.get(f"{n}_ms", 0.0) for n in wrapped)
-                entry["median_ms"] = entry["forward_ms"] + entry["backward_ms"]
-            except Exception as error:
-                failure = {"error": f"{type(error).__name__}: {error}", "traceback": traceback.format_exc(limit=4)}
-                entry = {**base, **failure}
-            report.add(entry)
+    base = {"cell": kind, "shape": list(shape), "dtype": "float32", "direction": "vjp-breakdown", "impl": variant}
+    base.update(knobs)
+    if budget.left() <= reserve:
+        report.add({**base, "skipped": "time budget"})
+        return
+    parts: dict[str, float] = {}
+
+    def timed(name, function, parts=parts):
+        def wrapper(*args, **kwargs):
+            machine.sync()
+            start = time.perf_counter()
+            result = function(*args, **kwargs)
+            machine.sync()
+            parts[name] = parts.get(name, 0.0) + (time.perf_counter() - start) * 1e3
+            return result
+
+        return wrapper
+
+    # the parts of a pullback timed on their own (module functions of ``arrayrnn._fast.cupy_grad``)
+    names = ("previous_hidden", f"{kind}_param_grads")
+    wrapped = {name: timed(name, getattr(cupy_grad, name)) for name in names}
+    try:
+        problem = Problem(machine, kind, shape, "float32")
+        with overridden(cupy_grad, **wrapped, **knobs):
+            entry = {**base, **_breakdown(machine, problem, parts, rounds)}
+        entry["backward_loop_ms"] = entry["backward_ms"] - sum(entry.get(f"{n}_ms", 0.0) for n in wrapped)
+        entry["median_ms"] = entry["forward_ms"] + entry["backward_ms"]
+    except Exception as error:
+        failure = {"error": f"{type(error).__name__}: {error}", "traceback": traceback.format_exc(limit=4)}
+        entry = {**base, **failure}
+    report.add(entry)
 
 
 def _breakdown(machine: Machine, problem: Problem, parts: dict[str, float], rounds: int) -> dict[str, float]:

@@ -255,7 +255,7 @@ def sweep_table(runs: list[dict[str, Any]]) -> list[str]:
 
 
 def breakdown_table(runs: list[dict[str, Any]]) -> list[str]:
-    """Milliseconds per part of the fused gradient path (benchmarks/gpu_bench.py breakdown_section)."""
+    """Milliseconds per part of the fused gradient path, per variant (benchmarks/gpu_bench.py breakdown_section)."""
     rows = []
     for number, data in enumerate(runs):
         for entry in data.get("results", []):
@@ -266,11 +266,12 @@ def breakdown_table(runs: list[dict[str, Any]]) -> list[str]:
                      entry.get("median_ms")]  # fmt: skip
             mark = f" ({RUN_LETTERS[number]})" if number else ""
             text = " | ".join("–" if v is None else f"{v:.2f}" for v in cells)
-            rows.append(f"| {CELL_NAMES[entry['cell']]} | {_shape_text(_shape(entry))}{mark} | {text} |")
+            start = f"| {CELL_NAMES[entry['cell']]} | {_shape_text(_shape(entry))}{mark} | {entry['impl']} |"
+            rows.append(f"{start} {text} |")
     if not rows:
         return []
-    head = "| cell | T, B, I, H | recording forward | backward loop | previous h | dx + weight grads | total (ms) |"
-    return [head, "|---|---|---|---|---|---|---|"] + rows
+    head = "| cell | T, B, I, H | variant | recording forward | backward loop | previous h | param grads | total (ms) |"
+    return [head, "|---|---|---|---|---|---|---|---|"] + rows
 
 
 def barrier_table(runs: list[dict[str, Any]]) -> list[str]:

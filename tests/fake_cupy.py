@@ -390,6 +390,9 @@ class FakeCupy(types.ModuleType):
     def asarray(self, array: Any, dtype: Any = None) -> FakeArray:
         return np.array(array, dtype=dtype, copy=True).view(FakeArray)
 
+    def ones(self, shape: Any, dtype: Any = np.float64) -> FakeArray:
+        return np.ones(shape, dtype=dtype).view(FakeArray)
+
     def zeros(self, shape: Any, dtype: Any = np.float64) -> FakeArray:
         return np.zeros(shape, dtype=dtype).view(FakeArray)
 

@@ -483,3 +483,21 @@ def test_executor_tasks_per_warp_and_barriers(monkeypatch, tile, kind, call_opti
             assert fake.cooperative_launches - before == 2  # the recording forward and the backward
             generic = _generic(kind, params, x, state, lengths, reverse, options, dy, d_final)
             _compare(fast, generic, "float64", 4)
+
+
+@pytest.mark.parametrize("by_matmul", [True, False])
+@pytest.mark.parametrize(
+    "kind,call_options", [("rnn", {"nonlinearity": "tanh"}), ("lstm", {}), ("gru", {"linear_before_reset": False})]
+)
+def test_bias_gradients_by_matmul_or_by_reduction(monkeypatch, by_matmul, kind, call_options):
+    """Both ways of summing the bias gradients over steps and batch rows (cupy_grad.BIAS_BY_MATMUL: the
+    benchmark times both) give the generic core's answers; RNN/LSTM share one sum for both biases."""
+    options = _defaults(kind, call_options)
+    monkeypatch.setattr(cupy_grad, "BIAS_BY_MATMUL", by_matmul)
+    with fake_cupy.installed(monkeypatch):
+        params, x, state = _problem(kind, {}, "float64", 4, 3, 2, 5, seed=11)
+        dy, d_final = _cotangents(kind, params, x, seed=11)
+        fast, _ = _fast(kind, params, x, state, [4, 2, 0], False, options, dy, d_final)
+        _compare(fast, _generic(kind, params, x, state, [4, 2, 0], False, options, dy, d_final), "float64", 4)
+        d_params = fast[3]
+        assert d_params.bias_ih is not d_params.bias_hh

@@ -160,8 +160,10 @@ def test_time_pairs_alternates(bench):
 def test_breakdown_table(table):
     entry = _entry("rnn", (50, 4096, 256, 256), "fused", 19.0, direction="vjp-breakdown", forward_ms=3.0,
                    backward_ms=16.0, previous_hidden_ms=1.0, rnn_param_grads_ms=5.0, backward_loop_ms=10.0)  # fmt: skip
-    text = table.render({"results": [entry]})
-    assert "| RNN | 50, 4096, 256, 256 | 3.00 | 10.00 | 1.00 | 5.00 | 19.00 |" in text
+    other = {**entry, "impl": "fused[bias=sum]", "rnn_param_grads_ms": 9.0, "median_ms": 23.0}
+    text = table.render({"results": [entry, other]})
+    assert "| RNN | 50, 4096, 256, 256 | fused | 3.00 | 10.00 | 1.00 | 5.00 | 19.00 |" in text
+    assert "| RNN | 50, 4096, 256, 256 | fused[bias=sum] | 3.00 | 10.00 | 1.00 | 9.00 | 23.00 |" in text
 
 
 def test_overridden_puts_the_knobs_back(bench):
