@@ -120,11 +120,11 @@ def _weight_grad(cp: Any, d_out: Array, inputs: Array) -> Array:
     return cp.matmul(_flat(cp.ascontiguousarray(d_out)).T, _flat(cp.ascontiguousarray(inputs)))
 
 
-#: bias gradients (sums over all steps and batch rows) as a product with a ones vector: one coalesced pass of
-#: cuBLAS over ``(T*B, G*H)``. CuPy's reduction over the two leading axes gives each output column its own
-#: threads striding down the rows (a warp reads 32 rows of one column: mostly wasted sectors), which at
-#: B = 4096 reads 0.8 GB per bias. False: ``sum(axis=(0, 1))``. Not yet timed against each other on a GPU:
-#: ``benchmarks/gpu_bench.py``'s breakdown times both.
+#: bias (and peephole) gradients, sums over all steps and batch rows, as a product with a ones vector: one
+#: coalesced pass of cuBLAS over ``(T*B, G*H)``. CuPy's reduction over the two leading axes gives each output
+#: column its own threads striding down the rows (a warp reads 32 rows of one column: mostly wasted sectors),
+#: which at B = 4096 reads 0.8 GB per bias. False: ``sum(axis=(0, 1))``. Not yet timed against each other on a
+#: GPU: ``benchmarks/gpu_bench.py``'s breakdown times both.
 BIAS_BY_MATMUL = True
 
 
@@ -166,9 +166,9 @@ def lstm_param_grads(cp: Any, x: Array, params: Any, lengths: Optional[Array], r
         c_prev = cp.concatenate([cells[1:], c0[None]]) if reverse else cp.concatenate([c0[None], cells[:-1]])
         for gate, name in ((0, "peephole_i"), (1, "peephole_f")):
             if getattr(params, name) is not None:
-                grads[name] = (dz[:, :, gate * hidden : (gate + 1) * hidden] * c_prev).sum(axis=(0, 1))
+                grads[name] = _bias_grad(cp, dz[:, :, gate * hidden : (gate + 1) * hidden] * c_prev)
     if params.peephole_o is not None:
-        grads["peephole_o"] = (dz[:, :, 3 * hidden :] * cells).sum(axis=(0, 1))
+        grads["peephole_o"] = _bias_grad(cp, dz[:, :, 3 * hidden :] * cells)
     return dx, grads
 
 
