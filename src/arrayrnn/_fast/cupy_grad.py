@@ -121,10 +121,11 @@ def _weight_grad(cp: Any, d_out: Array, inputs: Array) -> Array:
 
 
 #: bias (and peephole) gradients, sums over all steps and batch rows, as a product with a ones vector: one
-#: coalesced pass of cuBLAS over ``(T*B, G*H)``. CuPy's reduction over the two leading axes gives each output
-#: column its own threads striding down the rows (a warp reads 32 rows of one column: mostly wasted sectors),
-#: which at B = 4096 reads 0.8 GB per bias. False: ``sum(axis=(0, 1))``. Not yet timed against each other on a
-#: GPU: ``benchmarks/gpu_bench.py``'s breakdown times both.
+#: cuBLAS pass over ``(T*B, G*H)`` spread over the whole GPU. CuPy's reduction over the two leading axes runs one
+#: block of 512 threads per 32 output columns (its ``_get_block_specs``: 32 blocks for G*H = 1024), each block
+#: looping over all T*B rows, so a quarter of an H100's SMs stream the 0.8 GB of a bias at B = 4096.
+#: False: ``sum(axis=(0, 1))``. Not yet timed against each other on a GPU: ``benchmarks/gpu_bench.py``'s
+#: breakdown times both.
 BIAS_BY_MATMUL = True
 
 
