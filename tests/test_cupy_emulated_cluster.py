@@ -319,3 +319,18 @@ def test_auto_runs_the_cluster_path_when_enabled(monkeypatch, capability):
         _compare(fast, _generic_vjp("lstm", params, x, state, [4, 1, 3], True, options, dy, d_final), "float64", 4)
         cluster_launches = fake.kernel_launches_named("cluster")
         assert (cluster_launches == 3) == (capability == "90"), cluster_launches  # forward, record, backward
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("shape", [(2, 1, 64, 128), (2, 1, 64, 256), (2, 8, 128, 256), (2, 32, 128, 128)], ids=str)
+def test_benchmark_shapes_with_the_default_knobs(monkeypatch, kind, shape):
+    """The small-batch benchmark shapes (two steps of them) with the defaults the GPU will run: 512 threads,
+    the chosen cluster size and batch tile, shared memory near the opt-in limit (the stand-in enforces it)."""
+    monkeypatch.setitem(MODULES, "cluster", cupy_grad_cluster)
+    options = _defaults(kind, {})
+    with fake_cupy.installed(monkeypatch):
+        params, x, state = _problem(kind, {}, "float32", *shape, seed=1)
+        _check("cluster", kind, params, x, state, None, False, options, "float32")
+        dy, d_final = _cotangents(kind, params, x, seed=1)
+        fast, _ = _fast_vjp(kind, params, x, state, None, False, options, dy, d_final, impl="cluster")
+        _compare(fast, _generic_vjp(kind, params, x, state, None, False, options, dy, d_final), "float32", shape[0])
