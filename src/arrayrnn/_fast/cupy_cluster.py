@@ -29,8 +29,8 @@ from typing import Any, Optional
 
 from .cupy_cluster_sources import CLUSTER_SIZES, cluster_barrier_bench_name, cluster_kernel_name
 from .cupy_common import (
-    acc_scalar,
     check_dtype,
+    clip_scalar,
     cupy_module,
     empty_batch_result,
     int32,
@@ -261,7 +261,7 @@ def lstm_sequence(
         dtype = check_dtype(x.dtype, IMPL)
         weights = lstm_step_weights(params, x.dtype)
         options = lstm_options(params, lengths, coupled, clip)
-        tail = (acc_scalar(dtype, 0.0 if clip is None else float(clip)),)
+        tail = (clip_scalar(dtype, clip),)
         return _run("lstm_cluster", x, params.weight_ih, weights, tuple(state), lengths, reverse, options, 4, tail)
 
 

@@ -77,6 +77,11 @@ def acc_scalar(dtype: str, value: float) -> Any:
     return np.dtype(cupy_sources.ACC_TYPES[dtype]).type(value)
 
 
+def clip_scalar(dtype: str, clip: Optional[float]) -> Any:
+    """The kernels' ``clip`` argument: ``clip`` (0 when there is none: ``OPT_CLIP`` is then off) as ``acc_t``."""
+    return acc_scalar(dtype, 0.0 if clip is None else float(clip))
+
+
 def blocks_for(count: int, block: int) -> tuple[int]:
     return ((count + block - 1) // block,)
 

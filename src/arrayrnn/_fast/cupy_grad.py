@@ -29,8 +29,8 @@ from typing import Any, Optional
 from . import cupy_kernels
 from .cupy_common import (
     FUSED_BLOCK,
-    acc_scalar,
     blocks_for,
+    clip_scalar,
     contiguous_or_placeholder,
     cupy_module,
     dtype_name,
@@ -345,7 +345,7 @@ def _lstm(
     peepholes = tuple(
         contiguous_or_placeholder(p, x.dtype) for p in (params.peephole_i, params.peephole_f, params.peephole_o)
     )
-    clip_value = acc_scalar(dtype, 0.0 if clip is None else clip)
+    clip_value = clip_scalar(dtype, clip)
     sizes = (int32(batch), int32(hidden))
 
     def c_before(t: int) -> Array:

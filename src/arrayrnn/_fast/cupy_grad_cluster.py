@@ -22,7 +22,7 @@ from typing import Any, Optional
 
 from . import cupy_cluster
 from .cupy_common import (
-    acc_scalar,
+    clip_scalar,
     cupy_module,
     dtype_name,
     int32,
@@ -158,7 +158,7 @@ def _lstm(
     step_weights = lstm_step_weights(params, x.dtype)
     peepholes = step_weights[3:]
     options = lstm_options(params, lengths, coupled, clip)
-    clip_value = acc_scalar(call.dtype, 0.0 if clip is None else float(clip))
+    clip_value = clip_scalar(call.dtype, clip)
     h0, c0 = (cp.ascontiguousarray(s) for s in state)
     gx = project_inputs(x, params.weight_ih)
     h_last, cells, y, z = call.empty(B, H), call.empty(T, B, H), call.empty(T, B, H), call.empty(T, B, 4 * H)

@@ -31,7 +31,7 @@ from typing import Any, Optional
 
 from . import cupy_executor, cupy_graph, cupy_persistent
 from .cupy_common import (
-    acc_scalar,
+    clip_scalar,
     cupy_module,
     dtype_name,
     int32,
@@ -355,7 +355,7 @@ def _lstm(
     step_weights = cupy_graph.lstm_step_weights(params, x.dtype)
     weights, peepholes = step_weights[:3], step_weights[3:]  # recurrent weights and biases; the three peepholes
     options = lstm_options(params, lengths, coupled, clip)
-    clip_value = acc_scalar(shape.dtype, 0.0 if clip is None else clip)
+    clip_value = clip_scalar(shape.dtype, clip)
     tail = (int32(options), clip_value)
 
     def build_forward() -> _Plan:

@@ -15,9 +15,9 @@ from typing import Any, Optional
 
 from .cupy_common import (
     FUSED_BLOCK,
-    acc_scalar,
     blocks_for,
     check_dtype,
+    clip_scalar,
     contiguous_or_placeholder,
     cupy_module,
     empty_batch_result,
@@ -111,7 +111,7 @@ def lstm_sequence(
             contiguous_or_placeholder(params.peephole_o, x.dtype),
             lengths_arg,
         )
-        clip_value = acc_scalar(dtype, 0.0 if clip is None else clip)
+        clip_value = clip_scalar(dtype, clip)
         weight_hh_t = params.weight_hh.T
         step = kernel("lstm_fused_step", dtype)
         grid = blocks_for(batch * hidden, FUSED_BLOCK)

@@ -35,8 +35,8 @@ from collections.abc import Callable
 from typing import Any, Optional
 
 from .cupy_common import (
-    acc_scalar,
     check_dtype,
+    clip_scalar,
     cooperative_launch,
     cupy_module,
     empty_batch_result,
@@ -270,7 +270,7 @@ def lstm_sequence(
         dtype = check_dtype(x.dtype, IMPL)
         weights = lstm_step_weights(params, x.dtype)
         options = lstm_options(params, lengths, coupled, clip)
-        tail = (acc_scalar(dtype, 0.0 if clip is None else float(clip)),)
+        tail = (clip_scalar(dtype, clip),)
         return _run(
             "lstm_persistent", x, params.weight_ih, weights, tuple(state), lengths, reverse, options, 1, 4, tail
         )
