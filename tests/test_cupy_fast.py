@@ -48,6 +48,12 @@ def _persistent_barrier_checked(monkeypatch):
     monkeypatch.setattr(cupy_persistent, "CHECK_BARRIER", True)
 
 
+def _has_clusters():
+    from arrayrnn._fast import cupy_cluster
+
+    return cupy_cluster.cluster_shared_limit() > 0
+
+
 def _require_cupy(backend):
     if backend.name != "cupy":
         pytest.skip("CuPy fast paths: cupy backend only")
@@ -268,7 +274,9 @@ def test_auto_picks_by_batch_and_matches(backend, monkeypatch):
         got = _run(backend, "lstm", params, x, state, "auto")
         want = _run(backend, "lstm", params, x, state, "generic")
         _assert_same(backend, "lstm", got, want, "float32", 6)
-    assert chosen == [cupy_dispatch.SMALL_BATCH_IMPL, "fused"]
+    # the small-batch path (the cluster path where CLUSTER_AUTO is on and the GPU has clusters), then fused
+    small = "cluster" if cupy_dispatch.CLUSTER_AUTO and _has_clusters() else cupy_dispatch.SMALL_BATCH_IMPL
+    assert chosen == [small, "fused"]
 
 
 @pytest.mark.parametrize("impl", PATHS)

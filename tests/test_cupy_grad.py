@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import arrayrnn as ar
-from arrayrnn._fast import cupy_dispatch, cupy_grad, cupy_grad_graph
+from arrayrnn._fast import cupy_dispatch, cupy_grad, cupy_grad_cluster, cupy_grad_graph
 
 from .support import random_params, tolerance
 from .test_cupy_fast import VARIANTS, _ids
@@ -32,7 +32,8 @@ def fast_calls(monkeypatch):
     """Records each call of a gradient path as (name, accepted) (so a silent fallback cannot pass)."""
     calls = []
     paths = (("fused", cupy_grad, "sequence_vjp"), ("graph", cupy_grad_graph, "sequence_vjp"),
-             ("persistent", cupy_grad_graph, "sequence_vjp_persistent"))  # fmt: skip
+             ("persistent", cupy_grad_graph, "sequence_vjp_persistent"),
+             ("cluster", cupy_grad_cluster, "sequence_vjp"))  # fmt: skip
     for name, module, attribute in paths:
         real = getattr(module, attribute)
 
@@ -43,6 +44,19 @@ def fast_calls(monkeypatch):
 
         monkeypatch.setattr(module, attribute, counted)
     return calls
+
+
+def _auto_path(kind, steps, batch, hidden, dtype="float32", linear_before_reset=True):
+    """The gradient path auto routes this call to on this GPU (cupy_dispatch's own rule: "cluster" only with
+    CLUSTER_AUTO on a GPU with clusters, else the small-batch path or "fused")."""
+    from arrayrnn._fast import cupy_cluster
+
+    shared = cupy_cluster.cluster_shared_limit() if cupy_dispatch.CLUSTER_AUTO else 0
+    forward = cupy_dispatch.choose_impl(
+        kind, steps=steps * cupy_dispatch.GRAD_BUFFER_FACTOR, batch=batch, hidden=hidden, dtype=dtype,
+        cluster_shared=shared, linear_before_reset=linear_before_reset,
+    )  # fmt: skip
+    return cupy_dispatch.grad_choice(kind, forward, batch=batch, hidden=hidden, dtype=dtype, cluster_shared=shared)
 
 
 @pytest.fixture(autouse=True)
@@ -129,8 +143,10 @@ def test_larger_shapes(backend, fast_calls, kind, options, shape, impl):
     expected = {
         "graph": "graph",
         "persistent": "persistent",
-        "auto": cupy_dispatch.GRAD_SMALL_BATCH_IMPL if small else "fused",
+        "auto": _auto_path(kind, steps, batch, hidden, linear_before_reset=options.get("linear_before_reset", True)),
     }
+    # the rule itself: a small-batch path (or, with CLUSTER_AUTO, the cluster one) at small batch, fused beyond
+    assert expected["auto"] in ((cupy_dispatch.GRAD_SMALL_BATCH_IMPL, "cluster") if small else ("fused",))
     assert fast_calls == [(expected[impl], True)]
 
 
@@ -147,7 +163,7 @@ def test_layouts_none_cotangents_and_environment(backend, fast_calls, monkeypatc
             fast = (out, grads, out_one, grads_one)
         else:
             _assert_same(backend, fast, (out, grads, out_one, grads_one), "float64", 6)
-    assert fast_calls == [(cupy_dispatch.GRAD_SMALL_BATCH_IMPL, True)] * 2  # auto at batch 2
+    assert fast_calls == [(_auto_path("lstm", 6, 2, 5, "float64"), True)] * 2  # auto at batch 2
     monkeypatch.setenv("ARRAYRNN_IMPL", "generic")
     ar.vjp(ar.lstm, x_bf, backend.tree(params), batch_first=True)
     assert len(fast_calls) == 2
@@ -168,7 +184,7 @@ def test_bidirectional_model(backend, fast_calls):
     _assert_same(
         backend, (out_fast, pullback_fast(cotangent)), (out_generic, pullback_generic(cotangent)), "float32", 7
     )
-    assert fast_calls == [(cupy_dispatch.GRAD_SMALL_BATCH_IMPL, True)] * 4  # 2 layers x 2 directions, auto, batch 3
+    assert fast_calls == [(_auto_path("gru", 7, 3, 6), True)] * 4  # 2 layers x 2 directions, auto, batch 3
 
 
 def test_inputs_unchanged_and_pullback_repeatable(backend):
@@ -193,7 +209,7 @@ def test_float16_falls_back_to_the_generic_core(backend, fast_calls):
     want = _grads(backend, "rnn", params, x, state, dy, d_final, "generic")
     for a, b in zip(_leaves(got), _leaves(want)):
         np.testing.assert_array_equal(backend.numpy(a), backend.numpy(b))
-    assert fast_calls == [(cupy_dispatch.GRAD_SMALL_BATCH_IMPL, False)]  # auto picked it; it declined float16
+    assert fast_calls == [(_auto_path("rnn", 4, 2, 5, "float16"), False)]  # auto picked it; it declined float16
 
 
 def test_graph_replays_and_sees_in_place_weight_updates(backend, fast_calls):
