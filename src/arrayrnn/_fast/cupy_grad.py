@@ -426,45 +426,29 @@ def _lstm(
                         ),
                     )
                     cp.matmul(dh_all[t], params.weight_hr, out=dm)
-                    args = (
-                        mm,
-                        lengths_arg,
-                        absent,
-                        dm,
-                        z[t],
-                        cells[t],
-                        c_before(t),
-                        *peepholes,
-                        carry,
-                        dc,
-                        dz[t],
-                        m_all[t],
-                        *sizes,
-                        int32(previous),
-                        int32(t),
-                        int32(options | OPTIONS["OPT_PROJECT"]),
-                        clip_value,
-                    )
+                    # dy went into grad_combine: the step reads the projected cotangent dm and records m
+                    dy_arg, dm_arg, m_out, bits = absent, dm, m_all[t], options | OPTIONS["OPT_PROJECT"]
                 else:
-                    args = (
-                        mm,
-                        lengths_arg,
-                        dy_at(t),
-                        absent,
-                        z[t],
-                        cells[t],
-                        c_before(t),
-                        *peepholes,
-                        carry,
-                        dc,
-                        dz[t],
-                        absent,
-                        *sizes,
-                        int32(previous),
-                        int32(t),
-                        int32(step_options),
-                        clip_value,
-                    )
+                    dy_arg, dm_arg, m_out, bits = dy_at(t), absent, absent, step_options
+                args = (
+                    mm,
+                    lengths_arg,
+                    dy_arg,
+                    dm_arg,
+                    z[t],
+                    cells[t],
+                    c_before(t),
+                    *peepholes,
+                    carry,
+                    dc,
+                    dz[t],
+                    m_out,
+                    *sizes,
+                    int32(previous),
+                    int32(t),
+                    int32(bits),
+                    clip_value,
+                )
                 launch("lstm_grad_step", hidden, args)
                 cp.matmul(dz[t], params.weight_hh, out=mm)
                 previous = t
