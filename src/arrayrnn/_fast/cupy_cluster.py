@@ -30,17 +30,14 @@ from typing import Any, Optional
 from .cupy_cluster_sources import CLUSTER_SIZES, cluster_barrier_bench_name, cluster_kernel_name
 from .cupy_common import (
     check_dtype,
-    clip_scalar,
     cupy_module,
     empty_batch_result,
     int32,
     kernel,
     lengths_int64,
-    lstm_options,
-    options_mask,
     project_inputs,
 )
-from .cupy_graph import lstm_step_weights, recurrent_weights
+from .cupy_graph import GATES, step_arguments
 from .cupy_persistent import ITEMSIZE, allow_shared, shared_memory_limit, tile_for_warps
 
 Array = Any
@@ -227,6 +224,22 @@ def _run(
     return y, (h_last, *cell)
 
 
+def _sequence(
+    kind: str,
+    x: Array,
+    params: Any,
+    state: Any,
+    lengths: Optional[Array],
+    reverse: bool,
+    options: dict[str, Any],
+) -> tuple[Array, tuple[Array, ...]]:
+    refuse_unsupported(kind, params, options)
+    with x.device:
+        weights, bits, tail = step_arguments(kind, params, lengths, check_dtype(x.dtype, IMPL), options)
+        gates = GATES[kind]
+        return _run(f"{kind}_cluster", x, params.weight_ih, weights, tuple(state), lengths, reverse, bits, gates, tail)
+
+
 def rnn_sequence(
     xp: Any,
     x: Array,
@@ -237,12 +250,7 @@ def rnn_sequence(
     *,
     nonlinearity: str = "tanh",
 ) -> tuple[Array, tuple[Array, ...]]:
-    with x.device:
-        options = options_mask(
-            bias_ih=params.bias_ih, bias_hh=params.bias_hh, lengths=lengths, relu=nonlinearity == "relu"
-        )
-        weights = recurrent_weights(params, x.dtype)
-        return _run("rnn_cluster", x, params.weight_ih, weights, tuple(state), lengths, reverse, options, 1)
+    return _sequence("rnn", x, params, state, lengths, reverse, {"nonlinearity": nonlinearity})
 
 
 def lstm_sequence(
@@ -256,13 +264,7 @@ def lstm_sequence(
     coupled: bool = False,
     clip: Optional[float] = None,
 ) -> tuple[Array, tuple[Array, ...]]:
-    refuse_unsupported("lstm", params, {})
-    with x.device:
-        dtype = check_dtype(x.dtype, IMPL)
-        weights = lstm_step_weights(params, x.dtype)
-        options = lstm_options(params, lengths, coupled, clip)
-        tail = (clip_scalar(dtype, clip),)
-        return _run("lstm_cluster", x, params.weight_ih, weights, tuple(state), lengths, reverse, options, 4, tail)
+    return _sequence("lstm", x, params, state, lengths, reverse, {"coupled": coupled, "clip": clip})
 
 
 def gru_sequence(
@@ -275,11 +277,7 @@ def gru_sequence(
     *,
     linear_before_reset: bool = True,
 ) -> tuple[Array, tuple[Array, ...]]:
-    refuse_unsupported("gru", params, {"linear_before_reset": linear_before_reset})
-    with x.device:
-        options = options_mask(bias_ih=params.bias_ih, bias_hh=params.bias_hh, lengths=lengths)
-        weights = recurrent_weights(params, x.dtype)
-        return _run("gru_cluster", x, params.weight_ih, weights, tuple(state), lengths, reverse, options, 3)
+    return _sequence("gru", x, params, state, lengths, reverse, {"linear_before_reset": linear_before_reset})
 
 
 def barrier_bench(size: int, threads: int, steps: int) -> Callable[[], None]:

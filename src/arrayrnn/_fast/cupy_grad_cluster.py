@@ -22,12 +22,10 @@ from typing import Any, Optional
 
 from . import cupy_cluster
 from .cupy_common import (
-    clip_scalar,
     cupy_module,
     dtype_name,
     int32,
     lengths_int64,
-    lstm_options,
     options_mask,
     placeholder,
     project_inputs,
@@ -44,7 +42,7 @@ from .cupy_grad import (
     previous_hidden,
     rnn_param_grads,
 )
-from .cupy_graph import lstm_step_weights, recurrent_weights
+from .cupy_graph import step_arguments
 from .cupy_sources import OPTIONS
 
 Array = Any
@@ -155,10 +153,10 @@ def _lstm(
     call = _Call(x, params.hidden_size, reverse, lengths)
     T, B, H = call.steps, call.batch, call.hidden
     record, backward_launch = call.launch("lstm_cluster_record", 4, False), call.launch("lstm_cluster_grad", 4, True)
-    step_weights = lstm_step_weights(params, x.dtype)
+    step_weights, options, (clip_value,) = step_arguments(
+        "lstm", params, lengths, call.dtype, {"coupled": coupled, "clip": clip}
+    )
     peepholes = step_weights[3:]
-    options = lstm_options(params, lengths, coupled, clip)
-    clip_value = clip_scalar(call.dtype, clip)
     h0, c0 = (cp.ascontiguousarray(s) for s in state)
     gx = project_inputs(x, params.weight_ih)
     h_last, cells, y, z = call.empty(B, H), call.empty(T, B, H), call.empty(T, B, H), call.empty(T, B, 4 * H)
@@ -198,8 +196,7 @@ def _gru(
     call = _Call(x, params.hidden_size, reverse, lengths)
     T, B, H = call.steps, call.batch, call.hidden
     record, backward_launch = call.launch("gru_cluster_record", 3, False), call.launch("gru_cluster_grad", 3, True)
-    weights = recurrent_weights(params, x.dtype)
-    options = options_mask(bias_ih=params.bias_ih, bias_hh=params.bias_hh, lengths=lengths)
+    weights, options, _ = step_arguments("gru", params, lengths, call.dtype, {})
     h0 = cp.ascontiguousarray(state[0])
     gx = project_inputs(x, params.weight_ih)
     h_last, y, gates, hidden_n = call.empty(B, H), call.empty(T, B, H), call.empty(T, B, 3 * H), call.empty(T, B, H)

@@ -31,12 +31,10 @@ from typing import Any, Optional
 
 from . import cupy_executor, cupy_graph, cupy_persistent
 from .cupy_common import (
-    clip_scalar,
     cupy_module,
     dtype_name,
     int32,
     kernel,
-    lstm_options,
     options_mask,
     placeholder,
     project_inputs,
@@ -352,10 +350,10 @@ def _lstm(
 ) -> tuple[Array, State, Backward]:
     shape = _Shape(x, params.hidden_size, reverse, persistent)
     T, B, H = shape.steps, shape.batch, shape.hidden
-    step_weights = cupy_graph.lstm_step_weights(params, x.dtype)
+    step_weights, options, (clip_value,) = cupy_graph.step_arguments(
+        "lstm", params, lengths, shape.dtype, {"coupled": coupled, "clip": clip}
+    )
     weights, peepholes = step_weights[:3], step_weights[3:]  # recurrent weights and biases; the three peepholes
-    options = lstm_options(params, lengths, coupled, clip)
-    clip_value = clip_scalar(shape.dtype, clip)
     tail = (int32(options), clip_value)
 
     def build_forward() -> _Plan:
@@ -494,8 +492,7 @@ def _gru(
 ) -> tuple[Array, State, Backward]:
     shape = _Shape(x, params.hidden_size, reverse, persistent)
     T, B, H = shape.steps, shape.batch, shape.hidden
-    weights = cupy_graph.recurrent_weights(params, x.dtype)
-    options = options_mask(bias_ih=params.bias_ih, bias_hh=params.bias_hh, lengths=lengths)
+    weights, options, _ = cupy_graph.step_arguments("gru", params, lengths, shape.dtype, {})
     lbr = bool(linear_before_reset)
 
     def build_forward() -> _Plan:

@@ -35,6 +35,7 @@ from typing import Any, Optional
 from .cupy_common import (
     acc_scalar,
     check_dtype,
+    clip_scalar,
     contiguous_or_placeholder,
     cupy_module,
     empty_batch_result,
@@ -249,6 +250,26 @@ def lstm_step_weights(params: Any, dtype: Any) -> tuple[Array, ...]:
     """``recurrent_weights`` and the three peepholes (placeholders when absent): the LSTM step kernels' weights."""
     peepholes = (params.peephole_i, params.peephole_f, params.peephole_o)
     return (*recurrent_weights(params, dtype), *(contiguous_or_placeholder(p, dtype) for p in peepholes))
+
+
+#: gate blocks of each cell's recurrent weight (rows of weight_hh per hidden unit)
+GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+
+
+def step_arguments(
+    kind: str, params: Any, lengths: Optional[Array], dtype: str, options: dict[str, Any]
+) -> tuple[tuple[Array, ...], int, tuple[Any, ...]]:
+    """What a warp-per-unit step of cell ``kind`` takes besides its buffers, from the call's keyword ``options``
+    (``nonlinearity``, ``coupled``, ``clip``): the weights (``recurrent_weights``, for the LSTM
+    ``lstm_step_weights``), the ``options`` bits, and the trailing arguments (the LSTM's ``clip`` as ``acc_t``
+    of ``dtype``, a supported dtype name; none for the others)."""
+    if kind == "lstm":
+        clip = options.get("clip")
+        bits = lstm_options(params, lengths, options.get("coupled", False), clip)
+        return lstm_step_weights(params, dtype), bits, (clip_scalar(dtype, clip),)
+    relu = options.get("nonlinearity", "tanh") == "relu"
+    bits = options_mask(bias_ih=params.bias_ih, bias_hh=params.bias_hh, lengths=lengths, relu=relu)
+    return recurrent_weights(params, dtype), bits, ()
 
 
 def _one_launch_per_step(base: str, weights: tuple[Array, ...]):

@@ -36,19 +36,16 @@ from typing import Any, Optional
 
 from .cupy_common import (
     check_dtype,
-    clip_scalar,
     cooperative_launch,
     cupy_module,
     empty_batch_result,
     int32,
     kernel,
     lengths_int64,
-    lstm_options,
-    options_mask,
     project_inputs,
     resident_blocks,
 )
-from .cupy_graph import lstm_step_weights, recurrent_weights
+from .cupy_graph import step_arguments
 from .cupy_sources import BATCH_TILES, OPTIONS, graph_kernel_name
 
 Array = Any
@@ -246,11 +243,10 @@ def rnn_sequence(
     nonlinearity: str = "tanh",
 ) -> tuple[Array, tuple[Array, ...]]:
     with x.device:
-        options = options_mask(
-            bias_ih=params.bias_ih, bias_hh=params.bias_hh, lengths=lengths, relu=nonlinearity == "relu"
+        weights, bits, _ = step_arguments(
+            "rnn", params, lengths, check_dtype(x.dtype, IMPL), {"nonlinearity": nonlinearity}
         )
-        weights = recurrent_weights(params, x.dtype)
-        return _run("rnn_persistent", x, params.weight_ih, weights, tuple(state), lengths, reverse, options, 1, 1)
+        return _run("rnn_persistent", x, params.weight_ih, weights, tuple(state), lengths, reverse, bits, 1, 1)
 
 
 def lstm_sequence(
@@ -267,13 +263,9 @@ def lstm_sequence(
     if params.weight_hr is not None:
         raise ValueError("impl='persistent' does not support the LSTM projection (proj_size > 0); use impl='fused'")
     with x.device:
-        dtype = check_dtype(x.dtype, IMPL)
-        weights = lstm_step_weights(params, x.dtype)
-        options = lstm_options(params, lengths, coupled, clip)
-        tail = (clip_scalar(dtype, clip),)
-        return _run(
-            "lstm_persistent", x, params.weight_ih, weights, tuple(state), lengths, reverse, options, 1, 4, tail
-        )
+        options = {"coupled": coupled, "clip": clip}
+        weights, bits, tail = step_arguments("lstm", params, lengths, check_dtype(x.dtype, IMPL), options)
+        return _run("lstm_persistent", x, params.weight_ih, weights, tuple(state), lengths, reverse, bits, 1, 4, tail)
 
 
 def gru_sequence(
@@ -287,12 +279,11 @@ def gru_sequence(
     linear_before_reset: bool = True,
 ) -> tuple[Array, tuple[Array, ...]]:
     with x.device:
-        options = options_mask(bias_ih=params.bias_ih, bias_hh=params.bias_hh, lengths=lengths)
-        weights = recurrent_weights(params, x.dtype)
+        weights, bits, _ = step_arguments("gru", params, lengths, check_dtype(x.dtype, IMPL), {})
         if linear_before_reset:
-            return _run("gru_persistent", x, params.weight_ih, weights, tuple(state), lengths, reverse, options, 1, 3)
+            return _run("gru_persistent", x, params.weight_ih, weights, tuple(state), lengths, reverse, bits, 1, 3)
         return _run(
-            "gru_reset_persistent", x, params.weight_ih, weights, tuple(state), lengths, reverse, options, 2, 3,
+            "gru_reset_persistent", x, params.weight_ih, weights, tuple(state), lengths, reverse, bits, 2, 3,
             scratch=True,
         )  # fmt: skip
 
