@@ -1,6 +1,7 @@
 """A CPU stand-in for the small part of CuPy that the CuPy fast paths use, to test them without a GPU.
 
-Arrays are NumPy arrays (a subclass with ``.data.ptr`` and ``.device``), cuBLAS is ``numpy.matmul``,
+Arrays are NumPy arrays (a subclass with ``.data.ptr`` and ``.device``), cuBLAS is ``numpy.matmul`` (``matmul``)
+or, for the capturable products of ``cupy_blas``, :class:`FakeCublas` (column-major ``cublasGemmEx`` on host memory),
 and ``RawKernel`` runs the real kernel source on the CPU emulator (``tests/cuda_emulator.py``). It is
 strict where CuPy/CUDA are strict and a silent CPU run would not be:
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import ctypes
 import types
 from typing import Any
 
@@ -105,7 +107,11 @@ class FakeGraph:
 
     def launch(self, stream: Any = None) -> None:
         self.module.graph_launches += 1
-        for dtype, name, grid, block, arg_bytes, cooperative, shared_mem in self.recorded:
+        for entry in self.recorded:
+            if isinstance(entry, FakeGemmNode):
+                entry.run()
+                continue
+            dtype, name, grid, block, arg_bytes, cooperative, shared_mem = entry
             cluster = cupy_sources.cluster_size(name)
             cuda_emulator.launch(dtype, name, grid, block, arg_bytes, cooperative, shared_mem, cluster)
 
@@ -121,6 +127,7 @@ class FakeStream:
             FakeStream._next_ptr += 1
             self.ptr = FakeStream._next_ptr
         self.recording: list | None = None
+        module._streams[self.ptr] = self
 
     def __enter__(self) -> FakeStream:
         self.module._stream_stack.append(self)
@@ -313,6 +320,114 @@ class FakeRawKernel:
         cuda_emulator.launch(self.dtype, self.name, grid[0], block[0], arg_bytes, cooperative, shared_mem, cluster)
 
 
+#: cuBLAS's enumerations the fake understands (cublas_api.h, library_types.h)
+_CUBLAS_DTYPES = {2: np.float16, 0: np.float32, 1: np.float64}
+_CUBLAS_COMPUTE = {68: np.float32, 77: np.float32, 70: np.float64}
+
+
+def _column_major(pointer: int, dtype: Any, rows: int, cols: int, ld: int) -> np.ndarray:
+    """The ``rows x cols`` column-major matrix with leading dimension ``ld`` at host address ``pointer`` (a view)."""
+    item = np.dtype(dtype).itemsize
+    count = (cols - 1) * ld + rows
+    raw = np.ctypeslib.as_array((ctypes.c_char * (count * item)).from_address(pointer))
+    flat = np.frombuffer(raw, dtype=dtype)
+    return np.lib.stride_tricks.as_strided(flat, shape=(rows, cols), strides=(item, ld * item))
+
+
+class FakeGemmNode:
+    """A ``cublasGemmEx`` as a captured graph node: its arguments, run on replay."""
+
+    def __init__(self, fake: FakeCublas, args: tuple[Any, ...]) -> None:
+        self.fake, self.args = fake, args
+
+    def run(self) -> None:
+        self.fake._compute(*self.args)
+
+
+class FakeCublas:
+    """``cupy_blas.Library`` on the CPU, with cuBLAS's rules that a CPU run would not enforce:
+
+    * ``set_stream`` resets the workspace (as ``cublasSetStream`` does): a product recorded while a stream captures
+      must have had ``set_workspace`` after it, or cuBLAS would allocate memory during capture;
+    * a product of a shape never run outside capture fails during capture (the kernel cuBLAS picks would be
+      loaded during capture: ``cupy_blas.warm_up`` must run first);
+    * scalars must be NumPy scalars of the compute type; leading dimensions must fit the matrices (column-major);
+    * outside capture the product runs at once (``numpy.matmul`` on the column-major views, in float64).
+    """
+
+    def __init__(self, module: FakeCupy) -> None:
+        self.module = module
+        self.handles: dict[int, dict[str, Any]] = {}
+        self.warm: set[tuple[Any, ...]] = set()
+        self.direct_calls = 0
+        self.recorded_calls = 0
+
+    def create(self) -> int:
+        handle = 0x5000 + len(self.handles)
+        self.handles[handle] = {"stream": None, "workspace": None}
+        return handle
+
+    def _state(self, handle: int) -> dict[str, Any]:
+        if handle not in self.handles:
+            raise RuntimeError(f"CUBLAS_STATUS_NOT_INITIALIZED: handle {handle:#x}")
+        return self.handles[handle]
+
+    def set_stream(self, handle: int, stream: int) -> None:
+        if stream not in self.module._streams:
+            raise RuntimeError(f"cublasSetStream: no stream {stream}")
+        state = self._state(handle)
+        state["stream"], state["workspace"] = self.module._streams[stream], None
+
+    def set_workspace(self, handle: int, pointer: int, size: int) -> None:
+        if pointer == 0 or size <= 0:
+            raise RuntimeError("cublasSetWorkspace: empty workspace")
+        self._state(handle)["workspace"] = (pointer, size)
+
+    def gemm_ex(self, handle: int, transa: int, transb: int, m: int, n: int, k: int, alpha: Any,
+                a: int, a_type: int, lda: int, b: int, b_type: int, ldb: int, beta: Any,
+                c: int, c_type: int, ldc: int, compute_type: int) -> None:  # fmt: skip
+        state = self._state(handle)
+        if state["stream"] is None:
+            raise RuntimeError("cublasGemmEx: no stream set on the handle")
+        if not (a_type == b_type == c_type) or a_type not in _CUBLAS_DTYPES or compute_type not in _CUBLAS_COMPUTE:
+            raise RuntimeError(f"CUBLAS_STATUS_NOT_SUPPORTED: types {a_type}, {b_type}, {c_type}, {compute_type}")
+        scalar = _CUBLAS_COMPUTE[compute_type]
+        if type(alpha) is not scalar or type(beta) is not scalar:
+            raise TypeError(f"cublasGemmEx: alpha/beta must be numpy.{scalar.__name__}")
+        if (_CUBLAS_DTYPES[a_type] is np.float64) != (scalar is np.float64):
+            raise RuntimeError("CUBLAS_STATUS_NOT_SUPPORTED: float64 data needs the float64 compute type")
+        a_rows = m if transa == 0 else k
+        b_rows = k if transb == 0 else n
+        if min(m, n, k) < 1 or lda < max(1, a_rows) or ldb < max(1, b_rows) or ldc < max(1, m):
+            raise RuntimeError(f"CUBLAS_STATUS_INVALID_VALUE: m={m} n={n} k={k} lda={lda} ldb={ldb} ldc={ldc}")
+        args = (transa, transb, m, n, k, alpha, a, a_type, lda, b, ldb, beta, c, ldc)
+        shape = (transa, transb, m, n, k, lda, ldb, ldc, a_type, compute_type)
+        stream = state["stream"]
+        if stream.recording is not None:
+            if state["workspace"] is None:
+                raise RuntimeError("cublasGemmEx during capture without cublasSetWorkspace after cublasSetStream")
+            if shape not in self.warm:
+                raise RuntimeError(f"cublasGemmEx during capture of a shape never run before (kernel load): {shape}")
+            stream.recording.append(FakeGemmNode(self, args))
+            self.recorded_calls += 1
+            return
+        self.warm.add(shape)
+        self.direct_calls += 1
+        self._compute(*args)
+
+    def _compute(self, transa, transb, m, n, k, alpha, a, a_type, lda, b, ldb, beta, c, ldc) -> None:  # noqa: ANN001
+        dtype = _CUBLAS_DTYPES[a_type]
+        a_matrix = _column_major(a, dtype, *((m, k) if transa == 0 else (k, m)), lda)
+        b_matrix = _column_major(b, dtype, *((k, n) if transb == 0 else (n, k)), ldb)
+        c_matrix = _column_major(c, dtype, m, n, ldc)
+        op_a = a_matrix if transa == 0 else a_matrix.T
+        op_b = b_matrix if transb == 0 else b_matrix.T
+        product = float(alpha) * (op_a.astype(np.float64) @ op_b.astype(np.float64))
+        if float(beta) != 0.0:
+            product += float(beta) * c_matrix.astype(np.float64)
+        c_matrix[...] = product.astype(dtype)
+
+
 class FakeCupy(types.ModuleType):
     """``fake = FakeCupy()`` behaves like ``import cupy`` for the fast paths."""
 
@@ -333,7 +448,9 @@ class FakeCupy(types.ModuleType):
         self.fail_end_capture = False
         self.fail_launch_named: str | None = None
         self.read_pointers: set[int] = set()
+        self._streams: dict[int, FakeStream] = {}
         self._null = FakeStream(self, null=True)
+        self.cublas = FakeCublas(self)
         self._stream_stack: list[FakeStream] = []
         module = self
 
@@ -383,8 +500,10 @@ class FakeCupy(types.ModuleType):
         array = np.empty(shape, dtype=dtype)
         if np.issubdtype(array.dtype, np.floating):
             array.fill(np.nan)
-        else:
+        elif array.dtype == np.int64:
             array.fill(-(2**40))
+        else:
+            array.fill(np.iinfo(array.dtype).max)
         return array.view(FakeArray)
 
     def asarray(self, array: Any, dtype: Any = None) -> FakeArray:
@@ -438,9 +557,13 @@ def installed(monkeypatch: Any):
 
     monkeypatch.setattr(cupy_cluster, "_shared_limits", {})  # per device: this fake's device is a new one
     monkeypatch.setattr(cupy_common, "_placeholders", {})
-    from arrayrnn._fast import cupy_grad_graph
+    from arrayrnn._fast import cupy_blas, cupy_fused_graph, cupy_grad_graph
 
+    monkeypatch.setattr(cupy_blas, "library", lambda: fake.cublas)
+    monkeypatch.setattr(cupy_blas, "_handles", {})
     for module_name in (
+        "cupy_blas",
+        "cupy_fused_graph",
         "cupy_kernels",
         "cupy_graph",
         "cupy_grad",
@@ -456,9 +579,11 @@ def installed(monkeypatch: Any):
         monkeypatch.setattr(module, "cupy_module", lambda: fake)
     cupy_graph.clear_cache()
     cupy_grad_graph.clear_cache()
+    cupy_fused_graph.clear_cache()
     try:
         yield fake
     finally:
         cupy_graph.clear_cache()
         cupy_grad_graph.clear_cache()
+        cupy_fused_graph.clear_cache()
         _current = previous

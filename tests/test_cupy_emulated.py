@@ -14,7 +14,15 @@ import numpy as np
 import pytest
 
 from arrayrnn._core.sequence import GENERIC
-from arrayrnn._fast import cupy_cluster, cupy_dispatch, cupy_graph, cupy_kernels, cupy_persistent, cupy_sources
+from arrayrnn._fast import (
+    cupy_cluster,
+    cupy_dispatch,
+    cupy_fused_graph,
+    cupy_graph,
+    cupy_kernels,
+    cupy_persistent,
+    cupy_sources,
+)
 
 from . import cuda_emulator, fake_cupy
 from .support import random_params
@@ -22,7 +30,13 @@ from .variants import variant_id as _ids
 
 pytestmark = pytest.mark.skipif(cuda_emulator.compiler() is None, reason="no C++ compiler for the kernel emulator")
 
-IMPLS = {"fused": cupy_kernels, "graph": cupy_graph, "persistent": cupy_persistent, "cluster": cupy_cluster}
+IMPLS = {
+    "fused": cupy_kernels,
+    "fused_graph": cupy_fused_graph,
+    "graph": cupy_graph,
+    "persistent": cupy_persistent,
+    "cluster": cupy_cluster,
+}
 
 # kind, params options, call options (the variants of tests/test_sequence.py)
 VARIANTS = [
@@ -105,7 +119,7 @@ def _check(module_name, kind, params, x, state, lengths, reverse, options, dtype
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=_ids)
-@pytest.mark.parametrize("impl", ["fused", "graph", "persistent"])
+@pytest.mark.parametrize("impl", ["fused", "fused_graph", "graph", "persistent"])
 def test_matches_generic_with_lengths_and_reverse(monkeypatch, variant, impl):
     kind, params_options, call_options = variant
     options = _defaults(kind, call_options)
@@ -123,7 +137,7 @@ def test_matches_generic_with_lengths_and_reverse(monkeypatch, variant, impl):
 
 
 @pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
-@pytest.mark.parametrize("impl", ["fused", "graph"])
+@pytest.mark.parametrize("impl", ["fused", "fused_graph", "graph"])
 def test_float32_wide_hidden_spans_several_lane_strides(monkeypatch, kind, impl):
     """hidden = 70 > 2 * 32: each lane handles several columns, the last stride is partial."""
     options = _defaults(kind, {})
@@ -212,7 +226,7 @@ def test_failing_end_capture_is_reported(monkeypatch):
         assert fake.captures_open == 0
 
 
-@pytest.mark.parametrize("impl", ["fused", "graph"])
+@pytest.mark.parametrize("impl", ["fused", "fused_graph", "graph"])
 def test_inputs_are_not_modified_and_noncontiguous_weights_work(monkeypatch, impl):
     with fake_cupy.installed(monkeypatch):
         params, x, state = _problem("lstm", {"peepholes": True}, "float64", 3, 2, 3, 4, seed=13)
@@ -298,7 +312,7 @@ def test_dispatch_prefers_graph_at_small_batch_and_fused_at_large():
 def test_registry_variants_are_per_backend(monkeypatch):
     from arrayrnn._fast import registry
 
-    assert registry.variants("lstm", "cupy") == ("cluster", "fused", "graph", "persistent")
+    assert registry.variants("lstm", "cupy") == ("cluster", "fused", "fused_graph", "graph", "persistent")
     assert registry.variants("lstm", "numpy") == ()
     assert registry.select("gru", "cupy", "fused") is cupy_kernels.gru_sequence
     assert registry.select("gru", "cupy", "graph") is cupy_graph.gru_sequence

@@ -23,7 +23,6 @@ Supports what the "graph" forward supports: every option but the LSTM projection
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import threading
 from collections.abc import Callable
@@ -85,13 +84,11 @@ class _Plan:
                 k(grid, block, args)
 
 
-_plans: collections.OrderedDict[tuple[Any, ...], _Plan] = collections.OrderedDict()
-_plans_lock = threading.Lock()
+_plans = cupy_graph.PlanCache()
 
 
 def clear_cache() -> None:
-    with _plans_lock:
-        _plans.clear()
+    _plans.clear()
 
 
 def cached_plans() -> int:
@@ -99,17 +96,7 @@ def cached_plans() -> int:
 
 
 def _plan(key: tuple[Any, ...], build: Callable[[], _Plan]) -> _Plan:
-    cp = cupy_module()
-    key = (*key, cp.cuda.Device().id, int(cp.cuda.get_current_stream().ptr))
-    with _plans_lock:
-        plan = _plans.get(key)
-        if plan is None:
-            plan = _plans[key] = build()
-            while len(_plans) > MAX_PLANS:
-                _plans.popitem(last=False)
-        else:
-            _plans.move_to_end(key)
-    return plan
+    return _plans.get(key, build, MAX_PLANS)
 
 
 def _pointers(arrays: tuple[Array, ...]) -> tuple[int, ...]:

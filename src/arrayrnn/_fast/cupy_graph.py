@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import threading
 from collections.abc import Callable
 from typing import Any, Optional
@@ -102,14 +103,46 @@ class _Plan:
         return self.hidden_states[steps % 2]
 
 
-_plans: collections.OrderedDict[tuple[Any, ...], _Plan] = collections.OrderedDict()
-_plans_lock = threading.Lock()
+class PlanCache:
+    """Plans (captured graphs and the buffers they point at) per key, least recently used dropped first.
+
+    The key of :meth:`get` is completed with the current device and stream: a plan's buffers are reused in the
+    order of the stream its work is enqueued on.
+    """
+
+    def __init__(self) -> None:
+        self._plans: collections.OrderedDict[tuple[Any, ...], Any] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[Any, ...], build: Callable[[], Any], limit: int) -> Any:
+        """The plan for ``key``, made by ``build()`` (under the cache's lock) when there is none; at most ``limit``
+        plans are kept."""
+        cp = cupy_module()
+        key = (*key, cp.cuda.Device().id, int(cp.cuda.get_current_stream().ptr))
+        with self._lock:
+            plan = self._plans.get(key)
+            if plan is None:
+                plan = self._plans[key] = build()
+                while len(self._plans) > limit:
+                    self._plans.popitem(last=False)
+            else:
+                self._plans.move_to_end(key)
+        return plan
+
+    def clear(self) -> None:
+        with self._lock:
+            self._plans.clear()
+
+    def __len__(self) -> int:
+        return len(self._plans)
+
+
+_plans = PlanCache()
 
 
 def clear_cache() -> None:
     """Drop every cached graph and its buffers (they are also evicted LRU beyond ``MAX_PLANS``)."""
-    with _plans_lock:
-        _plans.clear()
+    _plans.clear()
 
 
 def cached_plans() -> int:
@@ -122,17 +155,22 @@ def _load(kernels: set[Any]) -> None:
         k.attributes  # noqa: B018 - the property loads the kernel on the current device
 
 
-def _capture(launches: list[tuple[Any, tuple[int], tuple[int], tuple[Any, ...]]]) -> Any:
+def capture(calls: list[Callable[[], None]], kernels: set[Any]) -> Any:
+    """A CUDA graph of ``calls`` (each issues its work on the current stream), captured on a private stream.
+
+    ``kernels`` are loaded first (module loading is not allowed in every capture mode). The capture always ends,
+    so an error never leaves a stream capturing; an error while recording is the one reported.
+    """
     cp = cupy_module()
-    _load({k for k, _, _, _ in launches})
+    _load(kernels)
     stream = cp.cuda.Stream(non_blocking=True)
     graph = None
     with stream:
         stream.begin_capture()
         recorded = False
         try:
-            for k, grid, block, args in launches:
-                k(grid, block, args)
+            for call in calls:
+                call()
             recorded = True
         finally:
             try:
@@ -141,6 +179,11 @@ def _capture(launches: list[tuple[Any, tuple[int], tuple[int], tuple[Any, ...]]]
                 if recorded:  # otherwise the error that broke the capture is the one to report
                     raise
     return graph
+
+
+def _capture(launches: list[tuple[Any, tuple[int], tuple[int], tuple[Any, ...]]]) -> Any:
+    calls = [functools.partial(k, grid, block, args) for k, grid, block, args in launches]
+    return capture(calls, {k for k, _, _, _ in launches})
 
 
 def _run_plan(plan: _Plan) -> None:
@@ -181,7 +224,6 @@ def _sequence(
     if batch == 0:
         return empty_batch_result(x, initial)
     tile = choose_batch_tile(batch, hidden)
-    stream = cp.cuda.get_current_stream()
     key = (
         cell,
         dtype,
@@ -192,31 +234,26 @@ def _sequence(
         options,
         tile,
         key_extra,
-        cp.cuda.Device().id,
-        int(stream.ptr),
         tuple(_pointer(w) for w in graph_weights),
     )
-    with _plans_lock:
-        plan = _plans.get(key)
-        if plan is None:
-            plan = _Plan(
-                gx=cp.empty((steps, batch, gates * hidden), dtype=x.dtype),
-                hidden_states=cp.empty((2, batch, hidden), dtype=x.dtype),
-                cell=cp.empty((batch, hidden), dtype=x.dtype) if len(initial) > 1 else None,
-                y=cp.empty((steps, batch, hidden), dtype=x.dtype),
-                lengths=cp.empty((batch,), dtype="int64")
-                if lengths is not None
-                else contiguous_or_placeholder(None, "int64"),
-                extra=tuple(cp.empty((batch, hidden), dtype=x.dtype) for _ in range(scratch)),
-                launches=[],
-            )
-            grid, block = launch_shape(batch, hidden, tile)
-            plan.launches = build(plan, dtype, tile, grid, block, steps, batch, hidden, reverse, options)
-            _plans[key] = plan
-            while len(_plans) > MAX_PLANS:
-                _plans.popitem(last=False)
-        else:
-            _plans.move_to_end(key)
+
+    def new_plan() -> _Plan:
+        plan = _Plan(
+            gx=cp.empty((steps, batch, gates * hidden), dtype=x.dtype),
+            hidden_states=cp.empty((2, batch, hidden), dtype=x.dtype),
+            cell=cp.empty((batch, hidden), dtype=x.dtype) if len(initial) > 1 else None,
+            y=cp.empty((steps, batch, hidden), dtype=x.dtype),
+            lengths=cp.empty((batch,), dtype="int64")
+            if lengths is not None
+            else contiguous_or_placeholder(None, "int64"),
+            extra=tuple(cp.empty((batch, hidden), dtype=x.dtype) for _ in range(scratch)),
+            launches=[],
+        )
+        grid, block = launch_shape(batch, hidden, tile)
+        plan.launches = build(plan, dtype, tile, grid, block, steps, batch, hidden, reverse, options)
+        return plan
+
+    plan = _plans.get(key, new_plan, MAX_PLANS)
     with plan.lock:
         project_inputs(x, weight_ih, out=plan.gx)
         cp.copyto(plan.hidden_states[0], initial[0])

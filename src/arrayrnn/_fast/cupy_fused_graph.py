@@ -1,0 +1,190 @@
+"""CuPy fast path "fused_graph": the "fused" path's time loop captured into one CUDA graph and replayed.
+
+The "fused" path (``cupy_kernels``) does per step what cuDNN does: one cuBLAS product ``h W_hh^T`` and one
+pointwise kernel. It matches cuDNN where the batch is large, but between (B of about 32-512) each step's GPU work
+is shorter than the Python and driver work of issuing it (~20-50 µs per step, H100, 2026-11-27), and the
+warp-per-unit kernels of the "graph" path read the recurrent weights once per batch tile, which stops paying at
+those batches. Here the same loop (``cupy_kernels.*_loop``) is recorded once, cuBLAS products included
+(``cupy_blas``: CuPy itself refuses cuBLAS during capture), and replayed as one CUDA graph.
+
+Bookkeeping as in ``cupy_graph``: a plan owns every buffer its graph points at (input projection, states,
+lengths, output, the loop's scratch, a cuBLAS workspace) and is cached per (kind, shapes, dtype, options,
+device, stream, addresses of the parameters the loop reads); each call projects its inputs into the plan
+(one cuBLAS GEMM, outside the graph), copies its states and lengths in, replays, and copies the results out.
+Parameters are read in place (in-place updates are seen); a non-contiguous parameter is copied per call, so it
+gets a new plan each call (correct, not fast). The first call of a shape runs each distinct product once
+(``cupy_blas.warm_up``) and captures; ``cupy_graph.CAPTURE = False`` runs the recorded calls one by one.
+
+Supports everything the "fused" path does: every cell option, the LSTM projection, both GRU reset variants,
+float16/float32/float64.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import threading
+from collections.abc import Callable
+from typing import Any, Optional
+
+from . import cupy_blas, cupy_graph, cupy_kernels
+from .cupy_common import check_dtype, cupy_module, empty_batch_result, project_inputs
+
+Array = Any
+
+IMPL = "fused_graph"
+
+#: cached plans (each holds its graph and its buffers, the input projection of a whole sequence included)
+MAX_PLANS = 8
+
+
+class _Recorder:
+    """``cupy_kernels.Ops`` that records: cuBLAS products as ``cupy_blas.Gemm`` calls, launches as partials."""
+
+    def __init__(self, workspace: Array) -> None:
+        self.workspace = workspace
+        self.calls: list[Callable[[], None]] = []
+        self.kernels: set[Any] = set()
+
+    def matmul(self, a: Array, b: Array, out: Array) -> None:
+        self.calls.append(cupy_blas.matmul(a, b, out, self.workspace))
+
+    def launch(self, k: Any, grid: tuple[int], block: tuple[int], args: tuple[Any, ...]) -> None:
+        self.kernels.add(k)
+        self.calls.append(functools.partial(k, grid, block, args))
+
+
+@dataclasses.dataclass
+class _Plan:
+    gx: Array  # (T, B, G*H) input projection, written by cuBLAS before each replay
+    states: tuple[Array, ...]  # the loop's state buffers (h; LSTM h, c), updated in place
+    lengths: Optional[Array]  # (B,) int64, or None
+    y: Array  # (T, B, P)
+    recorder: _Recorder
+    graph: Any = None
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+
+    def run(self) -> None:
+        if not cupy_graph.CAPTURE:
+            for call in self.recorder.calls:
+                call()
+            return
+        if self.graph is None:
+            self.graph = cupy_graph.capture(self.recorder.calls, self.recorder.kernels)
+        self.graph.launch(stream=cupy_module().cuda.get_current_stream())
+
+
+_plans = cupy_graph.PlanCache()
+
+
+def clear_cache() -> None:
+    """Drop every cached graph and its buffers (they are also evicted LRU beyond ``MAX_PLANS``)."""
+    _plans.clear()
+
+
+def cached_plans() -> int:
+    return len(_plans)
+
+
+def _graph_params(params: Any) -> Any:
+    """``params`` with every array the loop reads C-contiguous (the same array where it already is)."""
+    cp = cupy_module()
+    arrays = {
+        field.name: cp.ascontiguousarray(getattr(params, field.name))
+        for field in dataclasses.fields(params)
+        if field.name != "weight_ih" and getattr(params, field.name) is not None
+    }
+    return dataclasses.replace(params, **arrays)
+
+
+def _sequence(
+    kind: str,
+    x: Array,
+    params: Any,
+    state: tuple[Array, ...],
+    lengths: Optional[Array],
+    reverse: bool,
+    options: dict[str, Any],
+    loop: Callable[..., Array],
+) -> tuple[Array, tuple[Array, ...]]:
+    """Find or build the plan for this call, fill its inputs, replay, and copy the results out. ``loop(ops, gx,
+    params, *states, lengths, reverse, **options)`` is the ``cupy_kernels`` time loop of ``kind``."""
+    cp = cupy_module()
+    with x.device:
+        dtype = check_dtype(x.dtype, IMPL)
+        steps, batch, _ = x.shape
+        if batch == 0:
+            return empty_batch_result(x, state)
+        graph_params = _graph_params(params)
+        pointers = tuple(
+            (field.name, int(getattr(graph_params, field.name).data.ptr))
+            for field in dataclasses.fields(graph_params)
+            if field.name != "weight_ih" and getattr(graph_params, field.name) is not None
+        )
+        shapes = tuple(s.shape for s in state)
+        projection = params.weight_ih.shape[0]
+        call = (bool(reverse), lengths is None, tuple(sorted(options.items())))
+        key = (kind, dtype, steps, batch, projection, shapes, call)
+
+        def build() -> _Plan:
+            recorder = _Recorder(cupy_blas.workspace())
+            gx = cp.empty((steps, batch, projection), dtype=x.dtype)
+            states = tuple(cp.empty(s.shape, dtype=x.dtype) for s in state)
+            lengths_buffer = None if lengths is None else cp.empty((batch,), dtype="int64")
+            y = loop(recorder, gx, graph_params, *states, lengths_buffer, reverse, **options)
+            if cupy_graph.CAPTURE:  # before any input is copied in: the products write their outputs
+                cupy_blas.warm_up(recorder.calls)
+            return _Plan(gx=gx, states=states, lengths=lengths_buffer, y=y, recorder=recorder)
+
+        plan = _plans.get((*key, pointers), build, MAX_PLANS)
+        with plan.lock:
+            project_inputs(x, params.weight_ih, out=plan.gx)
+            for buffer, given in zip(plan.states, state):
+                cp.copyto(buffer, given)
+            if lengths is not None:
+                cp.copyto(plan.lengths, lengths, casting="unsafe")
+            plan.run()
+            return plan.y.copy(), tuple(s.copy() for s in plan.states)
+
+
+def rnn_sequence(
+    xp: Any,
+    x: Array,
+    params: Any,
+    state: tuple[Array],
+    lengths: Optional[Array],
+    reverse: bool,
+    *,
+    nonlinearity: str = "tanh",
+) -> tuple[Array, tuple[Array, ...]]:
+    options = {"nonlinearity": nonlinearity}
+    return _sequence("rnn", x, params, tuple(state), lengths, reverse, options, cupy_kernels.rnn_loop)
+
+
+def lstm_sequence(
+    xp: Any,
+    x: Array,
+    params: Any,
+    state: tuple[Array, Array],
+    lengths: Optional[Array],
+    reverse: bool,
+    *,
+    coupled: bool = False,
+    clip: Optional[float] = None,
+) -> tuple[Array, tuple[Array, ...]]:
+    options = {"coupled": bool(coupled), "clip": None if clip is None else float(clip)}
+    return _sequence("lstm", x, params, tuple(state), lengths, reverse, options, cupy_kernels.lstm_loop)
+
+
+def gru_sequence(
+    xp: Any,
+    x: Array,
+    params: Any,
+    state: tuple[Array],
+    lengths: Optional[Array],
+    reverse: bool,
+    *,
+    linear_before_reset: bool = True,
+) -> tuple[Array, tuple[Array, ...]]:
+    options = {"linear_before_reset": bool(linear_before_reset)}
+    return _sequence("gru", x, params, tuple(state), lengths, reverse, options, cupy_kernels.gru_loop)
