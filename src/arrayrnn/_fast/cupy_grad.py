@@ -14,6 +14,10 @@ two of each (the reset gate's gradient depends on ``dn W_hn``), an LSTM with a p
 and matmul (``dm = dh W_hr``). Then every weight gradient, bias gradient and ``dx`` is one large matmul or
 sum over all steps, as in the generic core.
 
+The time loops (``*_record_loop``, ``*_backward_loop``; the RNN's forward is ``cupy_kernels.rnn_loop``) issue
+their products and launches through an ``ops`` object (``cupy_kernels.EAGER`` here), so ``cupy_grad_fused_graph``
+records the same loops into CUDA graphs.
+
 Supported: every option of the sequence functions (peepholes, coupled, clip, projection, both GRU reset
 variants, tanh/relu, lengths, reverse) in float32 and float64. The rule for the rest: float16 (and any
 other dtype) and a batch of 0 return ``None`` from :func:`sequence_vjp`, and ``grad.py`` then runs the
@@ -43,6 +47,7 @@ from .cupy_common import (
     project_inputs,
     time_order,
 )
+from .cupy_kernels import EAGER, Ops
 from .cupy_sources import OPTIONS
 
 Array = Any
@@ -202,21 +207,21 @@ def initial_cotangent(cp: Any, given: Optional[Array], like: Array) -> Array:
 
 
 class _Launcher:
-    """Kernels of one dtype with the one-thread-per-element grid of a ``(B, width)`` array.
+    """Kernels of one dtype with the one-thread-per-element grid of a ``(B, width)`` array, launched through ``ops``.
 
-    Kernels and grids are looked up once per call of the path, not once per step (host time per step is
-    what limits small batches).
+    Kernels and grids are looked up once per loop, not once per step (host time per step is what limits small
+    batches).
     """
 
-    def __init__(self, dtype: str, batch: int) -> None:
-        self.dtype, self.batch = dtype, batch
+    def __init__(self, ops: Ops, dtype: str, batch: int) -> None:
+        self.ops, self.dtype, self.batch = ops, dtype, batch
         self._found: dict[tuple[str, int], tuple[Any, tuple[int]]] = {}
 
     def __call__(self, name: str, width: int, args: tuple[Any, ...]) -> None:
         found = self._found.get((name, width))
         if found is None:
             found = self._found[(name, width)] = (kernel(name, self.dtype), blocks_for(self.batch * width, FUSED_BLOCK))
-        found[0](found[1], (FUSED_BLOCK,), args)
+        self.ops.launch(found[0], found[1], (FUSED_BLOCK,), args)
 
 
 def output_cotangent(cp: Any, dy: Optional[Array], dtype: Any) -> tuple[Callable[[int], Array], int]:
@@ -226,56 +231,6 @@ def output_cotangent(cp: Any, dy: Optional[Array], dtype: Any) -> tuple[Callable
         return (lambda t: absent), 0
     contiguous = cp.ascontiguousarray(dy)
     return (lambda t: contiguous[t]), OPTIONS["OPT_DY"]
-
-
-# ----------------------------------------------------------------------------------------------
-# RNN: the fused forward records nothing beyond y
-
-
-def _rnn(
-    cp: Any, x: Array, params: Any, state: State, lengths: Optional[Array], reverse: bool, *, nonlinearity: str = "tanh"
-) -> tuple[Array, State, Backward]:
-    y, final = cupy_kernels.rnn_sequence(None, x, params, state, lengths, reverse, nonlinearity=nonlinearity)
-    dtype = dtype_name(x.dtype)
-    steps, batch, _ = x.shape
-    hidden = params.hidden_size
-    h0 = state[0]
-
-    def backward(dy: Optional[Array], d_final: tuple[Optional[Array], ...]) -> tuple[Array, Any, State]:
-        with x.device:
-            launch = _Launcher(dtype, batch)
-            lengths_arg = lengths_int64(lengths)
-            dy_at, dy_bit = output_cotangent(cp, dy, x.dtype)
-            options = options_mask(lengths=lengths, relu=nonlinearity == "relu")
-            carry = initial_cotangent(cp, d_final[0], h0)
-            dz = cp.empty((steps, batch, hidden), dtype=x.dtype)
-            mm = cp.empty((batch, hidden), dtype=x.dtype)
-            previous = -1
-            for t in backward_order(steps, reverse):
-                launch(
-                    "rnn_grad_step",
-                    hidden,
-                    (
-                        mm,
-                        lengths_arg,
-                        dy_at(t),
-                        y[t],
-                        carry,
-                        dz[t],
-                        int32(batch),
-                        int32(hidden),
-                        int32(previous),
-                        int32(t),
-                        int32(options | dy_bit),
-                    ),
-                )
-                cp.matmul(dz[t], params.weight_hh, out=mm)
-                previous = t
-            _finish_carry(launch, mm, None, lengths_arg, carry, hidden, previous, options)
-            dx, grads = rnn_param_grads(cp, x, params, lengths, dz, previous_hidden(cp, y, h0, lengths, reverse))
-            return dx, params_like(params, grads), (carry,)
-
-    return y, final, backward
 
 
 def _finish_carry(
@@ -312,7 +267,190 @@ def _finish_carry(
 
 
 # ----------------------------------------------------------------------------------------------
+# RNN: the fused forward (``cupy_kernels.rnn_loop``) records nothing beyond y
+
+
+def rnn_backward_loop(
+    ops: Ops,
+    params: Any,
+    y: Array,
+    lengths: Optional[Array],
+    reverse: bool,
+    *,
+    nonlinearity: str,
+    dy: Optional[Array],
+    carry: Array,
+) -> Array:
+    """The backward time loop of an RNN: ``dz (T, B, H)``, the pre-activation gradients; ``carry (B, H)`` (the
+    final state's cotangent on entry) becomes the initial state's."""
+    cp = cupy_module()
+    steps, batch, hidden = y.shape
+    launch = _Launcher(ops, dtype_name(y.dtype), batch)
+    lengths_arg = lengths_int64(lengths)
+    dy_at, dy_bit = output_cotangent(cp, dy, y.dtype)
+    options = options_mask(lengths=lengths, relu=nonlinearity == "relu")
+    dz = cp.empty((steps, batch, hidden), dtype=y.dtype)
+    mm = cp.empty((batch, hidden), dtype=y.dtype)
+    previous = -1
+    for t in backward_order(steps, reverse):
+        sizes = (int32(batch), int32(hidden), int32(previous), int32(t), int32(options | dy_bit))
+        launch("rnn_grad_step", hidden, (mm, lengths_arg, dy_at(t), y[t], carry, dz[t], *sizes))
+        ops.matmul(dz[t], params.weight_hh, mm)
+        previous = t
+    _finish_carry(launch, mm, None, lengths_arg, carry, hidden, previous, options)
+    return dz
+
+
+def _rnn(
+    cp: Any, x: Array, params: Any, state: State, lengths: Optional[Array], reverse: bool, *, nonlinearity: str = "tanh"
+) -> tuple[Array, State, Backward]:
+    y, final = cupy_kernels.rnn_sequence(None, x, params, state, lengths, reverse, nonlinearity=nonlinearity)
+    h0 = state[0]
+
+    def backward(dy: Optional[Array], d_final: tuple[Optional[Array], ...]) -> tuple[Array, Any, State]:
+        with x.device:
+            carry = initial_cotangent(cp, d_final[0], h0)
+            dz = rnn_backward_loop(EAGER, params, y, lengths, reverse, nonlinearity=nonlinearity, dy=dy, carry=carry)
+            dx, grads = rnn_param_grads(cp, x, params, lengths, dz, previous_hidden(cp, y, h0, lengths, reverse))
+            return dx, params_like(params, grads), (carry,)
+
+    return y, final, backward
+
+
+# ----------------------------------------------------------------------------------------------
 # LSTM
+
+
+def _c_before(cells: Array, c0: Array, t: int, reverse: bool) -> Array:
+    """The cell state entering step ``t``: the previous processed step's, ``c0`` for the first."""
+    before = previous_step(t, cells.shape[0], reverse)
+    return c0 if before is None else cells[before]
+
+
+def lstm_record_loop(
+    ops: Ops,
+    gx: Array,
+    params: Any,
+    h: Array,
+    c0: Array,
+    lengths: Optional[Array],
+    reverse: bool,
+    *,
+    coupled: bool,
+    clip: Optional[float],
+) -> tuple[Array, Array, Array]:
+    """The recording forward loop from ``gx (T, B, 4H)`` (no bias): updates ``h (B, P)`` in place and returns
+    ``y (T, B, P)``, the gate pre-activations ``z (T, B, 4H)`` and the cell states ``cells (T, B, H)``."""
+    cp = cupy_module()
+    steps, batch, _ = gx.shape
+    hidden = params.hidden_size
+    launch = _Launcher(ops, dtype_name(gx.dtype), batch)
+    projected = params.weight_hr is not None
+    out_size = h.shape[1]
+    y = cp.empty((steps, batch, out_size), dtype=gx.dtype)
+    z = cp.empty((steps, batch, 4 * hidden), dtype=gx.dtype)
+    cells = cp.empty((steps, batch, hidden), dtype=gx.dtype)
+    gh = cp.empty((batch, 4 * hidden), dtype=gx.dtype)
+    options = lstm_options(params, lengths, coupled, clip)
+    lengths_arg = lengths_int64(lengths)
+    biases = tuple(contiguous_or_placeholder(b, gx.dtype) for b in (params.bias_ih, params.bias_hh))
+    peepholes = tuple(
+        contiguous_or_placeholder(p, gx.dtype) for p in (params.peephole_i, params.peephole_f, params.peephole_o)
+    )
+    clip_value = clip_scalar(dtype_name(gx.dtype), clip)
+    sizes = (int32(batch), int32(hidden))
+    weight_hh_t = params.weight_hh.T
+    if projected:
+        full = cp.empty((batch, hidden), dtype=gx.dtype)
+        projection = cp.empty((batch, out_size), dtype=gx.dtype)
+        weight_hr_t = params.weight_hr.T
+        record_options = int32(options | OPTIONS["OPT_PROJECT"])
+    else:
+        record_options = int32(options)
+    for t in time_order(steps, reverse):
+        ops.matmul(h, weight_hh_t, gh)
+        state_out = (_c_before(cells, c0, t, reverse), full if projected else h, cells[t], y[t], z[t])
+        tail = (*sizes, int32(t), record_options, clip_value)
+        launch("lstm_record_step", hidden, (gx[t], gh, *biases, *peepholes, lengths_arg, *state_out, *tail))
+        if projected:
+            ops.matmul(full, weight_hr_t, projection)
+            launch(
+                "project_update",
+                out_size,
+                (projection, lengths_arg, h, y[t], int32(batch), int32(out_size), int32(t), int32(options)),
+            )
+    return y, z, cells
+
+
+def lstm_backward_loop(
+    ops: Ops,
+    params: Any,
+    z: Array,
+    cells: Array,
+    c0: Array,
+    lengths: Optional[Array],
+    reverse: bool,
+    *,
+    coupled: bool,
+    clip: Optional[float],
+    dy: Optional[Array],
+    carry: Array,
+    dc: Array,
+) -> tuple[Array, Optional[Array], Optional[Array]]:
+    """The backward time loop of an LSTM from its tape: ``dz (T, B, 4H)`` and, with a projection, the projected
+    cotangents ``dh_all (T, B, P)`` and the unprojected outputs ``m_all (T, B, H)`` (else ``None``); ``carry (B, P)``
+    and ``dc (B, H)`` (the final state's cotangents on entry) become the initial state's."""
+    cp = cupy_module()
+    steps, batch, _ = z.shape
+    hidden = params.hidden_size
+    dtype = dtype_name(z.dtype)
+    launch = _Launcher(ops, dtype, batch)
+    projected = params.weight_hr is not None
+    out_size = carry.shape[1]
+    options = lstm_options(params, lengths, coupled, clip)
+    lengths_arg = lengths_int64(lengths)
+    peepholes = tuple(
+        contiguous_or_placeholder(p, z.dtype) for p in (params.peephole_i, params.peephole_f, params.peephole_o)
+    )
+    clip_value = clip_scalar(dtype, clip)
+    sizes = (int32(batch), int32(hidden))
+    dy_at, dy_bit = output_cotangent(cp, dy, z.dtype)
+    step_options = options | dy_bit
+    dz = cp.empty((steps, batch, 4 * hidden), dtype=z.dtype)
+    mm = cp.empty((batch, out_size), dtype=z.dtype)
+    absent = placeholder(z.dtype)
+    dh_all = m_all = None
+    if projected:
+        dh_all = cp.empty((steps, batch, out_size), dtype=z.dtype)
+        m_all = cp.empty((steps, batch, hidden), dtype=z.dtype)
+        dm = cp.empty((batch, hidden), dtype=z.dtype)
+    previous = -1
+    for t in backward_order(steps, reverse):
+        if projected:
+            combine = (mm, absent, lengths_arg, dy_at(t), carry, dh_all[t], int32(batch), int32(out_size))
+            launch("grad_combine", out_size, (*combine, int32(previous), int32(t), int32(step_options)))
+            ops.matmul(dh_all[t], params.weight_hr, dm)
+            # dy went into grad_combine: the step reads the projected cotangent dm and records m
+            dy_arg, dm_arg, m_out, bits = absent, dm, m_all[t], options | OPTIONS["OPT_PROJECT"]
+        else:
+            dy_arg, dm_arg, m_out, bits = dy_at(t), absent, absent, step_options
+        tape = (z[t], cells[t], _c_before(cells, c0, t, reverse), *peepholes)
+        tail = (*sizes, int32(previous), int32(t), int32(bits), clip_value)
+        launch("lstm_grad_step", hidden, (mm, lengths_arg, dy_arg, dm_arg, *tape, carry, dc, dz[t], m_out, *tail))
+        ops.matmul(dz[t], params.weight_hh, mm)
+        previous = t
+    _finish_carry(launch, mm, None, lengths_arg, carry, out_size, previous, options)
+    return dz, dh_all, m_all
+
+
+def lstm_grads(cp: Any, x: Array, params: Any, lengths: Optional[Array], reverse: bool, y: Array, h0: Array,
+               c0: Array, cells: Array, dz: Array, dh_all: Optional[Array], m_all: Optional[Array]):  # fmt: skip
+    """``dx`` and every parameter gradient of an LSTM from its tape and its backward loop's results."""
+    h_prev = previous_hidden(cp, y, h0, lengths, reverse)
+    dx, grads = lstm_param_grads(cp, x, params, lengths, reverse, dz, cells, c0, h_prev)
+    if dh_all is not None:
+        grads["weight_hr"] = _weight_grad(cp, dh_all, m_all)
+    return dx, grads
 
 
 def _lstm(
@@ -326,137 +464,20 @@ def _lstm(
     coupled: bool = False,
     clip: Optional[float] = None,
 ) -> tuple[Array, State, Backward]:
-    dtype = dtype_name(x.dtype)
-    steps, batch, _ = x.shape
-    hidden = params.hidden_size
-    launch = _Launcher(dtype, batch)
-    projected = params.weight_hr is not None
-    gx = project_inputs(x, params.weight_ih)
     h0, c0 = state[0], cp.ascontiguousarray(state[1])
     h = h0.copy()
-    out_size = h.shape[1]
-    y = cp.empty((steps, batch, out_size), dtype=x.dtype)
-    z = cp.empty((steps, batch, 4 * hidden), dtype=x.dtype)
-    cells = cp.empty((steps, batch, hidden), dtype=x.dtype)
-    gh = cp.empty((batch, 4 * hidden), dtype=x.dtype)
-    options = lstm_options(params, lengths, coupled, clip)
-    lengths_arg = lengths_int64(lengths)
-    biases = tuple(contiguous_or_placeholder(b, x.dtype) for b in (params.bias_ih, params.bias_hh))
-    peepholes = tuple(
-        contiguous_or_placeholder(p, x.dtype) for p in (params.peephole_i, params.peephole_f, params.peephole_o)
-    )
-    clip_value = clip_scalar(dtype, clip)
-    sizes = (int32(batch), int32(hidden))
-
-    def c_before(t: int) -> Array:
-        before = previous_step(t, steps, reverse)
-        return c0 if before is None else cells[before]
-
-    weight_hh_t = params.weight_hh.T
-    if projected:
-        full = cp.empty((batch, hidden), dtype=x.dtype)
-        projection = cp.empty((batch, out_size), dtype=x.dtype)
-        weight_hr_t = params.weight_hr.T
-        record_options = int32(options | OPTIONS["OPT_PROJECT"])
-    else:
-        record_options = int32(options)
-    for t in time_order(steps, reverse):
-        cp.matmul(h, weight_hh_t, out=gh)
-        launch(
-            "lstm_record_step",
-            hidden,
-            (
-                gx[t],
-                gh,
-                *biases,
-                *peepholes,
-                lengths_arg,
-                c_before(t),
-                full if projected else h,
-                cells[t],
-                y[t],
-                z[t],
-                *sizes,
-                int32(t),
-                record_options,
-                clip_value,
-            ),
-        )
-        if projected:
-            cp.matmul(full, weight_hr_t, out=projection)
-            launch(
-                "project_update",
-                out_size,
-                (projection, lengths_arg, h, y[t], int32(batch), int32(out_size), int32(t), int32(options)),
-            )
-    last = time_order(steps, reverse)[-1]
-    final = (h, cells[last].copy())
+    options = {"coupled": coupled, "clip": clip}
+    gx = project_inputs(x, params.weight_ih)
+    y, z, cells = lstm_record_loop(EAGER, gx, params, h, c0, lengths, reverse, **options)
+    final = (h, cells[time_order(x.shape[0], reverse)[-1]].copy())
 
     def backward(dy: Optional[Array], d_final: tuple[Optional[Array], ...]) -> tuple[Array, Any, State]:
         with x.device:
-            dy_at, dy_bit = output_cotangent(cp, dy, x.dtype)
-            step_options = options | dy_bit
             carry = initial_cotangent(cp, d_final[0], h0)
             dc = initial_cotangent(cp, d_final[1], c0)
-            dz = cp.empty((steps, batch, 4 * hidden), dtype=x.dtype)
-            mm = cp.empty((batch, out_size), dtype=x.dtype)
-            absent = placeholder(x.dtype)
-            if projected:
-                dh_all = cp.empty((steps, batch, out_size), dtype=x.dtype)
-                m_all = cp.empty((steps, batch, hidden), dtype=x.dtype)
-                dm = cp.empty((batch, hidden), dtype=x.dtype)
-            previous = -1
-            for t in backward_order(steps, reverse):
-                if projected:
-                    launch(
-                        "grad_combine",
-                        out_size,
-                        (
-                            mm,
-                            absent,
-                            lengths_arg,
-                            dy_at(t),
-                            carry,
-                            dh_all[t],
-                            int32(batch),
-                            int32(out_size),
-                            int32(previous),
-                            int32(t),
-                            int32(step_options),
-                        ),
-                    )
-                    cp.matmul(dh_all[t], params.weight_hr, out=dm)
-                    # dy went into grad_combine: the step reads the projected cotangent dm and records m
-                    dy_arg, dm_arg, m_out, bits = absent, dm, m_all[t], options | OPTIONS["OPT_PROJECT"]
-                else:
-                    dy_arg, dm_arg, m_out, bits = dy_at(t), absent, absent, step_options
-                args = (
-                    mm,
-                    lengths_arg,
-                    dy_arg,
-                    dm_arg,
-                    z[t],
-                    cells[t],
-                    c_before(t),
-                    *peepholes,
-                    carry,
-                    dc,
-                    dz[t],
-                    m_out,
-                    *sizes,
-                    int32(previous),
-                    int32(t),
-                    int32(bits),
-                    clip_value,
-                )
-                launch("lstm_grad_step", hidden, args)
-                cp.matmul(dz[t], params.weight_hh, out=mm)
-                previous = t
-            _finish_carry(launch, mm, None, lengths_arg, carry, out_size, previous, options)
-            h_prev = previous_hidden(cp, y, h0, lengths, reverse)
-            dx, grads = lstm_param_grads(cp, x, params, lengths, reverse, dz, cells, c0, h_prev)
-            if projected:
-                grads["weight_hr"] = _weight_grad(cp, dh_all, m_all)
+            loop_options = {**options, "dy": dy, "carry": carry, "dc": dc}
+            dz, dh_all, m_all = lstm_backward_loop(EAGER, params, z, cells, c0, lengths, reverse, **loop_options)
+            dx, grads = lstm_grads(cp, x, params, lengths, reverse, y, h0, c0, cells, dz, dh_all, m_all)
             return dx, params_like(params, grads), (carry, dc)
 
     return y, final, backward
@@ -464,6 +485,100 @@ def _lstm(
 
 # ----------------------------------------------------------------------------------------------
 # GRU
+
+
+def gru_record_loop(
+    ops: Ops, gx: Array, params: Any, h: Array, lengths: Optional[Array], reverse: bool, *, linear_before_reset: bool
+) -> tuple[Array, Array, Optional[Array]]:
+    """The recording forward loop from ``gx (T, B, 3H)`` (no bias): updates ``h (B, H)`` in place and returns
+    ``y (T, B, H)``, the gates ``(T, B, 3H)`` and, linear before reset, ``h W_hn^T + b_hn`` ``(T, B, H)`` (else
+    ``None``)."""
+    cp = cupy_module()
+    steps, batch, _ = gx.shape
+    hidden = params.hidden_size
+    launch = _Launcher(ops, dtype_name(gx.dtype), batch)
+    y = cp.empty((steps, batch, hidden), dtype=gx.dtype)
+    gates = cp.empty((steps, batch, 3 * hidden), dtype=gx.dtype)
+    options = int32(options_mask(bias_ih=params.bias_ih, bias_hh=params.bias_hh, lengths=lengths))
+    biases = tuple(contiguous_or_placeholder(b, gx.dtype) for b in (params.bias_ih, params.bias_hh))
+    lengths_arg = lengths_int64(lengths)
+    sizes = (int32(batch), int32(hidden))
+    if linear_before_reset:
+        hidden_n = cp.empty((steps, batch, hidden), dtype=gx.dtype)
+        gh = cp.empty((batch, 3 * hidden), dtype=gx.dtype)
+        weight_hh_t = params.weight_hh.T
+        for t in time_order(steps, reverse):
+            ops.matmul(h, weight_hh_t, gh)
+            outputs = (h, y[t], gates[t], hidden_n[t])
+            launch("gru_record_step", hidden, (gx[t], gh, *biases, lengths_arg, *outputs, *sizes, int32(t), options))
+        return y, gates, hidden_n
+    gh_rz = cp.empty((batch, 2 * hidden), dtype=gx.dtype)
+    gh_n = cp.empty((batch, hidden), dtype=gx.dtype)
+    reset_h = cp.empty((batch, hidden), dtype=gx.dtype)
+    weight_rz_t, weight_n_t = params.weight_hh[: 2 * hidden].T, params.weight_hh[2 * hidden :].T
+    for t in time_order(steps, reverse):
+        ops.matmul(h, weight_rz_t, gh_rz)
+        launch("gru_fused_reset", hidden, (gx[t], gh_rz, *biases, h, reset_h, *sizes, options))
+        ops.matmul(reset_h, weight_n_t, gh_n)
+        outputs = (h, y[t], gates[t])
+        launch(
+            "gru_record_finish", hidden, (gx[t], gh_rz, gh_n, *biases, lengths_arg, *outputs, *sizes, int32(t), options)
+        )
+    return y, gates, None
+
+
+def gru_backward_loop(
+    ops: Ops,
+    params: Any,
+    gates: Array,
+    hidden_n: Optional[Array],
+    h_prev: Array,
+    lengths: Optional[Array],
+    reverse: bool,
+    *,
+    dy: Optional[Array],
+    carry: Array,
+) -> tuple[Array, Optional[Array], Optional[Array]]:
+    """The backward time loop of a GRU from its tape (``hidden_n`` is ``None`` unless linear before reset):
+    ``dgx (T, B, 3H)`` and, linear before reset, ``dgh (T, B, 3H)``, else the products ``r h_prev`` of each step
+    ``(T, B, H)`` (the other one ``None``); ``carry (B, H)`` becomes the initial state's cotangent."""
+    cp = cupy_module()
+    steps, batch, _ = gates.shape
+    hidden = params.hidden_size
+    launch = _Launcher(ops, dtype_name(gates.dtype), batch)
+    options = options_mask(bias_ih=params.bias_ih, bias_hh=params.bias_hh, lengths=lengths)
+    lengths_arg = lengths_int64(lengths)
+    sizes = (int32(batch), int32(hidden))
+    dy_at, dy_bit = output_cotangent(cp, dy, gates.dtype)
+    step_options = int32(options | dy_bit)
+    dgx = cp.empty((steps, batch, 3 * hidden), dtype=gates.dtype)
+    mm = cp.empty((batch, hidden), dtype=gates.dtype)
+    part = cp.empty((batch, hidden), dtype=gates.dtype)
+    dgh = reset_h_all = None
+    previous = -1
+    if hidden_n is not None:
+        dgh = cp.empty((steps, batch, 3 * hidden), dtype=gates.dtype)
+        for t in backward_order(steps, reverse):
+            tape = (dy_at(t), gates[t], hidden_n[t], h_prev[t], part, carry, dgx[t], dgh[t])
+            launch("gru_grad_step", hidden, (mm, lengths_arg, *tape, *sizes, int32(previous), int32(t), step_options))
+            ops.matmul(dgh[t], params.weight_hh, mm)
+            previous = t
+    else:
+        weight_rz, weight_n = params.weight_hh[: 2 * hidden], params.weight_hh[2 * hidden :]
+        dh = cp.empty((batch, hidden), dtype=gates.dtype)
+        d_reset_h = cp.empty((batch, hidden), dtype=gates.dtype)
+        reset_h_all = cp.empty((steps, batch, hidden), dtype=gates.dtype)
+        for t in backward_order(steps, reverse):
+            tape = (dy_at(t), gates[t], h_prev[t], part, carry, dh, dgx[t])
+            candidate = (mm, lengths_arg, *tape, *sizes, int32(previous), int32(t), step_options)
+            launch("gru_grad_candidate", hidden, candidate)
+            ops.matmul(dgx[t][:, 2 * hidden :], weight_n, d_reset_h)
+            reset = (d_reset_h, dh, lengths_arg, gates[t], h_prev[t], part, dgx[t], reset_h_all[t])
+            launch("gru_grad_reset", hidden, (*reset, *sizes, int32(t), int32(options)))
+            ops.matmul(dgx[t][:, : 2 * hidden], weight_rz, mm)
+            previous = t
+    _finish_carry(launch, mm, part, lengths_arg, carry, hidden, previous, options)
+    return dgx, dgh, reset_h_all
 
 
 def _gru(
@@ -476,130 +591,21 @@ def _gru(
     *,
     linear_before_reset: bool = True,
 ) -> tuple[Array, State, Backward]:
-    dtype = dtype_name(x.dtype)
-    steps, batch, _ = x.shape
-    hidden = params.hidden_size
-    launch = _Launcher(dtype, batch)
-    gx = project_inputs(x, params.weight_ih)
     h0 = state[0]
     h = h0.copy()
-    y = cp.empty((steps, batch, hidden), dtype=x.dtype)
-    gates = cp.empty((steps, batch, 3 * hidden), dtype=x.dtype)
-    options = options_mask(bias_ih=params.bias_ih, bias_hh=params.bias_hh, lengths=lengths)
-    biases = tuple(contiguous_or_placeholder(b, x.dtype) for b in (params.bias_ih, params.bias_hh))
-    lengths_arg = lengths_int64(lengths)
-    sizes = (int32(batch), int32(hidden))
-    weight_rz, weight_n = params.weight_hh[: 2 * hidden], params.weight_hh[2 * hidden :]
-    if linear_before_reset:
-        hidden_n = cp.empty((steps, batch, hidden), dtype=x.dtype)
-        gh = cp.empty((batch, 3 * hidden), dtype=x.dtype)
-        weight_hh_t = params.weight_hh.T
-        for t in time_order(steps, reverse):
-            cp.matmul(h, weight_hh_t, out=gh)
-            launch(
-                "gru_record_step",
-                hidden,
-                (gx[t], gh, *biases, lengths_arg, h, y[t], gates[t], hidden_n[t], *sizes, int32(t), int32(options)),
-            )
-    else:
-        gh_rz = cp.empty((batch, 2 * hidden), dtype=x.dtype)
-        gh_n = cp.empty((batch, hidden), dtype=x.dtype)
-        reset_h = cp.empty((batch, hidden), dtype=x.dtype)
-        weight_rz_t, weight_n_t = weight_rz.T, weight_n.T
-        for t in time_order(steps, reverse):
-            cp.matmul(h, weight_rz_t, out=gh_rz)
-            launch("gru_fused_reset", hidden, (gx[t], gh_rz, *biases, h, reset_h, *sizes, int32(options)))
-            cp.matmul(reset_h, weight_n_t, out=gh_n)
-            launch(
-                "gru_record_finish",
-                hidden,
-                (gx[t], gh_rz, gh_n, *biases, lengths_arg, h, y[t], gates[t], *sizes, int32(t), int32(options)),
-            )
+    gx = project_inputs(x, params.weight_ih)
+    y, gates, hidden_n = gru_record_loop(
+        EAGER, gx, params, h, lengths, reverse, linear_before_reset=linear_before_reset
+    )
 
     def backward(dy: Optional[Array], d_final: tuple[Optional[Array], ...]) -> tuple[Array, Any, State]:
         with x.device:
-            dy_at, dy_bit = output_cotangent(cp, dy, x.dtype)
-            step_options = int32(options | dy_bit)
             carry = initial_cotangent(cp, d_final[0], h0)
             h_prev = previous_hidden(cp, y, h0, lengths, reverse)
-            dgx = cp.empty((steps, batch, 3 * hidden), dtype=x.dtype)
-            mm = cp.empty((batch, hidden), dtype=x.dtype)
-            part = cp.empty((batch, hidden), dtype=x.dtype)
-            previous = -1
-            if linear_before_reset:
-                dgh = cp.empty((steps, batch, 3 * hidden), dtype=x.dtype)
-                for t in backward_order(steps, reverse):
-                    launch(
-                        "gru_grad_step",
-                        hidden,
-                        (
-                            mm,
-                            lengths_arg,
-                            dy_at(t),
-                            gates[t],
-                            hidden_n[t],
-                            h_prev[t],
-                            part,
-                            carry,
-                            dgx[t],
-                            dgh[t],
-                            *sizes,
-                            int32(previous),
-                            int32(t),
-                            step_options,
-                        ),
-                    )
-                    cp.matmul(dgh[t], params.weight_hh, out=mm)
-                    previous = t
-            else:
-                dh = cp.empty((batch, hidden), dtype=x.dtype)
-                d_reset_h = cp.empty((batch, hidden), dtype=x.dtype)
-                reset_h_all = cp.empty((steps, batch, hidden), dtype=x.dtype)
-                for t in backward_order(steps, reverse):
-                    launch(
-                        "gru_grad_candidate",
-                        hidden,
-                        (
-                            mm,
-                            lengths_arg,
-                            dy_at(t),
-                            gates[t],
-                            h_prev[t],
-                            part,
-                            carry,
-                            dh,
-                            dgx[t],
-                            *sizes,
-                            int32(previous),
-                            int32(t),
-                            step_options,
-                        ),
-                    )
-                    cp.matmul(dgx[t][:, 2 * hidden :], weight_n, out=d_reset_h)
-                    launch(
-                        "gru_grad_reset",
-                        hidden,
-                        (
-                            d_reset_h,
-                            dh,
-                            lengths_arg,
-                            gates[t],
-                            h_prev[t],
-                            part,
-                            dgx[t],
-                            reset_h_all[t],
-                            *sizes,
-                            int32(t),
-                            int32(options),
-                        ),
-                    )
-                    cp.matmul(dgx[t][:, : 2 * hidden], weight_rz, out=mm)
-                    previous = t
-            _finish_carry(launch, mm, part, lengths_arg, carry, hidden, previous, options)
-            if linear_before_reset:
-                dx, grads = gru_param_grads(cp, x, params, lengths, dgx, h_prev, dgh=dgh)
-            else:
-                dx, grads = gru_param_grads(cp, x, params, lengths, dgx, h_prev, reset_h_all=reset_h_all)
+            dgx, dgh, reset_h_all = gru_backward_loop(
+                EAGER, params, gates, hidden_n, h_prev, lengths, reverse, dy=dy, carry=carry
+            )
+            dx, grads = gru_param_grads(cp, x, params, lengths, dgx, h_prev, dgh=dgh, reset_h_all=reset_h_all)
             return dx, params_like(params, grads), (carry,)
 
     return y, (h,), backward
