@@ -557,13 +557,14 @@ def installed(monkeypatch: Any):
 
     monkeypatch.setattr(cupy_cluster, "_shared_limits", {})  # per device: this fake's device is a new one
     monkeypatch.setattr(cupy_common, "_placeholders", {})
-    from arrayrnn._fast import cupy_blas, cupy_fused_graph, cupy_grad_graph
+    from arrayrnn._fast import cupy_blas, cupy_fused_graph, cupy_grad_fused_graph, cupy_grad_graph
 
     monkeypatch.setattr(cupy_blas, "library", lambda: fake.cublas)
     monkeypatch.setattr(cupy_blas, "_handles", {})
     for module_name in (
         "cupy_blas",
         "cupy_fused_graph",
+        "cupy_grad_fused_graph",
         "cupy_kernels",
         "cupy_graph",
         "cupy_grad",
@@ -580,10 +581,12 @@ def installed(monkeypatch: Any):
     cupy_graph.clear_cache()
     cupy_grad_graph.clear_cache()
     cupy_fused_graph.clear_cache()
+    cupy_grad_fused_graph.clear_cache()
     try:
         yield fake
     finally:
         cupy_graph.clear_cache()
         cupy_grad_graph.clear_cache()
         cupy_fused_graph.clear_cache()
+        cupy_grad_fused_graph.clear_cache()
         _current = previous

@@ -14,10 +14,13 @@ import dataclasses
 import numpy as np
 import pytest
 
-from arrayrnn._fast import cupy_blas, cupy_fused_graph, cupy_graph, cupy_kernels
+from arrayrnn._fast import cupy_blas, cupy_fused_graph, cupy_grad_fused_graph, cupy_graph, cupy_kernels
+from arrayrnn.backend import map_arrays
 
 from . import cuda_emulator, fake_cupy
 from .test_cupy_emulated import _as_fake_params, _as_fake_state, _check, _close, _fast, _generic, _problem
+from .test_cupy_emulated_grad import _compare, _cotangents
+from .test_cupy_emulated_grad import _generic as _generic_vjp
 
 pytestmark = pytest.mark.skipif(cuda_emulator.compiler() is None, reason="no C++ compiler for the kernel emulator")
 
@@ -215,3 +218,89 @@ def test_the_fused_path_runs_the_same_loops_eagerly(monkeypatch):
         _check("fused", "lstm", params, x, state, None, False, LSTM_OPTIONS, "float64")
         assert fake.cublas.direct_calls == 0 and fake.kernel_launches == 3
         assert isinstance(cupy_kernels.EAGER, cupy_kernels.Eager)
+
+
+# ------------------------------------------------------------------------------------------------
+# the gradient path (cupy_grad_fused_graph); the shared comparisons are in tests/test_cupy_emulated_grad.py
+
+
+def _vjp(kind, params, x, state, lengths, options):
+    """``params``: already on the stand-in (the same arrays each call: plans are per parameter address)."""
+    fake = fake_cupy.asfake
+    return cupy_grad_fused_graph.sequence_vjp(
+        None,
+        kind,
+        fake(x),
+        params,
+        tuple(fake(s) for s in state),
+        None if lengths is None else fake(np.asarray(lengths)),
+        False,
+        options,
+    )
+
+
+def _pull(recorded, dy, d_final):
+    y, final, backward = recorded
+    fake = fake_cupy.asfake
+    return (y, final, *backward(fake(dy), tuple(fake(d) for d in d_final)))
+
+
+@pytest.mark.parametrize(
+    "kind,options",
+    [
+        ("rnn", {"nonlinearity": "tanh"}),
+        ("lstm", {"coupled": True, "clip": 0.9}),
+        ("gru", {"linear_before_reset": False}),
+    ],
+)
+def test_gradient_graphs_captured_once_and_pullbacks_held_at_once_give_their_own_gradients(monkeypatch, kind, options):
+    """Two forwards of one plan before either pullback runs: the tape in the plan is the second's, so the first
+    pullback replays its forward first. Each pullback, called twice, gives its own call's gradients."""
+    lengths = [4, 2, 3]
+    with fake_cupy.installed(monkeypatch) as fake:
+        params, x1, state = _problem(kind, {}, "float64", 4, 3, 3, 5, seed=31)
+        x2 = x1[::-1].copy() * 0.5
+        dy, d_final = _cotangents(kind, params, x1, seed=31)
+        fake_params = map_arrays(fake_cupy.asfake, params)
+        first = _vjp(kind, fake_params, x1, state, lengths, options)
+        second = _vjp(kind, fake_params, x2, state, lengths, options)
+        for recorded, x in ((first, x1), (second, x2), (first, x1), (second, x2)):
+            got = _pull(recorded, dy, d_final)
+            want = _generic_vjp(kind, params, x, state, lengths, False, options, dy, d_final)
+            _compare(got, want, "float64", 4)
+        assert fake.captures_begun == 2, "one forward graph and one backward graph (with dy)"
+        assert fake.kernel_launches == 0, "every step ran inside a graph"
+        # forwards: 2 calls, then before each of the 4 pullbacks a replay of its own forward (the plan's tape was
+        # always the other call's by then); backwards: 4
+        assert fake.graph_launches == 2 + 4 + 4
+        assert cupy_grad_fused_graph.cached_plans() == 1
+
+
+def test_gradient_without_dy_has_its_own_backward_graph(monkeypatch):
+    with fake_cupy.installed(monkeypatch) as fake:
+        params, x, state = _problem("lstm", {"proj_size": 2}, "float64", 3, 2, 3, 4, seed=32)
+        options = {"coupled": False, "clip": None}
+        dy, d_final = _cotangents("lstm", params, x, seed=32)
+        recorded = _vjp("lstm", map_arrays(fake_cupy.asfake, params), x, state, None, options)
+        y, final, backward = recorded
+        for with_dy in (True, False, True):
+            given = fake_cupy.asfake(dy) if with_dy else None
+            got = (y, final, *backward(given, tuple(fake_cupy.asfake(d) for d in d_final)))
+            want = _generic_vjp("lstm", params, x, state, None, False, options, dy if with_dy else None, d_final)
+            _compare(got, want, "float64", 3)
+        assert fake.captures_begun == 3
+        assert fake.graph_launches == 1 + 3, "no forward replayed: the plan's tape was still this call's"
+
+
+def test_gradient_eager_mode_and_registry(monkeypatch):
+    from arrayrnn._fast import registry
+
+    assert registry.select_vjp("gru", "cupy", "fused_graph") is cupy_grad_fused_graph.sequence_vjp
+    monkeypatch.setattr(cupy_graph, "CAPTURE", False)
+    with fake_cupy.installed(monkeypatch) as fake:
+        params, x, state = _problem("rnn", {}, "float64", 3, 2, 3, 4, seed=33)
+        options = {"nonlinearity": "relu"}
+        dy, d_final = _cotangents("rnn", params, x, seed=33)
+        got = _pull(_vjp("rnn", map_arrays(fake_cupy.asfake, params), x, state, [3, 1], options), dy, d_final)
+        _compare(got, _generic_vjp("rnn", params, x, state, [3, 1], False, options, dy, d_final), "float64", 3)
+        assert fake.captures_begun == 0 and fake.kernel_launches == 2 * 3 + 1

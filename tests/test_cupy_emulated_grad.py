@@ -17,7 +17,7 @@ import pytest
 
 import arrayrnn as ar
 from arrayrnn._core import backward as core
-from arrayrnn._fast import cupy_dispatch, cupy_grad, cupy_grad_graph, cupy_graph, registry
+from arrayrnn._fast import cupy_dispatch, cupy_grad, cupy_grad_fused_graph, cupy_grad_graph, cupy_graph, registry
 from arrayrnn.backend import map_arrays
 
 from . import cuda_emulator, fake_cupy
@@ -52,6 +52,7 @@ def _generic(kind, params, x, state, lengths, reverse, options, dy, d_final):
 
 MODULES = {
     "fused": cupy_grad,
+    "fused_graph": cupy_grad_fused_graph,
     "graph": cupy_grad_graph,
     # the graph plans run by the executor (one cooperative launch per loop)
     "persistent": types.SimpleNamespace(sequence_vjp=cupy_grad_graph.sequence_vjp_persistent),
@@ -105,7 +106,7 @@ def _compare(fast, generic, dtype, steps):
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=_ids)
-@pytest.mark.parametrize("impl", ["fused", "graph", "persistent"])
+@pytest.mark.parametrize("impl", ["fused", "fused_graph", "graph", "persistent"])
 def test_matches_generic_backward_with_lengths_and_reverse(monkeypatch, variant, impl):
     kind, params_options, call_options = variant
     options = _defaults(kind, call_options)
@@ -133,7 +134,7 @@ def test_matches_generic_backward_with_lengths_and_reverse(monkeypatch, variant,
         ("gru", {}, {"linear_before_reset": True}),
     ],
 )
-@pytest.mark.parametrize("impl", ["fused", "graph"])
+@pytest.mark.parametrize("impl", ["fused", "fused_graph", "graph"])
 def test_nan_in_padding_never_reaches_a_gradient(monkeypatch, kind, params_options, call_options, impl):
     """Padded steps of x hold NaN: the generic core masks with where; so must the kernels."""
     options = _defaults(kind, call_options)
@@ -153,7 +154,7 @@ def test_nan_in_padding_never_reaches_a_gradient(monkeypatch, kind, params_optio
 
 @pytest.mark.parametrize("with_dy,with_final", [(False, True), (True, False), (False, False)])
 @pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
-@pytest.mark.parametrize("impl", ["fused", "graph"])
+@pytest.mark.parametrize("impl", ["fused", "fused_graph", "graph"])
 def test_missing_cotangents_count_as_zeros(monkeypatch, kind, with_dy, with_final, impl):
     options = _defaults(kind, {})
     with fake_cupy.installed(monkeypatch):
@@ -166,7 +167,7 @@ def test_missing_cotangents_count_as_zeros(monkeypatch, kind, with_dy, with_fina
 @pytest.mark.parametrize(
     "kind,call_options", [("rnn", {}), ("lstm", {}), ("gru", {}), ("gru", {"linear_before_reset": False})]
 )
-@pytest.mark.parametrize("impl", ["fused", "graph"])
+@pytest.mark.parametrize("impl", ["fused", "fused_graph", "graph"])
 def test_float32_wide_hidden(monkeypatch, kind, call_options, impl):
     """hidden = 70, batch 3: several blocks' worth of index math; in the graph kernels several lane strides."""
     options = _defaults(kind, call_options)
@@ -177,7 +178,7 @@ def test_float32_wide_hidden(monkeypatch, kind, call_options, impl):
         _compare(fast, _generic(kind, params, x, state, [3, 1, 2], False, options, dy, d_final), "float32", 3)
 
 
-@pytest.mark.parametrize("impl", ["fused", "graph"])
+@pytest.mark.parametrize("impl", ["fused", "fused_graph", "graph"])
 def test_pullback_twice_and_inputs_unchanged(monkeypatch, impl):
     with fake_cupy.installed(monkeypatch):
         params, x, state = _problem("lstm", {"peepholes": True}, "float64", 4, 2, 3, 5, seed=6)
@@ -193,7 +194,7 @@ def test_pullback_twice_and_inputs_unchanged(monkeypatch, impl):
         np.testing.assert_array_equal(first[1].weight_hh, second[1].weight_hh)
 
 
-@pytest.mark.parametrize("impl", ["fused", "graph"])
+@pytest.mark.parametrize("impl", ["fused", "fused_graph", "graph"])
 def test_declines_float16_and_an_empty_batch(monkeypatch, impl):
     with fake_cupy.installed(monkeypatch):
         for dtype, batch in (("float16", 2), ("float64", 0)):
@@ -329,7 +330,7 @@ def _tree_close(got, want, what="result"):
         _close(got, want, "float64", 7, what)
 
 
-@pytest.mark.parametrize("impl", ["fused", "graph"])
+@pytest.mark.parametrize("impl", ["fused", "fused_graph", "graph"])
 def test_vjp_end_to_end_layouts_and_models(monkeypatch, impl):
     monkeypatch.delenv("ARRAYRNN_IMPL", raising=False)
     monkeypatch.setitem(END_TO_END_IMPL, "impl", impl)

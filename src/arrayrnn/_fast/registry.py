@@ -132,6 +132,7 @@ for _kind in ("rnn", "lstm", "gru"):
     register(_kind, "cupy", ".cupy_cluster", f"{_kind}_sequence", variant="cluster")
     register_vjp(_kind, "cupy", ".cupy_dispatch", "sequence_vjp")
     register_vjp(_kind, "cupy", ".cupy_grad", "sequence_vjp", variant="fused")
+    register_vjp(_kind, "cupy", ".cupy_grad_fused_graph", "sequence_vjp", variant="fused_graph")
     register_vjp(_kind, "cupy", ".cupy_grad_graph", "sequence_vjp", variant="graph")
     register_vjp(_kind, "cupy", ".cupy_grad_graph", "sequence_vjp_persistent", variant="persistent")
     register_vjp(_kind, "cupy", ".cupy_grad_cluster", "sequence_vjp", variant="cluster")

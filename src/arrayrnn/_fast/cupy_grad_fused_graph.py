@@ -1,0 +1,258 @@
+"""CuPy gradient path "fused_graph": the fused gradient path's loops (``cupy_grad``) as replayed CUDA graphs.
+
+``ar.vjp``'s counterpart of ``cupy_fused_graph``: the recording forward loop and the backward loop of
+``cupy_grad`` (per step a cuBLAS product and a pointwise kernel, or two of each) are each recorded once, their
+cuBLAS products included (``cupy_blas``), and replayed; the input projection, ``dx`` and the weight gradients
+stay single GEMMs outside the graphs, as in ``cupy_grad``.
+
+Bookkeeping: a plan owns the forward's buffers and its tape (outputs, gates, cell states) and, per presence of
+``dy``, a backward graph with its own buffers; it is cached per (kind, shapes, dtype, options, device, stream,
+addresses of the parameters the loops read). The tape is not copied out: a forward returns copies of ``y`` and the
+final state only, and its pullback remembers the plan's *generation*. If another forward of the same plan ran in
+between (two pullbacks of one shape held at once), the pullback first replays its own forward again from the
+inputs it holds (as every gradient path, it holds ``x`` and the initial state, and expects them unchanged), so
+any number of pullbacks, called any number of times, give their own gradients.
+
+Supports what ``cupy_grad`` supports: every option, float32/float64 (float16 and an empty batch are declined:
+``None``, and the generic core runs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from typing import Any, Optional
+
+from . import cupy_blas, cupy_graph, cupy_kernels
+from .cupy_common import cupy_module, dtype_name, project_inputs, time_order
+from .cupy_fused_graph import _graph_params, _Recorder
+from .cupy_grad import (
+    GRAD_DTYPES,
+    Backward,
+    State,
+    gru_backward_loop,
+    gru_param_grads,
+    gru_record_loop,
+    lstm_backward_loop,
+    lstm_grads,
+    lstm_record_loop,
+    params_like,
+    previous_hidden,
+    rnn_backward_loop,
+    rnn_param_grads,
+)
+
+Array = Any
+
+#: cached plans (each holds a whole tape and the backward's buffers)
+MAX_PLANS = 4
+#: the cell options each loop takes, where the call leaves them out
+_DEFAULT_OPTIONS = {
+    "rnn": {"nonlinearity": "tanh"},
+    "lstm": {"coupled": False, "clip": None},
+    "gru": {"linear_before_reset": True},
+}
+
+
+def _run(recorder: _Recorder, graph: Any) -> Any:
+    """Replay ``graph`` (capturing ``recorder``'s calls into it first when it is ``None``); returns the graph."""
+    if not cupy_graph.CAPTURE:
+        for call in recorder.calls:
+            call()
+        return None
+    if graph is None:
+        graph = cupy_graph.capture(recorder.calls, recorder.kernels)
+    graph.launch(stream=cupy_module().cuda.get_current_stream())
+    return graph
+
+
+def _recorded(loop: Any, *args: Any, **kwargs: Any) -> tuple[_Recorder, Any]:
+    """Run ``loop(recorder, *args, **kwargs)`` into a fresh recorder (with its own cuBLAS workspace) and warm its
+    products up; returns the recorder and what the loop returned."""
+    recorder = _Recorder(cupy_blas.workspace())
+    result = loop(recorder, *args, **kwargs)
+    if cupy_graph.CAPTURE:  # before any input is copied in: the products write their outputs
+        cupy_blas.warm_up(recorder.calls)
+    return recorder, result
+
+
+@dataclasses.dataclass
+class _BackwardPlan:
+    recorder: _Recorder
+    dy: Optional[Array]  # (T, B, P) or None (the loop then reads no dy)
+    cotangents: tuple[Array, ...]  # carry (B, P) and, LSTM, dc (B, H): the final state's in, the initial's out
+    h_prev: Optional[Array]  # GRU: (T, B, H), the hidden state entering each step, filled before each replay
+    results: tuple[Any, ...]  # what the backward loop returned
+    graph: Any = None
+
+
+@dataclasses.dataclass
+class _Plan:
+    kind: str
+    params: Any  # the parameters the loops read (C-contiguous)
+    options: dict[str, Any]
+    reverse: bool
+    gx: Array
+    h: Array  # (B, P) updated in place: the final hidden state after a forward
+    h0: Array  # (B, P) the initial hidden state
+    c0: Optional[Array]  # LSTM: (B, H) the initial cell state
+    lengths: Optional[Array]
+    tape: tuple[Array, ...]  # what the recording loop returned (y first)
+    forward: _Recorder
+    forward_graph: Any = None
+    backward: dict[bool, _BackwardPlan] = dataclasses.field(default_factory=dict)
+    generation: int = 0
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+
+    @property
+    def y(self) -> Array:
+        return self.tape[0]
+
+    def run_forward(self, x: Array, weight_ih: Array, state: State, lengths: Optional[Array]) -> int:
+        """Fill the inputs, replay the forward; returns the new generation (hold ``lock``)."""
+        cp = cupy_module()
+        project_inputs(x, weight_ih, out=self.gx)
+        cp.copyto(self.h, state[0])
+        cp.copyto(self.h0, state[0])
+        if self.c0 is not None:
+            cp.copyto(self.c0, state[1])
+        if lengths is not None:
+            cp.copyto(self.lengths, lengths, casting="unsafe")
+        self.forward_graph = _run(self.forward, self.forward_graph)
+        self.generation += 1
+        return self.generation
+
+    def final_state(self) -> State:
+        if self.kind != "lstm":
+            return (self.h.copy(),)
+        cells = self.tape[2]
+        return self.h.copy(), cells[time_order(cells.shape[0], self.reverse)[-1]].copy()
+
+    def backward_plan(self, with_dy: bool) -> _BackwardPlan:
+        found = self.backward.get(with_dy)
+        if found is not None:
+            return found
+        cp = cupy_module()
+        dtype = self.gx.dtype
+        dy = cp.empty(self.y.shape, dtype=dtype) if with_dy else None
+        carry = cp.empty(self.h.shape, dtype=dtype)
+        h_prev = None
+        if self.kind == "rnn":
+            cotangents = (carry,)
+            loop_args: tuple[Any, ...] = (self.params, self.y, self.lengths, self.reverse)
+            recorder, results = _recorded(rnn_backward_loop, *loop_args, dy=dy, carry=carry, **self.options)
+        elif self.kind == "lstm":
+            dc = cp.empty(self.c0.shape, dtype=dtype)
+            cotangents = (carry, dc)
+            _, z, cells = self.tape
+            loop_args = (self.params, z, cells, self.c0, self.lengths, self.reverse)
+            recorder, results = _recorded(lstm_backward_loop, *loop_args, dy=dy, carry=carry, dc=dc, **self.options)
+        else:
+            cotangents = (carry,)
+            h_prev = cp.empty(self.y.shape, dtype=dtype)
+            _, gates, hidden_n = self.tape
+            loop_args = (self.params, gates, hidden_n, h_prev, self.lengths, self.reverse)
+            recorder, results = _recorded(gru_backward_loop, *loop_args, dy=dy, carry=carry)
+        results = results if isinstance(results, tuple) else (results,)
+        found = self.backward[with_dy] = _BackwardPlan(recorder, dy, cotangents, h_prev, results)
+        return found
+
+
+_plans = cupy_graph.PlanCache()
+
+
+def clear_cache() -> None:
+    _plans.clear()
+
+
+def cached_plans() -> int:
+    return len(_plans)
+
+
+def _new_plan(kind: str, x: Array, graph_params: Any, state: State, lengths: Optional[Array], reverse: bool,
+              options: dict[str, Any]) -> _Plan:  # fmt: skip
+    cp = cupy_module()
+    steps, batch, _ = x.shape
+    gx = cp.empty((steps, batch, graph_params.weight_ih.shape[0]), dtype=x.dtype)
+    h, h0 = (cp.empty(state[0].shape, dtype=x.dtype) for _ in range(2))
+    c0 = cp.empty(state[1].shape, dtype=x.dtype) if kind == "lstm" else None
+    lengths_buffer = None if lengths is None else cp.empty((batch,), dtype="int64")
+    if kind == "rnn":
+        forward, y = _recorded(cupy_kernels.rnn_loop, gx, graph_params, h, lengths_buffer, reverse, **options)
+        tape: tuple[Array, ...] = (y,)
+    elif kind == "lstm":
+        forward, tape = _recorded(lstm_record_loop, gx, graph_params, h, c0, lengths_buffer, reverse, **options)
+    else:
+        forward, tape = _recorded(gru_record_loop, gx, graph_params, h, lengths_buffer, reverse, **options)
+    return _Plan(kind, graph_params, options, reverse, gx, h, h0, c0, lengths_buffer, tape, forward)
+
+
+def _gradients(plan: _Plan, backward: _BackwardPlan, x: Array, params: Any, lengths: Optional[Array]) -> tuple:
+    """``dx`` and the parameter gradients from the plan's tape and the backward's results (fresh arrays)."""
+    cp = cupy_module()
+    if plan.kind == "rnn":
+        (dz,) = backward.results
+        h_prev = previous_hidden(cp, plan.y, plan.h0, lengths, plan.reverse)
+        return rnn_param_grads(cp, x, params, lengths, dz, h_prev)
+    if plan.kind == "lstm":
+        dz, dh_all, m_all = backward.results
+        cells = plan.tape[2]
+        return lstm_grads(cp, x, params, lengths, plan.reverse, plan.y, plan.h0, plan.c0, cells, dz, dh_all, m_all)
+    dgx, dgh, reset_h_all = backward.results
+    return gru_param_grads(cp, x, params, lengths, dgx, backward.h_prev, dgh=dgh, reset_h_all=reset_h_all)
+
+
+def sequence_vjp(
+    xp: Any,
+    kind: str,
+    x: Array,
+    params: Any,
+    state: State,
+    lengths: Optional[Array],
+    reverse: bool,
+    options: dict[str, Any],
+) -> Optional[tuple[Array, State, Backward]]:
+    """As ``cupy_grad.sequence_vjp``, with graph-replayed loops (``None``: declined, the generic core runs)."""
+    if dtype_name(x.dtype) not in GRAD_DTYPES or x.shape[1] == 0:
+        return None
+    cp = cupy_module()
+    state = tuple(state)
+    options = {**_DEFAULT_OPTIONS[kind], **options}
+    with x.device:
+        graph_params = _graph_params(params)
+        pointers = tuple(
+            (field.name, int(getattr(graph_params, field.name).data.ptr))
+            for field in dataclasses.fields(graph_params)
+            if field.name != "weight_ih" and getattr(graph_params, field.name) is not None
+        )
+        call = (bool(reverse), lengths is None, tuple(sorted(options.items())))
+        key = (kind, dtype_name(x.dtype), x.shape, params.weight_ih.shape, tuple(s.shape for s in state), call)
+
+        def build() -> _Plan:
+            return _new_plan(kind, x, graph_params, state, lengths, reverse, options)
+
+        plan = _plans.get((*key, pointers), build, MAX_PLANS)
+        with plan.lock:
+            generation = plan.run_forward(x, params.weight_ih, state, lengths)
+            y, final = plan.y.copy(), plan.final_state()
+
+    def backward(dy: Optional[Array], d_final: tuple[Optional[Array], ...]) -> tuple[Array, Any, State]:
+        nonlocal generation
+        with x.device, plan.lock:
+            if plan.generation != generation:  # another forward of this plan ran since: replay this one's
+                generation = plan.run_forward(x, params.weight_ih, state, lengths)
+            run = plan.backward_plan(dy is not None)
+            if dy is not None:
+                cp.copyto(run.dy, dy)
+            for buffer, given in zip(run.cotangents, d_final):
+                if given is None:
+                    buffer.fill(0)
+                else:
+                    cp.copyto(buffer, given)
+            if run.h_prev is not None:
+                cp.copyto(run.h_prev, previous_hidden(cp, plan.y, plan.h0, lengths, reverse))
+            run.graph = _run(run.recorder, run.graph)
+            dx, grads = _gradients(plan, run, x, params, lengths)
+            return dx, params_like(params, grads), tuple(c.copy() for c in run.cotangents)
+
+    return y, final, backward
