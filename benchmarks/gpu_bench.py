@@ -1,8 +1,8 @@
 """GPU benchmark: arrayrnn's CuPy paths against torch/cuDNN with the same weights, float32 with TF32 off.
 
 For LSTM, GRU and RNN over the (T, B, I, H) grid below, times the forward pass of cuDNN (``torch.nn``)
-and of every arrayrnn CuPy implementation ("generic", "fused", "graph", "persistent", "cluster", and "auto",
-the per-call choice users get), then forward+backward (torch autograd vs ``arrayrnn.vjp``: the CuPy gradient
+and of every arrayrnn CuPy implementation ("generic", "fused", "fused_graph", "graph", "persistent", "cluster",
+and "auto", the per-call choice users get), then forward+backward (torch autograd vs ``arrayrnn.vjp``: the CuPy gradient
 path, and the generic core for scale), the barriers alone, sweeps of the cluster and persistent kernels'
 knobs (cluster size, threads per block, batch tile), and a float16 subset. Every
 implementation's output is first compared with cuDNN's (``rel_diff`` = max |ours - cuDNN| / max |cuDNN|);
@@ -50,7 +50,7 @@ SHAPES = [
 ]
 FLOAT16_SHAPES = [(100, 8, 128, 256), (100, 256, 1024, 1024)]
 KINDS = ("lstm", "gru", "rnn")
-IMPLS = ("generic", "fused", "graph", "persistent", "cluster", "auto")
+IMPLS = ("generic", "fused", "fused_graph", "graph", "persistent", "cluster", "auto")
 #: the benchmark's sections, in the order they run (--sections picks some)
 SECTIONS = ("forward", "backward", "breakdown", "barrier", "cluster_sweep", "persistent_sweep", "float16")
 #: aim for this much timed work per measurement; repeats are clamped to [MIN_REPEATS, MAX_REPEATS]
@@ -411,6 +411,7 @@ def forward_section(report, budget, machine, kinds, shapes, dtype, impls, reserv
 VJP_IMPLS = (
     ("vjp", "auto"),
     ("vjp-fused", "fused"),
+    ("vjp-fused_graph", "fused_graph"),
     ("vjp-graph", "graph"),
     ("vjp-persistent", "persistent"),
     ("vjp-cluster", "cluster"),
@@ -663,6 +664,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         help=f"comma-separated, in this order: {', '.join(SECTIONS)} (default: all; a rerun picks a few)",
     )
     parser.add_argument("--impls", default=",".join(IMPLS), help="forward paths to time (default: all)")
+    parser.add_argument(
+        "--vjp-impls",
+        default=",".join(name for name, _ in VJP_IMPLS),
+        help="forward+backward entries to time (default: all)",
+    )
     args = parser.parse_args(argv)
     sections = set(args.sections.split(","))
     if not sections <= set(SECTIONS):
@@ -696,7 +702,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     # most important first; later sections keep a reserve so the earlier ones always finish
     if "forward" in sections:
         forward_section(report, budget, machine, kinds, shapes, "float32", impls, reserve=0.35 * args.budget)
-    vjp_impls = VJP_IMPLS[:1] + VJP_IMPLS[-1:] if args.dry_run else VJP_IMPLS  # NumPy has no fused/graph
+    vjp_known = dict(VJP_IMPLS)
+    unknown = [n for n in args.vjp_impls.split(",") if n and n not in vjp_known]
+    if unknown:
+        parser.error(f"--vjp-impls: unknown {unknown}; known: {', '.join(vjp_known)}")
+    vjp_impls = tuple((n, vjp_known[n]) for n in args.vjp_impls.split(",") if n)
+    if args.dry_run:  # NumPy has no fused/graph
+        vjp_impls = VJP_IMPLS[:1] + VJP_IMPLS[-1:]
     if "backward" in sections:
         backward_section(report, budget, machine, kinds, shapes, reserve=0.15 * args.budget, vjp_impls=vjp_impls)
     gpu_sections = {

@@ -65,7 +65,16 @@ def main() -> int:
     print(f"cupy {cupy.__version__}, device: {cupy.cuda.runtime.getDeviceProperties(0)['name'].decode()}")
     failures = precompile()
     clusters = int(cupy.cuda.Device().compute_capability) >= 90  # thread block clusters: Hopper and later
-    forward_impls = ("fused", "graph", "persistent", *(("cluster",) if clusters else ()), "auto")
+    try:  # the cuBLAS that the fused_graph paths call through ctypes (the one CuPy loaded)
+        from arrayrnn._fast import cupy_blas
+
+        cupy_blas.library()
+        print(f"cuBLAS for captured products: {cupy_blas._loaded_cublas_path()}")
+    except Exception:
+        failures += 1
+        print("FAILED to load cuBLAS for the captured products (fused_graph):")
+        traceback.print_exc(limit=3)
+    forward_impls = ("fused", "fused_graph", "graph", "persistent", *(("cluster",) if clusters else ()), "auto")
     for dtype in ("float32", "float64", "float16"):
         start = time.perf_counter()
         for name in cupy_sources.kernel_specs():
@@ -138,7 +147,8 @@ def main() -> int:
             dy = cupy.asarray(rng.standard_normal((20, 3, 32)).astype(dtype))
             lengths = cupy.asarray([20, 7, 0])
             grads = {}
-            for impl in ("generic", "fused", "graph", "persistent", *(("cluster",) if clusters else ())):
+            paths = ("fused", "fused_graph", "graph", "persistent", *(("cluster",) if clusters else ()))
+            for impl in ("generic", *paths):
                 try:
                     _, pullback = ar.vjp(run[kind], x, params, lengths=lengths, reverse=True, impl=impl)
                     dx, d_params = pullback((dy, None))

@@ -309,6 +309,21 @@ def test_dispatch_prefers_graph_at_small_batch_and_fused_at_large():
     assert choose("lstm", steps=100_000, batch=64, hidden=512, dtype="float32") == "fused"
 
 
+def test_dispatch_fused_graph_in_place_of_fused_only_when_turned_on(monkeypatch):
+    choose = cupy_dispatch.choose_impl
+    assert cupy_dispatch.FUSED_GRAPH_AUTO is False, "turned on only by a GPU measurement (then update this test)"
+    monkeypatch.setattr(cupy_dispatch, "FUSED_GRAPH_AUTO", True)
+    assert choose("lstm", steps=100, batch=256, hidden=1024, dtype="float32") == "fused_graph"
+    assert choose("lstm", steps=100, batch=1, hidden=256, dtype="float32", has_projection=True) == "fused_graph"
+    assert choose("lstm", steps=100, batch=1, hidden=256, dtype="float32") == "graph"  # small batch: unchanged
+    # a non-contiguous parameter would be copied (a new plan) each call; a huge plan is not worth caching
+    assert choose("gru", steps=100, batch=256, hidden=1024, dtype="float32", weights_contiguous=False) == "fused"
+    assert choose("lstm", steps=1000, batch=4096, hidden=1024, dtype="float32") == "fused"
+    grad = cupy_dispatch.grad_choice
+    assert grad("lstm", "fused_graph", batch=256, hidden=1024, dtype="float32") == "fused_graph"
+    assert grad("lstm", "fused", batch=256, hidden=1024, dtype="float32") == "fused"
+
+
 def test_registry_variants_are_per_backend(monkeypatch):
     from arrayrnn._fast import registry
 

@@ -1,4 +1,5 @@
-"""The CuPy fast paths ("fused", "graph", "persistent", and the automatic choice) against the generic core, on a GPU.
+"""The CuPy fast paths ("fused", "fused_graph", "graph", "persistent", and the automatic choice) against the
+generic core, on a GPU.
 
 Runs on the cupy backend only (skipped elsewhere; ``ci/gpu.sh`` runs it with cupy required). The oracle
 is ``impl="generic"`` on the same CuPy arrays (the generic core is itself tested against torch and an
@@ -36,7 +37,7 @@ VARIANTS = [
 
 pytestmark = pytest.mark.only_backends("cupy")
 
-PATHS = ["fused", "graph", "persistent"]
+PATHS = ["fused", "fused_graph", "graph", "persistent"]
 
 
 @pytest.fixture(autouse=True)
@@ -274,9 +275,37 @@ def test_auto_picks_by_batch_and_matches(backend, monkeypatch):
         got = _run(backend, "lstm", params, x, state, "auto")
         want = _run(backend, "lstm", params, x, state, "generic")
         _assert_same(backend, "lstm", got, want, "float32", 6)
-    # the small-batch path (the cluster path where CLUSTER_AUTO is on and the GPU has clusters), then fused
+    # the small-batch path (the cluster path where CLUSTER_AUTO is on and the GPU has clusters), then fused (the
+    # fused loop as a CUDA graph where FUSED_GRAPH_AUTO is on)
     small = "cluster" if cupy_dispatch.CLUSTER_AUTO and _has_clusters() else cupy_dispatch.SMALL_BATCH_IMPL
-    assert chosen == [small, "fused"]
+    assert chosen == [small, "fused_graph" if cupy_dispatch.FUSED_GRAPH_AUTO else "fused"]
+
+
+def test_fused_graph_replays_sees_in_place_updates_and_runs_on_any_stream(backend):
+    """The cuBLAS products inside the captured graph (cupy_blas, through ctypes): captured once per stream, the
+    weights read in place, the results the generic core's."""
+    _require_cupy(backend)
+    import cupy
+
+    from arrayrnn._fast import cupy_fused_graph
+
+    cupy_fused_graph.clear_cache()
+    params, x, state = _problem("lstm", {"proj_size": 3, "peepholes": True}, "float32", 12, 40, 4, 8, seed=17)
+    params_b, state_b = backend.tree(params), backend.tree(state)
+    first = ar.lstm(backend.asarray(x), params_b, state_b, impl="fused_graph")
+    _assert_same(backend, "lstm", first, ar.lstm(backend.asarray(x), params_b, state_b, impl="generic"), "float32", 12)
+    params_b.weight_hh[...] *= 0.5
+    params_b.weight_hr[...] *= -1.0
+    again = ar.lstm(backend.asarray(x), params_b, state_b, impl="fused_graph")
+    _assert_same(backend, "lstm", again, ar.lstm(backend.asarray(x), params_b, state_b, impl="generic"), "float32", 12)
+    assert cupy_fused_graph.cached_plans() == 1
+    stream = cupy.cuda.Stream(non_blocking=True)
+    with stream:
+        other = ar.lstm(backend.asarray(x), params_b, state_b, impl="fused_graph")
+        stream.synchronize()
+    _assert_same(backend, "lstm", other, again, "float32", 12)
+    assert cupy_fused_graph.cached_plans() == 2
+    assert not cupy.cuda.get_current_stream().is_capturing()
 
 
 @pytest.mark.parametrize("impl", PATHS)

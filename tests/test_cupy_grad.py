@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import arrayrnn as ar
-from arrayrnn._fast import cupy_dispatch, cupy_grad, cupy_grad_cluster, cupy_grad_graph
+from arrayrnn._fast import cupy_dispatch, cupy_grad, cupy_grad_cluster, cupy_grad_fused_graph, cupy_grad_graph
 
 from .support import random_params, tolerance
 from .test_cupy_fast import VARIANTS, _ids
@@ -31,7 +31,8 @@ def _require_cupy(backend):
 def fast_calls(monkeypatch):
     """Records each call of a gradient path as (name, accepted) (so a silent fallback cannot pass)."""
     calls = []
-    paths = (("fused", cupy_grad, "sequence_vjp"), ("graph", cupy_grad_graph, "sequence_vjp"),
+    paths = (("fused", cupy_grad, "sequence_vjp"), ("fused_graph", cupy_grad_fused_graph, "sequence_vjp"),
+             ("graph", cupy_grad_graph, "sequence_vjp"),
              ("persistent", cupy_grad_graph, "sequence_vjp_persistent"),
              ("cluster", cupy_grad_cluster, "sequence_vjp"))  # fmt: skip
     for name, module, attribute in paths:
@@ -48,7 +49,8 @@ def fast_calls(monkeypatch):
 
 def _auto_path(kind, steps, batch, hidden, dtype="float32", linear_before_reset=True):
     """The gradient path auto routes this call to on this GPU (cupy_dispatch's own rule: "cluster" only with
-    CLUSTER_AUTO on a GPU with clusters, else the small-batch path or "fused")."""
+    CLUSTER_AUTO on a GPU with clusters, else the small-batch path, "fused" or, with FUSED_GRAPH_AUTO,
+    "fused_graph")."""
     from arrayrnn._fast import cupy_cluster
 
     shared = cupy_cluster.cluster_shared_limit() if cupy_dispatch.CLUSTER_AUTO else 0
@@ -107,7 +109,7 @@ def _assert_same(backend, got, want, dtype, steps):
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=_ids)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("impl", ["fused", "graph", "persistent"])
+@pytest.mark.parametrize("impl", ["fused", "fused_graph", "graph", "persistent"])
 def test_matches_generic_with_lengths_and_reverse(backend, fast_calls, variant, dtype, impl):
     _require_cupy(backend)
     kind, params_options, call_options = variant
@@ -129,7 +131,7 @@ def test_matches_generic_with_lengths_and_reverse(backend, fast_calls, variant, 
     "kind,options", [("rnn", {}), ("lstm", {}), ("gru", {}), ("gru", {"linear_before_reset": False})]
 )
 @pytest.mark.parametrize("shape", [(40, 1, 16, 64), (12, 70, 33, 300), (6, 13, 5, 1030)], ids=str)
-@pytest.mark.parametrize("impl", ["graph", "persistent", "auto"])
+@pytest.mark.parametrize("impl", ["fused_graph", "graph", "persistent", "auto"])
 def test_larger_shapes(backend, fast_calls, kind, options, shape, impl):
     """hidden not a multiple of 32, batch spanning several tiles; "auto" picks graph at B=1, fused at B=70."""
     _require_cupy(backend)
@@ -141,12 +143,13 @@ def test_larger_shapes(backend, fast_calls, kind, options, shape, impl):
     _assert_same(backend, got, want, "float32", steps)
     small = batch <= 64 and hidden <= 1024
     expected = {
+        "fused_graph": "fused_graph",
         "graph": "graph",
         "persistent": "persistent",
         "auto": _auto_path(kind, steps, batch, hidden, linear_before_reset=options.get("linear_before_reset", True)),
     }
     # the rule itself: a small-batch path (or, with CLUSTER_AUTO, the cluster one) at small batch, fused beyond
-    assert expected["auto"] in ((cupy_dispatch.GRAD_SMALL_BATCH_IMPL, "cluster") if small else ("fused",))
+    assert expected["auto"] in ((cupy_dispatch.GRAD_SMALL_BATCH_IMPL, "cluster") if small else ("fused", "fused_graph"))
     assert fast_calls == [(expected[impl], True)]
 
 

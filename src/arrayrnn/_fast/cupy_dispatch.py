@@ -6,10 +6,11 @@ gate kernels) is the fastest of ours, ahead of the persistent kernel (one launch
 barrier per step: 1.2-5x slower than graph in that run, see ``cupy_persistent``); the fused path (cuBLAS
 recurrent matmul + one pointwise kernel per step) wins once the recurrent matmul is big enough to keep the
 GPU busy. The thresholds below are module constants so a measurement can move them; ``impl="graph"`` /
-``"persistent"`` / ``"cluster"`` / ``"fused"`` / ``"generic"`` (or ``ARRAYRNN_IMPL``) overrides the choice.
-``CLUSTER_AUTO`` (off until measured) lets auto pick the Hopper cluster path where it fits. The gradient
-path follows the forward's choice: the small-batch gradient path (``GRAD_SMALL_BATCH_IMPL``) where the
-forward would run the small-batch path, the fused one elsewhere.
+``"persistent"`` / ``"cluster"`` / ``"fused"`` / ``"fused_graph"`` / ``"generic"`` (or ``ARRAYRNN_IMPL``) overrides
+the choice. ``CLUSTER_AUTO`` (off until measured) lets auto pick the Hopper cluster path where it fits;
+``FUSED_GRAPH_AUTO`` (off until measured) the fused loop replayed as a CUDA graph in place of the fused path. The
+gradient path follows the forward's choice: the small-batch gradient path (``GRAD_SMALL_BATCH_IMPL``) where the
+forward would run the small-batch path, the fused (or fused_graph) one elsewhere.
 """
 
 from __future__ import annotations
@@ -38,6 +39,13 @@ GRAPH_MAX_BUFFER_BYTES = 256 << 20
 #: clusters and the shape fits one cluster. Off: the cluster path is not measured yet (written 2026-11-27
 #: without a GPU); a GPU run that shows it ahead (benchmarks/gpu_bench.py's cluster column) turns this on.
 CLUSTER_AUTO = False
+#: auto runs "fused_graph" (the fused loop replayed as one CUDA graph, forward and gradient) where it would run
+#: "fused" and the plan's buffers stay under ``FUSED_GRAPH_MAX_BUFFER_BYTES``. Off: not measured yet (written
+#: 2026-11-27 without a GPU); the benchmark's fused_graph columns decide.
+FUSED_GRAPH_AUTO = False
+#: largest fused_graph plan (input projection + output; the gradient's tape counted by ``GRAD_BUFFER_FACTOR``)
+#: auto caches; beyond it each step's GPU work dwarfs its launch cost anyway
+FUSED_GRAPH_MAX_BUFFER_BYTES = 1 << 30
 
 _GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 
@@ -54,22 +62,22 @@ def choose_impl(
     cluster_shared: int = 0,
     linear_before_reset: bool = True,
 ) -> str:
-    """``SMALL_BATCH_IMPL`` ("graph"), "cluster", "fused" or "generic" for one call (pure function of the shapes
-    and of ``cluster_shared``, the shared memory a cluster kernel's block may have on the GPU, 0 without
-    clusters: testable anywhere). "cluster" only with ``CLUSTER_AUTO``, where the small-batch path would run
-    and the forward fits one cluster."""
+    """``SMALL_BATCH_IMPL`` ("graph"), "cluster", "fused", "fused_graph" or "generic" for one call (pure function
+    of the shapes and of ``cluster_shared``, the shared memory a cluster kernel's block may have on the GPU, 0
+    without clusters: testable anywhere). "cluster" only with ``CLUSTER_AUTO``, where the small-batch path would
+    run and the forward fits one cluster; "fused_graph" only with ``FUSED_GRAPH_AUTO``, in place of "fused"."""
     if batch == 0 or dtype not in SUPPORTED_DTYPES:
         return "generic"
-    if has_projection:
-        return "fused"
     itemsize = np.dtype(dtype).itemsize
     buffer_bytes = steps * batch * (_GATES[kind] + 1) * hidden * itemsize
     small = batch <= GRAPH_MAX_BATCH and hidden <= GRAPH_MAX_HIDDEN
-    if small and weights_contiguous and buffer_bytes <= GRAPH_MAX_BUFFER_BYTES:
+    if not has_projection and small and weights_contiguous and buffer_bytes <= GRAPH_MAX_BUFFER_BYTES:
         cluster_ok = CLUSTER_AUTO and cluster_shared > 0 and linear_before_reset
         if cluster_ok and cupy_cluster.fits(_GATES[kind], batch, hidden, itemsize, cluster_shared):
             return "cluster"
         return SMALL_BATCH_IMPL
+    if FUSED_GRAPH_AUTO and weights_contiguous and buffer_bytes <= FUSED_GRAPH_MAX_BUFFER_BYTES:
+        return "fused_graph"
     return "fused"
 
 
@@ -79,7 +87,7 @@ def _is_c_contiguous(array: Optional[Array]) -> bool:
 
 def _choice(kind: str, x: Array, params: Any, options: dict[str, Any], steps_factor: int = 1) -> str:
     weight_hr = getattr(params, "weight_hr", None)
-    graph_inputs = [params.weight_hh, params.bias_ih, params.bias_hh]
+    graph_inputs = [params.weight_hh, params.bias_ih, params.bias_hh, weight_hr]
     graph_inputs += [getattr(params, name, None) for name in ("peephole_i", "peephole_f", "peephole_o")]
     return choose_impl(
         kind,
@@ -96,6 +104,10 @@ def _choice(kind: str, x: Array, params: Any, options: dict[str, Any], steps_fac
 
 def _implementation(kind: str, x: Array, params: Any, options: dict[str, Any]) -> Callable[..., Any]:
     choice = _choice(kind, x, params, options)
+    if choice == "fused_graph":
+        from . import cupy_fused_graph
+
+        return getattr(cupy_fused_graph, f"{kind}_sequence")
     if choice == "cluster":
         return getattr(cupy_cluster, f"{kind}_sequence")
     if choice == "persistent":
@@ -133,7 +145,7 @@ def sequence_vjp(xp: Any, kind: str, x: Array, params: Any, state: Any, lengths:
 
     ``None`` (declined: the generic core runs) where the chosen path declines (dtype, empty batch).
     """
-    from . import cupy_grad, cupy_grad_cluster, cupy_grad_graph  # module attributes: tests may wrap them
+    from . import cupy_grad, cupy_grad_cluster, cupy_grad_fused_graph, cupy_grad_graph  # tests may wrap them
 
     forward = _choice(kind, x, params, options, steps_factor=GRAD_BUFFER_FACTOR)
     shared = cupy_cluster.cluster_shared_limit() if forward == "cluster" else 0
@@ -142,6 +154,8 @@ def sequence_vjp(xp: Any, kind: str, x: Array, params: Any, state: Any, lengths:
     )
     if choice == "cluster":
         return cupy_grad_cluster.sequence_vjp(xp, kind, x, params, state, lengths, reverse, options)
+    if choice == "fused_graph":
+        return cupy_grad_fused_graph.sequence_vjp(xp, kind, x, params, state, lengths, reverse, options)
     if choice == "persistent":
         return cupy_grad_graph.sequence_vjp_persistent(xp, kind, x, params, state, lengths, reverse, options)
     if choice == "graph":
@@ -153,7 +167,10 @@ def grad_choice(kind: str, forward: str, *, batch: int, hidden: int, dtype: Any,
     """The gradient path for a call whose forward ``choose_impl`` (at ``GRAD_BUFFER_FACTOR`` times the steps) picks
     ``forward``: "cluster" where that is the forward's pick and the backward fits one cluster too (it exchanges
     the gate gradients, ``G * H`` columns, where the forward exchanges ``H``), else ``GRAD_SMALL_BATCH_IMPL`` where
-    the forward runs a small-batch path, else "fused" (pure: testable anywhere)."""
+    the forward runs a small-batch path, else "fused_graph" where that is the forward's pick, else "fused" (pure:
+    testable anywhere)."""
+    if forward == "fused_graph":
+        return "fused_graph"
     if forward not in ("graph", "persistent", "cluster"):
         return "fused"
     gates, itemsize = _GATES[kind], np.dtype(dtype).itemsize
