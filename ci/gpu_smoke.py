@@ -54,6 +54,12 @@ def precompile() -> int:
     return failures
 
 
+def trying(impl: str, what: str) -> None:
+    """Say which path runs next, before it runs: a kernel that hangs leaves this as the log's last such line, and
+    ``ci/gpu.sh`` then leaves that path out of the later phases (``> trying IMPL ...``: IMPL is the third word)."""
+    print(f"> trying {impl} {what}", flush=True)
+
+
 def main() -> int:
     import cupy
 
@@ -108,6 +114,7 @@ def main() -> int:
             lengths = cupy.asarray([20, 7, 0])
             reference = run[kind](x, params, lengths=lengths, impl="generic")[0]
             for impl in forward_impls:
+                trying(impl, f"forward {kind} {dtype}")
                 try:
                     y = run[kind](x, params, lengths=lengths, impl=impl)[0]
                     error = float(cupy.max(cupy.abs(y - reference)))
@@ -120,6 +127,7 @@ def main() -> int:
                     traceback.print_exc(limit=3)
     # the grid barrier alone (both flavours), as the benchmark will run it
     for acqrel in (False, True):
+        trying("persistent", "grid barrier")
         try:
             run_barriers = cupy_persistent.barrier_bench(blocks=16, threads=256, steps=100, acqrel=acqrel)
             run_barriers()
@@ -131,6 +139,7 @@ def main() -> int:
             traceback.print_exc(limit=3)
     # the cluster barrier alone, at every cluster size (16 needs the non-portable opt-in)
     for size in (2, 4, 8, 16) if clusters else ():
+        trying("cluster", f"cluster barrier of {size} blocks")
         try:
             cupy_cluster.barrier_bench(size, threads=256, steps=100)()
             cupy.cuda.get_current_stream().synchronize()
@@ -149,6 +158,7 @@ def main() -> int:
             grads = {}
             paths = ("fused", "fused_graph", "graph", "persistent", *(("cluster",) if clusters else ()))
             for impl in ("generic", *paths):
+                trying(impl, f"vjp {kind} {dtype}")
                 try:
                     _, pullback = ar.vjp(run[kind], x, params, lengths=lengths, reverse=True, impl=impl)
                     dx, d_params = pullback((dy, None))
