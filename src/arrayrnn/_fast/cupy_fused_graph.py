@@ -38,7 +38,7 @@ IMPL = "fused_graph"
 MAX_PLANS = 8
 
 
-class _Recorder:
+class Recorder:
     """``cupy_kernels.Ops`` that records: cuBLAS products as ``cupy_blas.Gemm`` calls, launches as partials."""
 
     def __init__(self, workspace: Array) -> None:
@@ -60,7 +60,7 @@ class _Plan:
     states: tuple[Array, ...]  # the loop's state buffers (h; LSTM h, c), updated in place
     lengths: Optional[Array]  # (B,) int64, or None
     y: Array  # (T, B, P)
-    recorder: _Recorder
+    recorder: Recorder
     graph: Any = None
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
@@ -86,15 +86,16 @@ def cached_plans() -> int:
     return len(_plans)
 
 
-def _graph_params(params: Any) -> Any:
-    """``params`` with every array the loop reads C-contiguous (the same array where it already is)."""
+def graph_params(params: Any) -> tuple[Any, tuple[tuple[str, int], ...]]:
+    """``params`` with every array a loop reads (all but ``weight_ih``) C-contiguous (the same array where it
+    already is), and the addresses of those arrays: a graph reads them in place, so they belong in a plan's key."""
     cp = cupy_module()
     arrays = {
         field.name: cp.ascontiguousarray(getattr(params, field.name))
         for field in dataclasses.fields(params)
         if field.name != "weight_ih" and getattr(params, field.name) is not None
     }
-    return dataclasses.replace(params, **arrays)
+    return dataclasses.replace(params, **arrays), tuple((name, int(a.data.ptr)) for name, a in arrays.items())
 
 
 def _sequence(
@@ -115,23 +116,18 @@ def _sequence(
         steps, batch, _ = x.shape
         if batch == 0:
             return empty_batch_result(x, state)
-        graph_params = _graph_params(params)
-        pointers = tuple(
-            (field.name, int(getattr(graph_params, field.name).data.ptr))
-            for field in dataclasses.fields(graph_params)
-            if field.name != "weight_ih" and getattr(graph_params, field.name) is not None
-        )
+        read_params, pointers = graph_params(params)
         shapes = tuple(s.shape for s in state)
         projection = params.weight_ih.shape[0]
         call = (bool(reverse), lengths is None, tuple(sorted(options.items())))
         key = (kind, dtype, steps, batch, projection, shapes, call)
 
         def build() -> _Plan:
-            recorder = _Recorder(cupy_blas.workspace())
+            recorder = Recorder(cupy_blas.workspace())
             gx = cp.empty((steps, batch, projection), dtype=x.dtype)
             states = tuple(cp.empty(s.shape, dtype=x.dtype) for s in state)
             lengths_buffer = None if lengths is None else cp.empty((batch,), dtype="int64")
-            y = loop(recorder, gx, graph_params, *states, lengths_buffer, reverse, **options)
+            y = loop(recorder, gx, read_params, *states, lengths_buffer, reverse, **options)
             if cupy_graph.CAPTURE:  # before any input is copied in: the products write their outputs
                 cupy_blas.warm_up(recorder.calls)
             return _Plan(gx=gx, states=states, lengths=lengths_buffer, y=y, recorder=recorder)

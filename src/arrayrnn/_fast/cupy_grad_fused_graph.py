@@ -25,7 +25,7 @@ from typing import Any, Optional
 
 from . import cupy_blas, cupy_graph, cupy_kernels
 from .cupy_common import cupy_module, dtype_name, project_inputs, time_order
-from .cupy_fused_graph import _graph_params, _Recorder
+from .cupy_fused_graph import Recorder, graph_params
 from .cupy_grad import (
     GRAD_DTYPES,
     Backward,
@@ -54,7 +54,7 @@ _DEFAULT_OPTIONS = {
 }
 
 
-def _run(recorder: _Recorder, graph: Any) -> Any:
+def _run(recorder: Recorder, graph: Any) -> Any:
     """Replay ``graph`` (capturing ``recorder``'s calls into it first when it is ``None``); returns the graph."""
     if not cupy_graph.CAPTURE:
         for call in recorder.calls:
@@ -66,10 +66,10 @@ def _run(recorder: _Recorder, graph: Any) -> Any:
     return graph
 
 
-def _recorded(loop: Any, *args: Any, **kwargs: Any) -> tuple[_Recorder, Any]:
+def _recorded(loop: Any, *args: Any, **kwargs: Any) -> tuple[Recorder, Any]:
     """Run ``loop(recorder, *args, **kwargs)`` into a fresh recorder (with its own cuBLAS workspace) and warm its
     products up; returns the recorder and what the loop returned."""
-    recorder = _Recorder(cupy_blas.workspace())
+    recorder = Recorder(cupy_blas.workspace())
     result = loop(recorder, *args, **kwargs)
     if cupy_graph.CAPTURE:  # before any input is copied in: the products write their outputs
         cupy_blas.warm_up(recorder.calls)
@@ -78,7 +78,7 @@ def _recorded(loop: Any, *args: Any, **kwargs: Any) -> tuple[_Recorder, Any]:
 
 @dataclasses.dataclass
 class _BackwardPlan:
-    recorder: _Recorder
+    recorder: Recorder
     dy: Optional[Array]  # (T, B, P) or None (the loop then reads no dy)
     cotangents: tuple[Array, ...]  # carry (B, P) and, LSTM, dc (B, H): the final state's in, the initial's out
     h_prev: Optional[Array]  # GRU: (T, B, H), the hidden state entering each step, filled before each replay
@@ -98,7 +98,7 @@ class _Plan:
     c0: Optional[Array]  # LSTM: (B, H) the initial cell state
     lengths: Optional[Array]
     tape: tuple[Array, ...]  # what the recording loop returned (y first)
-    forward: _Recorder
+    forward: Recorder
     forward_graph: Any = None
     backward: dict[bool, _BackwardPlan] = dataclasses.field(default_factory=dict)
     generation: int = 0
@@ -169,22 +169,22 @@ def cached_plans() -> int:
     return len(_plans)
 
 
-def _new_plan(kind: str, x: Array, graph_params: Any, state: State, lengths: Optional[Array], reverse: bool,
+def _new_plan(kind: str, x: Array, read_params: Any, state: State, lengths: Optional[Array], reverse: bool,
               options: dict[str, Any]) -> _Plan:  # fmt: skip
     cp = cupy_module()
     steps, batch, _ = x.shape
-    gx = cp.empty((steps, batch, graph_params.weight_ih.shape[0]), dtype=x.dtype)
+    gx = cp.empty((steps, batch, read_params.weight_ih.shape[0]), dtype=x.dtype)
     h, h0 = (cp.empty(state[0].shape, dtype=x.dtype) for _ in range(2))
     c0 = cp.empty(state[1].shape, dtype=x.dtype) if kind == "lstm" else None
     lengths_buffer = None if lengths is None else cp.empty((batch,), dtype="int64")
     if kind == "rnn":
-        forward, y = _recorded(cupy_kernels.rnn_loop, gx, graph_params, h, lengths_buffer, reverse, **options)
+        forward, y = _recorded(cupy_kernels.rnn_loop, gx, read_params, h, lengths_buffer, reverse, **options)
         tape: tuple[Array, ...] = (y,)
     elif kind == "lstm":
-        forward, tape = _recorded(lstm_record_loop, gx, graph_params, h, c0, lengths_buffer, reverse, **options)
+        forward, tape = _recorded(lstm_record_loop, gx, read_params, h, c0, lengths_buffer, reverse, **options)
     else:
-        forward, tape = _recorded(gru_record_loop, gx, graph_params, h, lengths_buffer, reverse, **options)
-    return _Plan(kind, graph_params, options, reverse, gx, h, h0, c0, lengths_buffer, tape, forward)
+        forward, tape = _recorded(gru_record_loop, gx, read_params, h, lengths_buffer, reverse, **options)
+    return _Plan(kind, read_params, options, reverse, gx, h, h0, c0, lengths_buffer, tape, forward)
 
 
 def _gradients(plan: _Plan, backward: _BackwardPlan, x: Array, params: Any, lengths: Optional[Array]) -> tuple:
@@ -219,17 +219,12 @@ def sequence_vjp(
     state = tuple(state)
     options = {**_DEFAULT_OPTIONS[kind], **options}
     with x.device:
-        graph_params = _graph_params(params)
-        pointers = tuple(
-            (field.name, int(getattr(graph_params, field.name).data.ptr))
-            for field in dataclasses.fields(graph_params)
-            if field.name != "weight_ih" and getattr(graph_params, field.name) is not None
-        )
+        read_params, pointers = graph_params(params)
         call = (bool(reverse), lengths is None, tuple(sorted(options.items())))
         key = (kind, dtype_name(x.dtype), x.shape, params.weight_ih.shape, tuple(s.shape for s in state), call)
 
         def build() -> _Plan:
-            return _new_plan(kind, x, graph_params, state, lengths, reverse, options)
+            return _new_plan(kind, x, read_params, state, lengths, reverse, options)
 
         plan = _plans.get((*key, pointers), build, MAX_PLANS)
         with plan.lock:
