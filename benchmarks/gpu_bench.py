@@ -543,14 +543,18 @@ BREAKDOWN_SHAPES = [(50, 4096, 256, 256), (100, 256, 1024, 1024)]
 
 
 #: the fused gradient path's variants the breakdown times: (entry name, cupy_grad knobs)
-BREAKDOWN_VARIANTS = (("fused", {"BIAS_BY_MATMUL": True}), ("fused[bias=sum]", {"BIAS_BY_MATMUL": False}))
+BREAKDOWN_VARIANTS = (
+    ("fused", {"BIAS_BY_MATMUL": True}),
+    ("fused[bias=sum]", {"BIAS_BY_MATMUL": False}),
+    ("fused[split-k=16]", {"BIAS_BY_MATMUL": True, "WEIGHT_GRAD_CHUNKS": 16}),
+)
 
 
 def breakdown_section(report, budget, machine, kinds, reserve, rounds=3):
     """The fused gradient path split up: recording forward, backward loop, the previous-hidden copy and the
     parameter gradients (dx and the weight/bias GEMMs), each between device synchronisations (medians of
     ``rounds``), so the next optimisation goes where the time is; once per variant (``BREAKDOWN_VARIANTS``:
-    bias gradients by a matmul with ones, or by CuPy's reduction)."""
+    bias gradients by a matmul with ones, or by CuPy's reduction; weight gradients in one matmul or in chunks)."""
     for kind in kinds:
         for shape in BREAKDOWN_SHAPES:
             for variant, knobs in BREAKDOWN_VARIANTS:

@@ -502,3 +502,19 @@ def test_bias_gradients_by_matmul_or_by_reduction(monkeypatch, by_matmul, kind, 
         _compare(fast, _generic(kind, params, x, state, [4, 2, 0], False, options, dy, d_final), "float64", 4)
         d_params = fast[3]
         assert d_params.bias_ih is not d_params.bias_hh
+
+
+@pytest.mark.parametrize("chunks", [None, 3])
+@pytest.mark.parametrize("kind,call_options", [("lstm", {"clip": 0.8}), ("gru", {"linear_before_reset": False})])
+def test_weight_gradients_in_one_matmul_or_in_chunks(monkeypatch, chunks, kind, call_options):
+    """cupy_grad.WEIGHT_GRAD_CHUNKS (the benchmark times both): the rows (T*B = 5*7 = 35) in 3 chunks of 11 and the
+    2 left over, or one matmul, give the generic core's answers."""
+    options = _defaults(kind, call_options)
+    monkeypatch.setattr(cupy_grad, "WEIGHT_GRAD_CHUNKS", chunks)
+    monkeypatch.setattr(cupy_grad, "WEIGHT_GRAD_MIN_ROWS", 2)
+    with fake_cupy.installed(monkeypatch):
+        params, x, state = _problem(kind, {"proj_size": 2} if kind == "lstm" else {}, "float64", 5, 7, 3, 4, seed=12)
+        dy, d_final = _cotangents(kind, params, x, seed=12)
+        lengths = [5, 2, 0, 5, 1, 4, 5]  # the last row (t = 4, b = 6) is valid: the rows left over count
+        fast, _ = _fast(kind, params, x, state, lengths, True, options, dy, d_final)
+        _compare(fast, _generic(kind, params, x, state, lengths, True, options, dy, d_final), "float64", 5)

@@ -120,9 +120,31 @@ def _flat(a: Array) -> Array:
     return a.reshape(a.shape[0] * a.shape[1], a.shape[2])
 
 
+#: weight gradients are products with a small output (``G*H x I``) and a very long inner dimension (``T*B`` rows:
+#: 204 800 at T = 50, B = 4096); a GEMM kernel that does not split the inner dimension has only as many blocks as
+#: output tiles (16 for 256 x 256) for the whole GPU. ``> 1``: the rows in this many chunks, one batched matmul
+#: over the chunks, then their sum (``WEIGHT_GRAD_MIN_ROWS`` rows per chunk at least). ``None``: one matmul, split
+#: or not as cuBLAS's heuristics decide. Not yet timed against each other on a GPU: the benchmark's breakdown
+#: times both.
+WEIGHT_GRAD_CHUNKS: Optional[int] = None
+WEIGHT_GRAD_MIN_ROWS = 4096
+
+
 def _weight_grad(cp: Any, d_out: Array, inputs: Array) -> Array:
-    """``sum_t d_out[t]^T inputs[t]`` for ``(T, B, Out)`` and ``(T, B, In)``: one matmul."""
-    return cp.matmul(_flat(cp.ascontiguousarray(d_out)).T, _flat(cp.ascontiguousarray(inputs)))
+    """``sum_t d_out[t]^T inputs[t]`` for ``(T, B, Out)`` and ``(T, B, In)``: one matmul (or ``WEIGHT_GRAD_CHUNKS``
+    batched ones and a sum)."""
+    left, right = _flat(cp.ascontiguousarray(d_out)), _flat(cp.ascontiguousarray(inputs))
+    rows = left.shape[0]
+    chunks = WEIGHT_GRAD_CHUNKS or 1
+    if chunks <= 1 or rows < chunks * WEIGHT_GRAD_MIN_ROWS:
+        return cp.matmul(left.T, right)
+    size = rows // chunks
+    used = size * chunks
+    left_chunks = left[:used].reshape(chunks, size, left.shape[1]).transpose(0, 2, 1)
+    total = cp.matmul(left_chunks, right[:used].reshape(chunks, size, right.shape[1])).sum(axis=0)
+    if used < rows:
+        total += cp.matmul(left[used:].T, right[used:])
+    return total
 
 
 #: bias (and peephole) gradients, sums over all steps and batch rows, as a product with a ones vector: one
