@@ -190,19 +190,32 @@ def backward_table(index) -> list[str]:
     return rows if len(rows) > 2 else []
 
 
-def targets_summary(index) -> list[str]:
-    """Per shape: does the default path (the auto column) meet the target, and the gap where it does not."""
-    lines = []
+def auto_ratios(index) -> dict[str, list[tuple[tuple, Optional[float]]]]:
+    """Per direction (float32 rows): (row key, time of the default path, the auto column, relative to cuDNN), the
+    ratio ``None`` where that path was not timed in the row's run or did not match cuDNN."""
+    found: dict[str, list[tuple[tuple, Optional[float]]]] = {}
     for direction, (auto_name, prefix) in (("forward", ("auto", "")), ("forward+backward", ("vjp", "vjp-"))):
-        target = TARGETS[direction]
-        met, missed = 0, []
+        found[direction] = []
         for key in _keys(index, "float32", direction):
             _, impls = index[key]
             reference = impls.get("cudnn")
             auto, _ = _auto(impls, key, auto_name, prefix)
             if not _timed(auto) or auto.get("ok") is False or ("paired_ratio" not in auto and not _timed(reference)):
+                found[direction].append((key, None))
                 continue
-            ratio = auto.get("paired_ratio") or auto["median_ms"] / reference["median_ms"]
+            found[direction].append((key, auto.get("paired_ratio") or auto["median_ms"] / reference["median_ms"]))
+    return found
+
+
+def targets_summary(index) -> list[str]:
+    """Per shape: does the default path (the auto column) meet the target, and the gap where it does not."""
+    lines = []
+    for direction, ratios in auto_ratios(index).items():
+        target = TARGETS[direction]
+        met, missed = 0, []
+        for key, ratio in ratios:
+            if ratio is None:
+                continue
             if ratio <= target:
                 met += 1
             else:

@@ -5,7 +5,8 @@
 #   3. smoke: compile and load every CuPy kernel, run each fast path once against the generic core
 #   4. fast:  tests/test_cupy_fast.py, tests/test_cupy_cluster.py and tests/test_cupy_grad.py on cupy (fused,
 #             graph, persistent, cluster, auto, the gradient path of ar.vjp vs the generic core)
-#   5. bench: benchmarks/gpu_bench.py against torch/cuDNN (same weights), then the README table
+#   5. bench: benchmarks/gpu_bench.py against torch/cuDNN (same weights), then the README table and the
+#             dispatch switches the numbers support (benchmarks/gpu_decide.py, into gpu.log)
 #   6. suite: the whole test suite on cupy (numpy runs in CI), with ARRAYRNN_REQUIRE_BACKENDS=cupy (last:
 #             it matters least if the call runs out of time)
 # Logs and results go to $OUT (the tool brings back at most 8 files; these are 8): gpu.log (this
@@ -179,6 +180,8 @@ run_phase bench "$LIMIT_BENCH" "$OUT/bench.log" \
   "$PY" benchmarks/gpu_bench.py --out "$OUT/gpu_bench.json" --budget $((LIMIT_BENCH - 25)) ${GPU_BENCH_ARGS:-$DEFAULT_BENCH_ARGS}
 if [[ -s "$OUT/gpu_bench.json" ]]; then
   "$PY" benchmarks/gpu_table.py "$OUT/gpu_bench.json" >"$OUT/gpu_table.md" 2>>"$LOG" || say "gpu_table.py failed"
+  # which dispatch switches the numbers support (into the summary log: the files that come back are counted)
+  "$PY" benchmarks/gpu_decide.py "$OUT/gpu_bench.json" >>"$LOG" 2>&1 || say "gpu_decide.py failed"
 fi
 run_phase suite "$LIMIT_SUITE" "$OUT/tests-suite.log" \
   "$PY" -m pytest "${PYTEST_OPTS[@]}" "${SUITE_OPTS[@]}" -v --backend cupy tests \

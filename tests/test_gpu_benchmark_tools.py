@@ -212,3 +212,50 @@ def test_cluster_column_refusals_barrier_and_sweep(table):
     text = table.render({"results": backward})
     assert "| cell | T, B, I, H | cuDNN fwd+bwd | arrayrnn.vjp (picks) | graph | cluster |" in text
     assert "| RNN | 100, 1, 64, 128 | 2.00 ms | 1.50× (graph) | 1.50× | **1.10×** |" in text
+
+
+def test_decide_ranks_switch_combinations_on_the_run(monkeypatch):
+    """A run where fused_graph beats fused at B = 256 and cluster beats graph at B = 1: the combination with both
+    switches on meets the most targets; a path the run did not time counts as unknown, not as met."""
+    decide = _load("gpu_decide")
+    from arrayrnn._fast import cupy_dispatch
+
+    small, large, mid = (100, 1, 64, 256), (100, 256, 1024, 1024), (100, 128, 256, 512)
+    ok = {"ok": True, "rel_diff": 1e-7}
+    data = {
+        "machine": {"device": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"},
+        "results": [
+            _entry("lstm", small, "cudnn", 2.0),
+            _entry("lstm", small, "graph", 2.4, **ok),
+            _entry("lstm", small, "cluster", 1.6, **ok),
+            _entry("lstm", small, "auto", 2.4, auto_choice="graph", **ok),
+            _entry("lstm", large, "cudnn", 10.0),
+            _entry("lstm", large, "fused", 11.0, **ok),
+            _entry("lstm", large, "fused_graph", 9.0, **ok),
+            _entry("lstm", large, "auto", 11.0, auto_choice="fused", **ok),
+            # (a gradient plan holds about 4x the forward's buffers: at `large` fused_graph's would be too big)
+            _entry("lstm", mid, "cudnn", 30.0, direction="forward+backward"),
+            _entry("lstm", mid, "vjp", 40.0, direction="forward+backward", auto_choice="fused", **ok),
+            _entry("lstm", mid, "vjp-fused", 40.0, direction="forward+backward", **ok),
+            _entry("lstm", mid, "vjp-fused_graph", 33.0, direction="forward+backward", **ok),
+            # the breakdown's variants of the fused gradient
+            _entry("lstm", large, "fused", 20.0, direction="vjp-breakdown", BIAS_BY_MATMUL=True),
+            _entry("lstm", large, "fused[bias=sum]", 25.0, direction="vjp-breakdown", BIAS_BY_MATMUL=False),
+        ],
+    }
+    monkeypatch.setattr(decide, "SWITCHES", {"CLUSTER_AUTO": (False, True), "FUSED_GRAPH_AUTO": (False, True)})
+    before = (cupy_dispatch.CLUSTER_AUTO, cupy_dispatch.FUSED_GRAPH_AUTO)
+    ranked = decide.rank([data])
+    assert (cupy_dispatch.CLUSTER_AUTO, cupy_dispatch.FUSED_GRAPH_AUTO) == before, "the switches are put back"
+    best, result = ranked[0]
+    assert best == {"CLUSTER_AUTO": True, "FUSED_GRAPH_AUTO": True}
+    assert (result["met"], result["total"], result["unknown"]) == (3, 3, 0)
+    as_is = next(r for s, r in ranked if s == {"CLUSTER_AUTO": False, "FUSED_GRAPH_AUTO": False})
+    assert (as_is["met"], as_is["unknown"]) == (0, 0)
+    text = decide.report([data])
+    assert "Best: CLUSTER_AUTO = True, FUSED_GRAPH_AUTO = True" in text
+    assert "fused[bias=sum] {'BIAS_BY_MATMUL': False}: 1.25x the time of 'fused'" in text
+    # without the fused_graph timing at B = 256, turning its switch on leaves that row unknown
+    data["results"] = [e for e in data["results"] if e["impl"] != "fused_graph"]
+    unknown = next(r for s, r in decide.rank([data]) if s == {"CLUSTER_AUTO": True, "FUSED_GRAPH_AUTO": True})
+    assert unknown["unknown"] == 1

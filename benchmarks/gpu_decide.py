@@ -1,0 +1,142 @@
+"""Which of the CuPy dispatch switches a GPU run supports: every combination of them scored on the run's numbers.
+
+    python benchmarks/gpu_decide.py benchmarks/results/gpu_h100_YYYY-MM-DD.json [older runs ...]
+
+The default CuPy path (``cupy_dispatch``) has switches that wait for a measurement (``CLUSTER_AUTO``,
+``FUSED_GRAPH_AUTO``) and choices between measured paths (``SMALL_BATCH_IMPL``, ``GRAD_SMALL_BATCH_IMPL``). For
+each combination this sets them, asks the dispatch rule which path each benchmark row would run (as
+``gpu_table.py``'s auto column does: the run's own auto timing where it chose the same, else that path's own
+timing from the same run), and counts the rows that meet the issue's targets (forward <= 1.0x cuDNN, forward +
+backward <= 1.2x). Ranked by targets met, then rows the rule would send to a path the run did not time (unknown),
+then the geometric mean of the ratios. Also compares the variants of the fused gradient path that the
+breakdown timed (``cupy_grad.BIAS_BY_MATMUL``, ``WEIGHT_GRAD_CHUNKS``). Prints the ranking and, for the best
+combination, its rows; changes nothing: setting the switches in ``cupy_dispatch.py`` stays a person's decision.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import math
+import os
+import sys
+from collections import defaultdict
+from collections.abc import Iterator
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import gpu_table  # noqa: E402
+
+#: the switches and the values tried
+SWITCHES: dict[str, tuple[Any, ...]] = {
+    "CLUSTER_AUTO": (False, True),
+    "FUSED_GRAPH_AUTO": (False, True),
+    "SMALL_BATCH_IMPL": ("graph", "persistent"),
+    "GRAD_SMALL_BATCH_IMPL": ("graph", "persistent"),
+}
+
+
+@contextlib.contextmanager
+def switched(module: Any, settings: dict[str, Any]) -> Iterator[None]:
+    saved = {name: getattr(module, name) for name in settings}
+    try:
+        for name, value in settings.items():
+            setattr(module, name, value)
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(module, name, value)
+
+
+def score(index: Any) -> dict[str, Any]:
+    """Targets met, rows with an untimed choice, and the geometric mean ratio, under the switches as they are."""
+    met = total = unknown = 0
+    logs: list[float] = []
+    rows = []
+    for direction, ratios in gpu_table.auto_ratios(index).items():
+        target = gpu_table.TARGETS[direction]
+        for key, ratio in ratios:
+            rows.append((direction, key, ratio))
+            total += 1
+            if ratio is None:
+                unknown += 1
+                continue
+            met += ratio <= target
+            logs.append(math.log(ratio))
+    geomean = math.exp(sum(logs) / len(logs)) if logs else float("nan")
+    return {"met": met, "total": total, "unknown": unknown, "geomean": geomean, "rows": rows}
+
+
+def rank(runs: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """Every combination of ``SWITCHES`` with its score, best first."""
+    from arrayrnn._fast import cupy_dispatch
+
+    index = gpu_table._index(runs)
+    scored = []
+    for values in itertools.product(*SWITCHES.values()):
+        settings = dict(zip(SWITCHES, values))
+        with switched(cupy_dispatch, settings):
+            scored.append((settings, score(index)))
+    scored.sort(key=lambda item: (-item[1]["met"], item[1]["unknown"], item[1]["geomean"]))
+    return scored
+
+
+def breakdown_variants(runs: list[dict[str, Any]]) -> list[str]:
+    """Per variant of the fused gradient path the breakdown timed: its total over the rows every variant has,
+    relative to the default variant ("fused")."""
+    totals: dict[tuple, dict[str, float]] = defaultdict(dict)
+    knobs: dict[str, dict[str, Any]] = {}
+    for data in runs[:1]:  # one run: the variants were timed side by side
+        for entry in data.get("results", []):
+            if entry.get("direction") == "vjp-breakdown" and gpu_table._timed(entry):
+                totals[entry["cell"], tuple(entry["shape"])][entry["impl"]] = entry["median_ms"]
+                knobs[entry["impl"]] = {k: entry[k] for k in ("BIAS_BY_MATMUL", "WEIGHT_GRAD_CHUNKS") if k in entry}
+    variants = sorted({v for by_variant in totals.values() for v in by_variant})
+    if "fused" not in variants:
+        return []
+    lines = []
+    for variant in variants:
+        rows = [by_variant for by_variant in totals.values() if variant in by_variant and "fused" in by_variant]
+        if not rows:
+            continue
+        ratio = sum(r[variant] for r in rows) / sum(r["fused"] for r in rows)
+        lines.append(f"- {variant} {knobs.get(variant, {})}: {ratio:.2f}x the time of 'fused' over {len(rows)} rows")
+    return lines
+
+
+def report(runs: list[dict[str, Any]]) -> str:
+    scored = rank(runs)
+    out = [
+        "Dispatch switches scored on this run (targets met / rows, rows sent to an untimed path, geometric mean):",
+        "",
+    ]
+    for settings, result in scored:
+        text = ", ".join(f"{name}={value!r}" for name, value in settings.items())
+        out.append(f"- {text}: {result['met']}/{result['total']} met, {result['unknown']} unknown, "
+                   f"geomean {result['geomean']:.2f}x")  # fmt: skip
+    best_settings, best = scored[0]
+    out += ["", "Best: " + ", ".join(f"{name} = {value!r}" for name, value in best_settings.items()), ""]
+    for direction, key, ratio in best["rows"]:
+        shown = "not timed" if ratio is None else f"{ratio:.2f}x"
+        out.append(f"  {direction:16} {key[0]:4} {key[1]}: {shown}")
+    variants = breakdown_variants(runs)
+    if variants:
+        out += ["", "Fused gradient variants (breakdown, sum over shapes):"] + variants
+    return "\n".join(out)
+
+
+def main(argv: list[str]) -> int:
+    if not argv:
+        print(__doc__)
+        return 2
+    runs = []
+    for path in argv:
+        with open(path, encoding="utf-8") as handle:
+            runs.append(json.load(handle))
+    print(report(runs))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
