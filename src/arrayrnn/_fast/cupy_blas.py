@@ -128,7 +128,10 @@ def library() -> Library:
     with _library_lock:
         if _library is None:
             cp = cupy_module()
-            cp.cuda.device.get_cublas_handle()  # makes CuPy load its cuBLAS: the one to share
+            try:
+                cp.cuda.device.get_cublas_handle()  # makes CuPy load its cuBLAS: the one to share
+            except AttributeError:  # a CuPy without that helper: its cuBLAS module loads the library too
+                import cupy_backends.cuda.libs.cublas  # noqa: F401
             path = _loaded_cublas_path() or ctypes.util.find_library("cublas")
             if path is None:
                 raise RuntimeError("could not find the cuBLAS library CuPy loaded (no libcublas in this process)")
