@@ -187,7 +187,7 @@ run_phase suite "$LIMIT_SUITE" "$OUT/tests-suite.log" \
   "$PY" -m pytest "${PYTEST_OPTS[@]}" "${SUITE_OPTS[@]}" -v --backend cupy tests \
   --ignore=tests/test_cupy_fast.py --ignore=tests/test_cupy_grad.py --ignore=tests/test_cupy_cluster.py \
   --ignore=tests/test_cupy_emulated.py --ignore=tests/test_cupy_emulated_grad.py \
-  --ignore=tests/test_cupy_emulated_cluster.py --ignore=tests/test_cuda_emulator_grid.py --ignore=tests/test_cupy_sources.py
+  --ignore=tests/test_cupy_emulated_cluster.py --ignore=tests/test_cupy_emulated_fused_graph.py --ignore=tests/test_cuda_emulator_grid.py --ignore=tests/test_cupy_sources.py
 
 summary
 exit $FAILED
