@@ -8,7 +8,8 @@
 #   5. bench: benchmarks/gpu_bench.py against torch/cuDNN (same weights), then the README table and the
 #             dispatch switches the numbers support (benchmarks/gpu_decide.py, into gpu.log)
 #   6. suite: the whole test suite on cupy (numpy runs in CI), with ARRAYRNN_REQUIRE_BACKENDS=cupy (last:
-#             it matters least if the call runs out of time)
+#             it matters least if the call runs out of time); the files that never touch CuPy (the NumPy fast
+#             path, the CPU benchmark, the GPU benchmark's pure helpers) and the CPU emulator's stay in CI
 # Logs and results go to $OUT (the tool brings back at most 8 files; these are 8): gpu.log (this
 # summary), env.txt, smoke.log, tests-fast.log, tests-suite.log, bench.log, gpu_bench.json, gpu_table.md.
 #
@@ -187,7 +188,9 @@ run_phase suite "$LIMIT_SUITE" "$OUT/tests-suite.log" \
   "$PY" -m pytest "${PYTEST_OPTS[@]}" "${SUITE_OPTS[@]}" -v --backend cupy tests \
   --ignore=tests/test_cupy_fast.py --ignore=tests/test_cupy_grad.py --ignore=tests/test_cupy_cluster.py \
   --ignore=tests/test_cupy_emulated.py --ignore=tests/test_cupy_emulated_grad.py \
-  --ignore=tests/test_cupy_emulated_cluster.py --ignore=tests/test_cupy_emulated_fused_graph.py --ignore=tests/test_cuda_emulator_grid.py --ignore=tests/test_cupy_sources.py
+  --ignore=tests/test_cupy_emulated_cluster.py --ignore=tests/test_cupy_emulated_fused_graph.py \
+  --ignore=tests/test_cuda_emulator_grid.py --ignore=tests/test_cupy_sources.py \
+  --ignore=tests/test_fast_numpy.py --ignore=tests/test_bench.py --ignore=tests/test_gpu_benchmark_tools.py
 
 summary
 exit $FAILED
