@@ -1,6 +1,7 @@
 """Which of the CuPy dispatch switches a GPU run supports: every combination of them scored on the run's numbers.
 
     python benchmarks/gpu_decide.py benchmarks/results/gpu_h100_YYYY-MM-DD.json [older runs ...]
+    python benchmarks/gpu_decide.py --env run.json   # the best, as a value of ARRAYRNN_CUPY_DISPATCH
 
 The default CuPy path (``cupy_dispatch``) has switches that wait for a measurement (``CLUSTER_AUTO``,
 ``FUSED_GRAPH_AUTO``) and choices between measured paths (``SMALL_BATCH_IMPL``, ``GRAD_SMALL_BATCH_IMPL``). For
@@ -28,13 +29,15 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gpu_table  # noqa: E402
 
-#: the switches and the values tried
-SWITCHES: dict[str, tuple[Any, ...]] = {
-    "CLUSTER_AUTO": (False, True),
-    "FUSED_GRAPH_AUTO": (False, True),
-    "SMALL_BATCH_IMPL": ("graph", "persistent"),
-    "GRAD_SMALL_BATCH_IMPL": ("graph", "persistent"),
-}
+
+def _switches() -> dict[str, tuple[Any, ...]]:
+    from arrayrnn._fast import cupy_dispatch
+
+    return dict(cupy_dispatch.SWITCHES)
+
+
+#: the switches and the values tried (those ``ARRAYRNN_CUPY_DISPATCH`` may set)
+SWITCHES: dict[str, tuple[Any, ...]] = _switches()
 
 
 @contextlib.contextmanager
@@ -126,15 +129,23 @@ def report(runs: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def environment(settings: dict[str, Any]) -> str:
+    """``settings`` as the value of ``ARRAYRNN_CUPY_DISPATCH``."""
+    return ",".join(f"{name}={int(value) if isinstance(value, bool) else value}" for name, value in settings.items())
+
+
 def main(argv: list[str]) -> int:
-    if not argv:
+    """``--env``: print only the best combination, as a value of ``ARRAYRNN_CUPY_DISPATCH``."""
+    env_only = "--env" in argv
+    paths = [a for a in argv if a != "--env"]
+    if not paths:
         print(__doc__)
         return 2
     runs = []
-    for path in argv:
+    for path in paths:
         with open(path, encoding="utf-8") as handle:
             runs.append(json.load(handle))
-    print(report(runs))
+    print(environment(rank(runs)[0][0]) if env_only else report(runs))
     return 0
 
 

@@ -184,6 +184,14 @@ if [[ -s "$OUT/gpu_bench.json" ]]; then
   # which dispatch switches the numbers support (into the summary log: the files that come back are counted)
   "$PY" benchmarks/gpu_decide.py "$OUT/gpu_bench.json" >>"$LOG" 2>&1 || say "gpu_decide.py failed"
 fi
+# the suite runs the default path with the dispatch switches the benchmark supports (gpu_decide.py's best): the
+# configuration to commit is the one the whole suite passed with (ARRAYRNN_CUPY_DISPATCH, cupy_dispatch.py)
+if [[ -s "$OUT/gpu_bench.json" && -z "${ARRAYRNN_CUPY_DISPATCH:-}" ]]; then
+  if SWITCHES=$("$PY" benchmarks/gpu_decide.py --env "$OUT/gpu_bench.json" 2>>"$LOG") && [[ -n "$SWITCHES" ]]; then
+    export ARRAYRNN_CUPY_DISPATCH="$SWITCHES"
+  fi
+fi
+say "suite phase: ARRAYRNN_CUPY_DISPATCH=${ARRAYRNN_CUPY_DISPATCH:-(not set: the defaults in cupy_dispatch.py)}"
 run_phase suite "$LIMIT_SUITE" "$OUT/tests-suite.log" \
   "$PY" -m pytest "${PYTEST_OPTS[@]}" "${SUITE_OPTS[@]}" -v --backend cupy tests \
   --ignore=tests/test_cupy_fast.py --ignore=tests/test_cupy_grad.py --ignore=tests/test_cupy_cluster.py \

@@ -324,6 +324,22 @@ def test_dispatch_fused_graph_in_place_of_fused_only_when_turned_on(monkeypatch)
     assert grad("lstm", "fused", batch=256, hidden=1024, dtype="float32") == "fused"
 
 
+def test_dispatch_switches_from_the_environment(monkeypatch):
+    for name in cupy_dispatch.SWITCHES:  # put back after the test
+        monkeypatch.setattr(cupy_dispatch, name, getattr(cupy_dispatch, name))
+    settings = cupy_dispatch.apply_switches("CLUSTER_AUTO=1, FUSED_GRAPH_AUTO=on,GRAD_SMALL_BATCH_IMPL=persistent")
+    assert settings == {"CLUSTER_AUTO": True, "FUSED_GRAPH_AUTO": True, "GRAD_SMALL_BATCH_IMPL": "persistent"}
+    assert cupy_dispatch.CLUSTER_AUTO is True and cupy_dispatch.GRAD_SMALL_BATCH_IMPL == "persistent"
+    assert cupy_dispatch.choose_impl("lstm", steps=100, batch=256, hidden=1024, dtype="float32") == "fused_graph"
+    assert cupy_dispatch.apply_switches("CLUSTER_AUTO=false") == {"CLUSTER_AUTO": False}
+    with pytest.raises(ValueError, match="ARRAYRNN_CUPY_DISPATCH: unknown switch 'GRAPH_AUTO'; known: CLUSTER_AUTO"):
+        cupy_dispatch.apply_switches("GRAPH_AUTO=1")
+    with pytest.raises(ValueError, match="SMALL_BATCH_IMPL must be graph or persistent, got 'fused'"):
+        cupy_dispatch.apply_switches("SMALL_BATCH_IMPL=fused")
+    with pytest.raises(ValueError, match="FUSED_GRAPH_AUTO must be 1/0, got 'yes please'"):
+        cupy_dispatch.apply_switches("FUSED_GRAPH_AUTO=yes please")
+
+
 def test_registry_variants_are_per_backend(monkeypatch):
     from arrayrnn._fast import registry
 

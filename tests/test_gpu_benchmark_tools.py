@@ -249,6 +249,7 @@ def test_decide_ranks_switch_combinations_on_the_run(monkeypatch):
     assert (cupy_dispatch.CLUSTER_AUTO, cupy_dispatch.FUSED_GRAPH_AUTO) == before, "the switches are put back"
     best, result = ranked[0]
     assert best == {"CLUSTER_AUTO": True, "FUSED_GRAPH_AUTO": True}
+    assert decide.environment(best) == "CLUSTER_AUTO=1,FUSED_GRAPH_AUTO=1"  # for ARRAYRNN_CUPY_DISPATCH
     assert (result["met"], result["total"], result["unknown"]) == (3, 3, 0)
     as_is = next(r for s, r in ranked if s == {"CLUSTER_AUTO": False, "FUSED_GRAPH_AUTO": False})
     assert (as_is["met"], as_is["unknown"]) == (0, 0)

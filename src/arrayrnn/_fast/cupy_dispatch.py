@@ -15,6 +15,7 @@ forward would run the small-batch path, the fused (or fused_graph) one elsewhere
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any, Optional
 
@@ -177,3 +178,40 @@ def grad_choice(kind: str, forward: str, *, batch: int, hidden: int, dtype: Any,
     if forward == "cluster" and cupy_cluster.fits(gates, batch, hidden, itemsize, cluster_shared, gates * hidden):
         return "cluster"
     return GRAD_SMALL_BATCH_IMPL
+
+
+#: environment variable that sets the switches above for a whole run, e.g.
+#: ``ARRAYRNN_CUPY_DISPATCH=CLUSTER_AUTO=1,FUSED_GRAPH_AUTO=1`` (read once, at the first CuPy call): a GPU
+#: different from the one the defaults were measured on, or ``ci/gpu.sh`` testing the switches a benchmark supports
+DISPATCH_ENV = "ARRAYRNN_CUPY_DISPATCH"
+#: the switches the variable may set, and their values (``True``/``False`` as 1/0, true/false, on/off)
+SWITCHES: dict[str, tuple[Any, ...]] = {
+    "CLUSTER_AUTO": (False, True),
+    "FUSED_GRAPH_AUTO": (False, True),
+    "SMALL_BATCH_IMPL": ("graph", "persistent"),
+    "GRAD_SMALL_BATCH_IMPL": ("graph", "persistent"),
+}
+_BOOLEANS = {"1": True, "true": True, "on": True, "0": False, "false": False, "off": False}
+
+
+def apply_switches(text: str) -> dict[str, Any]:
+    """Set the switches named in ``text`` (``NAME=value,NAME=value``); returns what was set. A name or value outside
+    ``SWITCHES`` raises a ``ValueError`` naming ``ARRAYRNN_CUPY_DISPATCH`` and what it accepts."""
+    settings: dict[str, Any] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, _, raw = item.partition("=")
+        name, raw = name.strip(), raw.strip()
+        allowed = SWITCHES.get(name)
+        if allowed is None:
+            raise ValueError(f"{DISPATCH_ENV}: unknown switch {name!r}; known: {', '.join(SWITCHES)}")
+        value: Any = _BOOLEANS.get(raw.lower()) if isinstance(allowed[0], bool) else raw
+        if value not in allowed or (isinstance(allowed[0], bool) and raw.lower() not in _BOOLEANS):
+            shown = "1/0" if isinstance(allowed[0], bool) else " or ".join(allowed)
+            raise ValueError(f"{DISPATCH_ENV}: {name} must be {shown}, got {raw!r}")
+        settings[name] = value
+    globals().update(settings)
+    return settings
+
+
+if os.environ.get(DISPATCH_ENV):
+    apply_switches(os.environ[DISPATCH_ENV])
