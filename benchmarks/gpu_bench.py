@@ -221,11 +221,25 @@ def versions(machine: Machine) -> dict[str, Any]:
     return found
 
 
+def release_plans(machine: Machine) -> None:
+    """Drop the cached CUDA-graph plans of earlier problems (each holds buffers the size of a whole sequence; a new
+    problem's weights are new arrays, so those plans would never run again) and the memory pool's free blocks."""
+    if machine.dry_run:
+        return
+    from arrayrnn._fast import cupy_fused_graph, cupy_grad_fused_graph, cupy_grad_graph, cupy_graph
+
+    for module in (cupy_graph, cupy_grad_graph, cupy_fused_graph, cupy_grad_fused_graph):
+        module.clear_cache()
+    machine.cupy.get_default_memory_pool().free_all_blocks()
+
+
 class Problem:
     """One (cell, shape, dtype): the same weights and input for arrayrnn and torch."""
 
     def __init__(self, machine: Machine, kind: str, shape: tuple[int, int, int, int], dtype: str, seed: int = 0):
         import arrayrnn as ar
+
+        release_plans(machine)
 
         steps, batch, features, hidden = shape
         self.machine, self.kind, self.shape, self.dtype = machine, kind, shape, dtype
