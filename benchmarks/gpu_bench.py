@@ -529,7 +529,7 @@ def persistent_sweep_section(report, budget, machine, kinds, shapes, reserve):
 
 #: (blocks per cluster, threads per block) of the cluster kernel in the sweep (each at its chosen batch tile;
 #: 8 blocks of 256 threads also at every tile)
-CLUSTER_CONFIGS = ((4, 256), (8, 256), (8, 512), (16, 256), (16, 512))
+CLUSTER_CONFIGS = ((2, 512), (4, 256), (4, 512), (8, 256), (8, 512), (16, 256), (16, 512))
 
 
 def cluster_sweep_section(report, budget, machine, kinds, shapes, reserve):
