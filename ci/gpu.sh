@@ -157,7 +157,7 @@ joined_without() { # name-to-leave-out items... -> the items but that one (and "
 }
 if "$PY" -c "import xdist" >/dev/null 2>&1; then
   SUITE_OPTS+=(-n 12)
-  FAST_OPTS+=(-n 4)
+  FAST_OPTS+=(-n 8) # ~600 tests since the cluster and fused_graph paths (run 2: 341 in 53 s on 4)
 fi
 
 run_phase smoke "$LIMIT_SMOKE" "$OUT/smoke.log" "$PY" ci/gpu_smoke.py
