@@ -338,6 +338,10 @@ def test_dispatch_switches_from_the_environment(monkeypatch):
         cupy_dispatch.apply_switches("SMALL_BATCH_IMPL=fused")
     with pytest.raises(ValueError, match="FUSED_GRAPH_AUTO must be 1/0, got 'yes please'"):
         cupy_dispatch.apply_switches("FUSED_GRAPH_AUTO=yes please")
+    assert cupy_dispatch.apply_switches("GRAPH_MAX_BATCH=32") == {"GRAPH_MAX_BATCH": 32}
+    assert cupy_dispatch.choose_impl("lstm", steps=100, batch=64, hidden=512, dtype="float32") == "fused_graph"
+    with pytest.raises(ValueError, match="GRAPH_MAX_BATCH must be 8 or 32 or 64, got '48'"):
+        cupy_dispatch.apply_switches("GRAPH_MAX_BATCH=48")
 
 
 def test_registry_variants_are_per_backend(monkeypatch):

@@ -184,12 +184,14 @@ def grad_choice(kind: str, forward: str, *, batch: int, hidden: int, dtype: Any,
 #: ``ARRAYRNN_CUPY_DISPATCH=CLUSTER_AUTO=1,FUSED_GRAPH_AUTO=1`` (read once, at the first CuPy call): a GPU
 #: different from the one the defaults were measured on, or ``ci/gpu.sh`` testing the switches a benchmark supports
 DISPATCH_ENV = "ARRAYRNN_CUPY_DISPATCH"
-#: the switches the variable may set, and their values (``True``/``False`` as 1/0, true/false, on/off)
+#: the switches the variable may set, and their values (``True``/``False`` as 1/0, true/false, on/off; the largest
+#: batch of the small-batch path among a few: the benchmark's batches fall between them)
 SWITCHES: dict[str, tuple[Any, ...]] = {
     "CLUSTER_AUTO": (False, True),
     "FUSED_GRAPH_AUTO": (False, True),
     "SMALL_BATCH_IMPL": ("graph", "persistent"),
     "GRAD_SMALL_BATCH_IMPL": ("graph", "persistent"),
+    "GRAPH_MAX_BATCH": (8, 32, 64),
 }
 _BOOLEANS = {"1": True, "true": True, "on": True, "0": False, "false": False, "off": False}
 
@@ -204,9 +206,13 @@ def apply_switches(text: str) -> dict[str, Any]:
         allowed = SWITCHES.get(name)
         if allowed is None:
             raise ValueError(f"{DISPATCH_ENV}: unknown switch {name!r}; known: {', '.join(SWITCHES)}")
-        value: Any = _BOOLEANS.get(raw.lower()) if isinstance(allowed[0], bool) else raw
-        if value not in allowed or (isinstance(allowed[0], bool) and raw.lower() not in _BOOLEANS):
-            shown = "1/0" if isinstance(allowed[0], bool) else " or ".join(allowed)
+        boolean, integer = (
+            isinstance(allowed[0], bool),
+            isinstance(allowed[0], int) and not isinstance(allowed[0], bool),
+        )
+        value: Any = _BOOLEANS.get(raw.lower()) if boolean else int(raw) if integer and raw.isdigit() else raw
+        if value not in allowed or (boolean and raw.lower() not in _BOOLEANS) or (integer and not raw.isdigit()):
+            shown = "1/0" if boolean else " or ".join(str(v) for v in allowed)
             raise ValueError(f"{DISPATCH_ENV}: {name} must be {shown}, got {raw!r}")
         settings[name] = value
     globals().update(settings)
