@@ -54,6 +54,30 @@ class Recorder:
         self.calls.append(functools.partial(k, grid, block, args))
 
 
+def recorded(loop: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Recorder, Any]:
+    """Run ``loop(recorder, *args, **kwargs)`` into a fresh :class:`Recorder` (with its own cuBLAS workspace) and
+    warm its products up (before any input is copied in: they write their outputs); returns the recorder and
+    what the loop returned."""
+    recorder = Recorder(cupy_blas.workspace())
+    result = loop(recorder, *args, **kwargs)
+    if cupy_graph.CAPTURE:
+        cupy_blas.warm_up(recorder.calls)
+    return recorder, result
+
+
+def replay(recorder: Recorder, graph: Any) -> Any:
+    """Replay ``graph`` on the current stream, capturing ``recorder``'s calls into it first where it is ``None``;
+    returns the graph (``None`` with ``cupy_graph.CAPTURE`` off: the calls then run one by one)."""
+    if not cupy_graph.CAPTURE:
+        for call in recorder.calls:
+            call()
+        return None
+    if graph is None:
+        graph = cupy_graph.capture(recorder.calls, recorder.kernels)
+    graph.launch(stream=cupy_module().cuda.get_current_stream())
+    return graph
+
+
 @dataclasses.dataclass
 class _Plan:
     gx: Array  # (T, B, G*H) input projection, written by cuBLAS before each replay
@@ -65,13 +89,7 @@ class _Plan:
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
     def run(self) -> None:
-        if not cupy_graph.CAPTURE:
-            for call in self.recorder.calls:
-                call()
-            return
-        if self.graph is None:
-            self.graph = cupy_graph.capture(self.recorder.calls, self.recorder.kernels)
-        self.graph.launch(stream=cupy_module().cuda.get_current_stream())
+        self.graph = replay(self.recorder, self.graph)
 
 
 _plans = cupy_graph.PlanCache()
@@ -123,13 +141,10 @@ def _sequence(
         key = (kind, dtype, steps, batch, projection, shapes, call)
 
         def build() -> _Plan:
-            recorder = Recorder(cupy_blas.workspace())
             gx = cp.empty((steps, batch, projection), dtype=x.dtype)
             states = tuple(cp.empty(s.shape, dtype=x.dtype) for s in state)
             lengths_buffer = None if lengths is None else cp.empty((batch,), dtype="int64")
-            y = loop(recorder, gx, read_params, *states, lengths_buffer, reverse, **options)
-            if cupy_graph.CAPTURE:  # before any input is copied in: the products write their outputs
-                cupy_blas.warm_up(recorder.calls)
+            recorder, y = recorded(loop, gx, read_params, *states, lengths_buffer, reverse, **options)
             return _Plan(gx=gx, states=states, lengths=lengths_buffer, y=y, recorder=recorder)
 
         plan = _plans.get((*key, pointers), build, MAX_PLANS)

@@ -23,9 +23,9 @@ import dataclasses
 import threading
 from typing import Any, Optional
 
-from . import cupy_blas, cupy_graph, cupy_kernels
+from . import cupy_graph, cupy_kernels
 from .cupy_common import cupy_module, dtype_name, project_inputs, time_order
-from .cupy_fused_graph import Recorder, graph_params
+from .cupy_fused_graph import Recorder, graph_params, recorded, replay
 from .cupy_grad import (
     GRAD_DTYPES,
     Backward,
@@ -52,28 +52,6 @@ _DEFAULT_OPTIONS = {
     "lstm": {"coupled": False, "clip": None},
     "gru": {"linear_before_reset": True},
 }
-
-
-def _run(recorder: Recorder, graph: Any) -> Any:
-    """Replay ``graph`` (capturing ``recorder``'s calls into it first when it is ``None``); returns the graph."""
-    if not cupy_graph.CAPTURE:
-        for call in recorder.calls:
-            call()
-        return None
-    if graph is None:
-        graph = cupy_graph.capture(recorder.calls, recorder.kernels)
-    graph.launch(stream=cupy_module().cuda.get_current_stream())
-    return graph
-
-
-def _recorded(loop: Any, *args: Any, **kwargs: Any) -> tuple[Recorder, Any]:
-    """Run ``loop(recorder, *args, **kwargs)`` into a fresh recorder (with its own cuBLAS workspace) and warm its
-    products up; returns the recorder and what the loop returned."""
-    recorder = Recorder(cupy_blas.workspace())
-    result = loop(recorder, *args, **kwargs)
-    if cupy_graph.CAPTURE:  # before any input is copied in: the products write their outputs
-        cupy_blas.warm_up(recorder.calls)
-    return recorder, result
 
 
 @dataclasses.dataclass
@@ -118,7 +96,7 @@ class _Plan:
             cp.copyto(self.c0, state[1])
         if lengths is not None:
             cp.copyto(self.lengths, lengths, casting="unsafe")
-        self.forward_graph = _run(self.forward, self.forward_graph)
+        self.forward_graph = replay(self.forward, self.forward_graph)
         self.generation += 1
         return self.generation
 
@@ -140,19 +118,19 @@ class _Plan:
         if self.kind == "rnn":
             cotangents = (carry,)
             loop_args: tuple[Any, ...] = (self.params, self.y, self.lengths, self.reverse)
-            recorder, results = _recorded(rnn_backward_loop, *loop_args, dy=dy, carry=carry, **self.options)
+            recorder, results = recorded(rnn_backward_loop, *loop_args, dy=dy, carry=carry, **self.options)
         elif self.kind == "lstm":
             dc = cp.empty(self.c0.shape, dtype=dtype)
             cotangents = (carry, dc)
             _, z, cells = self.tape
             loop_args = (self.params, z, cells, self.c0, self.lengths, self.reverse)
-            recorder, results = _recorded(lstm_backward_loop, *loop_args, dy=dy, carry=carry, dc=dc, **self.options)
+            recorder, results = recorded(lstm_backward_loop, *loop_args, dy=dy, carry=carry, dc=dc, **self.options)
         else:
             cotangents = (carry,)
             h_prev = cp.empty(self.y.shape, dtype=dtype)
             _, gates, hidden_n = self.tape
             loop_args = (self.params, gates, hidden_n, h_prev, self.lengths, self.reverse)
-            recorder, results = _recorded(gru_backward_loop, *loop_args, dy=dy, carry=carry)
+            recorder, results = recorded(gru_backward_loop, *loop_args, dy=dy, carry=carry)
         results = results if isinstance(results, tuple) else (results,)
         found = self.backward[with_dy] = _BackwardPlan(recorder, dy, cotangents, h_prev, results)
         return found
@@ -178,12 +156,12 @@ def _new_plan(kind: str, x: Array, read_params: Any, state: State, lengths: Opti
     c0 = cp.empty(state[1].shape, dtype=x.dtype) if kind == "lstm" else None
     lengths_buffer = None if lengths is None else cp.empty((batch,), dtype="int64")
     if kind == "rnn":
-        forward, y = _recorded(cupy_kernels.rnn_loop, gx, read_params, h, lengths_buffer, reverse, **options)
+        forward, y = recorded(cupy_kernels.rnn_loop, gx, read_params, h, lengths_buffer, reverse, **options)
         tape: tuple[Array, ...] = (y,)
     elif kind == "lstm":
-        forward, tape = _recorded(lstm_record_loop, gx, read_params, h, c0, lengths_buffer, reverse, **options)
+        forward, tape = recorded(lstm_record_loop, gx, read_params, h, c0, lengths_buffer, reverse, **options)
     else:
-        forward, tape = _recorded(gru_record_loop, gx, read_params, h, lengths_buffer, reverse, **options)
+        forward, tape = recorded(gru_record_loop, gx, read_params, h, lengths_buffer, reverse, **options)
     return _Plan(kind, read_params, options, reverse, gx, h, h0, c0, lengths_buffer, tape, forward)
 
 
@@ -246,7 +224,7 @@ def sequence_vjp(
                     cp.copyto(buffer, given)
             if run.h_prev is not None:
                 cp.copyto(run.h_prev, previous_hidden(cp, plan.y, plan.h0, lengths, reverse))
-            run.graph = _run(run.recorder, run.graph)
+            run.graph = replay(run.recorder, run.graph)
             dx, grads = _gradients(plan, run, x, params, lengths)
             return dx, params_like(params, grads), tuple(c.copy() for c in run.cotangents)
 
