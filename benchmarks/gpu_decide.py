@@ -2,6 +2,10 @@
 
     python benchmarks/gpu_decide.py benchmarks/results/gpu_h100_YYYY-MM-DD.json [older runs ...]
     python benchmarks/gpu_decide.py --env run.json   # the best, as a value of ARRAYRNN_CUPY_DISPATCH
+    python benchmarks/gpu_decide.py --exclude cluster run.json   # never switch cluster on (its tests failed)
+
+A path that failed in the newest run (a result that did not match cuDNN, an error other than refusing the shape)
+is never switched on either.
 
 The default CuPy path (``cupy_dispatch``) has switches that wait for a measurement (``CLUSTER_AUTO``,
 ``FUSED_GRAPH_AUTO``) and choices between measured paths (``SMALL_BATCH_IMPL``, ``GRAD_SMALL_BATCH_IMPL``). For
@@ -16,6 +20,7 @@ combination, its rows; changes nothing: setting the switches in ``cupy_dispatch.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import itertools
 import json
@@ -24,7 +29,7 @@ import os
 import sys
 from collections import defaultdict
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gpu_table  # noqa: E402
@@ -71,14 +76,46 @@ def score(index: Any) -> dict[str, Any]:
     return {"met": met, "total": total, "unknown": unknown, "geomean": geomean, "rows": rows}
 
 
-def rank(runs: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    """Every combination of ``SWITCHES`` with its score, best first."""
+#: the path each switch value sends calls to (a value whose path is broken is not tried)
+_PATH_OF = {
+    ("CLUSTER_AUTO", True): "cluster",
+    ("FUSED_GRAPH_AUTO", True): "fused_graph",
+    ("SMALL_BATCH_IMPL", "persistent"): "persistent",
+    ("GRAD_SMALL_BATCH_IMPL", "persistent"): "persistent",
+}
+
+
+def broken_paths(runs: list[dict[str, Any]]) -> set[str]:
+    """Paths that failed in the newest run: a result that did not match cuDNN, or an error other than a refusal of
+    the shape or device (``ValueError: impl=...``); "vjp-X" counts for X."""
+    broken = set()
+    for entry in runs[0].get("results", []) if runs else []:
+        error = entry.get("error") or ""
+        if entry.get("ok") is False or (error and not error.startswith("ValueError: impl=")):
+            impl = entry.get("impl", "").removeprefix("vjp-")
+            broken.add(impl.partition("[")[0])
+    return broken
+
+
+def switch_values(excluded: set[str]) -> dict[str, tuple[Any, ...]]:
+    """``SWITCHES`` without the values that send calls to an ``excluded`` path."""
+    return {
+        name: tuple(v for v in values if _PATH_OF.get((name, v)) not in excluded) for name, values in SWITCHES.items()
+    }
+
+
+def rank(
+    runs: list[dict[str, Any]], excluded: Optional[set[str]] = None
+) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """Every combination of ``SWITCHES`` with its score, best first; no value that sends calls to a path in
+    ``excluded`` or broken in the newest run (:func:`broken_paths`)."""
     from arrayrnn._fast import cupy_dispatch
 
     index = gpu_table._index(runs)
+    values_by_switch = switch_values(set(excluded or ()) | broken_paths(runs))
     scored = []
-    for values in itertools.product(*SWITCHES.values()):
-        settings = dict(zip(SWITCHES, values))
+    for values in itertools.product(*values_by_switch.values()):
+        settings = dict(zip(values_by_switch, values))
         with switched(cupy_dispatch, settings):
             scored.append((settings, score(index)))
     scored.sort(key=lambda item: (-item[1]["met"], item[1]["unknown"], item[1]["geomean"]))
@@ -108,8 +145,9 @@ def breakdown_variants(runs: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def report(runs: list[dict[str, Any]]) -> str:
-    scored = rank(runs)
+def report(runs: list[dict[str, Any]], excluded: Optional[set[str]] = None) -> str:
+    scored = rank(runs, excluded)
+    left_out = set(excluded or ()) | broken_paths(runs)
     out = [
         "Dispatch switches scored on this run (targets met / rows, rows sent to an untimed path, geometric mean):",
         "",
@@ -118,6 +156,8 @@ def report(runs: list[dict[str, Any]]) -> str:
         text = ", ".join(f"{name}={value!r}" for name, value in settings.items())
         out.append(f"- {text}: {result['met']}/{result['total']} met, {result['unknown']} unknown, "
                    f"geomean {result['geomean']:.2f}x")  # fmt: skip
+    if left_out:
+        out += ["", f"Never switched on: {', '.join(sorted(left_out))} (failed in this run, or named by --exclude)"]
     best_settings, best = scored[0]
     out += ["", "Best: " + ", ".join(f"{name} = {value!r}" for name, value in best_settings.items()), ""]
     for direction, key, ratio in best["rows"]:
@@ -135,17 +175,17 @@ def environment(settings: dict[str, Any]) -> str:
 
 
 def main(argv: list[str]) -> int:
-    """``--env``: print only the best combination, as a value of ``ARRAYRNN_CUPY_DISPATCH``."""
-    env_only = "--env" in argv
-    paths = [a for a in argv if a != "--env"]
-    if not paths:
-        print(__doc__)
-        return 2
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", help="gpu_bench.py JSON files, newest first")
+    parser.add_argument("--env", action="store_true", help="print only the best, as ARRAYRNN_CUPY_DISPATCH's value")
+    parser.add_argument("--exclude", default="", help="comma-separated paths never to switch on")
+    args = parser.parse_args(argv)
+    excluded = {name for name in args.exclude.split(",") if name}
     runs = []
-    for path in paths:
+    for path in args.runs:
         with open(path, encoding="utf-8") as handle:
             runs.append(json.load(handle))
-    print(environment(rank(runs)[0][0]) if env_only else report(runs))
+    print(environment(rank(runs, excluded)[0][0]) if args.env else report(runs, excluded))
     return 0
 
 

@@ -256,6 +256,13 @@ def test_decide_ranks_switch_combinations_on_the_run(monkeypatch):
     text = decide.report([data])
     assert "Best: CLUSTER_AUTO = True, FUSED_GRAPH_AUTO = True" in text
     assert "fused[bias=sum] {'BIAS_BY_MATMUL': False}: 1.25x the time of 'fused'" in text
+    # a path whose tests failed (--exclude) or that mismatched cuDNN in the run is never switched on
+    assert decide.rank([data], excluded={"cluster"})[0][0] == {"CLUSTER_AUTO": False, "FUSED_GRAPH_AUTO": True}
+    data["results"].append(_entry("lstm", mid, "vjp-fused_graph", 1.0, direction="forward+backward", ok=False))
+    assert decide.broken_paths([data]) == {"fused_graph"}
+    assert decide.rank([data])[0][0] == {"CLUSTER_AUTO": True, "FUSED_GRAPH_AUTO": False}
+    assert "Never switched on: fused_graph" in decide.report([data])
+    data["results"].pop()
     # without the fused_graph timing at B = 256, turning its switch on leaves that row unknown
     data["results"] = [e for e in data["results"] if e["impl"] != "fused_graph"]
     unknown = next(r for s, r in decide.rank([data]) if s == {"CLUSTER_AUTO": True, "FUSED_GRAPH_AUTO": True})
