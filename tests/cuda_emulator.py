@@ -25,8 +25,8 @@ runs all grid * block threads at once, with 64 KiB stacks allocated for the laun
 
 This checks index math, masking, gate formulas, argument order, warp-reduction logic and barrier
 placement; it does not check anything about the GPU itself (NVRTC, timing, memory model: every write
-is visible at once, so a missing ``__threadfence`` goes unnoticed). float32 and float64 only (the
-float16 source converts with PTX ``asm``).
+is visible at once, so a missing ``__threadfence`` goes unnoticed). float16 storage converts with GCC's
+``_Float16`` in place of the PTX conversions (``ARRAYRNN_HALF_TO_FLOAT``/``_FLOAT_TO_HALF``).
 """
 
 from __future__ import annotations
@@ -55,6 +55,17 @@ _PRELUDE = r"""
 #define __noinline__ __attribute__((noinline))
 static inline float __int_as_float(int v) { float f; memcpy(&f, &v, sizeof f); return f; }
 static inline double __longlong_as_double(long long v) { double d; memcpy(&d, &v, sizeof d); return d; }
+// float16 storage (the kernels keep its raw bits): GCC's _Float16 converts as the GPU's cvt.f32.f16 and
+// cvt.rn.f16.f32 do (exactly, and to nearest with ties to even)
+static inline float emu_half_to_float(unsigned short bits) { _Float16 h; memcpy(&h, &bits, 2); return (float)h; }
+static inline unsigned short emu_float_to_half(float v) {
+  _Float16 h = (_Float16)v;
+  unsigned short bits;
+  memcpy(&bits, &h, 2);
+  return bits;
+}
+#define ARRAYRNN_HALF_TO_FLOAT(v) emu_half_to_float(v)
+#define ARRAYRNN_FLOAT_TO_HALF(v) emu_float_to_half(v)
 struct emu_dim3 { unsigned int x, y, z; };
 static emu_dim3 threadIdx, blockIdx, blockDim, gridDim;
 
@@ -405,8 +416,8 @@ def library_for_source(code: str, specs: dict[str, list[tuple[str, str]]]) -> Li
 
 def library(dtype: str) -> Library:
     """The kernels of ``dtype`` (``cupy_sources``) compiled for the CPU."""
-    if dtype not in ("float32", "float64"):
-        raise ValueError(f"the emulator supports float32 and float64, got {dtype}")
+    if dtype not in ("float16", "float32", "float64"):
+        raise ValueError(f"the emulator supports float16, float32 and float64, got {dtype}")
     if dtype not in _libraries:
         _libraries[dtype] = library_for_source(cupy_sources.source(dtype), cupy_sources.kernel_specs())
     return _libraries[dtype]

@@ -146,6 +146,29 @@ def test_float32_wide_hidden_spans_several_lane_strides(monkeypatch, kind, impl)
         _check(impl, kind, params, x, state, [3, 1], False, options, "float32")
 
 
+@pytest.mark.parametrize(
+    "kind,call_options",
+    [("rnn", {"nonlinearity": "relu"}), ("lstm", {"clip": 0.9}), ("gru", {"linear_before_reset": True})],
+)
+@pytest.mark.parametrize("impl", ["fused", "fused_graph", "graph", "persistent", "cluster"])
+def test_float16_storage_against_float64(monkeypatch, kind, call_options, impl):
+    """float16 arrays (every step rounds h to float16, the arithmetic runs in float32): within float16's
+    precision of the float64 generic core on the same (float16-representable) inputs."""
+    options = _defaults(kind, call_options)
+    with fake_cupy.installed(monkeypatch):
+        monkeypatch.setattr(cupy_cluster, "THREADS", 64)
+        params, x, state = _problem(kind, {}, "float16", 6, 3, 4, 10, seed=41)
+        lengths = [6, 2, 4]
+        y, final = _fast(IMPLS[impl], kind, params, x, state, lengths, True, options)
+        y_ref, final_ref = _generic(kind, params, x, state, lengths, True, options)
+        assert y.dtype == np.float16
+        np.testing.assert_allclose(np.asarray(y, dtype=np.float64), y_ref, rtol=1e-2, atol=1e-2)
+        for got, want in zip(final, final_ref):
+            assert got.dtype == np.float16
+            np.testing.assert_allclose(np.asarray(got, dtype=np.float64), want, rtol=1e-2, atol=1e-2)
+        assert np.all(np.asarray(y)[2:, 1] == 0), "padded steps must give exactly 0"
+
+
 @pytest.mark.parametrize("tile", cupy_sources.BATCH_TILES)
 @pytest.mark.parametrize(
     "kind,options", [("lstm", {"coupled": False, "clip": None}), ("gru", {"linear_before_reset": False})]

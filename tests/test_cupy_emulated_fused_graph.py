@@ -108,7 +108,7 @@ def test_library_binds_the_four_entry_points_and_reports_a_failing_status():
 
 @pytest.mark.parametrize("kind,options", [("rnn", {"nonlinearity": "relu"}), ("lstm", LSTM_OPTIONS)])
 def test_float32(monkeypatch, kind, options):
-    """(The emulator has no float16 kernels: float16 runs in ``tests/test_cupy_fast.py`` on a GPU.)"""
+    """(float16: ``test_cupy_emulated.py::test_float16_storage_against_float64``.)"""
     with fake_cupy.installed(monkeypatch):
         params, x, state = _problem(kind, {}, "float32", 4, 3, 5, 7, seed=21)
         _check("fused_graph", kind, params, x, state, [4, 2, 1], True, options, "float32")
