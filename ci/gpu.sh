@@ -176,23 +176,23 @@ DEFAULT_BENCH_ARGS+=" --vjp-impls $(joined_without "$HUNG" "${BENCH_VJP_IMPLS[@]
 run_phase fast "$LIMIT_FAST" "$OUT/tests-fast.log" \
   "$PY" -m pytest "${PYTEST_OPTS[@]}" "${FAST_OPTS[@]}" --backend cupy tests/test_cupy_fast.py tests/test_cupy_cluster.py \
   tests/test_cupy_grad.py
-# the CPU-only checks of the kernels (emulator, nvcc) ran in CI already
-run_phase bench "$LIMIT_BENCH" "$OUT/bench.log" \
-  "$PY" benchmarks/gpu_bench.py --out "$OUT/gpu_bench.json" --budget $((LIMIT_BENCH - 25)) ${GPU_BENCH_ARGS:-$DEFAULT_BENCH_ARGS}
-if [[ -s "$OUT/gpu_bench.json" ]]; then
-  "$PY" benchmarks/gpu_table.py "$OUT/gpu_bench.json" >"$OUT/gpu_table.md" 2>>"$LOG" || say "gpu_table.py failed"
-  # which dispatch switches the numbers support (into the summary log: the files that come back are counted)
-  "$PY" benchmarks/gpu_decide.py --exclude "$HUNG" "$OUT/gpu_bench.json" >>"$LOG" 2>&1 || say "gpu_decide.py failed"
-fi
-# the suite runs the default path with the dispatch switches the benchmark supports (gpu_decide.py's best): the
-# configuration to commit is the one the whole suite passed with (ARRAYRNN_CUPY_DISPATCH, cupy_dispatch.py)
-# never switched on: a path whose smoke check or GPU tests failed (or hung), whatever its speed
+# never switched on by the dispatch choice below: a path whose smoke check or GPU tests failed (or hung), whatever its speed
 BROKEN="$HUNG"
 for path in cluster fused_graph persistent; do
   if grep -qE "^FAILED .*$path|$path.*(FAILED|MISMATCH)" "$OUT/smoke.log" "$OUT/tests-fast.log" 2>/dev/null; then
     BROKEN+="${BROKEN:+,}$path"
   fi
 done
+# the CPU-only checks of the kernels (emulator, nvcc) ran in CI already
+run_phase bench "$LIMIT_BENCH" "$OUT/bench.log" \
+  "$PY" benchmarks/gpu_bench.py --out "$OUT/gpu_bench.json" --budget $((LIMIT_BENCH - 25)) ${GPU_BENCH_ARGS:-$DEFAULT_BENCH_ARGS}
+if [[ -s "$OUT/gpu_bench.json" ]]; then
+  "$PY" benchmarks/gpu_table.py "$OUT/gpu_bench.json" >"$OUT/gpu_table.md" 2>>"$LOG" || say "gpu_table.py failed"
+  # which dispatch switches the numbers support (into the summary log: the files that come back are counted)
+  "$PY" benchmarks/gpu_decide.py --exclude "$BROKEN" "$OUT/gpu_bench.json" >>"$LOG" 2>&1 || say "gpu_decide.py failed"
+fi
+# the suite runs the default path with the dispatch switches the benchmark supports (gpu_decide.py's best): the
+# configuration to commit is the one the whole suite passed with (ARRAYRNN_CUPY_DISPATCH, cupy_dispatch.py)
 if [[ -s "$OUT/gpu_bench.json" && -z "${ARRAYRNN_CUPY_DISPATCH:-}" ]]; then
   [[ -n "$BROKEN" ]] && say "not switched on for the suite (failed or hung above): $BROKEN"
   if SWITCHES=$("$PY" benchmarks/gpu_decide.py --env --exclude "$BROKEN" "$OUT/gpu_bench.json" 2>>"$LOG") &&
