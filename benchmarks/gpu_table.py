@@ -120,10 +120,12 @@ def _current_choice(
 
 def _auto(impls: dict[str, dict[str, Any]], key: tuple, auto_name: str, prefix: str) -> tuple[Optional[dict], str]:
     """(entry, label) for the auto column: the run's own auto measurement where it chose what today's heuristic
-    chooses, else that path's measurement from the same run (label marked †)."""
+    chooses, else (or where the run did not time auto) that path's measurement from the same run (marked †)."""
     measured = impls.get(auto_name)
     recorded = (measured or {}).get("auto_choice")
     current = _current_choice(*key, clusters=any(entry.get("_clusters") for entry in impls.values()))
+    if current is not None and measured is None:  # the run did not time auto itself: the path it picks
+        return impls.get(prefix + current), f" ({current}†)"
     if current is None or recorded is None or current == recorded:
         return measured, f" ({recorded})" if recorded else ""
     return impls.get(prefix + current), f" ({current}†)"
@@ -325,8 +327,8 @@ def render(runs: list[dict[str, Any]], names: Optional[list[str]] = None) -> str
     if backward:
         out += ["Forward + backward, float32 (torch autograd vs `arrayrnn.vjp`):", ""] + backward + [""]
     if any("†" in row for row in forward + backward):
-        out += ["† the run's own auto measurement chose differently (the heuristic moved after the run); shown: "
-                "the measurement, in the same run, of the path the heuristic picks now.", ""]  # fmt: skip
+        out += ["† the run did not time auto itself, or its auto chose differently (the heuristic moved after the "
+                "run); shown: the measurement, in the same run, of the path the heuristic picks now.", ""]  # fmt: skip
     half = forward_table(index, "float16")
     if half:
         out += ["Forward, float16:", ""] + half + [""]

@@ -143,8 +143,9 @@ fi
 # suite runs with -v: one line per test as it ends, so a phase cut by its time limit still names its failures.
 SUITE_OPTS=()
 FAST_OPTS=()
-BENCH_IMPLS=(fused fused_graph graph cluster auto)
-BENCH_VJP_IMPLS=(vjp vjp-fused vjp-fused_graph vjp-graph vjp-cluster)
+# (auto itself is not timed: the table and gpu_decide take the timing of the path it picks, from the same run)
+BENCH_IMPLS=(fused fused_graph graph cluster)
+BENCH_VJP_IMPLS=(vjp-fused vjp-fused_graph vjp-graph vjp-cluster)
 BENCH_SECTIONS="forward,backward,breakdown,barrier,cluster_sweep,float16"
 joined_without() { # name-to-leave-out items... -> the items but that one (and "vjp-" + it), comma-joined
   local leave=$1 out="" item

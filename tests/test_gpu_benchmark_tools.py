@@ -267,3 +267,13 @@ def test_decide_ranks_switch_combinations_on_the_run(monkeypatch):
     data["results"] = [e for e in data["results"] if e["impl"] != "fused_graph"]
     unknown = next(r for s, r in decide.rank([data]) if s == {"CLUSTER_AUTO": True, "FUSED_GRAPH_AUTO": True})
     assert unknown["unknown"] == 1
+
+
+def test_auto_column_without_an_auto_timing_takes_the_path_auto_picks(table):
+    """gpu.sh no longer times auto itself: the column shows the measurement of the path the heuristic picks."""
+    small = (100, 1, 64, 256)
+    data = {"results": [_entry("lstm", small, "cudnn", 2.0), _entry("lstm", small, "graph", 1.0, ok=True),
+                        _entry("lstm", small, "fused", 6.0, ok=True)]}  # fmt: skip
+    text = table.render(data)
+    assert "| **0.50×** (graph†) |" in text
+    assert "did not time auto itself" in text
