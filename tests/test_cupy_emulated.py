@@ -22,6 +22,7 @@ from arrayrnn._fast import (
     cupy_kernels,
     cupy_persistent,
     cupy_sources,
+    cupy_tiled,
 )
 
 from . import cuda_emulator, fake_cupy
@@ -34,6 +35,7 @@ IMPLS = {
     "fused": cupy_kernels,
     "fused_graph": cupy_fused_graph,
     "graph": cupy_graph,
+    "tiled": cupy_tiled,
     "persistent": cupy_persistent,
     "cluster": cupy_cluster,
 }
@@ -119,15 +121,19 @@ def _check(module_name, kind, params, x, state, lengths, reverse, options, dtype
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=_ids)
-@pytest.mark.parametrize("impl", ["fused", "fused_graph", "graph", "persistent"])
+@pytest.mark.parametrize("impl", ["fused", "fused_graph", "graph", "tiled", "persistent"])
 def test_matches_generic_with_lengths_and_reverse(monkeypatch, variant, impl):
     kind, params_options, call_options = variant
     options = _defaults(kind, call_options)
     with fake_cupy.installed(monkeypatch) as fake:
         params, x, state = _problem(kind, params_options, "float64", 5, 4, 3, 6, seed=len(_ids(variant)))
         lengths = [5, 0, 2, 4]
-        if impl in ("graph", "persistent") and params_options.get("proj_size"):
+        if impl in ("graph", "tiled", "persistent") and params_options.get("proj_size"):
             with pytest.raises(ValueError, match="projection"):
+                _fast(IMPLS[impl], kind, params, x, state, lengths, False, options)
+            return
+        if impl == "tiled" and options.get("linear_before_reset") is False:
+            with pytest.raises(ValueError, match="impl='tiled' supports GRU with linear_before_reset=True only"):
                 _fast(IMPLS[impl], kind, params, x, state, lengths, False, options)
             return
         for reverse in (False, True):
@@ -137,7 +143,7 @@ def test_matches_generic_with_lengths_and_reverse(monkeypatch, variant, impl):
 
 
 @pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
-@pytest.mark.parametrize("impl", ["fused", "fused_graph", "graph"])
+@pytest.mark.parametrize("impl", ["fused", "fused_graph", "graph", "tiled"])
 def test_float32_wide_hidden_spans_several_lane_strides(monkeypatch, kind, impl):
     """hidden = 70 > 2 * 32: each lane handles several columns, the last stride is partial."""
     options = _defaults(kind, {})
@@ -150,7 +156,7 @@ def test_float32_wide_hidden_spans_several_lane_strides(monkeypatch, kind, impl)
     "kind,call_options",
     [("rnn", {"nonlinearity": "relu"}), ("lstm", {"clip": 0.9}), ("gru", {"linear_before_reset": True})],
 )
-@pytest.mark.parametrize("impl", ["fused", "fused_graph", "graph", "persistent", "cluster"])
+@pytest.mark.parametrize("impl", ["fused", "fused_graph", "graph", "tiled", "persistent", "cluster"])
 def test_float16_storage_against_float64(monkeypatch, kind, call_options, impl):
     """float16 arrays (every step rounds h to float16, the arithmetic runs in float32): within float16's
     precision of the float64 generic core on the same (float16-representable) inputs."""
@@ -167,6 +173,38 @@ def test_float16_storage_against_float64(monkeypatch, kind, call_options, impl):
             assert got.dtype == np.float16
             np.testing.assert_allclose(np.asarray(got, dtype=np.float64), want, rtol=1e-2, atol=1e-2)
         assert np.all(np.asarray(y)[2:, 1] == 0), "padded steps must give exactly 0"
+
+
+@pytest.mark.parametrize(
+    "kind,options",
+    [
+        ("lstm", {"coupled": True, "clip": 0.8}),
+        ("gru", {"linear_before_reset": True}),
+        ("rnn", {"nonlinearity": "tanh"}),
+    ],
+)
+def test_tiled_partial_tiles_and_chunks(monkeypatch, kind, options):
+    """B = 21 (a full and a partial tile of 16 rows), H = 70 (units 64..69 in a partial tile of 16; columns
+    64..69 in a second, partial chunk of 64): every (row, unit) pair exactly once, every column summed."""
+    with fake_cupy.installed(monkeypatch) as fake:
+        params, x, state = _problem(
+            kind, {"peepholes": True} if kind == "lstm" else {}, "float64", 3, 21, 5, 70, seed=7
+        )
+        lengths = [3, 0, 1, 2, 3, 3, 1, 0, 2, 3, 3, 1, 2, 3, 0, 3, 2, 1, 3, 3, 2]
+        _check("tiled", kind, params, x, state, lengths, True, options, "float64")
+        assert fake.captures_begun == 1 and fake.kernel_launches == 0
+        grid, block = cupy_graph.tiled_launch_shape(21, 70)
+        assert grid == (2 * 5,) and block == (cupy_sources.TILED_THREADS,)
+
+
+def test_tiled_kernel_defines_come_from_python():
+    """The CUDA source's tile constants are generated from cupy_sources.TILED (the launch shape uses the same)."""
+    code = cupy_sources.source("float32", "forward")
+    for name, value in cupy_sources.TILED.items():
+        assert f"#define {name} {value}\n" in code
+    assert cupy_sources.TILED_THREADS == 256
+    # float64 LSTM: the chunk (16 + 64 rows of 65 doubles) is the larger part, within the 48 KiB default
+    assert cupy_sources.tiled_shared_bytes(4, "float64") == 80 * 65 * 8 <= 48 * 1024
 
 
 @pytest.mark.parametrize("tile", cupy_sources.BATCH_TILES)
@@ -249,7 +287,7 @@ def test_failing_end_capture_is_reported(monkeypatch):
         assert fake.captures_open == 0
 
 
-@pytest.mark.parametrize("impl", ["fused", "fused_graph", "graph"])
+@pytest.mark.parametrize("impl", ["fused", "fused_graph", "graph", "tiled"])
 def test_inputs_are_not_modified_and_noncontiguous_weights_work(monkeypatch, impl):
     with fake_cupy.installed(monkeypatch):
         params, x, state = _problem("lstm", {"peepholes": True}, "float64", 3, 2, 3, 4, seed=13)
@@ -370,7 +408,7 @@ def test_dispatch_switches_from_the_environment(monkeypatch):
 def test_registry_variants_are_per_backend(monkeypatch):
     from arrayrnn._fast import registry
 
-    assert registry.variants("lstm", "cupy") == ("cluster", "fused", "fused_graph", "graph", "persistent")
+    assert registry.variants("lstm", "cupy") == ("cluster", "fused", "fused_graph", "graph", "persistent", "tiled")
     assert registry.variants("lstm", "numpy") == ()
     assert registry.select("gru", "cupy", "fused") is cupy_kernels.gru_sequence
     assert registry.select("gru", "cupy", "graph") is cupy_graph.gru_sequence

@@ -47,7 +47,7 @@ from .cupy_common import (
     project_inputs,
     time_order,
 )
-from .cupy_sources import BATCH_TILES, graph_kernel_name
+from .cupy_sources import BATCH_TILES, TILED, TILED_THREADS, graph_kernel_name, tiled_shared_bytes
 
 Array = Any
 
@@ -83,6 +83,40 @@ def launch_shape(batch: int, hidden: int, tile: int) -> tuple[tuple[int], tuple[
     """(grid, block) for a graph kernel: one warp per (hidden unit, batch tile)."""
     warps = -(-batch // tile) * hidden
     return (-(-warps // WARPS_PER_BLOCK),), (32 * WARPS_PER_BLOCK,)
+
+
+#: the "tiled" path's name (it runs this module's plans with ``cupy_tiled``'s kernels: batch tile 0)
+TILED_IMPL = "tiled"
+
+
+def tiled_launch_shape(batch: int, hidden: int) -> tuple[tuple[int], tuple[int]]:
+    """(grid, block) for a tiled kernel: one block per tile of batch rows x hidden units."""
+    rows, units = TILED["TILED_ROWS"], TILED["TILED_UNITS"]
+    return (-(-batch // rows) * -(-hidden // units),), (TILED_THREADS,)
+
+
+@dataclasses.dataclass(frozen=True)
+class _WithSharedMemory:
+    """A kernel launched with ``shared_mem`` bytes of dynamic shared memory (called as plans call kernels)."""
+
+    kernel: Any
+    shared_mem: int
+
+    @property
+    def attributes(self) -> Any:
+        return self.kernel.attributes
+
+    def __call__(self, grid: tuple[int], block: tuple[int], args: tuple[Any, ...]) -> None:
+        self.kernel(grid, block, args, shared_mem=self.shared_mem)
+
+
+def step_kernel(base: str, dtype: str, tile: int) -> Any:
+    """The step kernel ``base`` (a ``*_graph_*`` name) for batch tile ``tile``; tile 0: its tiled twin
+    (``*_tiled_*``, launched with its shared memory)."""
+    if tile:
+        return kernel(graph_kernel_name(base, tile), dtype)
+    tiled = base.replace("_graph_", "_tiled_")
+    return _WithSharedMemory(kernel(tiled, dtype), tiled_shared_bytes(GATES[base.partition("_")[0]], dtype))
 
 
 @dataclasses.dataclass
@@ -215,15 +249,17 @@ def _sequence(
     key_extra: tuple[Any, ...],
     build: Callable[..., list[tuple[Any, tuple[int], tuple[int], tuple[Any, ...]]]],
     scratch: int = 0,
+    tiled: bool = False,
 ) -> tuple[Array, tuple[Array, ...]]:
-    """Find or build the plan for this call, fill its inputs, replay, and copy the results out."""
+    """Find or build the plan for this call, fill its inputs, replay, and copy the results out. ``tiled``: the
+    "tiled" path's kernels (one block per tile of batch rows x hidden units; ``cupy_tiled``), batch tile 0."""
     cp = cupy_module()
-    dtype = check_dtype(x.dtype, IMPL)
+    dtype = check_dtype(x.dtype, TILED_IMPL if tiled else IMPL)
     steps, batch, _ = x.shape
     hidden = initial[0].shape[1]
     if batch == 0:
         return empty_batch_result(x, initial)
-    tile = choose_batch_tile(batch, hidden)
+    tile = 0 if tiled else choose_batch_tile(batch, hidden)
     key = (
         cell,
         dtype,
@@ -249,7 +285,7 @@ def _sequence(
             extra=tuple(cp.empty((batch, hidden), dtype=x.dtype) for _ in range(scratch)),
             launches=[],
         )
-        grid, block = launch_shape(batch, hidden, tile)
+        grid, block = tiled_launch_shape(batch, hidden) if tiled else launch_shape(batch, hidden, tile)
         plan.launches = build(plan, dtype, tile, grid, block, steps, batch, hidden, reverse, options)
         return plan
 
@@ -314,7 +350,7 @@ def _one_launch_per_step(base: str, weights: tuple[Array, ...]):
     options)`` (RNN, GRU with ``linear_before_reset``)."""
 
     def build(plan, dtype, tile, grid, block, steps, batch, hidden, reverse, options):
-        step = kernel(graph_kernel_name(base, tile), dtype)
+        step = step_kernel(base, dtype, tile)
         sizes = (int32(batch), int32(hidden))
         launches = []
         for t, prev, nxt in _steps(plan, steps, reverse):
@@ -335,6 +371,10 @@ def rnn_sequence(
     *,
     nonlinearity: str = "tanh",
 ) -> tuple[Array, tuple[Array, ...]]:
+    return _rnn(x, params, state, lengths, reverse, nonlinearity, tiled=False)
+
+
+def _rnn(x: Array, params: Any, state: Any, lengths: Any, reverse: bool, nonlinearity: str, *, tiled: bool) -> Any:
     with x.device:
         weights = recurrent_weights(params, x.dtype)
         options = options_mask(
@@ -352,6 +392,7 @@ def rnn_sequence(
             options=options,
             key_extra=(),
             build=_one_launch_per_step("rnn_graph_step", weights),
+            tiled=tiled,
         )
 
 
@@ -366,15 +407,23 @@ def lstm_sequence(
     coupled: bool = False,
     clip: Optional[float] = None,
 ) -> tuple[Array, tuple[Array, ...]]:
+    return _lstm(x, params, state, lengths, reverse, coupled, clip, tiled=False)
+
+
+def _lstm(x: Array, params: Any, state: Any, lengths: Any, reverse: bool, coupled: bool, clip: Optional[float], *,
+          tiled: bool) -> Any:  # fmt: skip
     if params.weight_hr is not None:
-        raise ValueError("impl='graph' does not support the LSTM projection (proj_size > 0); use impl='fused'")
+        name = TILED_IMPL if tiled else IMPL
+        raise ValueError(
+            f"impl={name!r} does not support the LSTM projection (proj_size > 0); use impl='fused' or 'fused_graph'"
+        )
     with x.device:
         weights = lstm_step_weights(params, x.dtype)
         options = lstm_options(params, lengths, coupled, clip)
         clip_value = 0.0 if clip is None else float(clip)
 
         def build(plan, dtype, tile, grid, block, steps, batch, hidden, reverse, options):
-            step = kernel(graph_kernel_name("lstm_graph_step", tile), dtype)
+            step = step_kernel("lstm_graph_step", dtype, tile)
             tail = (int32(options), acc_scalar(dtype, clip_value))
             sizes = (int32(batch), int32(hidden))
             launches = []
@@ -395,6 +444,7 @@ def lstm_sequence(
             options=options,
             key_extra=(clip_value,),
             build=build,
+            tiled=tiled,
         )
 
 
@@ -408,6 +458,15 @@ def gru_sequence(
     *,
     linear_before_reset: bool = True,
 ) -> tuple[Array, tuple[Array, ...]]:
+    return _gru(x, params, state, lengths, reverse, linear_before_reset, tiled=False)
+
+
+def _gru(x: Array, params: Any, state: Any, lengths: Any, reverse: bool, linear_before_reset: bool, *,
+         tiled: bool) -> Any:  # fmt: skip
+    if tiled and not linear_before_reset:
+        raise ValueError(
+            "impl='tiled' supports GRU with linear_before_reset=True only; use impl='graph' or 'fused_graph'"
+        )
     with x.device:
         weights = recurrent_weights(params, x.dtype)
         options = options_mask(bias_ih=params.bias_ih, bias_hh=params.bias_hh, lengths=lengths)
@@ -438,4 +497,5 @@ def gru_sequence(
             key_extra=(bool(linear_before_reset),),
             build=_one_launch_per_step("gru_graph_step", weights) if linear_before_reset else build_two_launches,
             scratch=0 if linear_before_reset else 1,
+            tiled=tiled,
         )

@@ -123,6 +123,28 @@ _GRAPH_SPECS: dict[str, list[tuple[str, str]]] = {
     ],
 }  # fmt: skip
 
+#: the tiled step kernels (``_TILED``): the graph step kernels' parameters, one build each (no batch tile)
+TILED_SPECS: dict[str, list[tuple[str, str]]] = {
+    "lstm_tiled_step": _GRAPH_SPECS["lstm_graph_step"],
+    "gru_tiled_step": _GRAPH_SPECS["gru_graph_step"],
+    "rnn_tiled_step": _GRAPH_SPECS["rnn_graph_step"],
+}
+#: the tiled kernels' tile (``_TILED``'s ``#define``s come from here): batch rows and hidden units per block,
+#: rows per thread, k-groups (threads splitting each chunk's columns), columns per shared-memory chunk
+TILED = {"TILED_ROWS": 16, "TILED_UNITS": 16, "TILED_ROWS_PER_THREAD": 4, "TILED_KGROUPS": 4, "TILED_CHUNK": 64}
+#: threads per block of a tiled kernel
+TILED_THREADS = TILED["TILED_KGROUPS"] * (TILED["TILED_ROWS"] // TILED["TILED_ROWS_PER_THREAD"]) * TILED["TILED_UNITS"]
+
+
+def tiled_shared_bytes(gates: int, dtype: str) -> int:
+    """Dynamic shared memory of a tiled kernel with ``gates`` gates: the larger of one chunk of state and weight rows
+    (``acc_t``, padded by a column) and the k-groups' partial sums."""
+    item = 8 if ACC_TYPES[dtype] == "float64" else 4
+    chunk = (TILED["TILED_ROWS"] + gates * TILED["TILED_UNITS"]) * (TILED["TILED_CHUNK"] + 1)
+    partial = TILED_THREADS * gates * TILED["TILED_ROWS_PER_THREAD"]
+    return max(chunk, partial) * item
+
+
 #: the persistent kernels (``_PERSISTENT``), compiled per batch tile like the graph kernels; "counter" is the
 #: grid barrier's ``unsigned int[2]`` (arrivals, timeout flag), zero at launch; "units": hidden units per block
 #: (the grid has ceil(H / units) blocks; each stages its units' weight rows in dynamic shared memory)
@@ -198,7 +220,7 @@ def graph_kernel_name(base: str, batch_tile: int) -> str:
 
 def kernel_specs() -> dict[str, list[tuple[str, str]]]:
     """Every exported kernel name -> its parameter list ``[(kind, name), ...]`` in call order."""
-    specs = {**_FUSED_SPECS, **_BENCH_SPECS, **GRAD_SPECS}
+    specs = {**_FUSED_SPECS, **_BENCH_SPECS, **TILED_SPECS, **GRAD_SPECS}
     for base, params in {**_GRAPH_SPECS, **GRAD_GRAPH_SPECS, **_PERSISTENT_SPECS}.items():
         for tile in BATCH_TILES:
             specs[graph_kernel_name(base, tile)] = params
@@ -825,6 +847,176 @@ __device__ __forceinline__ void rnn_graph_step_impl(
 }
 """
 
+_TILED_BODY = r"""
+// ---------------------------------------------------------------------------------------------
+// "tiled" graph step kernels (cupy_tiled.py): the graph step kernels' parameters and step tails, but one block
+// computes a whole tile of TILED_ROWS batch rows x TILED_UNITS hidden units (every gate of each) as a small
+// GEMM through shared memory: each weight row and state row a block loads serves the whole tile, where the
+// warp-per-unit kernels load each weight row once per batch tile of at most 8 rows and each state row once per
+// unit. Threads: TILED_KGROUPS k-groups x (TILED_ROWS / TILED_ROWS_PER_THREAD) row groups x TILED_UNITS units; a
+// thread accumulates TILED_ROWS_PER_THREAD rows x G gates of one unit over every TILED_KGROUPS-th column of each
+// chunk of TILED_CHUNK columns; the k-groups' partial sums meet in shared memory, and k-group 0 finishes its
+// (row, unit) pairs with the graph kernels' tails. The grid is 1-D: blockIdx.x = row tile * unit tiles + unit tile.
+// The TILED_* constants are defined from Python (cupy_sources.TILED), which also sizes the launch.
+
+// This thread's place in the tile: its unit, row group and k-group.
+struct TiledThread {
+  int unit, rows, kgroup;
+  __device__ TiledThread() {
+    unit = threadIdx.x % TILED_UNITS;
+    rows = (threadIdx.x / TILED_UNITS) % (TILED_ROWS / TILED_ROWS_PER_THREAD);
+    kgroup = threadIdx.x / (TILED_UNITS * (TILED_ROWS / TILED_ROWS_PER_THREAD));
+  }
+};
+
+// sums[g][r] = weight[g * hidden + j0 + me.unit, :] . h[b0 + me.rows * TILED_ROWS_PER_THREAD + r, :], complete in
+// k-group 0's threads (rows or units past the end count as zeros). The whole block must call this.
+template <int G>
+__device__ __forceinline__ void tiled_dots(const scalar_t* __restrict__ weight, const scalar_t* __restrict__ h,
+                                           int batch, int hidden, int b0, int j0, const TiledThread& me,
+                                           acc_t (&sums)[G][TILED_ROWS_PER_THREAD]) {
+  constexpr int PITCH = TILED_CHUNK + 1;
+  acc_t* h_tile = (acc_t*)ARRAYRNN_DYNAMIC_SHARED();   // [TILED_ROWS][PITCH]
+  acc_t* w_tile = h_tile + TILED_ROWS * PITCH;         // [G * TILED_UNITS][PITCH]: row g * TILED_UNITS + u
+#pragma unroll
+  for (int g = 0; g < G; ++g) {
+#pragma unroll
+    for (int r = 0; r < TILED_ROWS_PER_THREAD; ++r) sums[g][r] = (acc_t)0;
+  }
+  for (int k0 = 0; k0 < hidden; k0 += TILED_CHUNK) {
+    __syncthreads();  // the previous chunk is consumed
+    for (int e = threadIdx.x; e < TILED_ROWS * TILED_CHUNK; e += blockDim.x) {
+      const int r = e / TILED_CHUNK, k = e % TILED_CHUNK;
+      const bool inside = b0 + r < batch && k0 + k < hidden;
+      h_tile[r * PITCH + k] = inside ? load(h[(long long)(b0 + r) * hidden + k0 + k]) : (acc_t)0;
+    }
+    for (int e = threadIdx.x; e < G * TILED_UNITS * TILED_CHUNK; e += blockDim.x) {
+      const int row = e / TILED_CHUNK, k = e % TILED_CHUNK;
+      const int g = row / TILED_UNITS, u = row % TILED_UNITS;
+      const bool inside = j0 + u < hidden && k0 + k < hidden;
+      w_tile[row * PITCH + k] = inside ? load(weight[((long long)g * hidden + j0 + u) * hidden + k0 + k]) : (acc_t)0;
+    }
+    __syncthreads();
+    for (int k = me.kgroup; k < TILED_CHUNK; k += TILED_KGROUPS) {
+      acc_t state[TILED_ROWS_PER_THREAD];
+#pragma unroll
+      for (int r = 0; r < TILED_ROWS_PER_THREAD; ++r) {
+        state[r] = h_tile[(me.rows * TILED_ROWS_PER_THREAD + r) * PITCH + k];
+      }
+#pragma unroll
+      for (int g = 0; g < G; ++g) {
+        const acc_t w = w_tile[(g * TILED_UNITS + me.unit) * PITCH + k];
+#pragma unroll
+        for (int r = 0; r < TILED_ROWS_PER_THREAD; ++r) sums[g][r] += w * state[r];
+      }
+    }
+  }
+  // the k-groups' partial sums, added by k-group 0 (the chunk buffers are free again after the barrier)
+  __syncthreads();
+  acc_t* partial = (acc_t*)ARRAYRNN_DYNAMIC_SHARED();
+  constexpr int PER_THREAD = G * TILED_ROWS_PER_THREAD;
+  if (me.kgroup != 0) {
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+#pragma unroll
+      for (int r = 0; r < TILED_ROWS_PER_THREAD; ++r)
+        partial[(long long)threadIdx.x * PER_THREAD + g * TILED_ROWS_PER_THREAD + r] = sums[g][r];
+    }
+  }
+  __syncthreads();
+  if (me.kgroup == 0) {
+    constexpr int GROUP = TILED_UNITS * (TILED_ROWS / TILED_ROWS_PER_THREAD);
+    for (int other = 1; other < TILED_KGROUPS; ++other) {
+      const long long from = (long long)(threadIdx.x + other * GROUP) * PER_THREAD;
+#pragma unroll
+      for (int g = 0; g < G; ++g) {
+#pragma unroll
+        for (int r = 0; r < TILED_ROWS_PER_THREAD; ++r) sums[g][r] += partial[from + g * TILED_ROWS_PER_THREAD + r];
+      }
+    }
+  }
+}
+
+// (row tile, unit tile) of this block: b0 and j0
+__device__ __forceinline__ void tiled_block(int hidden, int* b0, int* j0) {
+  const int unit_tiles = (hidden + TILED_UNITS - 1) / TILED_UNITS;
+  *b0 = (int)(blockIdx.x / unit_tiles) * TILED_ROWS;
+  *j0 = (int)(blockIdx.x % unit_tiles) * TILED_UNITS;
+}
+
+// One (row, unit) pair's sums in the shape the graph tails take (NB = 1: lane 0 finishes row b)
+template <int G>
+__device__ __forceinline__ void tiled_pair(const acc_t (&sums)[G][TILED_ROWS_PER_THREAD], int r, acc_t (&one)[G][1]) {
+#pragma unroll
+  for (int g = 0; g < G; ++g) one[g][0] = sums[g][r];
+}
+
+__device__ __forceinline__ void lstm_tiled_step_impl(
+    const scalar_t* __restrict__ gx, const scalar_t* __restrict__ weight_hh, const scalar_t* __restrict__ bias_ih,
+    const scalar_t* __restrict__ bias_hh, const scalar_t* __restrict__ peep_i, const scalar_t* __restrict__ peep_f,
+    const scalar_t* __restrict__ peep_o, const long long* __restrict__ lengths, const scalar_t* __restrict__ h_prev,
+    scalar_t* __restrict__ h_next, scalar_t* __restrict__ c, scalar_t* __restrict__ y, int batch, int hidden, int t,
+    int options, acc_t clip) {
+  int b0, j0;
+  tiled_block(hidden, &b0, &j0);
+  const TiledThread me;
+  acc_t sums[4][TILED_ROWS_PER_THREAD];
+  tiled_dots<4>(weight_hh, h_prev, batch, hidden, b0, j0, me, sums);
+  const int j = j0 + me.unit;
+  if (me.kgroup != 0 || j >= hidden) return;
+#pragma unroll
+  for (int r = 0; r < TILED_ROWS_PER_THREAD; ++r) {
+    acc_t one[4][1];
+    tiled_pair<4>(sums, r, one);
+    lstm_graph_tail<1, false, false>(one, 0, j, b0 + me.rows * TILED_ROWS_PER_THREAD + r, gx, bias_ih, bias_hh,
+                                     peep_i, peep_f, peep_o, lengths, h_prev, c, h_next, c, y, nullptr, batch, hidden,
+                                     t, options, clip);
+  }
+}
+
+__device__ __forceinline__ void gru_tiled_step_impl(
+    const scalar_t* __restrict__ gx, const scalar_t* __restrict__ weight_hh, const scalar_t* __restrict__ bias_ih,
+    const scalar_t* __restrict__ bias_hh, const long long* __restrict__ lengths, const scalar_t* __restrict__ h_prev,
+    scalar_t* __restrict__ h_next, scalar_t* __restrict__ y, int batch, int hidden, int t, int options) {
+  int b0, j0;
+  tiled_block(hidden, &b0, &j0);
+  const TiledThread me;
+  acc_t sums[3][TILED_ROWS_PER_THREAD];
+  tiled_dots<3>(weight_hh, h_prev, batch, hidden, b0, j0, me, sums);
+  const int j = j0 + me.unit;
+  if (me.kgroup != 0 || j >= hidden) return;
+#pragma unroll
+  for (int r = 0; r < TILED_ROWS_PER_THREAD; ++r) {
+    acc_t one[3][1];
+    tiled_pair<3>(sums, r, one);
+    gru_graph_tail<1, false, false>(one, 0, j, b0 + me.rows * TILED_ROWS_PER_THREAD + r, gx, bias_ih, bias_hh,
+                                    lengths, h_prev, h_next, y, nullptr, nullptr, batch, hidden, t, options);
+  }
+}
+
+__device__ __forceinline__ void rnn_tiled_step_impl(
+    const scalar_t* __restrict__ gx, const scalar_t* __restrict__ weight_hh, const scalar_t* __restrict__ bias_ih,
+    const scalar_t* __restrict__ bias_hh, const long long* __restrict__ lengths, const scalar_t* __restrict__ h_prev,
+    scalar_t* __restrict__ h_next, scalar_t* __restrict__ y, int batch, int hidden, int t, int options) {
+  int b0, j0;
+  tiled_block(hidden, &b0, &j0);
+  const TiledThread me;
+  acc_t sums[1][TILED_ROWS_PER_THREAD];
+  tiled_dots<1>(weight_hh, h_prev, batch, hidden, b0, j0, me, sums);
+  const int j = j0 + me.unit;
+  if (me.kgroup != 0 || j >= hidden) return;
+#pragma unroll
+  for (int r = 0; r < TILED_ROWS_PER_THREAD; ++r) {
+    acc_t one[1][1];
+    tiled_pair<1>(sums, r, one);
+    rnn_graph_tail<1, false>(one, 0, j, b0 + me.rows * TILED_ROWS_PER_THREAD + r, gx, bias_ih, bias_hh, lengths,
+                             h_prev, h_next, y, batch, hidden, t, options);
+  }
+}
+"""
+
+_TILED = "".join(f"#define {name} {value}\n" for name, value in TILED.items()) + _TILED_BODY
+
 _PERSISTENT = r"""
 // ---------------------------------------------------------------------------------------------
 // persistent kernels: ONE cooperative launch runs every step of the sequence. The warps of the grid take the
@@ -1080,7 +1272,7 @@ def _impl_call(name: str, params: list[tuple[str, str]], batch_tile: int | None 
 #: the kernels are compiled in parts (one CuPy module per part and dtype), so a forward pass never waits
 #: for the gradient or executor kernels to compile: (plain kernels, per-batch-tile kernels) of each part
 PARTS: dict[str, tuple[dict[str, list[tuple[str, str]]], dict[str, list[tuple[str, str]]]]] = {
-    "forward": ({**_FUSED_SPECS, **_BENCH_SPECS}, {**_GRAPH_SPECS, **_PERSISTENT_SPECS}),
+    "forward": ({**_FUSED_SPECS, **_BENCH_SPECS, **TILED_SPECS}, {**_GRAPH_SPECS, **_PERSISTENT_SPECS}),
     "grad": (GRAD_SPECS, GRAD_GRAPH_SPECS),
 }
 
@@ -1214,6 +1406,7 @@ def source(dtype: str, part: Optional[str] = None) -> str:
         + _GRAPH
         + GRAD_GRAPH_SOURCE
         + _PERSISTENT
+        + _TILED
         + CLUSTER_SOURCE
         + GRAD_CLUSTER_SOURCE
         + entries

@@ -121,13 +121,14 @@ def select_vjp(kind: str, backend: str, impl: Optional[str] = None) -> Optional[
     return None if entry is None else _load(entry)
 
 
-# CuPy: "auto"/"fast" choose per call (cupy_dispatch); "fused", "fused_graph", "graph", "persistent" and "cluster"
-# name the paths.
+# CuPy: "auto"/"fast" choose per call (cupy_dispatch); "fused", "fused_graph", "graph", "tiled", "persistent" and
+# "cluster" name the paths.
 for _kind in ("rnn", "lstm", "gru"):
     register(_kind, "cupy", ".cupy_dispatch", f"{_kind}_sequence")
     register(_kind, "cupy", ".cupy_kernels", f"{_kind}_sequence", variant="fused")
     register(_kind, "cupy", ".cupy_fused_graph", f"{_kind}_sequence", variant="fused_graph")
     register(_kind, "cupy", ".cupy_graph", f"{_kind}_sequence", variant="graph")
+    register(_kind, "cupy", ".cupy_tiled", f"{_kind}_sequence", variant="tiled")
     register(_kind, "cupy", ".cupy_persistent", f"{_kind}_sequence", variant="persistent")
     register(_kind, "cupy", ".cupy_cluster", f"{_kind}_sequence", variant="cluster")
     register_vjp(_kind, "cupy", ".cupy_dispatch", "sequence_vjp")
