@@ -1,10 +1,10 @@
 """GPU benchmark: arrayrnn's CuPy paths against torch/cuDNN with the same weights, float32 with TF32 off.
 
 For LSTM, GRU and RNN over the (T, B, I, H) grid below, times the forward pass of cuDNN (``torch.nn``)
-and of every arrayrnn CuPy implementation ("generic", "fused", "fused_graph", "graph", "persistent", "cluster",
-and "auto", the per-call choice users get), then forward+backward (torch autograd vs ``arrayrnn.vjp``: the CuPy gradient
-path, and the generic core for scale), the barriers alone, sweeps of the cluster and persistent kernels'
-knobs (cluster size, threads per block, batch tile), and a float16 subset. Every
+and of every arrayrnn CuPy implementation ("generic", "fused", "fused_graph", "graph", "tiled", "persistent",
+"cluster", and "auto", the per-call choice users get), then forward+backward (torch autograd vs
+``arrayrnn.vjp``: the CuPy gradient path, and the generic core for scale), the barriers alone, sweeps of the
+cluster and persistent kernels' knobs (cluster size, threads per block, batch tile), and a float16 subset. Every
 implementation's output is first compared with cuDNN's (``rel_diff`` = max |ours - cuDNN| / max |cuDNN|);
 a result that disagrees is still timed but marked ``ok: false``.
 
@@ -50,7 +50,7 @@ SHAPES = [
 ]
 FLOAT16_SHAPES = [(100, 8, 128, 256), (100, 256, 1024, 1024)]
 KINDS = ("lstm", "gru", "rnn")
-IMPLS = ("generic", "fused", "fused_graph", "graph", "persistent", "cluster", "auto")
+IMPLS = ("generic", "fused", "fused_graph", "graph", "tiled", "persistent", "cluster", "auto")
 #: the benchmark's sections, in the order they run (--sections picks some)
 SECTIONS = ("forward", "backward", "breakdown", "barrier", "cluster_sweep", "persistent_sweep", "float16")
 #: aim for this much timed work per measurement; repeats are clamped to [MIN_REPEATS, MAX_REPEATS]

@@ -80,6 +80,7 @@ def score(index: Any) -> dict[str, Any]:
 _PATH_OF = {
     ("CLUSTER_AUTO", True): "cluster",
     ("FUSED_GRAPH_AUTO", True): "fused_graph",
+    ("TILED_AUTO", True): "tiled",
     ("SMALL_BATCH_IMPL", "persistent"): "persistent",
     ("GRAD_SMALL_BATCH_IMPL", "persistent"): "persistent",
 }

@@ -23,7 +23,7 @@ from collections import defaultdict
 from typing import Any, Optional
 
 CELL_NAMES = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}
-FORWARD_IMPLS = ("generic", "fused", "fused_graph", "graph", "persistent", "cluster", "auto")
+FORWARD_IMPLS = ("generic", "fused", "fused_graph", "graph", "tiled", "persistent", "cluster", "auto")
 BACKWARD_IMPLS = ("vjp", "vjp-fused", "vjp-fused_graph", "vjp-graph", "vjp-persistent", "vjp-cluster", "vjp-generic")
 TARGETS = {"forward": 1.0, "forward+backward": 1.2}
 RUN_LETTERS = "ABCDEFGH"

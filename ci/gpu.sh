@@ -144,7 +144,7 @@ fi
 SUITE_OPTS=()
 FAST_OPTS=()
 # (auto itself is not timed: the table and gpu_decide take the timing of the path it picks, from the same run)
-BENCH_IMPLS=(fused fused_graph graph cluster)
+BENCH_IMPLS=(fused fused_graph graph tiled cluster)
 BENCH_VJP_IMPLS=(vjp-fused vjp-fused_graph vjp-graph vjp-cluster)
 BENCH_SECTIONS="forward,backward,breakdown,barrier,cluster_sweep,float16"
 joined_without() { # name-to-leave-out items... -> the items but that one (and "vjp-" + it), comma-joined
@@ -179,7 +179,7 @@ run_phase fast "$LIMIT_FAST" "$OUT/tests-fast.log" \
   tests/test_cupy_grad.py
 # never switched on by the dispatch choice below: a path whose smoke check or GPU tests failed (or hung), whatever its speed
 BROKEN="$HUNG"
-for path in cluster fused_graph persistent; do
+for path in cluster fused_graph tiled persistent; do
   if grep -qE "^FAILED .*$path|$path.*(FAILED|MISMATCH)" "$OUT/smoke.log" "$OUT/tests-fast.log" 2>/dev/null; then
     BROKEN+="${BROKEN:+,}$path"
   fi

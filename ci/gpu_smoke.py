@@ -80,7 +80,15 @@ def main() -> int:
         failures += 1
         print("FAILED to load cuBLAS for the captured products (fused_graph):")
         traceback.print_exc(limit=3)
-    forward_impls = ("fused", "fused_graph", "graph", "persistent", *(("cluster",) if clusters else ()), "auto")
+    forward_impls = (
+        "fused",
+        "fused_graph",
+        "graph",
+        "tiled",
+        "persistent",
+        *(("cluster",) if clusters else ()),
+        "auto",
+    )
     for dtype in ("float32", "float64", "float16"):
         start = time.perf_counter()
         for name in cupy_sources.kernel_specs():

@@ -385,6 +385,22 @@ def test_dispatch_fused_graph_in_place_of_fused_only_when_turned_on(monkeypatch)
     assert grad("lstm", "fused", batch=256, hidden=1024, dtype="float32") == "fused"
 
 
+def test_dispatch_tiled_only_when_turned_on_and_where_it_applies(monkeypatch):
+    choose, grad = cupy_dispatch.choose_impl, cupy_dispatch.grad_choice
+    assert cupy_dispatch.TILED_AUTO is False, "turned on only by a GPU measurement (then update this test)"
+    monkeypatch.setattr(cupy_dispatch, "TILED_AUTO", True)
+    mid = {"steps": 100, "batch": 64, "hidden": 512, "dtype": "float32"}
+    assert choose("lstm", **mid) == "tiled"
+    assert choose("lstm", **{**mid, "batch": 256}) == "tiled"
+    assert choose("lstm", **{**mid, "batch": 8}) == "graph"  # below TILED_MIN_BATCH
+    assert choose("lstm", **{**mid, "batch": 4096}) == "fused"  # above TILED_MAX_BATCH
+    assert choose("lstm", **mid, has_projection=True) == "fused"
+    assert choose("gru", **mid, linear_before_reset=False) == "graph"
+    # the gradient is not tiled: the path auto would take without TILED_AUTO
+    assert grad("lstm", "tiled", batch=64, hidden=512, dtype="float32") == cupy_dispatch.GRAD_SMALL_BATCH_IMPL
+    assert grad("lstm", "tiled", batch=256, hidden=1024, dtype="float32") == "fused"
+
+
 def test_dispatch_switches_from_the_environment(monkeypatch):
     for name in cupy_dispatch.SWITCHES:  # put back after the test
         monkeypatch.setattr(cupy_dispatch, name, getattr(cupy_dispatch, name))

@@ -1,5 +1,5 @@
-"""The CuPy fast paths ("fused", "fused_graph", "graph", "persistent", and the automatic choice) against the
-generic core, on a GPU.
+"""The CuPy fast paths ("fused", "fused_graph", "graph", "tiled", "persistent", and the automatic choice) against
+the generic core, on a GPU.
 
 Runs on the cupy backend only (skipped elsewhere; ``ci/gpu.sh`` runs it with cupy required). The oracle
 is ``impl="generic"`` on the same CuPy arrays (the generic core is itself tested against torch and an
@@ -37,7 +37,7 @@ VARIANTS = [
 
 pytestmark = pytest.mark.only_backends("cupy")
 
-PATHS = ["fused", "fused_graph", "graph", "persistent"]
+PATHS = ["fused", "fused_graph", "graph", "tiled", "persistent"]
 
 
 @pytest.fixture(autouse=True)
@@ -92,8 +92,12 @@ def test_matches_generic_with_lengths_reverse_and_state(backend, variant, dtype,
     kind, params_options, call_options = variant
     params, x, state = _problem(kind, params_options, dtype, 9, 5, 4, 6, seed=len(_ids(variant)))
     lengths = backend.asarray(np.array([9, 0, 4, 1, 7]))
-    if impl in ("graph", "persistent") and params_options.get("proj_size"):
+    if impl in ("graph", "tiled", "persistent") and params_options.get("proj_size"):
         with pytest.raises(ValueError, match="projection"):
+            _run(backend, kind, params, x, state, impl, lengths=lengths, **call_options)
+        return
+    if impl == "tiled" and call_options.get("linear_before_reset") is False:
+        with pytest.raises(ValueError, match="linear_before_reset=True only"):
             _run(backend, kind, params, x, state, impl, lengths=lengths, **call_options)
         return
     for reverse in (False, True):
@@ -114,6 +118,10 @@ def test_larger_shapes(backend, kind, options, impl, shape):
     steps, batch, features, hidden = shape
     params, x, state = _problem(kind, {}, "float32", steps, batch, features, hidden, seed=hidden)
     lengths = backend.asarray(np.random.default_rng(0).integers(0, steps + 1, size=batch))
+    if impl == "tiled" and options.get("linear_before_reset") is False:
+        with pytest.raises(ValueError, match="linear_before_reset=True only"):
+            _run(backend, kind, params, x, state, impl, lengths=lengths, **options)
+        return
     got = _run(backend, kind, params, x, state, impl, lengths=lengths, **options)
     want = _run(backend, kind, params, x, state, "generic", lengths=lengths, **options)
     _assert_same(backend, kind, got, want, "float32", steps)
@@ -276,9 +284,10 @@ def test_auto_picks_by_batch_and_matches(backend, monkeypatch):
         want = _run(backend, "lstm", params, x, state, "generic")
         _assert_same(backend, "lstm", got, want, "float32", 6)
     # the small-batch path (the cluster path where CLUSTER_AUTO is on and the GPU has clusters), then fused (the
-    # fused loop as a CUDA graph where FUSED_GRAPH_AUTO is on)
+    # tiled kernels where TILED_AUTO is on; the fused loop as a CUDA graph where FUSED_GRAPH_AUTO is)
     small = "cluster" if cupy_dispatch.CLUSTER_AUTO and _has_clusters() else cupy_dispatch.SMALL_BATCH_IMPL
-    assert chosen == [small, "fused_graph" if cupy_dispatch.FUSED_GRAPH_AUTO else "fused"]
+    large = "fused_graph" if cupy_dispatch.FUSED_GRAPH_AUTO else "fused"
+    assert chosen == [small, "tiled" if cupy_dispatch.TILED_AUTO else large]
 
 
 def test_fused_graph_replays_sees_in_place_updates_and_runs_on_any_stream(backend):

@@ -44,6 +44,12 @@ CLUSTER_AUTO = False
 #: "fused" and the plan's buffers stay under ``FUSED_GRAPH_MAX_BUFFER_BYTES``. Off: not measured yet (written
 #: 2026-11-27 without a GPU); the benchmark's fused_graph columns decide.
 FUSED_GRAPH_AUTO = False
+#: auto runs "tiled" (graph plans of block-tiled step kernels: forward only) for batches from ``TILED_MIN_BATCH`` to
+#: ``TILED_MAX_BATCH`` where it supports the call (no projection; GRU with linear_before_reset), in place of the
+#: small-batch path or fused/fused_graph; the gradient path is unchanged. Off: not measured yet (2026-11-27).
+TILED_AUTO = False
+#: the batches "tiled" takes with ``TILED_AUTO`` (from 64 rows a step has 4 row tiles: 128 blocks at H = 512)
+TILED_MIN_BATCH, TILED_MAX_BATCH = 64, 1024
 #: largest fused_graph plan (input projection + output; the gradient's tape counted by ``GRAD_BUFFER_FACTOR``)
 #: auto caches; beyond it each step's GPU work dwarfs its launch cost anyway
 FUSED_GRAPH_MAX_BUFFER_BYTES = 1 << 30
@@ -66,16 +72,21 @@ def choose_impl(
     """``SMALL_BATCH_IMPL`` ("graph"), "cluster", "fused", "fused_graph" or "generic" for one call (pure function
     of the shapes and of ``cluster_shared``, the shared memory a cluster kernel's block may have on the GPU, 0
     without clusters: testable anywhere). "cluster" only with ``CLUSTER_AUTO``, where the small-batch path would
-    run and the forward fits one cluster; "fused_graph" only with ``FUSED_GRAPH_AUTO``, in place of "fused"."""
+    run and the forward fits one cluster; "tiled" only with ``TILED_AUTO`` (batches ``TILED_MIN_BATCH`` to
+    ``TILED_MAX_BATCH``); "fused_graph" only with ``FUSED_GRAPH_AUTO``, in place of "fused"."""
     if batch == 0 or dtype not in SUPPORTED_DTYPES:
         return "generic"
     itemsize = np.dtype(dtype).itemsize
     buffer_bytes = steps * batch * (_GATES[kind] + 1) * hidden * itemsize
     small = batch <= GRAPH_MAX_BATCH and hidden <= GRAPH_MAX_HIDDEN
-    if not has_projection and small and weights_contiguous and buffer_bytes <= GRAPH_MAX_BUFFER_BYTES:
+    graph_ok = not has_projection and weights_contiguous and buffer_bytes <= GRAPH_MAX_BUFFER_BYTES
+    if graph_ok and small:
         cluster_ok = CLUSTER_AUTO and cluster_shared > 0 and linear_before_reset
         if cluster_ok and cupy_cluster.fits(_GATES[kind], batch, hidden, itemsize, cluster_shared):
             return "cluster"
+    if TILED_AUTO and graph_ok and linear_before_reset and TILED_MIN_BATCH <= batch <= TILED_MAX_BATCH:
+        return "tiled"
+    if graph_ok and small:
         return SMALL_BATCH_IMPL
     if FUSED_GRAPH_AUTO and weights_contiguous and buffer_bytes <= FUSED_GRAPH_MAX_BUFFER_BYTES:
         return "fused_graph"
@@ -109,6 +120,10 @@ def _implementation(kind: str, x: Array, params: Any, options: dict[str, Any]) -
         from . import cupy_fused_graph
 
         return getattr(cupy_fused_graph, f"{kind}_sequence")
+    if choice == "tiled":
+        from . import cupy_tiled
+
+        return getattr(cupy_tiled, f"{kind}_sequence")
     if choice == "cluster":
         return getattr(cupy_cluster, f"{kind}_sequence")
     if choice == "persistent":
@@ -170,6 +185,10 @@ def grad_choice(kind: str, forward: str, *, batch: int, hidden: int, dtype: Any,
     the gate gradients, ``G * H`` columns, where the forward exchanges ``H``), else ``GRAD_SMALL_BATCH_IMPL`` where
     the forward runs a small-batch path, else "fused_graph" where that is the forward's pick, else "fused" (pure:
     testable anywhere)."""
+    if forward == "tiled":  # forward only: the gradient takes the path auto would have taken without it
+        if batch <= GRAPH_MAX_BATCH and hidden <= GRAPH_MAX_HIDDEN:
+            return GRAD_SMALL_BATCH_IMPL  # (tiled's conditions include the small-batch path's)
+        forward = "fused_graph" if FUSED_GRAPH_AUTO else "fused"
     if forward == "fused_graph":
         return "fused_graph"
     if forward not in ("graph", "persistent", "cluster"):
@@ -192,6 +211,7 @@ SWITCHES: dict[str, tuple[Any, ...]] = {
     "SMALL_BATCH_IMPL": ("graph", "persistent"),
     "GRAD_SMALL_BATCH_IMPL": ("graph", "persistent"),
     "GRAPH_MAX_BATCH": (8, 32, 64),
+    "TILED_AUTO": (False, True),
 }
 _BOOLEANS = {"1": True, "true": True, "on": True, "0": False, "false": False, "off": False}
 
