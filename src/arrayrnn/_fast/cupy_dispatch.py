@@ -6,9 +6,10 @@ gate kernels) is the fastest of ours, ahead of the persistent kernel (one launch
 barrier per step: 1.2-5x slower than graph in that run, see ``cupy_persistent``); the fused path (cuBLAS
 recurrent matmul + one pointwise kernel per step) wins once the recurrent matmul is big enough to keep the
 GPU busy. The thresholds below are module constants so a measurement can move them; ``impl="graph"`` /
-``"persistent"`` / ``"cluster"`` / ``"fused"`` / ``"fused_graph"`` / ``"generic"`` (or ``ARRAYRNN_IMPL``) overrides
-the choice. ``CLUSTER_AUTO`` (off until measured) lets auto pick the Hopper cluster path where it fits;
-``FUSED_GRAPH_AUTO`` (off until measured) the fused loop replayed as a CUDA graph in place of the fused path. The
+``"persistent"`` / ``"cluster"`` / ``"fused"`` / ``"fused_graph"`` / ``"tiled"`` / ``"generic"`` (or ``ARRAYRNN_IMPL``)
+overrides the choice. ``CLUSTER_AUTO`` (off until measured) lets auto pick the Hopper cluster path where it fits;
+``FUSED_GRAPH_AUTO`` (off until measured) the fused loop replayed as a CUDA graph in place of the fused path;
+``TILED_AUTO`` (off until measured) the block-tiled graph kernels for batches of 64 to 1024. The
 gradient path follows the forward's choice: the small-batch gradient path (``GRAD_SMALL_BATCH_IMPL``) where the
 forward would run the small-batch path, the fused (or fused_graph) one elsewhere.
 """
