@@ -184,27 +184,33 @@ def test_float16_storage_against_float64(monkeypatch, kind, call_options, impl):
     ],
 )
 def test_tiled_partial_tiles_and_chunks(monkeypatch, kind, options):
-    """B = 21 (a full and a partial tile of 16 rows), H = 70 (units 64..69 in a partial tile of 16; columns
-    64..69 in a second, partial chunk of 64): every (row, unit) pair exactly once, every column summed."""
+    """B = 21 (a full and a partial tile of 16 rows), H = 70 (units 64..69 in a partial tile of 16; float64's
+    columns 64..69 in a second, partial chunk of 64), and float32 at H = 140 (chunks of 128): every (row, unit)
+    pair exactly once, every column summed."""
     with fake_cupy.installed(monkeypatch) as fake:
-        params, x, state = _problem(
-            kind, {"peepholes": True} if kind == "lstm" else {}, "float64", 3, 21, 5, 70, seed=7
-        )
+        peepholes = {"peepholes": True} if kind == "lstm" else {}
+        params, x, state = _problem(kind, peepholes, "float64", 3, 21, 5, 70, seed=7)
         lengths = [3, 0, 1, 2, 3, 3, 1, 0, 2, 3, 3, 1, 2, 3, 0, 3, 2, 1, 3, 3, 2]
         _check("tiled", kind, params, x, state, lengths, True, options, "float64")
         assert fake.captures_begun == 1 and fake.kernel_launches == 0
         grid, block = cupy_graph.tiled_launch_shape(21, 70)
         assert grid == (2 * 5,) and block == (cupy_sources.TILED_THREADS,)
+        params, x, state = _problem(kind, peepholes, "float32", 2, 3, 4, 140, seed=8)
+        _check("tiled", kind, params, x, state, [2, 1, 2], False, options, "float32")
 
 
 def test_tiled_kernel_defines_come_from_python():
-    """The CUDA source's tile constants are generated from cupy_sources.TILED (the launch shape uses the same)."""
-    code = cupy_sources.source("float32", "forward")
-    for name, value in cupy_sources.TILED.items():
-        assert f"#define {name} {value}\n" in code
+    """The CUDA source's tile constants are generated from cupy_sources.TILED / TILED_CHUNK (the launch shape and
+    the shared memory size use the same)."""
+    for dtype in ("float16", "float32", "float64"):
+        code = cupy_sources.source(dtype, "forward")
+        for name, value in {**cupy_sources.TILED, "TILED_CHUNK": cupy_sources.TILED_CHUNK[dtype]}.items():
+            assert f"#define {name} {value}\n" in code
+        # LSTM: within the 48 KiB a kernel gets without opting in (the launch does not opt in)
+        assert cupy_sources.tiled_shared_bytes(4, dtype) <= 48 * 1024
     assert cupy_sources.TILED_THREADS == 256
-    # float64 LSTM: the chunk (16 + 64 rows of 65 doubles) is the larger part, within the 48 KiB default
-    assert cupy_sources.tiled_shared_bytes(4, "float64") == 80 * 65 * 8 <= 48 * 1024
+    # float64 LSTM: the chunk (16 + 64 rows of 65 doubles) is the larger part
+    assert cupy_sources.tiled_shared_bytes(4, "float64") == 80 * 65 * 8
 
 
 @pytest.mark.parametrize("tile", cupy_sources.BATCH_TILES)

@@ -130,8 +130,11 @@ TILED_SPECS: dict[str, list[tuple[str, str]]] = {
     "rnn_tiled_step": _GRAPH_SPECS["rnn_graph_step"],
 }
 #: the tiled kernels' tile (``_TILED``'s ``#define``s come from here): batch rows and hidden units per block,
-#: rows per thread, k-groups (threads splitting each chunk's columns), columns per shared-memory chunk
-TILED = {"TILED_ROWS": 16, "TILED_UNITS": 16, "TILED_ROWS_PER_THREAD": 4, "TILED_KGROUPS": 4, "TILED_CHUNK": 64}
+#: rows per thread, k-groups (threads splitting each chunk's columns)
+TILED = {"TILED_ROWS": 16, "TILED_UNITS": 16, "TILED_ROWS_PER_THREAD": 4, "TILED_KGROUPS": 4}
+#: columns per shared-memory chunk, per dtype: fewer chunks mean fewer load-then-wait rounds per step; float64's
+#: chunk is half as long to stay within the 48 KiB of shared memory a kernel gets without opting in
+TILED_CHUNK = {"float16": 128, "float32": 128, "float64": 64}
 #: threads per block of a tiled kernel
 TILED_THREADS = TILED["TILED_KGROUPS"] * (TILED["TILED_ROWS"] // TILED["TILED_ROWS_PER_THREAD"]) * TILED["TILED_UNITS"]
 
@@ -140,7 +143,7 @@ def tiled_shared_bytes(gates: int, dtype: str) -> int:
     """Dynamic shared memory of a tiled kernel with ``gates`` gates: the larger of one chunk of state and weight rows
     (``acc_t``, padded by a column) and the k-groups' partial sums."""
     item = 8 if ACC_TYPES[dtype] == "float64" else 4
-    chunk = (TILED["TILED_ROWS"] + gates * TILED["TILED_UNITS"]) * (TILED["TILED_CHUNK"] + 1)
+    chunk = (TILED["TILED_ROWS"] + gates * TILED["TILED_UNITS"]) * (TILED_CHUNK[dtype] + 1)
     partial = TILED_THREADS * gates * TILED["TILED_ROWS_PER_THREAD"]
     return max(chunk, partial) * item
 
@@ -857,7 +860,7 @@ _TILED_BODY = r"""
 // thread accumulates TILED_ROWS_PER_THREAD rows x G gates of one unit over every TILED_KGROUPS-th column of each
 // chunk of TILED_CHUNK columns; the k-groups' partial sums meet in shared memory, and k-group 0 finishes its
 // (row, unit) pairs with the graph kernels' tails. The grid is 1-D: blockIdx.x = row tile * unit tiles + unit tile.
-// The TILED_* constants are defined from Python (cupy_sources.TILED), which also sizes the launch.
+// The TILED_* constants are defined from Python (cupy_sources.TILED, TILED_CHUNK), which also sizes the launch.
 
 // This thread's place in the tile: its unit, row group and k-group.
 struct TiledThread {
@@ -1015,7 +1018,12 @@ __device__ __forceinline__ void rnn_tiled_step_impl(
 }
 """
 
-_TILED = "".join(f"#define {name} {value}\n" for name, value in TILED.items()) + _TILED_BODY
+
+def _tiled(dtype: str) -> str:
+    """``_TILED_BODY`` with its ``#define``s for ``dtype``."""
+    defines = {**TILED, "TILED_CHUNK": TILED_CHUNK[dtype]}
+    return "".join(f"#define {name} {value}\n" for name, value in defines.items()) + _TILED_BODY
+
 
 _PERSISTENT = r"""
 // ---------------------------------------------------------------------------------------------
@@ -1406,7 +1414,7 @@ def source(dtype: str, part: Optional[str] = None) -> str:
         + _GRAPH
         + GRAD_GRAPH_SOURCE
         + _PERSISTENT
-        + _TILED
+        + _tiled(dtype)
         + CLUSTER_SOURCE
         + GRAD_CLUSTER_SOURCE
         + entries
