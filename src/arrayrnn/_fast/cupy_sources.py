@@ -947,11 +947,25 @@ __device__ __forceinline__ void tiled_block(int hidden, int* b0, int* j0) {
   *j0 = (int)(blockIdx.x % unit_tiles) * TILED_UNITS;
 }
 
-// One (row, unit) pair's sums in the shape the graph tails take (NB = 1: lane 0 finishes row b)
-template <int G>
-__device__ __forceinline__ void tiled_pair(const acc_t (&sums)[G][TILED_ROWS_PER_THREAD], int r, acc_t (&one)[G][1]) {
+// A tiled step: the block's dots, then `tail(sums, j, b)` for each of k-group 0's (row b, unit j) pairs, with that
+// pair's G sums in the shape the graph tails take (NB = 1: lane 0 finishes row b).
+template <int G, class Tail>
+__device__ __forceinline__ void tiled_step(const scalar_t* __restrict__ weight_hh, const scalar_t* __restrict__ h_prev,
+                                           int batch, int hidden, Tail tail) {
+  int b0, j0;
+  tiled_block(hidden, &b0, &j0);
+  const TiledThread me;
+  acc_t sums[G][TILED_ROWS_PER_THREAD];
+  tiled_dots<G>(weight_hh, h_prev, batch, hidden, b0, j0, me, sums);
+  const int j = j0 + me.unit;
+  if (me.kgroup != 0 || j >= hidden) return;
 #pragma unroll
-  for (int g = 0; g < G; ++g) one[g][0] = sums[g][r];
+  for (int r = 0; r < TILED_ROWS_PER_THREAD; ++r) {
+    acc_t one[G][1];
+#pragma unroll
+    for (int g = 0; g < G; ++g) one[g][0] = sums[g][r];
+    tail(one, j, b0 + me.rows * TILED_ROWS_PER_THREAD + r);
+  }
 }
 
 __device__ __forceinline__ void lstm_tiled_step_impl(
@@ -960,61 +974,30 @@ __device__ __forceinline__ void lstm_tiled_step_impl(
     const scalar_t* __restrict__ peep_o, const long long* __restrict__ lengths, const scalar_t* __restrict__ h_prev,
     scalar_t* __restrict__ h_next, scalar_t* __restrict__ c, scalar_t* __restrict__ y, int batch, int hidden, int t,
     int options, acc_t clip) {
-  int b0, j0;
-  tiled_block(hidden, &b0, &j0);
-  const TiledThread me;
-  acc_t sums[4][TILED_ROWS_PER_THREAD];
-  tiled_dots<4>(weight_hh, h_prev, batch, hidden, b0, j0, me, sums);
-  const int j = j0 + me.unit;
-  if (me.kgroup != 0 || j >= hidden) return;
-#pragma unroll
-  for (int r = 0; r < TILED_ROWS_PER_THREAD; ++r) {
-    acc_t one[4][1];
-    tiled_pair<4>(sums, r, one);
-    lstm_graph_tail<1, false, false>(one, 0, j, b0 + me.rows * TILED_ROWS_PER_THREAD + r, gx, bias_ih, bias_hh,
-                                     peep_i, peep_f, peep_o, lengths, h_prev, c, h_next, c, y, nullptr, batch, hidden,
-                                     t, options, clip);
-  }
+  tiled_step<4>(weight_hh, h_prev, batch, hidden, [&](const acc_t (&one)[4][1], int j, int b) {
+    lstm_graph_tail<1, false, false>(one, 0, j, b, gx, bias_ih, bias_hh, peep_i, peep_f, peep_o, lengths, h_prev, c,
+                                     h_next, c, y, nullptr, batch, hidden, t, options, clip);
+  });
 }
 
 __device__ __forceinline__ void gru_tiled_step_impl(
     const scalar_t* __restrict__ gx, const scalar_t* __restrict__ weight_hh, const scalar_t* __restrict__ bias_ih,
     const scalar_t* __restrict__ bias_hh, const long long* __restrict__ lengths, const scalar_t* __restrict__ h_prev,
     scalar_t* __restrict__ h_next, scalar_t* __restrict__ y, int batch, int hidden, int t, int options) {
-  int b0, j0;
-  tiled_block(hidden, &b0, &j0);
-  const TiledThread me;
-  acc_t sums[3][TILED_ROWS_PER_THREAD];
-  tiled_dots<3>(weight_hh, h_prev, batch, hidden, b0, j0, me, sums);
-  const int j = j0 + me.unit;
-  if (me.kgroup != 0 || j >= hidden) return;
-#pragma unroll
-  for (int r = 0; r < TILED_ROWS_PER_THREAD; ++r) {
-    acc_t one[3][1];
-    tiled_pair<3>(sums, r, one);
-    gru_graph_tail<1, false, false>(one, 0, j, b0 + me.rows * TILED_ROWS_PER_THREAD + r, gx, bias_ih, bias_hh,
-                                    lengths, h_prev, h_next, y, nullptr, nullptr, batch, hidden, t, options);
-  }
+  tiled_step<3>(weight_hh, h_prev, batch, hidden, [&](const acc_t (&one)[3][1], int j, int b) {
+    gru_graph_tail<1, false, false>(one, 0, j, b, gx, bias_ih, bias_hh, lengths, h_prev, h_next, y, nullptr,
+                                    nullptr, batch, hidden, t, options);
+  });
 }
 
 __device__ __forceinline__ void rnn_tiled_step_impl(
     const scalar_t* __restrict__ gx, const scalar_t* __restrict__ weight_hh, const scalar_t* __restrict__ bias_ih,
     const scalar_t* __restrict__ bias_hh, const long long* __restrict__ lengths, const scalar_t* __restrict__ h_prev,
     scalar_t* __restrict__ h_next, scalar_t* __restrict__ y, int batch, int hidden, int t, int options) {
-  int b0, j0;
-  tiled_block(hidden, &b0, &j0);
-  const TiledThread me;
-  acc_t sums[1][TILED_ROWS_PER_THREAD];
-  tiled_dots<1>(weight_hh, h_prev, batch, hidden, b0, j0, me, sums);
-  const int j = j0 + me.unit;
-  if (me.kgroup != 0 || j >= hidden) return;
-#pragma unroll
-  for (int r = 0; r < TILED_ROWS_PER_THREAD; ++r) {
-    acc_t one[1][1];
-    tiled_pair<1>(sums, r, one);
-    rnn_graph_tail<1, false>(one, 0, j, b0 + me.rows * TILED_ROWS_PER_THREAD + r, gx, bias_ih, bias_hh, lengths,
-                             h_prev, h_next, y, batch, hidden, t, options);
-  }
+  tiled_step<1>(weight_hh, h_prev, batch, hidden, [&](const acc_t (&one)[1][1], int j, int b) {
+    rnn_graph_tail<1, false>(one, 0, j, b, gx, bias_ih, bias_hh, lengths, h_prev, h_next, y, batch, hidden, t,
+                             options);
+  });
 }
 """
 
