@@ -25,6 +25,7 @@ import numpy as np
 from .._core.sequence import GENERIC
 from . import cupy_cluster, cupy_graph, cupy_kernels, cupy_persistent
 from .cupy_common import SUPPORTED_DTYPES
+from .cupy_graph import GATES
 
 Array = Any
 
@@ -55,8 +56,6 @@ TILED_MIN_BATCH, TILED_MAX_BATCH = 64, 1024
 #: auto caches; beyond it each step's GPU work dwarfs its launch cost anyway
 FUSED_GRAPH_MAX_BUFFER_BYTES = 1 << 30
 
-_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
-
 
 def choose_impl(
     kind: str,
@@ -78,12 +77,12 @@ def choose_impl(
     if batch == 0 or dtype not in SUPPORTED_DTYPES:
         return "generic"
     itemsize = np.dtype(dtype).itemsize
-    buffer_bytes = steps * batch * (_GATES[kind] + 1) * hidden * itemsize
+    buffer_bytes = steps * batch * (GATES[kind] + 1) * hidden * itemsize
     small = batch <= GRAPH_MAX_BATCH and hidden <= GRAPH_MAX_HIDDEN
     graph_ok = not has_projection and weights_contiguous and buffer_bytes <= GRAPH_MAX_BUFFER_BYTES
     if graph_ok and small:
         cluster_ok = CLUSTER_AUTO and cluster_shared > 0 and linear_before_reset
-        if cluster_ok and cupy_cluster.fits(_GATES[kind], batch, hidden, itemsize, cluster_shared):
+        if cluster_ok and cupy_cluster.fits(GATES[kind], batch, hidden, itemsize, cluster_shared):
             return "cluster"
     if TILED_AUTO and graph_ok and linear_before_reset and TILED_MIN_BATCH <= batch <= TILED_MAX_BATCH:
         return "tiled"
@@ -194,7 +193,7 @@ def grad_choice(kind: str, forward: str, *, batch: int, hidden: int, dtype: Any,
         return "fused_graph"
     if forward not in ("graph", "persistent", "cluster"):
         return "fused"
-    gates, itemsize = _GATES[kind], np.dtype(dtype).itemsize
+    gates, itemsize = GATES[kind], np.dtype(dtype).itemsize
     if forward == "cluster" and cupy_cluster.fits(gates, batch, hidden, itemsize, cluster_shared, gates * hidden):
         return "cluster"
     return GRAD_SMALL_BATCH_IMPL
