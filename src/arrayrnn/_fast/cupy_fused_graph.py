@@ -28,7 +28,7 @@ from collections.abc import Callable
 from typing import Any, Optional
 
 from . import cupy_blas, cupy_graph, cupy_kernels
-from .cupy_common import check_dtype, cupy_module, empty_batch_result, project_inputs
+from .cupy_common import check_dtype, cupy_module, dtype_name, empty_batch_result, project_inputs
 
 Array = Any
 
@@ -104,16 +104,46 @@ def cached_plans() -> int:
     return len(_plans)
 
 
-def graph_params(params: Any) -> tuple[Any, tuple[tuple[str, int], ...]]:
-    """``params`` with every array a loop reads (all but ``weight_ih``) C-contiguous (the same array where it
-    already is), and the addresses of those arrays: a graph reads them in place, so they belong in a plan's key."""
+def plan_key(
+    kind: str,
+    x: Array,
+    params: Any,
+    state: tuple[Array, ...],
+    lengths: Optional[Array],
+    reverse: bool,
+    options: dict[str, Any],
+) -> tuple[Any, tuple[Any, ...]]:
+    """``(params for the loops, plan key)`` of a call: ``params`` with every array a loop reads (all but
+    ``weight_ih``) C-contiguous (the same array where it already is), and a key of the call's kind, dtype, shapes,
+    options and the addresses of those arrays (a graph reads them in place)."""
     cp = cupy_module()
     arrays = {
         field.name: cp.ascontiguousarray(getattr(params, field.name))
         for field in dataclasses.fields(params)
         if field.name != "weight_ih" and getattr(params, field.name) is not None
     }
-    return dataclasses.replace(params, **arrays), tuple((name, int(a.data.ptr)) for name, a in arrays.items())
+    pointers = tuple((name, int(a.data.ptr)) for name, a in arrays.items())
+    call = (bool(reverse), lengths is None, tuple(sorted(options.items())))
+    shapes = (x.shape, params.weight_ih.shape, tuple(s.shape for s in state))
+    return dataclasses.replace(params, **arrays), (kind, dtype_name(x.dtype), shapes, call, pointers)
+
+
+def fill_inputs(
+    x: Array,
+    weight_ih: Array,
+    gx: Array,
+    copies: tuple[tuple[Array, Array], ...],
+    lengths_buffer: Optional[Array],
+    lengths: Optional[Array],
+) -> None:
+    """A plan's inputs for this call: the input projection into ``gx``, each ``(buffer, value)`` of ``copies``, and
+    the lengths (as int64) where there are any."""
+    cp = cupy_module()
+    project_inputs(x, weight_ih, out=gx)
+    for buffer, value in copies:
+        cp.copyto(buffer, value)
+    if lengths is not None:
+        cp.copyto(lengths_buffer, lengths, casting="unsafe")
 
 
 def _sequence(
@@ -130,30 +160,22 @@ def _sequence(
     params, *states, lengths, reverse, **options)`` is the ``cupy_kernels`` time loop of ``kind``."""
     cp = cupy_module()
     with x.device:
-        dtype = check_dtype(x.dtype, IMPL)
+        check_dtype(x.dtype, IMPL)
         steps, batch, _ = x.shape
         if batch == 0:
             return empty_batch_result(x, state)
-        read_params, pointers = graph_params(params)
-        shapes = tuple(s.shape for s in state)
-        projection = params.weight_ih.shape[0]
-        call = (bool(reverse), lengths is None, tuple(sorted(options.items())))
-        key = (kind, dtype, steps, batch, projection, shapes, call)
+        read_params, key = plan_key(kind, x, params, state, lengths, reverse, options)
 
         def build() -> _Plan:
-            gx = cp.empty((steps, batch, projection), dtype=x.dtype)
+            gx = cp.empty((steps, batch, params.weight_ih.shape[0]), dtype=x.dtype)
             states = tuple(cp.empty(s.shape, dtype=x.dtype) for s in state)
             lengths_buffer = None if lengths is None else cp.empty((batch,), dtype="int64")
             recorder, y = recorded(loop, gx, read_params, *states, lengths_buffer, reverse, **options)
             return _Plan(gx=gx, states=states, lengths=lengths_buffer, y=y, recorder=recorder)
 
-        plan = _plans.get((*key, pointers), build, MAX_PLANS)
+        plan = _plans.get(key, build, MAX_PLANS)
         with plan.lock:
-            project_inputs(x, params.weight_ih, out=plan.gx)
-            for buffer, given in zip(plan.states, state):
-                cp.copyto(buffer, given)
-            if lengths is not None:
-                cp.copyto(plan.lengths, lengths, casting="unsafe")
+            fill_inputs(x, params.weight_ih, plan.gx, tuple(zip(plan.states, state)), plan.lengths, lengths)
             plan.run()
             return plan.y.copy(), tuple(s.copy() for s in plan.states)
 

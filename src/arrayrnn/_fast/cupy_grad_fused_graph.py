@@ -24,8 +24,8 @@ import threading
 from typing import Any, Optional
 
 from . import cupy_graph, cupy_kernels
-from .cupy_common import cupy_module, dtype_name, project_inputs, time_order
-from .cupy_fused_graph import Recorder, graph_params, recorded, replay
+from .cupy_common import cupy_module, dtype_name, time_order
+from .cupy_fused_graph import Recorder, fill_inputs, plan_key, recorded, replay
 from .cupy_grad import (
     GRAD_DTYPES,
     Backward,
@@ -88,14 +88,8 @@ class _Plan:
 
     def run_forward(self, x: Array, weight_ih: Array, state: State, lengths: Optional[Array]) -> int:
         """Fill the inputs, replay the forward; returns the new generation (hold ``lock``)."""
-        cp = cupy_module()
-        project_inputs(x, weight_ih, out=self.gx)
-        cp.copyto(self.h, state[0])
-        cp.copyto(self.h0, state[0])
-        if self.c0 is not None:
-            cp.copyto(self.c0, state[1])
-        if lengths is not None:
-            cp.copyto(self.lengths, lengths, casting="unsafe")
+        copies = ((self.h, state[0]), (self.h0, state[0])) + (((self.c0, state[1]),) if self.c0 is not None else ())
+        fill_inputs(x, weight_ih, self.gx, copies, self.lengths, lengths)
         self.forward_graph = replay(self.forward, self.forward_graph)
         self.generation += 1
         return self.generation
@@ -197,14 +191,12 @@ def sequence_vjp(
     state = tuple(state)
     options = {**_DEFAULT_OPTIONS[kind], **options}
     with x.device:
-        read_params, pointers = graph_params(params)
-        call = (bool(reverse), lengths is None, tuple(sorted(options.items())))
-        key = (kind, dtype_name(x.dtype), x.shape, params.weight_ih.shape, tuple(s.shape for s in state), call)
+        read_params, key = plan_key(kind, x, params, state, lengths, reverse, options)
 
         def build() -> _Plan:
             return _new_plan(kind, x, read_params, state, lengths, reverse, options)
 
-        plan = _plans.get((*key, pointers), build, MAX_PLANS)
+        plan = _plans.get(key, build, MAX_PLANS)
         with plan.lock:
             generation = plan.run_forward(x, params.weight_ih, state, lengths)
             y, final = plan.y.copy(), plan.final_state()
