@@ -140,18 +140,18 @@ def library() -> Library:
 
 
 _handles_lock = threading.Lock()
-_handles: dict[tuple[int, int], tuple[int, threading.Lock]] = {}
+_handles: dict[tuple[int, int], tuple[Library, int, threading.Lock]] = {}
 
 
-def handle() -> tuple[int, threading.Lock]:
-    """This module's cuBLAS handle on the current device, and the lock its users hold around a call."""
+def handle() -> tuple[Library, int, threading.Lock]:
+    """The library, this module's cuBLAS handle on the current device, and the lock its users hold around a call."""
     lib = library()
     device = cupy_module().cuda.Device().id
     key = (id(lib), device)
     with _handles_lock:
         found = _handles.get(key)
         if found is None:
-            found = _handles[key] = (lib.create(), threading.Lock())
+            found = _handles[key] = (lib, lib.create(), threading.Lock())
     return found
 
 
@@ -207,8 +207,7 @@ class Gemm:
                 self.compute_type)  # fmt: skip
 
     def __call__(self) -> None:
-        lib = library()
-        cublas, lock = handle()
+        lib, cublas, lock = handle()
         stream = int(cupy_module().cuda.get_current_stream().ptr)
         with lock:
             lib.set_stream(cublas, stream)
