@@ -69,6 +69,8 @@ def test_matmul_refuses_what_cublas_cannot_read(monkeypatch):
             cupy_blas.matmul(a[:, ::2], b, out, ws)
         with pytest.raises(ValueError, match="out must be row-major"):
             cupy_blas.matmul(a[:, :3], b, fake.zeros((5, 4), dtype=np.float32).T, ws)
+        with pytest.raises(ValueError, match="out must be row-major"):  # one row, its elements 4 apart
+            cupy_blas.matmul(a[:1, :3], b, fake.zeros((5, 4), dtype=np.float32).T[:1], ws)
         with pytest.raises(ValueError, match="shapes"):
             cupy_blas.matmul(a, b, out, ws)
         with pytest.raises(ValueError, match="share a dtype"):

@@ -241,7 +241,7 @@ def matmul(a: Array, b: Array, out: Array, workspace: Array) -> Gemm:
     a_ptr, a_row_major, lda = _layout(a, "a")
     b_ptr, b_row_major, ldb = _layout(b, "b")
     c_ptr, c_row_major, ldc = _layout(out, "out")
-    if not c_row_major and rows > 1:
+    if not c_row_major:  # (one row too: a strided row is not the contiguous vector cuBLAS would write)
         raise ValueError(f"matmul: out must be row-major, got strides {out.strides}")
     compute_type, alpha, beta = _compute(dtype)
     return Gemm(
