@@ -19,6 +19,8 @@ import sys
 
 import pytest
 
+from .test_gpu_benchmark_tools import _entry
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.skipif(
@@ -48,11 +50,6 @@ case "$args" in
   *) exec "$REAL_PYTHON" "$@" ;;
 esac
 """
-
-
-def _entry(cell, shape, impl, ms, direction="forward", **extra):
-    return {"cell": cell, "shape": list(shape), "dtype": "float32", "direction": direction, "impl": impl,
-            "median_ms": ms, **extra}  # fmt: skip
 
 
 def _run_fixture() -> dict:
