@@ -74,7 +74,7 @@ def sequence_vjp(
     Arguments as for every sequence implementation (``_core/sequence.py``); ``options`` are the cell
     options (``nonlinearity`` / ``coupled``, ``clip`` / ``linear_before_reset``).
     """
-    if dtype_name(x.dtype) not in GRAD_DTYPES or x.shape[1] == 0:
+    if declines(x):
         return None
     with x.device:
         return _RECORDERS[kind](cupy_module(), x, params, tuple(state), lengths, reverse, **options)
@@ -97,6 +97,12 @@ def backward_order(steps: int, reverse: bool) -> range:
 def _valid_mask(cp: Any, lengths: Array, steps: int) -> Array:
     """``(T, B)`` booleans: step ``t`` of sequence ``b`` is valid."""
     return lengths[None, :] > cp.arange(steps)[:, None]
+
+
+def declines(x: Array) -> bool:
+    """Whether every gradient path leaves a call with input ``x (T, B, I)`` to the generic core: a dtype outside
+    ``GRAD_DTYPES`` or an empty batch."""
+    return dtype_name(x.dtype) not in GRAD_DTYPES or x.shape[1] == 0
 
 
 def previous_hidden(cp: Any, y: Array, h0: Array, lengths: Optional[Array], reverse: bool) -> Array:
@@ -226,6 +232,14 @@ def initial_cotangent(cp: Any, given: Optional[Array], like: Array) -> Array:
     if given is None:
         return cp.zeros(like.shape, dtype=like.dtype)
     return cp.ascontiguousarray(given).copy()
+
+
+def fill_cotangent(cp: Any, buffer: Array, given: Optional[Array]) -> None:
+    """Copy ``given`` into a plan's cotangent ``buffer`` (zeros for ``None``)."""
+    if given is None:
+        buffer.fill(0)
+    else:
+        cp.copyto(buffer, given)
 
 
 class _Launcher:

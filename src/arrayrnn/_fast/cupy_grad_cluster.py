@@ -32,9 +32,9 @@ from .cupy_common import (
     time_order,
 )
 from .cupy_grad import (
-    GRAD_DTYPES,
     Backward,
     State,
+    declines,
     gru_param_grads,
     initial_cotangent,
     lstm_param_grads,
@@ -61,7 +61,7 @@ def sequence_vjp(
     """``(y, final_state, backward)`` as ``cupy_grad.sequence_vjp``, on cluster kernels (``None``: declined, the
     generic core runs: float16, or an empty batch)."""
     cupy_cluster.refuse_unsupported(kind, params, options)
-    if dtype_name(x.dtype) not in GRAD_DTYPES or x.shape[1] == 0:
+    if declines(x):
         return None
     with x.device:
         return _RECORDERS[kind](cupy_module(), x, params, tuple(state), lengths, reverse, **options)

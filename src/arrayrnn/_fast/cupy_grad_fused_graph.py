@@ -24,12 +24,13 @@ import threading
 from typing import Any, Optional
 
 from . import cupy_graph, cupy_kernels
-from .cupy_common import cupy_module, dtype_name, time_order
+from .cupy_common import cupy_module, time_order
 from .cupy_fused_graph import Recorder, fill_inputs, plan_key, recorded, replay
 from .cupy_grad import (
-    GRAD_DTYPES,
     Backward,
     State,
+    declines,
+    fill_cotangent,
     gru_backward_loop,
     gru_param_grads,
     gru_record_loop,
@@ -185,7 +186,7 @@ def sequence_vjp(
     options: dict[str, Any],
 ) -> Optional[tuple[Array, State, Backward]]:
     """As ``cupy_grad.sequence_vjp``, with graph-replayed loops (``None``: declined, the generic core runs)."""
-    if dtype_name(x.dtype) not in GRAD_DTYPES or x.shape[1] == 0:
+    if declines(x):
         return None
     cp = cupy_module()
     state = tuple(state)
@@ -210,10 +211,7 @@ def sequence_vjp(
             if dy is not None:
                 cp.copyto(run.dy, dy)
             for buffer, given in zip(run.cotangents, d_final):
-                if given is None:
-                    buffer.fill(0)
-                else:
-                    cp.copyto(buffer, given)
+                fill_cotangent(cp, buffer, given)
             if run.h_prev is not None:
                 cp.copyto(run.h_prev, previous_hidden(cp, plan.y, plan.h0, lengths, reverse))
             run.graph = replay(run.recorder, run.graph)

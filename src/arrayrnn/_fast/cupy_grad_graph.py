@@ -40,10 +40,11 @@ from .cupy_common import (
     time_order,
 )
 from .cupy_grad import (
-    GRAD_DTYPES,
     Backward,
     State,
     backward_order,
+    declines,
+    fill_cotangent,
     gru_param_grads,
     lstm_param_grads,
     params_like,
@@ -169,7 +170,7 @@ def _sequence_vjp(
     if getattr(params, "weight_hr", None) is not None:
         impl = "persistent" if persistent else "graph"
         raise ValueError(f"impl={impl!r} does not support the LSTM projection (proj_size > 0); use impl='fused'")
-    if dtype_name(x.dtype) not in GRAD_DTYPES or x.shape[1] == 0:
+    if declines(x):
         return None
     with x.device:
         return _RECORDERS[kind](cupy_module(), x, params, tuple(state), lengths, reverse, persistent, **options)
@@ -182,13 +183,6 @@ def _lengths_buffer(shape: _Shape, lengths: Optional[Array]) -> Array:
 def _fill_lengths(cp: Any, buffer: Array, lengths: Optional[Array]) -> None:
     if lengths is not None:
         cp.copyto(buffer, lengths, casting="unsafe")
-
-
-def _fill_cotangent(cp: Any, buffer: Array, given: Optional[Array]) -> None:
-    if given is None:
-        buffer.fill(0)
-    else:
-        cp.copyto(buffer, given)
 
 
 def _grad_plan(shape: _Shape, lengths: Optional[Array], dy: Optional[Array], buffers: dict[str, Array]) -> _Plan:
@@ -208,7 +202,7 @@ def _fill_grad_inputs(
     _fill_lengths(cp, plan.buffers["lengths"], lengths)
     if dy is not None:
         cp.copyto(plan.buffers["dy"], dy)
-    _fill_cotangent(cp, plan.buffers["carry"], d_final_h)
+    fill_cotangent(cp, plan.buffers["carry"], d_final_h)
 
 
 def _append_finish(
@@ -453,7 +447,7 @@ def _lstm(
                 for name, value in (("z", z), ("cs", cells), ("c0", c0)):
                     cp.copyto(buf[name], value)
                 _fill_grad_inputs(cp, plan, lengths, dy, d_final[0])
-                _fill_cotangent(cp, buf["dc"], d_final[1])
+                fill_cotangent(cp, buf["dc"], d_final[1])
                 plan.run(shape)
                 h_prev = previous_hidden(cp, y, h0, lengths, reverse)
                 dx, grads = lstm_param_grads(cp, x, params, lengths, reverse, buf["dz"], cells, c0, h_prev)
