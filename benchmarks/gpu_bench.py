@@ -226,7 +226,10 @@ def release_plans(machine: Machine) -> None:
     problem's weights are new arrays, so those plans would never run again) and the memory pool's free blocks."""
     if machine.dry_run:
         return
-    from arrayrnn._fast import cupy_fused_graph, cupy_grad_fused_graph, cupy_grad_graph, cupy_graph
+    from arrayrnn._backends.cupy import grad_graph as cupy_grad_graph
+    from arrayrnn._backends.cupy import graph as cupy_graph
+    from arrayrnn._backends.cupy.experimental import fused_graph as cupy_fused_graph
+    from arrayrnn._backends.cupy.experimental import grad_fused_graph as cupy_grad_fused_graph
 
     for module in (cupy_graph, cupy_grad_graph, cupy_fused_graph, cupy_grad_fused_graph):
         module.clear_cache()
@@ -375,7 +378,8 @@ def measure(
 
 def _cluster_shared(machine: Machine) -> int:
     """What auto's choice assumes of the GPU's thread block clusters (``cupy_dispatch.choose_impl``)."""
-    from arrayrnn._fast import cupy_cluster, cupy_dispatch
+    from arrayrnn._backends import cupy as cupy_dispatch
+    from arrayrnn._backends.cupy.experimental import cluster as cupy_cluster
 
     if machine.dry_run or not cupy_dispatch.CLUSTER_AUTO:
         return 0
@@ -383,7 +387,7 @@ def _cluster_shared(machine: Machine) -> int:
 
 
 def forward_section(report, budget, machine, kinds, shapes, dtype, impls, reserve):
-    from arrayrnn._fast import cupy_dispatch
+    from arrayrnn._backends import cupy as cupy_dispatch
 
     for kind in kinds:
         for shape in shapes:
@@ -435,7 +439,7 @@ VJP_IMPLS = (
 
 def backward_section(report, budget, machine, kinds, shapes, reserve, vjp_impls=VJP_IMPLS):
     import arrayrnn as ar
-    from arrayrnn._fast import cupy_dispatch
+    from arrayrnn._backends import cupy as cupy_dispatch
 
     has_vjp = hasattr(ar, "vjp")
     for kind in kinds:
@@ -506,7 +510,8 @@ def _small_batch_problems(report, machine, kinds, shapes):
 
 def persistent_sweep_section(report, budget, machine, kinds, shapes, reserve):
     """The persistent kernel at every batch tile and block size (forward, float32), for tuning its defaults."""
-    from arrayrnn._fast import cupy_persistent, cupy_sources
+    from arrayrnn._backends.cupy import sources as cupy_sources
+    from arrayrnn._backends.cupy.experimental import persistent as cupy_persistent
 
     for shape, base, problem in _small_batch_problems(report, machine, kinds, shapes):
         sms = 0 if machine.dry_run else int(machine.cupy.cuda.Device().attributes["MultiProcessorCount"])
@@ -535,7 +540,8 @@ CLUSTER_CONFIGS = ((2, 512), (4, 256), (4, 512), (8, 256), (8, 512), (16, 256), 
 def cluster_sweep_section(report, budget, machine, kinds, shapes, reserve):
     """The cluster kernel at several cluster sizes, block sizes and batch tiles (forward, float32), where the
     shape fits one cluster, for choosing its defaults (and whether auto should pick it)."""
-    from arrayrnn._fast import cupy_cluster, cupy_sources
+    from arrayrnn._backends.cupy import sources as cupy_sources
+    from arrayrnn._backends.cupy.experimental import cluster as cupy_cluster
 
     for shape, base, problem in _small_batch_problems(report, machine, kinds, shapes):
         configs = [(size, threads, None) for size, threads in CLUSTER_CONFIGS]
@@ -576,7 +582,7 @@ def breakdown_section(report, budget, machine, kinds, reserve, rounds=3):
 
 
 def _breakdown_entry(report, budget, machine, kind, shape, variant, knobs, reserve, rounds):
-    from arrayrnn._fast import cupy_grad
+    from arrayrnn._backends.cupy import grad_fused as cupy_grad
 
     base = {"cell": kind, "shape": list(shape), "dtype": "float32", "direction": "vjp-breakdown", "impl": variant}
     base.update(knobs)
@@ -596,7 +602,7 @@ def _breakdown_entry(report, budget, machine, kind, shape, variant, knobs, reser
 
         return wrapper
 
-    # the parts of a pullback timed on their own (module functions of ``arrayrnn._fast.cupy_grad``)
+    # the parts of a pullback timed on their own (module functions of ``arrayrnn._backends.cupy.grad_fused``)
     names = ("previous_hidden", f"{kind}_param_grads")
     wrapped = {name: timed(name, getattr(cupy_grad, name)) for name in names}
     try:
@@ -640,7 +646,9 @@ BARRIER_STEPS = 1000
 def barrier_section(report, budget, machine, reserve):
     """The barriers alone: microseconds per barrier of the grid barrier for a few grid sizes (fences vs
     release/acquire), and of the cluster barrier for each cluster size."""
-    from arrayrnn._fast import cupy_cluster, cupy_cluster_sources, cupy_persistent
+    from arrayrnn._backends.cupy.experimental import cluster as cupy_cluster
+    from arrayrnn._backends.cupy.experimental import cluster_sources as cupy_cluster_sources
+    from arrayrnn._backends.cupy.experimental import persistent as cupy_persistent
 
     for size in cupy_cluster_sources.CLUSTER_SIZES:
         base = {"cell": "barrier", "shape": [BARRIER_STEPS, size, 256, 0], "dtype": "-", "direction": "barrier",

@@ -36,7 +36,7 @@ import gpu_table  # noqa: E402
 
 
 def _switches() -> dict[str, tuple[Any, ...]]:
-    from arrayrnn._fast import cupy_dispatch
+    from arrayrnn._backends import cupy as cupy_dispatch
 
     return dict(cupy_dispatch.SWITCHES)
 
@@ -110,7 +110,7 @@ def rank(
 ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """Every combination of ``SWITCHES`` with its score, best first; no value that sends calls to a path in
     ``excluded`` or broken in the newest run (:func:`broken_paths`)."""
-    from arrayrnn._fast import cupy_dispatch
+    from arrayrnn._backends import cupy as cupy_dispatch
 
     index = gpu_table._index(runs)
     values_by_switch = switch_values(set(excluded or ()) | broken_paths(runs))

@@ -102,7 +102,7 @@ def _current_choice(
     """The path today's heuristic picks for this row on the run's GPU (``clusters``: compute capability 9.0 or
     later; None where arrayrnn cannot be imported)."""
     try:
-        from arrayrnn._fast import cupy_dispatch
+        from arrayrnn._backends import cupy as cupy_dispatch
     except ImportError:
         return None
     steps, batch, _, hidden = shape

@@ -16,8 +16,8 @@ import sys
 import numpy as np
 
 import arrayrnn as ar
-from arrayrnn import bench
-from arrayrnn._fast import numpy_loop
+from arrayrnn._backends import numpy as numpy_loop
+from arrayrnn._tools import bench
 
 
 def main() -> None:

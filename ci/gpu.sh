@@ -124,7 +124,7 @@ try:
 except Exception as error:
     print(f"torch: {error}")
 PY
-  "$PY" -m arrayrnn.cli info
+  "$PY" -m arrayrnn._tools.cli info
 } >"$OUT/env.txt" 2>&1
 head -n 40 "$OUT/env.txt" | tee -a "$LOG"
 

@@ -23,7 +23,8 @@ FLOAT16_PARTS = ("forward", "cluster")
 def _compile_part(dtype: str, part: str) -> float:
     """Compile one (dtype, part) module in this process (CuPy's kernel cache on disk keeps it for every other
     process on this machine). Returns the seconds it took."""
-    from arrayrnn._fast import cupy_common, cupy_sources
+    from arrayrnn._backends.cupy import common as cupy_common
+    from arrayrnn._backends.cupy import sources as cupy_sources
 
     start = time.perf_counter()
     name = next(name for name in cupy_sources.kernel_specs() if cupy_sources.part_of(name) == part)
@@ -34,7 +35,7 @@ def _compile_part(dtype: str, part: str) -> float:
 def precompile() -> int:
     """Compile every (dtype, part) module at once in a process pool: NVRTC is single-threaded and the device
     machine has 16 cores (one after another this took most of the smoke phase's time). Returns failures."""
-    from arrayrnn._fast import cupy_sources
+    from arrayrnn._backends.cupy import sources as cupy_sources
 
     jobs = [(dtype, part) for dtype in ("float32", "float64", "float16") for part in cupy_sources.ALL_PARTS
             if dtype != "float16" or part in FLOAT16_PARTS]  # fmt: skip
@@ -64,7 +65,10 @@ def main() -> int:
     import cupy
 
     import arrayrnn as ar
-    from arrayrnn._fast import cupy_cluster, cupy_common, cupy_persistent, cupy_sources
+    from arrayrnn._backends.cupy import common as cupy_common
+    from arrayrnn._backends.cupy import sources as cupy_sources
+    from arrayrnn._backends.cupy.experimental import cluster as cupy_cluster
+    from arrayrnn._backends.cupy.experimental import persistent as cupy_persistent
 
     cupy_persistent.CHECK_BARRIER = True  # a timed-out grid barrier raises instead of giving wrong numbers
 
@@ -72,7 +76,7 @@ def main() -> int:
     failures = precompile()
     clusters = int(cupy.cuda.Device().compute_capability) >= 90  # thread block clusters: Hopper and later
     try:  # the cuBLAS that the fused_graph paths call through ctypes (the one CuPy loaded)
-        from arrayrnn._fast import cupy_blas
+        from arrayrnn._backends.cupy.experimental import blas as cupy_blas
 
         cupy_blas.library()
         print(f"cuBLAS for captured products: {cupy_blas._loaded_cublas_path()}")

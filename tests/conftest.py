@@ -17,8 +17,7 @@ import os
 import pytest
 
 from arrayrnn.backend import BACKEND_NAMES, backend_status
-
-from .support import Backend
+from tests.support import Backend
 
 #: backends the cross-backend suite runs on by default (dask has its own tests: it is lazy)
 SUITE_BACKENDS = ("numpy", "array_api_strict", "torch", "jax", "cupy")

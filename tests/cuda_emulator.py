@@ -1,6 +1,6 @@
 """Run the CuPy fast paths' CUDA C++ kernels on the CPU, to test their logic where there is no GPU.
 
-The kernel source (``arrayrnn._fast.cupy_sources.source``) is compiled with g++ together with a small
+The kernel source (``arrayrnn._backends.cupy.sources.source``) is compiled with g++ together with a small
 prelude that defines the CUDA built-ins the kernels use. Every thread of a launch is a cooperative
 fiber (ucontext); a scheduler resumes the fibers round-robin and each runs until it blocks at a
 warp shuffle, a ``__syncthreads()`` or a grid barrier (``ARRAYRNN_GRID_SYNC``), or finishes:
@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from arrayrnn._fast import cupy_sources
+from arrayrnn._backends.cupy import sources as cupy_sources
 
 _PRELUDE = r"""
 #include <math.h>

@@ -32,9 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from arrayrnn._fast import cupy_sources
-
-from . import cuda_emulator
+from arrayrnn._backends.cupy import sources as cupy_sources
+from tests import cuda_emulator
 
 
 class _Pointer:
@@ -546,37 +545,41 @@ class FakeCupy(types.ModuleType):
 @contextlib.contextmanager
 def installed(monkeypatch: Any):
     """Make the fast paths use a fresh FakeCupy (and forget kernels/graphs made with another)."""
-    from arrayrnn._fast import cupy_common, cupy_graph
+    from arrayrnn._backends.cupy import common as cupy_common
+    from arrayrnn._backends.cupy import graph as cupy_graph
 
     global _current
     previous = _current
     fake = FakeCupy()
     monkeypatch.setattr(cupy_common, "cupy_module", lambda: fake)
     monkeypatch.setattr(cupy_common, "_kernels", {})
-    from arrayrnn._fast import cupy_cluster
+    from arrayrnn._backends.cupy.experimental import cluster as cupy_cluster
 
     monkeypatch.setattr(cupy_cluster, "_shared_limits", {})  # per device: this fake's device is a new one
     monkeypatch.setattr(cupy_common, "_placeholders", {})
-    from arrayrnn._fast import cupy_blas, cupy_fused_graph, cupy_grad_fused_graph, cupy_grad_graph
+    from arrayrnn._backends.cupy import grad_graph as cupy_grad_graph
+    from arrayrnn._backends.cupy.experimental import blas as cupy_blas
+    from arrayrnn._backends.cupy.experimental import fused_graph as cupy_fused_graph
+    from arrayrnn._backends.cupy.experimental import grad_fused_graph as cupy_grad_fused_graph
 
     monkeypatch.setattr(cupy_blas, "library", lambda: fake.cublas)
     monkeypatch.setattr(cupy_blas, "_handles", {})
     for module_name in (
-        "cupy_blas",
-        "cupy_fused_graph",
-        "cupy_grad_fused_graph",
-        "cupy_kernels",
-        "cupy_graph",
-        "cupy_grad",
-        "cupy_grad_graph",
-        "cupy_persistent",
-        "cupy_executor",
-        "cupy_cluster",
-        "cupy_grad_cluster",
+        "cupy.experimental.blas",
+        "cupy.experimental.fused_graph",
+        "cupy.experimental.grad_fused_graph",
+        "cupy.fused",
+        "cupy.graph",
+        "cupy.grad_fused",
+        "cupy.grad_graph",
+        "cupy.experimental.persistent",
+        "cupy.experimental.executor",
+        "cupy.experimental.cluster",
+        "cupy.experimental.grad_cluster",
     ):
         import importlib
 
-        module = importlib.import_module(f"arrayrnn._fast.{module_name}")
+        module = importlib.import_module(f"arrayrnn._backends.{module_name}")
         monkeypatch.setattr(module, "cupy_module", lambda: fake)
     cupy_graph.clear_cache()
     cupy_grad_graph.clear_cache()

@@ -7,10 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from arrayrnn import bench, cli
-
-from .conftest import need
-from .support import random_params
+from arrayrnn._tools import bench, cli
+from tests.conftest import need
+from tests.support import random_params
 
 TINY = [(4, 2, 3, 5)]
 
@@ -90,7 +89,7 @@ def test_cli_has_bench(tmp_path):
 def test_forward_backward_mode_agrees_with_torch_autograd(kind):
     """The registered forward+backward runners: y, dx and every weight/bias gradient equal torch's."""
     need("torch")
-    from arrayrnn import bench_backward
+    from arrayrnn._tools import bench_backward
 
     params = random_params(kind, 3, 5, seed=2, dtype="float32")
     x = np.random.default_rng(1).standard_normal((6, 2, 3)).astype("float32")

@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 
 import arrayrnn as ar
-
-from . import reference
-from .conftest import need
-from .support import random_params, tolerance
+from tests import reference
+from tests.conftest import need
+from tests.support import random_params, tolerance
 
 
 def _reference_cell(kind, x, state, params, **options):
@@ -50,7 +49,7 @@ def _as_list(kind, out):
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_matches_torch_cells(backend, kind, options, dtype):
     need("torch")
-    from .torch_oracle import run_cell
+    from tests.torch_oracle import run_cell
 
     rng = np.random.default_rng(0)
     params = random_params(kind, 6, 5, seed=1, dtype=dtype)

@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 
 import arrayrnn as ar
-
-from . import reference
-from .support import random_params, tolerance
+from tests import reference
+from tests.support import random_params, tolerance
 
 SEQUENCES = {"rnn": ar.rnn, "lstm": ar.lstm, "gru": ar.gru}
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}

@@ -10,9 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from arrayrnn._fast import cupy_sources
-
-from . import cuda_emulator, fake_cupy
+from arrayrnn._backends.cupy import sources as cupy_sources
+from tests import cuda_emulator, fake_cupy
 
 pytestmark = pytest.mark.skipif(cuda_emulator.compiler() is None, reason="no C++ compiler for the kernel emulator")
 

@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 
 import arrayrnn as ar
-
-from .test_cupy_fast import VARIANTS, _assert_same, _problem, _require_cupy, _run
-from .variants import variant_id as _ids
+from tests.test_cupy_fast import VARIANTS, _assert_same, _problem, _require_cupy, _run
+from tests.variants import variant_id as _ids
 
 pytestmark = pytest.mark.only_backends("cupy")
 
@@ -65,7 +64,7 @@ def test_every_cluster_size_tile_and_block(backend, monkeypatch, size, tile, kin
     _require_cupy(backend)
     if _refused_without_clusters(backend):
         return
-    from arrayrnn._fast import cupy_cluster
+    from arrayrnn._backends.cupy.experimental import cluster as cupy_cluster
 
     monkeypatch.setattr(cupy_cluster, "FORCE_CLUSTER_SIZE", size)
     monkeypatch.setattr(cupy_cluster, "FORCE_BATCH_TILE", tile)
@@ -99,8 +98,7 @@ def test_float16_against_float64_reference(backend, kind):
     if _refused_without_clusters(backend):
         return
     from arrayrnn.backend import map_arrays
-
-    from .test_cupy_fast import FUNCTIONS, _finals
+    from tests.test_cupy_fast import FUNCTIONS, _finals
 
     params, x, state = _problem(kind, {}, "float16", 8, 3, 4, 16, seed=21)
     y, final = _run(backend, kind, params, x, state, "cluster")
@@ -152,11 +150,10 @@ def test_gradient_matches_generic(backend, monkeypatch, variant, dtype):
     _require_cupy(backend)
     if _refused_without_clusters(backend):
         return
-    from arrayrnn._fast import cupy_grad_cluster
-
-    from .test_cupy_grad import _assert_same as _assert_same_grads
-    from .test_cupy_grad import _grads
-    from .test_cupy_grad import _problem as _grad_problem
+    from arrayrnn._backends.cupy.experimental import grad_cluster as cupy_grad_cluster
+    from tests.test_cupy_grad import _assert_same as _assert_same_grads
+    from tests.test_cupy_grad import _grads
+    from tests.test_cupy_grad import _problem as _grad_problem
 
     calls = []
     real = cupy_grad_cluster.sequence_vjp
@@ -184,9 +181,9 @@ def test_gradient_benchmark_shapes_and_long_sequences(backend, kind, options, sh
     _require_cupy(backend)
     if _refused_without_clusters(backend):
         return
-    from .test_cupy_grad import _assert_same as _assert_same_grads
-    from .test_cupy_grad import _grads
-    from .test_cupy_grad import _problem as _grad_problem
+    from tests.test_cupy_grad import _assert_same as _assert_same_grads
+    from tests.test_cupy_grad import _grads
+    from tests.test_cupy_grad import _problem as _grad_problem
 
     steps, batch, features, hidden = shape
     dtype = "float64" if steps == 600 else "float32"

@@ -13,21 +13,18 @@ import array_api_compat.numpy as xp_numpy
 import numpy as np
 import pytest
 
+from arrayrnn._backends import cupy as cupy_dispatch
+from arrayrnn._backends.cupy import fused as cupy_kernels
+from arrayrnn._backends.cupy import graph as cupy_graph
+from arrayrnn._backends.cupy import sources as cupy_sources
+from arrayrnn._backends.cupy.experimental import cluster as cupy_cluster
+from arrayrnn._backends.cupy.experimental import fused_graph as cupy_fused_graph
+from arrayrnn._backends.cupy.experimental import persistent as cupy_persistent
+from arrayrnn._backends.cupy.experimental import tiled as cupy_tiled
 from arrayrnn._core.sequence import GENERIC
-from arrayrnn._fast import (
-    cupy_cluster,
-    cupy_dispatch,
-    cupy_fused_graph,
-    cupy_graph,
-    cupy_kernels,
-    cupy_persistent,
-    cupy_sources,
-    cupy_tiled,
-)
-
-from . import cuda_emulator, fake_cupy
-from .support import random_params
-from .variants import variant_id as _ids
+from tests import cuda_emulator, fake_cupy
+from tests.support import random_params
+from tests.variants import variant_id as _ids
 
 pytestmark = pytest.mark.skipif(cuda_emulator.compiler() is None, reason="no C++ compiler for the kernel emulator")
 
@@ -323,7 +320,7 @@ def test_empty_batch(monkeypatch):
 def test_wrong_argument_types_are_caught_by_the_stand_in(monkeypatch):
     """The stand-in itself must reject a Python int where the kernel takes an int (else it proves nothing)."""
     with fake_cupy.installed(monkeypatch) as fake:
-        from arrayrnn._fast import cupy_common
+        from arrayrnn._backends.cupy import common as cupy_common
 
         k = cupy_common.kernel("project_update", "float64")
         a = fake.zeros((2,), dtype=np.float64)
@@ -428,7 +425,7 @@ def test_dispatch_switches_from_the_environment(monkeypatch):
 
 
 def test_registry_variants_are_per_backend(monkeypatch):
-    from arrayrnn._fast import registry
+    from arrayrnn import _dispatch as registry
 
     assert registry.variants("lstm", "cupy") == ("cluster", "fused", "fused_graph", "graph", "persistent", "tiled")
     assert registry.variants("lstm", "numpy") == ()

@@ -11,15 +11,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from arrayrnn._fast import cupy_cluster, cupy_cluster_sources, cupy_grad_cluster
+from arrayrnn._backends.cupy.experimental import cluster as cupy_cluster
+from arrayrnn._backends.cupy.experimental import cluster_sources as cupy_cluster_sources
+from arrayrnn._backends.cupy.experimental import grad_cluster as cupy_grad_cluster
 from arrayrnn.backend import map_arrays
-
-from . import cuda_emulator, fake_cupy
-from .test_cupy_emulated import VARIANTS, _check, _defaults, _fast, _problem
-from .test_cupy_emulated_grad import MODULES, _compare, _cotangents
-from .test_cupy_emulated_grad import _fast as _fast_vjp
-from .test_cupy_emulated_grad import _generic as _generic_vjp
-from .variants import variant_id as _ids
+from tests import cuda_emulator, fake_cupy
+from tests.test_cupy_emulated import VARIANTS, _check, _defaults, _fast, _problem
+from tests.test_cupy_emulated_grad import MODULES, _compare, _cotangents
+from tests.test_cupy_emulated_grad import _fast as _fast_vjp
+from tests.test_cupy_emulated_grad import _generic as _generic_vjp
+from tests.variants import variant_id as _ids
 
 pytestmark = pytest.mark.skipif(cuda_emulator.compiler() is None, reason="no C++ compiler for the kernel emulator")
 
@@ -272,7 +273,7 @@ def test_emulator_cluster_barrier_and_distributed_shared_memory():
 def test_auto_choice_with_cluster_auto():
     """Pure choice: off by default; on, "cluster" where the GPU has clusters, the small-batch path would run and
     the shape fits one cluster; the gradient only where its gate gradients fit too."""
-    from arrayrnn._fast import cupy_dispatch
+    from arrayrnn._backends import cupy as cupy_dispatch
 
     choose, shared = cupy_dispatch.choose_impl, 227 * 1024
     small = {"steps": 100, "batch": 32, "hidden": 128, "dtype": "float32"}
@@ -301,9 +302,8 @@ def test_auto_choice_with_cluster_auto():
 def test_auto_runs_the_cluster_path_when_enabled(monkeypatch, capability):
     """Through ar.lstm / ar.vjp with impl="auto" on the stand-in: the cluster kernels run (or, without clusters,
     the graph kernels) and agree with the generic core."""
-    from arrayrnn._fast import cupy_dispatch
-
-    from . import test_cupy_emulated
+    from arrayrnn._backends import cupy as cupy_dispatch
+    from tests import test_cupy_emulated
 
     monkeypatch.setitem(MODULES, "auto", cupy_dispatch)
     monkeypatch.setitem(test_cupy_emulated.IMPLS, "auto", cupy_dispatch)

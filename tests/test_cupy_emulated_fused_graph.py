@@ -14,13 +14,16 @@ import dataclasses
 import numpy as np
 import pytest
 
-from arrayrnn._fast import cupy_blas, cupy_fused_graph, cupy_grad_fused_graph, cupy_graph, cupy_kernels
+from arrayrnn._backends.cupy import fused as cupy_kernels
+from arrayrnn._backends.cupy import graph as cupy_graph
+from arrayrnn._backends.cupy.experimental import blas as cupy_blas
+from arrayrnn._backends.cupy.experimental import fused_graph as cupy_fused_graph
+from arrayrnn._backends.cupy.experimental import grad_fused_graph as cupy_grad_fused_graph
 from arrayrnn.backend import map_arrays
-
-from . import cuda_emulator, fake_cupy
-from .test_cupy_emulated import _as_fake_params, _as_fake_state, _check, _close, _fast, _generic, _problem
-from .test_cupy_emulated_grad import _compare, _cotangents
-from .test_cupy_emulated_grad import _generic as _generic_vjp
+from tests import cuda_emulator, fake_cupy
+from tests.test_cupy_emulated import _as_fake_params, _as_fake_state, _check, _close, _fast, _generic, _problem
+from tests.test_cupy_emulated_grad import _compare, _cotangents
+from tests.test_cupy_emulated_grad import _generic as _generic_vjp
 
 pytestmark = pytest.mark.skipif(cuda_emulator.compiler() is None, reason="no C++ compiler for the kernel emulator")
 
@@ -295,7 +298,7 @@ def test_gradient_without_dy_has_its_own_backward_graph(monkeypatch):
 
 
 def test_gradient_eager_mode_and_registry(monkeypatch):
-    from arrayrnn._fast import registry
+    from arrayrnn import _dispatch as registry
 
     assert registry.select_vjp("gru", "cupy", "fused_graph") is cupy_grad_fused_graph.sequence_vjp
     monkeypatch.setattr(cupy_graph, "CAPTURE", False)

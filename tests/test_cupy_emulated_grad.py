@@ -16,13 +16,17 @@ import numpy as np
 import pytest
 
 import arrayrnn as ar
+from arrayrnn import _dispatch as registry
+from arrayrnn._backends import cupy as cupy_dispatch
+from arrayrnn._backends.cupy import grad_fused as cupy_grad
+from arrayrnn._backends.cupy import grad_graph as cupy_grad_graph
+from arrayrnn._backends.cupy import graph as cupy_graph
+from arrayrnn._backends.cupy.experimental import grad_fused_graph as cupy_grad_fused_graph
 from arrayrnn._core import backward as core
-from arrayrnn._fast import cupy_dispatch, cupy_grad, cupy_grad_fused_graph, cupy_grad_graph, cupy_graph, registry
 from arrayrnn.backend import map_arrays
-
-from . import cuda_emulator, fake_cupy
-from .support import random_params
-from .test_cupy_emulated import VARIANTS, _defaults, _ids, _problem
+from tests import cuda_emulator, fake_cupy
+from tests.support import random_params
+from tests.test_cupy_emulated import VARIANTS, _defaults, _ids, _problem
 
 pytestmark = pytest.mark.skipif(cuda_emulator.compiler() is None, reason="no C++ compiler for the kernel emulator")
 
@@ -464,7 +468,8 @@ def test_dispatch_picks_graph_at_small_batch(monkeypatch):
 def test_executor_tasks_per_warp_and_barriers(monkeypatch, tile, kind, call_options, blocks):
     """The executor with warps taking several tasks per launch, on every batch tile; one cooperative launch per
     loop (the emulator checks every grid barrier's target and reports deadlocks)."""
-    from arrayrnn._fast import cupy_executor, cupy_persistent
+    from arrayrnn._backends.cupy.experimental import executor as cupy_executor
+    from arrayrnn._backends.cupy.experimental import persistent as cupy_persistent
 
     options = _defaults(kind, call_options)
     with fake_cupy.installed(monkeypatch) as fake:

@@ -14,9 +14,8 @@ import numpy as np
 import pytest
 
 import arrayrnn as ar
-
-from .support import random_params, tolerance
-from .variants import variant_id as _ids
+from tests.support import random_params, tolerance
+from tests.variants import variant_id as _ids
 
 FUNCTIONS = {"rnn": ar.rnn, "lstm": ar.lstm, "gru": ar.gru}
 
@@ -44,13 +43,13 @@ PATHS = ["fused", "fused_graph", "graph", "tiled", "persistent"]
 def _persistent_barrier_checked(monkeypatch):
     """Every persistent-kernel call here reads back the grid barrier's timeout flag (a timed-out barrier
     would otherwise only show up as wrong numbers)."""
-    from arrayrnn._fast import cupy_persistent
+    from arrayrnn._backends.cupy.experimental import persistent as cupy_persistent
 
     monkeypatch.setattr(cupy_persistent, "CHECK_BARRIER", True)
 
 
 def _has_clusters():
-    from arrayrnn._fast import cupy_cluster
+    from arrayrnn._backends.cupy.experimental import cluster as cupy_cluster
 
     return cupy_cluster.cluster_shared_limit() > 0
 
@@ -131,7 +130,7 @@ def test_larger_shapes(backend, kind, options, impl, shape):
 @pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
 def test_graph_every_batch_tile(backend, monkeypatch, tile, kind):
     _require_cupy(backend)
-    from arrayrnn._fast import cupy_graph
+    from arrayrnn._backends.cupy import graph as cupy_graph
 
     monkeypatch.setattr(cupy_graph, "FORCE_BATCH_TILE", tile)
     params, x, state = _problem(kind, {}, "float64", 6, 11, 3, 40, seed=tile)
@@ -201,7 +200,7 @@ def test_noncontiguous_weights(backend, impl):
 
 def test_graph_replays_and_sees_in_place_weight_updates(backend):
     _require_cupy(backend)
-    from arrayrnn._fast import cupy_graph
+    from arrayrnn._backends.cupy import graph as cupy_graph
 
     cupy_graph.clear_cache()
     params, x, state = _problem("lstm", {}, "float32", 12, 2, 4, 8, seed=7)
@@ -243,7 +242,8 @@ def test_failed_capture_leaves_no_stream_capturing(backend, monkeypatch):
     _require_cupy(backend)
     import cupy
 
-    from arrayrnn._fast import cupy_common, cupy_graph
+    from arrayrnn._backends.cupy import common as cupy_common
+    from arrayrnn._backends.cupy import graph as cupy_graph
 
     cupy_graph.clear_cache()
     real_kernel = cupy_common.kernel
@@ -273,7 +273,7 @@ def test_failed_capture_leaves_no_stream_capturing(backend, monkeypatch):
 
 def test_auto_picks_by_batch_and_matches(backend, monkeypatch):
     _require_cupy(backend)
-    from arrayrnn._fast import cupy_dispatch
+    from arrayrnn._backends import cupy as cupy_dispatch
 
     chosen = []
     real = cupy_dispatch.choose_impl
@@ -296,7 +296,7 @@ def test_fused_graph_replays_sees_in_place_updates_and_runs_on_any_stream(backen
     _require_cupy(backend)
     import cupy
 
-    from arrayrnn._fast import cupy_fused_graph
+    from arrayrnn._backends.cupy.experimental import fused_graph as cupy_fused_graph
 
     cupy_fused_graph.clear_cache()
     params, x, state = _problem("lstm", {"proj_size": 3, "peepholes": True}, "float32", 12, 40, 4, 8, seed=17)
@@ -335,7 +335,7 @@ def test_large_preactivations_stay_finite(backend, impl):
 def test_persistent_every_tile_and_grid(backend, monkeypatch, tile, kind, options, blocks):
     """Each batch tile, with the grid capped so that warps take several tasks per step (1, 2, 7 blocks) or not."""
     _require_cupy(backend)
-    from arrayrnn._fast import cupy_persistent
+    from arrayrnn._backends.cupy.experimental import persistent as cupy_persistent
 
     monkeypatch.setattr(cupy_persistent, "FORCE_BATCH_TILE", tile)
     monkeypatch.setattr(cupy_persistent, "MAX_BLOCKS", blocks)
@@ -375,7 +375,7 @@ def test_persistent_with_the_acquire_release_barrier(backend, monkeypatch, kind,
     """The barrier flavour the benchmark compares (not the default yet) gives the same answers, also through
     the graph executor of the gradient path."""
     _require_cupy(backend)
-    from arrayrnn._fast import cupy_persistent
+    from arrayrnn._backends.cupy.experimental import persistent as cupy_persistent
 
     monkeypatch.setattr(cupy_persistent, "ACQREL_BARRIER", True)
     params, x, state = _problem(kind, {}, "float64", 300, 20, 8, 96, seed=6)

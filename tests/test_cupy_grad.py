@@ -12,10 +12,13 @@ import numpy as np
 import pytest
 
 import arrayrnn as ar
-from arrayrnn._fast import cupy_dispatch, cupy_grad, cupy_grad_cluster, cupy_grad_fused_graph, cupy_grad_graph
-
-from .support import random_params, tolerance
-from .test_cupy_fast import VARIANTS, _ids
+from arrayrnn._backends import cupy as cupy_dispatch
+from arrayrnn._backends.cupy import grad_fused as cupy_grad
+from arrayrnn._backends.cupy import grad_graph as cupy_grad_graph
+from arrayrnn._backends.cupy.experimental import grad_cluster as cupy_grad_cluster
+from arrayrnn._backends.cupy.experimental import grad_fused_graph as cupy_grad_fused_graph
+from tests.support import random_params, tolerance
+from tests.test_cupy_fast import VARIANTS, _ids
 
 FUNCTIONS = {"rnn": ar.rnn, "lstm": ar.lstm, "gru": ar.gru}
 
@@ -51,7 +54,7 @@ def _auto_path(kind, steps, batch, hidden, dtype="float32", linear_before_reset=
     """The gradient path auto routes this call to on this GPU (cupy_dispatch's own rule: "cluster" only with
     CLUSTER_AUTO on a GPU with clusters, else the small-batch path, "fused" or, with FUSED_GRAPH_AUTO,
     "fused_graph")."""
-    from arrayrnn._fast import cupy_cluster
+    from arrayrnn._backends.cupy.experimental import cluster as cupy_cluster
 
     shared = cupy_cluster.cluster_shared_limit() if cupy_dispatch.CLUSTER_AUTO else 0
     forward = cupy_dispatch.choose_impl(
@@ -63,7 +66,7 @@ def _auto_path(kind, steps, batch, hidden, dtype="float32", linear_before_reset=
 
 @pytest.fixture(autouse=True)
 def _persistent_barrier_checked(monkeypatch):
-    from arrayrnn._fast import cupy_persistent
+    from arrayrnn._backends.cupy.experimental import persistent as cupy_persistent
 
     monkeypatch.setattr(cupy_persistent, "CHECK_BARRIER", True)
 

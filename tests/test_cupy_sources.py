@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from arrayrnn._fast import cupy_sources
+from arrayrnn._backends.cupy import sources as cupy_sources
 
 NVCC = shutil.which("nvcc")
 

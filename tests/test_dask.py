@@ -19,10 +19,9 @@ import pytest
 
 import arrayrnn as ar
 from arrayrnn.backend import backend_status
-
-from .conftest import required_backends
-from .support import random_params, tolerance
-from .variants import variant_id as _ids
+from tests.conftest import required_backends
+from tests.support import random_params, tolerance
+from tests.variants import variant_id as _ids
 
 da = pytest.importorskip("dask.array")
 dask = pytest.importorskip("dask")

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from arrayrnn import cli, demo
+from arrayrnn._tools import cli, demo
 
 
 def test_cli_demo_trains_and_reports(capsys):
@@ -69,7 +69,7 @@ def test_bad_arguments_are_rejected(capsys):
 def test_module_entry_point():
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     done = subprocess.run(
-        [sys.executable, "-m", "arrayrnn.cli", "demo", "--steps", "2", "--cell", "rnn"],
+        [sys.executable, "-m", "arrayrnn", "demo", "--steps", "2", "--cell", "rnn"],
         capture_output=True,
         text=True,
         env=env,

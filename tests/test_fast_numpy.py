@@ -17,13 +17,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import arrayrnn as ar
+from arrayrnn._backends import numpy as numpy_loop
 from arrayrnn._core.sequence import GENERIC
-from arrayrnn._fast import numpy_loop
-from arrayrnn._fast.registry import select
-
-from . import reference
-from .support import Backend, random_params, tolerance
-from .variants import variant_id as _ids
+from arrayrnn._dispatch import select
+from tests import reference
+from tests.support import Backend, random_params, tolerance
+from tests.variants import variant_id as _ids
 
 FUNCTIONS = {"rnn": ar.rnn, "lstm": ar.lstm, "gru": ar.gru}
 
@@ -214,10 +213,10 @@ def test_float16_falls_back_to_generic():
 
 def test_matches_torch_float32_long_sequence(engine):
     """T=1000 against torch.nn.LSTM (the fast path's chunking and state hand-over at scale)."""
-    from .conftest import need
+    from tests.conftest import need
 
     need("torch")
-    from .torch_oracle import run_layer
+    from tests.torch_oracle import run_layer
 
     params = random_params("lstm", 6, 10, seed=4, dtype="float32")
     x = np.random.default_rng(4).standard_normal((1000, 3, 6)).astype("float32")

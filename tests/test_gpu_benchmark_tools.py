@@ -83,7 +83,7 @@ def test_table_ratios_bold_mismatch_and_targets(table):
 def test_table_merges_runs_and_follows_the_current_heuristic(table):
     """A row comes whole from the first run that timed cuDNN for it (marked with its run letter); where a run's
     auto chose another path than today's heuristic, the auto column shows that path's measurement, marked †."""
-    from arrayrnn._fast import cupy_dispatch
+    from arrayrnn._backends import cupy as cupy_dispatch
 
     small = (100, 1, 64, 256)  # today's heuristic: the small-batch path
     current = cupy_dispatch.SMALL_BATCH_IMPL
@@ -218,7 +218,7 @@ def test_decide_ranks_switch_combinations_on_the_run(monkeypatch):
     """A run where fused_graph beats fused at B = 256 and cluster beats graph at B = 1: the combination with both
     switches on meets the most targets; a path the run did not time counts as unknown, not as met."""
     decide = _load("gpu_decide")
-    from arrayrnn._fast import cupy_dispatch
+    from arrayrnn._backends import cupy as cupy_dispatch
 
     small, large, mid = (100, 1, 64, 256), (100, 256, 1024, 1024), (100, 128, 256, 512)
     ok = {"ok": True, "rel_diff": 1e-7}

@@ -19,7 +19,7 @@ import sys
 
 import pytest
 
-from .test_gpu_benchmark_tools import _entry
+from tests.test_gpu_benchmark_tools import _entry
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 

@@ -13,10 +13,9 @@ import numpy as np
 import pytest
 
 import arrayrnn as ar
-
-from .conftest import need
-from .support import random_params
-from .variants import variant_id as _ids
+from tests.conftest import need
+from tests.support import random_params
+from tests.variants import variant_id as _ids
 
 SEQUENCES = {"rnn": ar.rnn, "lstm": ar.lstm, "gru": ar.gru}
 CELLS = {"rnn": ar.rnn_cell, "lstm": ar.lstm_cell, "gru": ar.gru_cell}
@@ -264,7 +263,7 @@ def _compare(got, want, tol):
 @pytest.mark.parametrize("configuration", TORCH_CONFIGURATIONS, ids=lambda c: f"{c[0]}-T{c[2]}-B{c[3]}")
 def test_sequence_matches_torch_autograd(backend, configuration, dtype, tol):
     need("torch")
-    from .torch_grad_oracle import layer_grads
+    from tests.torch_grad_oracle import layer_grads
 
     kind, params_options, steps, batch, lengths, reverse, nonlinearity = configuration
     rng = np.random.default_rng(steps * 10 + batch)
@@ -300,7 +299,7 @@ def test_sequence_matches_torch_autograd(backend, configuration, dtype, tol):
 def test_sequence_options_match_torch_autograd_of_the_equations(backend, variant):
     """Peepholes, coupled, clip, relu and linear_before_reset=False: autograd through the published equations."""
     need("torch")
-    from .torch_grad_oracle import equation_grads
+    from tests.torch_grad_oracle import equation_grads
 
     kind, params_options, call_options = variant
     rng = np.random.default_rng(17)
@@ -335,7 +334,7 @@ def test_sequence_options_match_torch_autograd_of_the_equations(backend, variant
 @pytest.mark.parametrize("dtype, tol", [("float64", 1e-8), ("float32", 1e-4)])
 def test_cell_matches_torch_autograd(backend, kind, options, dtype, tol):
     need("torch")
-    from .torch_grad_oracle import cell_grads
+    from tests.torch_grad_oracle import cell_grads
 
     rng = np.random.default_rng(19)
     params = random_params(kind, 4, 6, seed=9, dtype=dtype)
@@ -369,7 +368,7 @@ TORCH_MODEL_CONFIGURATIONS = [
 @pytest.mark.parametrize("configuration", TORCH_MODEL_CONFIGURATIONS, ids=lambda c: f"{c[0]}-L{c[1]['num_layers']}")
 def test_model_apply_matches_torch_autograd(backend, configuration, dtype, tol):
     need("torch")
-    from .torch_grad_oracle import model_grads
+    from tests.torch_grad_oracle import model_grads
 
     kind, model_options, steps, batch, lengths = configuration
     rng = np.random.default_rng(steps * 7 + batch)

@@ -11,10 +11,9 @@ import numpy as np
 import pytest
 
 import arrayrnn as ar
-
-from . import reference
-from .conftest import need
-from .support import random_params
+from tests import reference
+from tests.conftest import need
+from tests.support import random_params
 
 MODELS = {"rnn": ar.RNN, "lstm": ar.LSTM, "gru": ar.GRU}
 

@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 
 import arrayrnn as ar
-
-from .conftest import need
+from tests.conftest import need
 
 TOLERANCE = {"rtol": 1e-5, "atol": 1e-6}  # float32 against float32
 GATES = {"RNN": 1, "LSTM": 4, "GRU": 3}
@@ -77,7 +76,7 @@ def _run_ours(backend, op_type, direction, weights, x, state, lengths, options):
 
 
 def _compare(op_type, direction, weights, x, state, lengths, attributes, options, backend):
-    from .onnx_oracle import run_node
+    from tests.onnx_oracle import run_node
 
     hidden = weights["R"].shape[-1]
     directions = weights["W"].shape[0]
@@ -206,7 +205,7 @@ def test_rnn_matches_onnxruntime(backend, direction, activation, lengths_kind, w
 
 def test_to_onnx_runs_in_onnxruntime_like_arrayrnn():
     """The inverse converter, checked by onnxruntime: our params -> W, R, B, P -> the same outputs."""
-    from .onnx_oracle import run_node
+    from tests.onnx_oracle import run_node
 
     model = ar.LSTM(3, 4, bidirectional=True, peepholes=True, clip=0.8, seed=3)
     W, R, B, P = ar.convert.to_onnx("lstm", model.params[0])
@@ -234,7 +233,7 @@ def test_to_onnx_runs_in_onnxruntime_like_arrayrnn():
     ],
 )
 def test_from_onnx_model_reads_weights_and_attributes(tmp_path, op_type, attributes):
-    from .onnx_oracle import model_bytes, run_model
+    from tests.onnx_oracle import model_bytes, run_model
 
     rng = np.random.default_rng(5)
     directions = 2 if attributes["direction"] == "bidirectional" else 1
@@ -255,7 +254,7 @@ def test_from_onnx_model_reads_weights_and_attributes(tmp_path, op_type, attribu
 
 
 def test_from_onnx_model_refuses_what_it_cannot_run():
-    from .onnx_oracle import model_bytes
+    from tests.onnx_oracle import model_bytes
 
     rng = np.random.default_rng(0)
     weights = _weights("GRU", 1, 3, 4, rng)

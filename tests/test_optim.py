@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 
 import arrayrnn as ar
-
-from .conftest import need
-from .support import random_params
+from tests.conftest import need
+from tests.support import random_params
 
 
 def _structure(seed):

@@ -8,12 +8,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import arrayrnn as ar
-
-from . import reference
-from .conftest import need
-from .support import random_params, tolerance
-from .variants import VARIANTS
-from .variants import variant_id as _ids
+from tests import reference
+from tests.conftest import need
+from tests.support import random_params, tolerance
+from tests.variants import VARIANTS
+from tests.variants import variant_id as _ids
 
 FUNCTIONS = {"rnn": ar.rnn, "lstm": ar.lstm, "gru": ar.gru}
 
@@ -84,7 +83,7 @@ def test_batch_first_and_unbatched_layouts(backend, kind):
 @pytest.mark.parametrize("steps", [1, 1000])
 def test_matches_torch_float32(backend, kind, steps):
     need("torch")
-    from .torch_oracle import run_layer
+    from tests.torch_oracle import run_layer
 
     rng = np.random.default_rng(steps)
     batch = 3 if steps > 1 else 4
@@ -101,7 +100,7 @@ def test_matches_torch_float32(backend, kind, steps):
 @pytest.mark.parametrize("reverse", [False, True])
 def test_matches_torch_packed_sequences(backend, kind, reverse):
     need("torch")
-    from .torch_oracle import run_layer
+    from tests.torch_oracle import run_layer
 
     rng = np.random.default_rng(11)
     extra = {"proj_size": 4} if kind == "lstm" else {}

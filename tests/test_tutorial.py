@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from arrayrnn.tutorial import forward, lstm_step_forward, step_forward
-
-from .conftest import need
+from tests.conftest import need
 
 
 # The seed tutorial's own code (the oracle; it is theirs, not ours), verbatim in behaviour.

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 import arrayrnn as ar
-
-from .support import random_params
+from tests.support import random_params
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from typing import Any, Optional
 
 from . import models
 from ._core import backward as core
-from ._fast.registry import select, select_vjp
+from ._dispatch import select, select_vjp
 from ._validate import dtype_name, prepare_cell, prepare_sequence, shape_text
 from .backend import namespace_of
 from .cells import gru_cell, lstm_cell, rnn_cell

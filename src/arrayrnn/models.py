@@ -403,7 +403,7 @@ class _StackedModel:
             options["impl"] = impl
         runner = run_stack
         if is_dask_array(x):  # the whole stack per batch block: one task per block, not one per layer
-            from ._fast.dask_blocks import run_stack_dask as runner
+            from ._dask import run_stack_dask as runner
         return runner(
             sequence_function or self.sequence_function,
             x,

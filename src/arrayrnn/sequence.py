@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 from array_api_compat import is_dask_array
 
-from ._fast.registry import select
+from ._dispatch import select
 from ._validate import Prepared, prepare_sequence
 from .params import GRUParams, LSTMParams, RNNParams
 
@@ -35,7 +35,7 @@ def run_sequence(
 ) -> tuple[Array, tuple[Array, ...]]:
     """Validate, pick the implementation, run, and restore the caller's layout."""
     if is_dask_array(x):  # lazy: every batch block runs this same function on its NumPy/CuPy chunk
-        from ._fast.dask_blocks import run_dask
+        from ._dask import run_dask
 
         layout = {"reverse": reverse, "batch_first": batch_first}
         return run_dask(kind, x, params, state, lengths=lengths, impl=impl, options=options, **layout)

@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from . import cupy_persistent
-from .cupy_common import cupy_module, int32, kernel, kernel_name, resident_blocks
-from .cupy_sources import EXECUTOR_BASES, EXECUTOR_SLOTS, graph_kernel_name, kernel_specs
+from ..common import cupy_module, int32, kernel, kernel_name, resident_blocks
+from ..sources import EXECUTOR_BASES, EXECUTOR_SLOTS, graph_kernel_name, kernel_specs
+from . import persistent as cupy_persistent
 
 Array = Any
 

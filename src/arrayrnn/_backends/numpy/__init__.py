@@ -40,7 +40,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .._core.sequence import GENERIC
+from ..._core.sequence import GENERIC
 
 Array = Any
 

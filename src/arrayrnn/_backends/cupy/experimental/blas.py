@@ -34,7 +34,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .cupy_common import cupy_module
+from ..common import cupy_module
 
 Array = Any
 

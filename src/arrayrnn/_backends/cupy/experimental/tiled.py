@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from . import cupy_graph
+from .. import graph as cupy_graph
 
 Array = Any
 

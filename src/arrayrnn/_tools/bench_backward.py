@@ -1,6 +1,6 @@
 """The ``forward+backward`` mode of ``arrayrnn bench``: ``arrayrnn.vjp`` against torch autograd.
 
-Registered with :func:`arrayrnn.bench.register_mode`. One timed call is the forward pass and the
+Registered with :func:`arrayrnn._tools.bench.register_mode`. One timed call is the forward pass and the
 backward pass for a fixed output cotangent ``dy (T, B, H)`` (the final state's cotangent is zero):
 arrayrnn runs ``vjp(f, x, params)`` and its pullback; torch runs ``nn.LSTM/GRU/RNN`` with the same
 weights, ``y.backward(dy)``. Before timing, ``y``, ``dx`` and every weight and bias gradient must

@@ -23,10 +23,10 @@ import dataclasses
 import threading
 from typing import Any, Optional
 
-from . import cupy_graph, cupy_kernels
-from .cupy_common import cupy_module, time_order
-from .cupy_fused_graph import Recorder, fill_inputs, plan_key, recorded, replay
-from .cupy_grad import (
+from .. import fused as cupy_kernels
+from .. import graph as cupy_graph
+from ..common import cupy_module, time_order
+from ..grad_fused import (
     Backward,
     State,
     declines,
@@ -42,6 +42,7 @@ from .cupy_grad import (
     rnn_backward_loop,
     rnn_param_grads,
 )
+from .fused_graph import Recorder, fill_inputs, plan_key, recorded, replay
 
 Array = Any
 

@@ -79,7 +79,7 @@ BARRIER_BENCH_SPEC = [("int", "steps")]
 def cluster_kernels(batch_tiles: tuple[int, ...]) -> dict[str, tuple[str, str, int, int, list[tuple[str, str]]]]:
     """Every cluster kernel: exported name -> (source part, base, batch tile or 0, cluster size, parameters). The
     forward kernels are part "cluster", the gradient path's (``cupy_grad_cluster_sources``) "cluster_grad"."""
-    from .cupy_grad_cluster_sources import GRAD_CLUSTER_SPECS
+    from .grad_cluster_sources import GRAD_CLUSTER_SPECS
 
     kernels = {}
     for part, specs in (("cluster", CLUSTER_SPECS), ("cluster_grad", GRAD_CLUSTER_SPECS)):
@@ -94,7 +94,7 @@ def cluster_kernels(batch_tiles: tuple[int, ...]) -> dict[str, tuple[str, str, i
 
 def cluster_size(name: str) -> int:
     """Blocks per cluster that kernel ``name`` was compiled for (1: not a cluster kernel)."""
-    from .cupy_grad_cluster_sources import GRAD_CLUSTER_SPECS
+    from .grad_cluster_sources import GRAD_CLUSTER_SPECS
 
     base, _, size = name.rpartition("_c")
     tiled = base.rpartition("_nb")[0]

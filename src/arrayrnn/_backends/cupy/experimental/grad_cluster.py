@@ -20,8 +20,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from . import cupy_cluster
-from .cupy_common import (
+from ..common import (
     cupy_module,
     dtype_name,
     int32,
@@ -31,7 +30,7 @@ from .cupy_common import (
     project_inputs,
     time_order,
 )
-from .cupy_grad import (
+from ..grad_fused import (
     Backward,
     State,
     declines,
@@ -42,8 +41,9 @@ from .cupy_grad import (
     previous_hidden,
     rnn_param_grads,
 )
-from .cupy_graph import step_arguments
-from .cupy_sources import OPTIONS
+from ..graph import step_arguments
+from ..sources import OPTIONS
+from . import cluster as cupy_cluster
 
 Array = Any
 

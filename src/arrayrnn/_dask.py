@@ -30,10 +30,10 @@ from typing import Any, Optional
 import array_api_compat
 import numpy as np
 
-from .._validate import PARAMS_CLASSES, _state_names, _state_tuple, prepare_sequence
-from ..backend import BackendMismatchError, backend_name, map_arrays
-from ..sequence import run_sequence
-from .registry import select
+from ._dispatch import select
+from ._validate import PARAMS_CLASSES, _state_names, _state_tuple, prepare_sequence
+from .backend import BackendMismatchError, backend_name, map_arrays
+from .sequence import run_sequence
 
 Array = Any
 
@@ -395,7 +395,7 @@ def run_stack_block(
     options: dict[str, Any],
 ) -> tuple[Array, ...]:
     """One batch block through every layer and direction (``models.run_stack``): ``(y, *final_state)``."""
-    from ..models import run_stack
+    from .models import run_stack
 
     states = rest[:n_states]
     lengths = rest[n_states] if has_lengths else None

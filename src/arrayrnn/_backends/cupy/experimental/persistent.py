@@ -34,7 +34,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any, Optional
 
-from .cupy_common import (
+from ..common import (
     check_dtype,
     cooperative_launch,
     cupy_module,
@@ -45,8 +45,8 @@ from .cupy_common import (
     project_inputs,
     resident_blocks,
 )
-from .cupy_graph import step_arguments
-from .cupy_sources import BATCH_TILES, OPTIONS, graph_kernel_name
+from ..graph import step_arguments
+from ..sources import BATCH_TILES, OPTIONS, graph_kernel_name
 
 Array = Any
 

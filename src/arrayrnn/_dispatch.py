@@ -24,7 +24,7 @@ import os
 from collections.abc import Callable
 from typing import Any, Optional
 
-from .._core.sequence import GENERIC
+from ._core.sequence import GENERIC
 
 #: (kind, backend) -> (module path, function name) of the fast path
 _REGISTRY: dict[tuple[str, str], tuple[str, str]] = {}
@@ -124,21 +124,21 @@ def select_vjp(kind: str, backend: str, impl: Optional[str] = None) -> Optional[
 # CuPy: "auto"/"fast" choose per call (cupy_dispatch); "fused", "fused_graph", "graph", "tiled", "persistent" and
 # "cluster" name the paths.
 for _kind in ("rnn", "lstm", "gru"):
-    register(_kind, "cupy", ".cupy_dispatch", f"{_kind}_sequence")
-    register(_kind, "cupy", ".cupy_kernels", f"{_kind}_sequence", variant="fused")
-    register(_kind, "cupy", ".cupy_fused_graph", f"{_kind}_sequence", variant="fused_graph")
-    register(_kind, "cupy", ".cupy_graph", f"{_kind}_sequence", variant="graph")
-    register(_kind, "cupy", ".cupy_tiled", f"{_kind}_sequence", variant="tiled")
-    register(_kind, "cupy", ".cupy_persistent", f"{_kind}_sequence", variant="persistent")
-    register(_kind, "cupy", ".cupy_cluster", f"{_kind}_sequence", variant="cluster")
-    register_vjp(_kind, "cupy", ".cupy_dispatch", "sequence_vjp")
-    register_vjp(_kind, "cupy", ".cupy_grad", "sequence_vjp", variant="fused")
-    register_vjp(_kind, "cupy", ".cupy_grad_fused_graph", "sequence_vjp", variant="fused_graph")
-    register_vjp(_kind, "cupy", ".cupy_grad_graph", "sequence_vjp", variant="graph")
-    register_vjp(_kind, "cupy", ".cupy_grad_graph", "sequence_vjp_persistent", variant="persistent")
-    register_vjp(_kind, "cupy", ".cupy_grad_cluster", "sequence_vjp", variant="cluster")
+    register(_kind, "cupy", "._backends.cupy", f"{_kind}_sequence")
+    register(_kind, "cupy", "._backends.cupy.fused", f"{_kind}_sequence", variant="fused")
+    register(_kind, "cupy", "._backends.cupy.experimental.fused_graph", f"{_kind}_sequence", variant="fused_graph")
+    register(_kind, "cupy", "._backends.cupy.graph", f"{_kind}_sequence", variant="graph")
+    register(_kind, "cupy", "._backends.cupy.experimental.tiled", f"{_kind}_sequence", variant="tiled")
+    register(_kind, "cupy", "._backends.cupy.experimental.persistent", f"{_kind}_sequence", variant="persistent")
+    register(_kind, "cupy", "._backends.cupy.experimental.cluster", f"{_kind}_sequence", variant="cluster")
+    register_vjp(_kind, "cupy", "._backends.cupy", "sequence_vjp")
+    register_vjp(_kind, "cupy", "._backends.cupy.grad_fused", "sequence_vjp", variant="fused")
+    register_vjp(_kind, "cupy", "._backends.cupy.experimental.grad_fused_graph", "sequence_vjp", variant="fused_graph")
+    register_vjp(_kind, "cupy", "._backends.cupy.grad_graph", "sequence_vjp", variant="graph")
+    register_vjp(_kind, "cupy", "._backends.cupy.grad_graph", "sequence_vjp_persistent", variant="persistent")
+    register_vjp(_kind, "cupy", "._backends.cupy.experimental.grad_cluster", "sequence_vjp", variant="cluster")
 
 
 # NumPy: the preallocated, chunked loop (with the optional numba kernels inside it).
 for _kind in ("rnn", "lstm", "gru"):
-    register(_kind, "numpy", ".numpy_loop", f"{_kind}_sequence")
+    register(_kind, "numpy", "._backends.numpy", f"{_kind}_sequence")

@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from . import cupy_sources
+from . import sources as cupy_sources
 
 Array = Any
 

@@ -33,7 +33,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, Optional
 
-from .cupy_common import (
+from .common import (
     acc_scalar,
     check_dtype,
     clip_scalar,
@@ -47,7 +47,7 @@ from .cupy_common import (
     project_inputs,
     time_order,
 )
-from .cupy_sources import BATCH_TILES, TILED, TILED_THREADS, graph_kernel_name, tiled_shared_bytes
+from .sources import BATCH_TILES, TILED, TILED_THREADS, graph_kernel_name, tiled_shared_bytes
 
 Array = Any
 

@@ -22,10 +22,13 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .._core.sequence import GENERIC
-from . import cupy_cluster, cupy_graph, cupy_kernels, cupy_persistent
-from .cupy_common import SUPPORTED_DTYPES
-from .cupy_graph import GATES
+from ..._core.sequence import GENERIC
+from . import fused as cupy_kernels
+from . import graph as cupy_graph
+from .common import SUPPORTED_DTYPES
+from .experimental import cluster as cupy_cluster
+from .experimental import persistent as cupy_persistent
+from .graph import GATES
 
 Array = Any
 
@@ -117,11 +120,11 @@ def _choice(kind: str, x: Array, params: Any, options: dict[str, Any], steps_fac
 def _implementation(kind: str, x: Array, params: Any, options: dict[str, Any]) -> Callable[..., Any]:
     choice = _choice(kind, x, params, options)
     if choice == "fused_graph":
-        from . import cupy_fused_graph
+        from .experimental import fused_graph as cupy_fused_graph
 
         return getattr(cupy_fused_graph, f"{kind}_sequence")
     if choice == "tiled":
-        from . import cupy_tiled
+        from .experimental import tiled as cupy_tiled
 
         return getattr(cupy_tiled, f"{kind}_sequence")
     if choice == "cluster":
@@ -161,7 +164,10 @@ def sequence_vjp(xp: Any, kind: str, x: Array, params: Any, state: Any, lengths:
 
     ``None`` (declined: the generic core runs) where the chosen path declines (dtype, empty batch).
     """
-    from . import cupy_grad, cupy_grad_cluster, cupy_grad_fused_graph, cupy_grad_graph  # tests may wrap them
+    from . import grad_fused as cupy_grad
+    from . import grad_graph as cupy_grad_graph
+    from .experimental import grad_cluster as cupy_grad_cluster
+    from .experimental import grad_fused_graph as cupy_grad_fused_graph
 
     forward = _choice(kind, x, params, options, steps_factor=GRAD_BUFFER_FACTOR)
     shared = cupy_cluster.cluster_shared_limit() if forward == "cluster" else 0

@@ -27,18 +27,10 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any, Optional
 
-from .cupy_cluster_sources import CLUSTER_SIZES, cluster_barrier_bench_name, cluster_kernel_name
-from .cupy_common import (
-    check_dtype,
-    cupy_module,
-    empty_batch_result,
-    int32,
-    kernel,
-    lengths_int64,
-    project_inputs,
-)
-from .cupy_graph import GATES, step_arguments
-from .cupy_persistent import ITEMSIZE, allow_shared, shared_memory_limit, tile_for_warps
+from ..common import check_dtype, cupy_module, empty_batch_result, int32, kernel, lengths_int64, project_inputs
+from ..graph import GATES, step_arguments
+from .cluster_sources import CLUSTER_SIZES, cluster_barrier_bench_name, cluster_kernel_name
+from .persistent import ITEMSIZE, allow_shared, shared_memory_limit, tile_for_warps
 
 Array = Any
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any, Optional, Protocol
 
-from .cupy_common import (
+from .common import (
     FUSED_BLOCK,
     blocks_for,
     check_dtype,
@@ -33,7 +33,7 @@ from .cupy_common import (
     project_inputs,
     time_order,
 )
-from .cupy_sources import OPTIONS
+from .sources import OPTIONS
 
 Array = Any
 

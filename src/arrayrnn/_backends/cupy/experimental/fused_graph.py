@@ -27,8 +27,10 @@ import threading
 from collections.abc import Callable
 from typing import Any, Optional
 
-from . import cupy_blas, cupy_graph, cupy_kernels
-from .cupy_common import check_dtype, cupy_module, dtype_name, empty_batch_result, project_inputs
+from .. import fused as cupy_kernels
+from .. import graph as cupy_graph
+from ..common import check_dtype, cupy_module, dtype_name, empty_batch_result, project_inputs
+from . import blas as cupy_blas
 
 Array = Any
 

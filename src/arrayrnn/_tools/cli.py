@@ -8,7 +8,7 @@ import platform
 import sys
 from collections.abc import Sequence
 
-from .backend import BACKEND_NAMES, backend_status
+from ..backend import BACKEND_NAMES, backend_status
 
 
 def _version(distribution: str) -> str:
@@ -59,7 +59,7 @@ def _backend_version(name: str) -> str:
 
 
 def info(args: argparse.Namespace) -> int:
-    from . import __version__, get_backend
+    from .. import __version__, get_backend
 
     print(f"arrayrnn {__version__} (Python {platform.python_version()}, {platform.machine()})")
     print(f"array-api-compat {_version('array-api-compat')}")
@@ -96,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "backend", None):
-        from .backend import set_backend
+        from ..backend import set_backend
 
         set_backend(args.backend)
     return int(args.handler(args) or 0)

@@ -28,18 +28,11 @@ import threading
 from collections.abc import Callable
 from typing import Any, Optional
 
-from . import cupy_executor, cupy_graph, cupy_persistent
-from .cupy_common import (
-    cupy_module,
-    dtype_name,
-    int32,
-    kernel,
-    options_mask,
-    placeholder,
-    project_inputs,
-    time_order,
-)
-from .cupy_grad import (
+from . import graph as cupy_graph
+from .common import cupy_module, dtype_name, int32, kernel, options_mask, placeholder, project_inputs, time_order
+from .experimental import executor as cupy_executor
+from .experimental import persistent as cupy_persistent
+from .grad_fused import (
     Backward,
     State,
     backward_order,
@@ -52,7 +45,7 @@ from .cupy_grad import (
     previous_step,
     rnn_param_grads,
 )
-from .cupy_sources import OPTIONS, graph_kernel_name
+from .sources import OPTIONS, graph_kernel_name
 
 Array = Any
 Launch = tuple[Any, tuple[int], tuple[int], tuple[Any, ...]]

@@ -29,9 +29,9 @@ from __future__ import annotations
 import functools
 from typing import Optional
 
-from .cupy_cluster_sources import CLUSTER_SOURCE, cluster_kernels, cluster_size
-from .cupy_grad_cluster_sources import GRAD_CLUSTER_SOURCE
-from .cupy_grad_sources import GRAD_GRAPH_SOURCE, GRAD_GRAPH_SPECS, GRAD_RECORDS, GRAD_SOURCE, GRAD_SPECS
+from .experimental.cluster_sources import CLUSTER_SOURCE, cluster_kernels, cluster_size
+from .experimental.grad_cluster_sources import GRAD_CLUSTER_SOURCE
+from .grad_sources import GRAD_GRAPH_SOURCE, GRAD_GRAPH_SPECS, GRAD_RECORDS, GRAD_SOURCE, GRAD_SPECS
 
 #: run-time option bits (one ``int options`` argument), mirrored as ``#define``s in the source
 OPTIONS = {

@@ -30,8 +30,8 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any, Optional
 
-from . import cupy_kernels
-from .cupy_common import (
+from . import fused as cupy_kernels
+from .common import (
     FUSED_BLOCK,
     blocks_for,
     clip_scalar,
@@ -47,8 +47,8 @@ from .cupy_common import (
     project_inputs,
     time_order,
 )
-from .cupy_kernels import EAGER, Ops
-from .cupy_sources import OPTIONS
+from .fused import EAGER, Ops
+from .sources import OPTIONS
 
 Array = Any
 State = tuple[Array, ...]

@@ -1,1 +1,0 @@
-"""Optional per-backend fast paths, imported lazily; the generic core stays the reference."""
