@@ -377,17 +377,17 @@ def measure(
 
 
 def _cluster_shared(machine: Machine) -> int:
-    """What auto's choice assumes of the GPU's thread block clusters (``cupy_dispatch.choose_impl``)."""
-    from arrayrnn._backends import cupy as cupy_dispatch
+    """What auto's choice assumes of the GPU's thread block clusters (``policy.choose_impl``)."""
+    from arrayrnn._backends.cupy import policy
     from arrayrnn._backends.cupy.experimental import cluster as cupy_cluster
 
-    if machine.dry_run or not cupy_dispatch.CLUSTER_AUTO:
+    if machine.dry_run or not policy.current().cluster_auto:
         return 0
     return cupy_cluster.cluster_shared_limit()
 
 
 def forward_section(report, budget, machine, kinds, shapes, dtype, impls, reserve):
-    from arrayrnn._backends import cupy as cupy_dispatch
+    from arrayrnn._backends.cupy import policy
 
     for kind in kinds:
         for shape in shapes:
@@ -404,7 +404,7 @@ def forward_section(report, budget, machine, kinds, shapes, dtype, impls, reserv
                 continue
             measure(report, budget, base, "cudnn", problem.torch_forward, machine, for_torch=True, reserve=reserve)
             steps, batch, _, hidden = shape
-            auto_choice = cupy_dispatch.choose_impl(
+            auto_choice = policy.choose_impl(
                 kind, steps=steps, batch=batch, hidden=hidden, dtype=dtype, cluster_shared=_cluster_shared(machine)
             )
             for impl in impls:
@@ -439,7 +439,7 @@ VJP_IMPLS = (
 
 def backward_section(report, budget, machine, kinds, shapes, reserve, vjp_impls=VJP_IMPLS):
     import arrayrnn as ar
-    from arrayrnn._backends import cupy as cupy_dispatch
+    from arrayrnn._backends.cupy import policy
 
     has_vjp = hasattr(ar, "vjp")
     for kind in kinds:
@@ -461,15 +461,15 @@ def backward_section(report, budget, machine, kinds, shapes, reserve, vjp_impls=
             # themselves; "vjp-generic": the array-API core, for scale
             steps, batch, _, hidden = shape
             shared = _cluster_shared(machine)
-            forward_choice = cupy_dispatch.choose_impl(
+            forward_choice = policy.choose_impl(
                 kind,
-                steps=steps * cupy_dispatch.GRAD_BUFFER_FACTOR,
+                steps=steps * policy.current().grad_buffer_factor,
                 batch=batch,
                 hidden=hidden,
                 dtype="float32",
                 cluster_shared=shared,
             )
-            auto_choice = cupy_dispatch.grad_choice(
+            auto_choice = policy.grad_choice(
                 kind, forward_choice, batch=batch, hidden=hidden, dtype="float32", cluster_shared=shared
             )
             for name, impl in vjp_impls:

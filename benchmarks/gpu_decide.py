@@ -7,7 +7,7 @@
 A path that failed in the newest run (a result that did not match cuDNN, an error other than refusing the shape)
 is never switched on either.
 
-The default CuPy path (``cupy_dispatch``) has switches that wait for a measurement (``CLUSTER_AUTO``,
+The default CuPy path (``_backends/cupy/policy.py``) has switches that wait for a measurement (``CLUSTER_AUTO``,
 ``FUSED_GRAPH_AUTO``) and choices between measured paths (``SMALL_BATCH_IMPL``, ``GRAD_SMALL_BATCH_IMPL``). For
 each combination this sets them, asks the dispatch rule which path each benchmark row would run (as
 ``gpu_table.py``'s auto column does: the run's own auto timing where it chose the same, else that path's own
@@ -15,7 +15,7 @@ timing from the same run), and counts the rows that meet the issue's targets (fo
 backward <= 1.2x). Ranked by targets met, then rows the rule would send to a path the run did not time (unknown),
 then the geometric mean of the ratios. Also compares the variants of the fused gradient path that the
 breakdown timed (``cupy_grad.BIAS_BY_MATMUL``, ``WEIGHT_GRAD_CHUNKS``). Prints the ranking and, for the best
-combination, its rows; changes nothing: setting the switches in ``cupy_dispatch.py`` stays a person's decision.
+combination, its rows; changes nothing: setting the switches in ``_backends/cupy/policy.py`` stays a person's decision.
 """
 
 from __future__ import annotations
@@ -36,9 +36,9 @@ import gpu_table  # noqa: E402
 
 
 def _switches() -> dict[str, tuple[Any, ...]]:
-    from arrayrnn._backends import cupy as cupy_dispatch
+    from arrayrnn._backends.cupy import policy
 
-    return dict(cupy_dispatch.SWITCHES)
+    return dict(policy.SWITCHES)
 
 
 #: the switches and the values tried (those ``ARRAYRNN_CUPY_DISPATCH`` may set)
@@ -46,15 +46,12 @@ SWITCHES: dict[str, tuple[Any, ...]] = _switches()
 
 
 @contextlib.contextmanager
-def switched(module: Any, settings: dict[str, Any]) -> Iterator[None]:
-    saved = {name: getattr(module, name) for name in settings}
-    try:
-        for name, value in settings.items():
-            setattr(module, name, value)
+def switched(settings: dict[str, Any]) -> Iterator[None]:
+    """The CuPy dispatch config with ``settings`` (``ARRAYRNN_CUPY_DISPATCH`` names) for a block."""
+    from arrayrnn._backends.cupy import policy
+
+    with policy.configured(**{name.lower(): value for name, value in settings.items()}):
         yield
-    finally:
-        for name, value in saved.items():
-            setattr(module, name, value)
 
 
 def score(index: Any) -> dict[str, Any]:
@@ -110,14 +107,12 @@ def rank(
 ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """Every combination of ``SWITCHES`` with its score, best first; no value that sends calls to a path in
     ``excluded`` or broken in the newest run (:func:`broken_paths`)."""
-    from arrayrnn._backends import cupy as cupy_dispatch
-
     index = gpu_table._index(runs)
     values_by_switch = switch_values(set(excluded or ()) | broken_paths(runs))
     scored = []
     for values in itertools.product(*values_by_switch.values()):
         settings = dict(zip(values_by_switch, values))
-        with switched(cupy_dispatch, settings):
+        with switched(settings):
             scored.append((settings, score(index)))
     scored.sort(key=lambda item: (-item[1]["met"], item[1]["unknown"], item[1]["geomean"]))
     return scored

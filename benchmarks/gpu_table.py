@@ -102,20 +102,18 @@ def _current_choice(
     """The path today's heuristic picks for this row on the run's GPU (``clusters``: compute capability 9.0 or
     later; None where arrayrnn cannot be imported)."""
     try:
-        from arrayrnn._backends import cupy as cupy_dispatch
+        from arrayrnn._backends.cupy import policy
     except ImportError:
         return None
     steps, batch, _, hidden = shape
-    shared = HOPPER_CLUSTER_SHARED if clusters and cupy_dispatch.CLUSTER_AUTO else 0
+    shared = HOPPER_CLUSTER_SHARED if clusters and policy.current().cluster_auto else 0
     if direction == "forward":
-        return cupy_dispatch.choose_impl(
-            cell, steps=steps, batch=batch, hidden=hidden, dtype=dtype, cluster_shared=shared
-        )
-    forward = cupy_dispatch.choose_impl(
-        cell, steps=steps * cupy_dispatch.GRAD_BUFFER_FACTOR, batch=batch, hidden=hidden, dtype=dtype,
+        return policy.choose_impl(cell, steps=steps, batch=batch, hidden=hidden, dtype=dtype, cluster_shared=shared)
+    forward = policy.choose_impl(
+        cell, steps=steps * policy.current().grad_buffer_factor, batch=batch, hidden=hidden, dtype=dtype,
         cluster_shared=shared,
     )  # fmt: skip
-    return cupy_dispatch.grad_choice(cell, forward, batch=batch, hidden=hidden, dtype=dtype, cluster_shared=shared)
+    return policy.grad_choice(cell, forward, batch=batch, hidden=hidden, dtype=dtype, cluster_shared=shared)
 
 
 def _auto(impls: dict[str, dict[str, Any]], key: tuple, auto_name: str, prefix: str) -> tuple[Optional[dict], str]:

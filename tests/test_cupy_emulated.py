@@ -16,6 +16,7 @@ import pytest
 from arrayrnn._backends import cupy as cupy_dispatch
 from arrayrnn._backends.cupy import fused as cupy_kernels
 from arrayrnn._backends.cupy import graph as cupy_graph
+from arrayrnn._backends.cupy import policy
 from arrayrnn._backends.cupy import sources as cupy_sources
 from arrayrnn._backends.cupy.experimental import cluster as cupy_cluster
 from arrayrnn._backends.cupy.experimental import fused_graph as cupy_fused_graph
@@ -360,7 +361,7 @@ def test_batch_tile_keeps_enough_warps():
 
 
 def test_dispatch_prefers_graph_at_small_batch_and_fused_at_large():
-    choose = cupy_dispatch.choose_impl
+    choose = policy.choose_impl
     assert choose("lstm", steps=100, batch=1, hidden=256, dtype="float32") == "graph"
     assert choose("lstm", steps=100, batch=64, hidden=512, dtype="float32") == "graph"
     assert choose("lstm", steps=100, batch=256, hidden=1024, dtype="float32") == "fused"
@@ -373,76 +374,105 @@ def test_dispatch_prefers_graph_at_small_batch_and_fused_at_large():
     assert choose("lstm", steps=100_000, batch=64, hidden=512, dtype="float32") == "fused"
 
 
-def test_dispatch_fused_graph_in_place_of_fused_only_when_turned_on(monkeypatch):
-    choose = cupy_dispatch.choose_impl
-    assert cupy_dispatch.FUSED_GRAPH_AUTO is False, "turned on only by a GPU measurement (then update this test)"
-    monkeypatch.setattr(cupy_dispatch, "FUSED_GRAPH_AUTO", True)
-    assert choose("lstm", steps=100, batch=256, hidden=1024, dtype="float32") == "fused_graph"
-    assert choose("lstm", steps=100, batch=1, hidden=256, dtype="float32", has_projection=True) == "fused_graph"
-    assert choose("lstm", steps=100, batch=1, hidden=256, dtype="float32") == "graph"  # small batch: unchanged
-    # a non-contiguous parameter would be copied (a new plan) each call; a huge plan is not worth caching
-    assert choose("gru", steps=100, batch=256, hidden=1024, dtype="float32", weights_contiguous=False) == "fused"
-    assert choose("lstm", steps=1000, batch=4096, hidden=1024, dtype="float32") == "fused"
-    grad = cupy_dispatch.grad_choice
-    assert grad("lstm", "fused_graph", batch=256, hidden=1024, dtype="float32") == "fused_graph"
-    assert grad("lstm", "fused", batch=256, hidden=1024, dtype="float32") == "fused"
+def test_dispatch_fused_graph_in_place_of_fused_only_when_turned_on():
+    choose = policy.choose_impl
+    assert policy.current().fused_graph_auto is False, "turned on only by a GPU measurement (then update this test)"
+    with policy.configured(fused_graph_auto=True):
+        assert choose("lstm", steps=100, batch=256, hidden=1024, dtype="float32") == "fused_graph"
+        assert choose("lstm", steps=100, batch=1, hidden=256, dtype="float32", has_projection=True) == "fused_graph"
+        assert choose("lstm", steps=100, batch=1, hidden=256, dtype="float32") == "graph"  # small batch: unchanged
+        # a non-contiguous parameter would be copied (a new plan) each call; a huge plan is not worth caching
+        assert choose("gru", steps=100, batch=256, hidden=1024, dtype="float32", weights_contiguous=False) == "fused"
+        assert choose("lstm", steps=1000, batch=4096, hidden=1024, dtype="float32") == "fused"
+        grad = policy.grad_choice
+        assert grad("lstm", "fused_graph", batch=256, hidden=1024, dtype="float32") == "fused_graph"
+        assert grad("lstm", "fused", batch=256, hidden=1024, dtype="float32") == "fused"
+    assert policy.current().fused_graph_auto is False, "the block put the config back"
 
 
-def test_dispatch_tiled_only_when_turned_on_and_where_it_applies(monkeypatch):
-    choose, grad = cupy_dispatch.choose_impl, cupy_dispatch.grad_choice
-    assert cupy_dispatch.TILED_AUTO is False, "turned on only by a GPU measurement (then update this test)"
-    monkeypatch.setattr(cupy_dispatch, "TILED_AUTO", True)
-    mid = {"steps": 100, "batch": 64, "hidden": 512, "dtype": "float32"}
-    assert choose("lstm", **mid) == "tiled"
-    assert choose("lstm", **{**mid, "batch": 256}) == "tiled"
-    assert choose("lstm", **{**mid, "batch": 8}) == "graph"  # below TILED_MIN_BATCH
-    assert choose("lstm", **{**mid, "batch": 4096}) == "fused"  # above TILED_MAX_BATCH
-    assert choose("lstm", **mid, has_projection=True) == "fused"
-    assert choose("gru", **mid, linear_before_reset=False) == "graph"
-    # the gradient is not tiled: the path auto would take without TILED_AUTO
-    assert grad("lstm", "tiled", batch=64, hidden=512, dtype="float32") == cupy_dispatch.GRAD_SMALL_BATCH_IMPL
-    assert grad("lstm", "tiled", batch=256, hidden=1024, dtype="float32") == "fused"
+def test_dispatch_tiled_only_when_turned_on_and_where_it_applies():
+    choose, grad = policy.choose_impl, policy.grad_choice
+    assert policy.current().tiled_auto is False, "turned on only by a GPU measurement (then update this test)"
+    with policy.configured(tiled_auto=True) as config:
+        mid = {"steps": 100, "batch": 64, "hidden": 512, "dtype": "float32"}
+        assert choose("lstm", **mid) == "tiled"
+        assert choose("lstm", **{**mid, "batch": 256}) == "tiled"
+        assert choose("lstm", **{**mid, "batch": 8}) == "graph"  # below tiled_min_batch
+        assert choose("lstm", **{**mid, "batch": 4096}) == "fused"  # above tiled_max_batch
+        assert choose("lstm", **mid, has_projection=True) == "fused"
+        assert choose("gru", **mid, linear_before_reset=False) == "graph"
+        # the gradient is not tiled: the path auto would take without tiled_auto
+        assert grad("lstm", "tiled", batch=64, hidden=512, dtype="float32") == config.grad_small_batch_impl
+        assert grad("lstm", "tiled", batch=256, hidden=1024, dtype="float32") == "fused"
 
 
-def test_dispatch_switches_from_the_environment(monkeypatch):
-    for name in cupy_dispatch.SWITCHES:  # put back after the test
-        monkeypatch.setattr(cupy_dispatch, name, getattr(cupy_dispatch, name))
-    settings = cupy_dispatch.apply_switches("CLUSTER_AUTO=1, FUSED_GRAPH_AUTO=on,GRAD_SMALL_BATCH_IMPL=persistent")
-    assert settings == {"CLUSTER_AUTO": True, "FUSED_GRAPH_AUTO": True, "GRAD_SMALL_BATCH_IMPL": "persistent"}
-    assert cupy_dispatch.CLUSTER_AUTO is True and cupy_dispatch.GRAD_SMALL_BATCH_IMPL == "persistent"
-    assert cupy_dispatch.choose_impl("lstm", steps=100, batch=256, hidden=1024, dtype="float32") == "fused_graph"
-    assert cupy_dispatch.apply_switches("CLUSTER_AUTO=false") == {"CLUSTER_AUTO": False}
+def test_dispatch_switches_from_the_environment():
+    config = policy.from_switches("CLUSTER_AUTO=1, FUSED_GRAPH_AUTO=on,GRAD_SMALL_BATCH_IMPL=persistent")
+    assert policy.parse_switches("CLUSTER_AUTO=1, FUSED_GRAPH_AUTO=on,GRAD_SMALL_BATCH_IMPL=persistent") == {
+        "CLUSTER_AUTO": True, "FUSED_GRAPH_AUTO": True, "GRAD_SMALL_BATCH_IMPL": "persistent"
+    }  # fmt: skip
+    assert config.cluster_auto is True and config.grad_small_batch_impl == "persistent"
+    assert (
+        policy.choose_impl("lstm", steps=100, batch=256, hidden=1024, dtype="float32", config=config) == "fused_graph"
+    )
+    assert policy.from_switches("CLUSTER_AUTO=false", config).cluster_auto is False
     with pytest.raises(ValueError, match="ARRAYRNN_CUPY_DISPATCH: unknown switch 'GRAPH_AUTO'; known: CLUSTER_AUTO"):
-        cupy_dispatch.apply_switches("GRAPH_AUTO=1")
+        policy.parse_switches("GRAPH_AUTO=1")
     with pytest.raises(ValueError, match="SMALL_BATCH_IMPL must be graph or persistent, got 'fused'"):
-        cupy_dispatch.apply_switches("SMALL_BATCH_IMPL=fused")
+        policy.parse_switches("SMALL_BATCH_IMPL=fused")
     with pytest.raises(ValueError, match="FUSED_GRAPH_AUTO must be 1/0, got 'yes please'"):
-        cupy_dispatch.apply_switches("FUSED_GRAPH_AUTO=yes please")
-    assert cupy_dispatch.apply_switches("GRAPH_MAX_BATCH=32") == {"GRAPH_MAX_BATCH": 32}
-    assert cupy_dispatch.choose_impl("lstm", steps=100, batch=64, hidden=512, dtype="float32") == "fused_graph"
+        policy.parse_switches("FUSED_GRAPH_AUTO=yes please")
+    smaller = policy.from_switches("GRAPH_MAX_BATCH=32", config)
+    assert smaller.graph_max_batch == 32
+    assert policy.choose_impl("lstm", steps=100, batch=64, hidden=512, dtype="float32", config=smaller) == "fused_graph"
     with pytest.raises(ValueError, match="GRAPH_MAX_BATCH must be 8 or 32 or 64, got '48'"):
-        cupy_dispatch.apply_switches("GRAPH_MAX_BATCH=48")
+        policy.parse_switches("GRAPH_MAX_BATCH=48")
 
 
-def test_registry_variants_are_per_backend(monkeypatch):
-    from arrayrnn import _dispatch as registry
+def test_the_environment_sets_the_process_config(monkeypatch):
+    import subprocess
+    import sys
 
-    assert registry.variants("lstm", "cupy") == ("cluster", "fused", "fused_graph", "graph", "persistent", "tiled")
-    assert registry.variants("lstm", "numpy") == ()
-    assert registry.select("gru", "cupy", "fused") is cupy_kernels.gru_sequence
-    assert registry.select("gru", "cupy", "graph") is cupy_graph.gru_sequence
-    assert registry.select("gru", "cupy", "cluster") is cupy_cluster.gru_sequence
-    assert registry.select("gru", "cupy", "auto") is cupy_dispatch.gru_sequence
+    code = "from arrayrnn._backends.cupy import policy; c = policy.current(); print(c.cluster_auto, c.graph_max_batch)"
+    env = {**__import__("os").environ, "ARRAYRNN_CUPY_DISPATCH": "CLUSTER_AUTO=1,GRAPH_MAX_BATCH=8"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["True", "8"]
+
+
+def test_impl_names_are_per_backend(monkeypatch):
+    from arrayrnn import _dispatch
+
+    assert _dispatch.paths("cupy") == ("cluster", "fused", "fused_graph", "graph", "persistent", "tiled")
+    assert _dispatch.paths("numpy") == ()
+    assert cupy_dispatch.forward_function("fused", "gru") is cupy_kernels.gru_sequence
+    assert cupy_dispatch.forward_function("graph", "gru") is cupy_graph.gru_sequence
+    assert cupy_dispatch.forward_function("cluster", "gru") is cupy_cluster.gru_sequence
+    assert _dispatch.resolve_impl("gru", "cupy", "fused") == "fused"
     with pytest.raises(ValueError, match="impl must be one of auto, generic, fast for lstm on numpy"):
-        registry.select("lstm", "numpy", "graph")  # the keyword is strict
-    monkeypatch.setenv("ARRAYRNN_IMPL", "graph")  # the environment steers where the variant exists
-    assert registry.select("lstm", "numpy") is registry.select("lstm", "numpy", "auto")
-    assert registry.select("lstm", "cupy") is cupy_graph.lstm_sequence
+        _dispatch.resolve_impl("lstm", "numpy", "graph")  # the keyword is strict
+    with pytest.raises(ValueError, match="impl='fast' was asked for, but no fast path for lstm exists on torch"):
+        _dispatch.resolve_impl("lstm", "torch", "fast")
+    monkeypatch.setenv("ARRAYRNN_IMPL", "graph")  # the environment steers where the path exists
+    assert _dispatch.resolve_impl("lstm", "numpy", None) == "auto"
+    assert _dispatch.resolve_impl("lstm", "cupy", None) == "graph"
     monkeypatch.setenv("ARRAYRNN_IMPL", "grpah")
     with pytest.raises(ValueError, match="ARRAYRNN_IMPL must be one of"):
-        registry.select("lstm", "cupy")
-    with pytest.raises(ValueError, match="reserved"):
-        registry.register("lstm", "cupy", ".x", "y", variant="generic")
+        _dispatch.resolve_impl("lstm", "cupy", None)
+
+
+def test_route_names_the_path_and_why():
+    route = cupy_dispatch.route
+    small = fake_cupy.asfake(np.zeros((10, 8, 16), np.float32))
+    large = fake_cupy.asfake(np.zeros((10, 256, 16), np.float32))
+    params = random_params("lstm", 16, 256, seed=0, dtype="float32")
+    assert route("lstm", small, params, {}) == ("graph", "B = 8 <= 64, H = 256 <= 1024: small batch")
+    assert route("lstm", large, params, {}) == ("fused", "B = 256 > 64: cuBLAS per step")
+    projected = random_params("lstm", 16, 256, seed=0, dtype="float32", proj_size=8)
+    assert route("lstm", small, projected, {})[0] == "fused"
+    assert "projection" in route("lstm", small, projected, {})[1]
+    assert route("lstm", small, params, {}, impl="fused") == ("fused", "asked for by impl")
+    half = fake_cupy.asfake(np.zeros((10, 8, 16), np.float16))
+    assert route("lstm", half, params, {}, gradient=True)[0] == "generic"
 
 
 def test_import_arrayrnn_imports_no_gpu_library():

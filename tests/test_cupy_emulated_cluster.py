@@ -273,29 +273,25 @@ def test_emulator_cluster_barrier_and_distributed_shared_memory():
 def test_auto_choice_with_cluster_auto():
     """Pure choice: off by default; on, "cluster" where the GPU has clusters, the small-batch path would run and
     the shape fits one cluster; the gradient only where its gate gradients fit too."""
-    from arrayrnn._backends import cupy as cupy_dispatch
+    from arrayrnn._backends.cupy import policy
 
-    choose, shared = cupy_dispatch.choose_impl, 227 * 1024
+    choose, shared = policy.choose_impl, 227 * 1024
     small = {"steps": 100, "batch": 32, "hidden": 128, "dtype": "float32"}
-    assert choose("lstm", **small, cluster_shared=shared) == cupy_dispatch.SMALL_BATCH_IMPL  # CLUSTER_AUTO off
-    previous = cupy_dispatch.CLUSTER_AUTO
-    try:
-        cupy_dispatch.CLUSTER_AUTO = True
+    assert choose("lstm", **small, cluster_shared=shared) == policy.current().small_batch_impl  # cluster_auto off
+    with policy.configured(cluster_auto=True) as config:
         assert choose("lstm", **small, cluster_shared=shared) == "cluster"
-        assert choose("lstm", **small) == cupy_dispatch.SMALL_BATCH_IMPL  # no clusters on this GPU
+        assert choose("lstm", **small) == config.small_batch_impl  # no clusters on this GPU
         assert choose("gru", **small, cluster_shared=shared, linear_before_reset=False) != "cluster"
         assert choose("lstm", steps=100, batch=64, hidden=512, dtype="float32", cluster_shared=shared) != "cluster"
         assert choose("lstm", steps=100, batch=256, hidden=128, dtype="float32", cluster_shared=shared) == "fused"
-        grad = cupy_dispatch.grad_choice
+        grad = policy.grad_choice
         assert grad("lstm", "cluster", batch=32, hidden=128, dtype="float32", cluster_shared=shared) == "cluster"
         # B = 64, H = 128: the forward fits, the backward's 2 x 64 x 512 gate gradients do not
         assert choose("lstm", steps=10, batch=64, hidden=128, dtype="float32", cluster_shared=shared) == "cluster"
         assert grad("lstm", "cluster", batch=64, hidden=128, dtype="float32", cluster_shared=shared) == (
-            cupy_dispatch.GRAD_SMALL_BATCH_IMPL
+            config.grad_small_batch_impl
         )
         assert grad("lstm", "fused", batch=300, hidden=128, dtype="float32") == "fused"
-    finally:
-        cupy_dispatch.CLUSTER_AUTO = previous
 
 
 @pytest.mark.parametrize("capability", ["90", "80"])
@@ -303,13 +299,13 @@ def test_auto_runs_the_cluster_path_when_enabled(monkeypatch, capability):
     """Through ar.lstm / ar.vjp with impl="auto" on the stand-in: the cluster kernels run (or, without clusters,
     the graph kernels) and agree with the generic core."""
     from arrayrnn._backends import cupy as cupy_dispatch
+    from arrayrnn._backends.cupy import policy
     from tests import test_cupy_emulated
 
     monkeypatch.setitem(MODULES, "auto", cupy_dispatch)
     monkeypatch.setitem(test_cupy_emulated.IMPLS, "auto", cupy_dispatch)
-    with fake_cupy.installed(monkeypatch) as fake:
+    with fake_cupy.installed(monkeypatch) as fake, policy.configured(cluster_auto=True):
         fake.compute_capability = capability
-        monkeypatch.setattr(cupy_dispatch, "CLUSTER_AUTO", True)
         monkeypatch.setattr(cupy_cluster, "THREADS", 64)
         params, x, state = _problem("lstm", {}, "float64", 4, 3, 2, 5, seed=9)
         options = {"coupled": False, "clip": None}

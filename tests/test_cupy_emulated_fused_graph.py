@@ -298,9 +298,9 @@ def test_gradient_without_dy_has_its_own_backward_graph(monkeypatch):
 
 
 def test_gradient_eager_mode_and_registry(monkeypatch):
-    from arrayrnn import _dispatch as registry
+    from arrayrnn._backends import cupy as cupy_dispatch
 
-    assert registry.select_vjp("gru", "cupy", "fused_graph") is cupy_grad_fused_graph.sequence_vjp
+    assert cupy_dispatch.gradient_function("fused_graph") is cupy_grad_fused_graph.sequence_vjp
     monkeypatch.setattr(cupy_graph, "CAPTURE", False)
     with fake_cupy.installed(monkeypatch) as fake:
         params, x, state = _problem("rnn", {}, "float64", 3, 2, 3, 4, seed=33)

@@ -16,11 +16,13 @@ import numpy as np
 import pytest
 
 import arrayrnn as ar
-from arrayrnn import _dispatch as registry
+from arrayrnn import _dispatch
 from arrayrnn._backends import cupy as cupy_dispatch
+from arrayrnn._backends import numpy as numpy_backend
 from arrayrnn._backends.cupy import grad_fused as cupy_grad
 from arrayrnn._backends.cupy import grad_graph as cupy_grad_graph
 from arrayrnn._backends.cupy import graph as cupy_graph
+from arrayrnn._backends.cupy import policy
 from arrayrnn._backends.cupy.experimental import grad_fused_graph as cupy_grad_fused_graph
 from arrayrnn._core import backward as core
 from arrayrnn.backend import map_arrays
@@ -244,28 +246,32 @@ def test_backward_launches_per_step(monkeypatch):
 
 
 # ------------------------------------------------------------------------------------------------
-# the hook in the registry and in ar.vjp
+# the gradient hook and ar.vjp
 
 
-def test_registry_selects_the_gradient_path(monkeypatch):
+def test_the_hook_selects_the_gradient_path(monkeypatch):
     monkeypatch.delenv("ARRAYRNN_IMPL", raising=False)
-    for impl in (None, "auto", "fast"):
-        assert registry.select_vjp("lstm", "cupy", impl) is cupy_dispatch.sequence_vjp
-    assert registry.select_vjp("lstm", "cupy", "fused") is cupy_grad.sequence_vjp
-    assert registry.select_vjp("lstm", "cupy", "graph") is cupy_grad_graph.sequence_vjp
-    assert registry.select_vjp("lstm", "cupy", "generic") is None
+    with fake_cupy.installed(monkeypatch):
+        params, x, _ = _problem("lstm", {}, "float32", 3, 2, 2, 4, seed=0)
+        fake_x, fake_params = fake_cupy.asfake(x), map_arrays(fake_cupy.asfake, params)
+        route = cupy_dispatch.route
+        for impl in ("auto", "fast"):
+            assert route("lstm", fake_x, fake_params, {}, impl=impl, gradient=True)[0] == "graph"
+        assert route("lstm", fake_x, fake_params, {}, impl="fused", gradient=True)[0] == "fused"
+        assert route("lstm", fake_x, fake_params, {}, impl="tiled", gradient=True)[0] == "graph"  # no tiled gradient
+        assert cupy_dispatch.gradient_function("fused") is cupy_grad.sequence_vjp
+        assert cupy_dispatch.gradient_function("graph") is cupy_grad_graph.sequence_vjp
+        assert cupy_dispatch.gradient_function("tiled") is None
     monkeypatch.setenv("ARRAYRNN_IMPL", "graph")
-    assert registry.select_vjp("gru", "cupy") is cupy_grad_graph.sequence_vjp
-    assert registry.select_vjp("gru", "numpy", "auto") is None
-    monkeypatch.setenv("ARRAYRNN_IMPL", "generic")
-    assert registry.select_vjp("rnn", "cupy") is None
+    assert _dispatch.resolve_impl("gru", "cupy", None) == "graph"
+    assert _dispatch.resolve_impl("gru", "numpy", None) == "auto"
 
 
 CALLS: list[str] = []
 
 
-def counting_vjp(xp, kind, x, params, state, lengths, reverse, options):
-    """A stand-in gradient path for NumPy: the generic core, counted; declines unbatched-looking B == 1."""
+def counting_vjp(kind, xp, x, params, state, lengths, reverse, options, *, impl="auto"):
+    """A stand-in gradient hook for NumPy: the generic core, counted; declines unbatched-looking B == 1."""
     CALLS.append(kind)
     if x.shape[1] == 1:
         return None
@@ -275,7 +281,7 @@ def counting_vjp(xp, kind, x, params, state, lengths, reverse, options):
 
 def test_vjp_uses_a_registered_path_unless_generic_and_falls_back_when_declined(monkeypatch):
     monkeypatch.delenv("ARRAYRNN_IMPL", raising=False)
-    monkeypatch.setitem(registry._VJPS, ("gru", "numpy", None), (__name__, "counting_vjp"))
+    monkeypatch.setattr(numpy_backend, "sequence_vjp", counting_vjp)
     CALLS.clear()
     params = ar.init_gru(3, 4, seed=1, backend="numpy", dtype="float64")
     rng = np.random.default_rng(0)
@@ -310,8 +316,8 @@ def _view(a):
 END_TO_END_IMPL = {"impl": "fused"}
 
 
-def emulated_cupy_vjp(xp, kind, x, params, state, lengths, reverse, options):
-    """Registered for NumPy in the test below: NumPy arrays viewed as the stand-in's device arrays."""
+def emulated_cupy_vjp(kind, xp, x, params, state, lengths, reverse, options, *, impl="auto"):
+    """NumPy's gradient hook in the test below: NumPy arrays viewed as the stand-in's device arrays."""
     CALLS.append(kind)
     recorded = MODULES[END_TO_END_IMPL["impl"]].sequence_vjp(
         xp, kind, _view(x), map_arrays(_view, params), tuple(_view(s) for s in state), _view(lengths), reverse, options
@@ -340,8 +346,7 @@ def test_vjp_end_to_end_layouts_and_models(monkeypatch, impl):
     monkeypatch.setitem(END_TO_END_IMPL, "impl", impl)
     rng = np.random.default_rng(17)
     with fake_cupy.installed(monkeypatch):
-        for kind in ("lstm", "gru", "rnn"):
-            monkeypatch.setitem(registry._VJPS, (kind, "numpy", None), (__name__, "emulated_cupy_vjp"))
+        monkeypatch.setattr(numpy_backend, "sequence_vjp", emulated_cupy_vjp)
         CALLS.clear()
         # batch_first with lengths, reverse and an initial state; then an unbatched call without state
         projection = {"proj_size": 4} if impl == "fused" else {}  # graph: no projection
@@ -445,12 +450,11 @@ def test_dispatch_picks_graph_at_small_batch(monkeypatch):
     for name, module in MODULES.items():
         real = module.sequence_vjp
         monkeypatch.setattr(module, "sequence_vjp", lambda *a, name=name, real=real: calls.append(name) or real(*a))
-    monkeypatch.setattr(cupy_dispatch, "GRAPH_MAX_BATCH", 4)
-    with fake_cupy.installed(monkeypatch):
+    with fake_cupy.installed(monkeypatch), policy.configured(graph_max_batch=4):
         for batch in (2, 6):
             params, x, state = _problem("rnn", {}, "float64", 3, batch, 2, 4, seed=batch)
             args = (fake_cupy.asfake(x), map_arrays(fake_cupy.asfake, params), (fake_cupy.asfake(state[0]),))
-            cupy_dispatch.sequence_vjp(None, "rnn", *args, None, False, {"nonlinearity": "tanh"})
+            cupy_dispatch.sequence_vjp("rnn", None, *args, None, False, {"nonlinearity": "tanh"})
     assert calls == ["graph", "fused"]
 
 

@@ -273,11 +273,11 @@ def test_failed_capture_leaves_no_stream_capturing(backend, monkeypatch):
 
 def test_auto_picks_by_batch_and_matches(backend, monkeypatch):
     _require_cupy(backend)
-    from arrayrnn._backends import cupy as cupy_dispatch
+    from arrayrnn._backends.cupy import policy
 
     chosen = []
-    real = cupy_dispatch.choose_impl
-    monkeypatch.setattr(cupy_dispatch, "choose_impl", lambda *a, **k: chosen.append(real(*a, **k)) or chosen[-1])
+    real = policy.choose_impl
+    monkeypatch.setattr(policy, "choose_impl", lambda *a, **k: chosen.append(real(*a, **k)) or chosen[-1])
     for batch in (2, 300):
         params, x, state = _problem("lstm", {}, "float32", 6, batch, 8, 16, seed=batch)
         got = _run(backend, "lstm", params, x, state, "auto")
@@ -285,9 +285,10 @@ def test_auto_picks_by_batch_and_matches(backend, monkeypatch):
         _assert_same(backend, "lstm", got, want, "float32", 6)
     # the small-batch path (the cluster path where CLUSTER_AUTO is on and the GPU has clusters), then fused (the
     # tiled kernels where TILED_AUTO is on; the fused loop as a CUDA graph where FUSED_GRAPH_AUTO is)
-    small = "cluster" if cupy_dispatch.CLUSTER_AUTO and _has_clusters() else cupy_dispatch.SMALL_BATCH_IMPL
-    large = "fused_graph" if cupy_dispatch.FUSED_GRAPH_AUTO else "fused"
-    assert chosen == [small, "tiled" if cupy_dispatch.TILED_AUTO else large]
+    config = policy.current()
+    small = "cluster" if config.cluster_auto and _has_clusters() else config.small_batch_impl
+    large = "fused_graph" if config.fused_graph_auto else "fused"
+    assert chosen == [small, "tiled" if config.tiled_auto else large]
 
 
 def test_fused_graph_replays_sees_in_place_updates_and_runs_on_any_stream(backend):

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 import arrayrnn as ar
-from arrayrnn._backends import cupy as cupy_dispatch
 from arrayrnn._backends.cupy import grad_fused as cupy_grad
 from arrayrnn._backends.cupy import grad_graph as cupy_grad_graph
+from arrayrnn._backends.cupy import policy
 from arrayrnn._backends.cupy.experimental import grad_cluster as cupy_grad_cluster
 from arrayrnn._backends.cupy.experimental import grad_fused_graph as cupy_grad_fused_graph
 from tests.support import random_params, tolerance
@@ -56,12 +56,13 @@ def _auto_path(kind, steps, batch, hidden, dtype="float32", linear_before_reset=
     "fused_graph")."""
     from arrayrnn._backends.cupy.experimental import cluster as cupy_cluster
 
-    shared = cupy_cluster.cluster_shared_limit() if cupy_dispatch.CLUSTER_AUTO else 0
-    forward = cupy_dispatch.choose_impl(
-        kind, steps=steps * cupy_dispatch.GRAD_BUFFER_FACTOR, batch=batch, hidden=hidden, dtype=dtype,
+    config = policy.current()
+    shared = cupy_cluster.cluster_shared_limit() if config.cluster_auto else 0
+    forward = policy.choose_impl(
+        kind, steps=steps * config.grad_buffer_factor, batch=batch, hidden=hidden, dtype=dtype,
         cluster_shared=shared, linear_before_reset=linear_before_reset,
     )  # fmt: skip
-    return cupy_dispatch.grad_choice(kind, forward, batch=batch, hidden=hidden, dtype=dtype, cluster_shared=shared)
+    return policy.grad_choice(kind, forward, batch=batch, hidden=hidden, dtype=dtype, cluster_shared=shared)
 
 
 @pytest.fixture(autouse=True)
@@ -152,7 +153,8 @@ def test_larger_shapes(backend, fast_calls, kind, options, shape, impl):
         "auto": _auto_path(kind, steps, batch, hidden, linear_before_reset=options.get("linear_before_reset", True)),
     }
     # the rule itself: a small-batch path (or, with CLUSTER_AUTO, the cluster one) at small batch, fused beyond
-    assert expected["auto"] in ((cupy_dispatch.GRAD_SMALL_BATCH_IMPL, "cluster") if small else ("fused", "fused_graph"))
+    small_paths = (policy.current().grad_small_batch_impl, "cluster")
+    assert expected["auto"] in (small_paths if small else ("fused", "fused_graph"))
     assert fast_calls == [(expected[impl], True)]
 
 

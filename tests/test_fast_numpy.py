@@ -17,9 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import arrayrnn as ar
+from arrayrnn import _dispatch
 from arrayrnn._backends import numpy as numpy_loop
-from arrayrnn._core.sequence import GENERIC
-from arrayrnn._dispatch import select
 from tests import reference
 from tests.support import Backend, random_params, tolerance
 from tests.variants import variant_id as _ids
@@ -178,12 +177,11 @@ def test_property_fast_equals_generic(kind, steps, lengths, reverse, chunk_bytes
 
 @pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
 def test_registered_for_numpy_and_switchable_off(kind, monkeypatch):
-    fast = getattr(numpy_loop, f"{kind}_sequence")
-    assert select(kind, "numpy") is fast
-    assert select(kind, "numpy", "fast") is fast
-    assert select(kind, "numpy", "generic") is GENERIC[kind]
+    assert _dispatch.hooks("numpy") is numpy_loop
+    assert _dispatch.resolve_impl(kind, "numpy", None) == "auto"
+    assert _dispatch.resolve_impl(kind, "numpy", "fast") == "fast"
     monkeypatch.setenv("ARRAYRNN_IMPL", "generic")
-    assert select(kind, "numpy") is GENERIC[kind]
+    assert _dispatch.resolve_impl(kind, "numpy", None) == "generic"
     monkeypatch.delenv("ARRAYRNN_IMPL")
 
     # through the public function: a broken fast path is used by default and bypassed by impl="generic"

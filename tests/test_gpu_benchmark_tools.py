@@ -83,10 +83,10 @@ def test_table_ratios_bold_mismatch_and_targets(table):
 def test_table_merges_runs_and_follows_the_current_heuristic(table):
     """A row comes whole from the first run that timed cuDNN for it (marked with its run letter); where a run's
     auto chose another path than today's heuristic, the auto column shows that path's measurement, marked †."""
-    from arrayrnn._backends import cupy as cupy_dispatch
+    from arrayrnn._backends.cupy import policy
 
     small = (100, 1, 64, 256)  # today's heuristic: the small-batch path
-    current = cupy_dispatch.SMALL_BATCH_IMPL
+    current = policy.current().small_batch_impl
     other = "persistent" if current == "graph" else "graph"
     newer = {
         "results": [
@@ -218,7 +218,7 @@ def test_decide_ranks_switch_combinations_on_the_run(monkeypatch):
     """A run where fused_graph beats fused at B = 256 and cluster beats graph at B = 1: the combination with both
     switches on meets the most targets; a path the run did not time counts as unknown, not as met."""
     decide = _load("gpu_decide")
-    from arrayrnn._backends import cupy as cupy_dispatch
+    from arrayrnn._backends.cupy import policy
 
     small, large, mid = (100, 1, 64, 256), (100, 256, 1024, 1024), (100, 128, 256, 512)
     ok = {"ok": True, "rel_diff": 1e-7}
@@ -244,9 +244,9 @@ def test_decide_ranks_switch_combinations_on_the_run(monkeypatch):
         ],
     }
     monkeypatch.setattr(decide, "SWITCHES", {"CLUSTER_AUTO": (False, True), "FUSED_GRAPH_AUTO": (False, True)})
-    before = (cupy_dispatch.CLUSTER_AUTO, cupy_dispatch.FUSED_GRAPH_AUTO)
+    before = policy.current()
     ranked = decide.rank([data])
-    assert (cupy_dispatch.CLUSTER_AUTO, cupy_dispatch.FUSED_GRAPH_AUTO) == before, "the switches are put back"
+    assert policy.current() is before, "the switches are put back"
     best, result = ranked[0]
     assert best == {"CLUSTER_AUTO": True, "FUSED_GRAPH_AUTO": True}
     assert decide.environment(best) == "CLUSTER_AUTO=1,FUSED_GRAPH_AUTO=1"  # for ARRAYRNN_CUPY_DISPATCH

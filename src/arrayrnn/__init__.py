@@ -19,6 +19,7 @@ from .backend import (
 )
 from .cells import gru_cell, lstm_cell, rnn_cell
 from .grad import vjp
+from .introspect import explain
 from .io import load, save
 from .models import GRU, LSTM, RNN
 from .params import GRUParams, LSTMParams, RNNParams, init_gru, init_lstm, init_rnn
@@ -38,6 +39,7 @@ __all__ = [
     "__version__",
     "available_backends",
     "convert",
+    "explain",
     "get_backend",
     "gru",
     "gru_cell",

@@ -1,21 +1,7 @@
 """Dask: a batch-chunked dask array runs block by block through its chunks' own implementation.
 
-Recurrence is sequential in time but independent across the batch, so each batch block of ``x`` is an
-ordinary NumPy (or CuPy) call of the public sequence function: the lazy result holds one task per
-block, and every block's numbers are exactly what that call gives on the block alone.
-
-Layout of the graph built here, for ``n`` batch blocks:
-
-* one key holding the params object (NumPy/CuPy params), or one task assembling it from single-chunk
-  dask params: a scheduler sends it to each worker once, not once per block;
-* ``n`` block tasks ``run_block(params, x_k, state_k..., lengths_k) -> (y_k, *final_state_k)``;
-* ``n`` cheap ``getitem`` tasks per output (``y`` and each final state), so every output is an ordinary
-  dask array chunked over the batch like ``x``.
-
-Requirements: ``x`` has its time and feature axes in one chunk each (recurrence crosses time, the
-input projection crosses features). ``state`` and ``lengths`` may be dask arrays (rechunked lazily to
-``x``'s batch chunks when they differ) or arrays of the chunks' backend (chunked here). Nothing is
-computed while the graph is built: values (``lengths`` in ``[0, T]``) are checked inside the blocks.
+``x`` needs its time and feature axes in one chunk each; each block's numbers are exactly those of the NumPy
+(or CuPy) call on that block alone. The layout of the graph: ``benchmarks/NOTES.md``.
 """
 
 from __future__ import annotations
@@ -30,10 +16,9 @@ from typing import Any, Optional
 import array_api_compat
 import numpy as np
 
-from ._dispatch import select
+from ._dispatch import resolve_impl
 from ._validate import PARAMS_CLASSES, _state_names, _state_tuple, prepare_sequence
 from .backend import BackendMismatchError, backend_name, map_arrays
-from .sequence import run_sequence
 
 Array = Any
 
@@ -187,6 +172,7 @@ def run_block(
     params: Any,
     x: Array,
     *rest: Array,
+    run_sequence: Any,
     kind: str,
     n_states: int,
     has_lengths: bool,
@@ -195,7 +181,8 @@ def run_block(
     impl: Optional[str],
     options: dict[str, Any],
 ) -> tuple[Array, ...]:
-    """One batch block through the ordinary (NumPy/CuPy) sequence function: ``(y, *final_state)``."""
+    """One batch block through ``run_sequence`` (``arrayrnn.sequence.run_sequence``, on the block's NumPy/CuPy
+    arrays): ``(y, *final_state)``."""
     states = rest[:n_states]
     lengths = rest[n_states] if has_lengths else None
     state: Any = None
@@ -316,6 +303,7 @@ def batch_lengths(xp: Any, lengths: Any, batch_chunks: tuple[int, ...]) -> Optio
 
 
 def run_dask(
+    run_sequence: Any,
     kind: str,
     x: Any,
     params: Any,
@@ -327,7 +315,8 @@ def run_dask(
     impl: Optional[str],
     options: dict[str, Any],
 ) -> tuple[Any, tuple[Any, ...]]:
-    """``run_sequence`` for a dask ``x``: lazy ``y`` and final states, chunked over the batch like ``x``."""
+    """``run_sequence`` (passed in: this module sits below the public layer) for a dask ``x``: lazy ``y`` and
+    final states, chunked over the batch like ``x``."""
     states = _state_tuple(kind, state, "state") or ()
     chunks, xp = check_dask_inputs(kind, x, params, states, lengths)
     # every other check is the ordinary one, run on data-free stand-ins of the blocks' backend
@@ -341,7 +330,7 @@ def run_dask(
         reverse,
         options,
     )
-    select(kind, chunks, impl)  # an unknown impl fails now, not when the blocks run
+    resolve_impl(kind, chunks, impl)  # an unknown impl fails now, not when the blocks run
     batch_axis = _check_chunks(x, batch_first)
 
     unbatched = batch_axis is None
@@ -359,6 +348,7 @@ def run_dask(
     state_shapes = [(size,) if unbatched else (batch, size) for size in state_sizes]
     function = functools.partial(
         run_block,
+        run_sequence=run_sequence,
         kind=kind,
         n_states=len(states),
         has_lengths=lengths_input is not None,
@@ -388,15 +378,14 @@ def run_stack_block(
     params: Any,
     x: Array,
     *rest: Array,
+    run_stack: Any,
     sequence_function: Any,
     n_states: int,
     has_lengths: bool,
     batch_first: bool,
     options: dict[str, Any],
 ) -> tuple[Array, ...]:
-    """One batch block through every layer and direction (``models.run_stack``): ``(y, *final_state)``."""
-    from .models import run_stack
-
+    """One batch block through every layer and direction (``run_stack``, passed in): ``(y, *final_state)``."""
     states = rest[:n_states]
     lengths = rest[n_states] if has_lengths else None
     state: Any = None
@@ -416,6 +405,7 @@ def _kind_of(params: Any) -> str:
 
 
 def run_stack_dask(
+    run_stack: Any,
     sequence_function: Any,
     x: Any,
     params: Any,
@@ -425,7 +415,8 @@ def run_stack_dask(
     batch_first: bool = False,
     **options: Any,
 ) -> tuple[Any, Any]:
-    """``models.run_stack`` for a dask ``x``: the whole stack runs per batch block, one task per block.
+    """``run_stack`` (``models.run_stack``, passed in) for a dask ``x``: the whole stack runs per batch block, one
+    task per block.
 
     Same arguments and results as ``run_stack`` (``state`` ``(L*D, B, ·)`` arrays, their batch on axis
     1); the model has checked the params stack and the state shapes already.
@@ -441,7 +432,7 @@ def run_stack_dask(
         (f"params[{layer}][{d}]", p) for layer, layer_params in enumerate(params) for d, p in enumerate(layer_params)
     ]
     check_params_placement(named, chunks)
-    select(kind, chunks, options.get("impl"))  # an unknown impl fails now, not when the blocks run
+    resolve_impl(kind, chunks, options.get("impl"))  # an unknown impl fails now, not when the blocks run
     kind_options = {key: value for key, value in options.items() if key != "impl"}
     prepare_sequence(
         kind,
@@ -471,6 +462,7 @@ def run_stack_dask(
     state_shapes = [(stacked, size) if unbatched else (stacked, batch, size) for size in sizes]
     function = functools.partial(
         run_stack_block,
+        run_stack=run_stack,
         sequence_function=sequence_function,
         n_states=len(states),
         has_lengths=lengths_input is not None,

@@ -1,144 +1,138 @@
-"""Which implementation runs a sequence function: a registered fast path or the generic core.
+"""Which code runs a sequence call: the backend package's hook, or the generic core (the reference).
 
-A fast path is registered for a (cell kind, backend name) pair by naming the module that defines
-it, so nothing is imported until a call on that backend needs it. Every fast path has the same
-signature as the generic functions in ``_core/sequence.py`` and must agree with them to float
-tolerance. ``impl="generic"`` (keyword) or ``ARRAYRNN_IMPL=generic`` turns fast paths off, so a
-difference can always be bisected.
-
-A backend may also register *named variants* (e.g. CuPy's "fused" and "graph") that ``impl=`` can ask
-for directly; its default fast path then chooses among them per call. ``ARRAYRNN_IMPL`` naming a
-variant applies where that variant exists and means "auto" elsewhere, so one setting can steer a
-whole test run; the ``impl=`` keyword is strict.
-
-Gradients (``ar.vjp`` of a sequence function, and so of a model's layers) have their own, smaller hook:
-``register_vjp(kind, backend, ...)`` names a function that runs a recording forward pass and returns a
-backward pass (see :func:`register_vjp`); :func:`select_vjp` picks it for every ``impl`` except
-``"generic"``, which keeps the generic recording core (``_core/backward.py``, the reference).
+Each backend package (``_backends/<name>``) exposes the same hook: ``sequence``, ``sequence_vjp`` and ``explain``,
+each declining with ``None`` / ``"generic"`` where it has no path. ``impl="generic"`` (or ``ARRAYRNN_IMPL``) always
+runs the core, so any difference can be bisected. Every decision is logged at DEBUG on the ``arrayrnn`` logger.
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
 import os
-from collections.abc import Callable
+from types import ModuleType
 from typing import Any, Optional
 
+from ._core import backward as core_backward
 from ._core.sequence import GENERIC
 
-#: (kind, backend) -> (module path, function name) of the fast path
-_REGISTRY: dict[tuple[str, str], tuple[str, str]] = {}
-#: (kind, backend, variant) -> (module path, function name) of a named variant
-_VARIANTS: dict[tuple[str, str, str], tuple[str, str]] = {}
+Array = Any
 
-#: (kind, backend, variant or None for the default) -> (module path, function name) of a gradient fast path
-_VJPS: dict[tuple[str, str, Optional[str]], tuple[str, str]] = {}
-
+#: ``impl`` values every backend accepts; a backend's hook adds its path names (``paths()``)
 IMPLS = ("auto", "generic", "fast")
+#: backend name -> the package whose hook runs its fast paths
+BACKEND_PACKAGES = {"numpy": "arrayrnn._backends.numpy", "cupy": "arrayrnn._backends.cupy"}
+#: the environment variable that sets the default ``impl``
+IMPL_ENV = "ARRAYRNN_IMPL"
+
+logger = logging.getLogger("arrayrnn")
 
 
-def register(kind: str, backend: str, module: str, function: str, *, variant: Optional[str] = None) -> None:
-    """Declare that ``module.function`` runs ``kind`` sequences on ``backend``.
+def hooks(backend: str) -> Optional[ModuleType]:
+    """The hook package of ``backend`` (imported on first use), or ``None`` where it has no fast path."""
+    name = BACKEND_PACKAGES.get(backend)
+    return None if name is None else importlib.import_module(name)
 
-    With ``variant``, register a named alternative that ``impl=variant`` selects instead of the default.
+
+def paths(backend: str) -> tuple[str, ...]:
+    """The path names ``impl=`` accepts on ``backend`` besides ``"auto"``, ``"generic"`` and ``"fast"``."""
+    package = hooks(backend)
+    return () if package is None else package.paths()
+
+
+def _known_anywhere(name: str) -> bool:
+    return any(name in paths(backend) for backend in BACKEND_PACKAGES)
+
+
+def resolve_impl(kind: str, backend: str, impl: Optional[str]) -> str:
+    """The ``impl`` a call runs with: the keyword, else ``$ARRAYRNN_IMPL``, else ``"auto"``; checked.
+
+    The keyword is strict: a name this backend does not have raises ``ValueError``. The environment variable may
+    name another backend's path (one setting steers a whole run): it then means ``"auto"`` here.
     """
-    if variant is None:
-        _REGISTRY[(kind, backend)] = (module, function)
-    else:
-        if variant in IMPLS:
-            raise ValueError(f"variant name {variant!r} is reserved")
-        _VARIANTS[(kind, backend, variant)] = (module, function)
-
-
-def variants(kind: str, backend: str) -> tuple[str, ...]:
-    """The named variants registered for ``kind`` on ``backend``."""
-    return tuple(sorted(v for (k, b, v) in _VARIANTS if k == kind and b == backend))
-
-
-def _load(entry: tuple[str, str]) -> Callable[..., Any]:
-    module, function = entry
-    return getattr(importlib.import_module(module, package=__package__), function)
-
-
-def select(kind: str, backend: str, impl: Optional[str] = None) -> Callable[..., Any]:
-    """The function that runs ``kind`` on ``backend`` for the requested ``impl``.
-
-    ``impl``: ``None`` (use ``$ARRAYRNN_IMPL``, default ``"auto"``), ``"auto"`` (the fast path
-    when one is registered, else generic), ``"generic"``, ``"fast"`` (error if none exists), or the
-    name of a variant registered for this kind and backend.
-    """
-    chosen = impl if impl is not None else os.environ.get("ARRAYRNN_IMPL", "auto")
-    here = variants(kind, backend)
-    if chosen not in IMPLS and chosen not in here:
-        known_elsewhere = any(v == chosen for (_, _, v) in _VARIANTS)
-        if impl is None and known_elsewhere:
-            chosen = "auto"  # the environment names another backend's variant
-        else:
-            source = "impl" if impl is not None else "ARRAYRNN_IMPL"
-            raise ValueError(
-                f"{source} must be one of {', '.join(IMPLS + here)} for {kind} on {backend}, got {chosen!r}"
-            )
-    if chosen in here:
-        return _load(_VARIANTS[(kind, backend, chosen)])
-    if chosen == "generic":
-        return GENERIC[kind]
-    entry = _REGISTRY.get((kind, backend))
-    if entry is None:
-        if chosen == "fast":
+    chosen = impl if impl is not None else os.environ.get(IMPL_ENV, "auto")
+    here = paths(backend)
+    if chosen in IMPLS or chosen in here:
+        if chosen == "fast" and hooks(backend) is None:
             raise ValueError(f"impl='fast' was asked for, but no fast path for {kind} exists on {backend}")
-        return GENERIC[kind]
-    return _load(entry)
+        return chosen
+    if impl is None and _known_anywhere(chosen):
+        return "auto"
+    source = "impl" if impl is not None else IMPL_ENV
+    raise ValueError(f"{source} must be one of {', '.join(IMPLS + here)} for {kind} on {backend}, got {chosen!r}")
 
 
-def register_vjp(kind: str, backend: str, module: str, function: str, *, variant: Optional[str] = None) -> None:
-    """Declare that ``module.function`` runs ``ar.vjp`` of ``kind`` sequences on ``backend``.
-
-    With ``variant``, the gradient path that ``impl=variant`` selects (a forward variant's name: the same
-    ``impl`` then steers both); without, the default for every other ``impl`` but ``"generic"``.
-
-    The function takes ``(xp, kind, x, params, state, lengths, reverse, options)`` (validated and
-    normalised as for every sequence implementation; ``options`` the cell options) and returns
-    ``(y, final_state, backward)`` with ``backward(dy or None, d_final) -> (dx, dparams, d_state)`` as in
-    ``_core/backward.backward``, or ``None`` to decline the call (the generic core then runs).
-    """
-    if variant in IMPLS:
-        raise ValueError(f"variant name {variant!r} is reserved")
-    _VJPS[(kind, backend, variant)] = (module, function)
+def _log(kind: str, backend: str, what: str, path: str, reason: str) -> None:
+    logger.debug("%s %s on %s: %s (%s)", what, kind, backend, path, reason)
 
 
-def select_vjp(kind: str, backend: str, impl: Optional[str] = None) -> Optional[Callable[..., Any]]:
-    """The gradient fast path for ``kind`` on ``backend``, or ``None`` for the generic recording core.
-
-    Call :func:`select` first (it checks ``impl``). ``"generic"`` (keyword or ``$ARRAYRNN_IMPL``) gives
-    ``None``; a variant name gives that gradient variant where one is registered; every other choice
-    (``"auto"``, ``"fast"``, a variant without a gradient counterpart) gives the default gradient path,
-    or ``None`` where the backend has none.
-    """
-    chosen = impl if impl is not None else os.environ.get("ARRAYRNN_IMPL", "auto")
-    if chosen == "generic":
-        return None
-    entry = _VJPS.get((kind, backend, chosen)) or _VJPS.get((kind, backend, None))
-    return None if entry is None else _load(entry)
+def _explain(kind: str, backend: str, x: Array, params: Any, options: dict[str, Any], impl: str,
+             gradient: bool) -> tuple[str, str]:  # fmt: skip
+    if impl == "generic":
+        return "generic", "impl='generic' asked for the array-API core"
+    package = hooks(backend)
+    if package is None:
+        return "generic", f"{backend} has no fast path: the array-API core runs"
+    return package.explain(kind, x, params, options, impl=impl, gradient=gradient)
 
 
-# CuPy: "auto"/"fast" choose per call (cupy_dispatch); "fused", "fused_graph", "graph", "tiled", "persistent" and
-# "cluster" name the paths.
-for _kind in ("rnn", "lstm", "gru"):
-    register(_kind, "cupy", "._backends.cupy", f"{_kind}_sequence")
-    register(_kind, "cupy", "._backends.cupy.fused", f"{_kind}_sequence", variant="fused")
-    register(_kind, "cupy", "._backends.cupy.experimental.fused_graph", f"{_kind}_sequence", variant="fused_graph")
-    register(_kind, "cupy", "._backends.cupy.graph", f"{_kind}_sequence", variant="graph")
-    register(_kind, "cupy", "._backends.cupy.experimental.tiled", f"{_kind}_sequence", variant="tiled")
-    register(_kind, "cupy", "._backends.cupy.experimental.persistent", f"{_kind}_sequence", variant="persistent")
-    register(_kind, "cupy", "._backends.cupy.experimental.cluster", f"{_kind}_sequence", variant="cluster")
-    register_vjp(_kind, "cupy", "._backends.cupy", "sequence_vjp")
-    register_vjp(_kind, "cupy", "._backends.cupy.grad_fused", "sequence_vjp", variant="fused")
-    register_vjp(_kind, "cupy", "._backends.cupy.experimental.grad_fused_graph", "sequence_vjp", variant="fused_graph")
-    register_vjp(_kind, "cupy", "._backends.cupy.grad_graph", "sequence_vjp", variant="graph")
-    register_vjp(_kind, "cupy", "._backends.cupy.grad_graph", "sequence_vjp_persistent", variant="persistent")
-    register_vjp(_kind, "cupy", "._backends.cupy.experimental.grad_cluster", "sequence_vjp", variant="cluster")
+def explain(kind: str, backend: str, x: Array, params: Any, options: dict[str, Any], impl: Optional[str],
+            gradient: bool = False) -> str:  # fmt: skip
+    """``"<backend>: <path> (<reason>)"`` for a validated, time-major call (``x (T, B, I)``)."""
+    chosen = resolve_impl(kind, backend, impl)
+    path, reason = _explain(kind, backend, x, params, options, chosen, gradient)
+    return f"{backend}: {path} ({reason})" if path != "generic" else f"generic: {reason}"
 
 
-# NumPy: the preallocated, chunked loop (with the optional numba kernels inside it).
-for _kind in ("rnn", "lstm", "gru"):
-    register(_kind, "numpy", "._backends.numpy", f"{_kind}_sequence")
+def sequence(
+    kind: str,
+    xp: Any,
+    backend: str,
+    x: Array,
+    params: Any,
+    state: tuple[Array, ...],
+    lengths: Optional[Array],
+    reverse: bool,
+    options: dict[str, Any],
+    impl: Optional[str],
+) -> tuple[Array, tuple[Array, ...]]:
+    """Run one validated, time-major layer: the backend's hook, else (it declined) the generic core."""
+    chosen = resolve_impl(kind, backend, impl)
+    if logger.isEnabledFor(logging.DEBUG):
+        _log(kind, backend, "forward", *_explain(kind, backend, x, params, options, chosen, False))
+    package = hooks(backend) if chosen != "generic" else None
+    if package is not None:
+        result = package.sequence(kind, xp, x, params, state, lengths, reverse, options, impl=chosen)
+        if result is not None:
+            return result
+    return GENERIC[kind](xp, x, params, state, lengths, reverse, **options)
+
+
+def sequence_vjp(
+    kind: str,
+    xp: Any,
+    backend: str,
+    x: Array,
+    params: Any,
+    state: tuple[Array, ...],
+    lengths: Optional[Array],
+    reverse: bool,
+    options: dict[str, Any],
+    impl: Optional[str],
+) -> tuple[Array, tuple[Array, ...], Any]:
+    """A recording forward pass and its ``backward(dy, d_final) -> (dx, dparams, d_state)``: the backend's
+    gradient hook, else (it declined) the generic recording core (``_core/backward.py``)."""
+    chosen = resolve_impl(kind, backend, impl)
+    if logger.isEnabledFor(logging.DEBUG):
+        _log(kind, backend, "gradient", *_explain(kind, backend, x, params, options, chosen, True))
+    package = hooks(backend) if chosen != "generic" else None
+    if package is not None:
+        recorded = package.sequence_vjp(kind, xp, x, params, state, lengths, reverse, options, impl=chosen)
+        if recorded is not None:
+            return recorded
+    y, final_state, tape = core_backward.forward(xp, kind, x, params, state, lengths, reverse, options)
+
+    def backward(dy: Any, d_final: Any) -> Any:
+        return core_backward.backward(xp, tape, dy, d_final)
+
+    return y, final_state, backward

@@ -1,20 +1,7 @@
 """Vector-Jacobian products: ``out, pullback = ar.vjp(f, *args, **options)``.
 
-``f`` is a cell (``rnn_cell``, ``lstm_cell``, ``gru_cell``), a sequence function (``rnn``,
-``lstm``, ``gru``) or a model's ``apply``. ``out`` is what ``f(*args, **options)`` returns,
-computed by a recording forward pass: the generic core, or for the sequence functions a backend's
-gradient fast path where one is registered (CuPy; ``impl="generic"`` or ``ARRAYRNN_IMPL=generic`` keeps
-the generic core);
-``pullback(out_cotangent)`` returns one gradient per *positional* argument, with that argument's
-structure: a params object for params (``None`` fields stay ``None``), a tuple for an LSTM state,
-``None`` where the argument was ``None``. ``out_cotangent`` has the structure of ``out``; a ``None``
-anywhere in it counts as zeros. Keyword options (``lengths``, ``reverse``, ...) are not
-differentiated. Everything runs on the inputs' backend: through the array API (hand-written
-backpropagation through time, see ``_core/backward.py`` for what is kept in memory), or on CuPy
-through fused kernels (``_fast/cupy_grad.py``, float32/float64; other dtypes use the generic core).
-
-The pullback reads ``out`` (previous hidden states are taken from ``y``): do not write into the
-returned arrays in place before calling it. It may be called any number of times.
+Hand-written backpropagation through time on the inputs' backend (``_core/backward.py``), or a backend's own
+gradient path for the sequence functions (CuPy).
 """
 
 from __future__ import annotations
@@ -23,9 +10,8 @@ import inspect
 from collections.abc import Callable
 from typing import Any, Optional
 
-from . import models
+from . import _dispatch, models
 from ._core import backward as core
-from ._dispatch import select, select_vjp
 from ._validate import dtype_name, prepare_cell, prepare_sequence, shape_text
 from .backend import namespace_of
 from .cells import gru_cell, lstm_cell, rnn_cell
@@ -125,22 +111,11 @@ def _sequence_vjp(f: Callable[..., Any], kind: str, args: tuple[Any, ...], optio
     x, params, state = arguments["x"], arguments["params"], arguments["state"]
     reverse, batch_first = arguments["reverse"], arguments["batch_first"]
     prepared = prepare_sequence(kind, x, params, state, arguments["lengths"], batch_first, reverse, cell_options)
-    select(kind, prepared.backend, arguments["impl"])  # checks impl
     xp = prepared.xp
-    run_backward = None
-    fast = select_vjp(kind, prepared.backend, arguments["impl"])
-    if fast is not None:  # a backend's own recording forward + backward (it may decline: None)
-        recorded = fast(xp, kind, prepared.x, params, prepared.state, prepared.lengths, reverse, cell_options)
-        if recorded is not None:
-            y, final_state, run_backward = recorded
-    if run_backward is None:
-        y, final_state, tape = core.forward(
-            xp, kind, prepared.x, params, prepared.state, prepared.lengths, reverse, cell_options
-        )
-
-        def run_backward(dy: Any, d_final: Any) -> Any:
-            return core.backward(xp, tape, dy, d_final)
-
+    y, final_state, run_backward = _dispatch.sequence_vjp(
+        kind, xp, prepared.backend, prepared.x, params, prepared.state, prepared.lengths, reverse, cell_options,
+        arguments["impl"],
+    )  # fmt: skip
     if prepared.unbatched:
         y_out = xp.reshape(y, (y.shape[0], y.shape[2]))
         final_out = tuple(xp.reshape(s, (s.shape[-1],)) for s in final_state)

@@ -1,24 +1,7 @@
 """Stacked and bidirectional RNN/LSTM/GRU models, shaped like ``torch.nn.RNN/LSTM/GRU``.
 
-A model is its params plus a few options. ``params`` is a tuple over layers of a tuple over
-directions (forward, then backward when ``bidirectional``) of one-layer params objects
-(:class:`~arrayrnn.RNNParams`, :class:`~arrayrnn.LSTMParams`, :class:`~arrayrnn.GRUParams`).
-
-How a stack runs (:func:`run_stack`, used by every model's ``apply``): nothing but the public
-one-layer sequence functions (``ar.rnn / ar.lstm / ar.gru``), so every backend and every fast path
-is used as it is, and a gradient can be taken layer by layer:
-
-1. the initial state ``(L*D, B, H)`` is split by index: layer ``l``, direction ``d`` takes
-   ``state[l*D + d]`` (each component of an LSTM's ``(h, c)`` alike);
-2. for every layer, the forward direction runs ``sequence_function(x_l, params[l][0], state, lengths=...,
-   reverse=False)``, the backward direction the same with ``params[l][1]`` and ``reverse=True``
-   (each sequence backwards over its own ``lengths[b]`` valid steps, as torch packed sequences do);
-3. the next layer's input is the concatenation of the directions' outputs along the last axis;
-4. the final states are stacked along a new first axis in the same ``l*D + d`` order.
-
-Shapes are torch's: ``x (T, B, I)`` (``(B, T, I)`` with ``batch_first``) or unbatched ``(T, I)``;
-``y (T, B, D*H_out)``; states ``(L*D, B, H)`` (never batch-first) or ``(L*D, H)`` unbatched, where an
-LSTM with a projection has ``h (L*D, B, P)`` and ``c (L*D, B, H)``.
+A model is its params (a tuple over layers of a tuple over directions of one-layer params) plus a few options;
+every layer and direction runs through the public sequence functions (:func:`run_stack`).
 """
 
 from __future__ import annotations
@@ -401,10 +384,20 @@ class _StackedModel:
         options = dict(self._options)
         if impl is not None:
             options["impl"] = impl
-        runner = run_stack
         if is_dask_array(x):  # the whole stack per batch block: one task per block, not one per layer
-            from ._dask import run_stack_dask as runner
-        return runner(
+            from ._dask import run_stack_dask
+
+            return run_stack_dask(
+                run_stack,
+                sequence_function or self.sequence_function,
+                x,
+                params,
+                state,
+                lengths=lengths,
+                batch_first=self.batch_first,
+                **options,
+            )
+        return run_stack(
             sequence_function or self.sequence_function,
             x,
             params,

@@ -1,10 +1,4 @@
-"""One recurrent layer over a whole sequence: the public, validated entry points.
-
-``x (T, B, I)``, or ``(B, T, I)`` with ``batch_first=True``, or unbatched ``(T, I)``; ``y`` has the
-same layout with last axis ``H`` (or ``P``). States are always ``(B, H)`` (never batch-first);
-``state=None`` means zeros. ``lengths (B,)``: steps at or past ``lengths[b]`` give ``y = 0`` and
-leave the state unchanged. ``reverse=True`` runs each sequence backwards over its own valid steps.
-"""
+"""One recurrent layer over a whole sequence: the public, validated entry points ``rnn``, ``lstm`` and ``gru``."""
 
 from __future__ import annotations
 
@@ -12,7 +6,7 @@ from typing import Any, Optional
 
 from array_api_compat import is_dask_array
 
-from ._dispatch import select
+from . import _dispatch
 from ._validate import Prepared, prepare_sequence
 from .params import GRUParams, LSTMParams, RNNParams
 
@@ -38,11 +32,12 @@ def run_sequence(
         from ._dask import run_dask
 
         layout = {"reverse": reverse, "batch_first": batch_first}
-        return run_dask(kind, x, params, state, lengths=lengths, impl=impl, options=options, **layout)
+        return run_dask(run_sequence, kind, x, params, state, lengths=lengths, impl=impl, options=options, **layout)
     prepared: Prepared = prepare_sequence(kind, x, params, state, lengths, batch_first, reverse, options)
-    implementation = select(kind, prepared.backend, impl)
     xp = prepared.xp
-    y, final_state = implementation(xp, prepared.x, params, prepared.state, prepared.lengths, reverse, **options)
+    y, final_state = _dispatch.sequence(
+        kind, xp, prepared.backend, prepared.x, params, prepared.state, prepared.lengths, reverse, options, impl
+    )
     if prepared.unbatched:
         y = xp.reshape(y, (y.shape[0], y.shape[2]))
         final_state = tuple(xp.reshape(s, (s.shape[-1],)) for s in final_state)

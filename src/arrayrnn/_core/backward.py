@@ -1,32 +1,7 @@
 """Backpropagation through time for one layer, written only against the array API standard.
 
-:func:`forward` runs a sequence exactly as ``_core/sequence.py`` does (same operations, same
-results) and returns a :class:`Tape` holding what the backward pass needs; :func:`backward`
-turns cotangents of ``(y, final_state)`` into gradients of ``x``, every params field and the
-initial state. Arguments are already validated and normalised (time-major ``x (T, B, I)``,
-batched states, ``lengths (B,)`` or ``None``), as for every sequence implementation.
-
-What the tape keeps (per time step and batch row, in the params' dtype), besides references to
-``x``, the initial state and the output ``y`` (the previous hidden state of every step is read
-back from ``y``, so the pullback needs ``y`` unmodified):
-
-* RNN: nothing more (the derivative of tanh/relu is read from ``y``);
-* LSTM: the four gate activations and the cell state: ``4H + H`` values (plus ``4H`` booleans with
-  ``clip``); with a projection ``h`` is ``P`` wide but only ``y`` holds it;
-* GRU: the gates ``r, z, n``: ``3H`` values, plus ``h W_hn^T + b_hn`` (``H``) when
-  ``linear_before_reset=True``.
-
-For ``T=100, B=64, H=256`` float32 that is 33 MB for an LSTM (39 MB with ``clip``), 26 MB for a GRU
-(20 MB with ``linear_before_reset=False``) and nothing for an RNN (measured with tracemalloc; ``y``
-itself is another 6.6 MB). The backward
-pass additionally holds the stacked gate gradients ``(T, B, G*H)`` and the stacked previous
-hidden states ``(T, B, P)`` while it forms the weight gradients: every weight gradient (and
-``dx``) is one large matmul over all time steps, not ``T`` small ones.
-
-Masking (``lengths``): a padded step writes ``y = 0`` and leaves the state unchanged, so its
-pre-activation gradients are zero and the state cotangent passes through it untouched. The
-gradients of padded steps are masked with ``where`` (not multiplied by 0), so NaN or inf in the
-padding of ``x`` never reaches a gradient.
+:func:`forward` runs a sequence as ``_core/sequence.py`` does and returns a :class:`Tape`; :func:`backward` turns
+cotangents of ``(y, final_state)`` into gradients. What the tape keeps, and its size: ``benchmarks/NOTES.md``.
 """
 
 from __future__ import annotations
@@ -34,8 +9,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Optional
 
-from ..params import GRUParams, LSTMParams, RNNParams
 from .steps import linear, project_inputs, sigmoid
+from .types import GRUParamsLike, LSTMParamsLike, RNNParamsLike
 
 Array = Any
 State = tuple[Array, ...]
@@ -48,7 +23,7 @@ State = tuple[Array, ...]
 class _RNNCell:
     """``h' = act(gx + h W_hh^T + b_hh)``; records nothing (``h'`` is read back from ``y``)."""
 
-    def __init__(self, xp: Any, params: RNNParams, options: dict[str, Any]) -> None:
+    def __init__(self, xp: Any, params: RNNParamsLike, options: dict[str, Any]) -> None:
         self.xp, self.params = xp, params
         self.relu = options.get("nonlinearity", "tanh") == "relu"
 
@@ -101,7 +76,7 @@ def _plain_recurrent_grads(xp: Any, params: Any, dgx: Array, h_prev: Array) -> d
 class _LSTMCell:
     """LSTM with every option; records the gate activations ``(B, 4H)`` and the cell state ``(B, H)``."""
 
-    def __init__(self, xp: Any, params: LSTMParams, options: dict[str, Any]) -> None:
+    def __init__(self, xp: Any, params: LSTMParamsLike, options: dict[str, Any]) -> None:
         self.xp, self.params = xp, params
         self.coupled = bool(options.get("coupled", False))
         self.clip = options.get("clip")
@@ -242,7 +217,7 @@ class _LSTMCell:
 class _GRUCell:
     """GRU, both reset variants; records ``r, z, n`` ``(B, 3H)`` (and ``h W_hn^T + b_hn`` when linear before reset)."""
 
-    def __init__(self, xp: Any, params: GRUParams, options: dict[str, Any]) -> None:
+    def __init__(self, xp: Any, params: GRUParamsLike, options: dict[str, Any]) -> None:
         self.xp, self.params = xp, params
         self.linear_before_reset = bool(options.get("linear_before_reset", True))
         self.hidden = params.hidden_size

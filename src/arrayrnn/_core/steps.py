@@ -1,15 +1,13 @@
 """One time step of each cell, written only against the array API standard.
 
-Every step takes ``gx``, the input projection of this step ``x_t W_ih^T + b_ih`` with shape
-``(B, G*H)``, so the sequence functions can compute it for all time steps in one matmul. The
-recurrent half (``h W_hh^T + b_hh``) and the gate math happen here.
+Each step takes ``gx = x_t W_ih^T + b_ih`` ``(B, G*H)`` (the caller projects all steps in one matmul).
 """
 
 from __future__ import annotations
 
 from typing import Any, Optional
 
-from ..params import GRUParams, LSTMParams, RNNParams
+from .types import GRUParamsLike, LSTMParamsLike, RNNParamsLike
 
 Array = Any
 
@@ -38,7 +36,7 @@ def _split(xp: Any, z: Array, parts: int) -> list[Array]:
     return [z[..., k * size : (k + 1) * size] for k in range(parts)]
 
 
-def rnn_step(xp: Any, gx: Array, h: Array, params: RNNParams, nonlinearity: str = "tanh") -> Array:
+def rnn_step(xp: Any, gx: Array, h: Array, params: RNNParamsLike, nonlinearity: str = "tanh") -> Array:
     """``h' = act(gx + h W_hh^T + b_hh)``; ``gx, h (B, H)``."""
     z = gx + linear(xp, h, params.weight_hh, params.bias_hh)
     return xp.tanh(z) if nonlinearity == "tanh" else xp.maximum(z, xp.zeros_like(z))
@@ -53,7 +51,7 @@ def lstm_step(
     gx: Array,
     h: Array,
     c: Array,
-    params: LSTMParams,
+    params: LSTMParamsLike,
     coupled: bool = False,
     clip: Optional[float] = None,
 ) -> tuple[Array, Array]:
@@ -85,7 +83,7 @@ def lstm_step(
     return h_new, c_new
 
 
-def gru_step(xp: Any, gx: Array, h: Array, params: GRUParams, linear_before_reset: bool = True) -> Array:
+def gru_step(xp: Any, gx: Array, h: Array, params: GRUParamsLike, linear_before_reset: bool = True) -> Array:
     """One GRU step, gates r, z, n (PyTorch). ``gx (B, 3H)``, ``h (B, H)`` -> ``h'``.
 
     ``linear_before_reset=True`` (PyTorch): ``n = tanh(gx_n + r * (h W_hn^T + b_hn))``.

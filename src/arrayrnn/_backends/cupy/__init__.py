@@ -1,249 +1,207 @@
-"""The default CuPy fast path: picks "graph", "fused" or the generic core for each call.
+"""The CuPy backend: the hook the dispatcher calls, and which path runs each call.
 
-Measured on an H100 against cuDNN (float32, ``benchmarks/results/gpu_h100_2026-11-27*.json``): at small
-batch the step is latency-bound and the graph path (the whole time loop as one CUDA graph of fused mat-vec +
-gate kernels) is the fastest of ours, ahead of the persistent kernel (one launch for the whole loop, a grid
-barrier per step: 1.2-5x slower than graph in that run, see ``cupy_persistent``); the fused path (cuBLAS
-recurrent matmul + one pointwise kernel per step) wins once the recurrent matmul is big enough to keep the
-GPU busy. The thresholds below are module constants so a measurement can move them; ``impl="graph"`` /
-``"persistent"`` / ``"cluster"`` / ``"fused"`` / ``"fused_graph"`` / ``"tiled"`` / ``"generic"`` (or ``ARRAYRNN_IMPL``)
-overrides the choice. ``CLUSTER_AUTO`` (off until measured) lets auto pick the Hopper cluster path where it fits;
-``FUSED_GRAPH_AUTO`` (off until measured) the fused loop replayed as a CUDA graph in place of the fused path;
-``TILED_AUTO`` (off until measured) the block-tiled graph kernels for batches of 64 to 1024. The
-gradient path follows the forward's choice: the small-batch gradient path (``GRAD_SMALL_BATCH_IMPL``) where the
-forward would run the small-batch path, the fused (or fused_graph) one elsewhere.
+Shipping paths: "fused" (``fused.py``: cuBLAS + one fused pointwise kernel per step) and "graph" (``graph.py``: the
+time loop as one CUDA graph of warp-per-unit step kernels), each with its gradient. Paths ``auto`` never picks live
+in ``experimental/``; :func:`route` chooses with the switches of ``policy.Config``.
 """
 
 from __future__ import annotations
 
-import os
+import importlib
+import importlib.util
 from collections.abc import Callable
 from typing import Any, Optional
 
 import numpy as np
 
-from ..._core.sequence import GENERIC
-from . import fused as cupy_kernels
-from . import graph as cupy_graph
-from .common import SUPPORTED_DTYPES
-from .experimental import cluster as cupy_cluster
-from .experimental import persistent as cupy_persistent
-from .graph import GATES
+from . import policy
 
 Array = Any
 
-#: the small-batch path ("graph" or "persistent") that auto picks where the warp-per-row kernels win
-#: (H100, 2026-11-27: graph faster than persistent at every small-batch shape of the benchmark)
-SMALL_BATCH_IMPL = "graph"
-#: largest batch that runs on the small-batch path (per-warp mat-vec; cuBLAS wins beyond)
-GRAPH_MAX_BATCH = 64
-#: largest hidden size that runs on the small-batch path (not measured beyond; cuBLAS is the safe choice)
-GRAPH_MAX_HIDDEN = 1024
-#: largest graph-path buffer (input projection + output) kept per cached plan
-GRAPH_MAX_BUFFER_BYTES = 256 << 20
-#: auto runs "cluster" (forward and gradient) instead of the small-batch path where the GPU has thread block
-#: clusters and the shape fits one cluster. Off: the cluster path is not measured yet (written 2026-11-27
-#: without a GPU); a GPU run that shows it ahead (benchmarks/gpu_bench.py's cluster column) turns this on.
-CLUSTER_AUTO = False
-#: auto runs "fused_graph" (the fused loop replayed as one CUDA graph, forward and gradient) where it would run
-#: "fused" and the plan's buffers stay under ``FUSED_GRAPH_MAX_BUFFER_BYTES``. Off: not measured yet (written
-#: 2026-11-27 without a GPU); the benchmark's fused_graph columns decide.
-FUSED_GRAPH_AUTO = False
-#: auto runs "tiled" (graph plans of block-tiled step kernels: forward only) for batches from ``TILED_MIN_BATCH`` to
-#: ``TILED_MAX_BATCH`` where it supports the call (no projection; GRU with linear_before_reset), in place of the
-#: small-batch path or fused/fused_graph; the gradient path is unchanged. Off: not measured yet (2026-11-27).
-TILED_AUTO = False
-#: the batches "tiled" takes with ``TILED_AUTO`` (from 64 rows a step has 4 row tiles: 128 blocks at H = 512)
-TILED_MIN_BATCH, TILED_MAX_BATCH = 64, 1024
-#: largest fused_graph plan (input projection + output; the gradient's tape counted by ``GRAD_BUFFER_FACTOR``)
-#: auto caches; beyond it each step's GPU work dwarfs its launch cost anyway
-FUSED_GRAPH_MAX_BUFFER_BYTES = 1 << 30
+#: path name -> (forward module, gradient function as "module:function" or None); modules under this package
+PATHS: dict[str, tuple[str, Optional[str]]] = {
+    "fused": (".fused", ".grad_fused:sequence_vjp"),
+    "graph": (".graph", ".grad_graph:sequence_vjp"),
+}
+#: the paths auto does not pick today (deleting ``experimental/`` removes them and nothing else)
+EXPERIMENTAL_PATHS: dict[str, tuple[str, Optional[str]]] = {
+    "fused_graph": (".experimental.fused_graph", ".experimental.grad_fused_graph:sequence_vjp"),
+    "tiled": (".experimental.tiled", None),
+    "persistent": (".experimental.persistent", ".grad_graph:sequence_vjp_persistent"),
+    "cluster": (".experimental.cluster", ".experimental.grad_cluster:sequence_vjp"),
+}
 
 
-def choose_impl(
-    kind: str,
-    *,
-    steps: int,
-    batch: int,
-    hidden: int,
-    dtype: str,
-    has_projection: bool = False,
-    weights_contiguous: bool = True,
-    cluster_shared: int = 0,
-    linear_before_reset: bool = True,
-) -> str:
-    """``SMALL_BATCH_IMPL`` ("graph"), "cluster", "fused", "fused_graph" or "generic" for one call (pure function
-    of the shapes and of ``cluster_shared``, the shared memory a cluster kernel's block may have on the GPU, 0
-    without clusters: testable anywhere). "cluster" only with ``CLUSTER_AUTO``, where the small-batch path would
-    run and the forward fits one cluster; "tiled" only with ``TILED_AUTO`` (batches ``TILED_MIN_BATCH`` to
-    ``TILED_MAX_BATCH``); "fused_graph" only with ``FUSED_GRAPH_AUTO``, in place of "fused"."""
-    if batch == 0 or dtype not in SUPPORTED_DTYPES:
-        return "generic"
-    itemsize = np.dtype(dtype).itemsize
-    buffer_bytes = steps * batch * (GATES[kind] + 1) * hidden * itemsize
-    small = batch <= GRAPH_MAX_BATCH and hidden <= GRAPH_MAX_HIDDEN
-    graph_ok = not has_projection and weights_contiguous and buffer_bytes <= GRAPH_MAX_BUFFER_BYTES
-    if graph_ok and small:
-        cluster_ok = CLUSTER_AUTO and cluster_shared > 0 and linear_before_reset
-        if cluster_ok and cupy_cluster.fits(GATES[kind], batch, hidden, itemsize, cluster_shared):
-            return "cluster"
-    if TILED_AUTO and graph_ok and linear_before_reset and TILED_MIN_BATCH <= batch <= TILED_MAX_BATCH:
-        return "tiled"
-    if graph_ok and small:
-        return SMALL_BATCH_IMPL
-    if FUSED_GRAPH_AUTO and weights_contiguous and buffer_bytes <= FUSED_GRAPH_MAX_BUFFER_BYTES:
-        return "fused_graph"
-    return "fused"
+def _experimental_present() -> bool:
+    return importlib.util.find_spec(f"{__name__}.experimental") is not None
+
+
+def paths() -> tuple[str, ...]:
+    """The path names ``impl=`` accepts on CuPy besides ``"auto"``, ``"generic"`` and ``"fast"``."""
+    names = list(PATHS) + (list(EXPERIMENTAL_PATHS) if _experimental_present() else [])
+    return tuple(sorted(names))
+
+
+def _entry(path: str) -> tuple[str, Optional[str]]:
+    return PATHS[path] if path in PATHS else EXPERIMENTAL_PATHS[path]
+
+
+def forward_function(path: str, kind: str) -> Callable[..., Any]:
+    """``{kind}_sequence`` of path ``path``: ``(xp, x, params, state, lengths, reverse, **options)``."""
+    module = importlib.import_module(_entry(path)[0], __name__)
+    return getattr(module, f"{kind}_sequence")
+
+
+def gradient_function(path: str) -> Optional[Callable[..., Any]]:
+    """The gradient of path ``path`` (``None`` where it has none): ``(xp, kind, x, params, state, lengths, reverse,
+    options)`` -> ``(y, final_state, backward)`` or ``None`` to decline."""
+    target = _entry(path)[1]
+    if target is None:
+        return None
+    module_name, _, function = target.partition(":")
+    return getattr(importlib.import_module(module_name, __name__), function)
+
+
+# ----------------------------------------------------------------------------------------------
+# the choice
 
 
 def _is_c_contiguous(array: Optional[Array]) -> bool:
     return array is None or bool(array.flags.c_contiguous)
 
 
-def _choice(kind: str, x: Array, params: Any, options: dict[str, Any], steps_factor: int = 1) -> str:
+def _cluster_shared(config: policy.Config) -> int:
+    if not config.cluster_auto:
+        return 0
+    from .experimental import cluster
+
+    return cluster.cluster_shared_limit()
+
+
+def _facts(kind: str, x: Array, params: Any, options: dict[str, Any], steps_factor: int = 1) -> dict[str, Any]:
+    """What ``policy.choose_impl`` reads of a call."""
     weight_hr = getattr(params, "weight_hr", None)
     graph_inputs = [params.weight_hh, params.bias_ih, params.bias_hh, weight_hr]
     graph_inputs += [getattr(params, name, None) for name in ("peephole_i", "peephole_f", "peephole_o")]
-    return choose_impl(
-        kind,
-        steps=x.shape[0] * steps_factor,
-        batch=x.shape[1],
-        hidden=params.hidden_size,
-        dtype=np.dtype(x.dtype).name,
-        has_projection=weight_hr is not None,
-        weights_contiguous=all(_is_c_contiguous(a) for a in graph_inputs),
-        cluster_shared=cupy_cluster.cluster_shared_limit() if CLUSTER_AUTO else 0,
-        linear_before_reset=bool(options.get("linear_before_reset", True)),
-    )
+    return {
+        "steps": x.shape[0] * steps_factor,
+        "batch": x.shape[1],
+        "hidden": params.hidden_size,
+        "dtype": np.dtype(x.dtype).name,
+        "has_projection": weight_hr is not None,
+        "weights_contiguous": all(_is_c_contiguous(a) for a in graph_inputs),
+        "linear_before_reset": bool(options.get("linear_before_reset", True)),
+    }
 
 
-def _implementation(kind: str, x: Array, params: Any, options: dict[str, Any]) -> Callable[..., Any]:
-    choice = _choice(kind, x, params, options)
-    if choice == "fused_graph":
-        from .experimental import fused_graph as cupy_fused_graph
-
-        return getattr(cupy_fused_graph, f"{kind}_sequence")
+def _why_forward(kind: str, choice: str, facts: dict[str, Any], config: policy.Config) -> str:
+    batch, hidden = facts["batch"], facts["hidden"]
+    if choice == "generic":
+        if batch == 0:
+            return "empty batch"
+        return f"{facts['dtype']} is not supported by the CuPy kernels ({', '.join(policy.SUPPORTED_DTYPES)})"
+    if choice in ("graph", "persistent", "cluster"):
+        return f"B = {batch} <= {config.graph_max_batch}, H = {hidden} <= {config.graph_max_hidden}: small batch"
     if choice == "tiled":
-        from .experimental import tiled as cupy_tiled
-
-        return getattr(cupy_tiled, f"{kind}_sequence")
-    if choice == "cluster":
-        return getattr(cupy_cluster, f"{kind}_sequence")
-    if choice == "persistent":
-        return getattr(cupy_persistent, f"{kind}_sequence")
-    if choice == "graph":
-        return getattr(cupy_graph, f"{kind}_sequence")
-    if choice == "fused":
-        return getattr(cupy_kernels, f"{kind}_sequence")
-    return GENERIC[kind]
-
-
-def rnn_sequence(xp: Any, x: Array, params: Any, state: Any, lengths: Any, reverse: bool, **options: Any) -> Any:
-    return _implementation("rnn", x, params, options)(xp, x, params, state, lengths, reverse, **options)
+        return f"{config.tiled_min_batch} <= B = {batch} <= {config.tiled_max_batch} with tiled_auto"
+    reasons = []
+    if facts["has_projection"]:
+        reasons.append("the LSTM projection is not in the graph kernels")
+    if not facts["weights_contiguous"]:
+        reasons.append("weights are not C-contiguous")
+    if batch > config.graph_max_batch:
+        reasons.append(f"B = {batch} > {config.graph_max_batch}")
+    if hidden > config.graph_max_hidden:
+        reasons.append(f"H = {hidden} > {config.graph_max_hidden}")
+    if not reasons:
+        reasons.append("the sequence's buffers exceed the graph plan limit")
+    return "; ".join(reasons) + ": cuBLAS per step"
 
 
-def lstm_sequence(xp: Any, x: Array, params: Any, state: Any, lengths: Any, reverse: bool, **options: Any) -> Any:
-    return _implementation("lstm", x, params, options)(xp, x, params, state, lengths, reverse, **options)
+def route(
+    kind: str, x: Array, params: Any, options: dict[str, Any], *, impl: str = "auto", gradient: bool = False
+) -> tuple[str, str]:
+    """``(path, reason)`` for a validated, time-major call: a path name, or ``"generic"`` to leave it to the core.
 
-
-def gru_sequence(xp: Any, x: Array, params: Any, state: Any, lengths: Any, reverse: bool, **options: Any) -> Any:
-    return _implementation("gru", x, params, options)(xp, x, params, state, lengths, reverse, **options)
-
-
-#: a gradient plan (recording forward + backward) holds about this many times the forward plan's buffers
-GRAD_BUFFER_FACTOR = 4
-#: the gradient path auto picks where the forward would take the small-batch path: "graph" (replayed CUDA
-#: graphs) or "persistent" (the same plans run by the graph executor, one launch per loop; 1.1-2.2x slower
-#: than graph on an H100, 2026-11-27)
-GRAD_SMALL_BATCH_IMPL = "graph"
-
-
-def sequence_vjp(xp: Any, kind: str, x: Array, params: Any, state: Any, lengths: Any, reverse: bool, options: Any):
-    """The default CuPy gradient path for ``ar.vjp``: ``GRAD_SMALL_BATCH_IMPL`` where the forward would run the
-    small-batch path (``choose_impl``), else "fused".
-
-    ``None`` (declined: the generic core runs) where the chosen path declines (dtype, empty batch).
+    ``impl``: ``"auto"`` / ``"fast"`` (the policy picks), or a path name (that path; for a gradient, that path's
+    gradient where it has one, else auto's gradient choice).
     """
-    from . import grad_fused as cupy_grad
-    from . import grad_graph as cupy_grad_graph
-    from .experimental import grad_cluster as cupy_grad_cluster
-    from .experimental import grad_fused_graph as cupy_grad_fused_graph
+    config = policy.current()
+    named = impl not in ("auto", "fast")
+    if not gradient:
+        if named:
+            return impl, "asked for by impl"
+        facts = _facts(kind, x, params, options)
+        choice = policy.choose_impl(kind, **facts, cluster_shared=_cluster_shared(config), config=config)
+        return choice, _why_forward(kind, choice, facts, config)
+    from .grad_fused import GRAD_DTYPES
 
-    forward = _choice(kind, x, params, options, steps_factor=GRAD_BUFFER_FACTOR)
-    shared = cupy_cluster.cluster_shared_limit() if forward == "cluster" else 0
-    choice = grad_choice(
-        kind, forward, batch=x.shape[1], hidden=params.hidden_size, dtype=x.dtype, cluster_shared=shared
+    if x.shape[1] == 0:
+        return "generic", "empty batch: the recording core runs"
+    if np.dtype(x.dtype).name not in GRAD_DTYPES:
+        return "generic", f"{np.dtype(x.dtype).name} gradients: the recording core runs ({', '.join(GRAD_DTYPES)})"
+    if named and gradient_function(impl) is not None:
+        return impl, "asked for by impl"
+    facts = _facts(kind, x, params, options, steps_factor=config.grad_buffer_factor)
+    forward = policy.choose_impl(kind, **facts, cluster_shared=_cluster_shared(config), config=config)
+    shared = _cluster_shared(config) if forward == "cluster" else 0
+    choice = policy.grad_choice(
+        kind, forward, batch=x.shape[1], hidden=params.hidden_size, dtype=x.dtype, cluster_shared=shared, config=config
     )
-    if choice == "cluster":
-        return cupy_grad_cluster.sequence_vjp(xp, kind, x, params, state, lengths, reverse, options)
-    if choice == "fused_graph":
-        return cupy_grad_fused_graph.sequence_vjp(xp, kind, x, params, state, lengths, reverse, options)
-    if choice == "persistent":
-        return cupy_grad_graph.sequence_vjp_persistent(xp, kind, x, params, state, lengths, reverse, options)
-    if choice == "graph":
-        return cupy_grad_graph.sequence_vjp(xp, kind, x, params, state, lengths, reverse, options)
-    return cupy_grad.sequence_vjp(xp, kind, x, params, state, lengths, reverse, options)
+    why = _why_forward(kind, forward, facts, config)
+    if named:
+        why = f"impl={impl!r} has no gradient path; auto's choice: {why}"
+    return choice, why
 
 
-def grad_choice(kind: str, forward: str, *, batch: int, hidden: int, dtype: Any, cluster_shared: int = 0) -> str:
-    """The gradient path for a call whose forward ``choose_impl`` (at ``GRAD_BUFFER_FACTOR`` times the steps) picks
-    ``forward``: "cluster" where that is the forward's pick and the backward fits one cluster too (it exchanges
-    the gate gradients, ``G * H`` columns, where the forward exchanges ``H``), else ``GRAD_SMALL_BATCH_IMPL`` where
-    the forward runs a small-batch path, else "fused_graph" where that is the forward's pick, else "fused" (pure:
-    testable anywhere)."""
-    if forward == "tiled":  # forward only: the gradient takes the path auto would have taken without it
-        if batch <= GRAPH_MAX_BATCH and hidden <= GRAPH_MAX_HIDDEN:
-            return GRAD_SMALL_BATCH_IMPL  # (tiled's conditions include the small-batch path's)
-        forward = "fused_graph" if FUSED_GRAPH_AUTO else "fused"
-    if forward == "fused_graph":
-        return "fused_graph"
-    if forward not in ("graph", "persistent", "cluster"):
-        return "fused"
-    gates, itemsize = GATES[kind], np.dtype(dtype).itemsize
-    if forward == "cluster" and cupy_cluster.fits(gates, batch, hidden, itemsize, cluster_shared, gates * hidden):
-        return "cluster"
-    return GRAD_SMALL_BATCH_IMPL
+# ----------------------------------------------------------------------------------------------
+# the hook (see ``arrayrnn._dispatch``)
 
 
-#: environment variable that sets the switches above for a whole run, e.g.
-#: ``ARRAYRNN_CUPY_DISPATCH=CLUSTER_AUTO=1,FUSED_GRAPH_AUTO=1`` (read once, at the first CuPy call): a GPU
-#: different from the one the defaults were measured on, or ``ci/gpu.sh`` testing the switches a benchmark supports
-DISPATCH_ENV = "ARRAYRNN_CUPY_DISPATCH"
-#: the switches the variable may set, and their values (``True``/``False`` as 1/0, true/false, on/off; the largest
-#: batch of the small-batch path among a few: the benchmark's batches fall between them)
-SWITCHES: dict[str, tuple[Any, ...]] = {
-    "CLUSTER_AUTO": (False, True),
-    "FUSED_GRAPH_AUTO": (False, True),
-    "SMALL_BATCH_IMPL": ("graph", "persistent"),
-    "GRAD_SMALL_BATCH_IMPL": ("graph", "persistent"),
-    "GRAPH_MAX_BATCH": (8, 32, 64),
-    "TILED_AUTO": (False, True),
-}
-_BOOLEANS = {"1": True, "true": True, "on": True, "0": False, "false": False, "off": False}
+def sequence(
+    kind: str,
+    xp: Any,
+    x: Array,
+    params: Any,
+    state: tuple[Array, ...],
+    lengths: Optional[Array],
+    reverse: bool,
+    options: dict[str, Any],
+    *,
+    impl: str = "auto",
+) -> Optional[tuple[Array, tuple[Array, ...]]]:
+    """Run one validated, time-major layer on the path :func:`route` picks; ``None`` leaves it to the core."""
+    path, _ = route(kind, x, params, options, impl=impl)
+    if path == "generic":
+        return None
+    with x.device:
+        return forward_function(path, kind)(xp, x, params, state, lengths, reverse, **options)
 
 
-def apply_switches(text: str) -> dict[str, Any]:
-    """Set the switches named in ``text`` (``NAME=value,NAME=value``); returns what was set. A name or value outside
-    ``SWITCHES`` raises a ``ValueError`` naming ``ARRAYRNN_CUPY_DISPATCH`` and what it accepts."""
-    settings: dict[str, Any] = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        name, _, raw = item.partition("=")
-        name, raw = name.strip(), raw.strip()
-        allowed = SWITCHES.get(name)
-        if allowed is None:
-            raise ValueError(f"{DISPATCH_ENV}: unknown switch {name!r}; known: {', '.join(SWITCHES)}")
-        boolean, integer = (
-            isinstance(allowed[0], bool),
-            isinstance(allowed[0], int) and not isinstance(allowed[0], bool),
-        )
-        value: Any = _BOOLEANS.get(raw.lower()) if boolean else int(raw) if integer and raw.isdigit() else raw
-        if value not in allowed or (boolean and raw.lower() not in _BOOLEANS) or (integer and not raw.isdigit()):
-            shown = "1/0" if boolean else " or ".join(str(v) for v in allowed)
-            raise ValueError(f"{DISPATCH_ENV}: {name} must be {shown}, got {raw!r}")
-        settings[name] = value
-    globals().update(settings)
-    return settings
+def sequence_vjp(
+    kind: str,
+    xp: Any,
+    x: Array,
+    params: Any,
+    state: tuple[Array, ...],
+    lengths: Optional[Array],
+    reverse: bool,
+    options: dict[str, Any],
+    *,
+    impl: str = "auto",
+) -> Optional[tuple[Array, tuple[Array, ...], Callable[..., Any]]]:
+    """A recording forward pass and its backward on the gradient path :func:`route` picks, or ``None``."""
+    path, _ = route(kind, x, params, options, impl=impl, gradient=True)
+    if path == "generic":
+        return None
+    function = gradient_function(path)
+    if function is None:
+        return None
+    with x.device:
+        return function(xp, kind, x, params, state, lengths, reverse, options)
 
 
-if os.environ.get(DISPATCH_ENV):
-    apply_switches(os.environ[DISPATCH_ENV])
+def explain(kind: str, x: Array, params: Any, options: dict[str, Any], *, impl: str = "auto",
+            gradient: bool = False) -> tuple[str, str]:  # fmt: skip
+    """``(path, reason)``: what :func:`sequence` (or :func:`sequence_vjp`) does with this call, in words."""
+    return route(kind, x, params, options, impl=impl, gradient=gradient)

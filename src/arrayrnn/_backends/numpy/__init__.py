@@ -1,32 +1,7 @@
-"""NumPy fast path: the generic sequence functions, rewritten for speed on the CPU.
+"""NumPy fast path: the generic sequence functions, rewritten for speed on the CPU (float32 and float64).
 
-Same signature and results (to float tolerance) as ``_core/sequence.py``; registered for the
-``"numpy"`` backend in ``registry.py`` and imported only when a NumPy call needs it. What makes it
-fast, and why:
-
-* **Feature-major layout.** The loop keeps states as ``(H, B)`` and gates as ``(G*H, B)``, so the
-  recurrent product is ``weight_hh @ h`` with the weights on the left: OpenBLAS runs that up to 2x
-  faster than ``h @ weight_hh.T`` for small and medium batches, and every gate is a contiguous
-  block of rows. Outputs are transposed back to ``(T, B, H)`` once per chunk.
-* **One GEMM per chunk of time steps** for the input projection (biases folded in once), with the
-  chunk sized so that extra memory stays a few MiB whatever ``T`` is.
-* **One ``tanh`` for all gates.** Rows of sigmoid gates are pre-scaled by 0.5 in the weights, so
-  ``sigmoid(z) = 0.5 * tanh(0.5 z) + 0.5`` becomes one ``tanh`` over the whole gate block followed
-  by an affine fix-up of the sigmoid rows (gates are reordered so those rows are contiguous).
-* **No allocation per step.** Every buffer is allocated before the loop; every operation in the
-  step writes through ``out=``. Inputs (possibly read-only) are never written.
-* **Lengths without per-step waste.** Steps where every sequence is valid run unmasked, steps
-  where none is valid are skipped (output zero), only the ragged middle is masked.
-
-Only float32 and float64 take this path; other dtypes (float16) run the generic core.
-
-With numba installed (``pip install "arrayrnn[numba]"``), float32 LSTM (without peepholes or
-projection), GRU and RNN run compiled kernels (``numba_loop.py``) inside the same chunked driver:
-one call per chunk instead of a dozen ufunc calls per step. ``ARRAYRNN_NUMBA=0`` turns them off.
-For B = 1 and B >= ``ROWS_MIN_BATCH`` (torch-style GRU only) they run batch-major instead
-(``numba_rows.py``): BLAS accumulates the recurrent product straight into the input projection and
-the gate loop writes ``y`` directly, which measured faster there; ``ARRAYRNN_ROW_THREADS=n`` also
-splits the batch over ``n`` threads (see :func:`_run_rows` for when that helps).
+Same signature and results (to float tolerance) as ``_core/sequence.py``, with optional numba kernels inside
+(``ARRAYRNN_NUMBA=0`` turns them off). What makes it fast: ``benchmarks/NOTES.md``.
 """
 
 from __future__ import annotations
@@ -127,8 +102,7 @@ def _run_compiled(
 
 
 #: batches at least this large, or at most ``ROWS_MAX_SMALL_BATCH``, run the batch-major kernels
-#: (``numba_rows``); the others the feature-major ``numba_loop`` (measured on this project's 2-core
-#: machine: feature-major wins at B = 16, batch-major at B = 1 and B >= 64, see benchmarks/results/)
+#: (``numba_rows``); the others the feature-major ``numba_loop`` (measurements: benchmarks/NOTES.md)
 ROWS_MIN_BATCH = 64
 ROWS_MAX_SMALL_BATCH = 1
 #: at least this many rows per slice when the batch-major path splits the batch over threads
@@ -623,3 +597,73 @@ def _gru_compiled(kernels, x, params, state, lengths, reverse, linear_before_res
         )  # fmt: skip
 
     return _run_compiled(x, weight_ih, bias, run_chunk, state[0], None, lengths, reverse)
+
+
+# ----------------------------------------------------------------------------------------------
+# the hook the dispatcher calls (``arrayrnn._dispatch``)
+
+#: named paths ``impl=`` may ask for on NumPy (none: ``"auto"`` / ``"fast"`` pick inside this module)
+PATHS: tuple[str, ...] = ()
+
+
+def paths() -> tuple[str, ...]:
+    """The path names ``impl=`` accepts on this backend besides ``"auto"``, ``"generic"`` and ``"fast"``."""
+    return PATHS
+
+
+def sequence(
+    kind: str,
+    xp: Any,
+    x: Array,
+    params: Any,
+    state: tuple[Array, ...],
+    lengths: Optional[Array],
+    reverse: bool,
+    options: dict[str, Any],
+    *,
+    impl: str = "auto",
+) -> Optional[tuple[Array, tuple[Array, ...]]]:
+    """Run one validated, time-major layer on the NumPy loop; ``None`` (the core runs) for other dtypes."""
+    if x.dtype not in _FAST_DTYPES:
+        return None
+    loop = globals()[f"{kind}_sequence"]  # looked up per call: tests may swap a loop
+    return loop(xp, x, params, state, lengths, reverse, **options)
+
+
+def sequence_vjp(kind: str, xp: Any, x: Array, params: Any, state: Any, lengths: Any, reverse: bool,
+                 options: dict[str, Any], *, impl: str = "auto") -> None:  # fmt: skip
+    """No gradient fast path on NumPy yet: always ``None`` (the recording core runs)."""
+    return None
+
+
+def _no_kernels_reason(x: np.ndarray) -> str:
+    if x.dtype != np.float32:
+        return f"the numba kernels are float32 only, x is {x.dtype.name}"
+    if x.shape[1] == 0:
+        return "empty batch"
+    if os.environ.get("ARRAYRNN_NUMBA", "1") == "0":
+        return "ARRAYRNN_NUMBA=0"
+    return "numba is not installed"
+
+
+def explain(kind: str, x: Array, params: Any, options: dict[str, Any], *, impl: str = "auto",
+            gradient: bool = False) -> tuple[str, str]:  # fmt: skip
+    """``(path, reason)`` for a validated, time-major call: the choice :func:`sequence` makes, in words."""
+    batch = x.shape[1]
+    if gradient:
+        return "generic", "numpy has no gradient fast path: the recording core runs"
+    if x.dtype not in _FAST_DTYPES:
+        return "generic", f"{np.dtype(x.dtype).name} is not supported by the NumPy loop (float32, float64)"
+    kernels = _use_compiled(x)
+    if kind == "lstm" and kernels is not None:
+        blocked = [name for name, value in (("projection", params.weight_hr), ("peephole_i", params.peephole_i),
+                                            ("peephole_o", params.peephole_o)) if value is not None]  # fmt: skip
+        if blocked:
+            return "NumPy loop", f"{', '.join(blocked)}: not in the numba kernels"
+    if kernels is None:
+        return "NumPy loop", _no_kernels_reason(x)
+    rows_ok = kind != "gru" or bool(options.get("linear_before_reset", True))
+    if rows_ok and _use_rows(x):
+        why = f"B = {batch} >= {ROWS_MIN_BATCH}" if batch >= ROWS_MIN_BATCH else f"B = {batch}"
+        return "numba batch-major kernels", why
+    return "numba feature-major kernels", f"B = {batch}"

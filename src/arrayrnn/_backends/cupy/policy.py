@@ -1,0 +1,193 @@
+"""CuPy dispatch policy: one frozen :class:`Config` of switches and thresholds, and the pure choice functions.
+
+``ARRAYRNN_CUPY_DISPATCH=NAME=value,...`` builds the process-wide config once; :func:`configured` swaps a changed
+copy in for a ``with`` block (tests, benchmarks). Nothing here imports CuPy: every choice is testable anywhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import threading
+from collections.abc import Iterator
+from typing import Any, Optional
+
+import numpy as np
+
+#: gates per cell (rows of ``weight_ih`` per hidden unit)
+GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+#: storage dtypes the CuPy kernels are written for
+SUPPORTED_DTYPES = ("float16", "float32", "float64")
+#: the environment variable read once to build the process-wide config
+DISPATCH_ENV = "ARRAYRNN_CUPY_DISPATCH"
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Every switch and threshold the CuPy dispatcher reads (see ``benchmarks/NOTES.md`` for the measurements)."""
+
+    #: the small-batch path auto picks where the warp-per-unit kernels win: "graph" or "persistent"
+    small_batch_impl: str = "graph"
+    #: largest batch / hidden size that runs on the small-batch path (cuBLAS wins beyond)
+    graph_max_batch: int = 64
+    graph_max_hidden: int = 1024
+    #: largest graph-path buffer (input projection + output) kept per cached plan
+    graph_max_buffer_bytes: int = 256 << 20
+    #: auto may pick the Hopper "cluster" path where the shape fits one cluster (off until a GPU run shows it wins)
+    cluster_auto: bool = False
+    #: auto may pick "fused_graph" in place of "fused" (off until measured)
+    fused_graph_auto: bool = False
+    #: auto may pick "tiled" for batches ``tiled_min_batch`` to ``tiled_max_batch`` (forward only; off until measured)
+    tiled_auto: bool = False
+    tiled_min_batch: int = 64
+    tiled_max_batch: int = 1024
+    #: largest fused_graph plan auto caches (input projection + output)
+    fused_graph_max_buffer_bytes: int = 1 << 30
+    #: a gradient plan holds about this many times the forward plan's buffers
+    grad_buffer_factor: int = 4
+    #: the gradient path where the forward would take the small-batch path: "graph" or "persistent"
+    grad_small_batch_impl: str = "graph"
+
+    def replace(self, **changes: Any) -> Config:
+        """A copy with ``changes`` (field names); unknown names raise ``TypeError``."""
+        return dataclasses.replace(self, **changes)
+
+
+#: the switches ``ARRAYRNN_CUPY_DISPATCH`` may set (upper-case names) and their accepted values
+SWITCHES: dict[str, tuple[Any, ...]] = {
+    "CLUSTER_AUTO": (False, True),
+    "FUSED_GRAPH_AUTO": (False, True),
+    "SMALL_BATCH_IMPL": ("graph", "persistent"),
+    "GRAD_SMALL_BATCH_IMPL": ("graph", "persistent"),
+    "GRAPH_MAX_BATCH": (8, 32, 64),
+    "TILED_AUTO": (False, True),
+}
+_BOOLEANS = {"1": True, "true": True, "on": True, "0": False, "false": False, "off": False}
+
+
+def parse_switches(text: str) -> dict[str, Any]:
+    """``NAME=value,NAME=value`` -> ``{NAME: value}``. A name or value outside ``SWITCHES`` raises a
+    ``ValueError`` naming ``ARRAYRNN_CUPY_DISPATCH`` and what it accepts."""
+    settings: dict[str, Any] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, _, raw = item.partition("=")
+        name, raw = name.strip(), raw.strip()
+        allowed = SWITCHES.get(name)
+        if allowed is None:
+            raise ValueError(f"{DISPATCH_ENV}: unknown switch {name!r}; known: {', '.join(SWITCHES)}")
+        boolean = isinstance(allowed[0], bool)
+        integer = isinstance(allowed[0], int) and not boolean
+        value: Any = _BOOLEANS.get(raw.lower()) if boolean else int(raw) if integer and raw.isdigit() else raw
+        if value not in allowed or (boolean and raw.lower() not in _BOOLEANS) or (integer and not raw.isdigit()):
+            shown = "1/0" if boolean else " or ".join(str(v) for v in allowed)
+            raise ValueError(f"{DISPATCH_ENV}: {name} must be {shown}, got {raw!r}")
+        settings[name] = value
+    return settings
+
+
+def from_switches(text: str, base: Optional[Config] = None) -> Config:
+    """``base`` (default: the built-in defaults) with the switches named in ``text`` set."""
+    changes = {name.lower(): value for name, value in parse_switches(text).items()}
+    return (base or Config()).replace(**changes)
+
+
+_lock = threading.Lock()
+_current: Optional[Config] = None
+
+
+def current() -> Config:
+    """The config in force: the innermost :func:`configured` block's, else the process-wide one (built from
+    ``ARRAYRNN_CUPY_DISPATCH`` at the first call)."""
+    global _current
+    found = _current
+    if found is None:
+        with _lock:
+            if _current is None:
+                _current = from_switches(os.environ.get(DISPATCH_ENV, ""))
+            found = _current
+    return found
+
+
+@contextlib.contextmanager
+def configured(config: Optional[Config] = None, **changes: Any) -> Iterator[Config]:
+    """Run a block with ``config`` (default: the current one) changed by ``changes``; the previous config is
+    restored after. Process-wide, like the settings it replaces: for tests and benchmarks, not for threads."""
+    global _current
+    previous = current()
+    chosen = (config or previous).replace(**changes)
+    _current = chosen
+    try:
+        yield chosen
+    finally:
+        _current = previous
+
+
+def choose_impl(
+    kind: str,
+    *,
+    steps: int,
+    batch: int,
+    hidden: int,
+    dtype: str,
+    has_projection: bool = False,
+    weights_contiguous: bool = True,
+    cluster_shared: int = 0,
+    linear_before_reset: bool = True,
+    config: Optional[Config] = None,
+) -> str:
+    """The forward path auto runs for one call: ``config.small_batch_impl``, "cluster", "tiled", "fused",
+    "fused_graph" or "generic" (a pure function of the shapes, of ``config`` and of ``cluster_shared``, the shared
+    memory a cluster kernel's block may have on the GPU, 0 without clusters)."""
+    config = config or current()
+    if batch == 0 or dtype not in SUPPORTED_DTYPES:
+        return "generic"
+    itemsize = np.dtype(dtype).itemsize
+    buffer_bytes = steps * batch * (GATES[kind] + 1) * hidden * itemsize
+    small = batch <= config.graph_max_batch and hidden <= config.graph_max_hidden
+    graph_ok = not has_projection and weights_contiguous and buffer_bytes <= config.graph_max_buffer_bytes
+    if graph_ok and small and config.cluster_auto and cluster_shared > 0 and linear_before_reset:
+        from .experimental import cluster
+
+        if cluster.fits(GATES[kind], batch, hidden, itemsize, cluster_shared):
+            return "cluster"
+    tiled_batch = config.tiled_min_batch <= batch <= config.tiled_max_batch
+    if config.tiled_auto and graph_ok and linear_before_reset and tiled_batch:
+        return "tiled"
+    if graph_ok and small:
+        return config.small_batch_impl
+    if config.fused_graph_auto and weights_contiguous and buffer_bytes <= config.fused_graph_max_buffer_bytes:
+        return "fused_graph"
+    return "fused"
+
+
+def grad_choice(
+    kind: str,
+    forward: str,
+    *,
+    batch: int,
+    hidden: int,
+    dtype: Any,
+    cluster_shared: int = 0,
+    config: Optional[Config] = None,
+) -> str:
+    """The gradient path for a call whose forward :func:`choose_impl` (at ``grad_buffer_factor`` times the steps)
+    picks ``forward``: "cluster" where that is the forward's pick and the backward fits one cluster too, else
+    ``grad_small_batch_impl`` where the forward runs a small-batch path, else "fused_graph" where that is the
+    forward's pick, else "fused"."""
+    config = config or current()
+    if forward == "tiled":  # forward only: the gradient takes the path auto would have taken without it
+        if batch <= config.graph_max_batch and hidden <= config.graph_max_hidden:
+            return config.grad_small_batch_impl
+        forward = "fused_graph" if config.fused_graph_auto else "fused"
+    if forward == "fused_graph":
+        return "fused_graph"
+    if forward not in ("graph", "persistent", "cluster"):
+        return "fused"
+    if forward == "cluster":
+        from .experimental import cluster
+
+        gates, itemsize = GATES[kind], np.dtype(dtype).itemsize
+        if cluster.fits(gates, batch, hidden, itemsize, cluster_shared, gates * hidden):
+            return "cluster"
+    return config.grad_small_batch_impl

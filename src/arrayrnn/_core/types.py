@@ -1,0 +1,35 @@
+"""What the core needs of a params object: the fields, as structural protocols.
+
+The public layer's frozen dataclasses (``arrayrnn.params``) satisfy these; the core never imports them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Protocol
+
+Array = Any
+
+
+class RNNParamsLike(Protocol):
+    """One Elman layer: ``weight_ih (H, I)``, ``weight_hh (H, H)``, biases ``(H,)`` or ``None``."""
+
+    weight_ih: Array
+    weight_hh: Array
+    bias_ih: Optional[Array]
+    bias_hh: Optional[Array]
+
+    @property
+    def hidden_size(self) -> int: ...
+
+
+class LSTMParamsLike(RNNParamsLike, Protocol):
+    """One LSTM layer (gates i, f, g, o): as RNN with ``4H`` rows, plus projection and peepholes (or ``None``)."""
+
+    weight_hr: Optional[Array]
+    peephole_i: Optional[Array]
+    peephole_f: Optional[Array]
+    peephole_o: Optional[Array]
+
+
+class GRUParamsLike(RNNParamsLike, Protocol):
+    """One GRU layer (gates r, z, n): as RNN with ``3H`` rows."""
