@@ -93,7 +93,7 @@ def test_forward_backward_mode_agrees_with_torch_autograd(kind):
 
     params = random_params(kind, 3, 5, seed=2, dtype="float32")
     x = np.random.default_rng(1).standard_normal((6, 2, 3)).astype("float32")
-    runners, skipped = bench._MODES["forward+backward"](kind, params, x, 1, "numpy")
+    runners, skipped = bench.MODES["forward+backward"](kind, params, x, 1, "numpy")
     assert [r.name for r in runners] == ["arrayrnn", "torch"] and "onnxruntime" in skipped
     assert max(bench._check_outputs(runners, kind).values()) < 1e-4
     # a wrong weight gradient is caught (the check covers the gradients, not only y)
@@ -106,7 +106,7 @@ def test_forward_backward_mode_agrees_with_torch_autograd(kind):
     wrong = bench.Runner("wrong", off_by_a_bit, ours.to_numpy)
     with pytest.raises(RuntimeError, match="wrong output differs"):
         bench._check_outputs([runners[1], wrong], kind)
-    assert bench_backward.forward_backward_runners is bench._MODES["forward+backward"]
+    assert bench_backward.forward_backward_runners is bench.MODES["forward+backward"]
 
 
 def test_forward_backward_rows_in_the_record(tmp_path):

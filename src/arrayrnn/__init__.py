@@ -7,6 +7,7 @@ namespace of their inputs; functions that create arrays use the selected backend
 from __future__ import annotations
 
 from . import convert, optim
+from ._version import __version__
 from .backend import (
     BackendMismatchError,
     BackendUnavailableError,
@@ -24,8 +25,6 @@ from .io import load, save
 from .models import GRU, LSTM, RNN
 from .params import GRUParams, LSTMParams, RNNParams, init_gru, init_lstm, init_rnn
 from .sequence import gru, lstm, rnn
-
-__version__ = "0.1.0"
 
 __all__ = [
     "BackendMismatchError",

@@ -1,10 +1,4 @@
-"""Save and load models as ``.npz`` files: torch-named arrays plus the configuration, no pickle.
-
-The file holds the model's ``state_dict()`` (as NumPy arrays) and one extra entry,
-``__arrayrnn__``: a string array holding a JSON object with the model class, its full
-configuration and the format version. Loading uses ``numpy.load(..., allow_pickle=False)``, so a
-file can never run code.
-"""
+"""Save and load models as ``.npz`` files: torch-named arrays plus the configuration, no pickle."""
 
 from __future__ import annotations
 
@@ -30,7 +24,7 @@ def save(path: Any, model: Any) -> None:
     Like ``numpy.savez``, a string path without the ``.npz`` suffix gets it appended. The arrays
     are copied to the host (NumPy) to be written; the dtype is kept.
     """
-    from . import __version__
+    from ._version import __version__
     from .models import MODEL_CLASSES
 
     if getattr(model, "kind", None) not in MODEL_CLASSES or not isinstance(model, MODEL_CLASSES[model.kind]):

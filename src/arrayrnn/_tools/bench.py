@@ -1,28 +1,12 @@
 """``arrayrnn bench``: arrayrnn against the real peers (torch CPU, onnxruntime) on the same weights.
 
-What it measures, per cell (LSTM, GRU, RNN) and grid shape ``(T, B, I, H)``, float32 forward:
-
-* the median time of arrayrnn (on ``--backend``, default NumPy), torch ``nn.LSTM/GRU/RNN`` and an
-  onnxruntime one-node model, **interleaved** in one process (the order rotates every round), after
-  a warm-up, over ``--repeats`` rounds; outputs are checked equal (allclose) before any timing;
-* the time of one GEMM with the same FLOPs, ``(T*B, I+H) @ (I+H, G*H)`` in NumPy, measured in the
-  same rounds: ``gemm_efficiency = gemm_time / arrayrnn_time`` is the fraction of that rate reached;
-* the peak extra memory (tracemalloc: NumPy's allocations) of inference on a long sequence.
-
-Every library runs with the same thread count (threadpoolctl for BLAS/OpenMP, ``torch.set_num_threads``,
-onnxruntime ``intra_op_num_threads`` with spinning off so idle ORT threads do not steal the cores).
-The table goes to the terminal, a JSON record (machine, versions, date, threads, BLAS kernel) to
-``--out``, and with ``--plot`` a PNG of time against batch size. Peers and threadpoolctl/matplotlib are
-optional (``pip install "arrayrnn[bench]"`` plus ``torch``); a missing peer is skipped and says so.
-
-Forward+backward: see :func:`register_mode` — the gradients module adds its runners there and the
-table, JSON and plot pick them up without changes here.
+Per cell and shape, interleaved timed rounds after outputs are checked equal; a table, ``--out`` JSON and
+``--plot``. Modes beyond the forward plug in through :func:`register_mode`. Method: ``benchmarks/NOTES.md``.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime
 import importlib.metadata
 import json
@@ -37,6 +21,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
+
+from .bench_modes import MODES, Runner, importable, register_mode
 
 __all__ = ["GRID", "LONG_SEQUENCE", "Runner", "add_arguments", "main", "register_mode", "run_benchmark"]
 
@@ -54,29 +40,6 @@ CELLS = ("lstm", "gru", "rnn")
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 #: seconds one timing sample lasts at least (short calls are repeated inside a sample)
 MIN_SAMPLE_SECONDS = 0.02
-
-
-@dataclasses.dataclass
-class Runner:
-    """One timed library: ``call()`` runs the work once and returns its output (or ``None``)."""
-
-    name: str
-    call: Callable[[], Any]
-    #: turns ``call()``'s result into a NumPy ``(T, B, H)`` array for the equality check; None: not checked
-    to_numpy: Optional[Callable[[Any], np.ndarray]] = None
-
-
-#: mode name -> factory(kind, params, x, threads, backend) -> (runners, skipped {library: reason})
-_MODES: dict[str, Callable[..., tuple[list[Runner], dict[str, str]]]] = {}
-
-
-def register_mode(name: str, factory: Callable[..., tuple[list[Runner], dict[str, str]]]) -> None:
-    """Add a timed mode (e.g. ``"forward+backward"``, registered by the gradients module).
-
-    ``factory(kind, params, x, threads, backend)`` gets NumPy float32 params and ``x (T, B, I)`` and
-    returns the runners to time (the first one named ``"arrayrnn"``) and the peers it skipped, with why.
-    """
-    _MODES[name] = factory
 
 
 # ----------------------------------------------------------------------------------------------
@@ -206,7 +169,7 @@ def _forward_runners(
         ("torch", _torch_runner, ("torch",)),
         ("onnxruntime", _onnxruntime_runner, ("onnx", "onnxruntime")),
     ):
-        missing = [module for module in modules if not _importable(module)]
+        missing = [module for module in modules if not importable(module)]
         if missing:
             skipped[name] = f"not installed ({', '.join(missing)})"
             continue
@@ -217,14 +180,6 @@ def _forward_runners(
 
 
 register_mode("forward", _forward_runners)
-
-
-def _importable(module: str) -> bool:
-    try:
-        __import__(module)
-    except ImportError:
-        return False
-    return True
 
 
 # ----------------------------------------------------------------------------------------------
@@ -350,7 +305,7 @@ def _available_cores() -> int:
 
 def limit_threads(threads: int) -> tuple[Any, list[dict[str, Any]]]:
     """Set every thread pool (BLAS, OpenMP, torch) to ``threads``; returns (limiter, threadpoolctl info)."""
-    if _importable("torch"):
+    if importable("torch"):
         import torch  # imported first so threadpoolctl sees its OpenMP/MKL pools
 
         torch.set_num_threads(threads)
@@ -369,7 +324,7 @@ def environment(threads: int, pools: list[dict[str, Any]], backend: str) -> dict
     for distribution in ("numpy", "torch", "onnxruntime", "onnx", "threadpoolctl", "numba"):
         versions[distribution] = _version(distribution)
     torch_threads = None
-    if _importable("torch"):
+    if importable("torch"):
         import torch
 
         torch_threads = torch.get_num_threads()
@@ -536,10 +491,10 @@ def run_benchmark(
     threads = threads or _available_cores()
     limiter, pools = limit_threads(threads)
     record = environment(threads, pools, backend)
-    modes = list(modes) if modes is not None else list(_MODES)
-    unknown_modes = [mode for mode in modes if mode not in _MODES]
+    modes = list(modes) if modes is not None else list(MODES)
+    unknown_modes = [mode for mode in modes if mode not in MODES]
     if unknown_modes:
-        raise ValueError(f"modes must be among {', '.join(_MODES)}, got {', '.join(unknown_modes)}")
+        raise ValueError(f"modes must be among {', '.join(MODES)}, got {', '.join(unknown_modes)}")
     record["settings"] = {"repeats": repeats, "dtype": "float32", "grid": [list(shape) for shape in grid]}
     record["load_average_at_start"] = _load_average()
     record["modes"] = modes
@@ -566,7 +521,7 @@ def run_benchmark(
                     params = init(features, hidden, seed=1, dtype="float32", backend="numpy")
                     rng = np.random.default_rng(2)
                     x = rng.standard_normal((steps, batch, features), dtype=np.float32)
-                    runners, skipped = _MODES[mode](kind, params, x, threads, backend)
+                    runners, skipped = MODES[mode](kind, params, x, threads, backend)
                     skipped_all.update(skipped)
                     differences = _check_outputs(runners, case)
                     bar.advance(1)
@@ -638,7 +593,7 @@ def run_benchmark(
 
 
 # the forward+backward mode (arrayrnn.vjp against torch autograd) registers itself through the hook above
-from . import bench_backward  # noqa: E402,F401
+from . import bench_backward  # noqa: E402,F401  (registers the forward+backward mode)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -653,7 +608,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plot", action="store_true", help="also write a PNG (needs matplotlib)")
     parser.add_argument("--no-memory", action="store_true", help="skip the long-sequence memory measurement")
     parser.add_argument(
-        "--modes", default=None, help=f"comma-separated modes (default: all registered: {', '.join(_MODES)})"
+        "--modes", default=None, help=f"comma-separated modes (default: all registered: {', '.join(MODES)})"
     )
 
 

@@ -1,10 +1,6 @@
 """The ``forward+backward`` mode of ``arrayrnn bench``: ``arrayrnn.vjp`` against torch autograd.
 
-Registered with :func:`arrayrnn._tools.bench.register_mode`. One timed call is the forward pass and the
-backward pass for a fixed output cotangent ``dy (T, B, H)`` (the final state's cotangent is zero):
-arrayrnn runs ``vjp(f, x, params)`` and its pullback; torch runs ``nn.LSTM/GRU/RNN`` with the same
-weights, ``y.backward(dy)``. Before timing, ``y``, ``dx`` and every weight and bias gradient must
-agree (parameter gradients scaled by ``1/sqrt(T*B)``, see :func:`_flattened`).
+Registered with :func:`arrayrnn._tools.bench.register_mode`; outputs and gradients must agree before timing.
 """
 
 from __future__ import annotations
@@ -13,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .bench import Runner, _importable, register_mode
+from .bench_modes import Runner, importable, register_mode
 
 _FIELDS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 
@@ -91,7 +87,7 @@ def forward_backward_runners(
     """The ``forward+backward`` mode's runners: arrayrnn (vjp) and torch autograd when installed."""
     runners = [_arrayrnn_runner(kind, params, x, backend)]
     skipped: dict[str, str] = {"onnxruntime": "no backward pass (inference only)"}
-    if _importable("torch"):
+    if importable("torch"):
         runners.append(_torch_runner(kind, params, x, threads))
     else:
         skipped["torch"] = "not installed (torch)"
