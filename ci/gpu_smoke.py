@@ -13,19 +13,28 @@ import multiprocessing
 import sys
 import time
 import traceback
+from typing import Any
 
 import numpy as np
 
 #: the source parts each dtype compiles (the gradient paths, and so the executor, run float32/float64 only)
-FLOAT16_PARTS = ("forward", "cluster")
+FLOAT16_PARTS = ("forward", "tiled", "persistent", "cluster")
+
+
+def _sources() -> Any:
+    """``sources`` with every part registered (importing ``experimental`` registers its parts)."""
+    from arrayrnn._backends.cupy import experimental  # noqa: F401
+    from arrayrnn._backends.cupy import sources as cupy_sources
+
+    return cupy_sources
 
 
 def _compile_part(dtype: str, part: str) -> float:
     """Compile one (dtype, part) module in this process (CuPy's kernel cache on disk keeps it for every other
     process on this machine). Returns the seconds it took."""
     from arrayrnn._backends.cupy import common as cupy_common
-    from arrayrnn._backends.cupy import sources as cupy_sources
 
+    cupy_sources = _sources()
     start = time.perf_counter()
     name = next(name for name in cupy_sources.kernel_specs() if cupy_sources.part_of(name) == part)
     cupy_common.kernel(name, dtype).compile()
@@ -35,9 +44,8 @@ def _compile_part(dtype: str, part: str) -> float:
 def precompile() -> int:
     """Compile every (dtype, part) module at once in a process pool: NVRTC is single-threaded and the device
     machine has 16 cores (one after another this took most of the smoke phase's time). Returns failures."""
-    from arrayrnn._backends.cupy import sources as cupy_sources
-
-    jobs = [(dtype, part) for dtype in ("float32", "float64", "float16") for part in cupy_sources.ALL_PARTS
+    cupy_sources = _sources()
+    jobs = [(dtype, part) for dtype in ("float32", "float64", "float16") for part in cupy_sources.parts()
             if dtype != "float16" or part in FLOAT16_PARTS]  # fmt: skip
     start, failures = time.perf_counter(), 0
     context = multiprocessing.get_context("spawn")  # CUDA and fork do not mix
@@ -66,10 +74,11 @@ def main() -> int:
 
     import arrayrnn as ar
     from arrayrnn._backends.cupy import common as cupy_common
-    from arrayrnn._backends.cupy import sources as cupy_sources
     from arrayrnn._backends.cupy.experimental import cluster as cupy_cluster
+    from arrayrnn._backends.cupy.experimental import cluster_sources
     from arrayrnn._backends.cupy.experimental import persistent as cupy_persistent
 
+    cupy_sources = _sources()
     cupy_persistent.CHECK_BARRIER = True  # a timed-out grid barrier raises instead of giving wrong numbers
 
     print(f"cupy {cupy.__version__}, device: {cupy.cuda.runtime.getDeviceProperties(0)['name'].decode()}")
@@ -101,7 +110,7 @@ def main() -> int:
             try:
                 attributes = cupy_common.kernel(name, dtype).attributes
                 shown = ("fused", "grad", "record")
-                cluster = cupy_sources.cluster_size(name) > 1
+                cluster = cluster_sources.cluster_size(name) > 1
                 if name.endswith(("_nb8", "persistent_nb1", "_nb1_c8")) or (
                     not cluster and any(word in name for word in shown)
                 ):

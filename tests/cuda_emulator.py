@@ -1,6 +1,7 @@
 """Run the CuPy fast paths' CUDA C++ kernels on the CPU, to test their logic where there is no GPU.
 
-The kernel source (``arrayrnn._backends.cupy.sources.source``) is compiled with g++ together with a small
+The kernel source (``arrayrnn._backends.cupy.sources.source``: every registered part, the experimental ones too
+where ``experimental/`` is present) is compiled with g++ together with a small
 prelude that defines the CUDA built-ins the kernels use. Every thread of a launch is a cooperative
 fiber (ucontext); a scheduler resumes the fibers round-robin and each runs until it blocks at a
 warp shuffle, a ``__syncthreads()`` or a grid barrier (``ARRAYRNN_GRID_SYNC``), or finishes:
@@ -42,6 +43,12 @@ from typing import Any
 import numpy as np
 
 from arrayrnn._backends.cupy import sources as cupy_sources
+
+try:  # registers the experimental kernel parts with cupy_sources
+    import arrayrnn._backends.cupy.experimental  # noqa: F401
+except ModuleNotFoundError as error:  # experimental/ deleted: the shipping parts only
+    if error.name != "arrayrnn._backends.cupy.experimental":
+        raise
 
 _PRELUDE = r"""
 #include <math.h>
@@ -385,7 +392,7 @@ class Library:
 
 
 _sources: dict[str, Library] = {}
-_libraries: dict[str, Library] = {}
+_libraries: dict[tuple[str, tuple[str, ...]], Library] = {}
 
 
 def library_for_source(code: str, specs: dict[str, list[tuple[str, str]]]) -> Library:
@@ -415,12 +422,13 @@ def library_for_source(code: str, specs: dict[str, list[tuple[str, str]]]) -> Li
 
 
 def library(dtype: str) -> Library:
-    """The kernels of ``dtype`` (``cupy_sources``) compiled for the CPU."""
+    """The kernels of ``dtype`` (every part ``cupy_sources`` has registered) compiled for the CPU."""
     if dtype not in ("float16", "float32", "float64"):
         raise ValueError(f"the emulator supports float16, float32 and float64, got {dtype}")
-    if dtype not in _libraries:
-        _libraries[dtype] = library_for_source(cupy_sources.source(dtype), cupy_sources.kernel_specs())
-    return _libraries[dtype]
+    key = (dtype, cupy_sources.parts())
+    if key not in _libraries:
+        _libraries[key] = library_for_source(cupy_sources.source(dtype), cupy_sources.kernel_specs())
+    return _libraries[key]
 
 
 def run(

@@ -16,7 +16,7 @@ strict where CuPy/CUDA are strict and a silent CPU run would not be:
   with a grid barrier need) run every block at once on the emulator and fail like CUDA when the grid is
   larger than ``MultiProcessorCount`` (``fake.multiprocessors``) times the occupancy that
   ``cuda.driver.occupancyMaxActiveBlocksPerMultiprocessor`` reports (``fake.occupancy``);
-* a cluster kernel (compiled with ``__cluster_dims__``: ``cupy_sources.cluster_size``) runs cluster by
+* a cluster kernel (compiled with ``__cluster_dims__``: ``cluster_sources.cluster_size``) runs cluster by
   cluster and fails like CUDA on a device without clusters (``fake.compute_capability`` below "90"), a grid
   that is not a whole number of clusters, a cooperative launch, or a cluster of more than 8 blocks unless
   the kernel opted in (``cuda.driver.funcSetAttribute(ptr, NON_PORTABLE_CLUSTER_SIZE_ALLOWED, 1)``).
@@ -34,6 +34,19 @@ import numpy as np
 
 from arrayrnn._backends.cupy import sources as cupy_sources
 from tests import cuda_emulator
+
+_EXPERIMENTAL = "arrayrnn._backends.cupy.experimental"
+try:  # the experimental paths (importing them registers their kernels with cupy_sources)
+    from arrayrnn._backends.cupy.experimental import cluster_sources as _cluster_sources
+except ModuleNotFoundError as error:  # experimental/ deleted: the shipping paths only
+    if error.name != _EXPERIMENTAL:
+        raise
+    _cluster_sources = None
+
+
+def _cluster_size(name: str) -> int:
+    """Blocks per cluster that kernel ``name`` was compiled for (1: not a cluster kernel)."""
+    return 1 if _cluster_sources is None else _cluster_sources.cluster_size(name)
 
 
 class _Pointer:
@@ -111,7 +124,7 @@ class FakeGraph:
                 entry.run()
                 continue
             dtype, name, grid, block, arg_bytes, cooperative, shared_mem = entry
-            cluster = cupy_sources.cluster_size(name)
+            cluster = _cluster_size(name)
             cuda_emulator.launch(dtype, name, grid, block, arg_bytes, cooperative, shared_mem, cluster)
 
 
@@ -192,7 +205,7 @@ class FakeRawKernel:
     def __init__(self, module: FakeCupy, code: str, name: str, options: tuple[str, ...] = ()) -> None:
         self.module = module
         self.name = name
-        parts = (None, *cupy_sources.ALL_PARTS)
+        parts = (None, *cupy_sources.parts())
         self.dtype = next(d for d in cupy_sources.ACC_TYPES for p in parts if code == cupy_sources.source(d, p))
         specs = cupy_sources.kernel_specs()
         if name not in specs:
@@ -279,7 +292,7 @@ class FakeRawKernel:
     ) -> None:
         if len(grid) != 1 or len(block) != 1 or grid[0] < 1 or not 1 <= block[0] <= 1024:
             raise ValueError(f"{self.name}: bad launch configuration grid={grid} block={block}")
-        cluster = cupy_sources.cluster_size(self.name)
+        cluster = _cluster_size(self.name)
         if cluster > 1:
             allowed = self._function is not None and self._function.non_portable_cluster_size_allowed
             if int(self.module.compute_capability) < 90:
@@ -544,52 +557,35 @@ class FakeCupy(types.ModuleType):
 
 @contextlib.contextmanager
 def installed(monkeypatch: Any):
-    """Make the fast paths use a fresh FakeCupy (and forget kernels/graphs made with another)."""
+    """Make the fast paths use a fresh FakeCupy (and forget kernels/graphs made with another); the experimental
+    paths too where ``experimental/`` is present."""
+    import importlib
+
     from arrayrnn._backends.cupy import common as cupy_common
-    from arrayrnn._backends.cupy import graph as cupy_graph
 
     global _current
     previous = _current
     fake = FakeCupy()
     monkeypatch.setattr(cupy_common, "cupy_module", lambda: fake)
     monkeypatch.setattr(cupy_common, "_kernels", {})
-    from arrayrnn._backends.cupy.experimental import cluster as cupy_cluster
-
-    monkeypatch.setattr(cupy_cluster, "_shared_limits", {})  # per device: this fake's device is a new one
     monkeypatch.setattr(cupy_common, "_placeholders", {})
-    from arrayrnn._backends.cupy import grad_graph as cupy_grad_graph
-    from arrayrnn._backends.cupy.experimental import blas as cupy_blas
-    from arrayrnn._backends.cupy.experimental import fused_graph as cupy_fused_graph
-    from arrayrnn._backends.cupy.experimental import grad_fused_graph as cupy_grad_fused_graph
-
-    monkeypatch.setattr(cupy_blas, "library", lambda: fake.cublas)
-    monkeypatch.setattr(cupy_blas, "_handles", {})
-    for module_name in (
-        "cupy.experimental.blas",
-        "cupy.experimental.fused_graph",
-        "cupy.experimental.grad_fused_graph",
-        "cupy.fused",
-        "cupy.graph",
-        "cupy.grad_fused",
-        "cupy.grad_graph",
-        "cupy.experimental.persistent",
-        "cupy.experimental.executor",
-        "cupy.experimental.cluster",
-        "cupy.experimental.grad_cluster",
-    ):
-        import importlib
-
-        module = importlib.import_module(f"arrayrnn._backends.{module_name}")
+    names = [f"arrayrnn._backends.cupy.{name}" for name in ("fused", "graph", "grad_fused", "grad_graph")]
+    if _cluster_sources is not None:
+        experimental = ("blas", "fused_graph", "grad_fused_graph", "persistent", "executor", "cluster", "grad_cluster")
+        names += [f"{_EXPERIMENTAL}.{name}" for name in experimental]
+    modules = {name.rpartition(".")[2]: importlib.import_module(name) for name in names}
+    for module in modules.values():
         monkeypatch.setattr(module, "cupy_module", lambda: fake)
-    cupy_graph.clear_cache()
-    cupy_grad_graph.clear_cache()
-    cupy_fused_graph.clear_cache()
-    cupy_grad_fused_graph.clear_cache()
+    if _cluster_sources is not None:
+        monkeypatch.setattr(modules["cluster"], "_shared_limits", {})  # per device: this fake's device is a new one
+        monkeypatch.setattr(modules["blas"], "library", lambda: fake.cublas)
+        monkeypatch.setattr(modules["blas"], "_handles", {})
+    cached = [modules[name] for name in ("graph", "grad_graph", "fused_graph", "grad_fused_graph") if name in modules]
+    for module in cached:
+        module.clear_cache()
     try:
         yield fake
     finally:
-        cupy_graph.clear_cache()
-        cupy_grad_graph.clear_cache()
-        cupy_fused_graph.clear_cache()
-        cupy_grad_fused_graph.clear_cache()
+        for module in cached:
+            module.clear_cache()
         _current = previous

@@ -139,9 +139,7 @@ def test_to_backend_refuses_non_arrays():
 
 
 def test_cli_info_lists_every_backend():
-    result = subprocess.run(
-        [sys.executable, "-m", "arrayrnn", "info"], capture_output=True, text=True, check=True
-    )
+    result = subprocess.run([sys.executable, "-m", "arrayrnn", "info"], capture_output=True, text=True, check=True)
     for name in ("numpy", "cupy", "array_api_strict", "torch", "jax", "dask"):
         assert name in result.stdout
     assert "numpy             usable" in result.stdout

@@ -191,24 +191,27 @@ def test_tiled_partial_tiles_and_chunks(monkeypatch, kind, options):
         lengths = [3, 0, 1, 2, 3, 3, 1, 0, 2, 3, 3, 1, 2, 3, 0, 3, 2, 1, 3, 3, 2]
         _check("tiled", kind, params, x, state, lengths, True, options, "float64")
         assert fake.captures_begun == 1 and fake.kernel_launches == 0
-        grid, block = cupy_graph.tiled_launch_shape(21, 70)
-        assert grid == (2 * 5,) and block == (cupy_sources.TILED_THREADS,)
+        grid, block = cupy_tiled.launch_shape(21, 70)
+        assert grid == (2 * 5,) and block == (cupy_tiled.TILED_THREADS,)
         params, x, state = _problem(kind, peepholes, "float32", 2, 3, 4, 140, seed=8)
         _check("tiled", kind, params, x, state, [2, 1, 2], False, options, "float32")
 
 
 def test_tiled_kernel_defines_come_from_python():
-    """The CUDA source's tile constants are generated from cupy_sources.TILED / TILED_CHUNK (the launch shape and
-    the shared memory size use the same)."""
+    """The CUDA source's tile constants are generated from experimental/sources.py's TILED / TILED_CHUNK (the launch
+    shape and the shared memory size use the same)."""
+    from arrayrnn._backends.cupy.experimental import sources as experimental_sources
+
     for dtype in ("float16", "float32", "float64"):
-        code = cupy_sources.source(dtype, "forward")
-        for name, value in {**cupy_sources.TILED, "TILED_CHUNK": cupy_sources.TILED_CHUNK[dtype]}.items():
+        code = cupy_sources.source(dtype, "tiled")
+        defines = {**experimental_sources.TILED, "TILED_CHUNK": experimental_sources.TILED_CHUNK[dtype]}
+        for name, value in defines.items():
             assert f"#define {name} {value}\n" in code
         # LSTM: within the 48 KiB a kernel gets without opting in (the launch does not opt in)
-        assert cupy_sources.tiled_shared_bytes(4, dtype) <= 48 * 1024
-    assert cupy_sources.TILED_THREADS == 256
+        assert experimental_sources.tiled_shared_bytes(4, dtype) <= 48 * 1024
+    assert experimental_sources.TILED_THREADS == 256
     # float64 LSTM: the chunk (16 + 64 rows of 65 doubles) is the larger part
-    assert cupy_sources.tiled_shared_bytes(4, "float64") == 80 * 65 * 8
+    assert experimental_sources.tiled_shared_bytes(4, "float64") == 80 * 65 * 8
 
 
 @pytest.mark.parametrize("tile", cupy_sources.BATCH_TILES)

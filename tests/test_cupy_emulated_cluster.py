@@ -8,6 +8,8 @@ generic core on NumPy (float64). ``tests/test_cupy_fast.py`` runs the same path 
 
 from __future__ import annotations
 
+import types
+
 import numpy as np
 import pytest
 
@@ -302,8 +304,17 @@ def test_auto_runs_the_cluster_path_when_enabled(monkeypatch, capability):
     from arrayrnn._backends.cupy import policy
     from tests import test_cupy_emulated
 
-    monkeypatch.setitem(MODULES, "auto", cupy_dispatch)
-    monkeypatch.setitem(test_cupy_emulated.IMPLS, "auto", cupy_dispatch)
+    def forward(kind):  # the hook with impl="auto", in the paths' calling convention the helpers use
+        return lambda xp, x, params, state, lengths, reverse, **options: cupy_dispatch.sequence(
+            kind, xp, x, params, state, lengths, reverse, options
+        )
+
+    auto = types.SimpleNamespace(
+        lstm_sequence=forward("lstm"),
+        sequence_vjp=lambda xp, kind, *args: cupy_dispatch.sequence_vjp(kind, xp, *args),
+    )
+    monkeypatch.setitem(MODULES, "auto", auto)
+    monkeypatch.setitem(test_cupy_emulated.IMPLS, "auto", auto)
     with fake_cupy.installed(monkeypatch) as fake, policy.configured(cluster_auto=True):
         fake.compute_capability = capability
         monkeypatch.setattr(cupy_cluster, "THREADS", 64)

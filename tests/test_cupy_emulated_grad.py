@@ -23,6 +23,7 @@ from arrayrnn._backends.cupy import grad_fused as cupy_grad
 from arrayrnn._backends.cupy import grad_graph as cupy_grad_graph
 from arrayrnn._backends.cupy import graph as cupy_graph
 from arrayrnn._backends.cupy import policy
+from arrayrnn._backends.cupy.experimental import executor as cupy_executor
 from arrayrnn._backends.cupy.experimental import grad_fused_graph as cupy_grad_fused_graph
 from arrayrnn._core import backward as core
 from arrayrnn.backend import map_arrays
@@ -61,7 +62,7 @@ MODULES = {
     "fused_graph": cupy_grad_fused_graph,
     "graph": cupy_grad_graph,
     # the graph plans run by the executor (one cooperative launch per loop)
-    "persistent": types.SimpleNamespace(sequence_vjp=cupy_grad_graph.sequence_vjp_persistent),
+    "persistent": types.SimpleNamespace(sequence_vjp=cupy_executor.sequence_vjp_persistent),
 }
 
 

@@ -15,6 +15,7 @@ import arrayrnn as ar
 from arrayrnn._backends.cupy import grad_fused as cupy_grad
 from arrayrnn._backends.cupy import grad_graph as cupy_grad_graph
 from arrayrnn._backends.cupy import policy
+from arrayrnn._backends.cupy.experimental import executor as cupy_executor
 from arrayrnn._backends.cupy.experimental import grad_cluster as cupy_grad_cluster
 from arrayrnn._backends.cupy.experimental import grad_fused_graph as cupy_grad_fused_graph
 from tests.support import random_params, tolerance
@@ -36,7 +37,7 @@ def fast_calls(monkeypatch):
     calls = []
     paths = (("fused", cupy_grad, "sequence_vjp"), ("fused_graph", cupy_grad_fused_graph, "sequence_vjp"),
              ("graph", cupy_grad_graph, "sequence_vjp"),
-             ("persistent", cupy_grad_graph, "sequence_vjp_persistent"),
+             ("persistent", cupy_executor, "sequence_vjp_persistent"),
              ("cluster", cupy_grad_cluster, "sequence_vjp"))  # fmt: skip
     for name, module, attribute in paths:
         real = getattr(module, attribute)

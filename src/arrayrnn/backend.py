@@ -44,11 +44,50 @@ _INSTALL_HINTS = {
 
 
 class BackendMismatchError(TypeError):
-    """Arrays from two backends (or two devices) were passed to one call."""
+    """Arrays from two backends (or two devices) were passed to one call; a ``TypeError``.
+
+    Functions follow their inputs and never copy between host and device behind the caller's back; this error
+    names the arguments and where each lives. Move them together with :func:`to_backend`.
+
+    Parameters
+    ----------
+    message : str
+        What was mixed, naming the arguments, their backends and devices.
+
+    Examples
+    --------
+    >>> import arrayrnn as ar
+    >>> issubclass(ar.BackendMismatchError, TypeError)
+    True
+    >>> import torch  # doctest: +SKIP
+    >>> ar.rnn(torch.zeros(5, 2, 3), ar.init_rnn(3, 4, backend="numpy"))  # doctest: +SKIP
+    Traceback (most recent call last):
+    ...
+    arrayrnn.BackendMismatchError: arguments live on different backends or devices: x on torch (device cpu), ...
+    """
 
 
 class BackendUnavailableError(RuntimeError):
-    """A backend was asked for that is unknown, not installed, or has no usable device."""
+    """A backend was asked for that is unknown, not installed, or has no usable device; a ``RuntimeError``.
+
+    The message says why (not installed, no CUDA device, ...) and how to get it (e.g.
+    ``pip install "arrayrnn[cuda12]"``).
+
+    Parameters
+    ----------
+    message : str
+        Why the backend is unavailable, and the install hint.
+
+    Examples
+    --------
+    >>> import arrayrnn as ar
+    >>> issubclass(ar.BackendUnavailableError, RuntimeError)
+    True
+    >>> ar.set_backend("tpu")  # doctest: +IGNORE_EXCEPTION_DETAIL
+    Traceback (most recent call last):
+    ...
+    arrayrnn.BackendUnavailableError: unknown backend 'tpu'; expected one of numpy, cupy, ... or 'auto'
+    """
 
 
 # --------------------------------------------------------------------------------------------
@@ -104,7 +143,25 @@ def backend_status(name: str) -> str | None:
 
 
 def available_backends() -> list[str]:
-    """The names of the backends that import and have a usable device, ``"numpy"`` first."""
+    """The names of the backends that import here and have a usable device, ``"numpy"`` first.
+
+    Each backend is imported (once, the result cached) to find out; CuPy also needs a visible CUDA device.
+    The order is ``numpy, cupy, array_api_strict, torch, jax, dask``.
+
+    Returns
+    -------
+    list of str
+        The usable backend names.
+
+    Examples
+    --------
+    >>> import arrayrnn as ar
+    >>> backends = ar.available_backends()
+    >>> backends[0]
+    'numpy'
+    >>> set(backends) <= {"numpy", "cupy", "array_api_strict", "torch", "jax", "dask"}
+    True
+    """
     return [name for name in BACKEND_NAMES if backend_status(name) is None]
 
 
@@ -135,14 +192,75 @@ _global_backend: str | None = None
 
 
 def set_backend(name: str | None) -> None:
-    """Set the process-wide default backend for functions that create arrays (``None`` clears it)."""
+    """Set the process-wide default backend for functions that create arrays.
+
+    Functions that take arrays follow their inputs whatever is set; this default is for those that create
+    arrays (``init_*``, models built without arrays). The order of precedence: the innermost
+    :func:`use_backend` block, then :func:`set_backend`, then ``$ARRAYRNN_BACKEND``, then ``"numpy"``.
+
+    Parameters
+    ----------
+    name : str or None
+        A backend name (``"numpy"``, ``"cupy"``, ``"array_api_strict"``, ``"torch"``, ``"jax"``, ``"dask"``) or
+        ``"auto"`` (``"cupy"`` when usable, else ``"numpy"``); ``None`` clears the setting.
+
+    Returns
+    -------
+    None
+
+    Raises
+    ------
+    BackendUnavailableError
+        ``name`` is unknown, not installed or has no usable device.
+    TypeError
+        ``name`` is not a string or ``None``.
+
+    Examples
+    --------
+    >>> import arrayrnn as ar
+    >>> ar.set_backend("numpy")
+    >>> ar.init_rnn(3, 4).backend
+    'numpy'
+    >>> ar.set_backend(None)  # back to $ARRAYRNN_BACKEND, else "numpy"
+    """
     global _global_backend
     _global_backend = None if name is None else _resolve(name)
 
 
 @contextlib.contextmanager
 def use_backend(name: str) -> Iterator[str]:
-    """Within the block (this thread/task only), new arrays are created on backend ``name``."""
+    """Within the ``with`` block, functions that create arrays use backend ``name``.
+
+    The setting is a ``ContextVar``: it applies to this thread (or asyncio task) only and takes precedence over
+    :func:`set_backend` and ``$ARRAYRNN_BACKEND``. Blocks nest.
+
+    Parameters
+    ----------
+    name : str
+        A backend name, or ``"auto"`` (``"cupy"`` when usable, else ``"numpy"``).
+
+    Returns
+    -------
+    context manager
+        Yields the resolved backend name.
+
+    Raises
+    ------
+    BackendUnavailableError
+        ``name`` is unknown, not installed or has no usable device (raised on entering the block).
+    TypeError
+        ``name`` is not a string.
+
+    Examples
+    --------
+    >>> import arrayrnn as ar
+    >>> with ar.use_backend("numpy") as name:
+    ...     params = ar.init_gru(3, 4, seed=0)
+    >>> name, params.backend
+    ('numpy', 'numpy')
+    >>> with ar.use_backend("cupy"):  # doctest: +SKIP
+    ...     model = ar.LSTM(3, 4)  # params on the GPU
+    """
     token = _context_backend.set(_resolve(name))
     try:
         yield _context_backend.get()  # type: ignore[misc]
@@ -151,7 +269,28 @@ def use_backend(name: str) -> Iterator[str]:
 
 
 def get_backend() -> str:
-    """The backend new arrays are created on now."""
+    """The backend that functions creating arrays use now.
+
+    The innermost :func:`use_backend` block, else :func:`set_backend`'s setting, else ``$ARRAYRNN_BACKEND``,
+    else ``"numpy"``; ``"auto"`` resolves to ``"cupy"`` when usable, else ``"numpy"``.
+
+    Returns
+    -------
+    str
+        A concrete backend name (never ``"auto"``).
+
+    Raises
+    ------
+    BackendUnavailableError
+        The selected backend is unknown or not usable here (e.g. ``$ARRAYRNN_BACKEND=cupy`` without a GPU).
+
+    Examples
+    --------
+    >>> import arrayrnn as ar
+    >>> with ar.use_backend("numpy"):
+    ...     print(ar.get_backend())
+    numpy
+    """
     name = _context_backend.get() or _global_backend or os.environ.get("ARRAYRNN_BACKEND") or "numpy"
     return _resolve(name)
 
@@ -268,7 +407,34 @@ def _array_to_numpy(array: Any) -> np.ndarray:
 
 
 def to_numpy(tree: Any) -> Any:
-    """Copy every array in ``tree`` to a NumPy array on the host (structure kept)."""
+    """Copy every array in ``tree`` to a NumPy array on the host, keeping the structure.
+
+    Parameters
+    ----------
+    tree : array, params object, model, tuple, list or dict
+        A bare array of any backend, or a structure holding arrays (nested); ``None`` leaves stay ``None``. A
+        dask array is computed.
+
+    Returns
+    -------
+    object
+        The same structure with NumPy arrays (a model: a model with NumPy params).
+
+    Raises
+    ------
+    TypeError
+        Something in ``tree`` is neither an array nor one of those containers.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import arrayrnn as ar
+    >>> host = ar.to_numpy(ar.init_gru(3, 4, seed=0))
+    >>> type(host.weight_ih).__name__, host.weight_ih.shape
+    ('ndarray', (12, 3))
+    >>> ar.to_numpy({"h": np.zeros(2), "c": None})
+    {'h': array([0., 0.]), 'c': None}
+    """
     return map_arrays(_array_to_numpy, tree)
 
 
@@ -322,14 +488,49 @@ def _to_dask(array: Any, chunks: Any) -> Any:
 
 
 def to_backend(tree: Any, name: str | None = None, device: Any = None, *, chunks: Any = None) -> Any:
-    """Copy every array in ``tree`` to backend ``name`` (default: the current one) and ``device``.
+    """Copy every array in ``tree`` to backend ``name`` and ``device``, keeping the structure.
 
-    This is the one explicit transfer: arrays already on the target backend and device are returned
-    as they are. For ``name="dask"``, ``chunks`` is passed to ``dask.array.from_array`` (an int, a
-    tuple, a dict ``{axis: size}`` with the other axes whole, or ``"auto"``) and defaults to one chunk
-    per array; dask arrays are rechunked to it. NumPy and CuPy arrays keep their backend as the dask
-    array's chunks (a CuPy array becomes a CuPy-backed dask array); ``device`` must be ``None``. The
-    sequence functions want ``x`` chunked over the batch only, e.g. ``chunks={1: 4096}`` for ``(T, B, I)``.
+    This is the one explicit transfer: arrays already on the target backend and device are returned as they
+    are. Other arrays go through a NumPy copy on the host. For ``name="dask"``, NumPy and CuPy arrays keep
+    their backend as the dask array's chunks (a CuPy array becomes a CuPy-backed dask array).
+
+    Parameters
+    ----------
+    tree : array, params object, model, tuple, list or dict
+        A bare array of any backend, or a structure holding arrays (nested); ``None`` leaves stay ``None``.
+    name : str, optional
+        The target backend (or ``"auto"``); ``None`` (default): the current one (:func:`get_backend`).
+    device : optional
+        The device on the target backend (e.g. a CUDA device id); ``None``: its default. Must be ``None`` for
+        dask.
+    chunks : int, tuple, dict, or "auto", optional
+        Dask only: passed to ``dask.array.from_array`` (a dict ``{axis: size}`` leaves the other axes whole);
+        default one chunk per array; dask arrays are rechunked to it. The sequence functions want ``x`` chunked
+        over the batch only, e.g. ``chunks={1: 4096}`` for ``(T, B, I)``.
+
+    Returns
+    -------
+    object
+        The same structure with arrays on the target backend and device.
+
+    Raises
+    ------
+    BackendUnavailableError
+        ``name`` is unknown or not usable here.
+    ValueError
+        ``chunks`` for a backend other than dask; ``device`` for dask; float64 arrays for JAX with x64 disabled.
+    TypeError
+        Something in ``tree`` is neither an array nor one of those containers.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import arrayrnn as ar
+    >>> params = ar.init_rnn(3, 4, seed=0)
+    >>> ar.to_backend(params, "numpy").weight_ih is params.weight_ih  # already there: not copied
+    True
+    >>> gpu_params = ar.to_backend(params, "cupy", device=0)  # doctest: +SKIP
+    >>> x = ar.to_backend(np.ones((5, 64, 3), "float32"), "dask", chunks={1: 16})  # doctest: +SKIP
     """
     target = _resolve(name) if name is not None else get_backend()
     if chunks is not None and target != "dask":

@@ -1,27 +1,7 @@
-"""Weights in other frameworks' layouts <-> arrayrnn params (PyTorch layout and gate order).
+"""Weights in other frameworks' layouts (Keras, ONNX, the tutorial's ``[h, x]`` matrix) <-> arrayrnn params.
 
-* arrayrnn / PyTorch: ``weight_ih (G*H, I)``, ``weight_hh (G*H, H)``, ``bias_ih, bias_hh (G*H,)``;
-  gates LSTM i, f, g, o; GRU r, z, n.
-* Keras: ``kernel (I, G*H)``, ``recurrent_kernel (H, G*H)``, ``bias (G*H,)`` (GRU with
-  ``reset_after=True``: ``(2, 3H)``, input and recurrent rows); gates LSTM i, f, c, o; GRU z, r, h.
-* ONNX: ``W (D, G*H, I)``, ``R (D, G*H, H)``, ``B (D, 2*G*H)`` = [Wb, Rb], ``P (D, 3H)`` peepholes
-  in order i, o, f; gates LSTM i, o, f, c; GRU z, r, h.
-* concatenated (the tutorial's): ``w (H + I, G*H)`` acting on ``[h, x]``, ``b (G*H,)`` or ``(1, G*H)``;
-  gates in PyTorch's order.
-
-Which option runs the converted params the way the source framework does:
-
-* Keras GRU with ``reset_after=False`` (bias ``(3H,)``) -> ``ar.gru(..., linear_before_reset=False)``;
-  ``reset_after=True`` (Keras' default, bias ``(2, 3H)``) -> the default ``linear_before_reset=True``.
-* ONNX GRU with ``linear_before_reset=0`` (the ONNX default) -> ``linear_before_reset=False``;
-  ``linear_before_reset=1`` (what torch exports) -> the default ``True``.
-* ONNX LSTM ``input_forget=1`` -> ``coupled=True``; ``clip=c`` -> ``clip=c``; ONNX RNN
-  ``activations=["Relu"]`` -> ``nonlinearity="relu"``.
-* Keras' default activations are assumed (``tanh`` and a ``sigmoid`` recurrent activation), as are
-  ONNX's (Sigmoid, Tanh, Tanh); other activations have no arrayrnn equivalent.
-
-Every function follows its inputs: the results are on the backend and device of the given arrays.
-The results never share memory with the inputs.
+arrayrnn params use PyTorch's layout and gate order (LSTM i, f, g, o; GRU r, z, n). Every function follows its
+inputs (results on their backend and device) and never returns arrays that share memory with them.
 """
 
 from __future__ import annotations
@@ -122,10 +102,50 @@ def from_keras(
 ) -> Params:
     """Params from a Keras ``SimpleRNN``/``LSTM``/``GRU`` layer's ``get_weights()``.
 
-    ``kernel (I, G*H)``, ``recurrent_kernel (H, G*H)``, ``bias (G*H,)`` or ``None`` (``use_bias=False``);
-    a GRU's bias is ``(2, 3H)`` (input and recurrent rows) when ``reset_after=True`` (Keras' default)
-    and ``(3H,)`` when ``reset_after=False``; ``reset_after`` is read from that shape, and only needed
-    for a GRU without bias. Run a ``reset_after=False`` GRU with ``linear_before_reset=False``.
+    Keras stores ``kernel (I, G*H)``, ``recurrent_kernel (H, G*H)`` and ``bias (G*H,)`` with gates LSTM i, f, c, o
+    and GRU z, r, h; the result is in PyTorch's layout and order (LSTM i, f, g, o; GRU r, z, n), with Keras'
+    single bias in ``bias_ih`` and zeros in ``bias_hh``. Keras' default activations are assumed (``tanh`` and a
+    ``sigmoid`` recurrent activation). A GRU with ``reset_after=True`` (Keras' default) runs as arrayrnn's
+    default ``linear_before_reset=True``; one with ``reset_after=False`` needs ``linear_before_reset=False``.
+
+    Parameters
+    ----------
+    kind : {"rnn", "lstm", "gru"}
+        The cell (``G`` = 1, 4, 3 gates).
+    kernel : array, shape (I, G*H)
+        Input weights.
+    recurrent_kernel : array, shape (H, G*H)
+        Recurrent weights.
+    bias : array, shape (G*H,), or (2, 3H) for a GRU with ``reset_after=True``, or None
+        The bias (``None``: ``use_bias=False``); a ``(2, 3H)`` GRU bias holds input and recurrent rows.
+    reset_after : bool, optional
+        GRU only; read from the bias shape, so only needed to check it (or for a GRU without bias).
+
+    Returns
+    -------
+    RNNParams, LSTMParams or GRUParams
+        New arrays on the inputs' backend and device.
+
+    Raises
+    ------
+    ValueError
+        ``kind`` is unknown; a shape does not fit (the message gives the Keras layout); ``reset_after``
+        contradicts the bias shape.
+    BackendMismatchError
+        The arrays live on different backends or devices.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import arrayrnn as ar
+    >>> I, H = 3, 4
+    >>> kernel, recurrent, bias = np.ones((I, 4 * H)), np.ones((H, 4 * H)), np.zeros(4 * H)
+    >>> params = ar.convert.from_keras("lstm", kernel, recurrent, bias)
+    >>> params.weight_ih.shape, params.weight_hh.shape, params.bias_hh.shape
+    ((16, 3), (16, 4), (16,))
+    >>> gru = ar.convert.from_keras("gru", np.ones((I, 3 * H)), np.ones((H, 3 * H)), np.zeros((2, 3 * H)))
+    >>> gru.bias_ih.shape, gru.bias_hh.shape
+    ((12,), (12,))
     """
     gates = _check_kind(kind)
     xp, _, _ = namespace_of(kernel=kernel, recurrent_kernel=recurrent_kernel, bias=bias)
@@ -166,11 +186,43 @@ def from_keras(
 
 
 def to_keras(kind: str, params: Params, *, reset_after: bool = True) -> tuple[Array, Array, Optional[Array]]:
-    """``(kernel, recurrent_kernel, bias)`` for a Keras layer's ``set_weights`` (``bias`` ``None`` without bias).
+    """``(kernel, recurrent_kernel, bias)`` for a Keras layer's ``set_weights``: the inverse of :func:`from_keras`.
 
-    LSTM/SimpleRNN: Keras has one bias, ``bias_ih + bias_hh``. GRU: ``reset_after=True`` gives bias
-    ``(2, 3H)`` for params run with ``linear_before_reset=True`` (the default); ``reset_after=False``
-    gives ``(3H,)`` for params run with ``linear_before_reset=False``. No projection or peepholes.
+    LSTM/SimpleRNN: Keras has one bias, ``bias_ih + bias_hh``. GRU: ``reset_after=True`` gives bias ``(2, 3H)``
+    for params run with ``linear_before_reset=True`` (the default); ``reset_after=False`` gives ``(3H,)`` for
+    params run with ``linear_before_reset=False``. Keras has no projection and no peepholes.
+
+    Parameters
+    ----------
+    kind : {"rnn", "lstm", "gru"}
+        The cell (``G`` = 1, 4, 3 gates).
+    params : RNNParams, LSTMParams or GRUParams
+        One layer in one direction.
+    reset_after : bool, optional
+        GRU only: the Keras layer's ``reset_after`` (default ``True``, Keras' default).
+
+    Returns
+    -------
+    kernel : array, shape (I, G*H)
+    recurrent_kernel : array, shape (H, G*H)
+    bias : array, shape (G*H,) or (2, 3H), or None
+        ``None`` when the params have no bias.
+
+    Raises
+    ------
+    ValueError
+        ``kind`` is unknown; the params have a projection or peepholes.
+    TypeError
+        ``params`` is not a params object of ``kind``.
+
+    Examples
+    --------
+    >>> import arrayrnn as ar
+    >>> kernel, recurrent_kernel, bias = ar.convert.to_keras("gru", ar.init_gru(3, 4, seed=0))
+    >>> kernel.shape, recurrent_kernel.shape, bias.shape
+    ((3, 12), (4, 12), (2, 12))
+    >>> ar.convert.to_keras("gru", ar.init_gru(3, 4, seed=0), reset_after=False)[2].shape
+    (12,)
     """
     gates = _check_kind(kind)
     (params,) = _as_directions(kind, params)
@@ -200,9 +252,45 @@ def from_onnx(
 ) -> tuple[Params, ...]:
     """One params object per direction (forward, then reverse) from an ONNX RNN/LSTM/GRU node's inputs.
 
-    ``W (D, G*H, I)``, ``R (D, G*H, H)``, ``B (D, 2*G*H)`` (input then recurrent biases) or ``None``,
-    LSTM peepholes ``P (D, 3H)`` (order i, o, f) or ``None``. Gate orders: LSTM i, o, f, c; GRU z, r, h.
-    See the module docstring for the options (``linear_before_reset``, ``coupled``, ``clip``, relu).
+    ONNX gate orders are LSTM i, o, f, c and GRU z, r, h; the results are in PyTorch's layout and order. To run
+    them as the node does, map its attributes: GRU ``linear_before_reset=0`` (the ONNX default) ->
+    ``linear_before_reset=False``, ``1`` (what torch exports) -> the default ``True``; LSTM ``input_forget=1`` ->
+    ``coupled=True``; ``clip=c`` -> ``clip=c``; RNN ``activations=["Relu"]`` -> ``nonlinearity="relu"``; a
+    ``reverse`` direction -> ``reverse=True``. ONNX's default activations are assumed (Sigmoid, Tanh, Tanh).
+
+    Parameters
+    ----------
+    kind : {"rnn", "lstm", "gru"}
+        The cell (``G`` = 1, 4, 3 gates).
+    W : array, shape (D, G*H, I)
+        Input weights, ``D`` = 1 or 2 directions.
+    R : array, shape (D, G*H, H)
+        Recurrent weights.
+    B : array, shape (D, 2*G*H), or None
+        Input then recurrent biases (``None``: no bias).
+    P : array, shape (D, 3H), or None
+        LSTM peepholes in the order i, o, f (``None``: none).
+
+    Returns
+    -------
+    tuple of RNNParams, LSTMParams or GRUParams
+        One per direction, new arrays on the inputs' backend and device.
+
+    Raises
+    ------
+    ValueError
+        ``kind`` is unknown; a shape does not fit (the message gives the ONNX layout); ``P`` for a non-LSTM.
+    BackendMismatchError
+        The arrays live on different backends or devices.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import arrayrnn as ar
+    >>> W, R, B = np.ones((2, 12, 3)), np.ones((2, 12, 4)), np.zeros((2, 24))
+    >>> forward, backward = ar.convert.from_onnx("gru", W, R, B)
+    >>> forward.weight_ih.shape, backward.bias_hh.shape
+    ((12, 3), (12,))
     """
     gates = _check_kind(kind)
     xp, _, _ = namespace_of(W=W, R=R, B=B, P=P)
@@ -254,11 +342,42 @@ def from_onnx(
 
 
 def to_onnx(kind: str, params: Any) -> tuple[Optional[Array], ...]:
-    """``(W, R, B)`` — and ``P`` for an LSTM: ``(W, R, B, P)`` — for an ONNX node; the inverse of :func:`from_onnx`.
+    """``(W, R, B)``, and for an LSTM ``(W, R, B, P)``, for an ONNX node: the inverse of :func:`from_onnx`.
 
-    ``params`` is one params object (``direction="forward"``, or ``"reverse"`` if you run it with
-    ``reverse=True``) or a tuple ``(forward, backward)`` (``direction="bidirectional"``). ``B`` is
-    ``None`` without bias, ``P`` ``None`` without peepholes. ONNX has no LSTM projection.
+    Parameters
+    ----------
+    kind : {"rnn", "lstm", "gru"}
+        The cell (``G`` = 1, 4, 3 gates).
+    params : params object or tuple (forward, backward) of them
+        One direction (the node's ``direction="forward"``, or ``"reverse"`` if you run it with ``reverse=True``)
+        or two (``direction="bidirectional"``), agreeing in sizes. ONNX has no LSTM projection.
+
+    Returns
+    -------
+    W : array, shape (D, G*H, I)
+    R : array, shape (D, G*H, H)
+    B : array, shape (D, 2*G*H), or None
+        ``None`` without bias.
+    P : array, shape (D, 3H), or None
+        LSTM only (peepholes i, o, f); ``None`` without peepholes.
+
+    Raises
+    ------
+    ValueError
+        ``kind`` is unknown; a projection; directions of different sizes, or one with a bias (or peepholes) and
+        the other without.
+    TypeError
+        ``params`` is not one or two params objects of ``kind``.
+
+    Examples
+    --------
+    >>> import arrayrnn as ar
+    >>> W, R, B, P = ar.convert.to_onnx("lstm", ar.init_lstm(3, 4, seed=0))
+    >>> W.shape, R.shape, B.shape, P is None
+    ((1, 16, 3), (1, 16, 4), (1, 32), True)
+    >>> both = (ar.init_gru(3, 4, seed=0), ar.init_gru(3, 4, seed=1))
+    >>> [a.shape for a in ar.convert.to_onnx("gru", both)]
+    [(2, 12, 3), (2, 12, 4), (2, 24)]
     """
     _check_kind(kind)
     directions = _as_directions(kind, params)
@@ -290,13 +409,52 @@ def to_onnx(kind: str, params: Any) -> tuple[Optional[Array], ...]:
 def from_onnx_model(model: Any, node: Optional[str] = None, *, backend: Optional[str] = None, device: Any = None):
     """An ``ar.RNN/LSTM/GRU`` (one layer) from an ONNX ``RNN``/``LSTM``/``GRU`` node of ``model``.
 
-    ``model`` is an ``onnx.ModelProto`` or a path to a ``.onnx`` file (needs the ``onnx`` package:
-    ``pip install "arrayrnn[onnx]"``). ``node`` names the node when the graph has several recurrent
-    nodes. The weights must be graph initializers; the node's attributes become model options
-    (``direction``, ``clip``, ``input_forget``, ``linear_before_reset``, ``layout``, Relu).
-    Activations other than ONNX's defaults (and Relu for RNN) are refused. ``layout=1`` becomes
-    ``batch_first=True``; the model's states stay ``(D, B, H)`` (ONNX's are ``(B, D, H)`` with layout 1)
-    and its ``y`` is ``(B, T, D*H)`` (ONNX's ``Y`` is ``(B, T, D, H)``, the same numbers).
+    Needs the ``onnx`` package (``pip install "arrayrnn[onnx]"``). The weights must be graph initializers; the
+    node's attributes become model options (``direction``, ``clip``, ``input_forget``, ``linear_before_reset``,
+    ``layout``, Relu). ``layout=1`` becomes ``batch_first=True``; the model's states stay ``(D, B, H)`` (ONNX's
+    are ``(B, D, H)`` with layout 1) and its ``y`` is ``(B, T, D*H)`` (ONNX's ``Y`` is ``(B, T, D, H)``, the same
+    numbers).
+
+    Parameters
+    ----------
+    model : onnx.ModelProto, str or os.PathLike
+        The model, or the path of a ``.onnx`` file.
+    node : str, optional
+        The node's name, needed when the graph has several recurrent nodes.
+    backend : str, optional
+        Where to put the params; ``None`` (default): the current backend.
+    device : optional
+        The device on that backend.
+
+    Returns
+    -------
+    RNN, LSTM or GRU
+        A one-layer model (bidirectional for ``direction="bidirectional"``).
+
+    Raises
+    ------
+    ValueError
+        Not exactly one matching recurrent node; a weight that is not an initializer; activations other than
+        ONNX's defaults (and Relu for RNN); ``clip`` on a non-LSTM node; ``direction="reverse"`` (use
+        :func:`from_onnx` and ``reverse=True``); shapes that do not fit.
+    ImportError
+        ``onnx`` is not installed.
+
+    Examples
+    --------
+    >>> import onnx
+    >>> from onnx import TensorProto, helper, numpy_helper
+    >>> import arrayrnn as ar
+    >>> W, R, B = ar.convert.to_onnx("gru", ar.init_gru(3, 4, seed=0))
+    >>> node = helper.make_node("GRU", ["X", "W", "R", "B"], ["Y"], hidden_size=4, linear_before_reset=1)
+    >>> graph = helper.make_graph(
+    ...     [node], "gru", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [5, 2, 3])],
+    ...     [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
+    ...     initializer=[numpy_helper.from_array(W, "W"), numpy_helper.from_array(R, "R"),
+    ...                  numpy_helper.from_array(B, "B")])
+    >>> model = ar.convert.from_onnx_model(helper.make_model(graph))
+    >>> type(model).__name__, model.hidden_size, model.linear_before_reset
+    ('GRU', 4, True)
     """
     import onnx
     from onnx import numpy_helper
@@ -367,9 +525,41 @@ def from_onnx_model(model: Any, node: Optional[str] = None, *, backend: Optional
 def from_concat(kind: str, w: Array, b: Optional[Array], input_size: int) -> Params:
     """Params from one matrix acting on ``[h, x]``: ``z = [h, x] @ w + b`` (the tutorial's layout).
 
-    ``w (H + I, G*H)`` (rows: hidden first, then input), ``b (G*H,)`` or ``(1, G*H)`` or ``None``;
-    the ``G*H`` columns are gates in PyTorch's order (LSTM i, f, g, o — the tutorial's W_i, W_f,
-    W_t, W_o side by side; GRU r, z, n). The bias goes to ``bias_ih`` (``bias_hh`` is zero).
+    The ``G*H`` columns are gates in PyTorch's order (LSTM i, f, g, o: the tutorial's ``W_i, W_f, W_t, W_o``
+    side by side; GRU r, z, n). The bias goes to ``bias_ih`` (``bias_hh`` is zero).
+
+    Parameters
+    ----------
+    kind : {"rnn", "lstm", "gru"}
+        The cell (``G`` = 1, 4, 3 gates).
+    w : array, shape (H + I, G*H)
+        Rows: hidden first, then input.
+    b : array, shape (G*H,) or (1, G*H), or None
+        The bias (``None``: no bias).
+    input_size : int
+        ``I`` (``H`` is then ``w.shape[0] - I``).
+
+    Returns
+    -------
+    RNNParams, LSTMParams or GRUParams
+        New arrays on the inputs' backend and device.
+
+    Raises
+    ------
+    ValueError
+        ``kind`` is unknown; ``input_size`` is not a positive integer; ``w`` or ``b`` has the wrong shape.
+    BackendMismatchError
+        ``w`` and ``b`` live on different backends or devices.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import arrayrnn as ar
+    >>> s, n_features = 4, 3
+    >>> w, b = np.ones((s + n_features, s), "float32"), np.zeros((1, s), "float32")
+    >>> params = ar.convert.from_concat("rnn", w, b, input_size=n_features)
+    >>> params.weight_ih.shape, params.weight_hh.shape, params.bias_ih.shape
+    ((4, 3), (4, 4), (4,))
     """
     gates = _check_kind(kind)
     xp, _, _ = namespace_of(w=w, b=b)
@@ -398,11 +588,46 @@ def from_concat(kind: str, w: Array, b: Optional[Array], input_size: int) -> Par
 
 
 def to_concat(kind: str, params: Params, *, linear_before_reset: bool = True) -> tuple[Array, Optional[Array]]:
-    """``(w (H + I, G*H), b (1, G*H))`` acting on ``[h, x]``; the inverse of :func:`from_concat`.
+    """``(w, b)`` acting on ``[h, x]`` (the tutorial's layout): the inverse of :func:`from_concat`.
 
-    The two biases are summed. A GRU's recurrent candidate bias ``b_hn`` sits inside ``r * (...)``
-    when run with ``linear_before_reset=True``, so it cannot be folded there and must be zero
-    (checked); with ``linear_before_reset=False`` it folds exactly. No projection or peepholes.
+    The two biases are summed. A GRU's recurrent candidate bias ``b_hn`` sits inside ``r * (...)`` when run with
+    ``linear_before_reset=True``, so it cannot be folded there and must be zero (checked); with
+    ``linear_before_reset=False`` it folds exactly. The layout has no projection and no peepholes.
+
+    Parameters
+    ----------
+    kind : {"rnn", "lstm", "gru"}
+        The cell (``G`` = 1, 4, 3 gates).
+    params : RNNParams, LSTMParams or GRUParams
+        One layer in one direction.
+    linear_before_reset : bool, optional
+        GRU only: how the params are run (default ``True``).
+
+    Returns
+    -------
+    w : array, shape (H + I, G*H)
+        Rows: hidden first, then input.
+    b : array, shape (1, G*H), or None
+        ``None`` when the params have no bias.
+
+    Raises
+    ------
+    ValueError
+        ``kind`` is unknown; a projection or peepholes; a non-zero GRU ``b_hn`` with ``linear_before_reset=True``.
+    TypeError
+        ``params`` is not a params object of ``kind``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import arrayrnn as ar
+    >>> params = ar.init_rnn(3, 4, seed=0)
+    >>> w, b = ar.convert.to_concat("rnn", params)
+    >>> w.shape, b.shape
+    ((7, 4), (1, 4))
+    >>> back = ar.convert.from_concat("rnn", w, b, input_size=3)
+    >>> bool(np.allclose(back.bias_ih, params.bias_ih + params.bias_hh))
+    True
     """
     gates = _check_kind(kind)
     (params,) = _as_directions(kind, params)

@@ -28,9 +28,66 @@ _CELL_OPTIONS = {"rnn": ("nonlinearity",), "lstm": ("coupled", "clip"), "gru": (
 
 
 def vjp(f: Callable[..., Any], *args: Any, **options: Any) -> tuple[Any, Pullback]:
-    """Run ``f(*args, **options)`` and return ``(out, pullback)``.
+    """Run ``f(*args, **options)`` and return its output with a pullback: a vector-Jacobian product.
 
-    ``pullback(out_cotangent)`` -> a tuple with one gradient per positional argument of the call.
+    ``out`` is exactly what ``f(*args, **options)`` returns, computed by a recording forward pass on the inputs'
+    backend: the generic core (hand-written backpropagation through time), or for the sequence functions a
+    backend's own gradient path where one exists (CuPy, float32/float64; ``impl="generic"`` or
+    ``ARRAYRNN_IMPL=generic`` keeps the generic core). ``pullback(out_cotangent)`` returns one gradient per
+    *positional* argument of the call, with that argument's structure: a params object for params (``None``
+    fields stay ``None``), a tuple for an LSTM state, ``None`` where the argument was ``None``. Keyword options
+    (``lengths``, ``reverse``, ...) are passed through and not differentiated. The pullback reads ``out``
+    (previous hidden states are taken from ``y``), so do not write into the returned arrays before calling it;
+    it may be called any number of times.
+
+    Parameters
+    ----------
+    f : callable
+        A cell (:func:`rnn_cell`, :func:`lstm_cell`, :func:`gru_cell`), a sequence function (:func:`rnn`,
+        :func:`lstm`, :func:`gru`) or a model's bound ``apply`` (``model.apply``).
+    *args
+        The positional arguments of ``f``: each gets a gradient.
+    **options
+        The keyword arguments of ``f`` (``lengths``, ``reverse``, ``batch_first``, ``impl``, cell options).
+
+    Returns
+    -------
+    out : array or tuple of arrays
+        ``f(*args, **options)``.
+    pullback : callable
+        ``pullback(out_cotangent) -> tuple``, one gradient per positional argument. ``out_cotangent`` has the
+        structure of ``out`` (e.g. ``(dy, dh_n)``, or ``(dy, (dh_n, dc_n))`` for an LSTM); a ``None`` anywhere
+        in it counts as zeros.
+
+    Raises
+    ------
+    TypeError
+        ``f`` is not one of the functions above, or the arguments do not fit its signature; from the pullback, a
+        cotangent of the wrong structure or dtype.
+    ValueError
+        From the pullback, a cotangent whose shape differs from its output's. Invalid arguments raise what ``f``
+        itself raises.
+    BackendMismatchError
+        A cotangent lives on another backend or device than its output (or the arguments do, as in ``f``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import arrayrnn as ar
+    >>> params = ar.init_lstm(3, 4, seed=0)
+    >>> x = np.ones((5, 2, 3), dtype="float32")
+    >>> (y, (h_n, c_n)), pullback = ar.vjp(ar.lstm, x, params, lengths=[5, 4])
+    >>> dx, dparams = pullback((np.ones_like(y), None))  # gradients of y.sum()
+    >>> dx.shape, dparams.weight_ih.shape, dparams.bias_hh.shape
+    ((5, 2, 3), (16, 3), (16,))
+
+    A model's ``apply``: the gradient of its params has the structure of ``model.params``.
+
+    >>> model = ar.GRU(3, 4, num_layers=2, seed=0)
+    >>> (y, h_n), pullback = ar.vjp(model.apply, model.params, x)
+    >>> dparams, dx = pullback((None, np.ones_like(h_n)))
+    >>> len(dparams), dparams[1][0].weight_hh.shape, dx.shape
+    (2, (12, 4), (5, 2, 3))
     """
     if f in _SEQUENCES:
         return _sequence_vjp(f, _SEQUENCES[f], args, options)

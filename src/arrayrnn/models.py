@@ -210,10 +210,44 @@ class _StackedModel:
 
     @classmethod
     def from_params(cls, params: Any, *, batch_first: bool = False, **options: Any):
-        """A model around an existing params stack (tuple over layers of tuple over directions).
+        """A model around an existing params stack (a tuple over layers of a tuple over directions).
 
-        Sizes, layers, directions, bias, projection and peepholes are read from ``params``;
-        ``options`` are the cell options (e.g. ``linear_before_reset=False`` for a GRU).
+        Sizes, layers, directions, bias, projection and peepholes are read from ``params``; the arrays are used
+        as they are (not copied), on their own backend and device.
+
+        Parameters
+        ----------
+        params : tuple of tuples of params objects
+            ``params[l][d]`` for layer ``l`` and direction ``d`` (0: forward, 1: backward), all of the model's
+            kind (:class:`~arrayrnn.LSTMParams` for an LSTM, ...), agreeing in sizes, bias and dtype; layer
+            ``l > 0`` takes ``D * H_out`` input features.
+        batch_first : bool, optional
+            ``x`` and ``y`` are ``(B, T, ·)``. Default ``False``.
+        **options
+            The cell options: ``nonlinearity`` (RNN), ``coupled`` and ``clip`` (LSTM), ``linear_before_reset``
+            (GRU).
+
+        Returns
+        -------
+        RNN, LSTM or GRU
+            A model of this class.
+
+        Raises
+        ------
+        TypeError
+            ``params`` is not such a stack; an unknown option; an option of the wrong type.
+        ValueError
+            Layers or directions disagree (the message names the entry), or an option's value is invalid.
+        BackendMismatchError
+            The layers live on different backends or devices.
+
+        Examples
+        --------
+        >>> import arrayrnn as ar
+        >>> forward, backward = ar.init_gru(3, 4, seed=0), ar.init_gru(3, 4, seed=1)
+        >>> model = ar.GRU.from_params(((forward, backward),), linear_before_reset=False)
+        >>> model.num_layers, model.bidirectional, model.linear_before_reset
+        (1, True, False)
         """
         unknown = set(options) - set(cls._option_defaults)
         if unknown:
@@ -369,13 +403,56 @@ class _StackedModel:
         impl: Optional[str] = None,
         sequence_function: Optional[SequenceFunction] = None,
     ):
-        """Run the stack with ``params`` (a pure function of its arguments and the model's options).
+        """Run the stack with ``params``: a pure function of its arguments and the model's options.
 
-        ``x (T, B, I)``, ``(B, T, I)`` with ``batch_first``, or unbatched ``(T, I)``; ``state`` ``None``
-        (zeros) or ``(L*D, B, H)`` (``(h_0, c_0)`` for an LSTM); ``lengths (B,)`` as in the sequence
-        functions. Returns ``(y, h_n)`` (``(y, (h_n, c_n))`` for an LSTM), shaped as torch.nn.
-        ``sequence_function`` (advanced) replaces :attr:`sequence_function` for every layer call, with
-        the same signature — ``ar.vjp`` passes one that records each layer.
+        Each layer and direction runs the public sequence function (:func:`arrayrnn.rnn`, ``lstm`` or ``gru``),
+        the backward direction with ``reverse=True``; the next layer's input is both directions' outputs
+        concatenated. This is what ``ar.vjp(model.apply, model.params, x, ...)`` differentiates.
+
+        Parameters
+        ----------
+        params : tuple of tuples of params objects
+            A stack with the model's structure, e.g. ``model.params`` or an optimizer's update of it.
+        x : array, shape (T, B, I), or (B, T, I) with ``batch_first``, or unbatched (T, I)
+            The input sequence, floating point, in the params' dtype, on their backend and device.
+        state : array or tuple of arrays, optional
+            ``h_0 (L*D, B, H)`` (``(L*D, H)`` unbatched); for an LSTM the pair ``(h_0, c_0)``, where ``h_0`` is
+            ``(L*D, B, P)`` with a projection. Never batch-first. ``None`` (default) means zeros.
+        lengths : integer array or list of int, shape (B,), optional
+            Valid steps of each sequence, as in :func:`arrayrnn.rnn`; the backward direction runs each sequence
+            backwards over its own valid steps (torch packed sequences).
+        impl : str, optional
+            The implementation every layer runs, as in :func:`arrayrnn.rnn` (``"auto"``, ``"generic"``, ``"fast"``
+            or a path name; ``None``: ``$ARRAYRNN_IMPL``, else ``"auto"``).
+        sequence_function : callable, optional
+            Advanced: replaces :attr:`sequence_function` for every layer call, with the same signature
+            (``ar.vjp`` passes one that records each layer).
+
+        Returns
+        -------
+        y : array, shape (T, B, D*H_out), or (B, T, D*H_out) with ``batch_first``, or unbatched (T, D*H_out)
+            The last layer's outputs, both directions concatenated; ``H_out`` is ``P`` for an LSTM with a
+            projection, else ``H``.
+        h_n : array, shape (L*D, B, H_out), or for an LSTM the pair (h_n, c_n) with c_n (L*D, B, H)
+            The final states of every layer and direction, in the order ``l*D + d`` (unbatched: no ``B`` axis).
+
+        Raises
+        ------
+        TypeError, ValueError
+            As the sequence functions (the messages name the argument), and for ``params`` or ``state`` of the
+            wrong structure or shape.
+        BackendMismatchError
+            The arguments live on different backends or devices.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import arrayrnn as ar
+        >>> model = ar.LSTM(3, 4, num_layers=2, seed=0)
+        >>> x = np.ones((5, 2, 3), dtype="float32")
+        >>> y, (h_n, c_n) = model.apply(model.params, x)
+        >>> y.shape, h_n.shape, c_n.shape
+        ((5, 2, 4), (2, 2, 4), (2, 2, 4))
         """
         check_stack(self.kind, params)
         self._check_state(params, x, state)
@@ -408,7 +485,50 @@ class _StackedModel:
         )
 
     def __call__(self, x: Array, state: Any = None, *, lengths: Any = None, impl: Optional[str] = None):
-        """``self.apply(self.params, x, state, lengths=lengths)``."""
+        """Run the model on ``x`` with its own params: ``self.apply(self.params, x, state, ...)``.
+
+        Shapes are those of ``torch.nn.RNN/LSTM/GRU`` (``L`` layers, ``D`` directions).
+
+        Parameters
+        ----------
+        x : array, shape (T, B, I), or (B, T, I) with ``batch_first``, or unbatched (T, I)
+            The input sequence, floating point, in the params' dtype, on their backend and device.
+        state : array or tuple of arrays, optional
+            ``h_0 (L*D, B, H)`` (``(L*D, H)`` unbatched); for an LSTM the pair ``(h_0, c_0)``, where ``h_0`` is
+            ``(L*D, B, P)`` with a projection. Never batch-first. ``None`` (default) means zeros.
+        lengths : integer array or list of int, shape (B,), optional
+            Valid steps of each sequence, as in :func:`arrayrnn.rnn`; the backward direction runs each sequence
+            backwards over its own valid steps (torch packed sequences).
+        impl : str, optional
+            The implementation every layer runs, as in :func:`arrayrnn.rnn` (``"auto"``, ``"generic"``, ``"fast"``
+            or a path name; ``None``: ``$ARRAYRNN_IMPL``, else ``"auto"``).
+
+        Returns
+        -------
+        y : array, shape (T, B, D*H_out), or (B, T, D*H_out) with ``batch_first``, or unbatched (T, D*H_out)
+            The last layer's outputs, both directions concatenated; ``H_out`` is ``P`` for an LSTM with a
+            projection, else ``H``.
+        h_n : array, shape (L*D, B, H_out), or for an LSTM the pair (h_n, c_n) with c_n (L*D, B, H)
+            The final states of every layer and direction, in the order ``l*D + d`` (unbatched: no ``B`` axis).
+
+        Raises
+        ------
+        TypeError, ValueError
+            As the sequence functions (the messages name the argument), and for ``params`` or ``state`` of the
+            wrong structure or shape.
+        BackendMismatchError
+            The arguments live on different backends or devices.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import arrayrnn as ar
+        >>> model = ar.GRU(3, 4, num_layers=2, bidirectional=True, batch_first=True, seed=0)
+        >>> x = np.ones((2, 5, 3), dtype="float32")
+        >>> y, h_n = model(x, lengths=np.array([5, 3]))
+        >>> y.shape, h_n.shape
+        ((2, 5, 8), (4, 2, 4))
+        """
         return self.apply(self._params, x, state, lengths=lengths, impl=impl)
 
     # ---- weights in and out ------------------------------------------------------------------
@@ -417,7 +537,21 @@ class _StackedModel:
         """The arrays under torch's names (``weight_ih_l0``, ``bias_hh_l1_reverse``, ``weight_hr_l0``, ...).
 
         Peepholes (not in torch) are ``peephole_i_l0``, ``peephole_f_l0``, ``peephole_o_l0`` (+ ``_reverse``).
-        The arrays are the model's own (on its backend), not copies.
+        ``torch.nn.LSTM(...).load_state_dict`` takes it once the arrays are torch tensors.
+
+        Returns
+        -------
+        dict of str to array
+            The model's own arrays (on its backend), not copies; missing biases are left out.
+
+        Examples
+        --------
+        >>> import arrayrnn as ar
+        >>> state_dict = ar.LSTM(3, 4, bidirectional=True, seed=0).state_dict()
+        >>> sorted(state_dict)[:4]
+        ['bias_hh_l0', 'bias_hh_l0_reverse', 'bias_ih_l0', 'bias_ih_l0_reverse']
+        >>> state_dict["weight_ih_l0"].shape
+        (16, 3)
         """
         names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr", "peephole_i", "peephole_f", "peephole_o")
         result: dict[str, Array] = {}
@@ -443,12 +577,54 @@ class _StackedModel:
     ):
         """A model from a torch-named state dict (torch tensors, NumPy or any backend's arrays).
 
-        Layers, directions, bias, ``proj_size`` and peepholes are read from the keys and shapes;
-        pass the options torch does not store (``batch_first``, ``nonlinearity`` for an RNN, ...).
-        The arrays are copied with ``ar.to_backend`` to ``backend`` (default: the current default
-        backend, NumPy unless set), optionally cast to ``dtype``. ``prefix`` is stripped from every
-        key (e.g. ``"encoder.rnn."`` for a submodule's entries of a bigger state dict); keys without
-        it are ignored. torch is never imported: tensors are recognised by type.
+        Layers, directions, bias, ``proj_size`` and peepholes are read from the keys and shapes; pass the options
+        torch does not store. torch is never imported: tensors are recognised by type.
+
+        Parameters
+        ----------
+        state_dict : mapping of str to array
+            ``weight_ih_l0``, ``weight_hh_l0``, ``bias_ih_l0``, ..., ``_reverse`` for the backward direction (as
+            ``torch.nn.LSTM.state_dict()`` or :meth:`state_dict` name them).
+        backend : str, optional
+            Where the arrays are copied (with ``ar.to_backend``); ``None`` (default): the current backend.
+        device : optional
+            The device on that backend.
+        dtype : str, optional
+            Cast the arrays to this dtype (e.g. ``"float64"``); ``None`` keeps theirs.
+        prefix : str, optional
+            Stripped from every key (e.g. ``"encoder.rnn."`` for a submodule's entries of a bigger state dict);
+            keys without it are ignored. Default ``""``.
+        batch_first : bool, optional
+            ``x`` and ``y`` are ``(B, T, ·)``. Default ``False``.
+        **options
+            The cell options (``nonlinearity`` for an RNN; ``coupled``, ``clip`` for an LSTM;
+            ``linear_before_reset`` for a GRU).
+
+        Returns
+        -------
+        RNN, LSTM or GRU
+            A model of this class holding copies of the arrays.
+
+        Raises
+        ------
+        TypeError
+            ``state_dict`` is not a mapping; an unknown option.
+        ValueError
+            A key that is not a weight of this kind of model, a missing layer, direction or weight, one bias of a
+            pair, or shapes of another kind of layer (the message names the key).
+        BackendUnavailableError
+            ``backend`` is unknown or not usable here.
+
+        Examples
+        --------
+        >>> import arrayrnn as ar
+        >>> state_dict = ar.LSTM(3, 4, num_layers=2, seed=0).state_dict()
+        >>> model = ar.LSTM.from_state_dict(state_dict, dtype="float64")
+        >>> model.num_layers, model.hidden_size, model.dtype
+        (2, 4, dtype('float64'))
+        >>> prefixed = {"encoder.rnn." + key: value for key, value in state_dict.items()}
+        >>> ar.LSTM.from_state_dict(prefixed, prefix="encoder.rnn.").num_layers
+        2
         """
         if not isinstance(state_dict, Mapping):
             raise TypeError(f"state_dict must be a mapping of names to arrays, got {type(state_dict).__name__}")
@@ -531,7 +707,35 @@ class _StackedModel:
         return type(self).from_params(map_arrays(function, self._params), batch_first=self.batch_first, **self._options)
 
     def to(self, backend: Optional[str] = None, device: Any = None, *, dtype: Optional[str] = None):
-        """A copy on ``backend`` (default: the current one) and ``device``, optionally cast to ``dtype``."""
+        """A copy of the model on ``backend`` and ``device``, optionally cast to ``dtype``.
+
+        Parameters
+        ----------
+        backend : str, optional
+            The target backend; ``None`` (default): the current one (:func:`arrayrnn.get_backend`).
+        device : optional
+            The device on that backend; ``None``: the backend's default.
+        dtype : str, optional
+            Cast every array to this dtype (e.g. ``"float64"``); ``None`` keeps the model's.
+
+        Returns
+        -------
+        RNN, LSTM or GRU
+            A model of the same class and options (arrays already on the target are shared, not copied).
+
+        Raises
+        ------
+        BackendUnavailableError
+            ``backend`` is unknown or not usable here.
+
+        Examples
+        --------
+        >>> import arrayrnn as ar
+        >>> model = ar.RNN(3, 4, seed=0)
+        >>> model.to("numpy", dtype="float64").dtype
+        dtype('float64')
+        >>> gpu_model = model.to("cupy")  # doctest: +SKIP
+        """
         moved = to_backend(self, backend, device=device)
         if dtype is None:
             return moved
@@ -540,7 +744,65 @@ class _StackedModel:
 
 
 class RNN(_StackedModel):
-    """Stacked Elman RNN, shaped like ``torch.nn.RNN``; ``nonlinearity`` ``"tanh"`` or ``"relu"``."""
+    """Stacked (and bidirectional) Elman RNN, shaped like ``torch.nn.RNN``.
+
+    Layer ``l`` runs :func:`arrayrnn.rnn` in each direction (the backward one with ``reverse=True``) on the
+    previous layer's output, both directions concatenated. See :meth:`__call__` for the shapes,
+    :meth:`apply` for the pure function, :meth:`from_state_dict` / :meth:`state_dict` for torch's weights.
+
+    Parameters
+    ----------
+    input_size : int
+        ``I``, the features of the input.
+    hidden_size : int
+        ``H``, the hidden units of every layer.
+    num_layers : int, optional
+        ``L``, stacked layers. Default 1.
+    nonlinearity : {"tanh", "relu"}, optional
+        The activation. Default ``"tanh"``.
+    bidirectional : bool, optional
+        Add a backward direction (``D = 2``) to every layer. Default ``False``.
+    bias : bool, optional
+        Layers have biases. Default ``True``.
+    batch_first : bool, optional
+        ``x`` and ``y`` are ``(B, T, ·)`` (states never are). Default ``False``.
+    seed : int, numpy.random.Generator or None, optional
+        One random stream initialises the whole stack (PyTorch's U(-1/sqrt(H), 1/sqrt(H))), layer by layer and
+        direction by direction (``l0``, ``l0_reverse``, ``l1``, ...); one seed gives the same numbers on every
+        backend.
+    dtype : {"float32", "float64", "float16"}, optional
+        The params' dtype. Default ``"float32"``.
+    backend : str, optional
+        Where to create the params; ``None`` (default): the current backend (:func:`arrayrnn.get_backend`).
+    device : optional
+        The device on that backend.
+
+    Attributes
+    ----------
+    params : tuple of tuples of RNNParams
+        ``params[l][d]``, layer ``l``, direction ``d`` (0: forward, 1: backward); may be replaced by params of the
+        same structure.
+    input_size, hidden_size, num_layers, bidirectional, bias, batch_first, dtype, backend, device
+        The configuration, read-only.
+
+    Raises
+    ------
+    TypeError
+        A flag is not a bool.
+    ValueError
+        A size or ``num_layers`` is not a positive integer, or another option is invalid.
+    BackendUnavailableError
+        ``backend`` is unknown or not usable here.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import arrayrnn as ar
+    >>> model = ar.RNN(3, 4, num_layers=2, nonlinearity="relu", seed=0)
+    >>> y, h_n = model(np.ones((5, 2, 3), dtype="float32"))
+    >>> y.shape, h_n.shape
+    ((5, 2, 4), (2, 2, 4))
+    """
 
     kind = "rnn"
     _sequence = staticmethod(rnn)
@@ -574,10 +836,76 @@ class RNN(_StackedModel):
 
 
 class LSTM(_StackedModel):
-    """Stacked LSTM, shaped like ``torch.nn.LSTM`` (``proj_size`` included).
+    """Stacked (and bidirectional) LSTM, shaped like ``torch.nn.LSTM`` (``proj_size`` included).
 
-    Beyond torch: ``peepholes`` (ONNX semantics), ``coupled`` (f = 1 - i, ONNX ``input_forget``)
-    and ``clip`` (gate pre-activations bounded to [-clip, clip], ONNX ``clip``).
+    Layer ``l`` runs :func:`arrayrnn.lstm` in each direction (the backward one with ``reverse=True``) on the
+    previous layer's output, both directions concatenated. Beyond torch: ``peepholes`` (ONNX semantics),
+    ``coupled`` (f = 1 - i, ONNX ``input_forget``) and ``clip`` (gate pre-activations bounded to [-clip, clip],
+    ONNX ``clip``). See :meth:`__call__` for the shapes, :meth:`apply` for the pure function,
+    :meth:`from_state_dict` / :meth:`state_dict` for torch's weights.
+
+    Parameters
+    ----------
+    input_size : int
+        ``I``, the features of the input.
+    hidden_size : int
+        ``H``, the hidden units of every layer.
+    num_layers : int, optional
+        ``L``, stacked layers. Default 1.
+    proj_size : int, optional
+        ``P``: project ``h`` to ``P < H`` features (``weight_hr``); 0 (default): no projection.
+    peepholes : bool, optional
+        Peephole connections (ONNX semantics). Default ``False``.
+    coupled : bool, optional
+        Coupled input-forget gate, ``f = 1 - i``. Default ``False``.
+    clip : float or None, optional
+        A positive bound for the gate pre-activations; ``None`` (default) does not clip.
+    bidirectional : bool, optional
+        Add a backward direction (``D = 2``) to every layer. Default ``False``.
+    bias : bool, optional
+        Layers have biases. Default ``True``.
+    batch_first : bool, optional
+        ``x`` and ``y`` are ``(B, T, ·)`` (states never are). Default ``False``.
+    seed : int, numpy.random.Generator or None, optional
+        One random stream initialises the whole stack (PyTorch's U(-1/sqrt(H), 1/sqrt(H))), layer by layer and
+        direction by direction (``l0``, ``l0_reverse``, ``l1``, ...); one seed gives the same numbers on every
+        backend.
+    dtype : {"float32", "float64", "float16"}, optional
+        The params' dtype. Default ``"float32"``.
+    backend : str, optional
+        Where to create the params; ``None`` (default): the current backend (:func:`arrayrnn.get_backend`).
+    device : optional
+        The device on that backend.
+
+    Attributes
+    ----------
+    params : tuple of tuples of LSTMParams
+        ``params[l][d]``, layer ``l``, direction ``d`` (0: forward, 1: backward); may be replaced by params of the
+        same structure.
+    input_size, hidden_size, num_layers, bidirectional, bias, batch_first, dtype, backend, device
+        The configuration, read-only.
+
+    Raises
+    ------
+    TypeError
+        A flag is not a bool.
+    ValueError
+        A size or ``num_layers`` is not a positive integer, or another option is invalid.
+    BackendUnavailableError
+        ``backend`` is unknown or not usable here.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import arrayrnn as ar
+    >>> model = ar.LSTM(3, 4, num_layers=2, bidirectional=True, seed=0)
+    >>> y, (h_n, c_n) = model(np.ones((5, 2, 3), dtype="float32"))
+    >>> y.shape, h_n.shape, c_n.shape
+    ((5, 2, 8), (4, 2, 4), (4, 2, 4))
+    >>> model = ar.LSTM(3, 4, proj_size=2, seed=0)
+    >>> y, (h_n, c_n) = model(np.ones((5, 3), dtype="float32"))  # unbatched
+    >>> y.shape, h_n.shape, c_n.shape
+    ((5, 2), (1, 2), (1, 4))
     """
 
     kind = "lstm"
@@ -625,10 +953,65 @@ class LSTM(_StackedModel):
 
 
 class GRU(_StackedModel):
-    """Stacked GRU, shaped like ``torch.nn.GRU``.
+    """Stacked (and bidirectional) GRU, shaped like ``torch.nn.GRU``.
 
-    ``linear_before_reset=False`` applies the reset gate before the recurrent matmul (ONNX GRU with
-    ``linear_before_reset=0``, Keras ``reset_after=False``); the default ``True`` is torch's GRU.
+    Layer ``l`` runs :func:`arrayrnn.gru` in each direction (the backward one with ``reverse=True``) on the
+    previous layer's output, both directions concatenated. See :meth:`__call__` for the shapes, :meth:`apply`
+    for the pure function, :meth:`from_state_dict` / :meth:`state_dict` for torch's weights.
+
+    Parameters
+    ----------
+    input_size : int
+        ``I``, the features of the input.
+    hidden_size : int
+        ``H``, the hidden units of every layer.
+    num_layers : int, optional
+        ``L``, stacked layers. Default 1.
+    linear_before_reset : bool, optional
+        ``True`` (default): torch's GRU; ``False``: the reset gate before the recurrent matmul (ONNX GRU with
+        ``linear_before_reset=0``, Keras ``reset_after=False``).
+    bidirectional : bool, optional
+        Add a backward direction (``D = 2``) to every layer. Default ``False``.
+    bias : bool, optional
+        Layers have biases. Default ``True``.
+    batch_first : bool, optional
+        ``x`` and ``y`` are ``(B, T, ·)`` (states never are). Default ``False``.
+    seed : int, numpy.random.Generator or None, optional
+        One random stream initialises the whole stack (PyTorch's U(-1/sqrt(H), 1/sqrt(H))), layer by layer and
+        direction by direction (``l0``, ``l0_reverse``, ``l1``, ...); one seed gives the same numbers on every
+        backend.
+    dtype : {"float32", "float64", "float16"}, optional
+        The params' dtype. Default ``"float32"``.
+    backend : str, optional
+        Where to create the params; ``None`` (default): the current backend (:func:`arrayrnn.get_backend`).
+    device : optional
+        The device on that backend.
+
+    Attributes
+    ----------
+    params : tuple of tuples of GRUParams
+        ``params[l][d]``, layer ``l``, direction ``d`` (0: forward, 1: backward); may be replaced by params of the
+        same structure.
+    input_size, hidden_size, num_layers, bidirectional, bias, batch_first, dtype, backend, device
+        The configuration, read-only.
+
+    Raises
+    ------
+    TypeError
+        A flag is not a bool.
+    ValueError
+        A size or ``num_layers`` is not a positive integer, or another option is invalid.
+    BackendUnavailableError
+        ``backend`` is unknown or not usable here.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import arrayrnn as ar
+    >>> model = ar.GRU(3, 4, batch_first=True, seed=0)
+    >>> y, h_n = model(np.ones((2, 5, 3), dtype="float32"))
+    >>> y.shape, h_n.shape
+    ((2, 5, 4), (1, 2, 4))
     """
 
     kind = "gru"

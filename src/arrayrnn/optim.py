@@ -1,16 +1,7 @@
 """Functional optimizers: ``state = opt.init(params)``; ``params, state = opt.update(params, grads, state)``.
 
-``params`` is any structure of arrays: a params object, a model's ``params`` (a tuple over layers
-of tuples over directions), or tuples, lists and dicts of them (``None`` leaves, such as a missing
-bias, stay ``None``). ``grads`` has the same structure (what ``ar.vjp``'s pullback returns); a
-``None`` gradient, at a leaf or for a whole sub-structure, leaves those params and their optimizer
-state untouched. Nothing is modified in place: params objects are frozen, and ``update`` returns
-new ones. Every array stays on its own backend and device: the step counter is a Python ``int``
-and the gradient norm for ``clip_norm`` is a 0-d array on that backend, so there is no
-host round-trip.
-
-The formulas are PyTorch's (``torch.optim.SGD``, ``torch.optim.Adam``, and
-``torch.nn.utils.clip_grad_norm_`` applied to the raw gradients before the step).
+Any structure of params (a params object, a model's ``params``, tuples/lists/dicts of them); nothing is modified
+in place, and every array stays on its own backend and device. The formulas are PyTorch's.
 """
 
 from __future__ import annotations
@@ -116,7 +107,32 @@ def _leaves(tree: Any) -> list[Any]:
 
 
 def global_norm(grads: Any) -> Array:
-    """The L2 norm of every array in ``grads`` together: a 0-d array on their backend."""
+    """The L2 norm of every array in ``grads`` together: ``sqrt(sum of all squared entries)``.
+
+    Parameters
+    ----------
+    grads : array, params object, or tuples, lists and dicts of them
+        Any structure of arrays (``None`` leaves are skipped), all on one backend and device.
+
+    Returns
+    -------
+    array, shape ()
+        A 0-d array on their backend and device (no host round-trip).
+
+    Raises
+    ------
+    ValueError
+        ``grads`` holds no arrays.
+    BackendMismatchError
+        The arrays live on different backends or devices.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from arrayrnn.optim import global_norm
+    >>> float(global_norm({"a": np.full(4, 1.0), "b": (np.full(3, 2.0), None)}))  # sqrt(4 * 1 + 3 * 4)
+    4.0
+    """
     leaves = _leaves(grads)
     if not leaves:
         raise ValueError("grads holds no arrays")
@@ -168,11 +184,46 @@ class SGDState:
 
 
 class SGD:
-    """Stochastic gradient descent with momentum (PyTorch's ``torch.optim.SGD``, dampening 0).
+    """Stochastic gradient descent with momentum (PyTorch's ``torch.optim.SGD``, dampening 0), functional.
 
-    ``buf = momentum * buf + g`` (``buf = g`` on the first step), ``p -= lr * buf``
-    (``g + momentum * buf`` with ``nesterov=True``); ``weight_decay`` adds ``weight_decay * p`` to
-    the gradient; ``clip_norm`` first scales all gradients together so their norm is at most it.
+    ``buf = momentum * buf + g`` (``buf = g`` on the first step), ``p -= lr * buf`` (``g + momentum * buf`` with
+    ``nesterov=True``); ``weight_decay`` adds ``weight_decay * p`` to the gradient; ``clip_norm`` first scales all
+    gradients together so their global norm is at most it (``torch.nn.utils.clip_grad_norm_``). Nothing is
+    modified in place: :meth:`update` returns new params and a new state.
+
+    Parameters
+    ----------
+    lr : float
+        The learning rate, > 0.
+    momentum : float, optional
+        Momentum factor, >= 0. Default 0 (plain SGD).
+    weight_decay : float, optional
+        L2 penalty, >= 0. Default 0.
+    clip_norm : float or None, optional
+        Clip the gradients' global norm to this (> 0) before the step; ``None`` (default): no clipping.
+    nesterov : bool, optional
+        Nesterov momentum (needs ``momentum > 0``). Default ``False``.
+
+    Raises
+    ------
+    TypeError
+        A hyperparameter is not a finite number, or ``nesterov`` is not a bool.
+    ValueError
+        A hyperparameter is out of range, or ``nesterov=True`` without momentum.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import arrayrnn as ar
+    >>> params = ar.init_rnn(3, 4, seed=0)
+    >>> x = np.ones((5, 2, 3), dtype="float32")
+    >>> (y, h_n), pullback = ar.vjp(ar.rnn, x, params)
+    >>> _, grads = pullback((np.ones_like(y), None))  # gradients for (x, params)
+    >>> opt = ar.optim.SGD(lr=0.1, momentum=0.9)
+    >>> opt_state = opt.init(params)
+    >>> new_params, opt_state = opt.update(params, grads, opt_state)
+    >>> opt_state.step, new_params.weight_ih.shape
+    (1, (4, 3))
     """
 
     def __init__(
@@ -200,10 +251,69 @@ class SGD:
         )
 
     def init(self, params: Any) -> SGDState:
+        """The optimizer state for ``params``: step 0 and zero momentum buffers (none without momentum).
+
+        Parameters
+        ----------
+        params : params object, model params, or tuples, lists and dicts of them
+            Any structure of arrays (``None`` leaves stay ``None``), each on its own backend and device.
+
+        Returns
+        -------
+        SGDState
+            ``step`` (a Python int) and ``momentum`` (buffers in the structure of ``params``, or ``None``).
+
+        Examples
+        --------
+        >>> import arrayrnn as ar
+        >>> model = ar.LSTM(3, 4, num_layers=2, seed=0)
+        >>> opt_state = ar.optim.SGD(lr=0.1, momentum=0.9).init(model.params)
+        >>> opt_state.step, opt_state.momentum[1][0].weight_hh.shape
+        (0, (16, 4))
+        """
         buffers = _map(_zeros_like, 1, params)[0] if self.momentum else None
         return SGDState(step=0, momentum=buffers)
 
     def update(self, params: Any, grads: Any, state: SGDState) -> tuple[Any, SGDState]:
+        """One SGD step: new params and a new optimizer state (nothing is modified in place).
+
+        Parameters
+        ----------
+        params : params object, model params, or tuples, lists and dicts of them
+            The current params.
+        grads : same structure as ``params``
+            Their gradients (what ``ar.vjp``'s pullback returns); a ``None`` gradient, at a leaf or for a whole
+            sub-structure, leaves those params and their buffers unchanged.
+        state : SGDState
+            From :meth:`init` or the previous :meth:`update`.
+
+        Returns
+        -------
+        params : same structure as ``params``
+            The updated params, each array on its own backend and device.
+        state : SGDState
+            The state for the next step.
+
+        Raises
+        ------
+        TypeError
+            ``state`` does not come from this optimizer's :meth:`init`.
+        ValueError
+            ``grads`` does not have the structure of ``params`` (the message gives the path, e.g.
+            ``params[0][1].weight_hh``).
+        BackendMismatchError
+            A gradient lives on another backend or device than its param.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import arrayrnn as ar
+        >>> params = {"w": np.ones(3)}
+        >>> opt = ar.optim.SGD(lr=0.5)
+        >>> params, opt_state = opt.update(params, {"w": np.ones(3)}, opt.init(params))
+        >>> params["w"], opt_state.step
+        (array([0.5, 0.5, 0.5]), 1)
+        """
         if not isinstance(state, SGDState):
             raise TypeError(f"state must come from this optimizer's init(), got {type(state).__name__}")
         scale = _clip_scale(grads, self.clip_norm)
@@ -242,11 +352,48 @@ class AdamState:
 
 
 class Adam:
-    """Adam (PyTorch's ``torch.optim.Adam``; ``decoupled_weight_decay=True`` is AdamW).
+    """Adam (PyTorch's ``torch.optim.Adam``; ``decoupled_weight_decay=True`` is AdamW), functional.
 
     ``weight_decay`` adds ``weight_decay * p`` to the gradient (L2, as torch's Adam), or with
-    ``decoupled_weight_decay=True`` shrinks ``p`` by ``lr * weight_decay`` directly. ``clip_norm``
-    first scales all gradients together so their norm is at most it.
+    ``decoupled_weight_decay=True`` shrinks ``p`` by ``lr * weight_decay`` directly. ``clip_norm`` first scales
+    all gradients together so their global norm is at most it (``torch.nn.utils.clip_grad_norm_``). Nothing is
+    modified in place: :meth:`update` returns new params and a new state.
+
+    Parameters
+    ----------
+    lr : float, optional
+        The learning rate, > 0. Default ``1e-3``.
+    betas : (float, float), optional
+        Decay rates of the first and second moment estimates, each in ``[0, 1)``. Default ``(0.9, 0.999)``.
+    eps : float, optional
+        Added to the denominator, >= 0. Default ``1e-8``.
+    weight_decay : float, optional
+        Weight decay, >= 0. Default 0.
+    clip_norm : float or None, optional
+        Clip the gradients' global norm to this (> 0) before the step; ``None`` (default): no clipping.
+    decoupled_weight_decay : bool, optional
+        AdamW's decoupled decay. Default ``False``.
+
+    Raises
+    ------
+    TypeError
+        A hyperparameter is not a finite number, ``betas`` is not a pair, or a flag is not a bool.
+    ValueError
+        A hyperparameter is out of range.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import arrayrnn as ar
+    >>> params = ar.init_rnn(3, 4, seed=0)
+    >>> x = np.ones((5, 2, 3), dtype="float32")
+    >>> (y, h_n), pullback = ar.vjp(ar.rnn, x, params)
+    >>> _, grads = pullback((np.ones_like(y), None))  # gradients for (x, params)
+    >>> opt = ar.optim.Adam(lr=1e-2, clip_norm=1.0)
+    >>> opt_state = opt.init(params)
+    >>> params, opt_state = opt.update(params, grads, opt_state)
+    >>> opt_state.step, params.bias_hh.shape
+    (1, (4,))
     """
 
     def __init__(
@@ -276,9 +423,67 @@ class Adam:
         )
 
     def init(self, params: Any) -> AdamState:
+        """The optimizer state for ``params``: step 0 and zero moment estimates.
+
+        Parameters
+        ----------
+        params : params object, model params, or tuples, lists and dicts of them
+            Any structure of arrays (``None`` leaves stay ``None``), each on its own backend and device.
+
+        Returns
+        -------
+        AdamState
+            ``step`` (a Python int), ``exp_avg`` and ``exp_avg_sq`` (zeros in the structure of ``params``).
+
+        Examples
+        --------
+        >>> import arrayrnn as ar
+        >>> opt_state = ar.optim.Adam().init(ar.init_gru(3, 4, seed=0))
+        >>> opt_state.step, opt_state.exp_avg.weight_ih.shape, float(opt_state.exp_avg_sq.bias_ih.sum())
+        (0, (12, 3), 0.0)
+        """
         return AdamState(step=0, exp_avg=_map(_zeros_like, 1, params)[0], exp_avg_sq=_map(_zeros_like, 1, params)[0])
 
     def update(self, params: Any, grads: Any, state: AdamState) -> tuple[Any, AdamState]:
+        """One Adam step: new params and a new optimizer state (nothing is modified in place).
+
+        Parameters
+        ----------
+        params : params object, model params, or tuples, lists and dicts of them
+            The current params.
+        grads : same structure as ``params``
+            Their gradients (what ``ar.vjp``'s pullback returns); a ``None`` gradient, at a leaf or for a whole
+            sub-structure, leaves those params and their moments unchanged.
+        state : AdamState
+            From :meth:`init` or the previous :meth:`update`.
+
+        Returns
+        -------
+        params : same structure as ``params``
+            The updated params, each array on its own backend and device.
+        state : AdamState
+            The state for the next step.
+
+        Raises
+        ------
+        TypeError
+            ``state`` does not come from this optimizer's :meth:`init`.
+        ValueError
+            ``grads`` does not have the structure of ``params`` (the message gives the path, e.g.
+            ``params[0][1].weight_hh``).
+        BackendMismatchError
+            A gradient lives on another backend or device than its param.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import arrayrnn as ar
+        >>> params = {"w": np.ones(3), "frozen": np.ones(2)}
+        >>> opt = ar.optim.Adam(lr=0.1)
+        >>> params, opt_state = opt.update(params, {"w": np.ones(3), "frozen": None}, opt.init(params))
+        >>> params["w"].round(6), params["frozen"]  # the first step moves each entry by lr
+        (array([0.9, 0.9, 0.9]), array([1., 1.]))
+        """
         if not isinstance(state, AdamState):
             raise TypeError(f"state must come from this optimizer's init(), got {type(state).__name__}")
         scale = _clip_scale(grads, self.clip_norm)

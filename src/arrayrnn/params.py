@@ -1,11 +1,6 @@
 """Parameter containers (PyTorch layout and gate order) and their initialisers.
 
-One params object holds one layer in one direction. Fields are arrays of any backend; all of one
-object's arrays live on the same backend and device.
-
-``init_*(..., backend="dask")`` returns NumPy params: a dask ``x`` takes params on its chunks' backend
-(NumPy, or CuPy for CuPy-backed dask arrays: use ``backend="cupy"`` there), and the graph ships them to
-each worker once. Dask params (``to_backend(params, "dask")``) are accepted too.
+One params object holds one layer in one direction; all of its arrays live on one backend and device.
 """
 
 from __future__ import annotations
@@ -60,9 +55,36 @@ class _ParamsBase:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class RNNParams(_ParamsBase):
-    """Elman RNN: ``h' = act(x W_ih^T + b_ih + h W_hh^T + b_hh)``.
+    """Params of one Elman RNN layer in one direction: ``h' = act(x W_ih^T + b_ih + h W_hh^T + b_hh)``.
 
-    Shapes: ``weight_ih (H, I)``, ``weight_hh (H, H)``, ``bias_ih (H,)``, ``bias_hh (H,)``.
+    A frozen dataclass of arrays in PyTorch's layout, all on one backend and device and of one floating dtype
+    (checked when the params are used). :func:`init_rnn` draws random ones.
+
+    Parameters
+    ----------
+    weight_ih : array, shape (H, I)
+        Input weights.
+    weight_hh : array, shape (H, H)
+        Recurrent weights.
+    bias_ih, bias_hh : array, shape (H,), or None
+        Biases (``None``: no bias).
+
+    Attributes
+    ----------
+    input_size, hidden_size : int
+        ``I`` and ``H``.
+    dtype
+        The arrays' dtype.
+    backend : str
+        The arrays' backend name (``"numpy"``, ``"cupy"``, ...).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import arrayrnn as ar
+    >>> params = ar.RNNParams(weight_ih=np.ones((4, 3), "float32"), weight_hh=np.eye(4, dtype="float32"))
+    >>> params.input_size, params.hidden_size, params.backend, params.bias_ih is None
+    (3, 4, 'numpy', True)
     """
 
     weight_ih: Array
@@ -75,10 +97,41 @@ class RNNParams(_ParamsBase):
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class LSTMParams(_ParamsBase):
-    """LSTM, gates stacked i, f, g, o (PyTorch order).
+    """Params of one LSTM layer in one direction, gates stacked i, f, g, o (PyTorch layout and order).
 
-    Shapes: ``weight_ih (4H, I)``, ``weight_hh (4H, P or H)``, ``bias_ih (4H,)``, ``bias_hh (4H,)``,
-    ``weight_hr (P, H)`` (projection, optional), ``peephole_i/f/o (H,)`` (ONNX semantics, optional).
+    A frozen dataclass of arrays, all on one backend and device and of one floating dtype (checked when the
+    params are used). :func:`init_lstm` draws random ones; :func:`lstm_cell` gives the formulas.
+
+    Parameters
+    ----------
+    weight_ih : array, shape (4H, I)
+        Input weights.
+    weight_hh : array, shape (4H, H), or (4H, P) with a projection
+        Recurrent weights.
+    bias_ih, bias_hh : array, shape (4H,), or None
+        Biases (``None``: no bias).
+    weight_hr : array, shape (P, H), or None
+        Projection of ``h`` (``torch.nn.LSTM(proj_size=P)``); ``None``: none.
+    peephole_i, peephole_f, peephole_o : array, shape (H,), or None
+        Peephole weights (ONNX semantics: ``i, f`` see ``c_{t-1}``, ``o`` sees ``c_t``); all three or none.
+
+    Attributes
+    ----------
+    input_size, hidden_size, proj_size, output_size : int
+        ``I``, ``H``, ``P`` (0 without projection) and the size of ``h`` (``P`` or ``H``).
+    dtype
+        The arrays' dtype.
+    backend : str
+        The arrays' backend name.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import arrayrnn as ar
+    >>> H, I = 4, 3
+    >>> params = ar.LSTMParams(weight_ih=np.zeros((4 * H, I), "float32"), weight_hh=np.zeros((4 * H, H), "float32"))
+    >>> params.hidden_size, params.proj_size, params.output_size
+    (4, 0, 4)
     """
 
     weight_ih: Array
@@ -109,9 +162,37 @@ class LSTMParams(_ParamsBase):
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class GRUParams(_ParamsBase):
-    """GRU, gates stacked r, z, n (PyTorch order).
+    """Params of one GRU layer in one direction, gates stacked r, z, n (PyTorch layout and order).
 
-    Shapes: ``weight_ih (3H, I)``, ``weight_hh (3H, H)``, ``bias_ih (3H,)``, ``bias_hh (3H,)``.
+    A frozen dataclass of arrays, all on one backend and device and of one floating dtype (checked when the
+    params are used). :func:`init_gru` draws random ones; :func:`gru_cell` gives the formulas.
+
+    Parameters
+    ----------
+    weight_ih : array, shape (3H, I)
+        Input weights.
+    weight_hh : array, shape (3H, H)
+        Recurrent weights.
+    bias_ih, bias_hh : array, shape (3H,), or None
+        Biases (``None``: no bias).
+
+    Attributes
+    ----------
+    input_size, hidden_size : int
+        ``I`` and ``H``.
+    dtype
+        The arrays' dtype.
+    backend : str
+        The arrays' backend name.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import arrayrnn as ar
+    >>> params = ar.GRUParams(weight_ih=np.zeros((12, 3)), weight_hh=np.zeros((12, 4)), bias_ih=np.zeros(12),
+    ...                       bias_hh=np.zeros(12))
+    >>> params.input_size, params.hidden_size, params.dtype
+    (3, 4, dtype('float64'))
     """
 
     weight_ih: Array
@@ -154,7 +235,51 @@ def init_rnn(
     backend: str | None = None,
     device: Any = None,
 ) -> RNNParams:
-    """Random RNN params, PyTorch's default U(-1/sqrt(H), 1/sqrt(H))."""
+    """Random RNN params, PyTorch's default initialisation U(-1/sqrt(H), 1/sqrt(H)).
+
+    The numbers are drawn on the host from ``numpy.random.default_rng(seed)`` (in float64, then cast), so one
+    seed gives the same params on every backend.
+
+    Parameters
+    ----------
+    input_size : int
+        ``I``, the features of the input.
+    hidden_size : int
+        ``H``, the hidden units.
+    bias : bool, optional
+        Draw ``bias_ih`` and ``bias_hh`` (default ``True``); ``False`` leaves them ``None``.
+    seed : int, numpy.random.Generator or None, optional
+        Seed of ``numpy.random.default_rng``; ``None`` (default) draws fresh entropy.
+    dtype : {"float32", "float64", "float16"}, optional
+        The arrays' dtype. Default ``"float32"``.
+    backend : str, optional
+        Where to put the arrays (``"numpy"``, ``"cupy"``, ``"torch"``, ...). ``None`` (default): the current
+        backend (:func:`get_backend`). ``"dask"`` gives NumPy params, which a dask ``x`` takes (its chunks'
+        backend; use ``"cupy"`` for CuPy-backed dask arrays).
+    device : optional
+        The device on that backend (e.g. a CUDA device id); ``None``: the backend's default.
+
+    Returns
+    -------
+    RNNParams
+        ``weight_ih (H, I)``, ``weight_hh (H, H)``, biases ``(H,)`` or ``None``.
+
+    Raises
+    ------
+    ValueError
+        A size is not a positive integer; ``dtype`` is not a floating dtype above.
+    BackendUnavailableError
+        ``backend`` is unknown or not usable here.
+
+    Examples
+    --------
+    >>> import arrayrnn as ar
+    >>> params = ar.init_rnn(3, 4, seed=0)
+    >>> params.weight_ih.shape, params.weight_hh.shape, params.bias_ih.shape, params.dtype
+    ((4, 3), (4, 4), (4,), dtype('float32'))
+    >>> ar.init_rnn(3, 4, bias=False, dtype="float64", backend="numpy").bias_ih is None
+    True
+    """
     _check_sizes(input_size, hidden_size, dtype)
     rng = np.random.default_rng(seed)
     bound = 1.0 / np.sqrt(hidden_size)
@@ -180,7 +305,56 @@ def init_lstm(
     backend: str | None = None,
     device: Any = None,
 ) -> LSTMParams:
-    """Random LSTM params, PyTorch's default U(-1/sqrt(H), 1/sqrt(H)) for every array."""
+    """Random LSTM params, PyTorch's default initialisation U(-1/sqrt(H), 1/sqrt(H)) for every array.
+
+    The numbers are drawn on the host from ``numpy.random.default_rng(seed)`` (in float64, then cast), so one
+    seed gives the same params on every backend.
+
+    Parameters
+    ----------
+    input_size : int
+        ``I``, the features of the input.
+    hidden_size : int
+        ``H``, the hidden units.
+    proj_size : int, optional
+        ``P``, the size of a projection of ``h`` (``weight_hr (P, H)``), ``0 <= P < H``; 0 (default): none.
+    peepholes : bool, optional
+        Draw peephole weights ``peephole_i, peephole_f, peephole_o (H,)`` (ONNX semantics). Default ``False``.
+    bias : bool, optional
+        Draw ``bias_ih`` and ``bias_hh`` (default ``True``); ``False`` leaves them ``None``.
+    seed : int, numpy.random.Generator or None, optional
+        Seed of ``numpy.random.default_rng``; ``None`` (default) draws fresh entropy.
+    dtype : {"float32", "float64", "float16"}, optional
+        The arrays' dtype. Default ``"float32"``.
+    backend : str, optional
+        Where to put the arrays (``"numpy"``, ``"cupy"``, ``"torch"``, ...). ``None`` (default): the current
+        backend (:func:`get_backend`). ``"dask"`` gives NumPy params, which a dask ``x`` takes (its chunks'
+        backend; use ``"cupy"`` for CuPy-backed dask arrays).
+    device : optional
+        The device on that backend (e.g. a CUDA device id); ``None``: the backend's default.
+
+    Returns
+    -------
+    LSTMParams
+        ``weight_ih (4H, I)``, ``weight_hh (4H, H or P)``, biases ``(4H,)``, optional ``weight_hr`` and peepholes.
+
+    Raises
+    ------
+    ValueError
+        A size is not a positive integer or ``proj_size`` is not in ``[0, hidden_size)``; ``dtype`` is not a
+        floating dtype above.
+    BackendUnavailableError
+        ``backend`` is unknown or not usable here.
+
+    Examples
+    --------
+    >>> import arrayrnn as ar
+    >>> params = ar.init_lstm(3, 8, proj_size=4, peepholes=True, seed=0)
+    >>> params.weight_ih.shape, params.weight_hh.shape, params.weight_hr.shape, params.peephole_o.shape
+    ((32, 3), (32, 4), (4, 8), (8,))
+    >>> params.hidden_size, params.output_size
+    (8, 4)
+    """
     _check_sizes(input_size, hidden_size, dtype)
     if isinstance(proj_size, bool) or not isinstance(proj_size, (int, np.integer)) or not 0 <= proj_size < hidden_size:
         raise ValueError(f"proj_size must be an integer in [0, hidden_size={hidden_size}), got {proj_size!r}")
@@ -211,7 +385,52 @@ def init_gru(
     backend: str | None = None,
     device: Any = None,
 ) -> GRUParams:
-    """Random GRU params, PyTorch's default U(-1/sqrt(H), 1/sqrt(H))."""
+    """Random GRU params, PyTorch's default initialisation U(-1/sqrt(H), 1/sqrt(H)).
+
+    The numbers are drawn on the host from ``numpy.random.default_rng(seed)`` (in float64, then cast), so one
+    seed gives the same params on every backend.
+
+    Parameters
+    ----------
+    input_size : int
+        ``I``, the features of the input.
+    hidden_size : int
+        ``H``, the hidden units.
+    bias : bool, optional
+        Draw ``bias_ih`` and ``bias_hh`` (default ``True``); ``False`` leaves them ``None``.
+    seed : int, numpy.random.Generator or None, optional
+        Seed of ``numpy.random.default_rng``; ``None`` (default) draws fresh entropy.
+    dtype : {"float32", "float64", "float16"}, optional
+        The arrays' dtype. Default ``"float32"``.
+    backend : str, optional
+        Where to put the arrays (``"numpy"``, ``"cupy"``, ``"torch"``, ...). ``None`` (default): the current
+        backend (:func:`get_backend`). ``"dask"`` gives NumPy params, which a dask ``x`` takes (its chunks'
+        backend; use ``"cupy"`` for CuPy-backed dask arrays).
+    device : optional
+        The device on that backend (e.g. a CUDA device id); ``None``: the backend's default.
+
+    Returns
+    -------
+    GRUParams
+        ``weight_ih (3H, I)``, ``weight_hh (3H, H)``, biases ``(3H,)`` or ``None``.
+
+    Raises
+    ------
+    ValueError
+        A size is not a positive integer; ``dtype`` is not a floating dtype above.
+    BackendUnavailableError
+        ``backend`` is unknown or not usable here.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import arrayrnn as ar
+    >>> params = ar.init_gru(3, 4, seed=0)
+    >>> params.weight_ih.shape, params.weight_hh.shape
+    ((12, 3), (12, 4))
+    >>> bool(np.array_equal(params.weight_hh, ar.init_gru(3, 4, seed=0).weight_hh))  # one seed, same numbers
+    True
+    """
     _check_sizes(input_size, hidden_size, dtype)
     rng = np.random.default_rng(seed)
     bound = 1.0 / np.sqrt(hidden_size)

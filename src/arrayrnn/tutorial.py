@@ -1,8 +1,7 @@
 """The seed tutorial's functions, unchanged in meaning, on every backend.
 
-The tutorial keeps the weights of an RNN cell in one matrix acting on the concatenation
-``[h, x]``: ``h' = tanh([h, x] @ w + b)`` with ``w (s + n_features, s)`` and ``b (1, s)``. For NumPy
-inputs these functions return exactly what the tutorial's NumPy code returns.
+The weights act on the concatenation ``[h, x]``: ``h' = tanh([h, x] @ w + b)``; for NumPy inputs the results
+are exactly those of the tutorial's NumPy code.
 """
 
 from __future__ import annotations
@@ -37,7 +36,50 @@ def _check_step(x: Array, h: Array, s: int) -> None:
 
 
 def step_forward(x: Array, h: Array, s: int, w: Array, b: Array) -> Array:
-    """One step: ``tanh([h, x] @ w + b)``. ``x (1, n_features)``, ``h (1, s)`` -> ``(1, s)``."""
+    """One RNN step in the tutorial's style: ``tanh([h, x] @ w + b)``.
+
+    For NumPy inputs the result is exactly what the tutorial's NumPy code returns; any backend works, the
+    result on the inputs' backend.
+
+    Parameters
+    ----------
+    x : array, shape (1, n_features)
+        The input of this step.
+    h : array, shape (1, s)
+        The previous hidden state.
+    s : int
+        The hidden size.
+    w : array, shape (s + n_features, s)
+        Weights acting on the concatenation ``[h, x]`` (hidden rows first).
+    b : array, shape (1, s)
+        The bias (``(s,)`` works too).
+
+    Returns
+    -------
+    array, shape (1, s)
+        The new hidden state.
+
+    Raises
+    ------
+    ValueError
+        ``s`` is not a positive integer, or a shape does not fit (the message names the argument).
+    BackendMismatchError
+        The arguments live on different backends or devices.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from arrayrnn.tutorial import step_forward
+    >>> s, n_features = 4, 3
+    >>> rng = np.random.default_rng(0)
+    >>> w, b = rng.standard_normal((s + n_features, s)), np.zeros((1, s))
+    >>> x, h = np.ones((1, n_features)), np.zeros((1, s))
+    >>> h_new = step_forward(x, h, s, w, b)
+    >>> h_new.shape
+    (1, 4)
+    >>> bool(np.array_equal(h_new, np.tanh(np.concatenate([h, x], axis=1) @ w + b)))
+    True
+    """
     xp, _, _ = namespace_of(x=x, h=h, w=w, b=b)
     _check_step(x, h, s)
     _check_concat_weight(w, b, s, x.shape[1], "w", "b")
@@ -50,7 +92,50 @@ def _step(xp: Any, x: Array, h: Array, w: Array, b: Array) -> Array:
 
 
 def forward(x: Array, h: Array, s: int, w: Array, b: Array) -> Array:
-    """Run ``step_forward`` over the rows of ``x (time_steps, n_features)``; returns the last ``h (1, s)``."""
+    """Run :func:`step_forward` over the rows of ``x`` and return the last hidden state.
+
+    Parameters
+    ----------
+    x : array, shape (time_steps, n_features)
+        The sequence, one row per step (at least one).
+    h : array, shape (1, s)
+        The initial hidden state.
+    s : int
+        The hidden size.
+    w : array, shape (s + n_features, s)
+        Weights acting on ``[h, x]``.
+    b : array, shape (1, s)
+        The bias.
+
+    Returns
+    -------
+    array, shape (1, s)
+        The hidden state after the last step.
+
+    Raises
+    ------
+    ValueError
+        ``x`` is not 2-D or has no rows, ``s`` is not a positive integer, or a shape does not fit.
+    BackendMismatchError
+        The arguments live on different backends or devices.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from arrayrnn.tutorial import forward, step_forward
+    >>> s, n_features = 4, 3
+    >>> rng = np.random.default_rng(0)
+    >>> w, b = rng.standard_normal((s + n_features, s)), np.zeros((1, s))
+    >>> x = rng.standard_normal((10, n_features))
+    >>> h_last = forward(x, np.zeros((1, s)), s, w, b)
+    >>> h_last.shape
+    (1, 4)
+    >>> h = np.zeros((1, s))
+    >>> for t in range(10):
+    ...     h = step_forward(x[t : t + 1], h, s, w, b)
+    >>> bool(np.array_equal(h, h_last))
+    True
+    """
     xp, _, _ = namespace_of(x=x, h=h, w=w, b=b)
     if x.ndim != 2:
         raise ValueError(f"x must have shape (time_steps, n_features), got {shape_text(x.shape)}")
@@ -77,11 +162,49 @@ def lstm_step_forward(
     b_o: Array,
     b_t: Array,
 ) -> tuple[Array, Array]:
-    """One LSTM step in the tutorial's concatenated style; returns ``(h', c')``, each ``(1, s)``.
+    """One LSTM step in the tutorial's concatenated style, with the tutorial's weight names.
 
-    ``W_f, W_i, W_o, W_t`` (forget, input, output gates and the tanh layer) are ``(s + n_features, s)``
-    acting on ``[h, x]``; biases ``(1, s)``. ``f, i, o = sigmoid(...)``, ``t = tanh(...)``,
-    ``c' = f * c + i * t``, ``h' = o * tanh(c')``.
+    With ``z = [h, x]``::
+
+        f = sigmoid(z @ W_f + b_f)      i = sigmoid(z @ W_i + b_i)      o = sigmoid(z @ W_o + b_o)
+        t = tanh(z @ W_t + b_t)         c' = f * c + i * t              h' = o * tanh(c')
+
+    Parameters
+    ----------
+    x : array, shape (1, n_features)
+        The input of this step.
+    h, c : array, shape (1, s)
+        The previous hidden and cell states.
+    W_f, W_i, W_o, W_t : array, shape (s + n_features, s)
+        Forget, input and output gates and the tanh layer, acting on ``[h, x]``.
+    b_f, b_i, b_o, b_t : array, shape (1, s)
+        Their biases.
+
+    Returns
+    -------
+    h_new : array, shape (1, s)
+        The new hidden state.
+    c_new : array, shape (1, s)
+        The new cell state.
+
+    Raises
+    ------
+    ValueError
+        A shape does not fit (the message names the argument).
+    BackendMismatchError
+        The arguments live on different backends or devices.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from arrayrnn.tutorial import lstm_step_forward
+    >>> s, n_features = 4, 3
+    >>> rng = np.random.default_rng(0)
+    >>> W = [rng.standard_normal((s + n_features, s)) for _ in range(4)]
+    >>> biases = [np.zeros((1, s))] * 4
+    >>> h, c = lstm_step_forward(np.ones((1, n_features)), np.zeros((1, s)), np.zeros((1, s)), *W, *biases)
+    >>> h.shape, c.shape
+    ((1, 4), (1, 4))
     """
     arrays = dict(x=x, h=h, c=c, W_f=W_f, W_i=W_i, W_o=W_o, W_t=W_t, b_f=b_f, b_i=b_i, b_o=b_o, b_t=b_t)
     xp, _, _ = namespace_of(**arrays)

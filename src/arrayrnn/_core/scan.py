@@ -1,11 +1,7 @@
 """The time loop, written once for every cell: lengths, reverse and state carrying.
 
-Semantics (PyTorch packed sequences and ONNX ``sequence_lens`` agree): step ``t`` of sequence
-``b`` is valid when ``t < lengths[b]``. A padded step writes 0 to ``y`` and leaves the state
-unchanged, so the final state is the one after the last valid step. ``reverse=True`` runs from
-``t = T-1`` down to 0 with the same mask, which runs each sequence backwards over its *own* valid
-steps (the state stays at its initial value until ``t = lengths[b] - 1``) and keeps outputs at
-their original time positions.
+Step ``t`` of sequence ``b`` is valid when ``t < lengths[b]``; a padded step writes 0 to ``y`` and keeps the
+state; ``reverse=True`` runs each sequence backwards over its own valid steps, outputs staying in place.
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
 """Generic one-layer sequence functions: input projection in one matmul, then the shared scan.
 
-Signature shared with every fast path (see ``_fast/registry.py``): arguments are already
-validated and normalised — ``x (T, B, I)`` time-major, ``state`` a tuple of ``(B, ·)`` arrays,
-``lengths (B,)`` integer or ``None`` — and the result is ``(y (T, B, H_out), final_state_tuple)``.
+Every backend path shares their signature: validated, time-major ``x (T, B, I)``, ``state`` a tuple of
+``(B, ·)`` arrays, ``lengths (B,)`` or ``None``; the result is ``(y (T, B, H_out), final_state_tuple)``.
 """
 
 from __future__ import annotations

@@ -1,10 +1,7 @@
 """``arrayrnn demo``: train a small recurrent model on noisy sine waves, on any backend.
 
-The task: read a noisy sine wave (random frequency and phase) one sample at a time and predict
-the next *clean* sample. The model is ``ar.LSTM`` (or ``ar.GRU`` / ``ar.RNN``) followed by a
-linear readout; gradients come from ``ar.vjp(model.apply, ...)`` plus a hand-written readout
-gradient, and ``ar.optim.Adam`` updates everything. Data is drawn on the host from one seed and
-moved explicitly with ``ar.to_backend``; the run is deterministic for a fixed seed.
+An ``ar.LSTM`` (or ``ar.GRU`` / ``ar.RNN``) plus a linear readout, trained with ``ar.vjp`` and
+``ar.optim.Adam``; deterministic for a fixed seed.
 """
 
 from __future__ import annotations

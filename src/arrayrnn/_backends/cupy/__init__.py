@@ -27,7 +27,7 @@ PATHS: dict[str, tuple[str, Optional[str]]] = {
 EXPERIMENTAL_PATHS: dict[str, tuple[str, Optional[str]]] = {
     "fused_graph": (".experimental.fused_graph", ".experimental.grad_fused_graph:sequence_vjp"),
     "tiled": (".experimental.tiled", None),
-    "persistent": (".experimental.persistent", ".grad_graph:sequence_vjp_persistent"),
+    "persistent": (".experimental.persistent", ".experimental.executor:sequence_vjp_persistent"),
     "cluster": (".experimental.cluster", ".experimental.grad_cluster:sequence_vjp"),
 }
 

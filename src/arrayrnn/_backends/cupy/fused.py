@@ -1,15 +1,7 @@
 """CuPy fast path "fused": one cuBLAS GEMM for the input projection of all steps, then per step one
 cuBLAS matmul for the recurrent half and one fused kernel for all the pointwise math of the cell.
 
-Per step that is two launches instead of the generic core's ~15 small ones; the pointwise kernel
-reads the gate pre-activations once and writes state and output once. It is the path for large
-batches, where cuBLAS's recurrent matmul is worth its launch cost (see ``cupy_dispatch.py``).
-
-The time loops (``*_loop``) issue their products and launches through an ``ops`` object: :data:`EAGER` runs
-each at once (this path); ``cupy_fused_graph`` records the same loops into a CUDA graph.
-
-Same signature and results (to float tolerance) as ``_core/sequence.py``. Inputs are never written:
-the states are copied into fresh arrays that the kernels update in place.
+The time loops issue their work through an ``ops`` object (:data:`EAGER` here; ``fused_graph`` records them).
 """
 
 from __future__ import annotations

@@ -1,27 +1,7 @@
 """CuPy gradient path: a recording fused forward and a fused backward, for ``ar.vjp`` of the sequence functions.
 
-Registered with ``registry.register_vjp`` and used by ``grad.py`` in place of the generic recording core
-(``_core/backward.py``, which stays the reference) unless ``impl="generic"`` / ``ARRAYRNN_IMPL=generic``.
-
-Forward: the "fused" path (one cuBLAS GEMM for the input projection of all steps; per step one cuBLAS
-matmul and one pointwise kernel) whose kernels also record what the backward pass needs (see
-``cupy_grad_sources.py``): LSTM gate pre-activations ``(T, B, 4H)`` and cell states ``(T, B, H)``; GRU gates
-``(T, B, 3H)`` (and ``h W_hn^T + b_hn`` ``(T, B, H)`` when linear before reset); RNN nothing but ``y``.
-
-Backward, per step in the forward order reversed: one pointwise kernel (gate gradients, cell cotangent,
-lengths masking) and one cuBLAS matmul ``dh_prev = dz W_hh``; GRU with ``linear_before_reset=False`` needs
-two of each (the reset gate's gradient depends on ``dn W_hn``), an LSTM with a projection one more kernel
-and matmul (``dm = dh W_hr``). Then every weight gradient, bias gradient and ``dx`` is one large matmul or
-sum over all steps, as in the generic core.
-
-The time loops (``*_record_loop``, ``*_backward_loop``; the RNN's forward is ``cupy_kernels.rnn_loop``) issue
-their products and launches through an ``ops`` object (``cupy_kernels.EAGER`` here), so ``cupy_grad_fused_graph``
-records the same loops into CUDA graphs.
-
-Supported: every option of the sequence functions (peepholes, coupled, clip, projection, both GRU reset
-variants, tanh/relu, lengths, reverse) in float32 and float64. The rule for the rest: float16 (and any
-other dtype) and a batch of 0 return ``None`` from :func:`sequence_vjp`, and ``grad.py`` then runs the
-generic core.
+Every option of the sequence functions in float32/float64; other dtypes and an empty batch return ``None`` from
+:func:`sequence_vjp`, and the generic core runs.
 """
 
 from __future__ import annotations

@@ -1,23 +1,6 @@
 """CuPy gradient path "graph": the recording forward and the backward, each one replayed CUDA graph.
 
-The small-batch counterpart of ``cupy_grad.py`` (the "fused" gradient path), as ``cupy_graph.py`` is for
-the forward: per step one launch of a warp-per-unit kernel that does the recurrent product and the
-pointwise math together (``*_graph_record*`` / ``*_graph_grad*`` in ``cupy_grad_sources.py``); the backward
-kernels form ``dh_prev = dz W_hh`` from ``W_hh^T`` themselves, so no cuBLAS call is left inside the time
-loop and the T launches are captured once and replayed. The input projection and the weight gradients
-stay single cuBLAS GEMMs outside the graphs.
-
-Bookkeeping (as in ``cupy_graph.py``, whose capture helper and batch tiles this uses): a plan owns every
-buffer its graph points at and is cached per (kind, shapes, dtype, options, tile, device, stream, weight
-addresses). The forward copies the caller's state and lengths in and copies the tape out (y, gates,
-cell states: fresh arrays the pullback keeps); the backward copies the tape, ``dy``, the final-state
-cotangents and ``W_hh^T`` in, replays, and forms the weight gradients from its buffers while holding the
-plan (stream order protects them from a later replay). Capture always ends (``cupy_graph._capture``).
-
-Variant "persistent" (``sequence_vjp_persistent``): the same plans, each run by the graph executor
-(``cupy_executor``) in one cooperative launch with a grid barrier between steps instead of a graph replay;
-the RNN's forward is then ``cupy_persistent``'s.
-
+Variant "persistent" (``experimental/executor.py``) runs the same plans through the graph executor (a ``Runner``).
 Supports what the "graph" forward supports: every option but the LSTM projection, float32/float64.
 """
 
@@ -30,8 +13,6 @@ from typing import Any, Optional
 
 from . import graph as cupy_graph
 from .common import cupy_module, dtype_name, int32, kernel, options_mask, placeholder, project_inputs, time_order
-from .experimental import executor as cupy_executor
-from .experimental import persistent as cupy_persistent
 from .grad_fused import (
     Backward,
     State,
@@ -59,23 +40,39 @@ class _Plan:
     buffers: dict[str, Array]
     launches: list[Launch] = dataclasses.field(default_factory=list)
     graph: Any = None
-    executor: Optional[cupy_executor.ExecutorTable] = None
+    #: what another runner made of the launches, once per plan (the graph executor's table), by runner name
+    prepared: dict[str, Any] = dataclasses.field(default_factory=dict)
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
     def run(self, shape: _Shape) -> None:
-        """Replay the launches: the captured graph, or (``shape.persistent``) the executor's single launch."""
-        cp = cupy_module()
-        if shape.persistent:
-            if self.executor is None:
-                self.executor = cupy_executor.build_table(self.launches)
-            cupy_executor.run(self.executor, shape.dtype)
-        elif cupy_graph.CAPTURE:
-            if self.graph is None:
-                self.graph = cupy_graph._capture(self.launches)
-            self.graph.launch(stream=cp.cuda.get_current_stream())
-        else:
-            for k, grid, block, args in self.launches:
-                k(grid, block, args)
+        shape.runner.run(self, shape.dtype)
+
+
+def _replay(plan: _Plan, dtype: str) -> None:
+    """Run a plan's launches as its captured CUDA graph (captured on first use), or one by one without ``CAPTURE``."""
+    cp = cupy_module()
+    if cupy_graph.CAPTURE:
+        if plan.graph is None:
+            plan.graph = cupy_graph._capture(plan.launches)
+        plan.graph.launch(stream=cp.cuda.get_current_stream())
+    else:
+        for k, grid, block, args in plan.launches:
+            k(grid, block, args)
+
+
+@dataclasses.dataclass(frozen=True)
+class Runner:
+    """How the plans' launches run: ``run(plan, dtype)`` (here: :func:`_replay`; the experimental "persistent"
+    variant runs them through the graph executor), ``forward`` (the forward path module whose ``rnn_sequence`` is
+    the RNN's recording forward) and ``impl`` (the path's name, in errors)."""
+
+    impl: str
+    run: Callable[[_Plan, str], None]
+    forward: Any
+
+
+#: the graph path's own runner
+REPLAY = Runner("graph", _replay, cupy_graph)
 
 
 _plans = cupy_graph.PlanCache()
@@ -100,8 +97,8 @@ def _pointers(arrays: tuple[Array, ...]) -> tuple[int, ...]:
 class _Shape:
     """Sizes, tile and launch shape of one call, and the per-step neighbours in time."""
 
-    def __init__(self, x: Array, hidden: int, reverse: bool, persistent: bool) -> None:
-        self.persistent = persistent
+    def __init__(self, x: Array, hidden: int, reverse: bool, runner: Runner) -> None:
+        self.runner = runner
         self.dtype = dtype_name(x.dtype)
         self.steps, self.batch, _ = x.shape
         self.hidden, self.reverse = hidden, reverse
@@ -133,11 +130,11 @@ def sequence_vjp(
     options: dict[str, Any],
 ) -> Optional[tuple[Array, State, Backward]]:
     """As ``cupy_grad.sequence_vjp``, with graph-replayed loops (``None``: declined, the generic core runs)."""
-    return _sequence_vjp(kind, x, params, state, lengths, reverse, options, persistent=False)
+    return vjp_with(REPLAY, kind, x, params, state, lengths, reverse, options)
 
 
-def sequence_vjp_persistent(
-    xp: Any,
+def vjp_with(
+    runner: Runner,
     kind: str,
     x: Array,
     params: Any,
@@ -146,27 +143,13 @@ def sequence_vjp_persistent(
     reverse: bool,
     options: dict[str, Any],
 ) -> Optional[tuple[Array, State, Backward]]:
-    """As :func:`sequence_vjp`, each loop run by the graph executor in one launch (``None``: declined)."""
-    return _sequence_vjp(kind, x, params, state, lengths, reverse, options, persistent=True)
-
-
-def _sequence_vjp(
-    kind: str,
-    x: Array,
-    params: Any,
-    state: State,
-    lengths: Optional[Array],
-    reverse: bool,
-    options: dict[str, Any],
-    persistent: bool,
-) -> Optional[tuple[Array, State, Backward]]:
+    """:func:`sequence_vjp` with the plans run by ``runner``."""
     if getattr(params, "weight_hr", None) is not None:
-        impl = "persistent" if persistent else "graph"
-        raise ValueError(f"impl={impl!r} does not support the LSTM projection (proj_size > 0); use impl='fused'")
+        raise ValueError(f"impl={runner.impl!r} does not support the LSTM projection (proj_size > 0); use impl='fused'")
     if declines(x):
         return None
     with x.device:
-        return _RECORDERS[kind](cupy_module(), x, params, tuple(state), lengths, reverse, persistent, **options)
+        return _RECORDERS[kind](cupy_module(), x, params, tuple(state), lengths, reverse, runner, **options)
 
 
 def _lengths_buffer(shape: _Shape, lengths: Optional[Array]) -> Array:
@@ -245,13 +228,12 @@ def _rnn(
     state: State,
     lengths: Optional[Array],
     reverse: bool,
-    persistent: bool,
+    runner: Runner,
     *,
     nonlinearity: str = "tanh",
 ) -> tuple[Array, State, Backward]:
-    forward = cupy_persistent if persistent else cupy_graph
-    y, final = forward.rnn_sequence(None, x, params, state, lengths, reverse, nonlinearity=nonlinearity)
-    shape = _Shape(x, params.hidden_size, reverse, persistent)
+    y, final = runner.forward.rnn_sequence(None, x, params, state, lengths, reverse, nonlinearity=nonlinearity)
+    shape = _Shape(x, params.hidden_size, reverse, runner)
     h0 = state[0]
     options = options_mask(lengths=lengths, relu=nonlinearity == "relu")
 
@@ -317,12 +299,12 @@ def _lstm(
     state: State,
     lengths: Optional[Array],
     reverse: bool,
-    persistent: bool,
+    runner: Runner,
     *,
     coupled: bool = False,
     clip: Optional[float] = None,
 ) -> tuple[Array, State, Backward]:
-    shape = _Shape(x, params.hidden_size, reverse, persistent)
+    shape = _Shape(x, params.hidden_size, reverse, runner)
     T, B, H = shape.steps, shape.batch, shape.hidden
     step_weights, options, (clip_value,) = cupy_graph.step_arguments(
         "lstm", params, lengths, shape.dtype, {"coupled": coupled, "clip": clip}
@@ -460,11 +442,11 @@ def _gru(
     state: State,
     lengths: Optional[Array],
     reverse: bool,
-    persistent: bool,
+    runner: Runner,
     *,
     linear_before_reset: bool = True,
 ) -> tuple[Array, State, Backward]:
-    shape = _Shape(x, params.hidden_size, reverse, persistent)
+    shape = _Shape(x, params.hidden_size, reverse, runner)
     T, B, H = shape.steps, shape.batch, shape.hidden
     weights, options, _ = cupy_graph.step_arguments("gru", params, lengths, shape.dtype, {})
     lbr = bool(linear_before_reset)

@@ -1,27 +1,7 @@
 """CuPy fast path "graph": the whole time loop as one CUDA graph of fused mat-vec + gate kernels.
 
-At small batch the per-step cost of the fused path is launch latency (cuBLAS + kernel, ~50 µs of
-Python and driver work per step), not arithmetic. Here each step is one launch of a kernel that does
-the recurrent mat-vec and the gates together (``*_graph_*`` in ``cupy_sources.py``), the T launches
-are captured once into a CUDA graph, and every later call with the same shapes, options and weight
-arrays replays the graph: one launch for the whole sequence. The input projection of all steps stays
-one cuBLAS GEMM, outside the graph (CuPy refuses cuBLAS during capture).
-
-Bookkeeping, and why:
-
-* A graph bakes in every pointer it was captured with. So a plan owns its buffers (input projection,
-  ping-pong hidden states, cell state, output, lengths); each call copies the caller's inputs in and
-  copies the results out (fresh arrays: a later call must not overwrite what a caller holds). The
-  weight arrays are read in place: their addresses are part of the cache key, so a replay only ever
-  happens while arrays at those very addresses are passed (in-place updates of the weights are seen).
-* Plans are cached per (shapes, dtype, options, device, current stream, weight addresses), LRU,
-  at most ``MAX_PLANS``. Work is enqueued on the caller's current stream, so buffer reuse across calls
-  is ordered by the stream; a lock keeps two threads from interleaving their copies into one plan.
-* Capture happens on a private stream and is **always** ended (``finally``), so an error during capture
-  never leaves a stream capturing. Kernels are loaded before capture starts.
-* ``CAPTURE = False`` runs the same launches eagerly (no graph): a bisection aid.
-
-Supports everything the generic core does except the LSTM projection (``proj_size``): use "fused".
+A plan (its buffers and captured graph) is cached per shapes, dtype, options, device, stream and weight
+addresses; ``CAPTURE = False`` runs the same launches eagerly. No LSTM projection (use "fused").
 """
 
 from __future__ import annotations
@@ -47,7 +27,7 @@ from .common import (
     project_inputs,
     time_order,
 )
-from .sources import BATCH_TILES, TILED, TILED_THREADS, graph_kernel_name, tiled_shared_bytes
+from .sources import BATCH_TILES, graph_kernel_name
 
 Array = Any
 
@@ -55,9 +35,8 @@ IMPL = "graph"
 
 #: warps per block of the graph kernels (one warp per hidden unit and batch tile)
 WARPS_PER_BLOCK = 4
-#: aim for at least this many warps per launch when choosing the batch tile (keeps the SMs busy). H100, 2026-11-27
-#: (benchmarks/results/gpu_h100_2026-11-27_run1.json):
-#: the best tile was 1 at (B, H) = (8, 256) and (32, 128) and 4 at (64, 512), which 8192 reproduces
+#: aim for at least this many warps per launch when choosing the batch tile (keeps the SMs busy; the measurement
+#: behind the value: benchmarks/NOTES.md)
 MIN_WARPS = 8192
 #: cached plans (each holds its graph and its buffers)
 MAX_PLANS = 16
@@ -85,38 +64,26 @@ def launch_shape(batch: int, hidden: int, tile: int) -> tuple[tuple[int], tuple[
     return (-(-warps // WARPS_PER_BLOCK),), (32 * WARPS_PER_BLOCK,)
 
 
-#: the "tiled" path's name (it runs this module's plans with ``cupy_tiled``'s kernels: batch tile 0)
-TILED_IMPL = "tiled"
-
-
-def tiled_launch_shape(batch: int, hidden: int) -> tuple[tuple[int], tuple[int]]:
-    """(grid, block) for a tiled kernel: one block per tile of batch rows x hidden units."""
-    rows, units = TILED["TILED_ROWS"], TILED["TILED_UNITS"]
-    return (-(-batch // rows) * -(-hidden // units),), (TILED_THREADS,)
+def step_kernel(base: str, dtype: str, tile: int) -> Any:
+    """The step kernel ``base`` (a ``*_graph_*`` name) for batch tile ``tile``."""
+    return kernel(graph_kernel_name(base, tile), dtype)
 
 
 @dataclasses.dataclass(frozen=True)
-class _WithSharedMemory:
-    """A kernel launched with ``shared_mem`` bytes of dynamic shared memory (called as plans call kernels)."""
+class StepKernels:
+    """Which step kernels a plan launches: the warp-per-unit graph kernels (``WARP_PER_UNIT``), or another family
+    with the same parameters and step semantics (``experimental/tiled.py``). ``impl``: the path's name (in errors);
+    ``batch_tile(batch, hidden)``: the tile (part of the plan's key); ``launch_shape(batch, hidden, tile)``: (grid,
+    block); ``kernel(base, dtype, tile)``: the kernel standing in for graph kernel ``base`` (a ``*_graph_*`` name)."""
 
-    kernel: Any
-    shared_mem: int
-
-    @property
-    def attributes(self) -> Any:
-        return self.kernel.attributes
-
-    def __call__(self, grid: tuple[int], block: tuple[int], args: tuple[Any, ...]) -> None:
-        self.kernel(grid, block, args, shared_mem=self.shared_mem)
+    impl: str
+    batch_tile: Callable[[int, int], int]
+    launch_shape: Callable[[int, int, int], tuple[tuple[int], tuple[int]]]
+    kernel: Callable[[str, str, int], Any]
 
 
-def step_kernel(base: str, dtype: str, tile: int) -> Any:
-    """The step kernel ``base`` (a ``*_graph_*`` name) for batch tile ``tile``; tile 0: its tiled twin
-    (``*_tiled_*``, launched with its shared memory)."""
-    if tile:
-        return kernel(graph_kernel_name(base, tile), dtype)
-    tiled = base.replace("_graph_", "_tiled_")
-    return _WithSharedMemory(kernel(tiled, dtype), tiled_shared_bytes(GATES[base.partition("_")[0]], dtype))
+#: this module's step kernels (another family passes its own to ``_rnn``, ``_lstm`` and ``_gru``)
+WARP_PER_UNIT = StepKernels(IMPL, choose_batch_tile, launch_shape, step_kernel)
 
 
 @dataclasses.dataclass
@@ -249,17 +216,17 @@ def _sequence(
     key_extra: tuple[Any, ...],
     build: Callable[..., list[tuple[Any, tuple[int], tuple[int], tuple[Any, ...]]]],
     scratch: int = 0,
-    tiled: bool = False,
+    steps_with: StepKernels = WARP_PER_UNIT,
 ) -> tuple[Array, tuple[Array, ...]]:
-    """Find or build the plan for this call, fill its inputs, replay, and copy the results out. ``tiled``: the
-    "tiled" path's kernels (one block per tile of batch rows x hidden units; ``cupy_tiled``), batch tile 0."""
+    """Find or build the plan for this call, fill its inputs, replay, and copy the results out; the plan launches
+    the kernels of ``steps_with``."""
     cp = cupy_module()
-    dtype = check_dtype(x.dtype, TILED_IMPL if tiled else IMPL)
+    dtype = check_dtype(x.dtype, steps_with.impl)
     steps, batch, _ = x.shape
     hidden = initial[0].shape[1]
     if batch == 0:
         return empty_batch_result(x, initial)
-    tile = 0 if tiled else choose_batch_tile(batch, hidden)
+    tile = steps_with.batch_tile(batch, hidden)
     key = (
         cell,
         dtype,
@@ -285,7 +252,7 @@ def _sequence(
             extra=tuple(cp.empty((batch, hidden), dtype=x.dtype) for _ in range(scratch)),
             launches=[],
         )
-        grid, block = tiled_launch_shape(batch, hidden) if tiled else launch_shape(batch, hidden, tile)
+        grid, block = steps_with.launch_shape(batch, hidden, tile)
         plan.launches = build(plan, dtype, tile, grid, block, steps, batch, hidden, reverse, options)
         return plan
 
@@ -345,12 +312,12 @@ def step_arguments(
     return recurrent_weights(params, dtype), bits, ()
 
 
-def _one_launch_per_step(base: str, weights: tuple[Array, ...]):
+def _one_launch_per_step(base: str, weights: tuple[Array, ...], steps_with: StepKernels):
     """``build`` for a cell whose step is one launch of ``(gx, *weights, lengths, h_prev, h_next, y, B, H, t,
     options)`` (RNN, GRU with ``linear_before_reset``)."""
 
     def build(plan, dtype, tile, grid, block, steps, batch, hidden, reverse, options):
-        step = step_kernel(base, dtype, tile)
+        step = steps_with.kernel(base, dtype, tile)
         sizes = (int32(batch), int32(hidden))
         launches = []
         for t, prev, nxt in _steps(plan, steps, reverse):
@@ -371,10 +338,11 @@ def rnn_sequence(
     *,
     nonlinearity: str = "tanh",
 ) -> tuple[Array, tuple[Array, ...]]:
-    return _rnn(x, params, state, lengths, reverse, nonlinearity, tiled=False)
+    return _rnn(x, params, state, lengths, reverse, nonlinearity)
 
 
-def _rnn(x: Array, params: Any, state: Any, lengths: Any, reverse: bool, nonlinearity: str, *, tiled: bool) -> Any:
+def _rnn(x: Array, params: Any, state: Any, lengths: Any, reverse: bool, nonlinearity: str, *,
+         steps_with: StepKernels = WARP_PER_UNIT) -> Any:  # fmt: skip
     with x.device:
         weights = recurrent_weights(params, x.dtype)
         options = options_mask(
@@ -391,8 +359,8 @@ def _rnn(x: Array, params: Any, state: Any, lengths: Any, reverse: bool, nonline
             gates=1,
             options=options,
             key_extra=(),
-            build=_one_launch_per_step("rnn_graph_step", weights),
-            tiled=tiled,
+            build=_one_launch_per_step("rnn_graph_step", weights, steps_with),
+            steps_with=steps_with,
         )
 
 
@@ -407,13 +375,13 @@ def lstm_sequence(
     coupled: bool = False,
     clip: Optional[float] = None,
 ) -> tuple[Array, tuple[Array, ...]]:
-    return _lstm(x, params, state, lengths, reverse, coupled, clip, tiled=False)
+    return _lstm(x, params, state, lengths, reverse, coupled, clip)
 
 
 def _lstm(x: Array, params: Any, state: Any, lengths: Any, reverse: bool, coupled: bool, clip: Optional[float], *,
-          tiled: bool) -> Any:  # fmt: skip
+          steps_with: StepKernels = WARP_PER_UNIT) -> Any:  # fmt: skip
     if params.weight_hr is not None:
-        name = TILED_IMPL if tiled else IMPL
+        name = steps_with.impl
         raise ValueError(
             f"impl={name!r} does not support the LSTM projection (proj_size > 0); use impl='fused' or 'fused_graph'"
         )
@@ -423,7 +391,7 @@ def _lstm(x: Array, params: Any, state: Any, lengths: Any, reverse: bool, couple
         clip_value = 0.0 if clip is None else float(clip)
 
         def build(plan, dtype, tile, grid, block, steps, batch, hidden, reverse, options):
-            step = step_kernel("lstm_graph_step", dtype, tile)
+            step = steps_with.kernel("lstm_graph_step", dtype, tile)
             tail = (int32(options), acc_scalar(dtype, clip_value))
             sizes = (int32(batch), int32(hidden))
             launches = []
@@ -444,7 +412,7 @@ def _lstm(x: Array, params: Any, state: Any, lengths: Any, reverse: bool, couple
             options=options,
             key_extra=(clip_value,),
             build=build,
-            tiled=tiled,
+            steps_with=steps_with,
         )
 
 
@@ -458,15 +426,11 @@ def gru_sequence(
     *,
     linear_before_reset: bool = True,
 ) -> tuple[Array, tuple[Array, ...]]:
-    return _gru(x, params, state, lengths, reverse, linear_before_reset, tiled=False)
+    return _gru(x, params, state, lengths, reverse, linear_before_reset)
 
 
 def _gru(x: Array, params: Any, state: Any, lengths: Any, reverse: bool, linear_before_reset: bool, *,
-         tiled: bool) -> Any:  # fmt: skip
-    if tiled and not linear_before_reset:
-        raise ValueError(
-            "impl='tiled' supports GRU with linear_before_reset=True only; use impl='graph' or 'fused_graph'"
-        )
+         steps_with: StepKernels = WARP_PER_UNIT) -> Any:  # fmt: skip
     with x.device:
         weights = recurrent_weights(params, x.dtype)
         options = options_mask(bias_ih=params.bias_ih, bias_hh=params.bias_hh, lengths=lengths)
@@ -475,8 +439,8 @@ def _gru(x: Array, params: Any, state: Any, lengths: Any, reverse: bool, linear_
             # linear_before_reset=False: rh = r * h_prev of every unit before any unit's candidate
             sizes = (int32(batch), int32(hidden))
             launches = []
-            reset = kernel(graph_kernel_name("gru_graph_reset", tile), dtype)
-            finish = kernel(graph_kernel_name("gru_graph_finish", tile), dtype)
+            reset = steps_with.kernel("gru_graph_reset", dtype, tile)
+            finish = steps_with.kernel("gru_graph_finish", dtype, tile)
             (reset_h,) = plan.extra
             for t, prev, nxt in _steps(plan, steps, reverse):
                 launches.append((reset, grid, block, (plan.gx[t], *weights, prev, reset_h, *sizes, int32(options))))
@@ -495,7 +459,9 @@ def _gru(x: Array, params: Any, state: Any, lengths: Any, reverse: bool, linear_
             gates=3,
             options=options,
             key_extra=(bool(linear_before_reset),),
-            build=_one_launch_per_step("gru_graph_step", weights) if linear_before_reset else build_two_launches,
+            build=_one_launch_per_step("gru_graph_step", weights, steps_with)
+            if linear_before_reset
+            else build_two_launches,
             scratch=0 if linear_before_reset else 1,
-            tiled=tiled,
+            steps_with=steps_with,
         )

@@ -1,22 +1,7 @@
-"""Optional numba kernels behind the NumPy fast path (``pip install "arrayrnn[numba]"``).
+"""Optional numba kernels behind the NumPy fast path (``pip install "arrayrnn[numba]"``), feature-major.
 
-Why: at small batch a NumPy step is a dozen tiny ufunc calls, each costing more in Python and
-dispatch than in arithmetic. Here one compiled call runs a whole chunk of time steps: the recurrent
-product still goes to BLAS, and all the gate math of a step is one fused, vectorised loop with a
-rational ``tanh`` (float32, error below 3e-7 absolute).
-
-The BLAS is **NumPy's own** OpenBLAS, called through ctypes: numba's ``np.dot`` would use SciPy's
-separate OpenBLAS, and two OpenBLAS thread pools used in turn spin against each other for the cores
-(measured: 10-100x slower). If NumPy's ``cblas_sgemm`` cannot be found, importing this module fails
-and the pure NumPy loop runs instead. Kernels bake the function address in, so numba cannot cache
-them on disk: they compile on first use in each process (about a second each).
-
-Used only for float32 LSTM (no peepholes or projection), GRU and RNN; everything else, and
-``ARRAYRNN_NUMBA=0``, runs the pure NumPy loop in ``numpy_loop.py``, which stays the default when numba
-is missing. Layout as in ``numpy_loop``: states ``(H, B)``, gates ``(G*H, B)``, ``gx (G*H, steps*B)``
-in torch gate order with biases folded (GRU with ``linear_before_reset``: ``b_hn`` passed apart).
-Batch-major kernels for B = 1 and large batches: ``numba_rows.py``. Masking follows
-``_core/scan.py``: step ``t`` of sequence ``b`` is valid when ``t < lengths[b]``.
+One compiled call runs a chunk of time steps, the recurrent product through NumPy's own OpenBLAS (ctypes).
+Used for float32 LSTM (no peepholes or projection), GRU and RNN; batch-major kernels: ``numba_rows.py``.
 """
 
 from __future__ import annotations

@@ -1,22 +1,6 @@
-"""Batch-major numba kernels for medium and large batches (part of the optional numba path).
+"""Batch-major numba kernels for B = 1 and large batches (part of the optional numba path).
 
-Why a second layout: ``numba_loop`` keeps states feature-major ``(H, B)``, which suits small batches,
-but then every step needs an extra pass to add the input projection to the recurrent product and
-another to transpose the new state into ``y (T, B, H)``. Here everything is batch-major, as in
-``y``:
-
-* per step, ``h W_hh^T`` is accumulated by BLAS straight into the input projection (``beta = 1``
-  does the add), the biases are added inside the gate loop, and the gate loop writes the new state
-  and ``y[t]`` in the same pass: no add pass, no store pass;
-* rows of the batch are independent, so a kernel call covers a **slice of rows** ``b0 .. b1-1``:
-  ``numpy_loop`` runs one slice per BLAS thread, each in its own thread (kernels release the GIL)
-  with single-threaded BLAS. Gate math and GEMMs then both use every core, with no barrier per step.
-
-Arguments: ``gx (count, B, G*H)`` the input projection of a chunk of steps (one GEMM over the
-whole batch, done by the caller on all BLAS threads; no biases: they are added in the gate loop);
-``y (T, B, H)`` C-contiguous, whole (the slice is ``b0:b1``);
-``h, c (b1-b0, H)`` the slice's states, updated in place; weights in torch gate order, C-contiguous;
-``lengths (B,)`` int64 (``T`` everywhere without masking). Masking as in ``_core/scan.py``.
+A call covers a slice of batch rows, so the NumPy fast path can run one slice per thread.
 """
 
 from __future__ import annotations

@@ -1,26 +1,7 @@
 """cuBLAS matrix products that a CUDA graph can capture (CuPy's own refuse to be captured).
 
-CuPy checks, before every cuBLAS call, that the stream is not capturing (its wrappers raise
-``NotImplementedError: calling cuBLAS API during stream capture is currently unsupported``), yet cuBLAS
-itself supports capture (NVIDIA's cuBLAS guide, "CUDA Graphs Support"): scalars in host pointer mode are
-baked into the graph, and a user workspace (``cublasSetWorkspace``) keeps cuBLAS from allocating memory
-during capture. So this module calls the same cuBLAS library CuPy loaded, through ``ctypes``, with its own
-handle per device:
-
-* :func:`matmul` returns a :class:`Gemm`: ``out = a @ b`` for 2-D device arrays, each row-major or a
-  transposed view of one (``weight.T``), as one ``cublasGemmEx`` call issued on the current stream when the
-  :class:`Gemm` is called (eagerly or while a stream captures);
-* every call sets the handle's stream and then the workspace (``cublasSetStream`` resets the workspace to the
-  library's default pool: the order matters), under a lock, since one handle serves every thread;
-* the workspace belongs to the caller (a graph plan owns one): two graphs replayed at once on two streams must
-  not share a workspace;
-* float32 products compute in float32 (``CUBLAS_COMPUTE_32F``; with ``CUPY_TF32=1``, as CuPy, in TF32),
-  float16 products accumulate in float32, float64 in float64;
-* :func:`warm_up` runs each distinct product once outside capture, so cuBLAS loads its kernels (CUDA loads
-  modules lazily) and settles its heuristics before a capture records them.
-
-Nothing here is imported at ``import arrayrnn``; the library is found on first use (``library``), which the
-tests replace with a CPU stand-in that checks the same rules.
+:func:`matmul` returns a :class:`Gemm` that calls the cuBLAS library CuPy loaded (through ``ctypes``, one handle
+per device); the capture rules it follows are in ``benchmarks/NOTES.md``. Nothing is loaded until first use.
 """
 
 from __future__ import annotations

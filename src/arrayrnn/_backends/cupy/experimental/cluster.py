@@ -1,24 +1,7 @@
 """CuPy fast path "cluster" (Hopper and later): the whole time loop in ONE launch of ONE thread block cluster.
 
-The persistent kernels (``cupy_persistent``) already run every step in one launch, but separate the steps with
-a grid barrier: an atomic counter in global memory that every block polls, with the hidden state going
-through L2. On compute capability 9.0 a *cluster* of up to 8 blocks (16 with the non-portable opt-in) is
-scheduled together, has a hardware barrier, and each block can write the others' shared memory. Here the
-grid is one cluster: each block keeps its hidden units' weight rows AND the whole hidden state in shared
-memory, and after each step writes its new columns straight into the other blocks' shared memory (see
-``cupy_cluster_sources``). Per step that leaves the mat-vec from shared memory, the gates, a few remote
-stores and one hardware barrier: no launch, no global-memory barrier, no L2 round trip for the state.
-
-It fits where one cluster's shared memory holds the weights plus two copies of the state: per block
-``(gates * ceil(H / C) + 2 * B) * H`` elements within the 227 KiB an H100 block may have (float32 LSTM
-H = 256 up to B = 81; H = 512 does not fit: use "persistent" or "graph"). Not supported: GRU with
-``linear_before_reset=False``, the LSTM projection, GPUs before compute capability 9.0 (ValueError naming the
-paths to use; ``impl="cluster"`` asks for this path, auto picks it only with ``cupy_dispatch.CLUSTER_AUTO``
-and only where it fits).
-
-Not measured on a GPU yet (written 2026-11-27 without one; tested on the CPU emulator), so
-``CLUSTER_AUTO`` is off. ``benchmarks/gpu_bench.py`` times it against cuDNN and the other paths (and sweeps
-cluster size, threads and batch tile).
+Fits where one cluster's shared memory holds the weights and two copies of the state; GRU with
+``linear_before_reset=False``, the LSTM projection and GPUs before compute capability 9.0 raise ``ValueError``.
 """
 
 from __future__ import annotations

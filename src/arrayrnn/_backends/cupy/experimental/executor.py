@@ -1,25 +1,22 @@
 """Run a recorded list of graph-kernel launches in ONE cooperative launch (the gradient path's "persistent").
 
-A gradient plan of ``cupy_grad_graph`` is a list of launches of warp-per-unit step kernels (recording
-forward, backward steps, the finishing launch), all on the same batch tile, that a CUDA graph replays in
-stream order. The executor kernel (``graph_executor_nb{N}`` in ``cupy_sources``) runs the same list itself:
-each launch is a row of 64-bit argument slots in a device table, uploaded once per plan (the plan's buffers
-and weight copies are fixed, as for a captured graph), and a grid barrier between consecutive launches
-stands in for stream order. So a whole recording forward, or a whole backward, costs one launch plus one
-barrier per step instead of one kernel launch per step. The barrier and its co-residency rules are those of
-``cupy_persistent``.
+A grid barrier between consecutive launches stands in for the stream order of a replayed CUDA graph.
+:func:`sequence_vjp_persistent` is the gradient path's "persistent" variant: ``grad_graph``'s plans run this way.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
+from .. import grad_graph as cupy_grad_graph
 from ..common import cupy_module, int32, kernel, kernel_name, resident_blocks
-from ..sources import EXECUTOR_BASES, EXECUTOR_SLOTS, graph_kernel_name, kernel_specs
+from ..grad_fused import Backward, State
+from ..sources import graph_kernel_name, kernel_specs
 from . import persistent as cupy_persistent
+from .sources import EXECUTOR_BASES, EXECUTOR_SLOTS
 
 Array = Any
 
@@ -90,3 +87,33 @@ def run(table: ExecutorTable, dtype: str) -> None:
     options = int32(cupy_persistent.barrier_options())
     what = f"graph executor ({table.launches} launches)"
     cupy_persistent.launch_with_barrier(k, blocks, threads, lambda counter: (*head, counter, options), what=what)
+
+
+# ----------------------------------------------------------------------------------------------
+# the gradient path's "persistent" variant: the graph gradient path's plans, each run by the executor
+
+
+def _run_plan(plan: Any, dtype: str) -> None:
+    """Run a gradient plan's launches in one cooperative launch (their table is built once per plan)."""
+    table = plan.prepared.get(RUNNER.impl)
+    if table is None:
+        table = plan.prepared[RUNNER.impl] = build_table(plan.launches)
+    run(table, dtype)
+
+
+#: the runner of the "persistent" variant; the RNN's recording forward is the persistent forward path
+RUNNER = cupy_grad_graph.Runner("persistent", _run_plan, cupy_persistent)
+
+
+def sequence_vjp_persistent(
+    xp: Any,
+    kind: str,
+    x: Array,
+    params: Any,
+    state: State,
+    lengths: Optional[Array],
+    reverse: bool,
+    options: dict[str, Any],
+) -> Optional[tuple[Array, State, Backward]]:
+    """As ``grad_graph.sequence_vjp``, each loop run by the graph executor in one launch (``None``: declined)."""
+    return cupy_grad_graph.vjp_with(RUNNER, kind, x, params, state, lengths, reverse, options)

@@ -1,22 +1,7 @@
 """CuPy fast path "fused_graph": the "fused" path's time loop captured into one CUDA graph and replayed.
 
-The "fused" path (``cupy_kernels``) does per step what cuDNN does: one cuBLAS product ``h W_hh^T`` and one
-pointwise kernel. It matches cuDNN where the batch is large, but between (B of about 32-512) each step's GPU work
-is shorter than the Python and driver work of issuing it (~20-50 µs per step, H100, 2026-11-27), and the
-warp-per-unit kernels of the "graph" path read the recurrent weights once per batch tile, which stops paying at
-those batches. Here the same loop (``cupy_kernels.*_loop``) is recorded once, cuBLAS products included
-(``cupy_blas``: CuPy itself refuses cuBLAS during capture), and replayed as one CUDA graph.
-
-Bookkeeping as in ``cupy_graph``: a plan owns every buffer its graph points at (input projection, states,
-lengths, output, the loop's scratch, a cuBLAS workspace) and is cached per (kind, shapes, dtype, options,
-device, stream, addresses of the parameters the loop reads); each call projects its inputs into the plan
-(one cuBLAS GEMM, outside the graph), copies its states and lengths in, replays, and copies the results out.
-Parameters are read in place (in-place updates are seen); a non-contiguous parameter is copied per call, so it
-gets a new plan each call (correct, not fast). The first call of a shape runs each distinct product once
-(``cupy_blas.warm_up``) and captures; ``cupy_graph.CAPTURE = False`` runs the recorded calls one by one.
-
-Supports everything the "fused" path does: every cell option, the LSTM projection, both GRU reset variants,
-float16/float32/float64.
+Supports everything the "fused" path does (every cell option, the LSTM projection, float16/32/64); plans own
+their buffers and are cached as in ``graph.py``.
 """
 
 from __future__ import annotations

@@ -1,19 +1,7 @@
 """CuPy gradient path "cluster" (Hopper and later): the recording forward and the backward, each ONE cluster launch.
 
-The counterpart of ``cupy_grad_graph`` (one replayed CUDA graph per loop) on the cluster kernels: the
-recording forward is the cluster forward writing the tape (``lstm_cluster_record``, ``gru_cluster_record``; the
-RNN's plain forward keeps ``y``), and the backward runs every step in one launch of one thread block cluster,
-the blocks exchanging each step's gate gradients through each other's shared memory
-(``cupy_grad_cluster_sources``). The input projection, ``previous_hidden`` and the weight gradients stay the
-single cuBLAS GEMMs of the other gradient paths (``cupy_grad``'s ``*_param_grads``). There is no plan to cache:
-each call allocates from CuPy's memory pool and launches once per loop.
-
-Supports what ``cupy_cluster`` supports (no LSTM projection, no GRU ``linear_before_reset=False``, compute
-capability 9.0 or later: ``ValueError`` otherwise) where the backward's shared memory holds ``W_hh^T`` rows
-and two copies of the ``(B, G*H)`` gate gradients (float32 LSTM: H = 128 up to B = 52, H = 256 up to B = 20;
-``ValueError`` naming the paths to use beyond); float32/float64 (float16: declined, the generic core runs).
-
-Not measured on a GPU yet (written without one; tested on the CPU emulator): auto never picks it.
+Supports what ``cluster.py`` does, float32/float64, where the backward's shared memory holds ``W_hh^T`` rows and
+two copies of the gate gradients (``ValueError`` naming the paths to use otherwise).
 """
 
 from __future__ import annotations

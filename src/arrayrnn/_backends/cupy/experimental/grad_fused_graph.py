@@ -1,20 +1,6 @@
-"""CuPy gradient path "fused_graph": the fused gradient path's loops (``cupy_grad``) as replayed CUDA graphs.
+"""CuPy gradient path "fused_graph": the fused gradient path's loops (``grad_fused.py``) as replayed CUDA graphs.
 
-``ar.vjp``'s counterpart of ``cupy_fused_graph``: the recording forward loop and the backward loop of
-``cupy_grad`` (per step a cuBLAS product and a pointwise kernel, or two of each) are each recorded once, their
-cuBLAS products included (``cupy_blas``), and replayed; the input projection, ``dx`` and the weight gradients
-stay single GEMMs outside the graphs, as in ``cupy_grad``.
-
-Bookkeeping: a plan owns the forward's buffers and its tape (outputs, gates, cell states) and, per presence of
-``dy``, a backward graph with its own buffers; it is cached per (kind, shapes, dtype, options, device, stream,
-addresses of the parameters the loops read). The tape is not copied out: a forward returns copies of ``y`` and the
-final state only, and its pullback remembers the plan's *generation*. If another forward of the same plan ran in
-between (two pullbacks of one shape held at once), the pullback first replays its own forward again from the
-inputs it holds (as every gradient path, it holds ``x`` and the initial state, and expects them unchanged), so
-any number of pullbacks, called any number of times, give their own gradients.
-
-Supports what ``cupy_grad`` supports: every option, float32/float64 (float16 and an empty batch are declined:
-``None``, and the generic core runs).
+Supports what ``grad_fused.py`` does; float16 and an empty batch are declined (``None``: the generic core runs).
 """
 
 from __future__ import annotations

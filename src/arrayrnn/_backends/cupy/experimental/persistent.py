@@ -1,31 +1,7 @@
 """CuPy fast path "persistent": the whole time loop in ONE kernel launch, steps separated by a grid barrier.
 
-The graph path removed Python's per-step cost but still pays one kernel launch (and its drain and
-ramp-up) per step, about 5-7 µs on an H100 however small the step. Here one cooperative launch runs every
-step. Each block owns a range of hidden units (all batch rows of them) and copies those units' recurrent
-weight rows into shared memory once; every step its warps take the (unit, batch tile) tasks of the block,
-do the mat-vec against the shared-memory rows and the gates (the graph kernels' step tails in
-``cupy_sources``), and a grid-wide barrier (one atomic counter) separates the steps. The input projection
-of all steps stays one cuBLAS GEMM before the launch. There is nothing to capture or cache: each call
-allocates its buffers from CuPy's memory pool and launches once.
-
-Why a cooperative launch: a grid barrier deadlocks unless every block is resident at once; with
-``cuLaunchCooperativeKernel`` CUDA guarantees that or refuses the launch (the grid here is sized to fit,
-at most ``BLOCKS_PER_SM`` blocks per multiprocessor). The barrier's spin gives up after a few seconds and
-raises a flag instead of hanging the GPU; ``CHECK_BARRIER = True`` (the tests) reads the flag after each call.
-
-Supports everything the graph path does (not the LSTM projection: use "fused"), float16/32/64, as long as a
-block's weight rows fit in its shared memory (227 KiB on an H100: LSTM H = 1024 in float32 at 132 blocks).
-
-Measured (H100, 2026-11-27, ``benchmarks/results/gpu_h100_2026-11-27_run2.json``) in its first version,
-which read the weights from global memory in every step with warps taking tasks over the whole grid: correct
-everywhere, but 1.2-5x *slower* than the graph path at every small-batch shape (e.g. LSTM T=100, B=1,
-H=128: 0.82 ms vs 0.74 ms; T=500, B=32, H=128: best 3.6 ms vs 2.7 ms, cuDNN 1.46 ms), so auto does not
-pick it. A step cost ~7-10 µs: the barrier (two ``__threadfence`` + one atomic + polling), state loads
-after the barrier, weights re-read from L1/L2 (which the barrier's fences may invalidate), and with one
-8-warp block per SM little latency hiding (B=64, H=512: 25 ms at tile 1, 4.7 ms at tile 4 with 512
-threads). This version stages the weights in shared memory and lets ``ACQREL_BARRIER`` choose a lighter
-barrier; neither is measured yet (``benchmarks/gpu_bench.py`` times both, and the barrier alone).
+One cooperative launch (every block resident), each block's weight rows staged in shared memory. Supports what
+the graph path does except the LSTM projection, float16/32/64. Measurements: ``benchmarks/NOTES.md``.
 """
 
 from __future__ import annotations

@@ -1,27 +1,52 @@
 """CuPy fast path "tiled": the graph path with block-tiled step kernels, for batches past the warp-per-unit range.
 
-The graph path's step kernels give one warp a hidden unit and a batch tile of at most 8 rows: every warp reads
-its unit's weight rows and its batch rows of the state from L1/L2, so at B = 64, H = 512 (LSTM) one step moves
-about 128 MB through the caches, and the step took ~30 µs on an H100 (1.35x cuDNN, 2026-11-27). Here one
-block computes a tile of 16 batch rows x 16 hidden units (all gates of each) as a small GEMM through shared
-memory (``_TILED`` in ``cupy_sources``): each weight row and state row it loads serves the whole tile. The
-steps' tails (gates, peepholes, clip, lengths) are the graph kernels' own, and so is the rest: the T launches
-captured once into a CUDA graph and replayed (``cupy_graph``'s plans, batch tile 0).
-
 Supports RNN, LSTM (no projection: use "fused" or "fused_graph") and GRU with ``linear_before_reset=True``;
-float16/32/64. Not measured on a GPU yet (written 2026-11-27 without one; tested on the CPU emulator): auto does
-not pick it.
+float16/32/64.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Optional
 
 from .. import graph as cupy_graph
+from ..common import kernel
+from .sources import TILED, TILED_THREADS, tiled_shared_bytes
 
 Array = Any
 
-IMPL = cupy_graph.TILED_IMPL
+IMPL = "tiled"
+
+
+def launch_shape(batch: int, hidden: int, tile: int = 0) -> tuple[tuple[int], tuple[int]]:
+    """(grid, block) for a tiled kernel: one block per tile of batch rows x hidden units (``tile`` is always 0)."""
+    rows, units = TILED["TILED_ROWS"], TILED["TILED_UNITS"]
+    return (-(-batch // rows) * -(-hidden // units),), (TILED_THREADS,)
+
+
+@dataclasses.dataclass(frozen=True)
+class _WithSharedMemory:
+    """A kernel launched with ``shared_mem`` bytes of dynamic shared memory (called as plans call kernels)."""
+
+    kernel: Any
+    shared_mem: int
+
+    @property
+    def attributes(self) -> Any:
+        return self.kernel.attributes
+
+    def __call__(self, grid: tuple[int], block: tuple[int], args: tuple[Any, ...]) -> None:
+        self.kernel(grid, block, args, shared_mem=self.shared_mem)
+
+
+def step_kernel(base: str, dtype: str, tile: int = 0) -> Any:
+    """The tiled twin (``*_tiled_*``, launched with its shared memory) of graph step kernel ``base``."""
+    tiled = base.replace("_graph_", "_tiled_")
+    return _WithSharedMemory(kernel(tiled, dtype), tiled_shared_bytes(cupy_graph.GATES[base.partition("_")[0]], dtype))
+
+
+#: the graph path's plans with these kernels (batch tile 0: a plan key of its own)
+TILED_STEPS = cupy_graph.StepKernels(IMPL, lambda batch, hidden: 0, launch_shape, step_kernel)
 
 
 def rnn_sequence(
@@ -34,7 +59,7 @@ def rnn_sequence(
     *,
     nonlinearity: str = "tanh",
 ) -> tuple[Array, tuple[Array, ...]]:
-    return cupy_graph._rnn(x, params, state, lengths, reverse, nonlinearity, tiled=True)
+    return cupy_graph._rnn(x, params, state, lengths, reverse, nonlinearity, steps_with=TILED_STEPS)
 
 
 def lstm_sequence(
@@ -48,7 +73,7 @@ def lstm_sequence(
     coupled: bool = False,
     clip: Optional[float] = None,
 ) -> tuple[Array, tuple[Array, ...]]:
-    return cupy_graph._lstm(x, params, state, lengths, reverse, coupled, clip, tiled=True)
+    return cupy_graph._lstm(x, params, state, lengths, reverse, coupled, clip, steps_with=TILED_STEPS)
 
 
 def gru_sequence(
@@ -61,4 +86,8 @@ def gru_sequence(
     *,
     linear_before_reset: bool = True,
 ) -> tuple[Array, tuple[Array, ...]]:
-    return cupy_graph._gru(x, params, state, lengths, reverse, linear_before_reset, tiled=True)
+    if not linear_before_reset:
+        raise ValueError(
+            "impl='tiled' supports GRU with linear_before_reset=True only; use impl='graph' or 'fused_graph'"
+        )
+    return cupy_graph._gru(x, params, state, lengths, reverse, linear_before_reset, steps_with=TILED_STEPS)

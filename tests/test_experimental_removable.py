@@ -1,0 +1,111 @@
+"""Deleting ``_backends/cupy/experimental`` leaves a working package: the shipping CuPy paths ("fused", "graph" and
+their gradients) and their kernel source need no experimental file. Checked on a copy of the package without that
+folder, in a subprocess, with the CuPy paths on the kernel emulator (``tests/fake_cupy.py``)."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+import arrayrnn
+from tests import cuda_emulator
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+# Runs in the copy: NumPy, then per cell one small problem through the fused and graph forward and gradient paths,
+# each compared with the generic core (float64, lengths with a zero, reverse).
+_SCRIPT = r"""
+import importlib.util
+import sys
+
+import array_api_compat.numpy as xp_numpy
+import numpy as np
+import pytest
+
+import arrayrnn as ar
+from arrayrnn._backends.cupy import fused, grad_fused, grad_graph, graph, sources
+from arrayrnn._core import backward as core
+from arrayrnn._core.sequence import GENERIC
+from arrayrnn.backend import map_arrays
+from tests import fake_cupy
+from tests.support import random_params
+
+copy = sys.argv[1]
+assert ar.__file__.startswith(copy), ar.__file__
+assert importlib.util.find_spec("arrayrnn._backends.cupy.experimental") is None
+assert sources.parts() == ("forward", "grad"), sources.parts()
+for dtype in ("float16", "float32", "float64"):
+    assert sources.source(dtype)  # every kernel file it reads is in the copy
+
+params = ar.init_lstm(3, 5, seed=0, dtype="float64")
+x = np.random.default_rng(0).standard_normal((4, 2, 3))
+y, _ = ar.lstm(x, params)
+y_ref, _ = ar.lstm(x, params, impl="generic")
+np.testing.assert_allclose(y, y_ref, rtol=1e-12, atol=1e-12)
+
+OPTIONS = {
+    "rnn": {"nonlinearity": "tanh"},
+    "lstm": {"coupled": False, "clip": None},
+    "gru": {"linear_before_reset": True},
+}
+fake = fake_cupy.asfake
+
+
+def close(got, want, what):
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-11, atol=1e-11, err_msg=what)
+
+
+for kind, options in OPTIONS.items():
+    rng = np.random.default_rng(len(kind))
+    params = random_params(kind, 3, 6, seed=len(kind))
+    x = rng.standard_normal((4, 3, 3))
+    state = tuple(rng.standard_normal((3, 6)) for _ in range(2 if kind == "lstm" else 1))
+    lengths = np.array([4, 0, 2])
+    dy = rng.standard_normal((4, 3, 6))
+    d_final = tuple(rng.standard_normal((3, 6)) for _ in state)
+    args = (xp_numpy, x, params, state, lengths, True)
+    y_ref, final_ref = GENERIC[kind](*args, **options)
+    _, _, tape = core.forward(xp_numpy, kind, x, params, state, lengths, True, options)
+    dx_ref, d_params_ref, d_state_ref = core.backward(xp_numpy, tape, dy, d_final)
+    for name, module, grad in (("fused", fused, grad_fused), ("graph", graph, grad_graph)):
+        what = f"{kind} {name}"
+        with pytest.MonkeyPatch.context() as monkeypatch, fake_cupy.installed(monkeypatch):
+            fast = (fake(x), map_arrays(fake, params), tuple(fake(s) for s in state), fake(lengths), True)
+            y, final = getattr(module, f"{kind}_sequence")(None, *fast, **options)
+            close(y, y_ref, what)
+            for got, want in zip(final, final_ref, strict=True):
+                close(got, want, what)
+            y, final, backward = grad.sequence_vjp(None, kind, *fast, options)
+            close(y, y_ref, what)
+            dx, d_params, d_state = backward(fake(dy), tuple(fake(d) for d in d_final))
+            close(dx, dx_ref, what)
+            for got, want in zip(d_state, d_state_ref, strict=True):
+                close(got, want, what)
+            for field, want in vars(d_params_ref).items():
+                if want is None:
+                    assert getattr(d_params, field) is None, (what, field)
+                else:
+                    close(getattr(d_params, field), want, f"{what} d_params.{field}")
+print("ok")
+"""
+
+
+@pytest.mark.skipif(cuda_emulator.compiler() is None, reason="no C++ compiler for the kernel emulator")
+def test_shipping_paths_run_without_the_experimental_folder(tmp_path):
+    package = pathlib.Path(arrayrnn.__file__).resolve().parent
+    copy = tmp_path / "site"
+    shutil.copytree(package, copy / "arrayrnn", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.rmtree(copy / "arrayrnn" / "_backends" / "cupy" / "experimental")
+    script = tmp_path / "run.py"
+    script.write_text(_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(copy), str(ROOT)])}
+    result = subprocess.run(
+        [sys.executable, str(script), str(copy)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    assert result.stdout.strip().endswith("ok"), result.stdout
