@@ -1,9 +1,7 @@
 """Which code runs a sequence call: the backend package's hook, or the generic core (the reference).
 
-Each backend package (``_backends/<name>``) exposes the same hook: ``sequence``, ``sequence_vjp`` and ``explain``,
-each declining with ``None`` / ``"generic"`` where it has no path. ``impl="generic"`` (or ``ARRAYRNN_IMPL``) always
-runs the core, so any difference can be bisected. Every decision is logged at DEBUG on the ``arrayrnn`` logger.
-"""
+Each ``_backends/<name>`` package exposes ``sequence``, ``sequence_vjp``, ``explain`` and ``paths``; ``None`` or
+``"generic"`` declines to the core. ``impl="generic"`` always runs the core; every choice is logged at DEBUG."""
 
 from __future__ import annotations
 
