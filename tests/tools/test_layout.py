@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "src" / "arrayrnn"
+PACKAGE = pathlib.Path(__file__).resolve().parents[2] / "src" / "arrayrnn"
 
 
 def _module_name(path: pathlib.Path) -> str:

@@ -10,7 +10,7 @@ import pytest
 
 from arrayrnn.backend import BACKEND_NAMES, backend_status
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 # every ```python block is a program, except the tutorial's signature summary
 BLOCKS = [
     block
