@@ -6,7 +6,6 @@ Each ``_backends/<name>`` package exposes ``sequence``, ``sequence_vjp``, ``expl
 from __future__ import annotations
 
 import importlib
-import logging
 import os
 from types import ModuleType
 from typing import Any, Optional
@@ -23,7 +22,18 @@ BACKEND_PACKAGES = {"numpy": "arrayrnn._backends.numpy", "cupy": "arrayrnn._back
 #: the environment variable that sets the default ``impl``
 IMPL_ENV = "ARRAYRNN_IMPL"
 
-logger = logging.getLogger("arrayrnn")
+_logger: Any = None
+
+
+def _debug_logger() -> Any:
+    """The ``arrayrnn`` logger when it records DEBUG, else ``None`` (``logging`` imported on the first call only,
+    so ``import arrayrnn`` stays as light as before)."""
+    global _logger
+    if _logger is None:
+        import logging
+
+        _logger = logging.getLogger("arrayrnn")
+    return _logger if _logger.isEnabledFor(10) else None  # 10: logging.DEBUG
 
 
 def hooks(backend: str) -> Optional[ModuleType]:
@@ -60,7 +70,7 @@ def resolve_impl(kind: str, backend: str, impl: Optional[str]) -> str:
     raise ValueError(f"{source} must be one of {', '.join(IMPLS + here)} for {kind} on {backend}, got {chosen!r}")
 
 
-def _log(kind: str, backend: str, what: str, path: str, reason: str) -> None:
+def _log(logger: Any, kind: str, backend: str, what: str, path: str, reason: str) -> None:
     logger.debug("%s %s on %s: %s (%s)", what, kind, backend, path, reason)
 
 
@@ -96,8 +106,9 @@ def sequence(
 ) -> tuple[Array, tuple[Array, ...]]:
     """Run one validated, time-major layer: the backend's hook, else (it declined) the generic core."""
     chosen = resolve_impl(kind, backend, impl)
-    if logger.isEnabledFor(logging.DEBUG):
-        _log(kind, backend, "forward", *_explain(kind, backend, x, params, options, chosen, False))
+    logger = _debug_logger()
+    if logger is not None:
+        _log(logger, kind, backend, "forward", *_explain(kind, backend, x, params, options, chosen, False))
     package = hooks(backend) if chosen != "generic" else None
     if package is not None:
         result = package.sequence(kind, xp, x, params, state, lengths, reverse, options, impl=chosen)
@@ -121,8 +132,9 @@ def sequence_vjp(
     """A recording forward pass and its ``backward(dy, d_final) -> (dx, dparams, d_state)``: the backend's
     gradient hook, else (it declined) the generic recording core (``_core/backward.py``)."""
     chosen = resolve_impl(kind, backend, impl)
-    if logger.isEnabledFor(logging.DEBUG):
-        _log(kind, backend, "gradient", *_explain(kind, backend, x, params, options, chosen, True))
+    logger = _debug_logger()
+    if logger is not None:
+        _log(logger, kind, backend, "gradient", *_explain(kind, backend, x, params, options, chosen, True))
     package = hooks(backend) if chosen != "generic" else None
     if package is not None:
         recorded = package.sequence_vjp(kind, xp, x, params, state, lengths, reverse, options, impl=chosen)
