@@ -62,8 +62,8 @@ REL_TOLERANCE = {"float32": 1e-4, "float16": 2e-2}
 
 @contextlib.contextmanager
 def overridden(module: Any, **values: Any):
-    """Set module attributes (the fast paths' knobs, or functions wrapped for timing) for the duration of a
-    block, and put the old ones back whatever happens."""
+    """Set module attributes (functions wrapped for timing) for the duration of a block, and put the old ones back
+    whatever happens. (The fast paths' knobs are ``policy.Config`` fields: ``policy.configured``.)"""
     saved = {name: getattr(module, name) for name in values}
     for name, value in values.items():
         setattr(module, name, value)
@@ -226,13 +226,9 @@ def release_plans(machine: Machine) -> None:
     problem's weights are new arrays, so those plans would never run again) and the memory pool's free blocks."""
     if machine.dry_run:
         return
-    from arrayrnn._backends.cupy import grad_graph as cupy_grad_graph
-    from arrayrnn._backends.cupy import graph as cupy_graph
-    from arrayrnn._backends.cupy.experimental import fused_graph as cupy_fused_graph
-    from arrayrnn._backends.cupy.experimental import grad_fused_graph as cupy_grad_fused_graph
+    from arrayrnn._backends.cupy import runtime
 
-    for module in (cupy_graph, cupy_grad_graph, cupy_fused_graph, cupy_grad_fused_graph):
-        module.clear_cache()
+    runtime.reset(runtime.PLANS)  # every path's plans; the compiled kernels stay
     machine.cupy.get_default_memory_pool().free_all_blocks()
 
 
@@ -295,7 +291,7 @@ class Problem:
         """``arrayrnn.vjp``: the cotangent is dy on y, nothing on the states.
 
         ``impl="auto"``: the CuPy gradient path chosen per call; ``"fused"`` / ``"graph"`` / ``"persistent"``: the
-        gradient paths (``_fast/cupy_grad.py``, ``_fast/cupy_grad_graph.py`` replayed as graphs or run by the graph
+        gradient paths (``_backends/cupy/grad_fused.py``, ``grad_graph.py`` replayed as graphs or run by the graph
         executor); ``"generic"``: the array-API recording core.
         """
         import arrayrnn as ar
@@ -510,25 +506,28 @@ def _small_batch_problems(report, machine, kinds, shapes):
 
 def persistent_sweep_section(report, budget, machine, kinds, shapes, reserve):
     """The persistent kernel at every batch tile and block size (forward, float32), for tuning its defaults."""
+    from arrayrnn._backends.cupy import policy
     from arrayrnn._backends.cupy import sources as cupy_sources
     from arrayrnn._backends.cupy.experimental import persistent as cupy_persistent
 
     for shape, base, problem in _small_batch_problems(report, machine, kinds, shapes):
         sms = 0 if machine.dry_run else int(machine.cupy.cuda.Device().attributes["MultiProcessorCount"])
-        warps = sms * cupy_persistent.BLOCKS_PER_SM * cupy_persistent.THREADS // 32
-        chosen = cupy_persistent.choose_batch_tile(shape[1], shape[3], warps)
+        config = policy.current()
+        warps = sms * config.persistent_blocks_per_sm * config.persistent_threads // 32
+        chosen = cupy_persistent.choose_batch_tile(shape[1], shape[3], warps, config)
         for threads, per_sm, acqrel, max_blocks in PERSISTENT_CONFIGS:
             for tile in cupy_sources.BATCH_TILES:
                 if tile > 1 and tile >= 2 * shape[1]:
                     continue
-                knobs = {"FORCE_BATCH_TILE": tile, "THREADS": threads, "BLOCKS_PER_SM": per_sm,
-                         "ACQREL_BARRIER": acqrel, "MAX_BLOCKS": max_blocks}  # fmt: skip
+                knobs = {"persistent_force_batch_tile": tile, "persistent_threads": threads,
+                         "persistent_blocks_per_sm": per_sm, "persistent_acqrel_barrier": acqrel,
+                         "persistent_max_blocks": max_blocks}  # fmt: skip
                 run = lambda problem=problem: problem.ours_forward("persistent")  # noqa: E731
                 flags = (",acqrel" if acqrel else "") + (f",max_blocks={max_blocks}" if max_blocks else "")
                 name = f"persistent[nb={tile},t={threads},b={per_sm}{flags}]"
                 extra = {"chosen_tile": chosen, "tile": tile, "threads": threads, "blocks_per_sm": per_sm,
                          "acqrel_barrier": acqrel, "max_blocks": max_blocks}  # fmt: skip
-                with overridden(cupy_persistent, **knobs):
+                with policy.configured(**knobs):
                     measure(report, budget, {**base, **extra}, name, run, machine, reserve=reserve)
 
 
@@ -540,6 +539,7 @@ CLUSTER_CONFIGS = ((2, 512), (4, 256), (4, 512), (8, 256), (8, 512), (16, 256), 
 def cluster_sweep_section(report, budget, machine, kinds, shapes, reserve):
     """The cluster kernel at several cluster sizes, block sizes and batch tiles (forward, float32), where the
     shape fits one cluster, for choosing its defaults (and whether auto should pick it)."""
+    from arrayrnn._backends.cupy import policy
     from arrayrnn._backends.cupy import sources as cupy_sources
     from arrayrnn._backends.cupy.experimental import cluster as cupy_cluster
 
@@ -549,12 +549,12 @@ def cluster_sweep_section(report, budget, machine, kinds, shapes, reserve):
         for size, threads, tile in configs:
             units = -(-shape[3] // size)
             chosen = cupy_cluster.tile_for_warps(shape[1], units, threads // 32)
-            knobs = {"FORCE_CLUSTER_SIZE": size, "THREADS": threads, "FORCE_BATCH_TILE": tile}
+            knobs = {"cluster_force_cluster_size": size, "cluster_threads": threads, "cluster_force_batch_tile": tile}
             tile = chosen if tile is None else tile
             name = f"cluster[c={size},t={threads},nb={tile}]"
             extra = {"cluster_size": size, "threads": threads, "tile": tile, "chosen_tile": chosen}
             run = lambda problem=problem: problem.ours_forward("cluster")  # noqa: E731
-            with overridden(cupy_cluster, **knobs):
+            with policy.configured(**knobs):
                 measure(report, budget, {**base, **extra}, name, run, machine, reserve=reserve)
 
 
@@ -562,12 +562,15 @@ def cluster_sweep_section(report, budget, machine, kinds, shapes, reserve):
 BREAKDOWN_SHAPES = [(50, 4096, 256, 256), (100, 256, 1024, 1024)]
 
 
-#: the fused gradient path's variants the breakdown times: (entry name, cupy_grad knobs)
+#: the fused gradient path's variants the breakdown times: (entry name, knobs as the report names them)
 BREAKDOWN_VARIANTS = (
     ("fused", {"BIAS_BY_MATMUL": True}),
     ("fused[bias=sum]", {"BIAS_BY_MATMUL": False}),
     ("fused[split-k=16]", {"BIAS_BY_MATMUL": True, "WEIGHT_GRAD_CHUNKS": 16}),
 )
+#: the ``policy.Config`` field of each knob of ``BREAKDOWN_VARIANTS`` (the report keeps the older names, which
+#: ``gpu_decide.py`` and the stored results read)
+BREAKDOWN_CONFIG = {"BIAS_BY_MATMUL": "grad_bias_by_matmul", "WEIGHT_GRAD_CHUNKS": "grad_weight_grad_chunks"}
 
 
 def breakdown_section(report, budget, machine, kinds, reserve, rounds=3):
@@ -583,6 +586,7 @@ def breakdown_section(report, budget, machine, kinds, reserve, rounds=3):
 
 def _breakdown_entry(report, budget, machine, kind, shape, variant, knobs, reserve, rounds):
     from arrayrnn._backends.cupy import grad_fused as cupy_grad
+    from arrayrnn._backends.cupy import policy
 
     base = {"cell": kind, "shape": list(shape), "dtype": "float32", "direction": "vjp-breakdown", "impl": variant}
     base.update(knobs)
@@ -607,7 +611,8 @@ def _breakdown_entry(report, budget, machine, kind, shape, variant, knobs, reser
     wrapped = {name: timed(name, getattr(cupy_grad, name)) for name in names}
     try:
         problem = Problem(machine, kind, shape, "float32")
-        with overridden(cupy_grad, **wrapped, **knobs):
+        config = {BREAKDOWN_CONFIG[name]: value for name, value in knobs.items()}
+        with overridden(cupy_grad, **wrapped), policy.configured(**config):
             entry = {**base, **_breakdown(machine, problem, parts, rounds)}
         entry["backward_loop_ms"] = entry["backward_ms"] - sum(entry.get(f"{n}_ms", 0.0) for n in wrapped)
         entry["median_ms"] = entry["forward_ms"] + entry["backward_ms"]

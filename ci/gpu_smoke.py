@@ -70,6 +70,14 @@ def trying(impl: str, what: str) -> None:
 
 
 def main() -> int:
+    from arrayrnn._backends.cupy import policy
+
+    # a timed-out grid barrier raises instead of giving wrong numbers
+    with policy.configured(persistent_check_barrier=True):
+        return smoke()
+
+
+def smoke() -> int:
     import cupy
 
     import arrayrnn as ar
@@ -79,7 +87,6 @@ def main() -> int:
     from arrayrnn._backends.cupy.experimental import persistent as cupy_persistent
 
     cupy_sources = _sources()
-    cupy_persistent.CHECK_BARRIER = True  # a timed-out grid barrier raises instead of giving wrong numbers
 
     print(f"cupy {cupy.__version__}, device: {cupy.cuda.runtime.getDeviceProperties(0)['name'].decode()}")
     failures = precompile()

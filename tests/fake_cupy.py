@@ -557,18 +557,18 @@ class FakeCupy(types.ModuleType):
 
 @contextlib.contextmanager
 def installed(monkeypatch: Any):
-    """Make the fast paths use a fresh FakeCupy (and forget kernels/graphs made with another); the experimental
-    paths too where ``experimental/`` is present."""
+    """Make the fast paths use a fresh FakeCupy, the experimental paths too where ``experimental/`` is present; every
+    cache of the CuPy runtime (kernels, placeholders, plans, per-device limits, cuBLAS handles) is emptied before
+    and after, so nothing made with another CuPy is found."""
     import importlib
 
     from arrayrnn._backends.cupy import common as cupy_common
+    from arrayrnn._backends.cupy import runtime
 
     global _current
     previous = _current
     fake = FakeCupy()
     monkeypatch.setattr(cupy_common, "cupy_module", lambda: fake)
-    monkeypatch.setattr(cupy_common, "_kernels", {})
-    monkeypatch.setattr(cupy_common, "_placeholders", {})
     names = [f"arrayrnn._backends.cupy.{name}" for name in ("fused", "graph", "grad_fused", "grad_graph")]
     if _cluster_sources is not None:
         experimental = ("blas", "fused_graph", "grad_fused_graph", "persistent", "executor", "cluster", "grad_cluster")
@@ -577,15 +577,10 @@ def installed(monkeypatch: Any):
     for module in modules.values():
         monkeypatch.setattr(module, "cupy_module", lambda: fake)
     if _cluster_sources is not None:
-        monkeypatch.setattr(modules["cluster"], "_shared_limits", {})  # per device: this fake's device is a new one
         monkeypatch.setattr(modules["blas"], "library", lambda: fake.cublas)
-        monkeypatch.setattr(modules["blas"], "_handles", {})
-    cached = [modules[name] for name in ("graph", "grad_graph", "fused_graph", "grad_fused_graph") if name in modules]
-    for module in cached:
-        module.clear_cache()
+    runtime.reset()
     try:
         yield fake
     finally:
-        for module in cached:
-            module.clear_cache()
+        runtime.reset()
         _current = previous

@@ -58,21 +58,20 @@ def test_matches_generic_with_lengths_reverse_and_state(backend, variant, dtype)
 @pytest.mark.parametrize("tile", [1, 2, 4, 8])
 @pytest.mark.parametrize("kind,options", [("rnn", {}), ("lstm", {"clip": 2.0}), ("gru", {})])
 @pytest.mark.parametrize("threads", [64, 256])
-def test_every_cluster_size_tile_and_block(backend, monkeypatch, size, tile, kind, options, threads):
+def test_every_cluster_size_tile_and_block(backend, size, tile, kind, options, threads):
     """H = 70 over 2..16 blocks (at 16 the last block owns no unit), 11 batch rows in tiles, warps with several
     tasks per step (64 threads) or not."""
     _require_cupy(backend)
     if _refused_without_clusters(backend):
         return
-    from arrayrnn._backends.cupy.experimental import cluster as cupy_cluster
+    from arrayrnn._backends.cupy import policy
 
-    monkeypatch.setattr(cupy_cluster, "FORCE_CLUSTER_SIZE", size)
-    monkeypatch.setattr(cupy_cluster, "FORCE_BATCH_TILE", tile)
-    monkeypatch.setattr(cupy_cluster, "THREADS", threads)
+    knobs = {"cluster_force_cluster_size": size, "cluster_force_batch_tile": tile, "cluster_threads": threads}
     params, x, state = _problem(kind, {}, "float64", 12, 11, 3, 70, seed=tile)
     lengths = backend.asarray(np.array([12, 5, 0, 1, 12, 3, 2, 12, 4, 9, 1]))
     for reverse in (False, True):
-        got = _run(backend, kind, params, x, state, "cluster", lengths=lengths, reverse=reverse, **options)
+        with policy.configured(**knobs):
+            got = _run(backend, kind, params, x, state, "cluster", lengths=lengths, reverse=reverse, **options)
         want = _run(backend, kind, params, x, state, "generic", lengths=lengths, reverse=reverse, **options)
         _assert_same(backend, kind, got, want, "float64", 12)
 

@@ -88,13 +88,14 @@ def _generic(kind, params, x, state, lengths, reverse, options):
 
 
 def _fast(module, kind, params, x, state, lengths, reverse, options):
+    """The CuPy hook with ``impl=module.IMPL`` (the path's refusals, dtype check and empty batch included)."""
     from arrayrnn.backend import map_arrays
 
     fake_params = map_arrays(fake_cupy.asfake, params)
     fake_state = tuple(fake_cupy.asfake(s) for s in state)
     fake_lengths = None if lengths is None else fake_cupy.asfake(np.asarray(lengths))
-    function = getattr(module, f"{kind}_sequence")
-    return function(None, fake_cupy.asfake(x), fake_params, fake_state, fake_lengths, reverse, **options)
+    args = (fake_cupy.asfake(x), fake_params, fake_state, fake_lengths, reverse, options)
+    return cupy_dispatch.sequence(kind, None, *args, impl=module.IMPL)
 
 
 def _close(got, want, dtype, steps):
@@ -159,8 +160,7 @@ def test_float16_storage_against_float64(monkeypatch, kind, call_options, impl):
     """float16 arrays (every step rounds h to float16, the arithmetic runs in float32): within float16's
     precision of the float64 generic core on the same (float16-representable) inputs."""
     options = _defaults(kind, call_options)
-    with fake_cupy.installed(monkeypatch):
-        monkeypatch.setattr(cupy_cluster, "THREADS", 64)
+    with fake_cupy.installed(monkeypatch), policy.configured(cluster_threads=64):
         params, x, state = _problem(kind, {}, "float16", 6, 3, 4, 10, seed=41)
         lengths = [6, 2, 4]
         y, final = _fast(IMPLS[impl], kind, params, x, state, lengths, True, options)
@@ -220,16 +220,14 @@ def test_tiled_kernel_defines_come_from_python():
 )
 def test_graph_every_batch_tile_including_partial_tiles(monkeypatch, tile, kind, options):
     """batch 11 is not a multiple of any tile > 1: the last tile of every launch is partial."""
-    monkeypatch.setattr(cupy_graph, "FORCE_BATCH_TILE", tile)
-    with fake_cupy.installed(monkeypatch):
+    with policy.configured(graph_force_batch_tile=tile), fake_cupy.installed(monkeypatch):
         params, x, state = _problem(kind, {}, "float64", 3, 11, 2, 9, seed=tile)
         lengths = [3, 2, 1, 0, 3, 3, 1, 2, 0, 3, 2]
         _check("graph", kind, params, x, state, lengths, True, options, "float64")
 
 
 def test_graph_eager_mode_runs_the_same_launches(monkeypatch):
-    monkeypatch.setattr(cupy_graph, "CAPTURE", False)
-    with fake_cupy.installed(monkeypatch) as fake:
+    with policy.configured(graph_capture=False), fake_cupy.installed(monkeypatch) as fake:
         params, x, state = _problem("gru", {}, "float64", 4, 3, 2, 5, seed=8)
         _check("graph", "gru", params, x, state, [4, 1, 3], False, {"linear_before_reset": False}, "float64")
         assert fake.captures_begun == 0 and fake.kernel_launches == 2 * 4
@@ -239,9 +237,13 @@ def test_graph_is_captured_once_and_replayed(monkeypatch):
     with fake_cupy.installed(monkeypatch) as fake:
         params, x, state = _problem("lstm", {}, "float64", 4, 2, 3, 5, seed=9)
         fake_params = _as_fake_params(params)
-        first = cupy_graph.lstm_sequence(None, fake_cupy.asfake(x), fake_params, _as_fake_state(state), None, False)
+        first = cupy_graph.sequence(
+            "lstm", None, fake_cupy.asfake(x), fake_params, _as_fake_state(state), None, False, {}
+        )
         x2 = x[::-1].copy()
-        second = cupy_graph.lstm_sequence(None, fake_cupy.asfake(x2), fake_params, _as_fake_state(state), None, False)
+        second = cupy_graph.sequence(
+            "lstm", None, fake_cupy.asfake(x2), fake_params, _as_fake_state(state), None, False, {}
+        )
         assert fake.captures_begun == 1 and fake.graph_launches == 2
         assert fake.kernel_launches == 0  # every step ran inside the graph
         _close(second[0], _generic("lstm", params, x2, state, None, False, {})[0], "float64", 4)
@@ -253,10 +255,12 @@ def test_graph_sees_weights_updated_in_place(monkeypatch):
     with fake_cupy.installed(monkeypatch) as fake:
         params, x, state = _problem("rnn", {}, "float64", 3, 2, 3, 4, seed=10)
         fake_params = _as_fake_params(params)
-        cupy_graph.rnn_sequence(None, fake_cupy.asfake(x), fake_params, _as_fake_state(state), None, False)
+        cupy_graph.sequence("rnn", None, fake_cupy.asfake(x), fake_params, _as_fake_state(state), None, False, {})
         fake_params.weight_hh[...] *= -0.5  # same address, new values (an optimizer step)
         fake_params.bias_hh[...] += 1.0
-        y, _ = cupy_graph.rnn_sequence(None, fake_cupy.asfake(x), fake_params, _as_fake_state(state), None, False)
+        y, _ = cupy_graph.sequence(
+            "rnn", None, fake_cupy.asfake(x), fake_params, _as_fake_state(state), None, False, {}
+        )
         assert fake.captures_begun == 1
         from arrayrnn.backend import map_arrays
 
@@ -265,8 +269,7 @@ def test_graph_sees_weights_updated_in_place(monkeypatch):
 
 
 def test_graph_new_weight_arrays_get_a_new_plan_and_cache_is_bounded(monkeypatch):
-    monkeypatch.setattr(cupy_graph, "MAX_PLANS", 2)
-    with fake_cupy.installed(monkeypatch) as fake:
+    with policy.configured(graph_max_plans=2), fake_cupy.installed(monkeypatch) as fake:
         for seed in range(3):
             params, x, state = _problem("rnn", {}, "float64", 2, 2, 3, 4, seed=seed)
             _check("graph", "rnn", params, x, state, None, False, {"nonlinearity": "tanh"}, "float64")
@@ -306,7 +309,7 @@ def test_inputs_are_not_modified_and_noncontiguous_weights_work(monkeypatch, imp
         fake_params = dataclasses.replace(fake_params, weight_hh=fortran)
         fake_x, fake_state = fake_cupy.asfake(x), _as_fake_state(state)
         before = [np.array(a) for a in (fake_x, *fake_state, fake_params.weight_hh, fake_params.bias_ih)]
-        y, _ = IMPLS[impl].lstm_sequence(None, fake_x, fake_params, fake_state, None, False)
+        y, _ = IMPLS[impl].sequence("lstm", None, fake_x, fake_params, fake_state, None, False, {})
         after = [np.array(a) for a in (fake_x, *fake_state, fake_params.weight_hh, fake_params.bias_ih)]
         for a, b in zip(before, after):
             np.testing.assert_array_equal(a, b)
@@ -447,9 +450,10 @@ def test_impl_names_are_per_backend(monkeypatch):
 
     assert _dispatch.paths("cupy") == ("cluster", "fused", "fused_graph", "graph", "persistent", "tiled")
     assert _dispatch.paths("numpy") == ()
-    assert cupy_dispatch.forward_function("fused", "gru") is cupy_kernels.gru_sequence
-    assert cupy_dispatch.forward_function("graph", "gru") is cupy_graph.gru_sequence
-    assert cupy_dispatch.forward_function("cluster", "gru") is cupy_cluster.gru_sequence
+    assert cupy_dispatch.forward_function("fused") is cupy_kernels.sequence
+    assert cupy_dispatch.forward_function("graph") is cupy_graph.sequence
+    assert cupy_dispatch.forward_function("cluster") is cupy_cluster.sequence
+    assert cupy_dispatch.forward_module("tiled") is cupy_tiled
     assert _dispatch.resolve_impl("gru", "cupy", "fused") == "fused"
     with pytest.raises(ValueError, match="impl must be one of auto, generic, fast for lstm on numpy"):
         _dispatch.resolve_impl("lstm", "numpy", "graph")  # the keyword is strict
@@ -501,11 +505,8 @@ def test_import_arrayrnn_imports_no_gpu_library():
 def test_persistent_tasks_per_warp_and_barriers(monkeypatch, tile, kind, options, blocks):
     """Warps take several tasks per step (4 warps for 9 rows x 12 units), the grid barrier separates the steps
     (the emulator checks every barrier's target against the counter and reports deadlocks)."""
-    with fake_cupy.installed(monkeypatch) as fake:
-        monkeypatch.setattr(cupy_persistent, "FORCE_BATCH_TILE", tile)
-        monkeypatch.setattr(cupy_persistent, "THREADS", 64)
-        monkeypatch.setattr(cupy_persistent, "MAX_BLOCKS", blocks)
-        monkeypatch.setattr(cupy_persistent, "CHECK_BARRIER", True)
+    knobs = {"persistent_force_batch_tile": tile, "persistent_threads": 64, "persistent_max_blocks": blocks}
+    with fake_cupy.installed(monkeypatch) as fake, policy.configured(**knobs, persistent_check_barrier=True):
         params, x, state = _problem(kind, {}, "float64", 4, 9, 3, 12, seed=tile)
         for reverse in (False, True):
             _check("persistent", kind, params, x, state, [4, 0, 2, 3, 4, 1, 4, 4, 2], reverse, options, "float64")
@@ -515,9 +516,8 @@ def test_persistent_tasks_per_warp_and_barriers(monkeypatch, tile, kind, options
 def test_persistent_grid_fits_the_device(monkeypatch):
     """The grid is sized from the device's multiprocessors and the kernel's occupancy (a cooperative launch
     of more blocks than fit at once is refused by CUDA)."""
-    with fake_cupy.installed(monkeypatch) as fake:
+    with fake_cupy.installed(monkeypatch) as fake, policy.configured(persistent_threads=32):
         fake.multiprocessors, fake.occupancy = 3, 1
-        monkeypatch.setattr(cupy_persistent, "THREADS", 32)
         params, x, state = _problem("gru", {}, "float64", 3, 2, 3, 40, seed=1)
         _check("persistent", "gru", params, x, state, None, False, {"linear_before_reset": True}, "float64")
         assert fake.cooperative_launches == 1
@@ -526,9 +526,8 @@ def test_persistent_grid_fits_the_device(monkeypatch):
 def test_persistent_acquire_release_barrier_option_and_barrier_bench(monkeypatch):
     """The barrier flavour travels in the options bits (the emulator's barrier is the same for both: this checks
     the plumbing); the barrier benchmark launches one cooperative kernel of the asked size."""
-    with fake_cupy.installed(monkeypatch) as fake:
-        monkeypatch.setattr(cupy_persistent, "ACQREL_BARRIER", True)
-        monkeypatch.setattr(cupy_persistent, "THREADS", 64)
+    knobs = {"persistent_acqrel_barrier": True, "persistent_threads": 64}
+    with fake_cupy.installed(monkeypatch) as fake, policy.configured(**knobs):
         params, x, state = _problem("lstm", {}, "float64", 3, 2, 3, 5, seed=2)
         _check("persistent", "lstm", params, x, state, [3, 1], True, {"coupled": False, "clip": None}, "float64")
         run = cupy_persistent.barrier_bench(blocks=2, threads=64, steps=5, acqrel=True)
@@ -546,13 +545,11 @@ def test_persistent_acquire_release_barrier_option_and_barrier_bench(monkeypatch
 def test_persistent_units_per_block_and_shared_memory(monkeypatch, kind, options):
     """Blocks own hidden units (the last one fewer: 10 units over blocks of 4) and stage those units' weight rows
     in dynamic shared memory, opting in beyond 48 KiB; beyond what a block may have it says so."""
-    with fake_cupy.installed(monkeypatch):
-        monkeypatch.setattr(cupy_persistent, "THREADS", 64)
-        monkeypatch.setattr(cupy_persistent, "MAX_BLOCKS", 3)
+    with fake_cupy.installed(monkeypatch), policy.configured(persistent_threads=64, persistent_max_blocks=3):
         params, x, state = _problem(kind, {}, "float64", 4, 3, 2, 10, seed=4)
         _check("persistent", kind, params, x, state, [4, 2, 0], False, options, "float64")
-    with fake_cupy.installed(monkeypatch) as fake:
-        monkeypatch.setattr(cupy_persistent, "MAX_BLOCKS", 1)  # every unit in one block
+    # every unit in one block
+    with fake_cupy.installed(monkeypatch) as fake, policy.configured(persistent_max_blocks=1):
         params, x, state = _problem("lstm", {}, "float64", 2, 1, 2, 80, seed=5)  # 4 * 80 * 80 * 8 B = 200 KiB
         _check("persistent", "lstm", params, x, state, None, False, {"coupled": False, "clip": None}, "float64")
         kernel = cupy_persistent.kernel("lstm_persistent_nb8", "float64")

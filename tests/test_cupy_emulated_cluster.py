@@ -13,13 +13,15 @@ import types
 import numpy as np
 import pytest
 
+from arrayrnn._backends import cupy as cupy_dispatch
+from arrayrnn._backends.cupy import policy, runtime
 from arrayrnn._backends.cupy.experimental import cluster as cupy_cluster
 from arrayrnn._backends.cupy.experimental import cluster_sources as cupy_cluster_sources
 from arrayrnn._backends.cupy.experimental import grad_cluster as cupy_grad_cluster
 from arrayrnn.backend import map_arrays
 from tests import cuda_emulator, fake_cupy
 from tests.test_cupy_emulated import VARIANTS, _check, _defaults, _fast, _problem
-from tests.test_cupy_emulated_grad import MODULES, _compare, _cotangents
+from tests.test_cupy_emulated_grad import _compare, _cotangents
 from tests.test_cupy_emulated_grad import _fast as _fast_vjp
 from tests.test_cupy_emulated_grad import _generic as _generic_vjp
 from tests.variants import variant_id as _ids
@@ -31,8 +33,7 @@ pytestmark = pytest.mark.skipif(cuda_emulator.compiler() is None, reason="no C++
 def test_matches_generic_with_lengths_and_reverse(monkeypatch, variant):
     kind, params_options, call_options = variant
     options = _defaults(kind, call_options)
-    with fake_cupy.installed(monkeypatch) as fake:
-        monkeypatch.setattr(cupy_cluster, "THREADS", 64)
+    with fake_cupy.installed(monkeypatch) as fake, policy.configured(cluster_threads=64):
         params, x, state = _problem(kind, params_options, "float64", 5, 4, 3, 6, seed=len(_ids(variant)))
         lengths = [5, 0, 2, 4]
         if params_options.get("proj_size") or options.get("linear_before_reset") is False:
@@ -58,10 +59,8 @@ def test_every_cluster_size_with_idle_blocks_and_several_tasks_per_warp(monkeypa
     """H = 11 over 2..16 blocks: blocks own 6, 3, 2 or 1 units, and at 16 the last five own none (they still
     stage nothing, exchange nothing and take every barrier); 2 warps take the tasks of 9 batch rows in tiles
     of 2; the state of 9 x 11 is exchanged through every block's shared memory each step."""
-    with fake_cupy.installed(monkeypatch):
-        monkeypatch.setattr(cupy_cluster, "THREADS", 64)
-        monkeypatch.setattr(cupy_cluster, "FORCE_CLUSTER_SIZE", size)
-        monkeypatch.setattr(cupy_cluster, "FORCE_BATCH_TILE", 2)
+    knobs = {"cluster_threads": 64, "cluster_force_cluster_size": size, "cluster_force_batch_tile": 2}
+    with fake_cupy.installed(monkeypatch), policy.configured(**knobs):
         params, x, state = _problem(kind, {}, "float64", 4, 9, 3, 11, seed=size)
         for reverse in (False, True):
             _check("cluster", kind, params, x, state, [4, 0, 2, 3, 4, 1, 4, 4, 2], reverse, options, "float64")
@@ -71,16 +70,13 @@ def test_every_cluster_size_with_idle_blocks_and_several_tasks_per_warp(monkeypa
 def test_float32_wide_hidden_and_batch_tiles(monkeypatch, tile):
     """hidden = 70: lanes take several columns, the last stride partial; the chosen cluster size (8) and the
     batch tile forced."""
-    with fake_cupy.installed(monkeypatch):
-        monkeypatch.setattr(cupy_cluster, "THREADS", 128)
-        monkeypatch.setattr(cupy_cluster, "FORCE_BATCH_TILE", tile)
+    with fake_cupy.installed(monkeypatch), policy.configured(cluster_threads=128, cluster_force_batch_tile=tile):
         params, x, state = _problem("lstm", {"peepholes": True}, "float32", 3, 5, 4, 70, seed=tile)
         _check("cluster", "lstm", params, x, state, [3, 1, 2, 3, 0], False, {"coupled": False, "clip": None}, "float32")
 
 
 def test_zero_steps_and_empty_batch(monkeypatch):
-    with fake_cupy.installed(monkeypatch):
-        monkeypatch.setattr(cupy_cluster, "THREADS", 32)
+    with fake_cupy.installed(monkeypatch), policy.configured(cluster_threads=32):
         params, x, state = _problem("gru", {}, "float64", 0, 3, 2, 5, seed=1)
         y, (h,) = _fast(cupy_cluster, "gru", params, x, state, None, False, {"linear_before_reset": True})
         assert y.shape == (0, 3, 5)
@@ -119,15 +115,13 @@ def test_refusals_are_clear_and_nothing_is_mutated(monkeypatch):
 
 def test_sixteen_blocks_opt_in_to_the_non_portable_size(monkeypatch):
     """A cluster of 16 is refused (as by CUDA) unless the kernel opted in; the path does."""
-    with fake_cupy.installed(monkeypatch) as fake:
-        monkeypatch.setattr(cupy_cluster, "THREADS", 32)
-        monkeypatch.setattr(cupy_cluster, "FORCE_CLUSTER_SIZE", 16)
+    with fake_cupy.installed(monkeypatch) as fake, policy.configured(cluster_threads=32, cluster_force_cluster_size=16):
         params, x, state = _problem("rnn", {}, "float64", 2, 1, 2, 16, seed=2)
         _check("cluster", "rnn", params, x, state, None, False, {"nonlinearity": "tanh"}, "float64")
         k = cupy_cluster.kernel(cupy_cluster_sources.cluster_kernel_name("rnn_cluster", 1, 16), "float64")
         assert fake._functions[k.kernel.ptr].non_portable_cluster_size_allowed == 1
         fake._functions[k.kernel.ptr].non_portable_cluster_size_allowed = 0
-        monkeypatch.setattr(cupy_cluster, "_non_portable", {})
+        runtime.reset("cluster.non_portable")
         monkeypatch.setattr(cupy_cluster, "_allow_non_portable", lambda cp, k: None)
         with pytest.raises(RuntimeError, match="CUDA_ERROR_INVALID_CLUSTER_SIZE"):
             _fast(cupy_cluster, "rnn", params, x, state, None, False, {"nonlinearity": "tanh"})
@@ -150,9 +144,7 @@ def test_gradient_matches_generic_backward(monkeypatch, variant):
     each step's gate gradients) against the generic backward, with and without dy and final cotangents."""
     kind, params_options, call_options = variant
     options = _defaults(kind, call_options)
-    monkeypatch.setitem(MODULES, "cluster", cupy_grad_cluster)
-    with fake_cupy.installed(monkeypatch) as fake:
-        monkeypatch.setattr(cupy_cluster, "THREADS", 64)
+    with fake_cupy.installed(monkeypatch) as fake, policy.configured(cluster_threads=64):
         params, x, state = _problem(kind, params_options, "float64", 5, 4, 3, 6, seed=len(_ids(variant)))
         dy, d_final = _cotangents(kind, params, x, seed=len(_ids(variant)))
         if params_options.get("proj_size") or options.get("linear_before_reset") is False:
@@ -180,11 +172,8 @@ def test_gradient_matches_generic_backward(monkeypatch, variant):
 )
 def test_gradient_every_cluster_size_with_idle_blocks(monkeypatch, size, kind, options):
     """H = 11 over 2..16 blocks (at 16 five blocks own nothing), 7 batch rows in tiles of 4 over 2 warps."""
-    monkeypatch.setitem(MODULES, "cluster", cupy_grad_cluster)
-    with fake_cupy.installed(monkeypatch):
-        monkeypatch.setattr(cupy_cluster, "THREADS", 64)
-        monkeypatch.setattr(cupy_cluster, "FORCE_CLUSTER_SIZE", size)
-        monkeypatch.setattr(cupy_cluster, "FORCE_BATCH_TILE", 4)
+    knobs = {"cluster_threads": 64, "cluster_force_cluster_size": size, "cluster_force_batch_tile": 4}
+    with fake_cupy.installed(monkeypatch), policy.configured(**knobs):
         params_options = {"peepholes": True} if kind == "lstm" else {}
         params, x, state = _problem(kind, params_options, "float64", 4, 7, 3, 11, seed=size)
         dy, d_final = _cotangents(kind, params, x, seed=size)
@@ -194,9 +183,8 @@ def test_gradient_every_cluster_size_with_idle_blocks(monkeypatch, size, kind, o
 
 
 def test_gradient_float32_and_refusals(monkeypatch):
-    monkeypatch.setitem(MODULES, "cluster", cupy_grad_cluster)
-    with fake_cupy.installed(monkeypatch) as fake:
-        monkeypatch.setattr(cupy_cluster, "THREADS", 128)
+    assert cupy_dispatch.gradient_function("cluster") is cupy_grad_cluster.sequence_vjp
+    with fake_cupy.installed(monkeypatch) as fake, policy.configured(cluster_threads=128):
         params, x, state = _problem("lstm", {"peepholes": True}, "float32", 6, 5, 4, 40, seed=3)
         dy, d_final = _cotangents("lstm", params, x, seed=3)
         options = {"coupled": False, "clip": None}
@@ -212,8 +200,8 @@ def test_gradient_float32_and_refusals(monkeypatch):
         params, x, state = _problem("gru", {}, "float16", 2, 2, 3, 4, seed=3)  # float16: declined (generic core)
         fake_params = map_arrays(fake_cupy.asfake, params)
         fake_state = tuple(fake_cupy.asfake(s) for s in state)
-        assert cupy_grad_cluster.sequence_vjp(None, "gru", fake_cupy.asfake(x), fake_params, fake_state, None, False,
-                                              {}) is None  # fmt: skip
+        args = (fake_cupy.asfake(x), fake_params, fake_state, None, False, {})
+        assert cupy_dispatch.sequence_vjp("gru", None, *args, impl="cluster") is None
 
 
 _EMULATOR_SOURCE = r"""
@@ -275,8 +263,6 @@ def test_emulator_cluster_barrier_and_distributed_shared_memory():
 def test_auto_choice_with_cluster_auto():
     """Pure choice: off by default; on, "cluster" where the GPU has clusters, the small-batch path would run and
     the shape fits one cluster; the gradient only where its gate gradients fit too."""
-    from arrayrnn._backends.cupy import policy
-
     choose, shared = policy.choose_impl, 227 * 1024
     small = {"steps": 100, "batch": 32, "hidden": 128, "dtype": "float32"}
     assert choose("lstm", **small, cluster_shared=shared) == policy.current().small_batch_impl  # cluster_auto off
@@ -300,24 +286,12 @@ def test_auto_choice_with_cluster_auto():
 def test_auto_runs_the_cluster_path_when_enabled(monkeypatch, capability):
     """Through ar.lstm / ar.vjp with impl="auto" on the stand-in: the cluster kernels run (or, without clusters,
     the graph kernels) and agree with the generic core."""
-    from arrayrnn._backends import cupy as cupy_dispatch
-    from arrayrnn._backends.cupy import policy
     from tests import test_cupy_emulated
 
-    def forward(kind):  # the hook with impl="auto", in the paths' calling convention the helpers use
-        return lambda xp, x, params, state, lengths, reverse, **options: cupy_dispatch.sequence(
-            kind, xp, x, params, state, lengths, reverse, options
-        )
-
-    auto = types.SimpleNamespace(
-        lstm_sequence=forward("lstm"),
-        sequence_vjp=lambda xp, kind, *args: cupy_dispatch.sequence_vjp(kind, xp, *args),
-    )
-    monkeypatch.setitem(MODULES, "auto", auto)
-    monkeypatch.setitem(test_cupy_emulated.IMPLS, "auto", auto)
-    with fake_cupy.installed(monkeypatch) as fake, policy.configured(cluster_auto=True):
+    # the helpers call the hook with impl=IMPL: "auto" lets it choose
+    monkeypatch.setitem(test_cupy_emulated.IMPLS, "auto", types.SimpleNamespace(IMPL="auto"))
+    with fake_cupy.installed(monkeypatch) as fake, policy.configured(cluster_auto=True, cluster_threads=64):
         fake.compute_capability = capability
-        monkeypatch.setattr(cupy_cluster, "THREADS", 64)
         params, x, state = _problem("lstm", {}, "float64", 4, 3, 2, 5, seed=9)
         options = {"coupled": False, "clip": None}
         _check("auto", "lstm", params, x, state, [4, 1, 3], False, options, "float64")
@@ -333,7 +307,6 @@ def test_auto_runs_the_cluster_path_when_enabled(monkeypatch, capability):
 def test_benchmark_shapes_with_the_default_knobs(monkeypatch, kind, shape):
     """The small-batch benchmark shapes (two steps of them) with the defaults the GPU will run: 512 threads,
     the chosen cluster size and batch tile, shared memory near the opt-in limit (the stand-in enforces it)."""
-    monkeypatch.setitem(MODULES, "cluster", cupy_grad_cluster)
     options = _defaults(kind, {})
     with fake_cupy.installed(monkeypatch):
         params, x, state = _problem(kind, {}, "float32", *shape, seed=1)

@@ -14,8 +14,9 @@ import dataclasses
 import numpy as np
 import pytest
 
+from arrayrnn._backends import cupy as cupy_dispatch
 from arrayrnn._backends.cupy import fused as cupy_kernels
-from arrayrnn._backends.cupy import graph as cupy_graph
+from arrayrnn._backends.cupy import policy, runtime
 from arrayrnn._backends.cupy.experimental import blas as cupy_blas
 from arrayrnn._backends.cupy.experimental import fused_graph as cupy_fused_graph
 from arrayrnn._backends.cupy.experimental import grad_fused_graph as cupy_grad_fused_graph
@@ -124,12 +125,12 @@ def test_captured_once_with_every_product_inside_the_graph(monkeypatch):
     with fake_cupy.installed(monkeypatch) as fake:
         params, x, state = _problem("lstm", {"proj_size": 3}, "float64", steps, 2, 3, 5, seed=22)
         fake_params = _as_fake_params(params)
-        first = cupy_fused_graph.lstm_sequence(
-            None, fake_cupy.asfake(x), fake_params, _as_fake_state(state), None, False
+        first = cupy_fused_graph.sequence(
+            "lstm", None, fake_cupy.asfake(x), fake_params, _as_fake_state(state), None, False, {}
         )
         x2 = x[::-1].copy()
-        second = cupy_fused_graph.lstm_sequence(
-            None, fake_cupy.asfake(x2), fake_params, _as_fake_state(state), None, False
+        second = cupy_fused_graph.sequence(
+            "lstm", None, fake_cupy.asfake(x2), fake_params, _as_fake_state(state), None, False, {}
         )
         assert fake.captures_begun == 1 and fake.graph_launches == 2 and fake.captures_open == 0
         assert fake.kernel_launches == 0, "every step's kernels ran inside the graph"
@@ -159,7 +160,7 @@ def test_a_failed_launch_during_capture_ends_the_capture_and_the_next_call_works
             _fast(cupy_fused_graph, "gru", params, x, state, None, False, options)
         assert fake.captures_open == 0
         fake.fail_launch_named = None
-        cupy_fused_graph.clear_cache()
+        runtime.reset(runtime.PLANS + "fused_graph")
         _check("fused_graph", "gru", params, x, state, None, False, options, "float64")
 
 
@@ -167,12 +168,14 @@ def test_sees_parameters_updated_in_place(monkeypatch):
     with fake_cupy.installed(monkeypatch) as fake:
         params, x, state = _problem("lstm", {"peepholes": True}, "float64", 3, 2, 3, 4, seed=25)
         fake_params = _as_fake_params(params)
-        cupy_fused_graph.lstm_sequence(None, fake_cupy.asfake(x), fake_params, _as_fake_state(state), None, False)
+        cupy_fused_graph.sequence(
+            "lstm", None, fake_cupy.asfake(x), fake_params, _as_fake_state(state), None, False, {}
+        )
         fake_params.weight_hh[...] *= -0.5  # same addresses, new values (an optimizer step)
         fake_params.peephole_f[...] += 0.25
         fake_params.weight_ih[...] *= 2.0  # read outside the graph (the input projection)
-        y, _ = cupy_fused_graph.lstm_sequence(
-            None, fake_cupy.asfake(x), fake_params, _as_fake_state(state), None, False
+        y, _ = cupy_fused_graph.sequence(
+            "lstm", None, fake_cupy.asfake(x), fake_params, _as_fake_state(state), None, False, {}
         )
         assert fake.captures_begun == 1
         from arrayrnn.backend import map_arrays
@@ -182,8 +185,7 @@ def test_sees_parameters_updated_in_place(monkeypatch):
 
 
 def test_plans_per_stream_each_with_its_own_workspace_and_the_cache_is_bounded(monkeypatch):
-    monkeypatch.setattr(cupy_fused_graph, "MAX_PLANS", 2)
-    with fake_cupy.installed(monkeypatch) as fake:
+    with policy.configured(fused_graph_max_plans=2), fake_cupy.installed(monkeypatch) as fake:
         params, x, state = _problem("rnn", {}, "float64", 2, 2, 3, 4, seed=26)
         options = {"nonlinearity": "tanh"}
         streams = [fake.cuda.Stream(non_blocking=True) for _ in range(3)]
@@ -191,14 +193,13 @@ def test_plans_per_stream_each_with_its_own_workspace_and_the_cache_is_bounded(m
             with stream:
                 _check("fused_graph", "rnn", params, x, state, None, False, options, "float64")
         assert fake.captures_begun == 3 and cupy_fused_graph.cached_plans() == 2
-        plans = list(cupy_fused_graph._plans._plans.values())
+        plans = cupy_fused_graph._plans.plans()
         workspaces = {int(p.recorder.workspace.data.ptr) for p in plans}
         assert len(workspaces) == 2, "two plans share a cuBLAS workspace"
 
 
 def test_eager_mode_issues_the_same_calls(monkeypatch):
-    monkeypatch.setattr(cupy_graph, "CAPTURE", False)
-    with fake_cupy.installed(monkeypatch) as fake:
+    with policy.configured(graph_capture=False), fake_cupy.installed(monkeypatch) as fake:
         params, x, state = _problem("gru", {}, "float64", 3, 2, 3, 4, seed=27)
         _check("fused_graph", "gru", params, x, state, [3, 1], False, {"linear_before_reset": False}, "float64")
         assert fake.captures_begun == 0
@@ -211,7 +212,9 @@ def test_noncontiguous_parameters_are_copied_for_the_graph_and_results_hold(monk
         fake_params = _as_fake_params(params)
         strided = fake_cupy.asfake(np.repeat(np.asarray(fake_params.bias_hh), 2))[::2]
         fake_params = dataclasses.replace(fake_params, bias_hh=strided)
-        y, _ = cupy_fused_graph.gru_sequence(None, fake_cupy.asfake(x), fake_params, _as_fake_state(state), None, False)
+        y, _ = cupy_fused_graph.sequence(
+            "gru", None, fake_cupy.asfake(x), fake_params, _as_fake_state(state), None, False, {}
+        )
         _close(y, _generic("gru", params, x, state, None, False, {"linear_before_reset": True})[0], "float64", 3)
 
 
@@ -230,18 +233,12 @@ def test_the_fused_path_runs_the_same_loops_eagerly(monkeypatch):
 
 
 def _vjp(kind, params, x, state, lengths, options):
-    """``params``: already on the stand-in (the same arrays each call: plans are per parameter address)."""
+    """The gradient hook with impl="fused_graph"; ``params``: already on the stand-in (the same arrays each call:
+    plans are per parameter address)."""
     fake = fake_cupy.asfake
-    return cupy_grad_fused_graph.sequence_vjp(
-        None,
-        kind,
-        fake(x),
-        params,
-        tuple(fake(s) for s in state),
-        None if lengths is None else fake(np.asarray(lengths)),
-        False,
-        options,
-    )
+    lengths = None if lengths is None else fake(np.asarray(lengths))
+    args = (fake(x), params, tuple(fake(s) for s in state), lengths, False, options)
+    return cupy_dispatch.sequence_vjp(kind, None, *args, impl="fused_graph")
 
 
 def _pull(recorded, dy, d_final):
@@ -298,11 +295,8 @@ def test_gradient_without_dy_has_its_own_backward_graph(monkeypatch):
 
 
 def test_gradient_eager_mode_and_registry(monkeypatch):
-    from arrayrnn._backends import cupy as cupy_dispatch
-
     assert cupy_dispatch.gradient_function("fused_graph") is cupy_grad_fused_graph.sequence_vjp
-    monkeypatch.setattr(cupy_graph, "CAPTURE", False)
-    with fake_cupy.installed(monkeypatch) as fake:
+    with policy.configured(graph_capture=False), fake_cupy.installed(monkeypatch) as fake:
         params, x, state = _problem("rnn", {}, "float64", 3, 2, 3, 4, seed=33)
         options = {"nonlinearity": "relu"}
         dy, d_final = _cotangents("rnn", params, x, seed=33)

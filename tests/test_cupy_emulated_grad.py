@@ -1,4 +1,4 @@
-"""The CuPy gradient path (``_fast/cupy_grad.py``) on the CPU: real kernel source on the warp emulator.
+"""The CuPy gradient paths (``_backends/cupy/grad_*.py``) on the CPU: real kernel source on the warp emulator.
 
 The recording forward and the fused backward run with CuPy replaced by the strict stand-in
 (``tests/fake_cupy.py``: kernel argument types checked, ``cupy.empty`` poisoned with NaN so an element a
@@ -8,8 +8,6 @@ on NumPy in float64, itself tested against torch autograd and finite differences
 """
 
 from __future__ import annotations
-
-import types
 
 import array_api_compat.numpy as xp_numpy
 import numpy as np
@@ -21,9 +19,7 @@ from arrayrnn._backends import cupy as cupy_dispatch
 from arrayrnn._backends import numpy as numpy_backend
 from arrayrnn._backends.cupy import grad_fused as cupy_grad
 from arrayrnn._backends.cupy import grad_graph as cupy_grad_graph
-from arrayrnn._backends.cupy import graph as cupy_graph
-from arrayrnn._backends.cupy import policy
-from arrayrnn._backends.cupy.experimental import executor as cupy_executor
+from arrayrnn._backends.cupy import policy, runtime
 from arrayrnn._backends.cupy.experimental import grad_fused_graph as cupy_grad_fused_graph
 from arrayrnn._core import backward as core
 from arrayrnn.backend import map_arrays
@@ -57,29 +53,20 @@ def _generic(kind, params, x, state, lengths, reverse, options, dy, d_final):
     return y, final, dx, d_params, d_state
 
 
-MODULES = {
-    "fused": cupy_grad,
-    "fused_graph": cupy_grad_fused_graph,
-    "graph": cupy_grad_graph,
-    # the graph plans run by the executor (one cooperative launch per loop)
-    "persistent": types.SimpleNamespace(sequence_vjp=cupy_executor.sequence_vjp_persistent),
-}
+def _vjp(kind, params, x, state, lengths, reverse, options, impl):
+    """The CuPy gradient hook with ``impl`` (a path name: its refusals included; "auto": the hook's choice) on the
+    stand-in's arrays; ``None`` where it declines."""
+    fake = fake_cupy.asfake
+    lengths = None if lengths is None else fake(np.asarray(lengths))
+    args = (fake(x), map_arrays(fake, params), tuple(fake(s) for s in state), lengths, reverse, options)
+    return cupy_dispatch.sequence_vjp(kind, None, *args, impl=impl)
 
 
 def _fast(kind, params, x, state, lengths, reverse, options, dy, d_final, calls=1, impl="fused"):
-    fake = fake_cupy.asfake
-    recorded = MODULES[impl].sequence_vjp(
-        None,
-        kind,
-        fake(x),
-        map_arrays(fake, params),
-        tuple(fake(s) for s in state),
-        None if lengths is None else fake(np.asarray(lengths)),
-        reverse,
-        options,
-    )
+    recorded = _vjp(kind, params, x, state, lengths, reverse, options, impl)
     assert recorded is not None
     y, final, backward = recorded
+    fake = fake_cupy.asfake
     fake_dy = None if dy is None else fake(dy)
     fake_final = tuple(None if d is None else fake(d) for d in d_final)
     results = [backward(fake_dy, fake_final) for _ in range(calls)]
@@ -206,17 +193,7 @@ def test_declines_float16_and_an_empty_batch(monkeypatch, impl):
     with fake_cupy.installed(monkeypatch):
         for dtype, batch in (("float16", 2), ("float64", 0)):
             params, x, state = _problem("gru", {}, dtype, 3, batch, 2, 4, seed=7)
-            recorded = MODULES[impl].sequence_vjp(
-                None,
-                "gru",
-                fake_cupy.asfake(x),
-                map_arrays(fake_cupy.asfake, params),
-                tuple(fake_cupy.asfake(s) for s in state),
-                None,
-                False,
-                {"linear_before_reset": True},
-            )
-            assert recorded is None
+            assert _vjp("gru", params, x, state, None, False, {"linear_before_reset": True}, impl) is None
 
 
 def test_backward_launches_per_step(monkeypatch):
@@ -318,11 +295,11 @@ END_TO_END_IMPL = {"impl": "fused"}
 
 
 def emulated_cupy_vjp(kind, xp, x, params, state, lengths, reverse, options, *, impl="auto"):
-    """NumPy's gradient hook in the test below: NumPy arrays viewed as the stand-in's device arrays."""
+    """NumPy's gradient hook in the test below: NumPy arrays viewed as the stand-in's device arrays, on the CuPy
+    gradient path ``END_TO_END_IMPL``."""
     CALLS.append(kind)
-    recorded = MODULES[END_TO_END_IMPL["impl"]].sequence_vjp(
-        xp, kind, _view(x), map_arrays(_view, params), tuple(_view(s) for s in state), _view(lengths), reverse, options
-    )
+    args = (_view(x), map_arrays(_view, params), tuple(_view(s) for s in state), _view(lengths), reverse, options)
+    recorded = cupy_dispatch.sequence_vjp(kind, xp, *args, impl=END_TO_END_IMPL["impl"])
     y, final, backward = recorded
     return y, final, lambda dy, d_final: backward(_view(dy), tuple(_view(d) for d in d_final))
 
@@ -386,9 +363,8 @@ def test_vjp_end_to_end_layouts_and_models(monkeypatch, impl):
 )
 def test_graph_every_batch_tile_including_partial_tiles(monkeypatch, tile, kind, call_options):
     """batch 11 is not a multiple of any tile > 1: the last tile of every launch is partial."""
-    monkeypatch.setattr(cupy_graph, "FORCE_BATCH_TILE", tile)
     options = _defaults(kind, call_options)
-    with fake_cupy.installed(monkeypatch):
+    with policy.configured(graph_force_batch_tile=tile), fake_cupy.installed(monkeypatch):
         params, x, state = _problem(kind, {"peepholes": True} if kind == "lstm" else {}, "float64", 3, 11, 2, 9, tile)
         dy, d_final = _cotangents(kind, params, x, seed=tile)
         lengths = [3, 2, 1, 0, 3, 3, 1, 2, 0, 3, 2]
@@ -430,25 +406,25 @@ def test_graph_eager_mode_and_failed_capture(monkeypatch):
         params, x, state = _problem("gru", {}, "float64", 4, 3, 2, 5, seed=8)
         dy, d_final = _cotangents("gru", params, x, seed=8)
         want = _generic("gru", params, x, state, [4, 1, 3], False, options, dy, d_final)
-        monkeypatch.setattr(cupy_graph, "CAPTURE", False)
-        fast, _ = _fast("gru", params, x, state, [4, 1, 3], False, options, dy, d_final, impl="graph")
+        with policy.configured(graph_capture=False):
+            fast, _ = _fast("gru", params, x, state, [4, 1, 3], False, options, dy, d_final, impl="graph")
         _compare(fast, want, "float64", 4)
         assert fake.captures_begun == 0 and fake.kernel_launches == 2 * 4 + 2 * 4 + 1
-        monkeypatch.setattr(cupy_graph, "CAPTURE", True)
-        cupy_grad_graph.clear_cache()
+        runtime.reset(runtime.PLANS + "grad_graph")
         fake.fail_launch_named = "gru_graph_grad_reset_nb1"
         with pytest.raises(RuntimeError, match="injected launch failure"):
             _fast("gru", params, x, state, [4, 1, 3], False, options, dy, d_final, impl="graph")
         assert fake.captures_open == 0, "a failed capture left a stream capturing"
         fake.fail_launch_named = None
-        cupy_grad_graph.clear_cache()
+        runtime.reset(runtime.PLANS + "grad_graph")
         fast, _ = _fast("gru", params, x, state, [4, 1, 3], False, options, dy, d_final, impl="graph")
         _compare(fast, want, "float64", 4)
 
 
 def test_dispatch_picks_graph_at_small_batch(monkeypatch):
     calls = []
-    for name, module in MODULES.items():
+    modules = {"fused": cupy_grad, "fused_graph": cupy_grad_fused_graph, "graph": cupy_grad_graph}
+    for name, module in modules.items():
         real = module.sequence_vjp
         monkeypatch.setattr(module, "sequence_vjp", lambda *a, name=name, real=real: calls.append(name) or real(*a))
     with fake_cupy.installed(monkeypatch), policy.configured(graph_max_batch=4):
@@ -473,18 +449,12 @@ def test_dispatch_picks_graph_at_small_batch(monkeypatch):
 def test_executor_tasks_per_warp_and_barriers(monkeypatch, tile, kind, call_options, blocks):
     """The executor with warps taking several tasks per launch, on every batch tile; one cooperative launch per
     loop (the emulator checks every grid barrier's target and reports deadlocks)."""
-    from arrayrnn._backends.cupy.experimental import executor as cupy_executor
-    from arrayrnn._backends.cupy.experimental import persistent as cupy_persistent
-
     options = _defaults(kind, call_options)
-    with fake_cupy.installed(monkeypatch) as fake:
+    tiles = {"graph_force_batch_tile": tile, "persistent_force_batch_tile": tile}
+    threads = {"executor_threads": 64, "persistent_threads": 64}
+    knobs = {**tiles, **threads, "persistent_max_blocks": blocks, "persistent_check_barrier": True}
+    with fake_cupy.installed(monkeypatch) as fake, policy.configured(**knobs):
         fake.multiprocessors = 3
-        monkeypatch.setattr(cupy_graph, "FORCE_BATCH_TILE", tile)
-        monkeypatch.setattr(cupy_persistent, "FORCE_BATCH_TILE", tile)
-        monkeypatch.setattr(cupy_executor, "THREADS", 64)
-        monkeypatch.setattr(cupy_persistent, "THREADS", 64)
-        monkeypatch.setattr(cupy_persistent, "MAX_BLOCKS", blocks)
-        monkeypatch.setattr(cupy_persistent, "CHECK_BARRIER", True)
         params, x, state = _problem(kind, {"peepholes": True} if kind == "lstm" else {}, "float64", 4, 9, 3, 10, seed=3)
         dy, d_final = _cotangents(kind, params, x, seed=tile)
         lengths = [4, 0, 2, 3, 4, 1, 4, 4, 2]
@@ -501,11 +471,10 @@ def test_executor_tasks_per_warp_and_barriers(monkeypatch, tile, kind, call_opti
     "kind,call_options", [("rnn", {"nonlinearity": "tanh"}), ("lstm", {}), ("gru", {"linear_before_reset": False})]
 )
 def test_bias_gradients_by_matmul_or_by_reduction(monkeypatch, by_matmul, kind, call_options):
-    """Both ways of summing the bias gradients over steps and batch rows (cupy_grad.BIAS_BY_MATMUL: the
+    """Both ways of summing the bias gradients over steps and batch rows (``grad_bias_by_matmul``: the
     benchmark times both) give the generic core's answers; RNN/LSTM share one sum for both biases."""
     options = _defaults(kind, call_options)
-    monkeypatch.setattr(cupy_grad, "BIAS_BY_MATMUL", by_matmul)
-    with fake_cupy.installed(monkeypatch):
+    with policy.configured(grad_bias_by_matmul=by_matmul), fake_cupy.installed(monkeypatch):
         params, x, state = _problem(kind, {}, "float64", 4, 3, 2, 5, seed=11)
         dy, d_final = _cotangents(kind, params, x, seed=11)
         fast, _ = _fast(kind, params, x, state, [4, 2, 0], False, options, dy, d_final)
@@ -517,12 +486,11 @@ def test_bias_gradients_by_matmul_or_by_reduction(monkeypatch, by_matmul, kind, 
 @pytest.mark.parametrize("chunks", [None, 3])
 @pytest.mark.parametrize("kind,call_options", [("lstm", {"clip": 0.8}), ("gru", {"linear_before_reset": False})])
 def test_weight_gradients_in_one_matmul_or_in_chunks(monkeypatch, chunks, kind, call_options):
-    """cupy_grad.WEIGHT_GRAD_CHUNKS (the benchmark times both): the rows (T*B = 5*7 = 35) in 3 chunks of 11 and the
+    """``grad_weight_grad_chunks`` (the benchmark times both): the rows (T*B = 5*7 = 35) in 3 chunks of 11 and the
     2 left over, or one matmul, give the generic core's answers."""
     options = _defaults(kind, call_options)
-    monkeypatch.setattr(cupy_grad, "WEIGHT_GRAD_CHUNKS", chunks)
-    monkeypatch.setattr(cupy_grad, "WEIGHT_GRAD_MIN_ROWS", 2)
-    with fake_cupy.installed(monkeypatch):
+    knobs = {"grad_weight_grad_chunks": chunks, "grad_weight_grad_min_rows": 2}
+    with policy.configured(**knobs), fake_cupy.installed(monkeypatch):
         params, x, state = _problem(kind, {"proj_size": 2} if kind == "lstm" else {}, "float64", 5, 7, 3, 4, seed=12)
         dy, d_final = _cotangents(kind, params, x, seed=12)
         lengths = [5, 2, 0, 5, 1, 4, 5]  # the last row (t = 4, b = 6) is valid: the rows left over count

@@ -40,12 +40,13 @@ PATHS = ["fused", "fused_graph", "graph", "tiled", "persistent"]
 
 
 @pytest.fixture(autouse=True)
-def _persistent_barrier_checked(monkeypatch):
+def _persistent_barrier_checked():
     """Every persistent-kernel call here reads back the grid barrier's timeout flag (a timed-out barrier
     would otherwise only show up as wrong numbers)."""
-    from arrayrnn._backends.cupy.experimental import persistent as cupy_persistent
+    from arrayrnn._backends.cupy import policy
 
-    monkeypatch.setattr(cupy_persistent, "CHECK_BARRIER", True)
+    with policy.configured(persistent_check_barrier=True):
+        yield
 
 
 def _has_clusters():
@@ -128,14 +129,14 @@ def test_larger_shapes(backend, kind, options, impl, shape):
 
 @pytest.mark.parametrize("tile", [1, 2, 4, 8])
 @pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
-def test_graph_every_batch_tile(backend, monkeypatch, tile, kind):
+def test_graph_every_batch_tile(backend, tile, kind):
     _require_cupy(backend)
-    from arrayrnn._backends.cupy import graph as cupy_graph
+    from arrayrnn._backends.cupy import policy
 
-    monkeypatch.setattr(cupy_graph, "FORCE_BATCH_TILE", tile)
     params, x, state = _problem(kind, {}, "float64", 6, 11, 3, 40, seed=tile)
     lengths = backend.asarray(np.array([6, 5, 0, 1, 6, 3, 2, 6, 4, 6, 1]))
-    got = _run(backend, kind, params, x, state, "graph", lengths=lengths, reverse=True)
+    with policy.configured(graph_force_batch_tile=tile):
+        got = _run(backend, kind, params, x, state, "graph", lengths=lengths, reverse=True)
     want = _run(backend, kind, params, x, state, "generic", lengths=lengths, reverse=True)
     _assert_same(backend, kind, got, want, "float64", 6)
 
@@ -201,8 +202,9 @@ def test_noncontiguous_weights(backend, impl):
 def test_graph_replays_and_sees_in_place_weight_updates(backend):
     _require_cupy(backend)
     from arrayrnn._backends.cupy import graph as cupy_graph
+    from arrayrnn._backends.cupy import runtime
 
-    cupy_graph.clear_cache()
+    runtime.reset(runtime.PLANS + "graph")
     params, x, state = _problem("lstm", {}, "float32", 12, 2, 4, 8, seed=7)
     params_b, state_b = backend.tree(params), backend.tree(state)
     first = ar.lstm(backend.asarray(x), params_b, state_b, impl="graph")
@@ -244,8 +246,9 @@ def test_failed_capture_leaves_no_stream_capturing(backend, monkeypatch):
 
     from arrayrnn._backends.cupy import common as cupy_common
     from arrayrnn._backends.cupy import graph as cupy_graph
+    from arrayrnn._backends.cupy import runtime
 
-    cupy_graph.clear_cache()
+    runtime.reset(runtime.PLANS + "graph")
     real_kernel = cupy_common.kernel
 
     class Exploding:
@@ -265,7 +268,7 @@ def test_failed_capture_leaves_no_stream_capturing(backend, monkeypatch):
         ar.rnn(backend.asarray(x), backend.tree(params), backend.asarray(state), impl="graph")
     assert not cupy.cuda.get_current_stream().is_capturing()
     monkeypatch.setattr(cupy_graph, "kernel", real_kernel)
-    cupy_graph.clear_cache()
+    runtime.reset(runtime.PLANS + "graph")
     got = ar.rnn(backend.asarray(x), backend.tree(params), backend.asarray(state), impl="graph")
     want = ar.rnn(backend.asarray(x), backend.tree(params), backend.asarray(state), impl="generic")
     _assert_same(backend, "rnn", got, want, "float32", 4)
@@ -297,9 +300,10 @@ def test_fused_graph_replays_sees_in_place_updates_and_runs_on_any_stream(backen
     _require_cupy(backend)
     import cupy
 
+    from arrayrnn._backends.cupy import runtime
     from arrayrnn._backends.cupy.experimental import fused_graph as cupy_fused_graph
 
-    cupy_fused_graph.clear_cache()
+    runtime.reset(runtime.PLANS + "fused_graph")
     params, x, state = _problem("lstm", {"proj_size": 3, "peepholes": True}, "float32", 12, 40, 4, 8, seed=17)
     params_b, state_b = backend.tree(params), backend.tree(state)
     first = ar.lstm(backend.asarray(x), params_b, state_b, impl="fused_graph")
@@ -333,17 +337,16 @@ def test_large_preactivations_stay_finite(backend, impl):
     "kind,options", [("rnn", {}), ("lstm", {"clip": 2.0}), ("gru", {}), ("gru", {"linear_before_reset": False})]
 )
 @pytest.mark.parametrize("blocks", [1, 2, 7, None])
-def test_persistent_every_tile_and_grid(backend, monkeypatch, tile, kind, options, blocks):
+def test_persistent_every_tile_and_grid(backend, tile, kind, options, blocks):
     """Each batch tile, with the grid capped so that warps take several tasks per step (1, 2, 7 blocks) or not."""
     _require_cupy(backend)
-    from arrayrnn._backends.cupy.experimental import persistent as cupy_persistent
+    from arrayrnn._backends.cupy import policy
 
-    monkeypatch.setattr(cupy_persistent, "FORCE_BATCH_TILE", tile)
-    monkeypatch.setattr(cupy_persistent, "MAX_BLOCKS", blocks)
     params, x, state = _problem(kind, {}, "float64", 12, 11, 3, 70, seed=tile)
     lengths = backend.asarray(np.array([12, 5, 0, 1, 12, 3, 2, 12, 4, 9, 1]))
     for reverse in (False, True):
-        got = _run(backend, kind, params, x, state, "persistent", lengths=lengths, reverse=reverse, **options)
+        with policy.configured(persistent_force_batch_tile=tile, persistent_max_blocks=blocks):
+            got = _run(backend, kind, params, x, state, "persistent", lengths=lengths, reverse=reverse, **options)
         want = _run(backend, kind, params, x, state, "generic", lengths=lengths, reverse=reverse, **options)
         _assert_same(backend, kind, got, want, "float64", 12)
 
@@ -372,22 +375,22 @@ def test_persistent_on_a_non_default_stream(backend):
 
 
 @pytest.mark.parametrize("kind,options", [("lstm", {}), ("gru", {"linear_before_reset": False})])
-def test_persistent_with_the_acquire_release_barrier(backend, monkeypatch, kind, options):
+def test_persistent_with_the_acquire_release_barrier(backend, kind, options):
     """The barrier flavour the benchmark compares (not the default yet) gives the same answers, also through
     the graph executor of the gradient path."""
     _require_cupy(backend)
-    from arrayrnn._backends.cupy.experimental import persistent as cupy_persistent
+    from arrayrnn._backends.cupy import policy
 
-    monkeypatch.setattr(cupy_persistent, "ACQREL_BARRIER", True)
     params, x, state = _problem(kind, {}, "float64", 300, 20, 8, 96, seed=6)
-    got = _run(backend, kind, params, x, state, "persistent", **options)
-    want = _run(backend, kind, params, x, state, "generic", **options)
-    _assert_same(backend, kind, got, want, "float64", 300)
-    x_b, params_b, state_b = backend.asarray(x), backend.tree(params), backend.tree(state)
-    grads = {}
-    for impl in ("persistent", "generic"):
-        _, pullback = ar.vjp(FUNCTIONS[kind], x_b, params_b, state_b, impl=impl, **options)
-        grads[impl] = pullback((backend.asarray(np.ones((300, 20, 96))), None))
+    with policy.configured(persistent_acqrel_barrier=True):
+        got = _run(backend, kind, params, x, state, "persistent", **options)
+        want = _run(backend, kind, params, x, state, "generic", **options)
+        _assert_same(backend, kind, got, want, "float64", 300)
+        x_b, params_b, state_b = backend.asarray(x), backend.tree(params), backend.tree(state)
+        grads = {}
+        for impl in ("persistent", "generic"):
+            _, pullback = ar.vjp(FUNCTIONS[kind], x_b, params_b, state_b, impl=impl, **options)
+            grads[impl] = pullback((backend.asarray(np.ones((300, 20, 96))), None))
     np.testing.assert_allclose(
         backend.numpy(grads["persistent"][1].weight_hh), backend.numpy(grads["generic"][1].weight_hh), rtol=1e-9
     )

@@ -28,7 +28,8 @@ import numpy as np
 import pytest
 
 import arrayrnn as ar
-from arrayrnn._backends.cupy import fused, grad_fused, grad_graph, graph, sources
+from arrayrnn._backends import cupy as cupy_dispatch
+from arrayrnn._backends.cupy import sources
 from arrayrnn._core import backward as core
 from arrayrnn._core.sequence import GENERIC
 from arrayrnn.backend import map_arrays
@@ -39,6 +40,7 @@ copy = sys.argv[1]
 assert ar.__file__.startswith(copy), ar.__file__
 assert importlib.util.find_spec("arrayrnn._backends.cupy.experimental") is None
 assert sources.parts() == ("forward", "grad"), sources.parts()
+assert cupy_dispatch.paths() == ("fused", "graph"), cupy_dispatch.paths()
 for dtype in ("float16", "float32", "float64"):
     assert sources.source(dtype)  # every kernel file it reads is in the copy
 
@@ -72,15 +74,15 @@ for kind, options in OPTIONS.items():
     y_ref, final_ref = GENERIC[kind](*args, **options)
     _, _, tape = core.forward(xp_numpy, kind, x, params, state, lengths, True, options)
     dx_ref, d_params_ref, d_state_ref = core.backward(xp_numpy, tape, dy, d_final)
-    for name, module, grad in (("fused", fused, grad_fused), ("graph", graph, grad_graph)):
+    for name in ("fused", "graph"):
         what = f"{kind} {name}"
         with pytest.MonkeyPatch.context() as monkeypatch, fake_cupy.installed(monkeypatch):
             fast = (fake(x), map_arrays(fake, params), tuple(fake(s) for s in state), fake(lengths), True)
-            y, final = getattr(module, f"{kind}_sequence")(None, *fast, **options)
+            y, final = cupy_dispatch.sequence(kind, None, *fast, options, impl=name)
             close(y, y_ref, what)
             for got, want in zip(final, final_ref, strict=True):
                 close(got, want, what)
-            y, final, backward = grad.sequence_vjp(None, kind, *fast, options)
+            y, final, backward = cupy_dispatch.sequence_vjp(kind, None, *fast, options, impl=name)
             close(y, y_ref, what)
             dx, d_params, d_state = backward(fake(dy), tuple(fake(d) for d in d_final))
             close(dx, dx_ref, what)

@@ -2,7 +2,10 @@
 
 Shipping paths: "fused" (``fused.py``: cuBLAS + one fused pointwise kernel per step) and "graph" (``graph.py``: the
 time loop as one CUDA graph of warp-per-unit step kernels), each with its gradient. Paths ``auto`` never picks live
-in ``experimental/``; :func:`route` chooses with the switches of ``policy.Config``.
+in ``experimental/``; :func:`route` chooses with the switches of ``policy.Config``. Each path module exposes
+``sequence(kind, xp, x, params, state, lengths, reverse, options)`` (a gradient module ``sequence_vjp``) and, where
+it cannot run every option, ``supports(kind, params, options)``; the hook enters the device, checks the dtype and
+``supports``, and handles an empty batch, once for every path.
 """
 
 from __future__ import annotations
@@ -10,15 +13,18 @@ from __future__ import annotations
 import importlib
 import importlib.util
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any, Optional
 
 import numpy as np
 
 from . import policy
+from .common import check_dtype, empty_batch_result, refuse
 
 Array = Any
 
-#: path name -> (forward module, gradient function as "module:function" or None); modules under this package
+#: path name -> (forward module, gradient function as "module:function" or None); modules under this package; a
+#: module's ``supports`` (where it has one) says which calls it cannot run
 PATHS: dict[str, tuple[str, Optional[str]]] = {
     "fused": (".fused", ".grad_fused:sequence_vjp"),
     "graph": (".graph", ".grad_graph:sequence_vjp"),
@@ -46,20 +52,37 @@ def _entry(path: str) -> tuple[str, Optional[str]]:
     return PATHS[path] if path in PATHS else EXPERIMENTAL_PATHS[path]
 
 
-def forward_function(path: str, kind: str) -> Callable[..., Any]:
-    """``{kind}_sequence`` of path ``path``: ``(xp, x, params, state, lengths, reverse, **options)``."""
-    module = importlib.import_module(_entry(path)[0], __name__)
-    return getattr(module, f"{kind}_sequence")
+def forward_module(path: str) -> ModuleType:
+    """The forward module of path ``path``: its ``sequence`` and (where it cannot run every call) ``supports``."""
+    return importlib.import_module(_entry(path)[0], __name__)
 
 
-def gradient_function(path: str) -> Optional[Callable[..., Any]]:
-    """The gradient of path ``path`` (``None`` where it has none): ``(xp, kind, x, params, state, lengths, reverse,
-    options)`` -> ``(y, final_state, backward)`` or ``None`` to decline."""
+def forward_function(path: str) -> Callable[..., Any]:
+    """``sequence`` of path ``path``: ``(kind, xp, x, params, state, lengths, reverse, options)`` -> ``(y,
+    final_state)``, for calls the hook has prepared (see :func:`sequence`)."""
+    return forward_module(path).sequence
+
+
+def _gradient_target(path: str) -> Optional[tuple[ModuleType, str]]:
     target = _entry(path)[1]
     if target is None:
         return None
     module_name, _, function = target.partition(":")
-    return getattr(importlib.import_module(module_name, __name__), function)
+    return importlib.import_module(module_name, __name__), function
+
+
+def gradient_function(path: str) -> Optional[Callable[..., Any]]:
+    """The gradient of path ``path`` (``None`` where it has none): ``(xp, kind, x, params, state, lengths, reverse,
+    options)`` -> ``(y, final_state, backward)``, for calls the hook has prepared (see :func:`sequence_vjp`)."""
+    found = _gradient_target(path)
+    return None if found is None else getattr(found[0], found[1])
+
+
+def _supported(module: ModuleType, kind: str, params: Any, options: dict[str, Any]) -> None:
+    """``ValueError`` with the reason ``module.supports`` gives where the module cannot run this call."""
+    supports = getattr(module, "supports", None)
+    if supports is not None:
+        refuse(supports(kind, params, options))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -170,12 +193,22 @@ def sequence(
     *,
     impl: str = "auto",
 ) -> Optional[tuple[Array, tuple[Array, ...]]]:
-    """Run one validated, time-major layer on the path :func:`route` picks; ``None`` leaves it to the core."""
+    """Run one validated, time-major layer on the path :func:`route` picks; ``None`` leaves it to the core.
+
+    What every path needs, done once here: a path named by ``impl`` that cannot run the call (its ``supports``)
+    raises ``ValueError`` with the reason; then, on the device of ``x``, a dtype the kernels are not written for
+    raises, an empty batch gets its empty result, and the path's ``sequence`` runs.
+    """
     path, _ = route(kind, x, params, options, impl=impl)
     if path == "generic":
         return None
+    module = forward_module(path)
+    _supported(module, kind, params, options)
     with x.device:
-        return forward_function(path, kind)(xp, x, params, state, lengths, reverse, **options)
+        check_dtype(x.dtype, path)
+        if x.shape[1] == 0:
+            return empty_batch_result(x, state)
+        return module.sequence(kind, xp, x, params, state, lengths, reverse, options)
 
 
 def sequence_vjp(
@@ -190,15 +223,22 @@ def sequence_vjp(
     *,
     impl: str = "auto",
 ) -> Optional[tuple[Array, tuple[Array, ...], Callable[..., Any]]]:
-    """A recording forward pass and its backward on the gradient path :func:`route` picks, or ``None``."""
+    """A recording forward pass and its backward on the gradient path :func:`route` picks, or ``None``.
+
+    As :func:`sequence`: dtypes without a gradient path and an empty batch are declined (:func:`route` gives
+    "generic": the generic core runs); a path named by ``impl`` that cannot run the call raises ``ValueError`` (its
+    module's ``supports``); the path runs on the device of ``x``.
+    """
     path, _ = route(kind, x, params, options, impl=impl, gradient=True)
     if path == "generic":
         return None
-    function = gradient_function(path)
-    if function is None:
+    found = _gradient_target(path)
+    if found is None:
         return None
+    module, function = found
+    _supported(module, kind, params, options)
     with x.device:
-        return function(xp, kind, x, params, state, lengths, reverse, options)
+        return getattr(module, function)(xp, kind, x, params, state, lengths, reverse, options)
 
 
 def explain(kind: str, x: Array, params: Any, options: dict[str, Any], *, impl: str = "auto",

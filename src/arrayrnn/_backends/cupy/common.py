@@ -6,17 +6,14 @@ nothing and the tests can put a CPU stand-in in its place.
 
 from __future__ import annotations
 
-import threading
 from typing import Any, Optional
 
 import numpy as np
 
+from . import runtime
 from . import sources as cupy_sources
 
 Array = Any
-
-#: threads per block of the one-thread-per-element (fused) kernels
-FUSED_BLOCK = 256
 
 SUPPORTED_DTYPES = tuple(cupy_sources.ACC_TYPES)
 
@@ -39,8 +36,16 @@ def check_dtype(dtype: Any, impl: str) -> str:
     return name
 
 
-_kernel_lock = threading.Lock()
-_kernels: dict[tuple[int, str, str], Any] = {}
+def refuse(reason: Optional[str]) -> None:
+    """``ValueError(reason)`` where a path's ``supports`` gave the reason it cannot run a call; nothing for ``None``."""
+    if reason is not None:
+        raise ValueError(reason)
+
+
+#: (id(cupy), name, dtype) -> the compiled kernel; and id(kernel) -> its name (both under the "kernels" lock)
+_kernels = runtime.cache("kernels")
+_kernel_names = runtime.cache("kernel_names")
+_kernel_lock = runtime.lock("kernels")
 
 
 def kernel(name: str, dtype: str) -> Any:
@@ -58,9 +63,6 @@ def kernel(name: str, dtype: str) -> Any:
                 _kernels[key] = found
                 _kernel_names[id(found)] = name
     return found
-
-
-_kernel_names: dict[int, str] = {}
 
 
 def kernel_name(k: Any) -> str:
@@ -86,8 +88,9 @@ def blocks_for(count: int, block: int) -> tuple[int]:
     return ((count + block - 1) // block,)
 
 
-_placeholder_lock = threading.Lock()
-_placeholders: dict[tuple[int, int, str], Array] = {}
+#: (id(cupy), device, dtype) -> the placeholder
+_placeholders = runtime.cache("placeholders")
+_placeholder_lock = runtime.lock("placeholders")
 
 
 def placeholder(dtype: Any) -> Array:
@@ -199,8 +202,9 @@ def cooperative_launch(k: Any, grid: tuple[int], block: tuple[int], args: tuple[
     k.kernel(grid, block, args, shared_mem=shared_mem, enable_cooperative_groups=True)
 
 
-_resident_lock = threading.Lock()
-_resident: dict[tuple[int, int, str, int, int], int] = {}
+#: (id(cupy), device, kernel name, threads, shared memory) -> blocks resident at once
+_resident = runtime.cache("resident_blocks")
+_resident_lock = runtime.lock("resident_blocks")
 
 
 def resident_blocks(k: Any, name: str, threads: int, shared_mem: int = 0) -> int:

@@ -8,15 +8,13 @@ from __future__ import annotations
 
 from typing import Any, Optional, Protocol
 
+from . import policy
 from .common import (
-    FUSED_BLOCK,
     blocks_for,
-    check_dtype,
     clip_scalar,
     contiguous_or_placeholder,
     cupy_module,
     dtype_name,
-    empty_batch_result,
     int32,
     kernel,
     lengths_int64,
@@ -71,13 +69,14 @@ def rnn_loop(
     )
     weight_hh_t = params.weight_hh.T
     step = kernel("rnn_fused_step", dtype)
-    grid = blocks_for(batch * hidden, FUSED_BLOCK)
+    threads = policy.current().fused_block
+    grid = blocks_for(batch * hidden, threads)
     for t in time_order(steps, reverse):
         ops.matmul(h, weight_hh_t, gh)
         ops.launch(
             step,
             grid,
-            (FUSED_BLOCK,),
+            (threads,),
             (gx[t], gh, *fixed, h, y[t], int32(batch), int32(hidden), int32(t), int32(options)),
         )
     return y
@@ -117,7 +116,8 @@ def lstm_loop(
     clip_value = clip_scalar(dtype, clip)
     weight_hh_t = params.weight_hh.T
     step = kernel("lstm_fused_step", dtype)
-    grid = blocks_for(batch * hidden, FUSED_BLOCK)
+    threads = policy.current().fused_block
+    grid = blocks_for(batch * hidden, threads)
     sizes = (int32(batch), int32(hidden))
     if params.weight_hr is None:
         for t in time_order(steps, reverse):
@@ -125,7 +125,7 @@ def lstm_loop(
             ops.launch(
                 step,
                 grid,
-                (FUSED_BLOCK,),
+                (threads,),
                 (gx[t], gh, *fixed, h, c, y[t], *sizes, int32(t), int32(options), clip_value),
             )
         return y
@@ -135,21 +135,21 @@ def lstm_loop(
     projected = cp.empty((batch, out_size), dtype=gx.dtype)
     weight_hr_t = params.weight_hr.T
     update = kernel("project_update", dtype)
-    update_grid = blocks_for(batch * out_size, FUSED_BLOCK)
+    update_grid = blocks_for(batch * out_size, threads)
     project_options = int32(options | OPTIONS["OPT_PROJECT"])
     for t in time_order(steps, reverse):
         ops.matmul(h, weight_hh_t, gh)
         ops.launch(
             step,
             grid,
-            (FUSED_BLOCK,),
+            (threads,),
             (gx[t], gh, *fixed, full, c, y[t], *sizes, int32(t), project_options, clip_value),
         )
         ops.matmul(full, weight_hr_t, projected)
         ops.launch(
             update,
             update_grid,
-            (FUSED_BLOCK,),
+            (threads,),
             (projected, lengths_arg, h, y[t], int32(batch), int32(out_size), int32(t), int32(options)),
         )
     return y
@@ -168,7 +168,8 @@ def gru_loop(
     bias_ih = contiguous_or_placeholder(params.bias_ih, gx.dtype)
     bias_hh = contiguous_or_placeholder(params.bias_hh, gx.dtype)
     lengths_arg = lengths_int64(lengths)
-    grid, block = blocks_for(batch * hidden, FUSED_BLOCK), (FUSED_BLOCK,)
+    threads = policy.current().fused_block
+    grid, block = blocks_for(batch * hidden, threads), (threads,)
     sizes = (int32(batch), int32(hidden))
     if linear_before_reset:
         gh = cp.empty((batch, 3 * hidden), dtype=gx.dtype)
@@ -197,61 +198,43 @@ def gru_loop(
     return y
 
 
-def rnn_sequence(
+def _rnn(x: Array, params: Any, state: Any, lengths: Optional[Array], reverse: bool, *,
+         nonlinearity: str = "tanh") -> tuple[Array, tuple[Array, ...]]:  # fmt: skip
+    h = state[0].copy()
+    y = rnn_loop(EAGER, project_inputs(x, params.weight_ih), params, h, lengths, reverse, nonlinearity=nonlinearity)
+    return y, (h,)
+
+
+def _lstm(x: Array, params: Any, state: Any, lengths: Optional[Array], reverse: bool, *, coupled: bool = False,
+          clip: Optional[float] = None) -> tuple[Array, tuple[Array, ...]]:  # fmt: skip
+    h, c = state[0].copy(), state[1].copy()
+    gx = project_inputs(x, params.weight_ih)
+    y = lstm_loop(EAGER, gx, params, h, c, lengths, reverse, coupled=coupled, clip=clip)
+    return y, (h, c)
+
+
+def _gru(x: Array, params: Any, state: Any, lengths: Optional[Array], reverse: bool, *,
+         linear_before_reset: bool = True) -> tuple[Array, tuple[Array, ...]]:  # fmt: skip
+    h = state[0].copy()
+    gx = project_inputs(x, params.weight_ih)
+    y = gru_loop(EAGER, gx, params, h, lengths, reverse, linear_before_reset=linear_before_reset)
+    return y, (h,)
+
+
+_SEQUENCES = {"rnn": _rnn, "lstm": _lstm, "gru": _gru}
+
+
+def sequence(
+    kind: str,
     xp: Any,
     x: Array,
     params: Any,
-    state: tuple[Array],
+    state: tuple[Array, ...],
     lengths: Optional[Array],
     reverse: bool,
-    *,
-    nonlinearity: str = "tanh",
+    options: dict[str, Any],
 ) -> tuple[Array, tuple[Array, ...]]:
-    with x.device:
-        check_dtype(x.dtype, IMPL)
-        if x.shape[1] == 0:
-            return empty_batch_result(x, state)
-        h = state[0].copy()
-        y = rnn_loop(EAGER, project_inputs(x, params.weight_ih), params, h, lengths, reverse, nonlinearity=nonlinearity)
-        return y, (h,)
-
-
-def lstm_sequence(
-    xp: Any,
-    x: Array,
-    params: Any,
-    state: tuple[Array, Array],
-    lengths: Optional[Array],
-    reverse: bool,
-    *,
-    coupled: bool = False,
-    clip: Optional[float] = None,
-) -> tuple[Array, tuple[Array, ...]]:
-    with x.device:
-        check_dtype(x.dtype, IMPL)
-        if x.shape[1] == 0:
-            return empty_batch_result(x, state)
-        h, c = state[0].copy(), state[1].copy()
-        gx = project_inputs(x, params.weight_ih)
-        y = lstm_loop(EAGER, gx, params, h, c, lengths, reverse, coupled=coupled, clip=clip)
-        return y, (h, c)
-
-
-def gru_sequence(
-    xp: Any,
-    x: Array,
-    params: Any,
-    state: tuple[Array],
-    lengths: Optional[Array],
-    reverse: bool,
-    *,
-    linear_before_reset: bool = True,
-) -> tuple[Array, tuple[Array, ...]]:
-    with x.device:
-        check_dtype(x.dtype, IMPL)
-        if x.shape[1] == 0:
-            return empty_batch_result(x, state)
-        h = state[0].copy()
-        gx = project_inputs(x, params.weight_ih)
-        y = gru_loop(EAGER, gx, params, h, lengths, reverse, linear_before_reset=linear_before_reset)
-        return y, (h,)
+    """One layer of cell ``kind`` on this path: ``(y, final_state)``; ``options``: the cell's keyword options. The
+    caller (the hook in ``_backends/cupy/__init__.py``) has entered the device, checked the dtype and handled an
+    empty batch. Every option of every cell runs here."""
+    return _SEQUENCES[kind](x, params, state, lengths, reverse, **options)

@@ -1,7 +1,7 @@
 """CuPy gradient path: a recording fused forward and a fused backward, for ``ar.vjp`` of the sequence functions.
 
-Every option of the sequence functions in float32/float64; other dtypes and an empty batch return ``None`` from
-:func:`sequence_vjp`, and the generic core runs.
+Every option of the sequence functions in float32/float64; the hook (``_backends/cupy/__init__.py``) leaves other
+dtypes and an empty batch to the generic core (:func:`declines`).
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from collections.abc import Callable
 from typing import Any, Optional
 
 from . import fused as cupy_kernels
+from . import policy
 from .common import (
-    FUSED_BLOCK,
     blocks_for,
     clip_scalar,
     contiguous_or_placeholder,
@@ -48,16 +48,14 @@ def sequence_vjp(
     lengths: Optional[Array],
     reverse: bool,
     options: dict[str, Any],
-) -> Optional[tuple[Array, State, Backward]]:
-    """``(y (T, B, P), final_state, backward)`` for a validated, time-major call; ``None`` to decline.
+) -> tuple[Array, State, Backward]:
+    """``(y (T, B, P), final_state, backward)`` for a validated, time-major call.
 
     Arguments as for every sequence implementation (``_core/sequence.py``); ``options`` are the cell
-    options (``nonlinearity`` / ``coupled``, ``clip`` / ``linear_before_reset``).
+    options (``nonlinearity`` / ``coupled``, ``clip`` / ``linear_before_reset``). The caller (the hook) has entered
+    the device and declined what :func:`declines` declines.
     """
-    if declines(x):
-        return None
-    with x.device:
-        return _RECORDERS[kind](cupy_module(), x, params, tuple(state), lengths, reverse, **options)
+    return _RECORDERS[kind](cupy_module(), x, params, tuple(state), lengths, reverse, **options)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -106,23 +104,19 @@ def _flat(a: Array) -> Array:
     return a.reshape(a.shape[0] * a.shape[1], a.shape[2])
 
 
-#: weight gradients are products with a small output (``G*H x I``) and a very long inner dimension (``T*B`` rows:
-#: 204 800 at T = 50, B = 4096); a GEMM kernel that does not split the inner dimension has only as many blocks as
-#: output tiles (16 for 256 x 256) for the whole GPU. ``> 1``: the rows in this many chunks, one batched matmul
-#: over the chunks, then their sum (``WEIGHT_GRAD_MIN_ROWS`` rows per chunk at least). ``None``: one matmul, split
-#: or not as cuBLAS's heuristics decide. Not yet timed against each other on a GPU: the benchmark's breakdown
-#: times both.
-WEIGHT_GRAD_CHUNKS: Optional[int] = None
-WEIGHT_GRAD_MIN_ROWS = 4096
-
-
 def _weight_grad(cp: Any, d_out: Array, inputs: Array) -> Array:
-    """``sum_t d_out[t]^T inputs[t]`` for ``(T, B, Out)`` and ``(T, B, In)``: one matmul (or ``WEIGHT_GRAD_CHUNKS``
-    batched ones and a sum)."""
+    """``sum_t d_out[t]^T inputs[t]`` for ``(T, B, Out)`` and ``(T, B, In)``: one matmul (or, with
+    ``policy.Config.grad_weight_grad_chunks``, that many batched ones and a sum).
+
+    Weight gradients are products with a small output (``G*H x I``) and a very long inner dimension (``T*B`` rows:
+    204 800 at T = 50, B = 4096); a GEMM kernel that does not split the inner dimension has only as many blocks as
+    output tiles (16 for 256 x 256) for the whole GPU: the chunks give it more.
+    """
     left, right = _flat(cp.ascontiguousarray(d_out)), _flat(cp.ascontiguousarray(inputs))
     rows = left.shape[0]
-    chunks = WEIGHT_GRAD_CHUNKS or 1
-    if chunks <= 1 or rows < chunks * WEIGHT_GRAD_MIN_ROWS:
+    config = policy.current()
+    chunks = config.grad_weight_grad_chunks or 1
+    if chunks <= 1 or rows < chunks * config.grad_weight_grad_min_rows:
         return cp.matmul(left.T, right)
     size = rows // chunks
     used = size * chunks
@@ -133,17 +127,14 @@ def _weight_grad(cp: Any, d_out: Array, inputs: Array) -> Array:
     return total
 
 
-#: bias (and peephole) gradients, sums over all steps and batch rows, as a product with a ones vector: one
-#: cuBLAS pass over ``(T*B, G*H)`` spread over the whole GPU. CuPy's reduction over the two leading axes runs one
-#: block of 512 threads per 32 output columns (its ``_get_block_specs``: 32 blocks for G*H = 1024), each block
-#: looping over all T*B rows, so a quarter of an H100's SMs stream the 0.8 GB of a bias at B = 4096.
-#: False: ``sum(axis=(0, 1))``. Not yet timed against each other on a GPU: ``benchmarks/gpu_bench.py``'s
-#: breakdown times both.
-BIAS_BY_MATMUL = True
-
-
 def _bias_grad(cp: Any, d_out: Array) -> Array:
-    if BIAS_BY_MATMUL:
+    """A bias (or peephole) gradient, the sum over all steps and batch rows of ``d_out (T, B, W)``: with
+    ``policy.Config.grad_bias_by_matmul`` a product with a ones vector (one cuBLAS pass over ``(T*B, W)`` spread
+    over the whole GPU), else ``sum(axis=(0, 1))``. CuPy's reduction over the two leading axes runs one block of 512
+    threads per 32 output columns (its ``_get_block_specs``: 32 blocks for W = 1024), each block looping over all
+    T*B rows, so a quarter of an H100's SMs stream the 0.8 GB of a bias at B = 4096. Not yet timed against each
+    other on a GPU: ``benchmarks/gpu_bench.py``'s breakdown times both."""
+    if policy.current().grad_bias_by_matmul:
         flat = _flat(cp.ascontiguousarray(d_out))
         return cp.matmul(cp.ones((flat.shape[0],), dtype=flat.dtype), flat)
     return d_out.sum(axis=(0, 1))
@@ -231,13 +222,15 @@ class _Launcher:
 
     def __init__(self, ops: Ops, dtype: str, batch: int) -> None:
         self.ops, self.dtype, self.batch = ops, dtype, batch
+        self.threads = policy.current().fused_block
         self._found: dict[tuple[str, int], tuple[Any, tuple[int]]] = {}
 
     def __call__(self, name: str, width: int, args: tuple[Any, ...]) -> None:
         found = self._found.get((name, width))
         if found is None:
-            found = self._found[(name, width)] = (kernel(name, self.dtype), blocks_for(self.batch * width, FUSED_BLOCK))
-        self.ops.launch(found[0], found[1], (FUSED_BLOCK,), args)
+            grid = blocks_for(self.batch * width, self.threads)
+            found = self._found[(name, width)] = (kernel(name, self.dtype), grid)
+        self.ops.launch(found[0], found[1], (self.threads,), args)
 
 
 def output_cotangent(cp: Any, dy: Optional[Array], dtype: Any) -> tuple[Callable[[int], Array], int]:
@@ -320,7 +313,7 @@ def rnn_backward_loop(
 def _rnn(
     cp: Any, x: Array, params: Any, state: State, lengths: Optional[Array], reverse: bool, *, nonlinearity: str = "tanh"
 ) -> tuple[Array, State, Backward]:
-    y, final = cupy_kernels.rnn_sequence(None, x, params, state, lengths, reverse, nonlinearity=nonlinearity)
+    y, final = cupy_kernels.sequence("rnn", None, x, params, state, lengths, reverse, {"nonlinearity": nonlinearity})
     h0 = state[0]
 
     def backward(dy: Optional[Array], d_final: tuple[Optional[Array], ...]) -> tuple[Array, Any, State]:

@@ -12,12 +12,22 @@ from collections.abc import Callable
 from typing import Any, Optional
 
 from . import graph as cupy_graph
-from .common import cupy_module, dtype_name, int32, kernel, options_mask, placeholder, project_inputs, time_order
+from . import policy, runtime
+from .common import (
+    cupy_module,
+    dtype_name,
+    int32,
+    kernel,
+    options_mask,
+    placeholder,
+    project_inputs,
+    refuse,
+    time_order,
+)
 from .grad_fused import (
     Backward,
     State,
     backward_order,
-    declines,
     fill_cotangent,
     gru_param_grads,
     lstm_param_grads,
@@ -30,9 +40,6 @@ from .sources import OPTIONS, graph_kernel_name
 
 Array = Any
 Launch = tuple[Any, tuple[int], tuple[int], tuple[Any, ...]]
-
-#: cached plans (each holds its graph and its buffers; gradient plans hold a whole tape)
-MAX_PLANS = 16
 
 
 @dataclasses.dataclass
@@ -49,9 +56,10 @@ class _Plan:
 
 
 def _replay(plan: _Plan, dtype: str) -> None:
-    """Run a plan's launches as its captured CUDA graph (captured on first use), or one by one without ``CAPTURE``."""
+    """Run a plan's launches as its captured CUDA graph (captured on first use), or one by one with
+    ``policy.Config.graph_capture`` off."""
     cp = cupy_module()
-    if cupy_graph.CAPTURE:
+    if policy.current().graph_capture:
         if plan.graph is None:
             plan.graph = cupy_graph._capture(plan.launches)
         plan.graph.launch(stream=cp.cuda.get_current_stream())
@@ -63,8 +71,8 @@ def _replay(plan: _Plan, dtype: str) -> None:
 @dataclasses.dataclass(frozen=True)
 class Runner:
     """How the plans' launches run: ``run(plan, dtype)`` (here: :func:`_replay`; the experimental "persistent"
-    variant runs them through the graph executor), ``forward`` (the forward path module whose ``rnn_sequence`` is
-    the RNN's recording forward) and ``impl`` (the path's name, in errors)."""
+    variant runs them through the graph executor), ``forward`` (the forward path module whose ``sequence`` is the
+    RNN's recording forward) and ``impl`` (the path's name, in errors)."""
 
     impl: str
     run: Callable[[_Plan, str], None]
@@ -75,11 +83,8 @@ class Runner:
 REPLAY = Runner("graph", _replay, cupy_graph)
 
 
-_plans = cupy_graph.PlanCache()
-
-
-def clear_cache() -> None:
-    _plans.clear()
+#: this path's plans (evicted LRU beyond ``grad_graph_max_plans``)
+_plans = cupy_graph.PlanCache(runtime.PLANS + "grad_graph")
 
 
 def cached_plans() -> int:
@@ -87,7 +92,7 @@ def cached_plans() -> int:
 
 
 def _plan(key: tuple[Any, ...], build: Callable[[], _Plan]) -> _Plan:
-    return _plans.get(key, build, MAX_PLANS)
+    return _plans.get(key, build, policy.current().grad_graph_max_plans)
 
 
 def _pointers(arrays: tuple[Array, ...]) -> tuple[int, ...]:
@@ -102,8 +107,9 @@ class _Shape:
         self.dtype = dtype_name(x.dtype)
         self.steps, self.batch, _ = x.shape
         self.hidden, self.reverse = hidden, reverse
-        self.tile = cupy_graph.choose_batch_tile(self.batch, hidden)
-        self.grid, self.block = cupy_graph.launch_shape(self.batch, hidden, self.tile)
+        config = policy.current()
+        self.tile = cupy_graph.choose_batch_tile(self.batch, hidden, config)
+        self.grid, self.block = cupy_graph.launch_shape(self.batch, hidden, self.tile, config)
         self.sizes = (int32(self.batch), int32(hidden))
 
     def key(self) -> tuple[Any, ...]:
@@ -119,6 +125,18 @@ class _Shape:
         return cupy_module().empty(shape, dtype=self.dtype if dtype is None else dtype)
 
 
+def no_projection(impl: str, kind: str, params: Any) -> Optional[str]:
+    """Why gradient path ``impl`` (graph gradient kernels: no projection) cannot run a call, or ``None``."""
+    if kind == "lstm" and getattr(params, "weight_hr", None) is not None:
+        return f"impl={impl!r} does not support the LSTM projection (proj_size > 0); use impl='fused'"
+    return None
+
+
+def supports(kind: str, params: Any, options: dict[str, Any]) -> Optional[str]:
+    """Why this gradient path cannot run a call (the LSTM projection), or ``None`` where it can."""
+    return no_projection(REPLAY.impl, kind, params)
+
+
 def sequence_vjp(
     xp: Any,
     kind: str,
@@ -128,8 +146,8 @@ def sequence_vjp(
     lengths: Optional[Array],
     reverse: bool,
     options: dict[str, Any],
-) -> Optional[tuple[Array, State, Backward]]:
-    """As ``cupy_grad.sequence_vjp``, with graph-replayed loops (``None``: declined, the generic core runs)."""
+) -> tuple[Array, State, Backward]:
+    """As ``grad_fused.sequence_vjp``, with graph-replayed loops."""
     return vjp_with(REPLAY, kind, x, params, state, lengths, reverse, options)
 
 
@@ -142,14 +160,10 @@ def vjp_with(
     lengths: Optional[Array],
     reverse: bool,
     options: dict[str, Any],
-) -> Optional[tuple[Array, State, Backward]]:
-    """:func:`sequence_vjp` with the plans run by ``runner``."""
-    if getattr(params, "weight_hr", None) is not None:
-        raise ValueError(f"impl={runner.impl!r} does not support the LSTM projection (proj_size > 0); use impl='fused'")
-    if declines(x):
-        return None
-    with x.device:
-        return _RECORDERS[kind](cupy_module(), x, params, tuple(state), lengths, reverse, runner, **options)
+) -> tuple[Array, State, Backward]:
+    """:func:`sequence_vjp` with the plans run by ``runner`` (a direct call is still refused the LSTM projection)."""
+    refuse(no_projection(runner.impl, kind, params))
+    return _RECORDERS[kind](cupy_module(), x, params, tuple(state), lengths, reverse, runner, **options)
 
 
 def _lengths_buffer(shape: _Shape, lengths: Optional[Array]) -> Array:
@@ -232,7 +246,7 @@ def _rnn(
     *,
     nonlinearity: str = "tanh",
 ) -> tuple[Array, State, Backward]:
-    y, final = runner.forward.rnn_sequence(None, x, params, state, lengths, reverse, nonlinearity=nonlinearity)
+    y, final = runner.forward.sequence("rnn", None, x, params, state, lengths, reverse, {"nonlinearity": nonlinearity})
     shape = _Shape(x, params.hidden_size, reverse, runner)
     h0 = state[0]
     options = options_mask(lengths=lengths, relu=nonlinearity == "relu")

@@ -1,30 +1,30 @@
 """CuPy fast path "graph": the whole time loop as one CUDA graph of fused mat-vec + gate kernels.
 
 A plan (its buffers and captured graph) is cached per shapes, dtype, options, device, stream and weight
-addresses; ``CAPTURE = False`` runs the same launches eagerly. No LSTM projection (use "fused").
+addresses; ``policy.Config.graph_capture`` off runs the same launches eagerly. No LSTM projection (use "fused").
 """
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import functools
 import threading
 from collections.abc import Callable
 from typing import Any, Optional
 
+from . import policy, runtime
 from .common import (
     acc_scalar,
-    check_dtype,
     clip_scalar,
     contiguous_or_placeholder,
     cupy_module,
-    empty_batch_result,
+    dtype_name,
     int32,
     kernel,
     lstm_options,
     options_mask,
     project_inputs,
+    refuse,
     time_order,
 )
 from .sources import BATCH_TILES, graph_kernel_name
@@ -33,35 +33,30 @@ Array = Any
 
 IMPL = "graph"
 
-#: warps per block of the graph kernels (one warp per hidden unit and batch tile)
-WARPS_PER_BLOCK = 4
-#: aim for at least this many warps per launch when choosing the batch tile (keeps the SMs busy; the measurement
-#: behind the value: benchmarks/NOTES.md)
-MIN_WARPS = 8192
-#: cached plans (each holds its graph and its buffers)
-MAX_PLANS = 16
-#: capture a CUDA graph (False: launch the same kernels one by one, for bisecting)
-CAPTURE = True
-#: force the batch rows per warp (None: :func:`choose_batch_tile`); for benchmarks
-FORCE_BATCH_TILE: Optional[int] = None
 
-
-def choose_batch_tile(batch: int, hidden: int) -> int:
-    """Batch rows per warp: reuse each weight load for more rows, while keeping >= MIN_WARPS warps."""
-    if FORCE_BATCH_TILE is not None:
-        if FORCE_BATCH_TILE not in BATCH_TILES:
-            raise ValueError(f"FORCE_BATCH_TILE must be one of {BATCH_TILES}, got {FORCE_BATCH_TILE!r}")
-        return FORCE_BATCH_TILE
+def choose_batch_tile(batch: int, hidden: int, config: Optional[policy.Config] = None) -> int:
+    """Batch rows per warp: reuse each weight load for more rows, while keeping >= ``graph_min_warps`` warps
+    (``config``: default the current one; its ``graph_force_batch_tile`` where set)."""
+    config = config or policy.current()
+    forced = config.graph_force_batch_tile
+    if forced is not None:
+        if forced not in BATCH_TILES:
+            raise ValueError(f"graph_force_batch_tile must be one of {BATCH_TILES}, got {forced!r}")
+        return forced
     tile = 1
-    while tile * 2 <= BATCH_TILES[-1] and tile < batch and -(-batch // (tile * 2)) * hidden >= MIN_WARPS:
+    while tile * 2 <= BATCH_TILES[-1] and tile < batch and -(-batch // (tile * 2)) * hidden >= config.graph_min_warps:
         tile *= 2
     return tile
 
 
-def launch_shape(batch: int, hidden: int, tile: int) -> tuple[tuple[int], tuple[int]]:
-    """(grid, block) for a graph kernel: one warp per (hidden unit, batch tile)."""
+def launch_shape(
+    batch: int, hidden: int, tile: int, config: Optional[policy.Config] = None
+) -> tuple[tuple[int], tuple[int]]:
+    """(grid, block) for a graph kernel: one warp per (hidden unit, batch tile), ``graph_warps_per_block`` warps per
+    block (``config``: default the current one)."""
+    per_block = (config or policy.current()).graph_warps_per_block
     warps = -(-batch // tile) * hidden
-    return (-(-warps // WARPS_PER_BLOCK),), (32 * WARPS_PER_BLOCK,)
+    return (-(-warps // per_block),), (32 * per_block,)
 
 
 def step_kernel(base: str, dtype: str, tile: int) -> Any:
@@ -72,13 +67,14 @@ def step_kernel(base: str, dtype: str, tile: int) -> Any:
 @dataclasses.dataclass(frozen=True)
 class StepKernels:
     """Which step kernels a plan launches: the warp-per-unit graph kernels (``WARP_PER_UNIT``), or another family
-    with the same parameters and step semantics (``experimental/tiled.py``). ``impl``: the path's name (in errors);
-    ``batch_tile(batch, hidden)``: the tile (part of the plan's key); ``launch_shape(batch, hidden, tile)``: (grid,
-    block); ``kernel(base, dtype, tile)``: the kernel standing in for graph kernel ``base`` (a ``*_graph_*`` name)."""
+    with the same parameters and step semantics (``experimental/tiled.py``). ``impl``: the path's name;
+    ``batch_tile(batch, hidden, config)``: the tile (part of the plan's key); ``launch_shape(batch, hidden, tile,
+    config)``: (grid, block); ``kernel(base, dtype, tile)``: the kernel standing in for graph kernel ``base`` (a
+    ``*_graph_*`` name). ``config``: the call's ``policy.Config``."""
 
     impl: str
-    batch_tile: Callable[[int, int], int]
-    launch_shape: Callable[[int, int, int], tuple[tuple[int], tuple[int]]]
+    batch_tile: Callable[[int, int, policy.Config], int]
+    launch_shape: Callable[[int, int, int, policy.Config], tuple[tuple[int], tuple[int]]]
     kernel: Callable[[str, str, int], Any]
 
 
@@ -105,15 +101,16 @@ class _Plan:
 
 
 class PlanCache:
-    """Plans (captured graphs and the buffers they point at) per key, least recently used dropped first.
+    """Plans (captured graphs and the buffers they point at) per key, least recently used dropped first, in the
+    runtime's cache ``name`` (``runtime.reset`` drops them).
 
     The key of :meth:`get` is completed with the current device and stream: a plan's buffers are reused in the
     order of the stream its work is enqueued on.
     """
 
-    def __init__(self) -> None:
-        self._plans: collections.OrderedDict[tuple[Any, ...], Any] = collections.OrderedDict()
-        self._lock = threading.Lock()
+    def __init__(self, name: str) -> None:
+        self._plans = runtime.cache(name)
+        self._lock = runtime.lock(name)
 
     def get(self, key: tuple[Any, ...], build: Callable[[], Any], limit: int) -> Any:
         """The plan for ``key``, made by ``build()`` (under the cache's lock) when there is none; at most ``limit``
@@ -130,20 +127,17 @@ class PlanCache:
                 self._plans.move_to_end(key)
         return plan
 
-    def clear(self) -> None:
-        with self._lock:
-            self._plans.clear()
-
     def __len__(self) -> int:
         return len(self._plans)
 
+    def plans(self) -> list[Any]:
+        """The cached plans, least recently used first."""
+        with self._lock:
+            return list(self._plans.values())
 
-_plans = PlanCache()
 
-
-def clear_cache() -> None:
-    """Drop every cached graph and its buffers (they are also evicted LRU beyond ``MAX_PLANS``)."""
-    _plans.clear()
+#: this path's plans (evicted LRU beyond ``graph_max_plans``)
+_plans = PlanCache(runtime.PLANS + "graph")
 
 
 def cached_plans() -> int:
@@ -187,9 +181,9 @@ def _capture(launches: list[tuple[Any, tuple[int], tuple[int], tuple[Any, ...]]]
     return capture(calls, {k for k, _, _, _ in launches})
 
 
-def _run_plan(plan: _Plan) -> None:
+def _run_plan(plan: _Plan, capture: bool) -> None:
     cp = cupy_module()
-    if CAPTURE:
+    if capture:
         if plan.graph is None:
             plan.graph = _capture(plan.launches)
         plan.graph.launch(stream=cp.cuda.get_current_stream())
@@ -221,12 +215,11 @@ def _sequence(
     """Find or build the plan for this call, fill its inputs, replay, and copy the results out; the plan launches
     the kernels of ``steps_with``."""
     cp = cupy_module()
-    dtype = check_dtype(x.dtype, steps_with.impl)
+    config = policy.current()
+    dtype = dtype_name(x.dtype)
     steps, batch, _ = x.shape
     hidden = initial[0].shape[1]
-    if batch == 0:
-        return empty_batch_result(x, initial)
-    tile = steps_with.batch_tile(batch, hidden)
+    tile = steps_with.batch_tile(batch, hidden, config)
     key = (
         cell,
         dtype,
@@ -252,11 +245,11 @@ def _sequence(
             extra=tuple(cp.empty((batch, hidden), dtype=x.dtype) for _ in range(scratch)),
             launches=[],
         )
-        grid, block = steps_with.launch_shape(batch, hidden, tile)
+        grid, block = steps_with.launch_shape(batch, hidden, tile, config)
         plan.launches = build(plan, dtype, tile, grid, block, steps, batch, hidden, reverse, options)
         return plan
 
-    plan = _plans.get(key, new_plan, MAX_PLANS)
+    plan = _plans.get(key, new_plan, config.graph_max_plans)
     with plan.lock:
         project_inputs(x, weight_ih, out=plan.gx)
         cp.copyto(plan.hidden_states[0], initial[0])
@@ -264,7 +257,7 @@ def _sequence(
             cp.copyto(plan.cell, initial[1])
         if lengths is not None:
             cp.copyto(plan.lengths, lengths, casting="unsafe")
-        _run_plan(plan)
+        _run_plan(plan, config.graph_capture)
         y = plan.y.copy()
         final = (plan.final_hidden(steps).copy(),) + ((plan.cell.copy(),) if plan.cell is not None else ())
     return y, final
@@ -328,140 +321,122 @@ def _one_launch_per_step(base: str, weights: tuple[Array, ...], steps_with: Step
     return build
 
 
-def rnn_sequence(
-    xp: Any,
-    x: Array,
-    params: Any,
-    state: tuple[Array],
-    lengths: Optional[Array],
-    reverse: bool,
-    *,
-    nonlinearity: str = "tanh",
-) -> tuple[Array, tuple[Array, ...]]:
-    return _rnn(x, params, state, lengths, reverse, nonlinearity)
+def no_projection(impl: str, kind: str, params: Any) -> Optional[str]:
+    """Why path ``impl`` (graph step kernels: no projection) cannot run a call of cell ``kind``, or ``None``."""
+    if kind == "lstm" and getattr(params, "weight_hr", None) is not None:
+        return f"impl={impl!r} does not support the LSTM projection (proj_size > 0); use impl='fused' or 'fused_graph'"
+    return None
 
 
-def _rnn(x: Array, params: Any, state: Any, lengths: Any, reverse: bool, nonlinearity: str, *,
+def supports(kind: str, params: Any, options: dict[str, Any]) -> Optional[str]:
+    """Why this path cannot run a call (the LSTM projection), or ``None`` where it can."""
+    return no_projection(IMPL, kind, params)
+
+
+def _rnn(x: Array, params: Any, state: Any, lengths: Any, reverse: bool, nonlinearity: str = "tanh", *,
          steps_with: StepKernels = WARP_PER_UNIT) -> Any:  # fmt: skip
-    with x.device:
-        weights = recurrent_weights(params, x.dtype)
-        options = options_mask(
-            bias_ih=params.bias_ih, bias_hh=params.bias_hh, lengths=lengths, relu=nonlinearity == "relu"
-        )
-        return _sequence(
-            cell="rnn",
-            x=x,
-            weight_ih=params.weight_ih,
-            graph_weights=weights,
-            initial=tuple(state),
-            lengths=lengths,
-            reverse=reverse,
-            gates=1,
-            options=options,
-            key_extra=(),
-            build=_one_launch_per_step("rnn_graph_step", weights, steps_with),
-            steps_with=steps_with,
-        )
+    weights = recurrent_weights(params, x.dtype)
+    options = options_mask(bias_ih=params.bias_ih, bias_hh=params.bias_hh, lengths=lengths, relu=nonlinearity == "relu")
+    return _sequence(
+        cell="rnn",
+        x=x,
+        weight_ih=params.weight_ih,
+        graph_weights=weights,
+        initial=tuple(state),
+        lengths=lengths,
+        reverse=reverse,
+        gates=1,
+        options=options,
+        key_extra=(),
+        build=_one_launch_per_step("rnn_graph_step", weights, steps_with),
+        steps_with=steps_with,
+    )
 
 
-def lstm_sequence(
-    xp: Any,
-    x: Array,
-    params: Any,
-    state: tuple[Array, Array],
-    lengths: Optional[Array],
-    reverse: bool,
-    *,
-    coupled: bool = False,
-    clip: Optional[float] = None,
-) -> tuple[Array, tuple[Array, ...]]:
-    return _lstm(x, params, state, lengths, reverse, coupled, clip)
+def _lstm(x: Array, params: Any, state: Any, lengths: Any, reverse: bool, coupled: bool = False,
+          clip: Optional[float] = None, *, steps_with: StepKernels = WARP_PER_UNIT) -> Any:  # fmt: skip
+    weights = lstm_step_weights(params, x.dtype)
+    options = lstm_options(params, lengths, coupled, clip)
+    clip_value = 0.0 if clip is None else float(clip)
+
+    def build(plan, dtype, tile, grid, block, steps, batch, hidden, reverse, options):
+        step = steps_with.kernel("lstm_graph_step", dtype, tile)
+        tail = (int32(options), acc_scalar(dtype, clip_value))
+        sizes = (int32(batch), int32(hidden))
+        launches = []
+        for t, prev, nxt in _steps(plan, steps, reverse):
+            args = (plan.gx[t], *weights, plan.lengths, prev, nxt, plan.cell, plan.y[t], *sizes, int32(t), *tail)
+            launches.append((step, grid, block, args))
+        return launches
+
+    return _sequence(
+        cell="lstm",
+        x=x,
+        weight_ih=params.weight_ih,
+        graph_weights=weights,
+        initial=tuple(state),
+        lengths=lengths,
+        reverse=reverse,
+        gates=4,
+        options=options,
+        key_extra=(clip_value,),
+        build=build,
+        steps_with=steps_with,
+    )
 
 
-def _lstm(x: Array, params: Any, state: Any, lengths: Any, reverse: bool, coupled: bool, clip: Optional[float], *,
-          steps_with: StepKernels = WARP_PER_UNIT) -> Any:  # fmt: skip
-    if params.weight_hr is not None:
-        name = steps_with.impl
-        raise ValueError(
-            f"impl={name!r} does not support the LSTM projection (proj_size > 0); use impl='fused' or 'fused_graph'"
-        )
-    with x.device:
-        weights = lstm_step_weights(params, x.dtype)
-        options = lstm_options(params, lengths, coupled, clip)
-        clip_value = 0.0 if clip is None else float(clip)
-
-        def build(plan, dtype, tile, grid, block, steps, batch, hidden, reverse, options):
-            step = steps_with.kernel("lstm_graph_step", dtype, tile)
-            tail = (int32(options), acc_scalar(dtype, clip_value))
-            sizes = (int32(batch), int32(hidden))
-            launches = []
-            for t, prev, nxt in _steps(plan, steps, reverse):
-                args = (plan.gx[t], *weights, plan.lengths, prev, nxt, plan.cell, plan.y[t], *sizes, int32(t), *tail)
-                launches.append((step, grid, block, args))
-            return launches
-
-        return _sequence(
-            cell="lstm",
-            x=x,
-            weight_ih=params.weight_ih,
-            graph_weights=weights,
-            initial=tuple(state),
-            lengths=lengths,
-            reverse=reverse,
-            gates=4,
-            options=options,
-            key_extra=(clip_value,),
-            build=build,
-            steps_with=steps_with,
-        )
-
-
-def gru_sequence(
-    xp: Any,
-    x: Array,
-    params: Any,
-    state: tuple[Array],
-    lengths: Optional[Array],
-    reverse: bool,
-    *,
-    linear_before_reset: bool = True,
-) -> tuple[Array, tuple[Array, ...]]:
-    return _gru(x, params, state, lengths, reverse, linear_before_reset)
-
-
-def _gru(x: Array, params: Any, state: Any, lengths: Any, reverse: bool, linear_before_reset: bool, *,
+def _gru(x: Array, params: Any, state: Any, lengths: Any, reverse: bool, linear_before_reset: bool = True, *,
          steps_with: StepKernels = WARP_PER_UNIT) -> Any:  # fmt: skip
-    with x.device:
-        weights = recurrent_weights(params, x.dtype)
-        options = options_mask(bias_ih=params.bias_ih, bias_hh=params.bias_hh, lengths=lengths)
+    weights = recurrent_weights(params, x.dtype)
+    options = options_mask(bias_ih=params.bias_ih, bias_hh=params.bias_hh, lengths=lengths)
 
-        def build_two_launches(plan, dtype, tile, grid, block, steps, batch, hidden, reverse, options):
-            # linear_before_reset=False: rh = r * h_prev of every unit before any unit's candidate
-            sizes = (int32(batch), int32(hidden))
-            launches = []
-            reset = steps_with.kernel("gru_graph_reset", dtype, tile)
-            finish = steps_with.kernel("gru_graph_finish", dtype, tile)
-            (reset_h,) = plan.extra
-            for t, prev, nxt in _steps(plan, steps, reverse):
-                launches.append((reset, grid, block, (plan.gx[t], *weights, prev, reset_h, *sizes, int32(options))))
-                finish_args = (plan.gx[t], *weights, plan.lengths, prev, reset_h, nxt, plan.y[t])
-                launches.append((finish, grid, block, (*finish_args, *sizes, int32(t), int32(options))))
-            return launches
+    def build_two_launches(plan, dtype, tile, grid, block, steps, batch, hidden, reverse, options):
+        # linear_before_reset=False: rh = r * h_prev of every unit before any unit's candidate
+        sizes = (int32(batch), int32(hidden))
+        launches = []
+        reset = steps_with.kernel("gru_graph_reset", dtype, tile)
+        finish = steps_with.kernel("gru_graph_finish", dtype, tile)
+        (reset_h,) = plan.extra
+        for t, prev, nxt in _steps(plan, steps, reverse):
+            launches.append((reset, grid, block, (plan.gx[t], *weights, prev, reset_h, *sizes, int32(options))))
+            finish_args = (plan.gx[t], *weights, plan.lengths, prev, reset_h, nxt, plan.y[t])
+            launches.append((finish, grid, block, (*finish_args, *sizes, int32(t), int32(options))))
+        return launches
 
-        return _sequence(
-            cell="gru",
-            x=x,
-            weight_ih=params.weight_ih,
-            graph_weights=weights,
-            initial=tuple(state),
-            lengths=lengths,
-            reverse=reverse,
-            gates=3,
-            options=options,
-            key_extra=(bool(linear_before_reset),),
-            build=_one_launch_per_step("gru_graph_step", weights, steps_with)
-            if linear_before_reset
-            else build_two_launches,
-            scratch=0 if linear_before_reset else 1,
-            steps_with=steps_with,
-        )
+    return _sequence(
+        cell="gru",
+        x=x,
+        weight_ih=params.weight_ih,
+        graph_weights=weights,
+        initial=tuple(state),
+        lengths=lengths,
+        reverse=reverse,
+        gates=3,
+        options=options,
+        key_extra=(bool(linear_before_reset),),
+        build=_one_launch_per_step("gru_graph_step", weights, steps_with)
+        if linear_before_reset
+        else build_two_launches,
+        scratch=0 if linear_before_reset else 1,
+        steps_with=steps_with,
+    )
+
+
+_SEQUENCES = {"rnn": _rnn, "lstm": _lstm, "gru": _gru}
+
+
+def sequence(
+    kind: str,
+    xp: Any,
+    x: Array,
+    params: Any,
+    state: tuple[Array, ...],
+    lengths: Optional[Array],
+    reverse: bool,
+    options: dict[str, Any],
+) -> tuple[Array, tuple[Array, ...]]:
+    """One layer of cell ``kind`` on this path: ``(y, final_state)``; ``options``: the cell's keyword options. The
+    caller (the hook in ``_backends/cupy/__init__.py``) has entered the device, checked the dtype and
+    :func:`supports`, and handled an empty batch (a direct call is still refused what :func:`supports` refuses)."""
+    refuse(supports(kind, params, options))
+    return _SEQUENCES[kind](x, params, state, lengths, reverse, **options)

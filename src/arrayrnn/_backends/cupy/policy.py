@@ -1,7 +1,8 @@
-"""CuPy dispatch policy: one frozen :class:`Config` of switches and thresholds, and the pure choice functions.
+"""CuPy settings: one frozen :class:`Config` (dispatch switches, thresholds, the paths' knobs) and the pure choices.
 
 ``ARRAYRNN_CUPY_DISPATCH=NAME=value,...`` builds the process-wide config once; :func:`configured` swaps a changed
-copy in for a ``with`` block (tests, benchmarks). Nothing here imports CuPy: every choice is testable anywhere.
+copy in for a ``with`` block (tests, benchmarks); the paths read :func:`current` once per call. Nothing here
+imports CuPy: every choice is testable anywhere.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ DISPATCH_ENV = "ARRAYRNN_CUPY_DISPATCH"
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """Every switch and threshold the CuPy dispatcher reads (see ``benchmarks/NOTES.md`` for the measurements)."""
+    """Every switch and threshold the CuPy dispatcher reads, and every knob of the paths themselves (launch shapes,
+    plan cache sizes, test switches); see ``benchmarks/NOTES.md`` for the measurements."""
 
     #: the small-batch path auto picks where the warp-per-unit kernels win: "graph" or "persistent"
     small_batch_impl: str = "graph"
@@ -48,6 +50,67 @@ class Config:
     grad_buffer_factor: int = 4
     #: the gradient path where the forward would take the small-batch path: "graph" or "persistent"
     grad_small_batch_impl: str = "graph"
+
+    # the paths' own knobs (not dispatch switches: ``ARRAYRNN_CUPY_DISPATCH`` does not set them)
+
+    #: threads per block of the one-thread-per-element kernels ("fused" and the fused gradient loops)
+    fused_block: int = 256
+    #: capture the graph paths' launches as CUDA graphs (False: launch the same kernels one by one, for bisecting;
+    #: also the "fused_graph" paths' recorded calls)
+    graph_capture: bool = True
+    #: cached "graph" forward plans (each holds its graph and its buffers)
+    graph_max_plans: int = 16
+    #: force the graph kernels' batch rows per warp (None: ``graph.choose_batch_tile``); for benchmarks and tests
+    graph_force_batch_tile: Optional[int] = None
+    #: warps per block of the graph kernels (one warp per hidden unit and batch tile)
+    graph_warps_per_block: int = 4
+    #: aim for at least this many warps per launch when choosing the graph batch tile (keeps the SMs busy; the
+    #: measurement behind the value: benchmarks/NOTES.md)
+    graph_min_warps: int = 8192
+    #: cached "graph" gradient plans (each holds its graph and its buffers; gradient plans hold a whole tape)
+    grad_graph_max_plans: int = 16
+    #: weight gradients (``sum_t d_out[t]^T inputs[t]``, ``T*B`` rows) in this many chunks, one batched matmul over
+    #: the chunks, then their sum (> 1; at least ``grad_weight_grad_min_rows`` rows per chunk); None: one matmul,
+    #: split or not as cuBLAS decides. Not yet timed against each other on a GPU: the benchmark's breakdown times
+    #: both
+    grad_weight_grad_chunks: Optional[int] = None
+    grad_weight_grad_min_rows: int = 4096
+    #: bias (and peephole) gradients as a product with a ones vector (one cuBLAS pass over ``(T*B, G*H)``); False:
+    #: CuPy's ``sum(axis=(0, 1))`` (why the product: ``grad_fused._bias_grad``; the breakdown times both)
+    grad_bias_by_matmul: bool = True
+    #: cached "fused_graph" forward plans (each holds its graph and the input projection of a whole sequence)
+    fused_graph_max_plans: int = 8
+    #: cached "fused_graph" gradient plans (each holds a whole tape and the backward's buffers)
+    grad_fused_graph_max_plans: int = 4
+    #: bytes of cuBLAS workspace a "fused_graph" plan gives its products (cuBLAS's guide suggests 32 MiB on Hopper
+    #: for its widest kernels; these products are small: 4 MiB leaves split-K room without 32 MiB per cached plan)
+    fused_graph_workspace_bytes: int = 4 << 20
+    #: threads per block of the persistent kernels (8 warps)
+    persistent_threads: int = 256
+    #: persistent blocks per multiprocessor at most (more blocks = more arrivals at every barrier)
+    persistent_blocks_per_sm: int = 1
+    #: cap on the blocks of one persistent launch (None: as many as there are tasks for and fit); tests force
+    #: several tasks per warp
+    persistent_max_blocks: Optional[int] = None
+    #: force the persistent kernels' batch rows per warp task (None: ``persistent.choose_batch_tile``); benchmarks
+    persistent_force_batch_tile: Optional[int] = None
+    #: read the grid barrier's timeout flag after every persistent launch (a device-to-host copy and a sync: tests
+    #: and the smoke check only)
+    persistent_check_barrier: bool = False
+    #: grid barrier with release/acquire atomics instead of two full fences (not yet measured against them: the
+    #: benchmark's barrier section times both; the fences are cooperative_groups' own pattern)
+    persistent_acqrel_barrier: bool = False
+    #: threads per block of the graph executor (fewer where its register use does not allow that many)
+    executor_threads: int = 256
+    #: threads per block of the cluster kernels (at most: fewer where the kernel's registers do not allow as many,
+    #: as for float64). 16 warps: one block holds all its tasks of a small step at once (LSTM H = 128, B = 1 on 8
+    #: blocks: 16 unit tasks)
+    cluster_threads: int = 512
+    #: force the blocks per cluster (None: ``cluster.choose_cluster_size``); for benchmarks and tests
+    cluster_force_cluster_size: Optional[int] = None
+    #: force the cluster kernels' batch rows per warp task (None: the smallest tile that gives each warp at most one
+    #: task); for benchmarks and tests
+    cluster_force_batch_tile: Optional[int] = None
 
     def replace(self, **changes: Any) -> Config:
         """A copy with ``changes`` (field names); unknown names raise ``TypeError``."""
@@ -147,9 +210,9 @@ def choose_impl(
     small = batch <= config.graph_max_batch and hidden <= config.graph_max_hidden
     graph_ok = not has_projection and weights_contiguous and buffer_bytes <= config.graph_max_buffer_bytes
     if graph_ok and small and config.cluster_auto and cluster_shared > 0 and linear_before_reset:
-        from .experimental import cluster
+        from .experimental import cluster_sources
 
-        if cluster.fits(GATES[kind], batch, hidden, itemsize, cluster_shared):
+        if cluster_sources.fits(GATES[kind], batch, hidden, itemsize, cluster_shared):
             return "cluster"
     tiled_batch = config.tiled_min_batch <= batch <= config.tiled_max_batch
     if config.tiled_auto and graph_ok and linear_before_reset and tiled_batch:
@@ -185,9 +248,9 @@ def grad_choice(
     if forward not in ("graph", "persistent", "cluster"):
         return "fused"
     if forward == "cluster":
-        from .experimental import cluster
+        from .experimental import cluster_sources
 
         gates, itemsize = GATES[kind], np.dtype(dtype).itemsize
-        if cluster.fits(gates, batch, hidden, itemsize, cluster_shared, gates * hidden):
+        if cluster_sources.fits(gates, batch, hidden, itemsize, cluster_shared, gates * hidden):
             return "cluster"
     return config.grad_small_batch_impl

@@ -15,6 +15,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from .. import policy, runtime
 from ..common import cupy_module
 
 Array = Any
@@ -27,9 +28,6 @@ DATA_TYPES = {"float16": 2, "float32": 0, "float64": 1}
 COMPUTE_32F, COMPUTE_32F_FAST_TF32, COMPUTE_64F = 68, 77, 70
 #: cublasGemmAlgo_t: let cuBLAS choose
 GEMM_DEFAULT = -1
-#: bytes of workspace a plan gives its products (cuBLAS's guide suggests 32 MiB on Hopper for its widest
-#: kernels; these products are small: 4 MiB leaves split-K room without 32 MiB per cached plan)
-WORKSPACE_BYTES = 4 << 20
 
 
 class CublasError(RuntimeError):
@@ -120,8 +118,9 @@ def library() -> Library:
         return _library
 
 
-_handles_lock = threading.Lock()
-_handles: dict[tuple[int, int], tuple[Library, int, threading.Lock]] = {}
+#: (id(library), device) -> (library, handle, the lock its users hold around a call)
+_handles = runtime.cache("blas.handles")
+_handles_lock = runtime.lock("blas.handles")
 
 
 def handle() -> tuple[Library, int, threading.Lock]:
@@ -201,9 +200,11 @@ class Gemm:
             )  # fmt: skip
 
 
-def workspace() -> Array:
-    """A fresh cuBLAS workspace (``WORKSPACE_BYTES``) on the current device, for one plan's products."""
-    return cupy_module().empty((WORKSPACE_BYTES,), dtype=np.uint8)
+def workspace(nbytes: Optional[int] = None) -> Array:
+    """A fresh cuBLAS workspace of ``nbytes`` (default: ``policy.Config.fused_graph_workspace_bytes``) on the current
+    device, for one plan's products."""
+    size = policy.current().fused_graph_workspace_bytes if nbytes is None else nbytes
+    return cupy_module().empty((size,), dtype=np.uint8)
 
 
 def matmul(a: Array, b: Array, out: Array, workspace: Array) -> Gemm:

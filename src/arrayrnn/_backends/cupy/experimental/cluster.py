@@ -10,51 +10,48 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any, Optional
 
-from ..common import check_dtype, cupy_module, empty_batch_result, int32, kernel, lengths_int64, project_inputs
+from .. import policy, runtime
+from ..common import cupy_module, dtype_name, int32, kernel, lengths_int64, project_inputs, refuse
 from ..graph import GATES, step_arguments
-from .cluster_sources import CLUSTER_SIZES, cluster_barrier_bench_name, cluster_kernel_name
+from .cluster_sources import (
+    CLUSTER_SIZES,
+    PORTABLE_CLUSTER_SIZE,
+    cluster_barrier_bench_name,
+    cluster_kernel_name,
+    shared_bytes,
+)
 from .persistent import ITEMSIZE, allow_shared, shared_memory_limit, tile_for_warps
 
 Array = Any
 
 IMPL = "cluster"
 
-#: threads per block (at most: fewer where the kernel's registers do not allow as many, as for float64). 16 warps:
-#: one block holds all its tasks of a small step at once (LSTM H = 128, B = 1 on 8 blocks: 16 unit tasks)
-THREADS = 512
-#: blocks per cluster (None: :func:`choose_cluster_size`); for benchmarks and tests
-FORCE_CLUSTER_SIZE: Optional[int] = None
-#: batch rows per warp task (None: the smallest tile that gives each warp at most one task); for benchmarks
-FORCE_BATCH_TILE: Optional[int] = None
-#: the largest cluster every Hopper part schedules; larger ones need the kernel's non-portable opt-in
-PORTABLE_CLUSTER_SIZE = 8
 #: CU_FUNC_ATTRIBUTE_NON_PORTABLE_CLUSTER_SIZE_ALLOWED (cuda.h)
 _ATTR_NON_PORTABLE_CLUSTER = 14
 
 
-def shared_bytes(gates: int, batch: int, hidden: int, size: int, itemsize: int, exchanged: Optional[int] = None) -> int:
-    """Dynamic shared memory per block: the weight rows of ``ceil(hidden / size)`` units (``gates * hidden``
-    elements each) and two copies of the exchanged ``(batch, exchanged)`` state (the forward's ``h``:
-    ``exchanged = hidden``, the default; the backward's gate gradients: ``gates * hidden``)."""
-    units = -(-hidden // size)
-    width = hidden if exchanged is None else exchanged
-    return (gates * units * hidden + 2 * batch * width) * itemsize
-
-
 def choose_cluster_size(
-    gates: int, batch: int, hidden: int, itemsize: int, limit: int, exchanged: Optional[int] = None
+    gates: int,
+    batch: int,
+    hidden: int,
+    itemsize: int,
+    limit: int,
+    exchanged: Optional[int] = None,
+    config: Optional[policy.Config] = None,
 ) -> int:
     """The portable cluster size (8) where its blocks' shared memory holds the weights and the state, else the
-    smallest larger size that does (16); ``ValueError`` where none does.
+    smallest larger size that does (16); ``ValueError`` where none does; ``cluster_force_cluster_size`` of ``config``
+    (default the current one) where set.
 
     Eight blocks rather than fewer: each step's mat-vec reads every weight from shared memory, so more blocks
     mean proportionally less time per step, while the cluster barrier costs about the same (to be confirmed
     by the benchmark's sweep over sizes).
     """
-    if FORCE_CLUSTER_SIZE is not None:
-        if FORCE_CLUSTER_SIZE not in CLUSTER_SIZES:
-            raise ValueError(f"FORCE_CLUSTER_SIZE must be one of {CLUSTER_SIZES}, got {FORCE_CLUSTER_SIZE!r}")
-        return FORCE_CLUSTER_SIZE
+    forced = (config or policy.current()).cluster_force_cluster_size
+    if forced is not None:
+        if forced not in CLUSTER_SIZES:
+            raise ValueError(f"cluster_force_cluster_size must be one of {CLUSTER_SIZES}, got {forced!r}")
+        return forced
     for size in CLUSTER_SIZES:
         if size >= PORTABLE_CLUSTER_SIZE and shared_bytes(gates, batch, hidden, size, itemsize, exchanged) <= limit:
             return size
@@ -67,16 +64,8 @@ def choose_cluster_size(
     )
 
 
-def fits(gates: int, batch: int, hidden: int, itemsize: int, limit: int, exchanged: Optional[int] = None) -> bool:
-    """Whether some cluster size holds the weights and the exchanged state in ``limit`` bytes per block."""
-    return any(
-        shared_bytes(gates, batch, hidden, size, itemsize, exchanged) <= limit
-        for size in CLUSTER_SIZES
-        if size >= PORTABLE_CLUSTER_SIZE
-    )
-
-
-_shared_limits: dict[tuple[int, int], int] = {}
+#: (id(cupy), device) -> the shared memory a cluster kernel's block may have there (0: no clusters)
+_shared_limits = runtime.cache("cluster.shared_limits")
 
 
 def cluster_shared_limit() -> int:
@@ -108,15 +97,15 @@ class ClusterLaunch:
         self.kernel((self.size,), (self.threads,), (*args, int32(self.units)), shared_mem=self.shared_mem)
 
 
-def refuse_unsupported(kind: str, params: Any, options: dict[str, Any]) -> None:
-    """``ValueError`` for what the cluster kernels do not do: the LSTM projection, GRU with
-    ``linear_before_reset=False`` (the forward and the gradient path alike)."""
+def supports(kind: str, params: Any, options: dict[str, Any]) -> Optional[str]:
+    """Why the cluster kernels cannot run a call, or ``None`` where they can: the LSTM projection, GRU with
+    ``linear_before_reset=False`` (the forward and the gradient path alike). What the device and the shape allow
+    (thread block clusters, shared memory) is known only on the device: :func:`plan_launch` refuses that."""
     if kind == "lstm" and getattr(params, "weight_hr", None) is not None:
-        raise ValueError("impl='cluster' does not support the LSTM projection (proj_size > 0); use impl='fused'")
+        return "impl='cluster' does not support the LSTM projection (proj_size > 0); use impl='fused'"
     if kind == "gru" and not options.get("linear_before_reset", True):
-        raise ValueError(
-            "impl='cluster' supports GRU with linear_before_reset=True only; use impl='persistent' or 'graph'"
-        )
+        return "impl='cluster' supports GRU with linear_before_reset=True only; use impl='persistent' or 'graph'"
+    return None
 
 
 def _require_clusters(device: Any) -> None:
@@ -135,11 +124,12 @@ def plan_launch(
     shape: cluster size, batch tile, shared memory (opted in); ``ValueError`` where the device has no clusters
     or the shape does not fit one cluster (``exchanged``: see :func:`shared_bytes`)."""
     cp = cupy_module()
+    config = policy.current()
     device = cp.cuda.Device()
     _require_clusters(device)
     itemsize = ITEMSIZE[dtype]
     limit = shared_memory_limit(cp, device)
-    size = choose_cluster_size(gates, batch, hidden, itemsize, limit, exchanged)
+    size = choose_cluster_size(gates, batch, hidden, itemsize, limit, exchanged, config)
     shared_mem = shared_bytes(gates, batch, hidden, size, itemsize, exchanged)
     if shared_mem > limit:
         raise ValueError(
@@ -147,11 +137,12 @@ def plan_launch(
             f"(B={batch}, H={hidden}); {limit} available"
         )
     units = -(-hidden // size)
-    tile = tile_for_warps(batch, units, THREADS // 32, FORCE_BATCH_TILE)
+    most = config.cluster_threads
+    tile = tile_for_warps(batch, units, most // 32, config.cluster_force_batch_tile, "cluster_force_batch_tile")
     name = cluster_kernel_name(base, tile, size)
     k = kernel(name, dtype)
-    # as many of THREADS as the kernel's registers allow (float64 kernels use more: 512 threads may not fit)
-    threads = min(THREADS, int(k.attributes["max_threads_per_block"]) // 32 * 32)
+    # as many of cluster_threads as the kernel's registers allow (float64 kernels use more: 512 may not fit)
+    threads = min(most, int(k.attributes["max_threads_per_block"]) // 32 * 32)
     allow_shared(k, name, shared_mem)
     if size > PORTABLE_CLUSTER_SIZE:
         _allow_non_portable(cp, k)
@@ -159,7 +150,7 @@ def plan_launch(
 
 
 #: (id(kernel), device) -> the kernel (held so that its id is not reused)
-_non_portable: dict[tuple[int, int], Any] = {}
+_non_portable = runtime.cache("cluster.non_portable")
 
 
 def _allow_non_portable(cp: Any, k: Any) -> None:
@@ -183,11 +174,9 @@ def _run(
     tail: tuple[Any, ...] = (),
 ) -> tuple[Array, tuple[Array, ...]]:
     cp = cupy_module()
-    dtype = check_dtype(x.dtype, IMPL)
+    dtype = dtype_name(x.dtype)
     steps, batch, _ = x.shape
     hidden = initial[0].shape[1]
-    if batch == 0:
-        return empty_batch_result(x, initial)
     launch = plan_launch(base, dtype, batch, hidden, gates)
     gx = project_inputs(x, weight_ih)
     h0 = cp.ascontiguousarray(initial[0])
@@ -199,60 +188,21 @@ def _run(
     return y, (h_last, *cell)
 
 
-def _sequence(
+def sequence(
     kind: str,
+    xp: Any,
     x: Array,
     params: Any,
-    state: Any,
+    state: tuple[Array, ...],
     lengths: Optional[Array],
     reverse: bool,
     options: dict[str, Any],
 ) -> tuple[Array, tuple[Array, ...]]:
-    refuse_unsupported(kind, params, options)
-    with x.device:
-        weights, bits, tail = step_arguments(kind, params, lengths, check_dtype(x.dtype, IMPL), options)
-        gates = GATES[kind]
-        return _run(f"{kind}_cluster", x, params.weight_ih, weights, tuple(state), lengths, reverse, bits, gates, tail)
-
-
-def rnn_sequence(
-    xp: Any,
-    x: Array,
-    params: Any,
-    state: tuple[Array],
-    lengths: Optional[Array],
-    reverse: bool,
-    *,
-    nonlinearity: str = "tanh",
-) -> tuple[Array, tuple[Array, ...]]:
-    return _sequence("rnn", x, params, state, lengths, reverse, {"nonlinearity": nonlinearity})
-
-
-def lstm_sequence(
-    xp: Any,
-    x: Array,
-    params: Any,
-    state: tuple[Array, Array],
-    lengths: Optional[Array],
-    reverse: bool,
-    *,
-    coupled: bool = False,
-    clip: Optional[float] = None,
-) -> tuple[Array, tuple[Array, ...]]:
-    return _sequence("lstm", x, params, state, lengths, reverse, {"coupled": coupled, "clip": clip})
-
-
-def gru_sequence(
-    xp: Any,
-    x: Array,
-    params: Any,
-    state: tuple[Array],
-    lengths: Optional[Array],
-    reverse: bool,
-    *,
-    linear_before_reset: bool = True,
-) -> tuple[Array, tuple[Array, ...]]:
-    return _sequence("gru", x, params, state, lengths, reverse, {"linear_before_reset": linear_before_reset})
+    """As ``graph.sequence``, the whole time loop in one launch of one thread block cluster."""
+    refuse(supports(kind, params, options))
+    weights, bits, tail = step_arguments(kind, params, lengths, dtype_name(x.dtype), options)
+    gates = GATES[kind]
+    return _run(f"{kind}_cluster", x, params.weight_ih, weights, tuple(state), lengths, reverse, bits, gates, tail)
 
 
 def barrier_bench(size: int, threads: int, steps: int) -> Callable[[], None]:

@@ -7,10 +7,13 @@ new columns into every other block's; one cluster barrier per step (why that suf
 from __future__ import annotations
 
 import functools
+from typing import Optional
 
 #: blocks per cluster the kernels are compiled for (the grid is one cluster; 16 is a non-portable size that
 #: the kernel must opt in to and that not every Hopper part schedules)
 CLUSTER_SIZES = (2, 4, 8, 16)
+#: the largest cluster every Hopper part schedules; larger ones need the kernel's non-portable opt-in
+PORTABLE_CLUSTER_SIZE = 8
 
 #: entry points (per batch tile and cluster size); "h0" the initial state, "h_last" the final one, "units" the
 #: hidden units per block (the last blocks may have fewer, or none)
@@ -35,6 +38,25 @@ CLUSTER_SPECS: dict[str, list[tuple[str, str]]] = {
         ("int", "units"),
     ],
 }  # fmt: skip
+
+
+def shared_bytes(gates: int, batch: int, hidden: int, size: int, itemsize: int, exchanged: Optional[int] = None) -> int:
+    """Dynamic shared memory per block of a cluster kernel: the weight rows of ``ceil(hidden / size)`` units
+    (``gates * hidden`` elements each) and two copies of the exchanged ``(batch, exchanged)`` state (the forward's
+    ``h``: ``exchanged = hidden``, the default; the backward's gate gradients: ``gates * hidden``)."""
+    units = -(-hidden // size)
+    width = hidden if exchanged is None else exchanged
+    return (gates * units * hidden + 2 * batch * width) * itemsize
+
+
+def fits(gates: int, batch: int, hidden: int, itemsize: int, limit: int, exchanged: Optional[int] = None) -> bool:
+    """Whether some cluster size (portable or larger) holds the weights and the exchanged state in ``limit`` bytes
+    per block (``policy.choose_impl`` asks, without loading the cluster path)."""
+    return any(
+        shared_bytes(gates, batch, hidden, size, itemsize, exchanged) <= limit
+        for size in CLUSTER_SIZES
+        if size >= PORTABLE_CLUSTER_SIZE
+    )
 
 
 def cluster_kernel_name(base: str, batch_tile: int, size: int) -> str:

@@ -12,6 +12,7 @@ from typing import Any, Optional
 import numpy as np
 
 from .. import grad_graph as cupy_grad_graph
+from .. import policy
 from ..common import cupy_module, int32, kernel, kernel_name, resident_blocks
 from ..grad_fused import Backward, State
 from ..sources import graph_kernel_name, kernel_specs
@@ -19,9 +20,6 @@ from . import persistent as cupy_persistent
 from .sources import EXECUTOR_BASES, EXECUTOR_SLOTS
 
 Array = Any
-
-#: threads per block of the executor (fewer where its register use does not allow that many)
-THREADS = 256
 
 
 @dataclasses.dataclass
@@ -77,16 +75,20 @@ def build_table(launches: list[tuple[Any, tuple[int], tuple[int], tuple[Any, ...
 
 
 def run(table: ExecutorTable, dtype: str) -> None:
-    """Run the encoded launches on the current stream: one cooperative launch."""
+    """Run the encoded launches on the current stream: one cooperative launch (``executor_threads`` threads per
+    block at most, the grid capped as the persistent path's)."""
+    config = policy.current()
     name = graph_kernel_name("graph_executor", table.tile)
     k = kernel(name, dtype)
-    threads = min(THREADS, int(k.attributes["max_threads_per_block"]) // 32 * 32)
-    limit = min(cupy_persistent.block_cap(), resident_blocks(k, name, threads))
+    threads = min(config.executor_threads, int(k.attributes["max_threads_per_block"]) // 32 * 32)
+    limit = min(cupy_persistent.block_cap(config), resident_blocks(k, name, threads))
     blocks = max(1, min(limit, -(-table.tasks // (threads // 32))))
     head = (table.table, table.kinds, int32(table.launches), int32(EXECUTOR_SLOTS))
-    options = int32(cupy_persistent.barrier_options())
+    options = int32(cupy_persistent.barrier_options(config))
     what = f"graph executor ({table.launches} launches)"
-    cupy_persistent.launch_with_barrier(k, blocks, threads, lambda counter: (*head, counter, options), what=what)
+    cupy_persistent.launch_with_barrier(
+        k, blocks, threads, lambda counter: (*head, counter, options), what=what, config=config
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -105,6 +107,11 @@ def _run_plan(plan: Any, dtype: str) -> None:
 RUNNER = cupy_grad_graph.Runner("persistent", _run_plan, cupy_persistent)
 
 
+def supports(kind: str, params: Any, options: dict[str, Any]) -> Optional[str]:
+    """Why the "persistent" gradient path cannot run a call (the LSTM projection), or ``None`` where it can."""
+    return cupy_grad_graph.no_projection(RUNNER.impl, kind, params)
+
+
 def sequence_vjp_persistent(
     xp: Any,
     kind: str,
@@ -114,6 +121,6 @@ def sequence_vjp_persistent(
     lengths: Optional[Array],
     reverse: bool,
     options: dict[str, Any],
-) -> Optional[tuple[Array, State, Backward]]:
-    """As ``grad_graph.sequence_vjp``, each loop run by the graph executor in one launch (``None``: declined)."""
+) -> tuple[Array, State, Backward]:
+    """As ``grad_graph.sequence_vjp``, each loop run by the graph executor in one launch."""
     return cupy_grad_graph.vjp_with(RUNNER, kind, x, params, state, lengths, reverse, options)

@@ -14,15 +14,13 @@ from typing import Any, Optional
 
 from .. import fused as cupy_kernels
 from .. import graph as cupy_graph
-from ..common import check_dtype, cupy_module, dtype_name, empty_batch_result, project_inputs
+from .. import policy, runtime
+from ..common import cupy_module, dtype_name, project_inputs
 from . import blas as cupy_blas
 
 Array = Any
 
 IMPL = "fused_graph"
-
-#: cached plans (each holds its graph and its buffers, the input projection of a whole sequence included)
-MAX_PLANS = 8
 
 
 class Recorder:
@@ -45,17 +43,18 @@ def recorded(loop: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Recor
     """Run ``loop(recorder, *args, **kwargs)`` into a fresh :class:`Recorder` (with its own cuBLAS workspace) and
     warm its products up (before any input is copied in: they write their outputs); returns the recorder and
     what the loop returned."""
-    recorder = Recorder(cupy_blas.workspace())
+    config = policy.current()
+    recorder = Recorder(cupy_blas.workspace(config.fused_graph_workspace_bytes))
     result = loop(recorder, *args, **kwargs)
-    if cupy_graph.CAPTURE:
+    if config.graph_capture:
         cupy_blas.warm_up(recorder.calls)
     return recorder, result
 
 
 def replay(recorder: Recorder, graph: Any) -> Any:
     """Replay ``graph`` on the current stream, capturing ``recorder``'s calls into it first where it is ``None``;
-    returns the graph (``None`` with ``cupy_graph.CAPTURE`` off: the calls then run one by one)."""
-    if not cupy_graph.CAPTURE:
+    returns the graph (``None`` with ``policy.Config.graph_capture`` off: the calls then run one by one)."""
+    if not policy.current().graph_capture:
         for call in recorder.calls:
             call()
         return None
@@ -79,12 +78,8 @@ class _Plan:
         self.graph = replay(self.recorder, self.graph)
 
 
-_plans = cupy_graph.PlanCache()
-
-
-def clear_cache() -> None:
-    """Drop every cached graph and its buffers (they are also evicted LRU beyond ``MAX_PLANS``)."""
-    _plans.clear()
+#: this path's plans (evicted LRU beyond ``fused_graph_max_plans``)
+_plans = cupy_graph.PlanCache(runtime.PLANS + "fused_graph")
 
 
 def cached_plans() -> int:
@@ -146,65 +141,53 @@ def _sequence(
     """Find or build the plan for this call, fill its inputs, replay, and copy the results out. ``loop(ops, gx,
     params, *states, lengths, reverse, **options)`` is the ``cupy_kernels`` time loop of ``kind``."""
     cp = cupy_module()
-    with x.device:
-        check_dtype(x.dtype, IMPL)
-        steps, batch, _ = x.shape
-        if batch == 0:
-            return empty_batch_result(x, state)
-        read_params, key = plan_key(kind, x, params, state, lengths, reverse, options)
+    steps, batch, _ = x.shape
+    read_params, key = plan_key(kind, x, params, state, lengths, reverse, options)
 
-        def build() -> _Plan:
-            gx = cp.empty((steps, batch, params.weight_ih.shape[0]), dtype=x.dtype)
-            states = tuple(cp.empty(s.shape, dtype=x.dtype) for s in state)
-            lengths_buffer = None if lengths is None else cp.empty((batch,), dtype="int64")
-            recorder, y = recorded(loop, gx, read_params, *states, lengths_buffer, reverse, **options)
-            return _Plan(gx=gx, states=states, lengths=lengths_buffer, y=y, recorder=recorder)
+    def build() -> _Plan:
+        gx = cp.empty((steps, batch, params.weight_ih.shape[0]), dtype=x.dtype)
+        states = tuple(cp.empty(s.shape, dtype=x.dtype) for s in state)
+        lengths_buffer = None if lengths is None else cp.empty((batch,), dtype="int64")
+        recorder, y = recorded(loop, gx, read_params, *states, lengths_buffer, reverse, **options)
+        return _Plan(gx=gx, states=states, lengths=lengths_buffer, y=y, recorder=recorder)
 
-        plan = _plans.get(key, build, MAX_PLANS)
-        with plan.lock:
-            fill_inputs(x, params.weight_ih, plan.gx, tuple(zip(plan.states, state)), plan.lengths, lengths)
-            plan.run()
-            return plan.y.copy(), tuple(s.copy() for s in plan.states)
+    plan = _plans.get(key, build, policy.current().fused_graph_max_plans)
+    with plan.lock:
+        fill_inputs(x, params.weight_ih, plan.gx, tuple(zip(plan.states, state)), plan.lengths, lengths)
+        plan.run()
+        return plan.y.copy(), tuple(s.copy() for s in plan.states)
 
 
-def rnn_sequence(
-    xp: Any,
-    x: Array,
-    params: Any,
-    state: tuple[Array],
-    lengths: Optional[Array],
-    reverse: bool,
-    *,
-    nonlinearity: str = "tanh",
-) -> tuple[Array, tuple[Array, ...]]:
+def _rnn(x: Array, params: Any, state: Any, lengths: Optional[Array], reverse: bool, *,
+         nonlinearity: str = "tanh") -> tuple[Array, tuple[Array, ...]]:  # fmt: skip
     options = {"nonlinearity": nonlinearity}
     return _sequence("rnn", x, params, tuple(state), lengths, reverse, options, cupy_kernels.rnn_loop)
 
 
-def lstm_sequence(
-    xp: Any,
-    x: Array,
-    params: Any,
-    state: tuple[Array, Array],
-    lengths: Optional[Array],
-    reverse: bool,
-    *,
-    coupled: bool = False,
-    clip: Optional[float] = None,
-) -> tuple[Array, tuple[Array, ...]]:
+def _lstm(x: Array, params: Any, state: Any, lengths: Optional[Array], reverse: bool, *, coupled: bool = False,
+          clip: Optional[float] = None) -> tuple[Array, tuple[Array, ...]]:  # fmt: skip
     options = {"coupled": bool(coupled), "clip": None if clip is None else float(clip)}
     return _sequence("lstm", x, params, tuple(state), lengths, reverse, options, cupy_kernels.lstm_loop)
 
 
-def gru_sequence(
+def _gru(x: Array, params: Any, state: Any, lengths: Optional[Array], reverse: bool, *,
+         linear_before_reset: bool = True) -> tuple[Array, tuple[Array, ...]]:  # fmt: skip
+    options = {"linear_before_reset": bool(linear_before_reset)}
+    return _sequence("gru", x, params, tuple(state), lengths, reverse, options, cupy_kernels.gru_loop)
+
+
+_SEQUENCES = {"rnn": _rnn, "lstm": _lstm, "gru": _gru}
+
+
+def sequence(
+    kind: str,
     xp: Any,
     x: Array,
     params: Any,
-    state: tuple[Array],
+    state: tuple[Array, ...],
     lengths: Optional[Array],
     reverse: bool,
-    *,
-    linear_before_reset: bool = True,
+    options: dict[str, Any],
 ) -> tuple[Array, tuple[Array, ...]]:
-    options = {"linear_before_reset": bool(linear_before_reset)}
-    return _sequence("gru", x, params, tuple(state), lengths, reverse, options, cupy_kernels.gru_loop)
+    """As ``fused.sequence`` (every option of every cell), the time loop replayed as a CUDA graph."""
+    return _SEQUENCES[kind](x, params, state, lengths, reverse, **options)

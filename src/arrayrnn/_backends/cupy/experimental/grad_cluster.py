@@ -16,12 +16,12 @@ from ..common import (
     options_mask,
     placeholder,
     project_inputs,
+    refuse,
     time_order,
 )
 from ..grad_fused import (
     Backward,
     State,
-    declines,
     gru_param_grads,
     initial_cotangent,
     lstm_param_grads,
@@ -36,6 +36,11 @@ from . import cluster as cupy_cluster
 Array = Any
 
 
+def supports(kind: str, params: Any, options: dict[str, Any]) -> Optional[str]:
+    """Why the cluster gradient kernels cannot run a call: what the cluster forward cannot (``cluster.supports``)."""
+    return cupy_cluster.supports(kind, params, options)
+
+
 def sequence_vjp(
     xp: Any,
     kind: str,
@@ -45,14 +50,11 @@ def sequence_vjp(
     lengths: Optional[Array],
     reverse: bool,
     options: dict[str, Any],
-) -> Optional[tuple[Array, State, Backward]]:
-    """``(y, final_state, backward)`` as ``cupy_grad.sequence_vjp``, on cluster kernels (``None``: declined, the
-    generic core runs: float16, or an empty batch)."""
-    cupy_cluster.refuse_unsupported(kind, params, options)
-    if declines(x):
-        return None
-    with x.device:
-        return _RECORDERS[kind](cupy_module(), x, params, tuple(state), lengths, reverse, **options)
+) -> tuple[Array, State, Backward]:
+    """``(y, final_state, backward)`` as ``grad_fused.sequence_vjp``, on cluster kernels (a direct call is still
+    refused what :func:`supports` refuses)."""
+    refuse(supports(kind, params, options))
+    return _RECORDERS[kind](cupy_module(), x, params, tuple(state), lengths, reverse, **options)
 
 
 class _Call:
@@ -105,7 +107,7 @@ def _rnn(
 ) -> tuple[Array, State, Backward]:
     call = _Call(x, params.hidden_size, reverse, lengths)
     backward_launch = call.launch("rnn_cluster_grad", 1, backward=True)  # refuses before anything runs
-    y, final = cupy_cluster.rnn_sequence(None, x, params, state, lengths, reverse, nonlinearity=nonlinearity)
+    y, final = cupy_cluster.sequence("rnn", None, x, params, state, lengths, reverse, {"nonlinearity": nonlinearity})
     h0 = state[0]
     options = options_mask(lengths=lengths, relu=nonlinearity == "relu")
 

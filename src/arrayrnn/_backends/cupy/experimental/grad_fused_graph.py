@@ -1,6 +1,6 @@
 """CuPy gradient path "fused_graph": the fused gradient path's loops (``grad_fused.py``) as replayed CUDA graphs.
 
-Supports what ``grad_fused.py`` does; float16 and an empty batch are declined (``None``: the generic core runs).
+Supports what ``grad_fused.py`` does (the hook leaves float16 and an empty batch to the generic core).
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from typing import Any, Optional
 
 from .. import fused as cupy_kernels
 from .. import graph as cupy_graph
+from .. import policy, runtime
 from ..common import cupy_module, time_order
 from ..grad_fused import (
     Backward,
     State,
-    declines,
     fill_cotangent,
     gru_backward_loop,
     gru_param_grads,
@@ -32,8 +32,6 @@ from .fused_graph import Recorder, fill_inputs, plan_key, recorded, replay
 
 Array = Any
 
-#: cached plans (each holds a whole tape and the backward's buffers)
-MAX_PLANS = 4
 #: the cell options each loop takes, where the call leaves them out
 _DEFAULT_OPTIONS = {
     "rnn": {"nonlinearity": "tanh"},
@@ -118,11 +116,8 @@ class _Plan:
         return found
 
 
-_plans = cupy_graph.PlanCache()
-
-
-def clear_cache() -> None:
-    _plans.clear()
+#: this path's plans (evicted LRU beyond ``grad_fused_graph_max_plans``)
+_plans = cupy_graph.PlanCache(runtime.PLANS + "grad_fused_graph")
 
 
 def cached_plans() -> int:
@@ -171,23 +166,20 @@ def sequence_vjp(
     lengths: Optional[Array],
     reverse: bool,
     options: dict[str, Any],
-) -> Optional[tuple[Array, State, Backward]]:
-    """As ``cupy_grad.sequence_vjp``, with graph-replayed loops (``None``: declined, the generic core runs)."""
-    if declines(x):
-        return None
+) -> tuple[Array, State, Backward]:
+    """As ``grad_fused.sequence_vjp``, with graph-replayed loops."""
     cp = cupy_module()
     state = tuple(state)
     options = {**_DEFAULT_OPTIONS[kind], **options}
-    with x.device:
-        read_params, key = plan_key(kind, x, params, state, lengths, reverse, options)
+    read_params, key = plan_key(kind, x, params, state, lengths, reverse, options)
 
-        def build() -> _Plan:
-            return _new_plan(kind, x, read_params, state, lengths, reverse, options)
+    def build() -> _Plan:
+        return _new_plan(kind, x, read_params, state, lengths, reverse, options)
 
-        plan = _plans.get(key, build, MAX_PLANS)
-        with plan.lock:
-            generation = plan.run_forward(x, params.weight_ih, state, lengths)
-            y, final = plan.y.copy(), plan.final_state()
+    plan = _plans.get(key, build, policy.current().grad_fused_graph_max_plans)
+    with plan.lock:
+        generation = plan.run_forward(x, params.weight_ih, state, lengths)
+        y, final = plan.y.copy(), plan.final_state()
 
     def backward(dy: Optional[Array], d_final: tuple[Optional[Array], ...]) -> tuple[Array, Any, State]:
         nonlocal generation

@@ -10,15 +10,16 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any, Optional
 
+from .. import policy, runtime
 from ..common import (
-    check_dtype,
     cooperative_launch,
     cupy_module,
-    empty_batch_result,
+    dtype_name,
     int32,
     kernel,
     lengths_int64,
     project_inputs,
+    refuse,
     resident_blocks,
 )
 from ..graph import step_arguments
@@ -28,35 +29,24 @@ Array = Any
 
 IMPL = "persistent"
 
-#: threads per block (8 warps)
-THREADS = 256
-#: blocks per multiprocessor at most (more blocks = more arrivals at every barrier)
-BLOCKS_PER_SM = 1
-#: cap on the blocks of one launch (None: as many as there are tasks for and fit); tests force several tasks per warp
-MAX_BLOCKS: Optional[int] = None
-#: force the batch rows per warp task (None: :func:`choose_batch_tile`); for benchmarks
-FORCE_BATCH_TILE: Optional[int] = None
-#: read the barrier's timeout flag after every call (a device-to-host copy and a sync: tests only)
-CHECK_BARRIER = False
-#: grid barrier with release/acquire atomics instead of two full fences (not yet measured against them: the
-#: benchmark's barrier section times both; the fences are cooperative_groups' own pattern)
-ACQREL_BARRIER = False
 #: the barrier counter is 32-bit: arrivals = blocks * barriers must stay below 2**32
 _MAX_ARRIVALS = 2**32 - 1
 
 
-def choose_batch_tile(batch: int, hidden: int, warps: int) -> int:
-    """Batch rows per task (``FORCE_BATCH_TILE`` or :func:`tile_for_warps`)."""
-    return tile_for_warps(batch, hidden, warps, FORCE_BATCH_TILE)
+def choose_batch_tile(batch: int, hidden: int, warps: int, config: Optional[policy.Config] = None) -> int:
+    """Batch rows per task (``persistent_force_batch_tile`` of ``config``, default the current one, or
+    :func:`tile_for_warps`)."""
+    forced = (config or policy.current()).persistent_force_batch_tile
+    return tile_for_warps(batch, hidden, warps, forced, "persistent_force_batch_tile")
 
 
-def tile_for_warps(batch: int, units: int, warps: int, forced: Optional[int] = None) -> int:
-    """Batch rows per (unit, batch tile) task: ``forced`` if given, else the smallest tile that gives each of
-    ``warps`` warps at most one task of ``units`` units per step (fewer, larger tasks reuse each weight load for
-    more rows), else the largest."""
+def tile_for_warps(batch: int, units: int, warps: int, forced: Optional[int] = None, knob: str = "forced") -> int:
+    """Batch rows per (unit, batch tile) task: ``forced`` if given (``knob``: its name, in the error when it is not
+    a batch tile), else the smallest tile that gives each of ``warps`` warps at most one task of ``units`` units per
+    step (fewer, larger tasks reuse each weight load for more rows), else the largest."""
     if forced is not None:
         if forced not in BATCH_TILES:
-            raise ValueError(f"FORCE_BATCH_TILE must be one of {BATCH_TILES}, got {forced!r}")
+            raise ValueError(f"{knob} must be one of {BATCH_TILES}, got {forced!r}")
         return forced
     for tile in BATCH_TILES:
         if -(-batch // tile) * units <= warps:
@@ -78,7 +68,7 @@ class _Launch:
     shared_mem: int  # bytes of dynamic shared memory: the block's weight rows
 
 
-def _launch_shape(base: str, dtype: str, batch: int, hidden: int, gates: int) -> _Launch:
+def _launch_shape(base: str, dtype: str, batch: int, hidden: int, gates: int, config: policy.Config) -> _Launch:
     """Blocks own hidden units (all batch rows of them) and keep those units' weight rows in shared memory.
 
     Units per block: enough for about one warp task per warp (the block's warps then work in parallel on
@@ -87,11 +77,12 @@ def _launch_shape(base: str, dtype: str, batch: int, hidden: int, gates: int) ->
     cp = cupy_module()
     device = cp.cuda.Device()
     sms = int(device.attributes["MultiProcessorCount"])
-    warps_per_block = THREADS // 32
-    tile = choose_batch_tile(batch, hidden, sms * BLOCKS_PER_SM * warps_per_block)
+    threads = config.persistent_threads
+    warps_per_block = threads // 32
+    tile = choose_batch_tile(batch, hidden, sms * config.persistent_blocks_per_sm * warps_per_block, config)
     name = graph_kernel_name(base, tile)
     k = kernel(name, dtype)
-    limit = block_cap()
+    limit = block_cap(config)
     units = max(1, -(-warps_per_block // -(-batch // tile)), -(-hidden // limit))
     itemsize = ITEMSIZE[dtype]
     shared_mem = gates * units * hidden * itemsize
@@ -103,17 +94,19 @@ def _launch_shape(base: str, dtype: str, batch: int, hidden: int, gates: int) ->
         )
     allow_shared(k, name, shared_mem)
     blocks = -(-hidden // units)
-    resident = resident_blocks(k, name, THREADS, shared_mem)
+    resident = resident_blocks(k, name, threads, shared_mem)
     if blocks > resident:
         raise ValueError(f"impl='persistent': {blocks} blocks do not fit on this device at once ({resident} do)")
     return _Launch(k, blocks, units, shared_mem)
 
 
-def block_cap() -> int:
-    """Blocks one cooperative launch may have before occupancy: ``BLOCKS_PER_SM`` per multiprocessor of the current
-    device, and at most ``MAX_BLOCKS``."""
+def block_cap(config: Optional[policy.Config] = None) -> int:
+    """Blocks one cooperative launch may have before occupancy: ``persistent_blocks_per_sm`` per multiprocessor of
+    the current device, and at most ``persistent_max_blocks`` (of ``config``, default the current one)."""
+    config = config or policy.current()
     sms = int(cupy_module().cuda.Device().attributes["MultiProcessorCount"])
-    return sms * BLOCKS_PER_SM if MAX_BLOCKS is None else min(sms * BLOCKS_PER_SM, MAX_BLOCKS)
+    per_sm, most = config.persistent_blocks_per_sm, config.persistent_max_blocks
+    return sms * per_sm if most is None else min(sms * per_sm, most)
 
 
 def launch_with_barrier(
@@ -123,12 +116,15 @@ def launch_with_barrier(
     arguments: Callable[[Array], tuple[Any, ...]],
     shared_mem: int = 0,
     what: str = "impl='persistent'",
+    config: Optional[policy.Config] = None,
 ) -> None:
     """One cooperative launch of a kernel with a grid barrier: ``arguments(counter)`` gives its arguments around a
-    fresh zeroed barrier counter; with ``CHECK_BARRIER`` a timed-out barrier raises instead of going unnoticed."""
+    fresh zeroed barrier counter; with ``persistent_check_barrier`` (of ``config``, default the current one) a
+    timed-out barrier raises instead of going unnoticed."""
+    config = config or policy.current()
     counter = cupy_module().zeros((2,), dtype="uint32")
     cooperative_launch(k, (blocks,), (threads,), arguments(counter), shared_mem)
-    if CHECK_BARRIER and int(counter[1]) != 0:
+    if config.persistent_check_barrier and int(counter[1]) != 0:
         raise RuntimeError(f"{what}: a grid barrier timed out ({blocks} blocks)")
 
 
@@ -149,7 +145,7 @@ def shared_memory_limit(cp: Any, device: Any) -> int:
 
 
 #: (id(kernel), name, device) -> (kernel, bytes allowed); the kernel is held so that its id is not reused
-_allowed_shared: dict[tuple[int, str, int], tuple[Any, int]] = {}
+_allowed_shared = runtime.cache("persistent.allowed_shared")
 
 
 def allow_shared(k: Any, name: str, shared_mem: int) -> None:
@@ -180,12 +176,11 @@ def _run(
     scratch: bool = False,
 ) -> tuple[Array, tuple[Array, ...]]:
     cp = cupy_module()
-    dtype = check_dtype(x.dtype, IMPL)
+    config = policy.current()
+    dtype = dtype_name(x.dtype)
     steps, batch, _ = x.shape
     hidden = initial[0].shape[1]
-    if batch == 0:
-        return empty_batch_result(x, initial)
-    launch = _launch_shape(base, dtype, batch, hidden, gates)
+    launch = _launch_shape(base, dtype, batch, hidden, gates, config)
     blocks = launch.blocks
     if blocks * barriers_per_step * steps > _MAX_ARRIVALS:
         raise ValueError(f"impl='persistent': sequence too long ({steps} steps) for the 32-bit barrier counter")
@@ -195,78 +190,73 @@ def _run(
     cell = (cp.ascontiguousarray(initial[1]).copy(),) if len(initial) > 1 else ()
     extra = (cp.empty((batch, hidden), dtype=x.dtype),) if scratch else ()
     y = cp.empty((steps, batch, hidden), dtype=x.dtype)
-    sizes = (int32(steps), int32(batch), int32(hidden), int32(bool(reverse)), int32(options | barrier_options()))
+    bits = int32(options | barrier_options(config))
+    sizes = (int32(steps), int32(batch), int32(hidden), int32(bool(reverse)), bits)
     head = (gx, *weights, lengths_int64(lengths), h_states, *cell, *extra, y)
     launch_with_barrier(
         launch.kernel,
         blocks,
-        THREADS,
+        config.persistent_threads,
         lambda counter: (*head, counter, *sizes, *tail, int32(launch.units)),
         launch.shared_mem,
         f"impl='persistent' ({base})",
+        config,
     )
     return y, (h_states[steps % 2].copy(), *cell)
 
 
-def rnn_sequence(
+def supports(kind: str, params: Any, options: dict[str, Any]) -> Optional[str]:
+    """Why this path cannot run a call (the LSTM projection), or ``None`` where it can."""
+    if kind == "lstm" and getattr(params, "weight_hr", None) is not None:
+        return "impl='persistent' does not support the LSTM projection (proj_size > 0); use impl='fused'"
+    return None
+
+
+def _rnn(x: Array, params: Any, state: Any, lengths: Optional[Array], reverse: bool, *,
+         nonlinearity: str = "tanh") -> tuple[Array, tuple[Array, ...]]:  # fmt: skip
+    weights, bits, _ = step_arguments("rnn", params, lengths, dtype_name(x.dtype), {"nonlinearity": nonlinearity})
+    return _run("rnn_persistent", x, params.weight_ih, weights, tuple(state), lengths, reverse, bits, 1, 1)
+
+
+def _lstm(x: Array, params: Any, state: Any, lengths: Optional[Array], reverse: bool, *, coupled: bool = False,
+          clip: Optional[float] = None) -> tuple[Array, tuple[Array, ...]]:  # fmt: skip
+    options = {"coupled": coupled, "clip": clip}
+    weights, bits, tail = step_arguments("lstm", params, lengths, dtype_name(x.dtype), options)
+    return _run("lstm_persistent", x, params.weight_ih, weights, tuple(state), lengths, reverse, bits, 1, 4, tail)
+
+
+def _gru(x: Array, params: Any, state: Any, lengths: Optional[Array], reverse: bool, *,
+         linear_before_reset: bool = True) -> tuple[Array, tuple[Array, ...]]:  # fmt: skip
+    weights, bits, _ = step_arguments("gru", params, lengths, dtype_name(x.dtype), {})
+    if linear_before_reset:
+        return _run("gru_persistent", x, params.weight_ih, weights, tuple(state), lengths, reverse, bits, 1, 3)
+    return _run(
+        "gru_reset_persistent", x, params.weight_ih, weights, tuple(state), lengths, reverse, bits, 2, 3, scratch=True
+    )
+
+
+_SEQUENCES = {"rnn": _rnn, "lstm": _lstm, "gru": _gru}
+
+
+def sequence(
+    kind: str,
     xp: Any,
     x: Array,
     params: Any,
-    state: tuple[Array],
+    state: tuple[Array, ...],
     lengths: Optional[Array],
     reverse: bool,
-    *,
-    nonlinearity: str = "tanh",
+    options: dict[str, Any],
 ) -> tuple[Array, tuple[Array, ...]]:
-    with x.device:
-        weights, bits, _ = step_arguments(
-            "rnn", params, lengths, check_dtype(x.dtype, IMPL), {"nonlinearity": nonlinearity}
-        )
-        return _run("rnn_persistent", x, params.weight_ih, weights, tuple(state), lengths, reverse, bits, 1, 1)
+    """As ``graph.sequence``, the whole time loop in one cooperative launch."""
+    refuse(supports(kind, params, options))
+    return _SEQUENCES[kind](x, params, state, lengths, reverse, **options)
 
 
-def lstm_sequence(
-    xp: Any,
-    x: Array,
-    params: Any,
-    state: tuple[Array, Array],
-    lengths: Optional[Array],
-    reverse: bool,
-    *,
-    coupled: bool = False,
-    clip: Optional[float] = None,
-) -> tuple[Array, tuple[Array, ...]]:
-    if params.weight_hr is not None:
-        raise ValueError("impl='persistent' does not support the LSTM projection (proj_size > 0); use impl='fused'")
-    with x.device:
-        options = {"coupled": coupled, "clip": clip}
-        weights, bits, tail = step_arguments("lstm", params, lengths, check_dtype(x.dtype, IMPL), options)
-        return _run("lstm_persistent", x, params.weight_ih, weights, tuple(state), lengths, reverse, bits, 1, 4, tail)
-
-
-def gru_sequence(
-    xp: Any,
-    x: Array,
-    params: Any,
-    state: tuple[Array],
-    lengths: Optional[Array],
-    reverse: bool,
-    *,
-    linear_before_reset: bool = True,
-) -> tuple[Array, tuple[Array, ...]]:
-    with x.device:
-        weights, bits, _ = step_arguments("gru", params, lengths, check_dtype(x.dtype, IMPL), {})
-        if linear_before_reset:
-            return _run("gru_persistent", x, params.weight_ih, weights, tuple(state), lengths, reverse, bits, 1, 3)
-        return _run(
-            "gru_reset_persistent", x, params.weight_ih, weights, tuple(state), lengths, reverse, bits, 2, 3,
-            scratch=True,
-        )  # fmt: skip
-
-
-def barrier_options() -> int:
-    """The option bits that choose the grid barrier's flavour (``ACQREL_BARRIER``)."""
-    return OPTIONS["OPT_ACQREL_BARRIER"] if ACQREL_BARRIER else 0
+def barrier_options(config: Optional[policy.Config] = None) -> int:
+    """The option bits that choose the grid barrier's flavour (``persistent_acqrel_barrier`` of ``config``, default
+    the current one)."""
+    return OPTIONS["OPT_ACQREL_BARRIER"] if (config or policy.current()).persistent_acqrel_barrier else 0
 
 
 def barrier_bench(blocks: int, threads: int, steps: int, acqrel: bool) -> Any:

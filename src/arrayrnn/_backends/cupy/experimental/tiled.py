@@ -10,7 +10,8 @@ import dataclasses
 from typing import Any, Optional
 
 from .. import graph as cupy_graph
-from ..common import kernel
+from .. import policy
+from ..common import kernel, refuse
 from .sources import TILED, TILED_THREADS, tiled_shared_bytes
 
 Array = Any
@@ -18,8 +19,11 @@ Array = Any
 IMPL = "tiled"
 
 
-def launch_shape(batch: int, hidden: int, tile: int = 0) -> tuple[tuple[int], tuple[int]]:
-    """(grid, block) for a tiled kernel: one block per tile of batch rows x hidden units (``tile`` is always 0)."""
+def launch_shape(
+    batch: int, hidden: int, tile: int = 0, config: Optional[policy.Config] = None
+) -> tuple[tuple[int], tuple[int]]:
+    """(grid, block) for a tiled kernel: one block per tile of batch rows x hidden units (``tile`` is always 0; the
+    shape is fixed by the kernels: ``config`` is not read)."""
     rows, units = TILED["TILED_ROWS"], TILED["TILED_UNITS"]
     return (-(-batch // rows) * -(-hidden // units),), (TILED_THREADS,)
 
@@ -46,48 +50,29 @@ def step_kernel(base: str, dtype: str, tile: int = 0) -> Any:
 
 
 #: the graph path's plans with these kernels (batch tile 0: a plan key of its own)
-TILED_STEPS = cupy_graph.StepKernels(IMPL, lambda batch, hidden: 0, launch_shape, step_kernel)
+TILED_STEPS = cupy_graph.StepKernels(IMPL, lambda batch, hidden, config: 0, launch_shape, step_kernel)
 
 
-def rnn_sequence(
+def supports(kind: str, params: Any, options: dict[str, Any]) -> Optional[str]:
+    """Why this path cannot run a call (the LSTM projection, GRU with ``linear_before_reset=False``), or ``None``."""
+    if kind == "gru" and not options.get("linear_before_reset", True):
+        return "impl='tiled' supports GRU with linear_before_reset=True only; use impl='graph' or 'fused_graph'"
+    return cupy_graph.no_projection(IMPL, kind, params)
+
+
+_SEQUENCES = {"rnn": cupy_graph._rnn, "lstm": cupy_graph._lstm, "gru": cupy_graph._gru}
+
+
+def sequence(
+    kind: str,
     xp: Any,
     x: Array,
     params: Any,
-    state: tuple[Array],
+    state: tuple[Array, ...],
     lengths: Optional[Array],
     reverse: bool,
-    *,
-    nonlinearity: str = "tanh",
+    options: dict[str, Any],
 ) -> tuple[Array, tuple[Array, ...]]:
-    return cupy_graph._rnn(x, params, state, lengths, reverse, nonlinearity, steps_with=TILED_STEPS)
-
-
-def lstm_sequence(
-    xp: Any,
-    x: Array,
-    params: Any,
-    state: tuple[Array, Array],
-    lengths: Optional[Array],
-    reverse: bool,
-    *,
-    coupled: bool = False,
-    clip: Optional[float] = None,
-) -> tuple[Array, tuple[Array, ...]]:
-    return cupy_graph._lstm(x, params, state, lengths, reverse, coupled, clip, steps_with=TILED_STEPS)
-
-
-def gru_sequence(
-    xp: Any,
-    x: Array,
-    params: Any,
-    state: tuple[Array],
-    lengths: Optional[Array],
-    reverse: bool,
-    *,
-    linear_before_reset: bool = True,
-) -> tuple[Array, tuple[Array, ...]]:
-    if not linear_before_reset:
-        raise ValueError(
-            "impl='tiled' supports GRU with linear_before_reset=True only; use impl='graph' or 'fused_graph'"
-        )
-    return cupy_graph._gru(x, params, state, lengths, reverse, linear_before_reset, steps_with=TILED_STEPS)
+    """As ``graph.sequence``, the plans launching the tiled kernels."""
+    refuse(supports(kind, params, options))
+    return _SEQUENCES[kind](x, params, state, lengths, reverse, **options, steps_with=TILED_STEPS)
