@@ -10,6 +10,8 @@ import dataclasses
 import numbers
 from typing import Any, Optional
 
+import numpy as np
+
 from .backend import namespace_of
 from .params import GRUParams, LSTMParams, RNNParams
 
@@ -31,6 +33,25 @@ def _is_floating(xp: Any, array: Array) -> bool:
     return bool(xp.isdtype(array.dtype, "real floating"))
 
 
+def check_plain(name: str, value: Any, *, data: bool = False) -> None:
+    """Refuse NumPy's array subclasses whose meaning arrayrnn would silently drop: masked arrays and matrices.
+
+    ``data``: ``name`` is an input sequence, where a mask would mean padding (so the message points to ``lengths=``).
+    """
+    if isinstance(value, np.ma.MaskedArray):
+        hint = (
+            f"pass {name}.filled(0) (or np.asarray({name}) when nothing is masked) and give each sequence's valid "
+            "steps with lengths="
+            if data
+            else f"pass np.asarray({name}) (or {name}.filled(...) with the values the masked entries should take)"
+        )
+        raise TypeError(f"{name} is a numpy.ma.MaskedArray, whose mask arrayrnn would ignore; {hint}")
+    if isinstance(value, np.matrix):
+        raise TypeError(
+            f"{name} is a numpy.matrix (always 2-D, '*' is a matrix product); pass a plain array: np.asarray({name})"
+        )
+
+
 def check_params(params: Any, kind: str, arg: str = "params") -> tuple[Any, str, Any]:
     """Check one params object's type, shapes, dtypes and placement; returns (xp, backend, device)."""
     expected_class = PARAMS_CLASSES[kind]
@@ -40,6 +61,8 @@ def check_params(params: Any, kind: str, arg: str = "params") -> tuple[Any, str,
             f"got {type(params).__name__}"
         )
     arrays = {f"{arg}.{f.name}": getattr(params, f.name) for f in dataclasses.fields(params)}
+    for name, value in arrays.items():
+        check_plain(name, value)
     xp, backend, device = namespace_of(**arrays)
     present = {name: value for name, value in arrays.items() if value is not None}
     reference_dtype = params.weight_ih.dtype
@@ -103,6 +126,18 @@ def check_options(kind: str, options: dict[str, Any]) -> None:
             raise ValueError(f"clip must be None or a positive number, got {clip!r}")
     if kind == "gru" and not isinstance(options.get("linear_before_reset"), bool):
         raise TypeError(f"linear_before_reset must be True or False, got {options.get('linear_before_reset')!r}")
+
+
+def bound_clip(xp: Any, options: dict[str, Any], dtype: Any) -> None:
+    """Lower an LSTM ``clip`` above the largest finite value of ``dtype`` to that value, in ``options`` (the
+    call's own dict): clipping there is the same bound, and the kernels never cast an out-of-range Python float
+    (which overflows to ``inf`` with a ``RuntimeWarning``)."""
+    clip = options.get("clip")
+    if clip is None:
+        return
+    largest = float(xp.finfo(dtype).max)
+    if clip > largest:
+        options["clip"] = largest
 
 
 def _check_flag(name: str, value: Any) -> None:
@@ -189,24 +224,35 @@ def _prepare_lengths(xp: Any, backend: str, lengths: Any, batch: int, steps: int
     if lengths is None:
         return None
     if isinstance(lengths, (list, tuple)):
-        if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in lengths):
+        if not all(isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_)) for v in lengths):
             raise TypeError("lengths must be an integer array or a list of integers")
-        lengths = xp.asarray(list(lengths), dtype=xp.int64, device=device)
+        if len(lengths) != batch:
+            raise ValueError(f"lengths must have shape (B,) = ({batch},), got {shape_text((len(lengths),))}")
+        if lengths:  # checked as Python ints, before anything narrower holds them
+            _check_lengths_range(int(min(lengths)), int(max(lengths)), steps)
+        lengths = xp.asarray([int(v) for v in lengths], dtype=xp.int64, device=device)
+    check_plain("lengths", lengths)
     if not xp.isdtype(lengths.dtype, "integral"):
         raise TypeError(f"lengths must be an integer array, got dtype {dtype_name(lengths.dtype)}")
     if tuple(lengths.shape) != (batch,):
         raise ValueError(f"lengths must have shape (B,) = ({batch},), got {shape_text(lengths.shape)}")
-    if backend != "dask":  # dask values are lazy: checked when the blocks run
-        low, high = int(xp.min(lengths)), int(xp.max(lengths))
-        if low < 0 or high > steps:
-            raise ValueError(f"lengths must lie in [0, T={steps}], got values from {low} to {high}")
+    if backend != "dask" and batch > 0:  # dask values are lazy: checked when the blocks run
+        _check_lengths_range(int(xp.min(lengths)), int(xp.max(lengths)), steps)
     return lengths
+
+
+def _check_lengths_range(low: int, high: int, steps: int) -> None:
+    if low < 0 or high > steps:
+        raise ValueError(f"lengths must lie in [0, T={steps}], got values from {low} to {high}")
 
 
 def prepare_sequence(
     kind: str, x: Any, params: Any, state: Any, lengths: Any, batch_first: bool, reverse: bool, options: dict[str, Any]
 ) -> Prepared:
-    """Validate a sequence call; returns time-major, batched arguments."""
+    """Validate a sequence call; returns time-major, batched arguments.
+
+    ``options`` (the call's own dict) is normalised in place: an LSTM ``clip`` beyond the dtype's range is lowered
+    to its largest finite value (:func:`bound_clip`)."""
     check_params(params, kind)
     check_options(kind, options)
     _check_flag("batch_first", batch_first)
@@ -214,6 +260,9 @@ def prepare_sequence(
     states = _state_tuple(kind, state, "state") or ()
     state_arrays = dict(zip(_state_names(kind, "state"), states))
     lengths_array = None if isinstance(lengths, (list, tuple)) else lengths
+    check_plain("x", x, data=True)
+    for name, value in state_arrays.items():
+        check_plain(name, value)
     xp, backend, device = namespace_of(
         x=x, **state_arrays, lengths=lengths_array, **{"params.weight_ih": params.weight_ih}
     )
@@ -235,17 +284,22 @@ def prepare_sequence(
         raise ValueError("x must have at least one time step, got T=0")
     prepared_state = _prepare_state(xp, kind, state, params, batch, unbatched, "state", device)
     prepared_lengths = _prepare_lengths(xp, backend, lengths, batch, steps, device)
+    bound_clip(xp, options, x.dtype)
     return Prepared(xp, backend, device, x, prepared_state, prepared_lengths, unbatched)
 
 
 def prepare_cell(kind: str, x: Any, state: Any, params: Any, options: dict[str, Any], state_arg: str) -> Prepared:
-    """Validate a cell call; returns batched ``x (B, I)`` and the state tuple."""
+    """Validate a cell call; returns batched ``x (B, I)`` and the state tuple (``options``: as
+    :func:`prepare_sequence`)."""
     check_params(params, kind)
     check_options(kind, options)
     states = _state_tuple(kind, state, state_arg)
     if states is None:
         raise TypeError(f"{state_arg} is required for a cell step (use zeros for a fresh start)")
     state_arrays = dict(zip(_state_names(kind, state_arg), states))
+    check_plain("x", x)
+    for name, value in state_arrays.items():
+        check_plain(name, value)
     xp, backend, device = namespace_of(x=x, **state_arrays, **{"params.weight_ih": params.weight_ih})
     if x.ndim not in (1, 2):
         raise ValueError(f"x must have shape (B, I) or unbatched (I,), got {shape_text(x.shape)}")
@@ -258,4 +312,5 @@ def prepare_cell(kind: str, x: Any, state: Any, params: Any, options: dict[str, 
             f"x has {x.shape[1]} features in its last axis but params expect input_size={params.input_size}"
         )
     prepared_state = _prepare_state(xp, kind, state, params, x.shape[0], unbatched, state_arg, device)
+    bound_clip(xp, options, x.dtype)
     return Prepared(xp, backend, device, x, prepared_state, None, unbatched)

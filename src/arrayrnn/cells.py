@@ -45,7 +45,8 @@ def rnn_cell(x: Array, h: Array, params: RNNParams, *, nonlinearity: str = "tanh
     Raises
     ------
     TypeError
-        ``params`` is not an :class:`RNNParams`; ``x`` or ``h`` is not a floating-point array; dtypes differ.
+        ``params`` is not an :class:`RNNParams`; ``x`` or ``h`` is not a floating-point array, or is a NumPy masked
+        array or matrix (pass ``np.asarray(...)``); dtypes differ.
     ValueError
         A shape does not fit (the message names the argument and the shape expected); ``nonlinearity`` is neither
         ``"tanh"`` nor ``"relu"``.
@@ -103,7 +104,8 @@ def lstm_cell(
     coupled : bool, optional
         Coupled input-forget gate, ``f = 1 - i`` (CIFG; ONNX ``input_forget``). Default ``False``.
     clip : float or None, optional
-        A positive bound for every gate pre-activation; ``None`` (default) does not clip.
+        A positive bound for every gate pre-activation; ``None`` (default) does not clip. A bound beyond the
+        dtype's range clips at the dtype's largest finite value.
 
     Returns
     -------
@@ -116,7 +118,8 @@ def lstm_cell(
     ------
     TypeError
         ``params`` is not an :class:`LSTMParams`; ``state`` is not a pair ``(h, c)``; an argument is not a
-        floating-point array; dtypes differ; ``coupled`` is not a bool.
+        floating-point array, or is a NumPy masked array or matrix (pass ``np.asarray(...)``); dtypes differ;
+        ``coupled`` is not a bool.
     ValueError
         A shape does not fit (the message names the argument and the shape expected); ``clip`` is not ``None``
         or a positive number.
@@ -141,10 +144,11 @@ def lstm_cell(
     >>> h.shape, c.shape
     ((2, 2), (2, 4))
     """
-    p = prepare_cell("lstm", x, state, params, {"coupled": coupled, "clip": clip}, "state")
+    options = {"coupled": coupled, "clip": clip}
+    p = prepare_cell("lstm", x, state, params, options, "state")  # bounds clip to the dtype's range
     xp = p.xp
     h_new, c_new = lstm_step(
-        xp, linear(xp, p.x, params.weight_ih, params.bias_ih), p.state[0], p.state[1], params, coupled, clip
+        xp, linear(xp, p.x, params.weight_ih, params.bias_ih), p.state[0], p.state[1], params, coupled, options["clip"]
     )
     return _unbatch(xp, h_new, p.unbatched), _unbatch(xp, c_new, p.unbatched)
 
@@ -180,8 +184,8 @@ def gru_cell(x: Array, h: Array, params: GRUParams, *, linear_before_reset: bool
     Raises
     ------
     TypeError
-        ``params`` is not a :class:`GRUParams`; ``x`` or ``h`` is not a floating-point array; dtypes differ;
-        ``linear_before_reset`` is not a bool.
+        ``params`` is not a :class:`GRUParams`; ``x`` or ``h`` is not a floating-point array, or is a NumPy masked
+        array or matrix (pass ``np.asarray(...)``); dtypes differ; ``linear_before_reset`` is not a bool.
     ValueError
         A shape does not fit (the message names the argument and the shape expected).
     BackendMismatchError

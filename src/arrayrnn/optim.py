@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from collections.abc import Callable
 from typing import Any, Optional
 
+import numpy as np
+
+from ._validate import dtype_name, shape_text
 from .backend import backend_name, namespace_of
 
 __all__ = ["SGD", "Adam", "AdamState", "SGDState", "global_norm"]
@@ -61,35 +65,79 @@ def _same_kind(a: Any, b: Any) -> bool:
     return isinstance(b, dict) and set(a) == set(b)
 
 
-def _map(function: Callable[..., Any], width: int, params: Any, *others: Any, path: str = "params") -> tuple[Any, ...]:
+def _describe(tree: Any) -> str:
+    """``a tuple of 2``, ``a dict with keys ['a', 'b']``, ``a GRUParams``: what a structure check reports."""
+    name = type(tree).__name__
+    article = "an" if name[:1].lower() in "aeiou" else "a"
+    if isinstance(tree, (tuple, list)) and not dataclasses.is_dataclass(tree):
+        return f"{article} {name} of {len(tree)}"
+    if isinstance(tree, dict):
+        return f"{article} {name} with keys {sorted(map(str, tree))}"
+    return f"{article} {name}"
+
+
+def _check_leaf(param: Any, other: Any, where: str, path: str) -> None:
+    """``other`` (a gradient or an optimizer buffer, at ``where``) must fit its params leaf ``params{path}``: an
+    array of the same shape, dtype, backend and device, or ``None``."""
+    if other is None:
+        return
+    if param is None:
+        raise ValueError(f"{where} is an array but the params leaf is None; give None there")
+    if not _is_array(other):
+        raise TypeError(f"{where} must be an array like the params leaf, got {type(other).__name__}")
+    namespace_of(**{f"params{path}": param, where: other})
+    if tuple(other.shape) != tuple(param.shape):
+        raise ValueError(
+            f"{where} has shape {shape_text(tuple(other.shape))} but the params leaf has "
+            f"{shape_text(tuple(param.shape))}"
+        )
+    if other.dtype != param.dtype:
+        raise TypeError(
+            f"{where} has dtype {dtype_name(other.dtype)} but the params leaf has {dtype_name(param.dtype)}; "
+            "convert the gradients to the params' dtype"
+        )
+
+
+def _map(
+    function: Callable[..., Any], width: int, params: Any, *others: Any, names: tuple[str, ...] = (), path: str = ""
+) -> tuple[Any, ...]:
     """``width`` structures shaped like ``params`` from ``function(param, *other_leaves)`` at each leaf.
 
     ``others`` (gradients, optimizer buffers) share the structure of ``params``; where one of them
     is ``None`` for a whole sub-structure, ``function`` sees ``None`` at every leaf below it.
-    ``function`` returns a tuple of ``width`` values (or one value when ``width == 1``).
+    ``function`` returns a tuple of ``width`` values (or one value when ``width == 1``). ``names`` (one per
+    ``others``, e.g. ``"grads"``): their leaves are checked against the params leaf first (:func:`_check_leaf`).
     """
     children = _children(params)
     if children is None:
+        for name, other in zip(names, others):
+            _check_leaf(params, other, name + path, path)
         result = function(params, *others)
         return tuple(result) if width > 1 else (result,)
     matched = []
-    for other in others:
+    for k, other in enumerate(others):
         if other is None:
             matched.append([None] * len(children))
         elif _children(other) is None or not _same_kind(params, other):
+            what = names[k] if k < len(names) else "grads (and optimizer state)"
             raise ValueError(
-                f"grads (and optimizer state) must have the structure of params: at {path} params has a "
-                f"{type(params).__name__}, got {type(other).__name__}"
+                f"{what} must have the structure of params: at params{path} params has "
+                f"{_describe(params)}, got {_describe(other)}"
             )
         elif isinstance(other, dict):
             matched.append([other[key] for key, _, _ in children])
         else:
             matched.append([child for _, _, child in _children(other)])
     columns = [
-        _map(function, width, child, *(m[k] for m in matched), path=path + label)
+        _map(function, width, child, *(m[k] for m in matched), names=names, path=path + label)
         for k, (_, label, child) in enumerate(children)
     ]
     return tuple(_rebuild(params, [column[j] for column in columns]) for j in range(width))
+
+
+def _check_like(params: Any, **others: Any) -> None:
+    """Check each of ``others`` (by name) against ``params``: structure, then every leaf (:func:`_check_leaf`)."""
+    _map(lambda *leaves: None, 1, params, *others.values(), names=tuple(others))
 
 
 def _zeros_like(param: Any) -> Any:
@@ -156,8 +204,9 @@ def _clip_scale(grads: Any, clip_norm: Optional[float]) -> Optional[Array]:
 def _check_hyper(
     name: str, value: Any, low: float = 0.0, *, strict: bool = False, high: Optional[float] = None
 ) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise TypeError(f"{name} must be a finite number, got {value!r}")
+    """A finite real hyper-parameter (Python or NumPy scalar, not a bool) in range, as a Python float."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise TypeError(f"{name} must be a finite number (a Python or NumPy real), got {value!r}")
     too_low = value <= low if strict else value < low
     if too_low or (high is not None and value >= high):
         bound = f"> {low}" if strict else f">= {low}"
@@ -207,7 +256,7 @@ class SGD:
     Raises
     ------
     TypeError
-        A hyperparameter is not a finite number, or ``nesterov`` is not a bool.
+        A hyperparameter is not a finite real number (Python or NumPy scalars), or ``nesterov`` is not a bool.
     ValueError
         A hyperparameter is out of range, or ``nesterov=True`` without momentum.
 
@@ -297,10 +346,12 @@ class SGD:
         Raises
         ------
         TypeError
-            ``state`` does not come from this optimizer's :meth:`init`.
+            ``state`` does not come from this optimizer's :meth:`init`; a gradient is not an array, or its dtype
+            differs from its param's (nothing is cast silently).
         ValueError
-            ``grads`` does not have the structure of ``params`` (the message gives the path, e.g.
-            ``params[0][1].weight_hh``).
+            ``grads`` (or ``state``'s buffers) does not have the structure of ``params``, a gradient's shape differs
+            from its param's (no broadcasting), or a gradient is given for a ``None`` param; the message gives the
+            path, e.g. ``grads['gru'][0][0].weight_ih has shape (1, 3) but the params leaf has (12, 3)``.
         BackendMismatchError
             A gradient lives on another backend or device than its param.
 
@@ -316,13 +367,13 @@ class SGD:
         """
         if not isinstance(state, SGDState):
             raise TypeError(f"state must come from this optimizer's init(), got {type(state).__name__}")
+        _check_like(params, grads=grads, **{"state.momentum": state.momentum})
         scale = _clip_scale(grads, self.clip_norm)
         first = state.step == 0
 
         def leaf(param: Any, grad: Any, buffer: Any) -> tuple[Any, Any]:
             if param is None or grad is None:
                 return param, buffer
-            namespace_of(param=param, grad=grad)
             if scale is not None:
                 grad = grad * scale
             if self.weight_decay:
@@ -377,7 +428,8 @@ class Adam:
     Raises
     ------
     TypeError
-        A hyperparameter is not a finite number, ``betas`` is not a pair, or a flag is not a bool.
+        A hyperparameter is not a finite real number (Python or NumPy scalars), ``betas`` is not a pair, or a
+        flag is not a bool.
     ValueError
         A hyperparameter is out of range.
 
@@ -467,10 +519,12 @@ class Adam:
         Raises
         ------
         TypeError
-            ``state`` does not come from this optimizer's :meth:`init`.
+            ``state`` does not come from this optimizer's :meth:`init`; a gradient is not an array, or its dtype
+            differs from its param's (nothing is cast silently).
         ValueError
-            ``grads`` does not have the structure of ``params`` (the message gives the path, e.g.
-            ``params[0][1].weight_hh``).
+            ``grads`` (or ``state``'s buffers) does not have the structure of ``params``, a gradient's shape differs
+            from its param's (no broadcasting), or a gradient is given for a ``None`` param; the message gives the
+            path, e.g. ``grads['gru'][0][0].weight_ih has shape (1, 3) but the params leaf has (12, 3)``.
         BackendMismatchError
             A gradient lives on another backend or device than its param.
 
@@ -486,6 +540,7 @@ class Adam:
         """
         if not isinstance(state, AdamState):
             raise TypeError(f"state must come from this optimizer's init(), got {type(state).__name__}")
+        _check_like(params, grads=grads, **{"state.exp_avg": state.exp_avg, "state.exp_avg_sq": state.exp_avg_sq})
         scale = _clip_scale(grads, self.clip_norm)
         step = state.step + 1
         beta1, beta2 = self.betas
@@ -495,7 +550,7 @@ class Adam:
         def leaf(param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any) -> tuple[Any, Any, Any]:
             if param is None or grad is None:
                 return param, exp_avg, exp_avg_sq
-            xp, _, _ = namespace_of(param=param, grad=grad)
+            xp, _, _ = namespace_of(param=param)
             if scale is not None:
                 grad = grad * scale
             if self.weight_decay and not self.decoupled_weight_decay:

@@ -67,7 +67,7 @@ class RNNParams(_ParamsBase):
     weight_hh : array, shape (H, H)
         Recurrent weights.
     bias_ih, bias_hh : array, shape (H,), or None
-        Biases (``None``: no bias).
+        Biases (``None``: no such bias; each may be ``None`` on its own).
 
     Attributes
     ----------
@@ -109,11 +109,12 @@ class LSTMParams(_ParamsBase):
     weight_hh : array, shape (4H, H), or (4H, P) with a projection
         Recurrent weights.
     bias_ih, bias_hh : array, shape (4H,), or None
-        Biases (``None``: no bias).
+        Biases (``None``: no such bias; each may be ``None`` on its own).
     weight_hr : array, shape (P, H), or None
         Projection of ``h`` (``torch.nn.LSTM(proj_size=P)``); ``None``: none.
     peephole_i, peephole_f, peephole_o : array, shape (H,), or None
-        Peephole weights (ONNX semantics: ``i, f`` see ``c_{t-1}``, ``o`` sees ``c_t``); all three or none.
+        Peephole weights (ONNX semantics: ``i, f`` see ``c_{t-1}``, ``o`` sees ``c_t``); each may be ``None`` on
+        its own in the functions (a model's stack takes all three or none).
 
     Attributes
     ----------
@@ -174,7 +175,7 @@ class GRUParams(_ParamsBase):
     weight_hh : array, shape (3H, H)
         Recurrent weights.
     bias_ih, bias_hh : array, shape (3H,), or None
-        Biases (``None``: no bias).
+        Biases (``None``: no such bias; each may be ``None`` on its own).
 
     Attributes
     ----------

@@ -100,7 +100,8 @@ def rnn(
     ------
     TypeError
         ``params`` is not an :class:`RNNParams`; an argument is not an array, or not floating point (``lengths``:
-        not integer); dtypes differ; ``reverse`` or ``batch_first`` is not a bool.
+        not integer), or is a NumPy masked array or matrix (the message says what to pass instead: ``x.filled(0)``
+        with ``lengths=``, or ``np.asarray(...)``); dtypes differ; ``reverse`` or ``batch_first`` is not a bool.
     ValueError
         A shape does not fit (the message names the argument and the shape expected); ``T == 0``; ``lengths``
         outside ``[0, T]`` or given with unbatched ``x``; an unknown ``nonlinearity`` or ``impl``.
@@ -176,7 +177,8 @@ def lstm(
     coupled : bool, optional
         Coupled input-forget gate, ``f = 1 - i`` (ONNX ``input_forget``). Default ``False``.
     clip : float or None, optional
-        A positive bound for every gate pre-activation (ONNX ``clip``); ``None`` (default) does not clip.
+        A positive bound for every gate pre-activation (ONNX ``clip``); ``None`` (default) does not clip. A bound
+        beyond the dtype's range (e.g. ``1e300`` in float32) clips at the dtype's largest finite value.
     lengths : integer array or list of int, shape (B,), optional
         Valid steps of each sequence, each in ``[0, T]``; needs batched ``x``. ``None`` (default): all ``T``.
     reverse : bool, optional
@@ -202,8 +204,9 @@ def lstm(
     ------
     TypeError
         ``params`` is not an :class:`LSTMParams`; ``state`` is not ``None`` or a pair ``(h_0, c_0)``; an argument
-        is not an array, or not floating point (``lengths``: not integer); dtypes differ; ``coupled``,
-        ``reverse`` or ``batch_first`` is not a bool.
+        is not an array, or not floating point (``lengths``: not integer), or is a NumPy masked array or matrix
+        (the message says what to pass instead: ``x.filled(0)`` with ``lengths=``, or ``np.asarray(...)``); dtypes
+        differ; ``coupled``, ``reverse`` or ``batch_first`` is not a bool.
     ValueError
         A shape does not fit (the message names the argument and the shape expected); ``T == 0``; ``lengths``
         outside ``[0, T]`` or given with unbatched ``x``; ``clip`` not positive; an unknown ``impl``.
@@ -302,7 +305,9 @@ def gru(
     ------
     TypeError
         ``params`` is not a :class:`GRUParams`; an argument is not an array, or not floating point (``lengths``:
-        not integer); dtypes differ; ``linear_before_reset``, ``reverse`` or ``batch_first`` is not a bool.
+        not integer), or is a NumPy masked array or matrix (the message says what to pass instead: ``x.filled(0)``
+        with ``lengths=``, or ``np.asarray(...)``); dtypes differ; ``linear_before_reset``, ``reverse`` or
+        ``batch_first`` is not a bool.
     ValueError
         A shape does not fit (the message names the argument and the shape expected); ``T == 0``; ``lengths``
         outside ``[0, T]`` or given with unbatched ``x``; an unknown ``impl``.

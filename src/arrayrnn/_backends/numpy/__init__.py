@@ -128,7 +128,34 @@ def _row_threads() -> int:
 
 _row_pool: Optional[ThreadPoolExecutor] = None
 _row_pool_size = [0]
+#: guards the pool and the BLAS bookkeeping below: callers that split rows now, and the count to give back
 _row_lock = threading.Lock()
+_row_callers = [0]
+_row_saved_blas_threads = [0]
+
+
+def _enter_split(blas: ModuleType, workers: int) -> ThreadPoolExecutor:
+    """One more caller splits rows: the first sets NumPy's BLAS to one thread, remembering the count it found
+    (read and changed under one lock, so no caller can mistake another's 1 for the process's setting); returns
+    a pool with at least ``workers`` threads. Pair with :func:`_leave_split`."""
+    global _row_pool
+    with _row_lock:
+        if _row_pool is None or _row_pool_size[0] < workers:
+            _row_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="arrayrnn-rows")
+            _row_pool_size[0] = workers
+        if _row_callers[0] == 0:
+            _row_saved_blas_threads[0] = blas.blas_get_num_threads()
+            blas.blas_set_num_threads(1)
+        _row_callers[0] += 1
+        return _row_pool
+
+
+def _leave_split(blas: ModuleType) -> None:
+    """A caller is done splitting rows: the last one out gives BLAS back the count the first one found."""
+    with _row_lock:
+        _row_callers[0] -= 1
+        if _row_callers[0] == 0:
+            blas.blas_set_num_threads(_row_saved_blas_threads[0])
 
 
 def _use_rows(x: np.ndarray) -> bool:
@@ -151,11 +178,11 @@ def _run_rows(
     One slice (the default): per chunk of steps, one input-projection GEMM over the whole batch on
     all BLAS threads, then the kernel. ``ARRAYRNN_ROW_THREADS=n``: the batch is split into ``n``
     slices (at least ``ROWS_PER_THREAD`` rows each) that run in parallel threads from start to end,
-    each projecting its own rows step by step, with NumPy's OpenBLAS set to one thread for the call
-    (the count is global: it is restored after, under a lock, so concurrent callers take turns).
+    each projecting its own rows step by step, with NumPy's OpenBLAS set to one thread while any caller
+    splits (the count is global: the first caller in saves it and the last one out restores it, under one
+    lock, so concurrent callers run together and the caller's setting comes back exactly).
     Slices never share rows, so they share the projection buffer without waiting for each other.
     """
-    global _row_pool
     steps, batch, features = x.shape
     rows = weight_ih.shape[0]
     y = np.empty((steps, batch, h0.shape[1]), dtype=x.dtype)
@@ -168,7 +195,6 @@ def _run_rows(
     longest = int(lengths_array.max())
     chunk = _chunk_steps(steps, batch, rows, x.dtype.itemsize)
     gx_flat = np.empty(rows * chunk * batch, dtype=x.dtype)
-    blas_threads = blas.blas_get_num_threads()
     threads = max(1, min(_row_threads(), batch // ROWS_PER_THREAD))
     bounds = [batch * k // threads for k in range(threads + 1)]
     starts = list(reversed(range(0, steps, chunk)) if reverse else range(0, steps, chunk))
@@ -195,25 +221,55 @@ def _run_rows(
             count = min(chunk, steps - start)
             run_slice(project(start, count, b0, b1), h, c, y, lengths_array, b0, b1, start, count)
 
-    with _row_lock:
-        if _row_pool is None or _row_pool_size[0] < threads - 1:
-            _row_pool = ThreadPoolExecutor(max_workers=threads - 1, thread_name_prefix="arrayrnn-rows")
-            _row_pool_size[0] = threads - 1
-        blas.blas_set_num_threads(1)
+    pool = _enter_split(blas, threads - 1)
+    try:
+        others = [pool.submit(run_rows, bounds[k], bounds[k + 1]) for k in range(1, threads)]
         try:
-            others = [_row_pool.submit(run_rows, bounds[k], bounds[k + 1]) for k in range(1, threads)]
-            try:
-                run_rows(bounds[0], bounds[1])
-            finally:
-                for future in others:
-                    future.result()
+            run_rows(bounds[0], bounds[1])
         finally:
-            blas.blas_set_num_threads(blas_threads)
+            for future in others:
+                future.result()
+    finally:
+        _leave_split(blas)
     return y, ((h,) if c is None else (h, c))
 
 
 def _column(vector: Optional[np.ndarray], dtype: np.dtype) -> Optional[np.ndarray]:
     return None if vector is None else np.asarray(vector, dtype=dtype).reshape(-1, 1)
+
+
+def _bias_total(params: Any, dtype: np.dtype) -> Optional[np.ndarray]:
+    """``bias_ih + bias_hh`` as a new array; the one that is set when the other is ``None``; ``None`` without bias.
+
+    Each bias is optional on its own (the core adds each where it is set); the result is never the caller's array.
+    """
+    bias_ih, bias_hh = params.bias_ih, params.bias_hh
+    if bias_ih is not None and bias_hh is not None:
+        return np.asarray(bias_ih, dtype=dtype) + np.asarray(bias_hh, dtype=dtype)
+    if bias_ih is None and bias_hh is None:
+        return None
+    return np.array(bias_ih if bias_ih is not None else bias_hh, dtype=dtype)
+
+
+def _gru_biases(
+    params: Any, dtype: np.dtype, linear_before_reset: bool
+) -> tuple[Optional[np.ndarray], Optional[np.ndarray]]:
+    """GRU biases as the loops use them: ``(folded (3H,) or None, bias_hn (H,) or None)``.
+
+    ``folded`` joins the input projection; with ``linear_before_reset`` the candidate's ``b_hn`` sits inside
+    ``r * (W_hn h + b_hn)`` and cannot join it: ``folded``'s candidate rows hold ``b_in`` alone and ``bias_hn``
+    is ``b_hn`` (``None`` when ``bias_hh`` is ``None``).
+    """
+    folded = _bias_total(params, dtype)
+    if folded is None or not linear_before_reset:
+        return folded, None
+    hidden = params.hidden_size
+    if params.bias_ih is None:
+        folded[2 * hidden :] = 0
+    else:
+        folded[2 * hidden :] = np.asarray(params.bias_ih, dtype=dtype)[2 * hidden :]
+    bias_hn = None if params.bias_hh is None else np.array(params.bias_hh[2 * hidden :], dtype=dtype)
+    return folded, bias_hn
 
 
 def _chunk_steps(steps: int, batch: int, rows: int, itemsize: int) -> int:
@@ -331,9 +387,7 @@ def rnn_sequence(
     dtype = x.dtype
     weight_ih = np.asarray(params.weight_ih, dtype=dtype)
     weight_hh = np.ascontiguousarray(params.weight_hh, dtype=dtype)
-    bias = None
-    if params.bias_ih is not None:
-        bias = _column(np.asarray(params.bias_ih) + np.asarray(params.bias_hh), dtype)
+    bias = _column(_bias_total(params, dtype), dtype)
     z = np.empty((weight_hh.shape[0], x.shape[1]), dtype=dtype)
     relu = nonlinearity == "relu"
     kernels = _use_compiled(x)
@@ -369,6 +423,16 @@ def rnn_sequence(
 # LSTM
 
 
+#: the optional LSTM fields the numba kernels do not implement (any one set: the NumPy loop runs)
+_BEYOND_KERNELS = (("weight_hr", "projection"), ("peephole_i", "peephole_i"), ("peephole_f", "peephole_f"),
+                   ("peephole_o", "peephole_o"))  # fmt: skip
+
+
+def _lstm_beyond_kernels(params: Any) -> list[str]:
+    """What of ``params`` the numba LSTM kernels cannot run (empty: they can)."""
+    return [label for field, label in _BEYOND_KERNELS if getattr(params, field) is not None]
+
+
 def lstm_sequence(
     xp: Any,
     x: Array,
@@ -386,7 +450,7 @@ def lstm_sequence(
     hidden = params.hidden_size
     batch = x.shape[1]
     kernels = _use_compiled(x)
-    if kernels is not None and params.weight_hr is None and not params.has_peepholes and params.peephole_o is None:
+    if kernels is not None and not _lstm_beyond_kernels(params):
         return _lstm_compiled(kernels, x, params, state, lengths, reverse, coupled, clip)
     late_output = params.peephole_o is not None  # the output gate then needs c_t before its tanh
     # Row order: sigmoid gates computed from c_{t-1} first (contiguous, for one fix-up), then the
@@ -398,9 +462,8 @@ def lstm_sequence(
     scale = np.concatenate([np.full(hidden, 1.0 if g == "g" else 0.5, dtype=dtype) for g in order]).reshape(-1, 1)
     weight_ih = np.asarray(params.weight_ih, dtype=dtype)[rows] * scale
     weight_hh = np.asarray(params.weight_hh, dtype=dtype)[rows] * scale
-    bias = None
-    if params.bias_ih is not None:
-        bias = ((np.asarray(params.bias_ih) + np.asarray(params.bias_hh))[rows]).astype(dtype).reshape(-1, 1) * scale
+    total = _bias_total(params, dtype)
+    bias = None if total is None else total[rows].astype(dtype).reshape(-1, 1) * scale
     weight_hr = None if params.weight_hr is None else np.ascontiguousarray(params.weight_hr, dtype=dtype)
 
     def half(peephole: Optional[Array]) -> Optional[np.ndarray]:
@@ -462,9 +525,7 @@ def _lstm_compiled(kernels, x, params, state, lengths, reverse, coupled, clip):
     dtype = x.dtype
     weight_ih = np.asarray(params.weight_ih, dtype=dtype)
     weight_hh = np.ascontiguousarray(params.weight_hh, dtype=dtype)
-    bias = None
-    if params.bias_ih is not None:
-        bias = _column(np.asarray(params.bias_ih) + np.asarray(params.bias_hh), dtype)
+    bias = _column(_bias_total(params, dtype), dtype)
     z = np.empty((weight_hh.shape[0], x.shape[1]), dtype=dtype)
     bound = dtype.type(_NO_CLIP if clip is None else clip)
     if _use_rows(x):
@@ -514,13 +575,9 @@ def gru_sequence(
     scale = np.concatenate([np.full(2 * hidden, 0.5, dtype=dtype), np.ones(hidden, dtype=dtype)]).reshape(-1, 1)
     weight_ih = np.asarray(params.weight_ih, dtype=dtype) * scale
     weight_hh = np.asarray(params.weight_hh, dtype=dtype) * scale
-    bias = bias_hn = None
-    if params.bias_ih is not None:
-        folded = np.asarray(params.bias_ih, dtype=dtype) + np.asarray(params.bias_hh, dtype=dtype)
-        if linear_before_reset:  # b_hn sits inside r * (W_hn h + b_hn): it cannot join the input projection
-            folded[2 * hidden :] = np.asarray(params.bias_ih, dtype=dtype)[2 * hidden :]
-            bias_hn = _column(np.asarray(params.bias_hh)[2 * hidden :], dtype)
-        bias = folded.reshape(-1, 1) * scale
+    folded, hn = _gru_biases(params, dtype, linear_before_reset)
+    bias = None if folded is None else folded.reshape(-1, 1) * scale
+    bias_hn = _column(hn, dtype)
 
     z = np.empty((3 * hidden, batch), dtype=dtype)
     gates_rz, gate_r, gate_z, gate_n = z[: 2 * hidden], z[:hidden], z[hidden : 2 * hidden], z[2 * hidden :]
@@ -569,14 +626,9 @@ def _gru_compiled(kernels, x, params, state, lengths, reverse, linear_before_res
     hidden = params.hidden_size
     weight_ih = np.asarray(params.weight_ih, dtype=dtype)
     weight_hh = np.ascontiguousarray(params.weight_hh, dtype=dtype)
-    bias = None
-    bias_hn = np.zeros(hidden, dtype=dtype)
-    if params.bias_ih is not None:
-        folded = np.asarray(params.bias_ih, dtype=dtype) + np.asarray(params.bias_hh, dtype=dtype)
-        if linear_before_reset:  # b_hn sits inside r * (W_hn h + b_hn)
-            folded[2 * hidden :] = np.asarray(params.bias_ih, dtype=dtype)[2 * hidden :]
-            bias_hn = np.array(params.bias_hh[2 * hidden :], dtype=dtype)
-        bias = folded.reshape(-1, 1)
+    folded, hn = _gru_biases(params, dtype, linear_before_reset)
+    bias = None if folded is None else folded.reshape(-1, 1)
+    bias_hn = np.zeros(hidden, dtype=dtype) if hn is None else hn
     if linear_before_reset and _use_rows(x):
         bias_row = np.zeros(3 * hidden, dtype=dtype) if bias is None else bias.reshape(-1)
         gru_rows = _rows_kernels().gru_rows
@@ -656,8 +708,7 @@ def explain(kind: str, x: Array, params: Any, options: dict[str, Any], *, impl: 
         return "generic", f"{np.dtype(x.dtype).name} is not supported by the NumPy loop (float32, float64)"
     kernels = _use_compiled(x)
     if kind == "lstm" and kernels is not None:
-        blocked = [name for name, value in (("projection", params.weight_hr), ("peephole_i", params.peephole_i),
-                                            ("peephole_o", params.peephole_o)) if value is not None]  # fmt: skip
+        blocked = _lstm_beyond_kernels(params)
         if blocked:
             return "NumPy loop", f"{', '.join(blocked)}: not in the numba kernels"
     if kernels is None:
