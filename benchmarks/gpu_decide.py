@@ -14,7 +14,8 @@ each combination this sets them, asks the dispatch rule which path each benchmar
 timing from the same run), and counts the rows that meet the issue's targets (forward <= 1.0x cuDNN, forward +
 backward <= 1.2x). Ranked by targets met, then rows the rule would send to a path the run did not time (unknown),
 then the geometric mean of the ratios. Also compares the variants of the fused gradient path that the
-breakdown timed (``policy.Config.grad_bias_by_matmul``, ``grad_weight_grad_chunks``). Prints the ranking and, for the best
+breakdown timed (``policy.Config.grad_bias_by_matmul``, ``grad_weight_grad_chunks``). Prints the ranking
+and, for the best
 combination, its rows; changes nothing: setting the switches in ``_backends/cupy/policy.py`` stays a person's decision.
 """
 
