@@ -6,6 +6,7 @@ inputs (results on their backend and device) and never returns arrays that share
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Optional, Union
 
 from ._validate import shape_text
@@ -406,14 +407,231 @@ def to_onnx(kind: str, params: Any) -> tuple[Optional[Array], ...]:
     return tuple(stacked)
 
 
-def from_onnx_model(model: Any, node: Optional[str] = None, *, backend: Optional[str] = None, device: Any = None):
+#: the inputs of each ONNX recurrent operator, by position
+_ONNX_INPUTS = {
+    "RNN": ("X", "W", "R", "B", "sequence_lens", "initial_h"),
+    "GRU": ("X", "W", "R", "B", "sequence_lens", "initial_h"),
+    "LSTM": ("X", "W", "R", "B", "sequence_lens", "initial_h", "initial_c", "P"),
+}
+#: the attributes ONNX defines for each operator (opset 14+), with their AttributeProto type names
+_ONNX_COMMON_ATTRIBUTES = {
+    "activation_alpha": "FLOATS",
+    "activation_beta": "FLOATS",
+    "activations": "STRINGS",
+    "clip": "FLOAT",
+    "direction": "STRING",
+    "hidden_size": "INT",
+    "layout": "INT",
+}
+_ONNX_ATTRIBUTES = {
+    "RNN": _ONNX_COMMON_ATTRIBUTES,
+    "GRU": {**_ONNX_COMMON_ATTRIBUTES, "linear_before_reset": "INT"},
+    "LSTM": {**_ONNX_COMMON_ATTRIBUTES, "input_forget": "INT"},
+}
+#: ONNX's default activations, per direction
+_ONNX_ACTIVATIONS = {"RNN": ["Tanh"], "GRU": ["Sigmoid", "Tanh"], "LSTM": ["Sigmoid", "Tanh", "Tanh"]}
+#: ops whose output is all zeros when their first input is (shape and layout changes, torch's zero states)
+_ZERO_PRESERVING = ("Cast", "Expand", "Flatten", "Gather", "Identity", "Reshape", "Slice", "Squeeze", "Tile")
+_ZERO_PRESERVING += ("Transpose", "Unsqueeze")
+
+
+def _onnx_attributes(onnx: Any, node: Any, label: str) -> dict[str, Any]:
+    """The node's attributes by name (strings decoded); refuses an attribute ONNX does not define, or a wrong type."""
+    expected = _ONNX_ATTRIBUTES[node.op_type]
+    values: dict[str, Any] = {}
+    for attribute in node.attribute:
+        name = attribute.name
+        if name not in expected:
+            raise ValueError(
+                f"{label} has attribute {name!r}, which ONNX {node.op_type} (opset 14+) does not define "
+                f"({', '.join(sorted(expected))}); arrayrnn refuses what it cannot honour"
+            )
+        if name in values:
+            raise ValueError(f"{label} has attribute {name!r} twice")
+        type_name = onnx.AttributeProto.AttributeType.Name(attribute.type)
+        if type_name != expected[name]:
+            raise ValueError(f"{label}: attribute {name!r} must be of type {expected[name]}, got {type_name}")
+        value = onnx.helper.get_attribute_value(attribute)
+        if type_name == "STRING":
+            value = value.decode() if isinstance(value, bytes) else str(value)
+        elif type_name == "STRINGS":
+            value = [v.decode() if isinstance(v, bytes) else str(v) for v in value]
+        elif type_name == "FLOATS":
+            value = [float(v) for v in value]
+        values[name] = value
+    return values
+
+
+def _onnx_options(kind: str, attributes: dict[str, Any], W: Any, label: str) -> tuple[dict[str, Any], int, int]:
+    """Check every attribute against the ONNX spec and ``W``; ``(model options, num_directions, layout)``."""
+    op = kind.upper()
+    direction = attributes.get("direction", "forward")
+    if direction not in ("forward", "reverse", "bidirectional"):
+        raise ValueError(f"{label}: direction={direction!r} is not one of 'forward', 'reverse', 'bidirectional'")
+    count = 2 if direction == "bidirectional" else 1
+    if getattr(W, "ndim", None) == 3 and W.shape[0] != count:
+        raise ValueError(
+            f"{label}: direction={direction!r} needs num_directions = {count} (W's first dimension), but W has shape "
+            f"{shape_text(W.shape)}"
+        )
+    gates = _GATES[kind]
+    hidden_size = attributes.get("hidden_size")
+    if hidden_size is not None and (
+        hidden_size < 1 or (getattr(W, "ndim", None) == 3 and W.shape[1] != gates * hidden_size)
+    ):
+        implied = f"{W.shape[1]} / {gates} = {W.shape[1] / gates:g}" if getattr(W, "ndim", None) == 3 else "?"
+        raise ValueError(
+            f"{label}: hidden_size={hidden_size} does not match the weights: W has shape "
+            f"{shape_text(getattr(W, 'shape', ()))} (num_directions, {gates}*hidden_size, input_size), so "
+            f"hidden_size = {implied}"
+        )
+    layout = attributes.get("layout", 0)
+    if layout not in (0, 1):
+        raise ValueError(f"{label}: layout={layout} is not 0 (time-major) or 1 (batch-major)")
+    options: dict[str, Any] = {}
+    defaults = _ONNX_ACTIVATIONS[op] * count
+    activations = attributes.get("activations")
+    scaling = [name for name in ("activation_alpha", "activation_beta") if name in attributes]
+    if activations is not None and activations != defaults:
+        if kind == "rnn" and activations == ["Relu"] * count and not scaling:
+            options["nonlinearity"] = "relu"
+        else:
+            extra = "".join(f" with {name}={attributes[name]}" for name in scaling)
+            accepted = f"{defaults}" + (f" or {['Relu'] * count}" if kind == "rnn" else "")
+            raise ValueError(
+                f"{label}: activations={activations}{extra} is not supported; only ONNX's defaults work: {accepted} "
+                f"({len(defaults) // count} per direction, the same in both), which take no activation_alpha/beta"
+            )
+    # with the default activations (Sigmoid, Tanh, Relu), activation_alpha/activation_beta have no effect (spec)
+    if "clip" in attributes:
+        clip = attributes["clip"]
+        if kind != "lstm":
+            raise ValueError(
+                f"{label}: clip={clip} is not supported: arrayrnn clips only LSTM cells (no {op} clip); "
+                "remove the attribute only if the model never reaches it"
+            )
+        if not clip > 0:
+            raise ValueError(f"{label}: clip={clip} must be a positive number (ONNX's cell clip threshold)")
+        options["clip"] = float(clip)
+    for name, option in (("input_forget", "coupled"), ("linear_before_reset", "linear_before_reset")):
+        if name in _ONNX_ATTRIBUTES[op]:
+            value = attributes.get(name, 0)
+            if value not in (0, 1):
+                raise ValueError(f"{label}: {name}={value} must be 0 or 1")
+            options[option] = bool(value)
+    return options, count, layout
+
+
+def _onnx_is_zero(name: str, initializers: dict[str, Any], producers: dict[str, Any], depth: int = 0) -> bool:
+    """Whether the graph value ``name`` is all zeros whatever the inputs (torch exports zero states this way)."""
+    if name in initializers:
+        return not initializers[name].any()
+    node = producers.get(name)
+    if node is None or depth > 64:
+        return False
+    attributes = {a.name: a for a in node.attribute}
+    if node.op_type in ("Constant", "ConstantOfShape"):
+        if "value" not in attributes:
+            return node.op_type == "ConstantOfShape"  # its default value is a zero
+        from onnx import numpy_helper
+
+        return not numpy_helper.to_array(attributes["value"].t).any()
+    if node.op_type == "Concat":
+        return all(_onnx_is_zero(n, initializers, producers, depth + 1) for n in node.input)
+    if node.op_type in _ZERO_PRESERVING and node.input:
+        return _onnx_is_zero(node.input[0], initializers, producers, depth + 1)
+    return False
+
+
+def _onnx_defaults(
+    op: str, values: list[Any], dtype: Any, count: int, hidden: int, layout: int, label: str
+) -> tuple[Any, Optional[tuple[int, ...]]]:
+    """``(default_state, default_lengths)`` from the constant ``sequence_lens``, ``initial_h`` (, ``initial_c``).
+
+    ``values`` holds, per input, an array (a constant), ``None`` (absent: zeros / all steps) or ``"call"`` (a graph
+    input the caller passes). States come back ``(D, B, H)`` whatever the layout; a missing half is zeros.
+    """
+    import numpy as np
+
+    lengths, *states = values
+    names = _ONNX_INPUTS[op][5 : 5 + len(states)]
+    default_lengths = None
+    if isinstance(lengths, np.ndarray):
+        if lengths.dtype.kind not in "iu" or lengths.ndim != 1 or bool((lengths < 0).any()):
+            raise ValueError(
+                f"input sequence_lens of {label} must be a vector (batch_size,) of non-negative integers, got "
+                f"{lengths.dtype} of shape {shape_text(lengths.shape)}"
+            )
+        default_lengths = tuple(int(v) for v in lengths)
+    constants = {name: s for name, s in zip(names, states) if isinstance(s, np.ndarray)}
+    if not constants:
+        return None, default_lengths
+    at_call = [name for name, s in zip(names, states) if isinstance(s, str)]
+    if at_call:
+        raise ValueError(
+            f"input {', '.join(constants)} of {label} is a constant but {', '.join(at_call)} is a graph input: "
+            "the model takes its state as one (h_0, c_0) pair; make both graph inputs and pass state= at call time"
+        )
+    first = next(iter(constants.values()))
+    batch = first.shape[0 if layout else 1] if first.ndim == 3 else None
+    if layout:
+        text, expected = "(batch_size, num_directions, hidden_size) (layout=1)", (batch, count, hidden)
+    else:
+        text, expected = "(num_directions, batch_size, hidden_size)", (count, batch, hidden)
+    if default_lengths is not None and batch is not None and len(default_lengths) != batch:
+        raise ValueError(
+            f"inputs of {label} disagree on batch_size: sequence_lens has {len(default_lengths)} entries, "
+            f"{next(iter(constants))} has batch_size {batch}"
+        )
+    result = []
+    for name, state in zip(names, states):
+        if state is None:
+            result.append(None)
+            continue
+        if tuple(state.shape) != expected:
+            raise ValueError(
+                f"input {name} of {label} must have shape {text} = {shape_text(expected)}, "
+                f"got {shape_text(state.shape)}"
+            )
+        if state.dtype != dtype:
+            raise ValueError(f"input {name} of {label} has dtype {state.dtype}; the weights are {dtype}")
+        result.append(np.ascontiguousarray(np.transpose(state, (1, 0, 2)) if layout else state))
+    shape = result[0].shape if result[0] is not None else result[-1].shape
+    result = [np.zeros(shape, dtype=dtype) if state is None else state for state in result]
+    return (tuple(result) if op == "LSTM" else result[0]), default_lengths
+
+
+def from_onnx_model(
+    model: Any, node: Optional[str] = None, *, backend: Optional[str] = None, device: Any = None, base_dir: Any = None
+):
     """An ``ar.RNN/LSTM/GRU`` (one layer) from an ONNX ``RNN``/``LSTM``/``GRU`` node of ``model``.
 
-    Needs the ``onnx`` package (``pip install "arrayrnn[onnx]"``). The weights must be graph initializers; the
-    node's attributes become model options (``direction``, ``clip``, ``input_forget``, ``linear_before_reset``,
-    ``layout``, Relu). ``layout=1`` becomes ``batch_first=True``; the model's states stay ``(D, B, H)`` (ONNX's
-    are ``(B, D, H)`` with layout 1) and its ``y`` is ``(B, T, D*H)`` (ONNX's ``Y`` is ``(B, T, D, H)``, the same
-    numbers).
+    Needs the ``onnx`` package (``pip install "arrayrnn[onnx]"``). Nothing the node says is dropped: every input
+    and attribute is honoured, or refused with a ``ValueError`` that names it.
+
+    * Inputs ``W``, ``R``, ``B`` and the LSTM peepholes ``P`` must be graph initializers.
+    * ``sequence_lens``, ``initial_h``, ``initial_c`` given as graph inputs (not initializers) are fine: the caller
+      passes them at call time, ``model(x, state, lengths=...)`` (states ``(D, B, H)``, an LSTM's as the pair
+      ``(h_0, c_0)``). Given as constants (an initializer, which is also ONNX's overridable default when the name
+      is a graph input too, or a ``Constant`` node) they are honoured: they become the model's
+      ``default_state`` / ``default_lengths``, which a call gets whenever it passes ``state=None`` /
+      ``lengths=None`` (so such calls must have the constants' batch size; pass your own, or set the attribute
+      to ``None``, to change that); a missing ``initial_h`` or ``initial_c`` beside a constant one is zeros. A
+      state computed in the graph is accepted only when it is all zeros whatever the input (torch exports its
+      default state as ``ConstantOfShape``/``Expand``/``Slice`` of zeros): ONNX's default. Anything else computed
+      is refused, as is a constant ``initial_h`` beside a graph-input ``initial_c`` (or the reverse). Note that
+      for ``sequence_lens[b] == 0`` onnxruntime returns a zero final state, arrayrnn the initial one.
+      ``ar.save`` does not store ``default_state`` / ``default_lengths``.
+    * Attributes are checked against the ONNX spec (opset 14+); any other attribute is refused. ``direction``:
+      ``"forward"`` or ``"bidirectional"``, matching ``W``'s first dimension (``"reverse"`` is refused: use
+      :func:`from_onnx` and run the params with ``reverse=True``). ``hidden_size``: what ``W`` implies.
+      ``layout``: 0, or 1 which becomes ``batch_first=True``; the model's states stay ``(D, B, H)`` (ONNX's are
+      ``(B, D, H)`` with layout 1; constant ones are transposed) and its ``y`` is ``(B, T, D*H)`` (ONNX's ``Y``
+      is ``(B, T, D, H)``, the same numbers). ``activations``: only ONNX's defaults (LSTM Sigmoid, Tanh, Tanh;
+      GRU Sigmoid, Tanh; one list per direction), and for RNN Tanh or Relu in every direction (``nonlinearity``);
+      ``activation_alpha`` / ``activation_beta`` have no effect on these and are accepted with them only.
+      ``clip``: positive, LSTM only (arrayrnn has no GRU/RNN clip). ``input_forget`` (LSTM, ``coupled``) and
+      ``linear_before_reset`` (GRU): 0 or 1.
 
     Parameters
     ----------
@@ -425,6 +643,11 @@ def from_onnx_model(model: Any, node: Optional[str] = None, *, backend: Optional
         Where to put the params; ``None`` (default): the current backend.
     device : optional
         The device on that backend.
+    base_dir : str or os.PathLike, optional
+        The folder that tensors kept in external files are read from. Default: the folder of ``model`` when it is
+        a path; a proto (loaded with ``load_external_data=False``) that uses external data needs it. External data
+        is never read relative to the current directory nor outside this folder (no ``..``, absolute paths or
+        symlinks leading out), and only the bytes a tensor's dims declare (see ``docs/security.md``).
 
     Returns
     -------
@@ -434,9 +657,21 @@ def from_onnx_model(model: Any, node: Optional[str] = None, *, backend: Optional
     Raises
     ------
     ValueError
-        Not exactly one matching recurrent node; a weight that is not an initializer; activations other than
-        ONNX's defaults (and Relu for RNN); ``clip`` on a non-LSTM node; ``direction="reverse"`` (use
-        :func:`from_onnx` and ``reverse=True``); shapes that do not fit.
+        Not exactly one matching recurrent node, or one outside ONNX's domain; more inputs than the operator has;
+        a weight that is not an initializer; a ``sequence_lens``/``initial_h``/``initial_c`` input computed in the
+        graph (other than all-zero states), a constant one of the wrong shape or dtype, or constant and graph-input
+        states mixed; an attribute ONNX does not define for the operator, or of the wrong type; ``direction``
+        unknown, not matching ``W``, or ``"reverse"`` (use :func:`from_onnx` and ``reverse=True``); ``hidden_size``
+        not what ``W`` implies; ``layout`` not 0 or 1; activations other than ONNX's defaults (and Relu for RNN),
+        with or without ``activation_alpha``/``activation_beta``; ``clip`` not positive, or on a non-LSTM node;
+        ``input_forget`` or ``linear_before_reset`` not 0 or 1; shapes that do not fit.
+        External data (named by tensor): refused for a proto without ``base_dir``; a location that is absolute,
+        has ``..`` or resolves outside the folder; not a regular file; an element type of no fixed byte size; a
+        ``length`` other than the dims' bytes; ``offset`` + size past the end of the file.
+    FileNotFoundError
+        An external data file that is not in the folder.
+    TypeError
+        ``base_dir`` is not a path.
     ImportError
         ``onnx`` is not installed.
 
@@ -453,8 +688,8 @@ def from_onnx_model(model: Any, node: Optional[str] = None, *, backend: Optional
     ...     initializer=[numpy_helper.from_array(W, "W"), numpy_helper.from_array(R, "R"),
     ...                  numpy_helper.from_array(B, "B")])
     >>> model = ar.convert.from_onnx_model(helper.make_model(graph))
-    >>> type(model).__name__, model.hidden_size, model.linear_before_reset
-    ('GRU', 4, True)
+    >>> type(model).__name__, model.hidden_size, model.linear_before_reset, model.default_state
+    ('GRU', 4, True, None)
     """
     import onnx
     from onnx import numpy_helper
@@ -462,8 +697,7 @@ def from_onnx_model(model: Any, node: Optional[str] = None, *, backend: Optional
     from .backend import get_backend, to_backend
     from .models import GRU, LSTM, RNN
 
-    if not isinstance(model, onnx.ModelProto):
-        model = onnx.load(model)
+    model, initializers = _onnx_load(onnx, model, base_dir)  # external data: the model's folder only, bounded
     graph = model.graph
     candidates = [n for n in graph.node if n.op_type in ("RNN", "LSTM", "GRU") and (node is None or n.name == node)]
     if len(candidates) != 1:
@@ -477,45 +711,222 @@ def from_onnx_model(model: Any, node: Optional[str] = None, *, backend: Optional
         )
     (recurrent,) = candidates
     kind = recurrent.op_type.lower()
-    attributes = {a.name: onnx.helper.get_attribute_value(a) for a in recurrent.attribute}
-    initializers = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    label = f"{recurrent.op_type} node {recurrent.name or '<unnamed>'!r}"
+    if recurrent.domain not in ("", "ai.onnx"):
+        raise ValueError(f"{label} is in domain {recurrent.domain!r}, not ONNX's; only ai.onnx operators are imported")
+    attributes = _onnx_attributes(onnx, recurrent, label)
+
+    slots = _ONNX_INPUTS[recurrent.op_type]
+    if len(recurrent.input) > len(slots):
+        raise ValueError(
+            f"{label} has {len(recurrent.input)} inputs; ONNX {recurrent.op_type} takes at most {len(slots)} "
+            f"({', '.join(slots)})"
+        )
+    graph_inputs = {value.name for value in graph.input}
+    producers = {output: n for n in graph.node for output in n.output}
 
     def initializer(position: int) -> Any:
         if len(recurrent.input) <= position or recurrent.input[position] == "":
             return None
         name = recurrent.input[position]
         if name not in initializers:
-            raise ValueError(f"input {position} ({name!r}) of node {recurrent.name!r} is not an initializer")
+            raise ValueError(
+                f"input {slots[position]} ({name!r}) of {label} is not an initializer; arrayrnn reads the weights "
+                "W, R, B and P only from initializers"
+            )
         return initializers[name]
 
-    defaults = {"rnn": [b"Tanh"], "lstm": [b"Sigmoid", b"Tanh", b"Tanh"], "gru": [b"Sigmoid", b"Tanh"]}[kind]
-    activations = [a if isinstance(a, bytes) else str(a).encode() for a in attributes.get("activations", [])]
-    direction = attributes.get("direction", b"forward")
-    direction = direction.decode() if isinstance(direction, bytes) else direction
-    count = 2 if direction == "bidirectional" else 1
-    options: dict[str, Any] = {}
-    if activations and activations != defaults * count:
-        if kind == "rnn" and activations == [b"Relu"] * count:
-            options["nonlinearity"] = "relu"
-        else:
-            raise ValueError(f"node {recurrent.name!r} uses activations {activations}; only ONNX's defaults work")
-    if kind == "lstm":
-        options["coupled"] = bool(attributes.get("input_forget", 0))
-        if "clip" in attributes:
-            options["clip"] = float(attributes["clip"])
-    elif "clip" in attributes:
-        raise ValueError(f"clip on an ONNX {recurrent.op_type} node has no arrayrnn equivalent (LSTM only)")
-    if kind == "gru":
-        options["linear_before_reset"] = bool(attributes.get("linear_before_reset", 0))
-    if direction == "reverse":
+    def constant(position: int) -> Any:
+        """sequence_lens / initial_h / initial_c: an array (a constant), None (absent or all zeros) or "call"."""
+        if len(recurrent.input) <= position or recurrent.input[position] == "":
+            return None
+        name = recurrent.input[position]
+        if name in initializers:  # also a graph input: the initializer is the default a caller may override
+            return initializers[name]
+        if name in graph_inputs:
+            return "call"
+        producer = producers.get(name)
+        if (
+            producer is not None
+            and producer.op_type == "Constant"
+            and [a.name for a in producer.attribute] == ["value"]
+        ):
+            return numpy_helper.to_array(producer.attribute[0].t)
+        if slots[position] != "sequence_lens" and _onnx_is_zero(name, initializers, producers):
+            return None  # zeros whatever the input (torch's exported default state): ONNX's default
+        source = "defined nowhere in the graph" if producer is None else f"computed by a {producer.op_type} node"
         raise ValueError(
-            "direction='reverse' has no model equivalent; use ar.convert.from_onnx and run the params with reverse=True"
+            f"input {slots[position]} ({name!r}) of {label} is {source}; arrayrnn imports it only as an initializer "
+            f"or Constant (kept as the model's default_{'lengths' if position == 4 else 'state'}) or as a graph "
+            f"input (you pass it at call time: {'lengths=' if position == 4 else 'state='})"
         )
-    arrays = [initializer(1), initializer(2), initializer(3)] + ([initializer(7)] if kind == "lstm" else [])
+
+    W = initializer(1)
+    options, count, layout = _onnx_options(kind, attributes, W, label)
+    if count == 1 and attributes.get("direction") == "reverse":
+        raise ValueError(
+            f"{label}: direction='reverse' has no model equivalent; use ar.convert.from_onnx and run the params "
+            "with reverse=True"
+        )
+    arrays = [W, initializer(2), initializer(3)] + ([initializer(7)] if kind == "lstm" else [])
     directions = from_onnx(kind, *arrays)
+    hidden = directions[0].hidden_size
+    default_state, default_lengths = _onnx_defaults(
+        recurrent.op_type, [constant(p) for p in range(4, len(slots)) if p != 7], W.dtype, count, hidden, layout, label
+    )
     cls = {"rnn": RNN, "lstm": LSTM, "gru": GRU}[kind]
-    params = to_backend((tuple(directions),), backend if backend is not None else get_backend(), device=device)
-    return cls.from_params(params, batch_first=bool(attributes.get("layout", 0)), **options)
+    target = backend if backend is not None else get_backend()
+    params = to_backend((tuple(directions),), target, device=device)
+    imported = cls.from_params(params, batch_first=bool(layout), **options)
+    if default_state is not None:
+        imported.default_state = to_backend(default_state, target, device=device)
+    imported.default_lengths = default_lengths
+    return imported
+
+
+# --------------------------------------------------------------------------------------------
+# ONNX external data: read only from the model's own folder, only what a tensor declares
+
+
+def _onnx_load(onnx: Any, model: Any, base_dir: Any) -> tuple[Any, Any]:
+    """``(ModelProto, initializers by name)``, external data confined to the model's folder and bounded.
+
+    A path is loaded without its external data, which then resolves against ``base_dir`` if given, else the path's
+    own folder; a proto's resolves against ``base_dir`` alone (without it, a tensor kept in an external file is
+    refused): never against the current directory. Initializers become arrays on first use (a mapping); tensors in
+    node attributes (``Constant`` values) that use external data are read now, into a copy of a caller's proto.
+    """
+    import os
+
+    from onnx.external_data_helper import uses_external_data
+
+    if base_dir is not None:
+        if not isinstance(base_dir, (str, os.PathLike)):
+            raise TypeError(f"base_dir must be a str or os.PathLike (a folder), got {type(base_dir).__name__}")
+        if not os.path.isdir(base_dir):
+            raise ValueError(f"base_dir {os.fsdecode(base_dir)!r} is not a folder")
+    if not isinstance(model, onnx.ModelProto):
+        if base_dir is None and isinstance(model, (str, os.PathLike)):
+            base_dir = os.path.dirname(os.path.abspath(os.fsdecode(model)))
+        model = onnx.load(model, load_external_data=False)
+    elif any(uses_external_data(t) for n in model.graph.node for a in n.attribute for t in [a.t, *a.tensors]):
+        copy = onnx.ModelProto()
+        copy.CopyFrom(model)  # the caller's proto is left as it is
+        model = copy
+    root = None if base_dir is None else os.path.realpath(os.fsdecode(base_dir))
+    for node in model.graph.node:
+        for attribute in node.attribute:
+            for tensor in [attribute.t, *attribute.tensors]:
+                if uses_external_data(tensor):
+                    tensor.raw_data = _onnx_external_bytes(tensor, root)
+                    tensor.data_location = onnx.TensorProto.DEFAULT
+                    del tensor.external_data[:]
+    return model, _OnnxInitializers(model.graph.initializer, root)
+
+
+class _OnnxInitializers(Mapping):
+    """The graph's initializers by name, each converted to a NumPy array on first use (external data included)."""
+
+    def __init__(self, tensors: Any, root: Optional[str]) -> None:
+        self._tensors = {tensor.name: tensor for tensor in tensors}
+        self._root = root
+        self._arrays: dict[str, Any] = {}
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._arrays:
+            from onnx import TensorProto, numpy_helper
+            from onnx.external_data_helper import uses_external_data
+
+            tensor = self._tensors[name]
+            if uses_external_data(tensor):
+                inline = TensorProto()
+                inline.CopyFrom(tensor)
+                inline.raw_data = _onnx_external_bytes(tensor, self._root)
+                inline.data_location = TensorProto.DEFAULT
+                del inline.external_data[:]
+                tensor = inline
+            self._arrays[name] = numpy_helper.to_array(tensor)
+        return self._arrays[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tensors
+
+    def __iter__(self) -> Any:
+        return iter(self._tensors)
+
+    def __len__(self) -> int:
+        return len(self._tensors)
+
+
+#: ONNX element types whose external data arrayrnn reads (fixed-size elements, whole bytes)
+_ONNX_EXTERNAL_TYPES = ("FLOAT", "DOUBLE", "FLOAT16", "BFLOAT16", "INT8", "UINT8", "INT16", "UINT16", "INT32")
+_ONNX_EXTERNAL_TYPES += ("UINT32", "INT64", "UINT64", "BOOL")
+
+
+def _onnx_external_bytes(tensor: Any, root: Optional[str]) -> bytes:
+    """The bytes of a tensor kept in an external file: a regular file inside ``root``, exactly the declared size."""
+    import math
+    import os
+    import re
+    import stat
+
+    from onnx import TensorProto, helper
+    from onnx.external_data_helper import ExternalDataInfo
+
+    what = f"tensor {tensor.name!r}"
+    try:
+        info = ExternalDataInfo(tensor)
+    except ValueError as error:
+        raise ValueError(f"{what} has invalid external data: {error}") from None
+    location = info.location
+    if root is None:
+        raise ValueError(
+            f"{what} keeps its data in an external file ({location!r}) but the model was given as a proto, which "
+            "has no folder: pass the .onnx file's path, or base_dir= (the folder holding the data); arrayrnn never "
+            "reads external data relative to the current directory"
+        )
+    parts = re.split(r"[\\/]", location)
+    if not location or "\x00" in location or os.path.isabs(location) or location[:1] in "/\\" or ":" in parts[0]:
+        raise ValueError(f"{what}: external data location {location!r} is not a relative path inside {root!r}")
+    if ".." in parts:
+        raise ValueError(f"{what}: external data location {location!r} escapes the model's folder {root!r} (..)")
+    full = os.path.realpath(os.path.join(root, *parts))
+    if os.path.commonpath([root, full]) != root:
+        raise ValueError(
+            f"{what}: external data location {location!r} resolves (through a symlink) to {full!r}, outside the "
+            f"model's folder {root!r}"
+        )
+    try:
+        status = os.stat(full)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{what}: external data file {location!r} does not exist in {root!r}") from None
+    if not stat.S_ISREG(status.st_mode):
+        raise ValueError(f"{what}: external data location {location!r} is not a regular file")
+    type_name = (
+        TensorProto.DataType.Name(tensor.data_type) if tensor.data_type in TensorProto.DataType.values() else "?"
+    )
+    if type_name not in _ONNX_EXTERNAL_TYPES:
+        raise ValueError(f"{what}: external data of element type {type_name} is not supported")
+    if any(dim < 0 for dim in tensor.dims):
+        raise ValueError(f"{what} has negative dims {list(tensor.dims)}")
+    size = math.prod(tensor.dims) * helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+    if info.length is not None and info.length != size:
+        raise ValueError(
+            f"{what}: external data length {info.length} does not match its dims {list(tensor.dims)} of "
+            f"{type_name} ({size} bytes)"
+        )
+    offset = info.offset or 0
+    if offset + size > status.st_size:
+        raise ValueError(
+            f"{what}: external data needs bytes {offset}..{offset + size} of {location!r}, which has only "
+            f"{status.st_size}"
+        )
+    with open(full, "rb") as file:
+        file.seek(offset)
+        data = file.read(size)
+    if len(data) != size:
+        raise ValueError(f"{what}: external data file {location!r} ended early")
+    return data
 
 
 # --------------------------------------------------------------------------------------------

@@ -175,8 +175,35 @@ def check_stack(kind: str, params: Any, arg: str = "params") -> dict[str, Any]:
 # the models
 
 _KEY = re.compile(
-    r"^(weight_ih|weight_hh|bias_ih|bias_hh|weight_hr|peephole_i|peephole_f|peephole_o)_l(\d+)(_reverse)?$"
-)
+    r"(weight_ih|weight_hh|bias_ih|bias_hh|weight_hr|peephole_i|peephole_f|peephole_o)_l([0-9]+)(_reverse)?"
+)  # matched with fullmatch; ASCII digits only
+
+#: The most layers a constructor builds (``torch.nn`` has no limit; no trained recurrent stack comes near it).
+MAX_LAYERS = 1024
+#: The most parameter memory, in bytes, a constructor allocates (32 GiB): a larger request is refused before any
+#: allocation. A module attribute: raise it (``arrayrnn.models.MAX_PARAMETER_BYTES = ...``) for a bigger model.
+MAX_PARAMETER_BYTES = 32 * 2**30
+
+
+def parameter_count(
+    kind: str,
+    input_size: int,
+    hidden_size: int,
+    num_layers: int,
+    num_directions: int,
+    *,
+    bias: bool = True,
+    proj_size: int = 0,
+    peepholes: bool = False,
+) -> int:
+    """The number of parameters of a stack (exact Python integer arithmetic, nothing allocated)."""
+    gates = {"rnn": 1, "lstm": 4, "gru": 3}[kind]
+    output = proj_size or hidden_size
+    per_direction = gates * hidden_size * (output + (2 if bias else 0))
+    per_direction += proj_size * hidden_size + (3 * hidden_size if peepholes else 0)
+    first = num_directions * (per_direction + gates * hidden_size * input_size)
+    rest = (num_layers - 1) * num_directions * (per_direction + gates * hidden_size * num_directions * output)
+    return first + rest
 
 
 def _suffix(layer: int, direction: int) -> str:
@@ -195,6 +222,12 @@ class _StackedModel:
     _params: tuple[tuple[Any, ...], ...]
     _structure: dict[str, Any]
     batch_first: bool
+    #: The initial state a call gets when it passes ``state=None`` (shaped as ``state``); ``None``: zeros.
+    #: :func:`arrayrnn.convert.from_onnx_model` sets it from an ONNX node's constant ``initial_h``/``initial_c``.
+    default_state: Any = None
+    #: The ``lengths`` a call gets when it passes ``lengths=None`` (a tuple of ints, one per sequence); ``None``:
+    #: every sequence runs all ``T`` steps. Set from an ONNX node's constant ``sequence_lens``.
+    default_lengths: Optional[tuple[int, ...]] = None
 
     # ---- construction ------------------------------------------------------------------------
 
@@ -259,8 +292,9 @@ class _StackedModel:
         model._setup(params, batch_first, {**cls._option_defaults, **options})
         return model
 
-    @staticmethod
+    @classmethod
     def _init_stack(
+        cls,
         init: Callable[..., Any],
         input_size: int,
         hidden_size: int,
@@ -270,14 +304,44 @@ class _StackedModel:
         output_size: int,
         **init_options: Any,
     ) -> tuple[tuple[Any, ...], ...]:
-        if isinstance(num_layers, bool) or not isinstance(num_layers, (int, np.integer)) or num_layers < 1:
+        def is_int(value: Any) -> bool:
+            return not isinstance(value, bool) and isinstance(value, (int, np.integer))
+
+        # every size is checked, and the memory estimated, before anything is allocated
+        if not is_int(num_layers) or num_layers < 1:
             raise ValueError(f"num_layers must be a positive integer, got {num_layers!r}")
+        if num_layers > MAX_LAYERS:
+            raise ValueError(
+                f"num_layers={num_layers} is above the limit of {MAX_LAYERS} layers (arrayrnn.models.MAX_LAYERS)"
+            )
         if not isinstance(bidirectional, bool):
             raise TypeError(f"bidirectional must be True or False, got {bidirectional!r}")
-        if isinstance(input_size, bool) or not isinstance(input_size, (int, np.integer)) or input_size < 1:
-            raise ValueError(f"input_size must be a positive integer, got {input_size!r}")
-        rng = np.random.default_rng(seed)  # one stream for the whole stack: l0, l0_reverse, l1, ...
+        for name, value in (("input_size", input_size), ("hidden_size", hidden_size)):
+            if not is_int(value) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        proj_size = init_options.get("proj_size", 0)
+        if not is_int(proj_size) or not 0 <= proj_size < hidden_size:
+            raise ValueError(f"proj_size must be an integer in [0, hidden_size={hidden_size}), got {proj_size!r}")
         directions = 2 if bidirectional else 1
+        bias = init_options.get("bias", True)
+        count = parameter_count(
+            cls.kind, int(input_size), int(hidden_size), int(num_layers), directions,
+            bias=bias is not False, proj_size=int(proj_size), peepholes=init_options.get("peepholes") is True,
+        )  # fmt: skip
+        try:
+            itemsize = np.dtype(str(init_options.get("dtype", "float32"))).itemsize
+        except TypeError:
+            itemsize = 8  # not a NumPy dtype name: init_* names the bad dtype below; estimate the widest
+        if count * itemsize > MAX_PARAMETER_BYTES:
+            raise ValueError(
+                f"{cls.__name__}(input_size={input_size}, hidden_size={hidden_size}, num_layers={num_layers}"
+                + (", bidirectional=True" if bidirectional else "")
+                + (f", proj_size={proj_size}" if proj_size else "")
+                + f") needs {count} parameters, an estimated {count * itemsize / 2**30:.3g} GiB ({itemsize} bytes "
+                f"each), above the limit of {MAX_PARAMETER_BYTES / 2**30:.3g} GiB "
+                "(arrayrnn.models.MAX_PARAMETER_BYTES); check input_size, hidden_size and num_layers"
+            )
+        rng = np.random.default_rng(seed)  # one stream for the whole stack: l0, l0_reverse, l1, ...
         layers = []
         for layer in range(num_layers):
             layer_input = input_size if layer == 0 else directions * output_size
@@ -388,6 +452,28 @@ class _StackedModel:
             if tuple(shape) != expected:
                 raise ValueError(f"{name} must have shape {layout} = {shape_text(expected)}, got {shape_text(shape)}")
 
+    def _with_defaults(self, params: Any, x: Any, state: Any, lengths: Any) -> tuple[Any, Any]:
+        """``state`` and ``lengths``, with the model's ``default_state`` / ``default_lengths`` where they are None."""
+        fix = "pass state= (or lengths=) explicitly, or set the model's default to None"
+        if state is None and self.default_state is not None:
+            try:
+                self._check_state(params, x, self.default_state)
+            except (TypeError, ValueError) as error:
+                raise ValueError(f"the model's default_state does not fit this call ({error}); {fix}") from None
+            state = self.default_state
+        if lengths is None and self.default_lengths is not None and getattr(x, "ndim", None) in (2, 3):
+            defaults = tuple(self.default_lengths)
+            batch = None if x.ndim == 2 else x.shape[0 if self.batch_first else 1]
+            steps = x.shape[1 if self.batch_first and x.ndim == 3 else 0]
+            if batch != len(defaults) or max(defaults, default=0) > steps:
+                got = "unbatched x" if batch is None else f"x with B={batch}, T={steps}"
+                raise ValueError(
+                    f"the model's default_lengths {list(defaults)} (one per sequence, at most T) do not fit {got}; "
+                    + fix
+                )
+            lengths = list(defaults)
+        return state, lengths
+
     @property
     def sequence_function(self) -> SequenceFunction:
         """The public one-layer function every layer and direction runs (``ar.rnn``, ``ar.lstm`` or ``ar.gru``)."""
@@ -417,10 +503,12 @@ class _StackedModel:
             The input sequence, floating point, in the params' dtype, on their backend and device.
         state : array or tuple of arrays, optional
             ``h_0 (L*D, B, H)`` (``(L*D, H)`` unbatched); for an LSTM the pair ``(h_0, c_0)``, where ``h_0`` is
-            ``(L*D, B, P)`` with a projection. Never batch-first. ``None`` (default) means zeros.
+            ``(L*D, B, P)`` with a projection. Never batch-first. ``None`` (default) means the model's
+            ``default_state``, which is ``None`` (zeros) unless set.
         lengths : integer array or list of int, shape (B,), optional
             Valid steps of each sequence, as in :func:`arrayrnn.rnn`; the backward direction runs each sequence
-            backwards over its own valid steps (torch packed sequences).
+            backwards over its own valid steps (torch packed sequences). ``None`` (default) means the model's
+            ``default_lengths``, which is ``None`` (all ``T`` steps) unless set.
         impl : str, optional
             The implementation every layer runs, as in :func:`arrayrnn.rnn` (``"auto"``, ``"generic"``, ``"fast"``
             or a path name; ``None``: ``$ARRAYRNN_IMPL``, else ``"auto"``).
@@ -440,7 +528,7 @@ class _StackedModel:
         ------
         TypeError, ValueError
             As the sequence functions (the messages name the argument), and for ``params`` or ``state`` of the
-            wrong structure or shape.
+            wrong structure or shape; a ``default_state`` or ``default_lengths`` that does not fit ``x``.
         BackendMismatchError
             The arguments live on different backends or devices.
 
@@ -455,6 +543,7 @@ class _StackedModel:
         ((5, 2, 4), (2, 2, 4), (2, 2, 4))
         """
         check_stack(self.kind, params)
+        state, lengths = self._with_defaults(params, x, state, lengths)
         self._check_state(params, x, state)
         if self.kind == "lstm" and state is not None:
             state = tuple(state)
@@ -495,10 +584,12 @@ class _StackedModel:
             The input sequence, floating point, in the params' dtype, on their backend and device.
         state : array or tuple of arrays, optional
             ``h_0 (L*D, B, H)`` (``(L*D, H)`` unbatched); for an LSTM the pair ``(h_0, c_0)``, where ``h_0`` is
-            ``(L*D, B, P)`` with a projection. Never batch-first. ``None`` (default) means zeros.
+            ``(L*D, B, P)`` with a projection. Never batch-first. ``None`` (default) means the model's
+            ``default_state``, which is ``None`` (zeros) unless set.
         lengths : integer array or list of int, shape (B,), optional
             Valid steps of each sequence, as in :func:`arrayrnn.rnn`; the backward direction runs each sequence
-            backwards over its own valid steps (torch packed sequences).
+            backwards over its own valid steps (torch packed sequences). ``None`` (default) means the model's
+            ``default_lengths``, which is ``None`` (all ``T`` steps) unless set.
         impl : str, optional
             The implementation every layer runs, as in :func:`arrayrnn.rnn` (``"auto"``, ``"generic"``, ``"fast"``
             or a path name; ``None``: ``$ARRAYRNN_IMPL``, else ``"auto"``).
@@ -610,8 +701,9 @@ class _StackedModel:
         TypeError
             ``state_dict`` is not a mapping; an unknown option.
         ValueError
-            A key that is not a weight of this kind of model, a missing layer, direction or weight, one bias of a
-            pair, or shapes of another kind of layer (the message names the key).
+            A key that is not a weight of this kind of model, a layer number not below the number of entries (layers
+            are numbered ``0 .. L-1``; found without counting up to the number), a missing layer, direction or weight,
+            one bias of a pair, or shapes of another kind of layer (the message names the key).
         BackendUnavailableError
             ``backend`` is unknown or not usable here.
 
@@ -629,33 +721,45 @@ class _StackedModel:
         if not isinstance(state_dict, Mapping):
             raise TypeError(f"state_dict must be a mapping of names to arrays, got {type(state_dict).__name__}")
         entries: dict[tuple[int, int], dict[str, Any]] = {}
+        slot_keys: dict[tuple[int, int], str] = {}  # a key of each (layer, direction), for the messages
+        limit = len(state_dict)  # L layers need at least L keys: a larger layer number is refused as it is read
         for key, value in state_dict.items():
             if not isinstance(key, str) or not key.startswith(prefix):
                 continue
             name = key[len(prefix) :]
-            match = _KEY.match(name)
+            match = _KEY.fullmatch(name)
             if match is None:
                 raise ValueError(
                     f"state_dict key {key!r} is not a {cls.__name__} weight; expected names like "
                     f"{prefix}weight_ih_l0, {prefix}weight_hh_l0_reverse, {prefix}bias_ih_l1"
                     + (", weight_hr_l0, peephole_i_l0" if cls.kind == "lstm" else "")
                 )
-            field, layer, reverse = match.group(1), int(match.group(2)), match.group(3) is not None
+            field, digits, reverse = match.group(1), match.group(2), match.group(3) is not None
+            if digits != "0" and digits.startswith("0"):
+                raise ValueError(f"state_dict key {key!r} writes its layer number with a leading zero")
+            if len(digits) > len(str(limit)) or int(digits) >= limit:
+                raise ValueError(
+                    f"state_dict key {key!r} names layer {digits if len(digits) <= 20 else digits[:20] + '...'} "
+                    f"but the state dict has only {limit} entries; layers are numbered 0, 1, ... without gaps"
+                )
+            layer = int(digits)
             if cls.kind != "lstm" and (field == "weight_hr" or field.startswith("peephole")):
                 raise ValueError(f"state_dict key {key!r} belongs to an LSTM, not a {cls.__name__}")
             entries.setdefault((layer, int(reverse)), {})[field] = value
+            slot_keys.setdefault((layer, int(reverse)), key)
         if not entries:
             raise ValueError(f"state_dict has no {prefix}weight_ih_l0 (nor any other {cls.__name__} weight)")
-        layers = max(layer for layer, _ in entries) + 1
+        layers = max(layer for layer, _ in entries) + 1  # <= limit: the set below is as small as the state dict
         directions = 2 if (0, 1) in entries else 1
         expected_slots = {(layer, d) for layer in range(layers) for d in range(directions)}
         missing = sorted(expected_slots - set(entries))
         extra = sorted(set(entries) - expected_slots)
         if missing or extra:
             slot = missing[0] if missing else extra[0]
+            culprit = max(slot_keys.items())[1] if missing else slot_keys[slot]  # the highest layer's, or the extra
             raise ValueError(
                 f"state_dict has {'no' if missing else 'an unexpected'} weights for layer {slot[0]} "
-                f"{'reverse' if slot[1] else 'forward'} ({prefix}weight_ih{_suffix(*slot)}); a "
+                f"{'reverse' if slot[1] else 'forward'} ({prefix}weight_ih{_suffix(*slot)}; see key {culprit!r}); a "
                 f"{layers}-layer {'bidirectional ' if directions == 2 else ''}stack needs all layers and directions"
             )
         target = backend if backend is not None else get_backend()
@@ -703,8 +807,18 @@ class _StackedModel:
     # ---- moving ------------------------------------------------------------------------------
 
     def _map_arrays(self, function: Callable[[Array], Array]):
-        """A copy of the model with ``function`` applied to every array (``ar.to_backend``/``ar.to_numpy``)."""
-        return type(self).from_params(map_arrays(function, self._params), batch_first=self.batch_first, **self._options)
+        """A copy of the model with ``function`` applied to every array (``ar.to_backend``/``ar.to_numpy``).
+
+        ``default_state`` is mapped too; ``default_lengths`` (Python ints) is kept.
+        """
+        model = type(self).from_params(
+            map_arrays(function, self._params), batch_first=self.batch_first, **self._options
+        )
+        if self.default_state is not None:
+            model.default_state = map_arrays(function, self.default_state)
+        if self.default_lengths is not None:
+            model.default_lengths = self.default_lengths
+        return model
 
     def to(self, backend: Optional[str] = None, device: Any = None, *, dtype: Optional[str] = None):
         """A copy of the model on ``backend`` and ``device``, optionally cast to ``dtype``.
@@ -784,13 +898,19 @@ class RNN(_StackedModel):
         same structure.
     input_size, hidden_size, num_layers, bidirectional, bias, batch_first, dtype, backend, device
         The configuration, read-only.
+    default_state, default_lengths : optional
+        What a call gets for ``state=None`` / ``lengths=None`` (default ``None``: zeros / all steps); set by
+        :func:`arrayrnn.convert.from_onnx_model` for constant ONNX inputs. Not part of :meth:`config`,
+        :meth:`state_dict` or :func:`arrayrnn.save`.
 
     Raises
     ------
     TypeError
         A flag is not a bool.
     ValueError
-        A size or ``num_layers`` is not a positive integer, or another option is invalid.
+        A size or ``num_layers`` is not a positive integer, or another option is invalid; ``num_layers`` above
+        ``arrayrnn.models.MAX_LAYERS`` (1024), or parameters estimated above ``arrayrnn.models.MAX_PARAMETER_BYTES``
+        (32 GiB): checked before anything is allocated.
     BackendUnavailableError
         ``backend`` is unknown or not usable here.
 
@@ -884,13 +1004,19 @@ class LSTM(_StackedModel):
         same structure.
     input_size, hidden_size, num_layers, bidirectional, bias, batch_first, dtype, backend, device
         The configuration, read-only.
+    default_state, default_lengths : optional
+        What a call gets for ``state=None`` / ``lengths=None`` (default ``None``: zeros / all steps); set by
+        :func:`arrayrnn.convert.from_onnx_model` for constant ONNX inputs. Not part of :meth:`config`,
+        :meth:`state_dict` or :func:`arrayrnn.save`.
 
     Raises
     ------
     TypeError
         A flag is not a bool.
     ValueError
-        A size or ``num_layers`` is not a positive integer, or another option is invalid.
+        A size or ``num_layers`` is not a positive integer, or another option is invalid; ``num_layers`` above
+        ``arrayrnn.models.MAX_LAYERS`` (1024), or parameters estimated above ``arrayrnn.models.MAX_PARAMETER_BYTES``
+        (32 GiB): checked before anything is allocated.
     BackendUnavailableError
         ``backend`` is unknown or not usable here.
 
@@ -994,13 +1120,19 @@ class GRU(_StackedModel):
         same structure.
     input_size, hidden_size, num_layers, bidirectional, bias, batch_first, dtype, backend, device
         The configuration, read-only.
+    default_state, default_lengths : optional
+        What a call gets for ``state=None`` / ``lengths=None`` (default ``None``: zeros / all steps); set by
+        :func:`arrayrnn.convert.from_onnx_model` for constant ONNX inputs. Not part of :meth:`config`,
+        :meth:`state_dict` or :func:`arrayrnn.save`.
 
     Raises
     ------
     TypeError
         A flag is not a bool.
     ValueError
-        A size or ``num_layers`` is not a positive integer, or another option is invalid.
+        A size or ``num_layers`` is not a positive integer, or another option is invalid; ``num_layers`` above
+        ``arrayrnn.models.MAX_LAYERS`` (1024), or parameters estimated above ``arrayrnn.models.MAX_PARAMETER_BYTES``
+        (32 GiB): checked before anything is allocated.
     BackendUnavailableError
         ``backend`` is unknown or not usable here.
 
