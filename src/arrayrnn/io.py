@@ -47,6 +47,9 @@ def save(path: Any, model: Any) -> None:
     ------
     TypeError
         ``model`` is not an arrayrnn model.
+    ValueError
+        ``model.default_state`` or ``model.default_lengths`` is set (from an ONNX import): the file format cannot
+        hold it, and a model saved without it would run differently.
     OSError
         The file cannot be written.
 
@@ -67,6 +70,12 @@ def save(path: Any, model: Any) -> None:
 
     if getattr(model, "kind", None) not in MODEL_CLASSES or not isinstance(model, MODEL_CLASSES[model.kind]):
         raise TypeError(f"model must be an arrayrnn.RNN, LSTM or GRU, got {type(model).__name__}")
+    for name in ("default_state", "default_lengths"):
+        if getattr(model, name, None) is not None:  # set by from_onnx_model; the file format has no place for it
+            raise ValueError(
+                f"model.{name} is set (imported from ONNX constants) and ar.save cannot store it: the saved model "
+                f"would run differently; set model.{name} = None and pass it at call time, or keep the .onnx file"
+            )
     header = {
         "format": _FORMAT,
         "class": type(model).__name__,

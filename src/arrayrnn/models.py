@@ -131,6 +131,13 @@ def check_stack(kind: str, params: Any, arg: str = "params") -> dict[str, Any]:
         for direction, p in enumerate(layer_params):
             name = f"{arg}[{layer}][{direction}]"
             check_params(p, kind, name)
+            if (p.bias_ih is None) != (p.bias_hh is None):
+                raise ValueError(
+                    f"{name} has {'bias_hh' if p.bias_ih is None else 'bias_ih'} but not "
+                    f"{'bias_ih' if p.bias_ih is None else 'bias_hh'}: a model's layers have both biases or neither "
+                    "(torch's layout, what state_dict and ar.save write); run one-bias params with ar.rnn / ar.lstm / "
+                    "ar.gru, or give the missing bias as zeros"
+                )
             placement[f"{name}.weight_ih"] = p.weight_ih
             this = {
                 "hidden_size": p.hidden_size,
