@@ -94,15 +94,31 @@ class BackendUnavailableError(RuntimeError):
 # availability
 
 
-def _probe_cupy() -> ModuleType:
-    import cupy
+_CUPY_NEEDS = "it needs an NVIDIA GPU with a working driver (check nvidia-smi)"
 
+
+def _probe_cupy() -> ModuleType:
+    """CuPy, if it imports and sees a CUDA device; ImportError only when it is not installed at all."""
+    try:
+        import cupy
+    except ImportError as error:
+        import importlib.util
+
+        try:
+            installed = importlib.util.find_spec("cupy") is not None
+        except (ImportError, ValueError):
+            installed = False
+        if not installed:
+            raise
+        raise BackendUnavailableError(f"CuPy is installed but fails to import ({error})") from error
     try:
         count = cupy.cuda.runtime.getDeviceCount()
     except Exception as error:  # CUDA driver missing or broken: cupy imports but cannot run
-        raise BackendUnavailableError(f"CuPy is installed but CUDA is not usable: {error}") from error
+        raise BackendUnavailableError(
+            f"CuPy is installed but no usable GPU/driver was found ({error}); {_CUPY_NEEDS}"
+        ) from error
     if count == 0:
-        raise BackendUnavailableError("CuPy is installed but no CUDA device is visible")
+        raise BackendUnavailableError(f"CuPy is installed but no CUDA device is visible; {_CUPY_NEEDS}")
     return cupy
 
 
@@ -138,7 +154,9 @@ def backend_status(name: str) -> str | None:
         except ImportError as error:
             _status_cache[name] = f"not installed ({error}); install with: {_INSTALL_HINTS.get(name, '')}"
         except BackendUnavailableError as error:
-            _status_cache[name] = f"{error}; install with: {_INSTALL_HINTS.get(name, '')}"
+            # installed but unusable (CuPy without a GPU/driver): installing it again would not help
+            hint = "" if name == "cupy" else f"; install with: {_INSTALL_HINTS.get(name, '')}"
+            _status_cache[name] = f"{error}{hint}"
     return _status_cache[name]
 
 
@@ -291,8 +309,14 @@ def get_backend() -> str:
     ...     print(ar.get_backend())
     numpy
     """
-    name = _context_backend.get() or _global_backend or os.environ.get("ARRAYRNN_BACKEND") or "numpy"
-    return _resolve(name)
+    name = _context_backend.get() or _global_backend
+    if name is None and os.environ.get("ARRAYRNN_BACKEND"):
+        value = os.environ["ARRAYRNN_BACKEND"]
+        try:
+            return _resolve(value)
+        except BackendUnavailableError as error:
+            raise BackendUnavailableError(f"environment variable ARRAYRNN_BACKEND={value!r}: {error}") from None
+    return _resolve(name or "numpy")
 
 
 # --------------------------------------------------------------------------------------------

@@ -99,6 +99,16 @@ def test_init_matches_torch_bounds_and_properties():
         ar.init_rnn(2, 3, dtype="int32")
 
 
+def test_a_bad_environment_variable_is_named(monkeypatch):
+    monkeypatch.setenv("ARRAYRNN_BACKEND", "bogus")
+    with pytest.raises(ar.BackendUnavailableError, match=r"ARRAYRNN_BACKEND='bogus': unknown backend 'bogus'"):
+        ar.get_backend()
+    with pytest.raises(ar.BackendUnavailableError, match="ARRAYRNN_BACKEND"):
+        ar.init_rnn(2, 3)
+    with ar.use_backend("numpy"):  # an explicit choice does not read the variable
+        assert ar.get_backend() == "numpy"
+
+
 def test_unknown_and_unavailable_backends_say_why():
     with pytest.raises(ar.BackendUnavailableError, match="unknown backend 'tensorflow'"):
         ar.set_backend("tensorflow")
@@ -107,7 +117,9 @@ def test_unknown_and_unavailable_backends_say_why():
     assert isinstance(ar.BackendUnavailableError("x"), RuntimeError)
     assert isinstance(ar.BackendMismatchError("x"), TypeError)
     if backend_status("cupy") is not None:
-        with pytest.raises(ar.BackendUnavailableError, match=r"backend 'cupy' is unavailable: .*arrayrnn\[cuda12\]"):
+        # not installed: how to install it; installed without a usable GPU/driver: says so (no install hint)
+        why = r"backend 'cupy' is unavailable: (not installed.*arrayrnn\[cuda12\]|CuPy is installed but)"
+        with pytest.raises(ar.BackendUnavailableError, match=why):
             ar.set_backend("cupy")
         assert ar.available_backends().count("cupy") == 0
         with ar.use_backend("auto"):

@@ -76,13 +76,14 @@ def test_interleaved_timing_gives_every_runner_its_samples():
 def test_cli_has_bench(tmp_path):
     args = cli.build_parser().parse_args(["bench", "--cells", "rnn", "--quick", "--out", str(tmp_path)])
     assert args.handler is bench.command
-    assert args.cells == "rnn" and args.quick and args.out == str(tmp_path)
+    assert args.cells == ["rnn"] and args.quick and args.out == str(tmp_path)
+    assert cli.build_parser().parse_args(["bench"]).out == "arrayrnn-bench"  # in the current directory
     with pytest.raises(ValueError, match="cells must be among"):
         bench.run_benchmark(["lstmx"], grid=TINY, repeats=1, out_dir=None, progress=False)
     with pytest.raises(ValueError, match="modes must be among"):
         bench.run_benchmark(["rnn"], grid=TINY, repeats=1, modes=["backward"], out_dir=None, progress=False)
     args = cli.build_parser().parse_args(["bench", "--modes", "forward+backward"])
-    assert args.modes == "forward+backward"
+    assert args.modes == ["forward+backward"]
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])

@@ -59,10 +59,12 @@ def test_progress_bar_redraws_one_line_on_a_terminal():
 
 
 def test_bad_arguments_are_rejected(capsys):
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as raised:
         cli.main(["demo", "--steps", "0"])
-    with pytest.raises(SystemExit):
+    assert raised.value.code == 2
+    with pytest.raises(SystemExit) as raised:
         cli.main(["demo", "--cell", "transformer"])
+    assert raised.value.code == 2
     assert "invalid choice" in capsys.readouterr().err
 
 

@@ -1,7 +1,8 @@
 """``arrayrnn bench``: arrayrnn against the real peers (torch CPU, onnxruntime) on the same weights.
 
-Per cell and shape, interleaved timed rounds after outputs are checked equal; a table, ``--out`` JSON and
-``--plot``. Modes beyond the forward plug in through :func:`register_mode`. Method: ``benchmarks/NOTES.md``.
+Per cell and shape, interleaved timed rounds after outputs are checked equal; a table, JSON in ``--out``
+(default ``./arrayrnn-bench/``) and ``--plot``. Modes plug in through :func:`register_mode`. Method:
+``benchmarks/NOTES.md``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from typing import Any, Optional
 
 import numpy as np
 
+from ._args import OneLineParser, UsageError, backend_name, comma_list, positive_int
+from ._hints import INSTALL_HINTS
 from .bench_modes import MODES, Runner, importable, register_mode
 
 __all__ = ["GRID", "LONG_SEQUENCE", "Runner", "add_arguments", "main", "register_mode", "run_benchmark"]
@@ -40,6 +43,10 @@ CELLS = ("lstm", "gru", "rnn")
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 #: seconds one timing sample lasts at least (short calls are repeated inside a sample)
 MIN_SAMPLE_SECONDS = 0.02
+#: where results go unless ``--out`` says otherwise: a folder in the current directory
+DEFAULT_OUT = "arrayrnn-bench"
+#: peer -> the modules it needs
+PEERS = {"torch": ("torch",), "onnxruntime": ("onnx", "onnxruntime")}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -317,17 +324,31 @@ def limit_threads(threads: int) -> tuple[Any, list[dict[str, Any]]]:
     return limiter, threadpool_info()
 
 
+def peer_status(threads: int) -> dict[str, dict[str, Any]]:
+    """Each peer: installed or not (and why), its version and the threads it actually runs with."""
+    peers: dict[str, dict[str, Any]] = {}
+    for name, modules in PEERS.items():
+        missing = [module for module in modules if not importable(module)]
+        if missing:
+            reason = f"not installed ({', '.join(missing)}); install with: {INSTALL_HINTS[name]}"
+            peers[name] = {"installed": False, "version": None, "threads": None, "reason": reason}
+            continue
+        used = threads
+        if name == "torch":
+            import torch
+
+            used = torch.get_num_threads()
+        peers[name] = {"installed": True, "version": _version(name), "threads": used, "reason": None}
+    return peers
+
+
 def environment(threads: int, pools: list[dict[str, Any]], backend: str) -> dict[str, Any]:
     import arrayrnn
 
     versions = {"python": platform.python_version(), "arrayrnn": arrayrnn.__version__}
     for distribution in ("numpy", "torch", "onnxruntime", "onnx", "threadpoolctl", "numba"):
         versions[distribution] = _version(distribution)
-    torch_threads = None
-    if importable("torch"):
-        import torch
-
-        torch_threads = torch.get_num_threads()
+    peers = peer_status(threads)
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": {
@@ -339,7 +360,12 @@ def environment(threads: int, pools: list[dict[str, Any]], backend: str) -> dict
         },
         "versions": versions,
         "backend": backend,
-        "threads": {"requested": threads, "torch": torch_threads, "onnxruntime_intra_op": threads},
+        "peers": peers,
+        "threads": {
+            "requested": threads,
+            "torch": peers["torch"]["threads"],
+            "onnxruntime_intra_op": peers["onnxruntime"]["threads"],
+        },
         "thread_pools": [
             {key: pool.get(key) for key in ("user_api", "internal_api", "prefix", "num_threads", "version")}
             | ({"architecture": pool["architecture"]} if "architecture" in pool else {})
@@ -384,6 +410,19 @@ class _Progress:
         if self.enabled and self.tty:
             sys.stderr.write("\n")
             sys.stderr.flush()
+
+
+def _peer_lines(peers: dict[str, dict[str, Any]]) -> list[str]:
+    """One line per peer: its version and the threads it runs with, or that it is not installed (and not timed)."""
+    lines = []
+    for name, peer in peers.items():
+        if not peer["installed"]:
+            lines.append(f"  {name:<11} {peer['reason']}: not timed")
+        elif name == "onnxruntime":
+            lines.append(f"  {name:<11} {peer['version']}, intra-op {peer['threads']} threads, inter-op 1, no spinning")
+        else:
+            lines.append(f"  {name:<11} {peer['version']}, {peer['threads']} threads")
+    return lines
 
 
 def _ms(seconds: Optional[float]) -> str:
@@ -432,7 +471,7 @@ def plot(record: dict[str, Any], path: Path) -> Optional[Path]:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        print('--plot needs matplotlib: pip install "arrayrnn[bench]"', file=sys.stderr)
+        print('--plot needs matplotlib: pip install ".[bench]"', file=sys.stderr)
         return None
     panels = sorted({(row["mode"], row["cell"]) for row in record["results"]})
     figure, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4), squeeze=False)
@@ -476,11 +515,14 @@ def run_benchmark(
     threads: Optional[int] = None,
     memory_case: Optional[tuple[int, int, int, int]] = LONG_SEQUENCE,
     modes: Optional[Sequence[str]] = None,
-    out_dir: Optional[Path] = Path("benchmarks/results"),
+    out_dir: Optional[Path] = Path(DEFAULT_OUT),
     make_plot: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Run the benchmark, print the table, write the JSON (and PNG); returns the record."""
+    """Run the benchmark, print the table, write the JSON (and PNG) into ``out_dir``; returns the record.
+
+    Every argument is checked (and ``make_plot``'s matplotlib looked for) before anything runs.
+    """
     import arrayrnn
 
     unknown = [cell for cell in cells if cell not in GATES]
@@ -488,29 +530,36 @@ def run_benchmark(
         raise ValueError(f"cells must be among {', '.join(CELLS)}, got {', '.join(unknown)}")
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
-    threads = threads or _available_cores()
-    limiter, pools = limit_threads(threads)
-    record = environment(threads, pools, backend)
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be at least 1, got {threads}")
     modes = list(modes) if modes is not None else list(MODES)
     unknown_modes = [mode for mode in modes if mode not in MODES]
     if unknown_modes:
         raise ValueError(f"modes must be among {', '.join(MODES)}, got {', '.join(unknown_modes)}")
+    if make_plot and not importable("matplotlib"):
+        raise ImportError('make_plot needs matplotlib, which is not installed; install with: pip install ".[bench]"')
+    threads = threads or _available_cores()
+    limiter, pools = limit_threads(threads)
+    record = environment(threads, pools, backend)
     record["settings"] = {"repeats": repeats, "dtype": "float32", "grid": [list(shape) for shape in grid]}
     record["load_average_at_start"] = _load_average()
     record["modes"] = modes
     print(f"arrayrnn bench: backend {backend}, {threads} threads for every library")
     for pool in record["thread_pools"]:
         kernel = f", kernel {pool['architecture']}" if "architecture" in pool else ""
-        print(f"  {pool['user_api']:<7} {pool['internal_api']:<9} {pool['num_threads']} threads{kernel}")
-    if record["threads"]["torch"] is not None:
-        print(f"  torch   {record['threads']['torch']} threads; onnxruntime intra-op {threads} threads, no spinning")
+        print(f"  {pool['user_api']:<11} {pool['internal_api']:<9} {pool['num_threads']} threads{kernel}")
+    if limiter is None:
+        print('  threadpoolctl not installed: BLAS threads not limited (install with: pip install ".[bench]")')
+    for line in _peer_lines(record["peers"]):
+        print(line)
     blas_env = {k: v for k, v in record["env"].items() if k.startswith("OPENBLAS") and v is not None}
     if blas_env:
         print(f"  note: {blas_env} set in the environment; the BLAS kernel above is the one that runs")
 
     total = len(modes) * len(cells) * len(grid) * (repeats + 1) + (len(cells) if memory_case else 0)
     bar = _Progress(total, progress)
-    results, skipped_all = [], {}
+    results: list[dict[str, Any]] = []
+    skipped_all: dict[str, dict[str, str]] = {mode: {} for mode in modes}
     try:
         for mode in modes:
             for kind in cells:
@@ -522,7 +571,7 @@ def run_benchmark(
                     rng = np.random.default_rng(2)
                     x = rng.standard_normal((steps, batch, features), dtype=np.float32)
                     runners, skipped = MODES[mode](kind, params, x, threads, backend)
-                    skipped_all.update(skipped)
+                    skipped_all[mode].update(skipped)
                     differences = _check_outputs(runners, case)
                     bar.advance(1)
                     samples = time_interleaved(runners, repeats, on_round=bar.advance)
@@ -549,7 +598,7 @@ def run_benchmark(
                         }
                     )
         record["results"] = results
-        record["skipped_peers"] = skipped_all
+        record["skipped_peers"] = skipped_all  # per mode: {peer: why}
         if "forward+backward" not in modes:
             record["forward_backward"] = "not measured: not among the modes asked for"
         memory = []
@@ -571,8 +620,9 @@ def run_benchmark(
         f"load average (1, 5, 15 min): at start {record['load_average_at_start']}, "
         f"at end {record['load_average_at_end']}"
     )
-    if skipped_all:
-        print("skipped: " + "; ".join(f"{name}: {why}" for name, why in skipped_all.items()))
+    for mode, skipped in skipped_all.items():
+        if skipped:
+            print(f"not timed in {mode}: " + "; ".join(f"{name}: {why}" for name, why in skipped.items()))
     if record["memory"]:
         print()
         print(format_memory(record))
@@ -597,41 +647,80 @@ from . import bench_backward  # noqa: E402,F401  (registers the forward+backward
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--backend", default=None, help="arrayrnn backend to time (default: numpy)")
-    parser.add_argument("--cells", default=",".join(CELLS), help="comma-separated cells (default: lstm,gru,rnn)")
+    parser.add_argument("--backend", type=backend_name, default=None, help="arrayrnn backend to time (default: numpy)")
+    parser.add_argument(
+        "--cells",
+        type=comma_list(CELLS),
+        default=",".join(CELLS),
+        help=f"comma-separated cells among {', '.join(CELLS)} (default: all)",
+    )
     parser.add_argument(
         "--quick", action="store_true", help="3 rounds and a 10x shorter memory case (same grid, noisier numbers)"
     )
-    parser.add_argument("--repeats", type=int, default=None, help="timed rounds per case (default 5; quick: 3)")
-    parser.add_argument("--threads", type=int, default=None, help="threads for every library (default: all cores)")
-    parser.add_argument("--out", default="benchmarks/results", help="folder for the JSON (and PNG)")
-    parser.add_argument("--plot", action="store_true", help="also write a PNG (needs matplotlib)")
+    parser.add_argument(
+        "--repeats", type=positive_int, default=None, help="timed rounds per case, >= 1 (default 5; quick: 3)"
+    )
+    parser.add_argument(
+        "--threads", type=positive_int, default=None, help="threads for every library, >= 1 (default: all cores)"
+    )
+    parser.add_argument(
+        "--out",
+        default=DEFAULT_OUT,
+        help=f"folder for the JSON (and PNG), created if missing (default: ./{DEFAULT_OUT}/ in the current directory)",
+    )
+    parser.add_argument("--plot", action="store_true", help="also write a PNG (needs matplotlib, checked first)")
     parser.add_argument("--no-memory", action="store_true", help="skip the long-sequence memory measurement")
     parser.add_argument(
-        "--modes", default=None, help=f"comma-separated modes (default: all registered: {', '.join(MODES)})"
+        "--modes",
+        type=comma_list(MODES),
+        default=None,
+        help=f"comma-separated modes among {', '.join(MODES)} (default: all)",
     )
 
 
+def _check_needs(args: argparse.Namespace) -> tuple[str, Path]:
+    """Everything the run needs, before it starts: a usable backend, matplotlib for --plot, a writable --out."""
+    from ..backend import BackendUnavailableError, use_backend
+
+    try:
+        with use_backend(args.backend or "numpy") as backend:  # resolves "auto"
+            pass
+    except BackendUnavailableError as error:
+        raise UsageError("--backend", str(error)) from None
+    if args.plot and not importable("matplotlib"):
+        raise UsageError("--plot", 'needs matplotlib, which is not installed; install with: pip install ".[bench]"')
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError("--out", f"cannot create the folder {str(out)!r}: {error.strerror or error}") from None
+    if not os.access(out, os.W_OK):
+        raise UsageError("--out", f"the folder {str(out)!r} is not writable")
+    return backend, out
+
+
 def command(args: argparse.Namespace) -> int:
-    """Entry point of ``arrayrnn bench`` (and ``benchmarks/bench.py``)."""
-    cells = [cell.strip().lower() for cell in args.cells.split(",") if cell.strip()]
+    """Entry point of ``arrayrnn bench`` (and ``benchmarks/bench.py``); raises UsageError for a bad option."""
+    backend, out = _check_needs(args)
     repeats = args.repeats if args.repeats is not None else (3 if args.quick else 5)
     memory_case = None if args.no_memory else (LONG_SEQUENCE_QUICK if args.quick else LONG_SEQUENCE)
-    modes = None if args.modes is None else [mode.strip() for mode in args.modes.split(",") if mode.strip()]
     run_benchmark(
-        cells,
-        modes=modes,
-        backend=args.backend or "numpy",
+        args.cells,
+        modes=args.modes,
+        backend=backend,
         repeats=repeats,
         threads=args.threads,
         memory_case=memory_case,
-        out_dir=Path(args.out),
+        out_dir=out,
         make_plot=args.plot,
     )
     return 0
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="arrayrnn bench", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="arrayrnn bench", description=__doc__.splitlines()[0])
     add_arguments(parser)
-    return command(parser.parse_args(argv))
+    try:
+        return command(parser.parse_args(argv))
+    except UsageError as error:
+        parser.error(str(error))

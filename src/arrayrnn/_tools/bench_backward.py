@@ -86,7 +86,12 @@ def forward_backward_runners(
 ) -> tuple[list[Runner], dict[str, str]]:
     """The ``forward+backward`` mode's runners: arrayrnn (vjp) and torch autograd when installed."""
     runners = [_arrayrnn_runner(kind, params, x, backend)]
-    skipped: dict[str, str] = {"onnxruntime": "no backward pass (inference only)"}
+    missing = [module for module in ("onnx", "onnxruntime") if not importable(module)]
+    skipped: dict[str, str] = {
+        "onnxruntime": f"not installed ({', '.join(missing)}), and it has no backward pass anyway"
+        if missing
+        else "no backward pass (inference only)"
+    }
     if importable("torch"):
         runners.append(_torch_runner(kind, params, x, threads))
     else:

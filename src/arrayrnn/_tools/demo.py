@@ -14,6 +14,8 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from ._args import backend_name, non_negative_int, positive_float, positive_int
+
 __all__ = ["add_parser", "main", "train"]
 
 CELLS = ("lstm", "gru", "rnn")
@@ -184,16 +186,11 @@ def main(args: argparse.Namespace) -> int:
 def add_parser(commands: Any) -> None:
     """Register ``arrayrnn demo`` on the CLI's subcommands."""
     parser = commands.add_parser("demo", help="train a small model on noisy sine waves (progress bar, final plot)")
-    parser.add_argument("--backend", help="backend to train on (default: the current default, numpy)")
+    parser.add_argument(
+        "--backend", type=backend_name, help="backend to train on (default: $ARRAYRNN_BACKEND, else numpy)"
+    )
     parser.add_argument("--cell", choices=CELLS, default="lstm", help="recurrent cell (default lstm)")
-    parser.add_argument("--steps", type=_positive, default=400, help="training steps (default 400)")
-    parser.add_argument("--seed", type=int, default=0, help="seed for weights and data (default 0)")
-    parser.add_argument("--lr", type=float, default=0.01, help="Adam learning rate (default 0.01)")
-    parser.set_defaults(handler=main)
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
+    parser.add_argument("--steps", type=positive_int, default=400, help="training steps, >= 1 (default 400)")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed for weights and data, >= 0 (default 0)")
+    parser.add_argument("--lr", type=positive_float, default=0.01, help="Adam learning rate, > 0 (default 0.01)")
+    parser.set_defaults(handler=main, parser=parser)
