@@ -35,11 +35,13 @@ __all__ = [
 BACKEND_NAMES = ("numpy", "cupy", "array_api_strict", "torch", "jax", "dask")
 
 _INSTALL_HINTS = {
-    "cupy": 'pip install "arrayrnn[cuda12]"  (or "arrayrnn[cuda13]" for CUDA 13)',
-    "array_api_strict": "pip install array-api-strict",
-    "torch": "pip install torch",
-    "jax": "pip install jax",
-    "dask": 'pip install "arrayrnn[dask]"',
+    # the extras as they install from a checkout (pip install ".[extra]"); torch pinned: unpinned, pip pulls a
+    # multi-GB CUDA build
+    "cupy": 'pip install ".[cuda12]"  (or ".[cuda13]" for CUDA 13)',
+    "array_api_strict": 'pip install ".[strict]"',
+    "torch": 'pip install "torch==2.13.0"',
+    "jax": 'pip install ".[jax]"',
+    "dask": 'pip install ".[dask]"',
 }
 
 
@@ -71,7 +73,7 @@ class BackendUnavailableError(RuntimeError):
     """A backend was asked for that is unknown, not installed, or has no usable device; a ``RuntimeError``.
 
     The message says why (not installed, no CUDA device, ...) and how to get it (e.g.
-    ``pip install "arrayrnn[cuda12]"``).
+    ``pip install ".[cuda12]"``).
 
     Parameters
     ----------

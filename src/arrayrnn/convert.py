@@ -606,7 +606,7 @@ def from_onnx_model(
 ):
     """An ``ar.RNN/LSTM/GRU`` (one layer) from an ONNX ``RNN``/``LSTM``/``GRU`` node of ``model``.
 
-    Needs the ``onnx`` package (``pip install "arrayrnn[onnx]"``). Nothing the node says is dropped: every input
+    Needs the ``onnx`` package (``pip install ".[onnx]"``). Nothing the node says is dropped: every input
     and attribute is honoured, or refused with a ``ValueError`` that names it.
 
     * Inputs ``W``, ``R``, ``B`` and the LSTM peepholes ``P`` must be graph initializers.

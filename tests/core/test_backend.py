@@ -118,7 +118,7 @@ def test_unknown_and_unavailable_backends_say_why():
     assert isinstance(ar.BackendMismatchError("x"), TypeError)
     if backend_status("cupy") is not None:
         # not installed: how to install it; installed without a usable GPU/driver: says so (no install hint)
-        why = r"backend 'cupy' is unavailable: (not installed.*arrayrnn\[cuda12\]|CuPy is installed but)"
+        why = r"backend 'cupy' is unavailable: (not installed.*\.\[cuda12\]|CuPy is installed but)"
         with pytest.raises(ar.BackendUnavailableError, match=why):
             ar.set_backend("cupy")
         assert ar.available_backends().count("cupy") == 0

@@ -39,7 +39,7 @@ def split_rows(monkeypatch):
     monkeypatch.setenv("ARRAYRNN_NUMBA", "1")
     monkeypatch.setenv("ARRAYRNN_ROW_THREADS", "2")
     if numpy_backend.compiled_kernels() is None:
-        pytest.skip("numba not installed (pip install 'arrayrnn[numba]')")
+        pytest.skip("numba not installed (pip install '.[numba]')")
     with threadpoolctl.threadpool_limits(limits=4, user_api="blas"):  # a count that is neither 1 nor the default
         if _blas_threads() < 2:
             pytest.skip("NumPy's BLAS runs one thread here: a count left at 1 could not be told apart")

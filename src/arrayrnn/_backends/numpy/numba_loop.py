@@ -1,4 +1,4 @@
-"""Optional numba kernels behind the NumPy fast path (``pip install "arrayrnn[numba]"``), feature-major.
+"""Optional numba kernels behind the NumPy fast path (``pip install ".[numba]"``), feature-major.
 
 One compiled call runs a chunk of time steps, the recurrent product through NumPy's own OpenBLAS (ctypes).
 Used for float32 LSTM (no peepholes or projection), GRU and RNN; batch-major kernels: ``numba_rows.py``.
