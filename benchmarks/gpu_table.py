@@ -1,4 +1,4 @@
-"""Turn the JSON of ``benchmarks/gpu_bench.py`` into the README's GPU section (markdown on stdout).
+"""Turn the JSON of ``benchmarks/gpu_bench.py`` into the GPU tables of docs/benchmarks.md (markdown on stdout).
 
     python benchmarks/gpu_table.py benchmarks/results/gpu_h100_YYYY-MM-DD.json [older runs ...] > table.md
 

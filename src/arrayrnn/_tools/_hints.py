@@ -5,7 +5,7 @@
 INSTALL_HINTS = {
     "cupy": 'pip install ".[cuda12]"  (or ".[cuda13]" for CUDA 13)',
     "array_api_strict": 'pip install ".[strict]"',
-    "torch": 'pip install "torch==2.13.0"  (see the README\'s install section)',
+    "torch": 'pip install "torch==2.13.0"  (pinned: see "What each capability needs" in the README)',
     "jax": 'pip install ".[jax]"',
     "dask": 'pip install ".[dask]"',
     "numba": 'pip install ".[numba]"',
