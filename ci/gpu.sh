@@ -3,13 +3,16 @@
 #   1. install the carried wheels (.whl/ from ci/gpu-prepare.sh) into .site/
 #   2. print the machine: nvidia-smi, Python, CuPy/torch/cuDNN versions, `arrayrnn info`
 #   3. smoke: compile and load every CuPy kernel, run each fast path once against the generic core
-#   4. fast:  tests/test_cupy_fast.py, tests/test_cupy_cluster.py and tests/test_cupy_grad.py on cupy (fused,
-#             graph, persistent, cluster, auto, the gradient path of ar.vjp vs the generic core)
+#   4. fast:  the GPU-only files on cupy: tests/cupy_backend/test_cupy_fast.py and test_cupy_grad.py (fused, graph,
+#             auto, the gradient path of ar.vjp vs the generic core) and from tests/cupy_backend/experimental/
+#             test_cupy_fast_paths.py, test_cupy_cluster.py and test_cupy_grad_paths.py (fused_graph, tiled,
+#             persistent, cluster)
 #   5. bench: benchmarks/gpu_bench.py against torch/cuDNN (same weights), then the README table and the
 #             dispatch switches the numbers support (benchmarks/gpu_decide.py, into gpu.log)
 #   6. suite: the whole test suite on cupy (numpy runs in CI), with ARRAYRNN_REQUIRE_BACKENDS=cupy (last:
-#             it matters least if the call runs out of time); the files that never touch CuPy (the NumPy fast
-#             path, the CPU benchmark, the GPU benchmark's pure helpers) and the CPU emulator's stay in CI
+#             it matters least if the call runs out of time); the files that never touch CuPy (tests/numpy_backend,
+#             tests/tools/test_bench.py, test_gpu_benchmark_tools.py, test_gpu_script.py) and the CPU emulator's and
+#             nvcc's (the rest of tests/cupy_backend) stay in CI, and the fast phase's files are not run twice
 # Logs and results go to $OUT (the tool brings back at most 8 files; these are 8): gpu.log (this
 # summary), env.txt, smoke.log, tests-fast.log, tests-suite.log, bench.log, gpu_bench.json, gpu_table.md.
 #
@@ -175,8 +178,9 @@ fi
 DEFAULT_BENCH_ARGS="--impls $(joined_without "$HUNG" "${BENCH_IMPLS[@]}")"
 DEFAULT_BENCH_ARGS+=" --vjp-impls $(joined_without "$HUNG" "${BENCH_VJP_IMPLS[@]}") --sections $BENCH_SECTIONS"
 run_phase fast "$LIMIT_FAST" "$OUT/tests-fast.log" \
-  "$PY" -m pytest "${PYTEST_OPTS[@]}" "${FAST_OPTS[@]}" --backend cupy tests/test_cupy_fast.py tests/test_cupy_cluster.py \
-  tests/test_cupy_grad.py
+  "$PY" -m pytest "${PYTEST_OPTS[@]}" "${FAST_OPTS[@]}" --backend cupy tests/cupy_backend/test_cupy_fast.py \
+  tests/cupy_backend/experimental/test_cupy_fast_paths.py tests/cupy_backend/experimental/test_cupy_cluster.py \
+  tests/cupy_backend/test_cupy_grad.py tests/cupy_backend/experimental/test_cupy_grad_paths.py
 # never switched on by the dispatch choice below: a path whose smoke check or GPU tests failed (or hung), whatever its speed
 BROKEN="$HUNG"
 for path in cluster fused_graph tiled persistent; do
@@ -204,12 +208,19 @@ fi
 say "suite phase: ARRAYRNN_CUPY_DISPATCH=${ARRAYRNN_CUPY_DISPATCH:-(not set: the defaults in cupy_dispatch.py)}"
 run_phase suite "$LIMIT_SUITE" "$OUT/tests-suite.log" \
   "$PY" -m pytest "${PYTEST_OPTS[@]}" "${SUITE_OPTS[@]}" -v --backend cupy tests \
-  --ignore=tests/test_cupy_fast.py --ignore=tests/test_cupy_grad.py --ignore=tests/test_cupy_cluster.py \
-  --ignore=tests/test_cupy_emulated.py --ignore=tests/test_cupy_emulated_grad.py \
-  --ignore=tests/test_cupy_emulated_cluster.py --ignore=tests/test_cupy_emulated_fused_graph.py \
-  --ignore=tests/test_cuda_emulator_grid.py --ignore=tests/test_cupy_sources.py \
-  --ignore=tests/test_fast_numpy.py --ignore=tests/test_bench.py --ignore=tests/test_gpu_benchmark_tools.py \
-  --ignore=tests/test_gpu_script.py
+  --ignore=tests/cupy_backend/test_cupy_fast.py --ignore=tests/cupy_backend/test_cupy_grad.py \
+  --ignore=tests/cupy_backend/experimental/test_cupy_fast_paths.py \
+  --ignore=tests/cupy_backend/experimental/test_cupy_cluster.py \
+  --ignore=tests/cupy_backend/experimental/test_cupy_grad_paths.py \
+  --ignore=tests/cupy_backend/test_cupy_emulated.py --ignore=tests/cupy_backend/test_cupy_emulated_grad.py \
+  --ignore=tests/cupy_backend/experimental/test_cupy_emulated_paths.py \
+  --ignore=tests/cupy_backend/experimental/test_cupy_emulated_grad_paths.py \
+  --ignore=tests/cupy_backend/experimental/test_cupy_emulated_cluster.py \
+  --ignore=tests/cupy_backend/experimental/test_cupy_emulated_fused_graph.py \
+  --ignore=tests/cupy_backend/experimental/test_experimental_removable.py \
+  --ignore=tests/cupy_backend/test_cuda_emulator_grid.py --ignore=tests/cupy_backend/test_cupy_sources.py \
+  --ignore=tests/numpy_backend --ignore=tests/tools/test_bench.py --ignore=tests/tools/test_gpu_benchmark_tools.py \
+  --ignore=tests/tools/test_gpu_script.py
 
 summary
 exit $FAILED

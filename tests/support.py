@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any
 
 import numpy as np
+import pytest
 
 import arrayrnn as ar
 from arrayrnn.backend import backend_name, namespace
+
+#: for a test outside ``tests/cupy_backend/experimental`` whose subject leans on the experimental CuPy paths (the
+#: dispatch switches of the GPU benchmark tools: ``policy`` imports ``experimental/`` to weigh CLUSTER_AUTO): runs
+#: wherever ``_backends/cupy/experimental`` is, skips, saying why, where it was deleted
+needs_experimental = pytest.mark.skipif(
+    importlib.util.find_spec("arrayrnn._backends.cupy.experimental") is None,
+    reason="needs arrayrnn._backends.cupy.experimental (deleted here): the switches it weighs are its paths'",
+)
 
 
 class Backend:

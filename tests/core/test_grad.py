@@ -15,26 +15,11 @@ import pytest
 import arrayrnn as ar
 from tests.conftest import need
 from tests.support import random_params
+from tests.variants import GRADIENT_VARIANTS, MODEL_VARIANTS
 from tests.variants import variant_id as _ids
 
 SEQUENCES = {"rnn": ar.rnn, "lstm": ar.lstm, "gru": ar.gru}
 CELLS = {"rnn": ar.rnn_cell, "lstm": ar.lstm_cell, "gru": ar.gru_cell}
-
-# kind, params options, call options
-VARIANTS = [
-    ("rnn", {}, {"nonlinearity": "tanh"}),
-    ("rnn", {}, {"nonlinearity": "relu"}),
-    ("rnn", {"bias": False}, {}),
-    ("lstm", {}, {}),
-    ("lstm", {"proj_size": 3}, {}),
-    ("lstm", {"peepholes": True}, {}),
-    ("lstm", {"peepholes": True, "proj_size": 2}, {"coupled": True, "clip": 0.8}),
-    ("lstm", {"bias": False}, {"clip": 0.6}),
-    ("lstm", {}, {"coupled": True}),
-    ("gru", {}, {}),
-    ("gru", {}, {"linear_before_reset": False}),
-    ("gru", {"bias": False}, {"linear_before_reset": False}),
-]
 
 
 def _state(kind, params, batch_shape, rng, dtype="float64"):
@@ -134,7 +119,7 @@ def _get_parent_exists(tree, path):
 # finite differences: every function and option
 
 
-@pytest.mark.parametrize("variant", VARIANTS, ids=_ids)
+@pytest.mark.parametrize("variant", GRADIENT_VARIANTS, ids=_ids)
 @pytest.mark.parametrize("lengths", [None, [6, 0, 3, 1]], ids=["full", "lengths"])
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 def test_sequence_finite_differences(backend, variant, lengths, reverse):
@@ -181,7 +166,7 @@ def test_sequence_layouts_finite_differences(backend, kind):
     assert len(pullback(None)) == 2
 
 
-@pytest.mark.parametrize("variant", VARIANTS, ids=_ids)
+@pytest.mark.parametrize("variant", GRADIENT_VARIANTS, ids=_ids)
 @pytest.mark.parametrize("unbatched", [False, True], ids=["batched", "unbatched"])
 def test_cell_finite_differences(backend, variant, unbatched):
     kind, params_options, call_options = variant
@@ -190,16 +175,6 @@ def test_cell_finite_differences(backend, variant, unbatched):
     batch_shape = () if unbatched else (4,)
     args = (rng.standard_normal((*batch_shape, 3)), _state(kind, params, batch_shape, rng), params)
     check_directional_derivatives(backend, CELLS[kind], args, call_options)
-
-
-# model kind, constructor options, apply options
-MODEL_VARIANTS = [
-    ("rnn", {"num_layers": 2, "bidirectional": True, "nonlinearity": "relu"}, {"lengths": [5, 3, 1]}),
-    ("lstm", {"num_layers": 2, "bidirectional": True, "proj_size": 2}, {"lengths": [5, 0, 2]}),
-    ("lstm", {"num_layers": 2, "peepholes": True, "coupled": True, "clip": 0.9, "batch_first": True}, {}),
-    ("gru", {"num_layers": 3, "linear_before_reset": False}, {"lengths": [4, 5, 1]}),
-    ("gru", {"num_layers": 1, "bidirectional": True, "bias": False, "batch_first": True}, {"lengths": [2, 5, 3]}),
-]
 
 
 def _model_ids(variant):
@@ -295,7 +270,7 @@ def test_sequence_matches_torch_autograd(backend, configuration, dtype, tol):
             _compare(backend.numpy(getattr(d_params, key[7:]), dtype), value, tol)
 
 
-@pytest.mark.parametrize("variant", [v for v in VARIANTS if v[1].get("peepholes") or v[2]], ids=_ids)
+@pytest.mark.parametrize("variant", [v for v in GRADIENT_VARIANTS if v[1].get("peepholes") or v[2]], ids=_ids)
 def test_sequence_options_match_torch_autograd_of_the_equations(backend, variant):
     """Peepholes, coupled, clip, relu and linear_before_reset=False: autograd through the published equations."""
     need("torch")
@@ -437,7 +412,7 @@ def test_padding_garbage_never_reaches_gradients():
     """NaN in the padded steps of x: the forward ignores it, and so must every gradient."""
     rng = np.random.default_rng(31)
     lengths = np.array([5, 2, 0])
-    for kind, params_options, call_options in VARIANTS:
+    for kind, params_options, call_options in GRADIENT_VARIANTS:
         params = random_params(kind, 3, 4, seed=3, **params_options)
         x = rng.standard_normal((5, 3, 3))
         dirty = x.copy()

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 import arrayrnn as ar
 from arrayrnn._backends import numpy as numpy_backend
 from arrayrnn.backend import map_arrays
-from tests import cuda_emulator, fake_cupy
+from tests.cupy_backend import cuda_emulator, fake_cupy
 from tests.support import random_params, tolerance
 
 FUNCTIONS = {"rnn": ar.rnn, "lstm": ar.lstm, "gru": ar.gru}

@@ -77,7 +77,7 @@ struct emu_dim3 { unsigned int x, y, z; };
 static emu_dim3 threadIdx, blockIdx, blockDim, gridDim;
 
 enum { EMU_RUNNING = 0, EMU_AT_SHUFFLE, EMU_AT_SYNCTHREADS, EMU_AT_GRID_SYNC, EMU_AT_CLUSTER_SYNC, EMU_DONE };
-// error bits (tests/cuda_emulator.py ERRORS); every one but EMU_PARTIAL_MASK stops the launch
+// error bits (tests/cupy_backend/cuda_emulator.py ERRORS); every one but EMU_PARTIAL_MASK stops the launch
 enum {
   EMU_PARTIAL_MASK = 1, EMU_SHUFFLE_EXITED = 2, EMU_GRID_TARGET = 4, EMU_EXITED_AT_BARRIER = 8,
   EMU_NO_PROGRESS = 16, EMU_GRID_SYNC_NOT_COOPERATIVE = 32, EMU_SYNCTHREADS_BY_WARP = 64,

@@ -2,7 +2,7 @@
 
 Arrays are NumPy arrays (a subclass with ``.data.ptr`` and ``.device``), cuBLAS is ``numpy.matmul`` (``matmul``)
 or, for the capturable products of ``cupy_blas``, :class:`FakeCublas` (column-major ``cublasGemmEx`` on host memory),
-and ``RawKernel`` runs the real kernel source on the CPU emulator (``tests/cuda_emulator.py``). It is
+and ``RawKernel`` runs the real kernel source on the CPU emulator (``tests/cupy_backend/cuda_emulator.py``). It is
 strict where CuPy/CUDA are strict and a silent CPU run would not be:
 
 * kernel arguments are checked against the kernel's declared parameters: arrays of the right dtype,
@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from arrayrnn._backends.cupy import sources as cupy_sources
-from tests import cuda_emulator
+from tests.cupy_backend import cuda_emulator
 
 _EXPERIMENTAL = "arrayrnn._backends.cupy.experimental"
 try:  # the experimental paths (importing them registers their kernels with cupy_sources)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from arrayrnn._backends.cupy import sources as cupy_sources
-from tests import cuda_emulator, fake_cupy
+from tests.cupy_backend import cuda_emulator, fake_cupy
 
 pytestmark = pytest.mark.skipif(cuda_emulator.compiler() is None, reason="no C++ compiler for the kernel emulator")
 

@@ -3,8 +3,9 @@
 Checks, without a GPU, everything about the "fused" and "graph" paths that is not the GPU itself:
 kernel index math and gate formulas, lengths/reverse masking, argument order and types, the ping-pong
 buffers, graph capture/replay bookkeeping and the plan cache. The oracle is the generic core on NumPy
-(float64), itself tested against torch and an independent loop. ``tests/test_cupy_fast.py`` runs the
-same comparisons on a real GPU.
+(float64), itself tested against torch and an independent loop. ``tests/cupy_backend/test_cupy_fast.py`` runs
+the same comparisons on a real GPU. The experimental paths' share of these tests (the same checks, and their own)
+is in ``experimental/test_cupy_emulated_paths.py``; its helpers are the ones below.
 """
 
 from __future__ import annotations
@@ -18,41 +19,16 @@ from arrayrnn._backends.cupy import fused as cupy_kernels
 from arrayrnn._backends.cupy import graph as cupy_graph
 from arrayrnn._backends.cupy import policy
 from arrayrnn._backends.cupy import sources as cupy_sources
-from arrayrnn._backends.cupy.experimental import cluster as cupy_cluster
-from arrayrnn._backends.cupy.experimental import fused_graph as cupy_fused_graph
-from arrayrnn._backends.cupy.experimental import persistent as cupy_persistent
-from arrayrnn._backends.cupy.experimental import tiled as cupy_tiled
 from arrayrnn._core.sequence import GENERIC
-from tests import cuda_emulator, fake_cupy
+from tests.cupy_backend import cuda_emulator, fake_cupy
 from tests.support import random_params
+from tests.variants import KERNEL_VARIANTS
 from tests.variants import variant_id as _ids
 
 pytestmark = pytest.mark.skipif(cuda_emulator.compiler() is None, reason="no C++ compiler for the kernel emulator")
 
-IMPLS = {
-    "fused": cupy_kernels,
-    "fused_graph": cupy_fused_graph,
-    "graph": cupy_graph,
-    "tiled": cupy_tiled,
-    "persistent": cupy_persistent,
-    "cluster": cupy_cluster,
-}
-
-# kind, params options, call options (the variants of tests/test_sequence.py)
-VARIANTS = [
-    ("rnn", {}, {"nonlinearity": "tanh"}),
-    ("rnn", {}, {"nonlinearity": "relu"}),
-    ("rnn", {"bias": False}, {"nonlinearity": "tanh"}),
-    ("lstm", {}, {}),
-    ("lstm", {"proj_size": 3}, {}),
-    ("lstm", {"peepholes": True}, {}),
-    ("lstm", {"peepholes": True}, {"coupled": True, "clip": 0.7}),
-    ("lstm", {"bias": False}, {"clip": 1.5}),
-    ("gru", {}, {"linear_before_reset": True}),
-    ("gru", {}, {"linear_before_reset": False}),
-    ("gru", {"bias": False}, {"linear_before_reset": True}),
-    ("gru", {"bias": False}, {"linear_before_reset": False}),
-]
+#: path name -> forward module, for every path ``impl=`` reaches (the experimental ones where ``experimental/`` is)
+IMPLS = {name: cupy_dispatch.forward_module(name) for name in cupy_dispatch.paths()}
 
 
 def _defaults(kind, call_options):
@@ -119,20 +95,16 @@ def _check(module_name, kind, params, x, state, lengths, reverse, options, dtype
             assert np.all(np.asarray(y)[n:, b] == 0), "padded steps must give exactly 0"
 
 
-@pytest.mark.parametrize("variant", VARIANTS, ids=_ids)
-@pytest.mark.parametrize("impl", ["fused", "fused_graph", "graph", "tiled", "persistent"])
-def test_matches_generic_with_lengths_and_reverse(monkeypatch, variant, impl):
+def _matches_generic(monkeypatch, variant, impl, refused=None):
+    """Path ``impl`` agrees with the generic core with lengths, reverse and without lengths; or, where ``refused``
+    (a pattern) is given, it refuses the call with a ``ValueError`` matching it."""
     kind, params_options, call_options = variant
     options = _defaults(kind, call_options)
     with fake_cupy.installed(monkeypatch) as fake:
         params, x, state = _problem(kind, params_options, "float64", 5, 4, 3, 6, seed=len(_ids(variant)))
         lengths = [5, 0, 2, 4]
-        if impl in ("graph", "tiled", "persistent") and params_options.get("proj_size"):
-            with pytest.raises(ValueError, match="projection"):
-                _fast(IMPLS[impl], kind, params, x, state, lengths, False, options)
-            return
-        if impl == "tiled" and options.get("linear_before_reset") is False:
-            with pytest.raises(ValueError, match="impl='tiled' supports GRU with linear_before_reset=True only"):
+        if refused is not None:
+            with pytest.raises(ValueError, match=refused):
                 _fast(IMPLS[impl], kind, params, x, state, lengths, False, options)
             return
         for reverse in (False, True):
@@ -141,9 +113,15 @@ def test_matches_generic_with_lengths_and_reverse(monkeypatch, variant, impl):
         assert fake.captures_open == 0
 
 
-@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
-@pytest.mark.parametrize("impl", ["fused", "fused_graph", "graph", "tiled"])
-def test_float32_wide_hidden_spans_several_lane_strides(monkeypatch, kind, impl):
+@pytest.mark.parametrize("variant", KERNEL_VARIANTS, ids=_ids)
+@pytest.mark.parametrize("impl", ["fused", "graph"])
+def test_matches_generic_with_lengths_and_reverse(monkeypatch, variant, impl):
+    _, params_options, _ = variant
+    refused = "projection" if impl == "graph" and params_options.get("proj_size") else None
+    _matches_generic(monkeypatch, variant, impl, refused)
+
+
+def _wide_hidden(monkeypatch, kind, impl):
     """hidden = 70 > 2 * 32: each lane handles several columns, the last stride is partial."""
     options = _defaults(kind, {})
     with fake_cupy.installed(monkeypatch):
@@ -151,12 +129,17 @@ def test_float32_wide_hidden_spans_several_lane_strides(monkeypatch, kind, impl)
         _check(impl, kind, params, x, state, [3, 1], False, options, "float32")
 
 
-@pytest.mark.parametrize(
-    "kind,call_options",
-    [("rnn", {"nonlinearity": "relu"}), ("lstm", {"clip": 0.9}), ("gru", {"linear_before_reset": True})],
-)
-@pytest.mark.parametrize("impl", ["fused", "fused_graph", "graph", "tiled", "persistent", "cluster"])
-def test_float16_storage_against_float64(monkeypatch, kind, call_options, impl):
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("impl", ["fused", "graph"])
+def test_float32_wide_hidden_spans_several_lane_strides(monkeypatch, kind, impl):
+    _wide_hidden(monkeypatch, kind, impl)
+
+
+#: the float16 cases: (kind, call options)
+FLOAT16_CASES = [("rnn", {"nonlinearity": "relu"}), ("lstm", {"clip": 0.9}), ("gru", {"linear_before_reset": True})]
+
+
+def _float16_storage(monkeypatch, kind, call_options, impl):
     """float16 arrays (every step rounds h to float16, the arithmetic runs in float32): within float16's
     precision of the float64 generic core on the same (float16-representable) inputs."""
     options = _defaults(kind, call_options)
@@ -173,45 +156,10 @@ def test_float16_storage_against_float64(monkeypatch, kind, call_options, impl):
         assert np.all(np.asarray(y)[2:, 1] == 0), "padded steps must give exactly 0"
 
 
-@pytest.mark.parametrize(
-    "kind,options",
-    [
-        ("lstm", {"coupled": True, "clip": 0.8}),
-        ("gru", {"linear_before_reset": True}),
-        ("rnn", {"nonlinearity": "tanh"}),
-    ],
-)
-def test_tiled_partial_tiles_and_chunks(monkeypatch, kind, options):
-    """B = 21 (a full and a partial tile of 16 rows), H = 70 (units 64..69 in a partial tile of 16; float64's
-    columns 64..69 in a second, partial chunk of 64), and float32 at H = 140 (chunks of 128): every (row, unit)
-    pair exactly once, every column summed."""
-    with fake_cupy.installed(monkeypatch) as fake:
-        peepholes = {"peepholes": True} if kind == "lstm" else {}
-        params, x, state = _problem(kind, peepholes, "float64", 3, 21, 5, 70, seed=7)
-        lengths = [3, 0, 1, 2, 3, 3, 1, 0, 2, 3, 3, 1, 2, 3, 0, 3, 2, 1, 3, 3, 2]
-        _check("tiled", kind, params, x, state, lengths, True, options, "float64")
-        assert fake.captures_begun == 1 and fake.kernel_launches == 0
-        grid, block = cupy_tiled.launch_shape(21, 70)
-        assert grid == (2 * 5,) and block == (cupy_tiled.TILED_THREADS,)
-        params, x, state = _problem(kind, peepholes, "float32", 2, 3, 4, 140, seed=8)
-        _check("tiled", kind, params, x, state, [2, 1, 2], False, options, "float32")
-
-
-def test_tiled_kernel_defines_come_from_python():
-    """The CUDA source's tile constants are generated from experimental/sources.py's TILED / TILED_CHUNK (the launch
-    shape and the shared memory size use the same)."""
-    from arrayrnn._backends.cupy.experimental import sources as experimental_sources
-
-    for dtype in ("float16", "float32", "float64"):
-        code = cupy_sources.source(dtype, "tiled")
-        defines = {**experimental_sources.TILED, "TILED_CHUNK": experimental_sources.TILED_CHUNK[dtype]}
-        for name, value in defines.items():
-            assert f"#define {name} {value}\n" in code
-        # LSTM: within the 48 KiB a kernel gets without opting in (the launch does not opt in)
-        assert experimental_sources.tiled_shared_bytes(4, dtype) <= 48 * 1024
-    assert experimental_sources.TILED_THREADS == 256
-    # float64 LSTM: the chunk (16 + 64 rows of 65 doubles) is the larger part
-    assert experimental_sources.tiled_shared_bytes(4, "float64") == 80 * 65 * 8
+@pytest.mark.parametrize("kind,call_options", FLOAT16_CASES)
+@pytest.mark.parametrize("impl", ["fused", "graph"])
+def test_float16_storage_against_float64(monkeypatch, kind, call_options, impl):
+    _float16_storage(monkeypatch, kind, call_options, impl)
 
 
 @pytest.mark.parametrize("tile", cupy_sources.BATCH_TILES)
@@ -297,8 +245,7 @@ def test_failing_end_capture_is_reported(monkeypatch):
         assert fake.captures_open == 0
 
 
-@pytest.mark.parametrize("impl", ["fused", "fused_graph", "graph", "tiled"])
-def test_inputs_are_not_modified_and_noncontiguous_weights_work(monkeypatch, impl):
+def _inputs_unmodified_noncontiguous_weights(monkeypatch, impl):
     with fake_cupy.installed(monkeypatch):
         params, x, state = _problem("lstm", {"peepholes": True}, "float64", 3, 2, 3, 4, seed=13)
         fake_params = _as_fake_params(params)
@@ -314,6 +261,11 @@ def test_inputs_are_not_modified_and_noncontiguous_weights_work(monkeypatch, imp
         for a, b in zip(before, after):
             np.testing.assert_array_equal(a, b)
         _close(y, _generic("lstm", params, x, state, None, False, {})[0], "float64", 3)
+
+
+@pytest.mark.parametrize("impl", ["fused", "graph"])
+def test_inputs_are_not_modified_and_noncontiguous_weights_work(monkeypatch, impl):
+    _inputs_unmodified_noncontiguous_weights(monkeypatch, impl)
 
 
 def test_empty_batch(monkeypatch):
@@ -380,38 +332,6 @@ def test_dispatch_prefers_graph_at_small_batch_and_fused_at_large():
     assert choose("lstm", steps=100_000, batch=64, hidden=512, dtype="float32") == "fused"
 
 
-def test_dispatch_fused_graph_in_place_of_fused_only_when_turned_on():
-    choose = policy.choose_impl
-    assert policy.current().fused_graph_auto is False, "turned on only by a GPU measurement (then update this test)"
-    with policy.configured(fused_graph_auto=True):
-        assert choose("lstm", steps=100, batch=256, hidden=1024, dtype="float32") == "fused_graph"
-        assert choose("lstm", steps=100, batch=1, hidden=256, dtype="float32", has_projection=True) == "fused_graph"
-        assert choose("lstm", steps=100, batch=1, hidden=256, dtype="float32") == "graph"  # small batch: unchanged
-        # a non-contiguous parameter would be copied (a new plan) each call; a huge plan is not worth caching
-        assert choose("gru", steps=100, batch=256, hidden=1024, dtype="float32", weights_contiguous=False) == "fused"
-        assert choose("lstm", steps=1000, batch=4096, hidden=1024, dtype="float32") == "fused"
-        grad = policy.grad_choice
-        assert grad("lstm", "fused_graph", batch=256, hidden=1024, dtype="float32") == "fused_graph"
-        assert grad("lstm", "fused", batch=256, hidden=1024, dtype="float32") == "fused"
-    assert policy.current().fused_graph_auto is False, "the block put the config back"
-
-
-def test_dispatch_tiled_only_when_turned_on_and_where_it_applies():
-    choose, grad = policy.choose_impl, policy.grad_choice
-    assert policy.current().tiled_auto is False, "turned on only by a GPU measurement (then update this test)"
-    with policy.configured(tiled_auto=True) as config:
-        mid = {"steps": 100, "batch": 64, "hidden": 512, "dtype": "float32"}
-        assert choose("lstm", **mid) == "tiled"
-        assert choose("lstm", **{**mid, "batch": 256}) == "tiled"
-        assert choose("lstm", **{**mid, "batch": 8}) == "graph"  # below tiled_min_batch
-        assert choose("lstm", **{**mid, "batch": 4096}) == "fused"  # above tiled_max_batch
-        assert choose("lstm", **mid, has_projection=True) == "fused"
-        assert choose("gru", **mid, linear_before_reset=False) == "graph"
-        # the gradient is not tiled: the path auto would take without tiled_auto
-        assert grad("lstm", "tiled", batch=64, hidden=512, dtype="float32") == config.grad_small_batch_impl
-        assert grad("lstm", "tiled", batch=256, hidden=1024, dtype="float32") == "fused"
-
-
 def test_dispatch_switches_from_the_environment():
     config = policy.from_switches("CLUSTER_AUTO=1, FUSED_GRAPH_AUTO=on,GRAD_SMALL_BATCH_IMPL=persistent")
     assert policy.parse_switches("CLUSTER_AUTO=1, FUSED_GRAPH_AUTO=on,GRAD_SMALL_BATCH_IMPL=persistent") == {
@@ -448,12 +368,11 @@ def test_the_environment_sets_the_process_config(monkeypatch):
 def test_impl_names_are_per_backend(monkeypatch):
     from arrayrnn import _dispatch
 
-    assert _dispatch.paths("cupy") == ("cluster", "fused", "fused_graph", "graph", "persistent", "tiled")
+    # (the experimental paths: experimental/test_cupy_emulated_paths.py::test_experimental_impl_names)
+    assert _dispatch.paths("cupy") == cupy_dispatch.paths() and {"fused", "graph"} <= set(cupy_dispatch.paths())
     assert _dispatch.paths("numpy") == ()
     assert cupy_dispatch.forward_function("fused") is cupy_kernels.sequence
     assert cupy_dispatch.forward_function("graph") is cupy_graph.sequence
-    assert cupy_dispatch.forward_function("cluster") is cupy_cluster.sequence
-    assert cupy_dispatch.forward_module("tiled") is cupy_tiled
     assert _dispatch.resolve_impl("gru", "cupy", "fused") == "fused"
     with pytest.raises(ValueError, match="impl must be one of auto, generic, fast for lstm on numpy"):
         _dispatch.resolve_impl("lstm", "numpy", "graph")  # the keyword is strict
@@ -489,72 +408,3 @@ def test_import_arrayrnn_imports_no_gpu_library():
     code = "import arrayrnn, sys; print(sorted(m for m in sys.modules if m.split('.')[0] in ('cupy', 'torch', 'jax')))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
-
-
-@pytest.mark.parametrize("tile", cupy_sources.BATCH_TILES)
-@pytest.mark.parametrize(
-    "kind,options",
-    [
-        ("rnn", {"nonlinearity": "relu"}),
-        ("lstm", {"coupled": False, "clip": 0.9}),
-        ("gru", {"linear_before_reset": True}),
-        ("gru", {"linear_before_reset": False}),
-    ],
-)
-@pytest.mark.parametrize("blocks", [1, 2])
-def test_persistent_tasks_per_warp_and_barriers(monkeypatch, tile, kind, options, blocks):
-    """Warps take several tasks per step (4 warps for 9 rows x 12 units), the grid barrier separates the steps
-    (the emulator checks every barrier's target against the counter and reports deadlocks)."""
-    knobs = {"persistent_force_batch_tile": tile, "persistent_threads": 64, "persistent_max_blocks": blocks}
-    with fake_cupy.installed(monkeypatch) as fake, policy.configured(**knobs, persistent_check_barrier=True):
-        params, x, state = _problem(kind, {}, "float64", 4, 9, 3, 12, seed=tile)
-        for reverse in (False, True):
-            _check("persistent", kind, params, x, state, [4, 0, 2, 3, 4, 1, 4, 4, 2], reverse, options, "float64")
-        assert fake.cooperative_launches == 2
-
-
-def test_persistent_grid_fits_the_device(monkeypatch):
-    """The grid is sized from the device's multiprocessors and the kernel's occupancy (a cooperative launch
-    of more blocks than fit at once is refused by CUDA)."""
-    with fake_cupy.installed(monkeypatch) as fake, policy.configured(persistent_threads=32):
-        fake.multiprocessors, fake.occupancy = 3, 1
-        params, x, state = _problem("gru", {}, "float64", 3, 2, 3, 40, seed=1)
-        _check("persistent", "gru", params, x, state, None, False, {"linear_before_reset": True}, "float64")
-        assert fake.cooperative_launches == 1
-
-
-def test_persistent_acquire_release_barrier_option_and_barrier_bench(monkeypatch):
-    """The barrier flavour travels in the options bits (the emulator's barrier is the same for both: this checks
-    the plumbing); the barrier benchmark launches one cooperative kernel of the asked size."""
-    knobs = {"persistent_acqrel_barrier": True, "persistent_threads": 64}
-    with fake_cupy.installed(monkeypatch) as fake, policy.configured(**knobs):
-        params, x, state = _problem("lstm", {}, "float64", 3, 2, 3, 5, seed=2)
-        _check("persistent", "lstm", params, x, state, [3, 1], True, {"coupled": False, "clip": None}, "float64")
-        run = cupy_persistent.barrier_bench(blocks=2, threads=64, steps=5, acqrel=True)
-        before = fake.cooperative_launches
-        run()
-        run()  # the counter is reset before every launch (the emulator checks each barrier's target)
-        assert fake.cooperative_launches - before == 2
-        with pytest.raises(ValueError, match="do not fit"):
-            cupy_persistent.barrier_bench(blocks=3, threads=64, steps=1, acqrel=False)
-
-
-@pytest.mark.parametrize(
-    "kind,options", [("lstm", {"coupled": False, "clip": None}), ("rnn", {"nonlinearity": "tanh"})]
-)
-def test_persistent_units_per_block_and_shared_memory(monkeypatch, kind, options):
-    """Blocks own hidden units (the last one fewer: 10 units over blocks of 4) and stage those units' weight rows
-    in dynamic shared memory, opting in beyond 48 KiB; beyond what a block may have it says so."""
-    with fake_cupy.installed(monkeypatch), policy.configured(persistent_threads=64, persistent_max_blocks=3):
-        params, x, state = _problem(kind, {}, "float64", 4, 3, 2, 10, seed=4)
-        _check("persistent", kind, params, x, state, [4, 2, 0], False, options, "float64")
-    # every unit in one block
-    with fake_cupy.installed(monkeypatch) as fake, policy.configured(persistent_max_blocks=1):
-        params, x, state = _problem("lstm", {}, "float64", 2, 1, 2, 80, seed=5)  # 4 * 80 * 80 * 8 B = 200 KiB
-        _check("persistent", "lstm", params, x, state, None, False, {"coupled": False, "clip": None}, "float64")
-        kernel = cupy_persistent.kernel("lstm_persistent_nb8", "float64")
-        assert kernel.attributes["max_dynamic_shared_size_bytes"] == 4 * 80 * 80 * 8
-        params, x, state = _problem("lstm", {}, "float64", 2, 1, 2, 100, seed=5)  # 312 KiB: too much
-        with pytest.raises(ValueError, match="shared memory"):
-            _fast(cupy_persistent, "lstm", params, x, state, None, False, {"coupled": False, "clip": None})
-        assert fake.cooperative_launches == 1

@@ -1,13 +1,16 @@
 """The CuPy gradient paths (``_backends/cupy/grad_*.py``) on the CPU: real kernel source on the warp emulator.
 
 The recording forward and the fused backward run with CuPy replaced by the strict stand-in
-(``tests/fake_cupy.py``: kernel argument types checked, ``cupy.empty`` poisoned with NaN so an element a
-kernel forgot to write shows up). The oracle is the generic array-API backward (``_core/backward.py``)
-on NumPy in float64, itself tested against torch autograd and finite differences (tests/test_grad.py).
-``tests/test_cupy_grad.py`` runs the same comparisons through ``ar.vjp`` on a real GPU.
+(``tests/cupy_backend/fake_cupy.py``: kernel argument types checked, ``cupy.empty`` poisoned with NaN so an
+element a kernel forgot to write shows up). The oracle is the generic array-API backward (``_core/backward.py``)
+on NumPy in float64, itself tested against torch autograd and finite differences (tests/core/test_grad.py).
+``tests/cupy_backend/test_cupy_grad.py`` runs the same comparisons through ``ar.vjp`` on a real GPU. The
+experimental paths' share of these tests is in ``experimental/test_cupy_emulated_grad_paths.py``.
 """
 
 from __future__ import annotations
+
+import sys
 
 import array_api_compat.numpy as xp_numpy
 import numpy as np
@@ -20,12 +23,12 @@ from arrayrnn._backends import numpy as numpy_backend
 from arrayrnn._backends.cupy import grad_fused as cupy_grad
 from arrayrnn._backends.cupy import grad_graph as cupy_grad_graph
 from arrayrnn._backends.cupy import policy, runtime
-from arrayrnn._backends.cupy.experimental import grad_fused_graph as cupy_grad_fused_graph
 from arrayrnn._core import backward as core
 from arrayrnn.backend import map_arrays
-from tests import cuda_emulator, fake_cupy
+from tests.cupy_backend import cuda_emulator, fake_cupy
+from tests.cupy_backend.test_cupy_emulated import _defaults, _ids, _problem
 from tests.support import random_params
-from tests.test_cupy_emulated import VARIANTS, _defaults, _ids, _problem
+from tests.variants import KERNEL_VARIANTS
 
 pytestmark = pytest.mark.skipif(cuda_emulator.compiler() is None, reason="no C++ compiler for the kernel emulator")
 
@@ -99,15 +102,15 @@ def _compare(fast, generic, dtype, steps):
             _close(got, want, dtype, steps, f"d_params.{name}")
 
 
-@pytest.mark.parametrize("variant", VARIANTS, ids=_ids)
-@pytest.mark.parametrize("impl", ["fused", "fused_graph", "graph", "persistent"])
-def test_matches_generic_backward_with_lengths_and_reverse(monkeypatch, variant, impl):
+def _backward_matches_generic(monkeypatch, variant, impl, projection):
+    """Path ``impl``'s gradient agrees with the generic core with and without lengths, both directions; a path
+    without ``projection`` refuses a projected LSTM."""
     kind, params_options, call_options = variant
     options = _defaults(kind, call_options)
     with fake_cupy.installed(monkeypatch) as fake:
         params, x, state = _problem(kind, params_options, "float64", 5, 4, 3, 6, seed=len(_ids(variant)))
         dy, d_final = _cotangents(kind, params, x, seed=len(_ids(variant)))
-        if impl in ("graph", "persistent") and params_options.get("proj_size"):
+        if not projection and params_options.get("proj_size"):
             with pytest.raises(ValueError, match="projection"):
                 _fast(kind, params, x, state, None, False, options, dy, d_final, impl=impl)
             return
@@ -118,18 +121,23 @@ def test_matches_generic_backward_with_lengths_and_reverse(monkeypatch, variant,
         assert fake.captures_open == 0
 
 
-@pytest.mark.parametrize(
-    "kind,params_options,call_options",
-    [
-        ("rnn", {}, {"nonlinearity": "relu"}),
-        ("lstm", {"peepholes": True, "proj_size": 4}, {"clip": 0.8}),
-        ("lstm", {"peepholes": True}, {"clip": 0.8}),
-        ("gru", {}, {"linear_before_reset": False}),
-        ("gru", {}, {"linear_before_reset": True}),
-    ],
-)
-@pytest.mark.parametrize("impl", ["fused", "fused_graph", "graph"])
-def test_nan_in_padding_never_reaches_a_gradient(monkeypatch, kind, params_options, call_options, impl):
+@pytest.mark.parametrize("variant", KERNEL_VARIANTS, ids=_ids)
+@pytest.mark.parametrize("impl", ["fused", "graph"])
+def test_matches_generic_backward_with_lengths_and_reverse(monkeypatch, variant, impl):
+    _backward_matches_generic(monkeypatch, variant, impl, projection=impl == "fused")
+
+
+#: (kind, params options, call options) with NaN in the padding
+NAN_CASES = [
+    ("rnn", {}, {"nonlinearity": "relu"}),
+    ("lstm", {"peepholes": True, "proj_size": 4}, {"clip": 0.8}),
+    ("lstm", {"peepholes": True}, {"clip": 0.8}),
+    ("gru", {}, {"linear_before_reset": False}),
+    ("gru", {}, {"linear_before_reset": True}),
+]
+
+
+def _nan_in_padding(monkeypatch, kind, params_options, call_options, impl):
     """Padded steps of x hold NaN: the generic core masks with where; so must the kernels."""
     options = _defaults(kind, call_options)
     with fake_cupy.installed(monkeypatch):
@@ -146,10 +154,17 @@ def test_nan_in_padding_never_reaches_a_gradient(monkeypatch, kind, params_optio
             _compare(fast, generic, "float64", 4)
 
 
-@pytest.mark.parametrize("with_dy,with_final", [(False, True), (True, False), (False, False)])
-@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
-@pytest.mark.parametrize("impl", ["fused", "fused_graph", "graph"])
-def test_missing_cotangents_count_as_zeros(monkeypatch, kind, with_dy, with_final, impl):
+@pytest.mark.parametrize("kind,params_options,call_options", NAN_CASES)
+@pytest.mark.parametrize("impl", ["fused", "graph"])
+def test_nan_in_padding_never_reaches_a_gradient(monkeypatch, kind, params_options, call_options, impl):
+    _nan_in_padding(monkeypatch, kind, params_options, call_options, impl)
+
+
+#: (with dy, with the final state's cotangents)
+MISSING_COTANGENTS = [(False, True), (True, False), (False, False)]
+
+
+def _missing_cotangents(monkeypatch, kind, with_dy, with_final, impl):
     options = _defaults(kind, {})
     with fake_cupy.installed(monkeypatch):
         params, x, state = _problem(kind, {}, "float64", 3, 2, 3, 4, seed=5)
@@ -158,11 +173,18 @@ def test_missing_cotangents_count_as_zeros(monkeypatch, kind, with_dy, with_fina
         _compare(fast, _generic(kind, params, x, state, [3, 2], True, options, dy, d_final), "float64", 3)
 
 
-@pytest.mark.parametrize(
-    "kind,call_options", [("rnn", {}), ("lstm", {}), ("gru", {}), ("gru", {"linear_before_reset": False})]
-)
-@pytest.mark.parametrize("impl", ["fused", "fused_graph", "graph"])
-def test_float32_wide_hidden(monkeypatch, kind, call_options, impl):
+@pytest.mark.parametrize("with_dy,with_final", MISSING_COTANGENTS)
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("impl", ["fused", "graph"])
+def test_missing_cotangents_count_as_zeros(monkeypatch, kind, with_dy, with_final, impl):
+    _missing_cotangents(monkeypatch, kind, with_dy, with_final, impl)
+
+
+#: (kind, call options) at hidden = 70
+WIDE_CASES = [("rnn", {}), ("lstm", {}), ("gru", {}), ("gru", {"linear_before_reset": False})]
+
+
+def _wide_hidden_backward(monkeypatch, kind, call_options, impl):
     """hidden = 70, batch 3: several blocks' worth of index math; in the graph kernels several lane strides."""
     options = _defaults(kind, call_options)
     with fake_cupy.installed(monkeypatch):
@@ -172,8 +194,13 @@ def test_float32_wide_hidden(monkeypatch, kind, call_options, impl):
         _compare(fast, _generic(kind, params, x, state, [3, 1, 2], False, options, dy, d_final), "float32", 3)
 
 
-@pytest.mark.parametrize("impl", ["fused", "fused_graph", "graph"])
-def test_pullback_twice_and_inputs_unchanged(monkeypatch, impl):
+@pytest.mark.parametrize("kind,call_options", WIDE_CASES)
+@pytest.mark.parametrize("impl", ["fused", "graph"])
+def test_float32_wide_hidden(monkeypatch, kind, call_options, impl):
+    _wide_hidden_backward(monkeypatch, kind, call_options, impl)
+
+
+def _pullback_twice_inputs_unchanged(monkeypatch, impl):
     with fake_cupy.installed(monkeypatch):
         params, x, state = _problem("lstm", {"peepholes": True}, "float64", 4, 2, 3, 5, seed=6)
         dy, d_final = _cotangents("lstm", params, x, seed=6)
@@ -188,12 +215,21 @@ def test_pullback_twice_and_inputs_unchanged(monkeypatch, impl):
         np.testing.assert_array_equal(first[1].weight_hh, second[1].weight_hh)
 
 
-@pytest.mark.parametrize("impl", ["fused", "fused_graph", "graph"])
-def test_declines_float16_and_an_empty_batch(monkeypatch, impl):
+@pytest.mark.parametrize("impl", ["fused", "graph"])
+def test_pullback_twice_and_inputs_unchanged(monkeypatch, impl):
+    _pullback_twice_inputs_unchanged(monkeypatch, impl)
+
+
+def _declines_float16_and_an_empty_batch(monkeypatch, impl):
     with fake_cupy.installed(monkeypatch):
         for dtype, batch in (("float16", 2), ("float64", 0)):
             params, x, state = _problem("gru", {}, dtype, 3, batch, 2, 4, seed=7)
             assert _vjp("gru", params, x, state, None, False, {"linear_before_reset": True}, impl) is None
+
+
+@pytest.mark.parametrize("impl", ["fused", "graph"])
+def test_declines_float16_and_an_empty_batch(monkeypatch, impl):
+    _declines_float16_and_an_empty_batch(monkeypatch, impl)
 
 
 def test_backward_launches_per_step(monkeypatch):
@@ -236,10 +272,9 @@ def test_the_hook_selects_the_gradient_path(monkeypatch):
         for impl in ("auto", "fast"):
             assert route("lstm", fake_x, fake_params, {}, impl=impl, gradient=True)[0] == "graph"
         assert route("lstm", fake_x, fake_params, {}, impl="fused", gradient=True)[0] == "fused"
-        assert route("lstm", fake_x, fake_params, {}, impl="tiled", gradient=True)[0] == "graph"  # no tiled gradient
+        # (impl="tiled", which has no gradient: experimental/test_cupy_emulated_grad_paths.py)
         assert cupy_dispatch.gradient_function("fused") is cupy_grad.sequence_vjp
         assert cupy_dispatch.gradient_function("graph") is cupy_grad_graph.sequence_vjp
-        assert cupy_dispatch.gradient_function("tiled") is None
     monkeypatch.setenv("ARRAYRNN_IMPL", "graph")
     assert _dispatch.resolve_impl("gru", "cupy", None) == "graph"
     assert _dispatch.resolve_impl("gru", "numpy", None) == "auto"
@@ -318,8 +353,7 @@ def _tree_close(got, want, what="result"):
         _close(got, want, "float64", 7, what)
 
 
-@pytest.mark.parametrize("impl", ["fused", "fused_graph", "graph"])
-def test_vjp_end_to_end_layouts_and_models(monkeypatch, impl):
+def _vjp_end_to_end(monkeypatch, impl):
     monkeypatch.delenv("ARRAYRNN_IMPL", raising=False)
     monkeypatch.setitem(END_TO_END_IMPL, "impl", impl)
     rng = np.random.default_rng(17)
@@ -350,6 +384,11 @@ def test_vjp_end_to_end_layouts_and_models(monkeypatch, impl):
             results[impl] = (out, pullback(cotangent))
         _tree_close(results["auto"], results["generic"])
         assert CALLS == ["lstm", "lstm"] + ["gru"] * 4
+
+
+@pytest.mark.parametrize("impl", ["fused", "graph"])
+def test_vjp_end_to_end_layouts_and_models(monkeypatch, impl):
+    _vjp_end_to_end(monkeypatch, impl)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -423,47 +462,17 @@ def test_graph_eager_mode_and_failed_capture(monkeypatch):
 
 def test_dispatch_picks_graph_at_small_batch(monkeypatch):
     calls = []
-    modules = {"fused": cupy_grad, "fused_graph": cupy_grad_fused_graph, "graph": cupy_grad_graph}
-    for name, module in modules.items():
-        real = module.sequence_vjp
-        monkeypatch.setattr(module, "sequence_vjp", lambda *a, name=name, real=real: calls.append(name) or real(*a))
+    # the gradient functions auto may reach here ("fused_graph" too where experimental/ is present)
+    for name in [name for name in ("fused", "fused_graph", "graph") if name in cupy_dispatch.paths()]:
+        real = cupy_dispatch.gradient_function(name)
+        module = sys.modules[real.__module__]
+        monkeypatch.setattr(module, real.__name__, lambda *a, name=name, real=real: calls.append(name) or real(*a))
     with fake_cupy.installed(monkeypatch), policy.configured(graph_max_batch=4):
         for batch in (2, 6):
             params, x, state = _problem("rnn", {}, "float64", 3, batch, 2, 4, seed=batch)
             args = (fake_cupy.asfake(x), map_arrays(fake_cupy.asfake, params), (fake_cupy.asfake(state[0]),))
             cupy_dispatch.sequence_vjp("rnn", None, *args, None, False, {"nonlinearity": "tanh"})
     assert calls == ["graph", "fused"]
-
-
-@pytest.mark.parametrize("tile", [1, 2, 4, 8])
-@pytest.mark.parametrize(
-    "kind,call_options",
-    [
-        ("rnn", {"nonlinearity": "tanh"}),
-        ("lstm", {"coupled": True, "clip": 0.8}),
-        ("gru", {"linear_before_reset": True}),
-        ("gru", {"linear_before_reset": False}),
-    ],
-)
-@pytest.mark.parametrize("blocks", [1, 3])
-def test_executor_tasks_per_warp_and_barriers(monkeypatch, tile, kind, call_options, blocks):
-    """The executor with warps taking several tasks per launch, on every batch tile; one cooperative launch per
-    loop (the emulator checks every grid barrier's target and reports deadlocks)."""
-    options = _defaults(kind, call_options)
-    tiles = {"graph_force_batch_tile": tile, "persistent_force_batch_tile": tile}
-    threads = {"executor_threads": 64, "persistent_threads": 64}
-    knobs = {**tiles, **threads, "persistent_max_blocks": blocks, "persistent_check_barrier": True}
-    with fake_cupy.installed(monkeypatch) as fake, policy.configured(**knobs):
-        fake.multiprocessors = 3
-        params, x, state = _problem(kind, {"peepholes": True} if kind == "lstm" else {}, "float64", 4, 9, 3, 10, seed=3)
-        dy, d_final = _cotangents(kind, params, x, seed=tile)
-        lengths = [4, 0, 2, 3, 4, 1, 4, 4, 2]
-        for reverse in (False, True):
-            before = fake.cooperative_launches
-            fast, _ = _fast(kind, params, x, state, lengths, reverse, options, dy, d_final, impl="persistent")
-            assert fake.cooperative_launches - before == 2  # the recording forward and the backward
-            generic = _generic(kind, params, x, state, lengths, reverse, options, dy, d_final)
-            _compare(fast, generic, "float64", 4)
 
 
 @pytest.mark.parametrize("by_matmul", [True, False])

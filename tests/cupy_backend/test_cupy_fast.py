@@ -1,9 +1,9 @@
-"""The CuPy fast paths ("fused", "fused_graph", "graph", "tiled", "persistent", and the automatic choice) against
-the generic core, on a GPU.
+"""The shipping CuPy fast paths ("fused", "graph", and the automatic choice) against the generic core, on a GPU.
 
 Runs on the cupy backend only (skipped elsewhere; ``ci/gpu.sh`` runs it with cupy required). The oracle
 is ``impl="generic"`` on the same CuPy arrays (the generic core is itself tested against torch and an
-independent float64 loop on every backend), and for float16 a float64 reference.
+independent float64 loop on every backend), and for float16 a float64 reference. The experimental paths' share
+of these tests (run with the helpers below) is in ``experimental/test_cupy_fast_paths.py``.
 """
 
 from __future__ import annotations
@@ -15,28 +15,15 @@ import pytest
 
 import arrayrnn as ar
 from tests.support import random_params, tolerance
+from tests.variants import GPU_VARIANTS
 from tests.variants import variant_id as _ids
 
 FUNCTIONS = {"rnn": ar.rnn, "lstm": ar.lstm, "gru": ar.gru}
 
-VARIANTS = [
-    ("rnn", {}, {"nonlinearity": "tanh"}),
-    ("rnn", {}, {"nonlinearity": "relu"}),
-    ("rnn", {"bias": False}, {}),
-    ("lstm", {}, {}),
-    ("lstm", {"proj_size": 3}, {}),
-    ("lstm", {"peepholes": True}, {}),
-    ("lstm", {"peepholes": True}, {"coupled": True, "clip": 0.7}),
-    ("lstm", {"bias": False}, {"clip": 1.5}),
-    ("gru", {}, {}),
-    ("gru", {}, {"linear_before_reset": False}),
-    ("gru", {"bias": False}, {"linear_before_reset": False}),
-]
-
 
 pytestmark = pytest.mark.only_backends("cupy")
 
-PATHS = ["fused", "fused_graph", "graph", "tiled", "persistent"]
+PATHS = ["fused", "graph"]
 
 
 @pytest.fixture(autouse=True)
@@ -84,20 +71,15 @@ def _assert_same(backend, kind, got, want, dtype, steps):
         np.testing.assert_allclose(backend.numpy(a, dtype), backend.numpy(b, dtype), **tol)
 
 
-@pytest.mark.parametrize("variant", VARIANTS, ids=_ids)
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("impl", [*PATHS, "auto"])
-def test_matches_generic_with_lengths_reverse_and_state(backend, variant, dtype, impl):
+def _matches_generic(backend, variant, dtype, impl, refused=None):
+    """Path ``impl`` agrees with the generic core with lengths, both directions and a state; or, where ``refused``
+    (a pattern) is given, it refuses the call with a ``ValueError`` matching it."""
     _require_cupy(backend)
     kind, params_options, call_options = variant
     params, x, state = _problem(kind, params_options, dtype, 9, 5, 4, 6, seed=len(_ids(variant)))
     lengths = backend.asarray(np.array([9, 0, 4, 1, 7]))
-    if impl in ("graph", "tiled", "persistent") and params_options.get("proj_size"):
-        with pytest.raises(ValueError, match="projection"):
-            _run(backend, kind, params, x, state, impl, lengths=lengths, **call_options)
-        return
-    if impl == "tiled" and call_options.get("linear_before_reset") is False:
-        with pytest.raises(ValueError, match="linear_before_reset=True only"):
+    if refused is not None:
+        with pytest.raises(ValueError, match=refused):
             _run(backend, kind, params, x, state, impl, lengths=lengths, **call_options)
         return
     for reverse in (False, True):
@@ -107,24 +89,42 @@ def test_matches_generic_with_lengths_reverse_and_state(backend, variant, dtype,
         assert np.all(backend.numpy(got[0])[4:, 2] == 0)  # padded steps are exactly zero
 
 
-@pytest.mark.parametrize(
-    "kind,options", [("rnn", {}), ("lstm", {}), ("gru", {}), ("gru", {"linear_before_reset": False})]
-)
-@pytest.mark.parametrize("impl", PATHS)
-@pytest.mark.parametrize("shape", [(50, 1, 64, 256), (20, 70, 33, 300), (7, 13, 5, 1030)], ids=str)
-def test_larger_shapes(backend, kind, options, impl, shape):
-    """hidden not a multiple of 32 (lanes idle in the last stride), batch spanning several tiles."""
+@pytest.mark.parametrize("variant", GPU_VARIANTS, ids=_ids)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("impl", [*PATHS, "auto"])
+def test_matches_generic_with_lengths_reverse_and_state(backend, variant, dtype, impl):
+    _, params_options, _ = variant
+    refused = "projection" if impl == "graph" and params_options.get("proj_size") else None
+    _matches_generic(backend, variant, dtype, impl, refused)
+
+
+#: (kind, call options) at the larger shapes
+LARGER_CASES = [("rnn", {}), ("lstm", {}), ("gru", {}), ("gru", {"linear_before_reset": False})]
+#: (steps, batch, features, hidden)
+LARGER_SHAPES = [(50, 1, 64, 256), (20, 70, 33, 300), (7, 13, 5, 1030)]
+
+
+def _larger_shapes(backend, kind, options, impl, shape, refused=None):
+    """hidden not a multiple of 32 (lanes idle in the last stride), batch spanning several tiles; or, where
+    ``refused`` (a pattern) is given, the path refuses the call with a ``ValueError`` matching it."""
     _require_cupy(backend)
     steps, batch, features, hidden = shape
     params, x, state = _problem(kind, {}, "float32", steps, batch, features, hidden, seed=hidden)
     lengths = backend.asarray(np.random.default_rng(0).integers(0, steps + 1, size=batch))
-    if impl == "tiled" and options.get("linear_before_reset") is False:
-        with pytest.raises(ValueError, match="linear_before_reset=True only"):
+    if refused is not None:
+        with pytest.raises(ValueError, match=refused):
             _run(backend, kind, params, x, state, impl, lengths=lengths, **options)
         return
     got = _run(backend, kind, params, x, state, impl, lengths=lengths, **options)
     want = _run(backend, kind, params, x, state, "generic", lengths=lengths, **options)
     _assert_same(backend, kind, got, want, "float32", steps)
+
+
+@pytest.mark.parametrize("kind,options", LARGER_CASES)
+@pytest.mark.parametrize("impl", PATHS)
+@pytest.mark.parametrize("shape", LARGER_SHAPES, ids=str)
+def test_larger_shapes(backend, kind, options, impl, shape):
+    _larger_shapes(backend, kind, options, impl, shape)
 
 
 @pytest.mark.parametrize("tile", [1, 2, 4, 8])
@@ -141,9 +141,7 @@ def test_graph_every_batch_tile(backend, tile, kind):
     _assert_same(backend, kind, got, want, "float64", 6)
 
 
-@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
-@pytest.mark.parametrize("impl", PATHS)
-def test_float16_against_float64_reference(backend, kind, impl):
+def _float16_against_float64(backend, kind, impl):
     _require_cupy(backend)
     params, x, state = _problem(kind, {}, "float16", 8, 3, 4, 16, seed=21)
     from arrayrnn.backend import map_arrays
@@ -157,8 +155,13 @@ def test_float16_against_float64_reference(backend, kind, impl):
         np.testing.assert_allclose(backend.numpy(a, "float16").astype(np.float64), b, rtol=2e-2, atol=2e-2)
 
 
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
 @pytest.mark.parametrize("impl", PATHS)
-def test_layouts_batch_first_and_unbatched(backend, impl):
+def test_float16_against_float64_reference(backend, kind, impl):
+    _float16_against_float64(backend, kind, impl)
+
+
+def _layouts(backend, impl):
     _require_cupy(backend)
     params, x, _ = _problem("lstm", {"peepholes": True}, "float64", 6, 2, 3, 5, seed=4)
     y_bf, (h_bf, c_bf) = ar.lstm(
@@ -173,8 +176,12 @@ def test_layouts_batch_first_and_unbatched(backend, impl):
     np.testing.assert_allclose(backend.numpy(y_one), backend.numpy(y_ref)[:, 1], **tol)
 
 
-@pytest.mark.parametrize("impl", [*PATHS, "auto"])
-def test_inputs_are_never_modified(backend, impl):
+@pytest.mark.parametrize("impl", PATHS)
+def test_layouts_batch_first_and_unbatched(backend, impl):
+    _layouts(backend, impl)
+
+
+def _inputs_never_modified(backend, impl):
     _require_cupy(backend)
     params, x, state = _problem("gru", {}, "float32", 5, 3, 4, 6, seed=5)
     x_b, params_b, state_b = backend.asarray(x), backend.tree(params), backend.asarray(state)
@@ -185,8 +192,12 @@ def test_inputs_are_never_modified(backend, impl):
         np.testing.assert_array_equal(backend.numpy(before), backend.numpy(after))
 
 
-@pytest.mark.parametrize("impl", PATHS)
-def test_noncontiguous_weights(backend, impl):
+@pytest.mark.parametrize("impl", [*PATHS, "auto"])
+def test_inputs_are_never_modified(backend, impl):
+    _inputs_never_modified(backend, impl)
+
+
+def _noncontiguous_weights(backend, impl):
     _require_cupy(backend)
     import cupy
 
@@ -197,6 +208,11 @@ def test_noncontiguous_weights(backend, impl):
     got = ar.lstm(backend.asarray(x), fortran, backend.tree(state), impl=impl)
     want = ar.lstm(backend.asarray(x), params_b, backend.tree(state), impl="generic")
     _assert_same(backend, "lstm", got, want, "float32", 5)
+
+
+@pytest.mark.parametrize("impl", PATHS)
+def test_noncontiguous_weights(backend, impl):
+    _noncontiguous_weights(backend, impl)
 
 
 def test_graph_replays_and_sees_in_place_weight_updates(backend):
@@ -294,36 +310,7 @@ def test_auto_picks_by_batch_and_matches(backend, monkeypatch):
     assert chosen == [small, "tiled" if config.tiled_auto else large]
 
 
-def test_fused_graph_replays_sees_in_place_updates_and_runs_on_any_stream(backend):
-    """The cuBLAS products inside the captured graph (cupy_blas, through ctypes): captured once per stream, the
-    weights read in place, the results the generic core's."""
-    _require_cupy(backend)
-    import cupy
-
-    from arrayrnn._backends.cupy import runtime
-    from arrayrnn._backends.cupy.experimental import fused_graph as cupy_fused_graph
-
-    runtime.reset(runtime.PLANS + "fused_graph")
-    params, x, state = _problem("lstm", {"proj_size": 3, "peepholes": True}, "float32", 12, 40, 4, 8, seed=17)
-    params_b, state_b = backend.tree(params), backend.tree(state)
-    first = ar.lstm(backend.asarray(x), params_b, state_b, impl="fused_graph")
-    _assert_same(backend, "lstm", first, ar.lstm(backend.asarray(x), params_b, state_b, impl="generic"), "float32", 12)
-    params_b.weight_hh[...] *= 0.5
-    params_b.weight_hr[...] *= -1.0
-    again = ar.lstm(backend.asarray(x), params_b, state_b, impl="fused_graph")
-    _assert_same(backend, "lstm", again, ar.lstm(backend.asarray(x), params_b, state_b, impl="generic"), "float32", 12)
-    assert cupy_fused_graph.cached_plans() == 1
-    stream = cupy.cuda.Stream(non_blocking=True)
-    with stream:
-        other = ar.lstm(backend.asarray(x), params_b, state_b, impl="fused_graph")
-        stream.synchronize()
-    _assert_same(backend, "lstm", other, again, "float32", 12)
-    assert cupy_fused_graph.cached_plans() == 2
-    assert not cupy.cuda.get_current_stream().is_capturing()
-
-
-@pytest.mark.parametrize("impl", PATHS)
-def test_large_preactivations_stay_finite(backend, impl):
+def _large_preactivations(backend, impl):
     _require_cupy(backend)
     params = random_params("lstm", 3, 4, seed=10, dtype="float32")
     x = np.full((5, 2, 3), 1e4, dtype="float32")
@@ -332,65 +319,6 @@ def test_large_preactivations_stay_finite(backend, impl):
         assert np.all(np.isfinite(backend.numpy(a)))
 
 
-@pytest.mark.parametrize("tile", [1, 2, 4, 8])
-@pytest.mark.parametrize(
-    "kind,options", [("rnn", {}), ("lstm", {"clip": 2.0}), ("gru", {}), ("gru", {"linear_before_reset": False})]
-)
-@pytest.mark.parametrize("blocks", [1, 2, 7, None])
-def test_persistent_every_tile_and_grid(backend, tile, kind, options, blocks):
-    """Each batch tile, with the grid capped so that warps take several tasks per step (1, 2, 7 blocks) or not."""
-    _require_cupy(backend)
-    from arrayrnn._backends.cupy import policy
-
-    params, x, state = _problem(kind, {}, "float64", 12, 11, 3, 70, seed=tile)
-    lengths = backend.asarray(np.array([12, 5, 0, 1, 12, 3, 2, 12, 4, 9, 1]))
-    for reverse in (False, True):
-        with policy.configured(persistent_force_batch_tile=tile, persistent_max_blocks=blocks):
-            got = _run(backend, kind, params, x, state, "persistent", lengths=lengths, reverse=reverse, **options)
-        want = _run(backend, kind, params, x, state, "generic", lengths=lengths, reverse=reverse, **options)
-        _assert_same(backend, kind, got, want, "float64", 12)
-
-
-@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
-def test_persistent_long_sequence_many_blocks(backend, kind):
-    """2000 steps over the full grid (every SM): any missed barrier or stale state read shows up as drift."""
-    _require_cupy(backend)
-    params, x, state = _problem(kind, {}, "float64", 2000, 48, 16, 256, seed=5)
-    got = _run(backend, kind, params, x, state, "persistent")
-    want = _run(backend, kind, params, x, state, "generic")
-    _assert_same(backend, kind, got, want, "float64", 2000)
-
-
-def test_persistent_on_a_non_default_stream(backend):
-    _require_cupy(backend)
-    import cupy
-
-    params, x, state = _problem("lstm", {}, "float32", 10, 3, 4, 8, seed=8)
-    want = ar.lstm(backend.asarray(x), backend.tree(params), backend.tree(state), impl="generic")
-    stream = cupy.cuda.Stream(non_blocking=True)
-    with stream:
-        got = ar.lstm(backend.asarray(x), backend.tree(params), backend.tree(state), impl="persistent")
-        stream.synchronize()
-    _assert_same(backend, "lstm", got, want, "float32", 10)
-
-
-@pytest.mark.parametrize("kind,options", [("lstm", {}), ("gru", {"linear_before_reset": False})])
-def test_persistent_with_the_acquire_release_barrier(backend, kind, options):
-    """The barrier flavour the benchmark compares (not the default yet) gives the same answers, also through
-    the graph executor of the gradient path."""
-    _require_cupy(backend)
-    from arrayrnn._backends.cupy import policy
-
-    params, x, state = _problem(kind, {}, "float64", 300, 20, 8, 96, seed=6)
-    with policy.configured(persistent_acqrel_barrier=True):
-        got = _run(backend, kind, params, x, state, "persistent", **options)
-        want = _run(backend, kind, params, x, state, "generic", **options)
-        _assert_same(backend, kind, got, want, "float64", 300)
-        x_b, params_b, state_b = backend.asarray(x), backend.tree(params), backend.tree(state)
-        grads = {}
-        for impl in ("persistent", "generic"):
-            _, pullback = ar.vjp(FUNCTIONS[kind], x_b, params_b, state_b, impl=impl, **options)
-            grads[impl] = pullback((backend.asarray(np.ones((300, 20, 96))), None))
-    np.testing.assert_allclose(
-        backend.numpy(grads["persistent"][1].weight_hh), backend.numpy(grads["generic"][1].weight_hh), rtol=1e-9
-    )
+@pytest.mark.parametrize("impl", PATHS)
+def test_large_preactivations_stay_finite(backend, impl):
+    _large_preactivations(backend, impl)

@@ -2,24 +2,25 @@
 
 Runs on the cupy backend only (skipped elsewhere; ``ci/gpu.sh`` runs it in its "fast" phase). The oracle is
 ``ar.vjp(..., impl="generic")`` on the same CuPy arrays: the generic recording core, itself tested against
-torch autograd and finite differences on every backend (tests/test_grad.py, which on CuPy now runs the fast
-path by default too). ``tests/test_cupy_emulated_grad.py`` checks the same kernels on the CPU.
+torch autograd and finite differences on every backend (tests/core/test_grad.py, which on CuPy now runs the fast
+path by default too). ``tests/cupy_backend/test_cupy_emulated_grad.py`` checks the same kernels on the CPU. The
+experimental paths' share of these tests (run with the helpers below) is in ``experimental/test_cupy_grad_paths.py``.
 """
 
 from __future__ import annotations
+
+import sys
 
 import numpy as np
 import pytest
 
 import arrayrnn as ar
-from arrayrnn._backends.cupy import grad_fused as cupy_grad
+from arrayrnn._backends import cupy as cupy_dispatch
 from arrayrnn._backends.cupy import grad_graph as cupy_grad_graph
 from arrayrnn._backends.cupy import policy
-from arrayrnn._backends.cupy.experimental import executor as cupy_executor
-from arrayrnn._backends.cupy.experimental import grad_cluster as cupy_grad_cluster
-from arrayrnn._backends.cupy.experimental import grad_fused_graph as cupy_grad_fused_graph
 from tests.support import random_params, tolerance
-from tests.test_cupy_fast import VARIANTS, _ids
+from tests.variants import GPU_VARIANTS
+from tests.variants import variant_id as _ids
 
 FUNCTIONS = {"rnn": ar.rnn, "lstm": ar.lstm, "gru": ar.gru}
 
@@ -31,16 +32,15 @@ def _require_cupy(backend):
         pytest.skip("CuPy gradient path: cupy backend only")
 
 
-@pytest.fixture
-def fast_calls(monkeypatch):
-    """Records each call of a gradient path as (name, accepted) (so a silent fallback cannot pass)."""
+def _record_fast_calls(monkeypatch):
+    """Records each call of a gradient path as (name, accepted) (so a silent fallback cannot pass): every path
+    with a gradient ("fused", "graph"; "fused_graph", "persistent" and "cluster" where experimental/ is present)."""
     calls = []
-    paths = (("fused", cupy_grad, "sequence_vjp"), ("fused_graph", cupy_grad_fused_graph, "sequence_vjp"),
-             ("graph", cupy_grad_graph, "sequence_vjp"),
-             ("persistent", cupy_executor, "sequence_vjp_persistent"),
-             ("cluster", cupy_grad_cluster, "sequence_vjp"))  # fmt: skip
-    for name, module, attribute in paths:
-        real = getattr(module, attribute)
+    for name in cupy_dispatch.paths():
+        real = cupy_dispatch.gradient_function(name)
+        if real is None:  # "tiled": no gradient of its own
+            continue
+        module, attribute = sys.modules[real.__module__], real.__name__
 
         def counted(*args, name=name, real=real, **kwargs):
             result = real(*args, **kwargs)
@@ -51,14 +51,21 @@ def fast_calls(monkeypatch):
     return calls
 
 
+@pytest.fixture
+def fast_calls(monkeypatch):
+    return _record_fast_calls(monkeypatch)
+
+
 def _auto_path(kind, steps, batch, hidden, dtype="float32", linear_before_reset=True):
     """The gradient path auto routes this call to on this GPU (cupy_dispatch's own rule: "cluster" only with
     CLUSTER_AUTO on a GPU with clusters, else the small-batch path, "fused" or, with FUSED_GRAPH_AUTO,
     "fused_graph")."""
-    from arrayrnn._backends.cupy.experimental import cluster as cupy_cluster
-
     config = policy.current()
-    shared = cupy_cluster.cluster_shared_limit() if config.cluster_auto else 0
+    shared = 0
+    if config.cluster_auto:
+        from arrayrnn._backends.cupy.experimental import cluster as cupy_cluster
+
+        shared = cupy_cluster.cluster_shared_limit()
     forward = policy.choose_impl(
         kind, steps=steps * config.grad_buffer_factor, batch=batch, hidden=hidden, dtype=dtype,
         cluster_shared=shared, linear_before_reset=linear_before_reset,
@@ -111,15 +118,14 @@ def _assert_same(backend, got, want, dtype, steps):
             np.testing.assert_allclose(backend.numpy(a, dtype), expected, rtol=tol["rtol"], atol=tol["atol"] * scale)
 
 
-@pytest.mark.parametrize("variant", VARIANTS, ids=_ids)
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("impl", ["fused", "fused_graph", "graph", "persistent"])
-def test_matches_generic_with_lengths_and_reverse(backend, fast_calls, variant, dtype, impl):
+def _matches_generic(backend, fast_calls, variant, dtype, impl, projection):
+    """Path ``impl``'s gradient agrees with the generic core with lengths, both directions and a state; a path
+    without ``projection`` refuses a projected LSTM."""
     _require_cupy(backend)
     kind, params_options, call_options = variant
     params, x, state, dy, d_final = _problem(kind, params_options, dtype, 9, 5, 4, 6, seed=len(_ids(variant)))
     lengths = backend.asarray(np.array([9, 0, 4, 1, 7]))
-    if impl in ("graph", "persistent") and params_options.get("proj_size"):
+    if not projection and params_options.get("proj_size"):
         with pytest.raises(ValueError, match="projection"):
             _grads(backend, kind, params, x, state, dy, d_final, impl, lengths=lengths, **call_options)
         return
@@ -131,12 +137,20 @@ def test_matches_generic_with_lengths_and_reverse(backend, fast_calls, variant, 
     assert fast_calls == [(impl, True)] * 2  # "generic" never asked a fast path
 
 
-@pytest.mark.parametrize(
-    "kind,options", [("rnn", {}), ("lstm", {}), ("gru", {}), ("gru", {"linear_before_reset": False})]
-)
-@pytest.mark.parametrize("shape", [(40, 1, 16, 64), (12, 70, 33, 300), (6, 13, 5, 1030)], ids=str)
-@pytest.mark.parametrize("impl", ["fused_graph", "graph", "persistent", "auto"])
-def test_larger_shapes(backend, fast_calls, kind, options, shape, impl):
+@pytest.mark.parametrize("variant", GPU_VARIANTS, ids=_ids)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("impl", ["fused", "graph"])
+def test_matches_generic_with_lengths_and_reverse(backend, fast_calls, variant, dtype, impl):
+    _matches_generic(backend, fast_calls, variant, dtype, impl, projection=impl == "fused")
+
+
+#: (kind, call options) at the larger shapes
+LARGER_CASES = [("rnn", {}), ("lstm", {}), ("gru", {}), ("gru", {"linear_before_reset": False})]
+#: (steps, batch, features, hidden)
+LARGER_SHAPES = [(40, 1, 16, 64), (12, 70, 33, 300), (6, 13, 5, 1030)]
+
+
+def _larger_shapes(backend, fast_calls, kind, options, shape, impl):
     """hidden not a multiple of 32, batch spanning several tiles; "auto" picks graph at B=1, fused at B=70."""
     _require_cupy(backend)
     steps, batch, features, hidden = shape
@@ -146,16 +160,18 @@ def test_larger_shapes(backend, fast_calls, kind, options, shape, impl):
     want = _grads(backend, kind, params, x, state, dy, d_final, "generic", lengths=lengths, **options)
     _assert_same(backend, got, want, "float32", steps)
     small = batch <= 64 and hidden <= 1024
-    expected = {
-        "fused_graph": "fused_graph",
-        "graph": "graph",
-        "persistent": "persistent",
-        "auto": _auto_path(kind, steps, batch, hidden, linear_before_reset=options.get("linear_before_reset", True)),
-    }
+    auto = _auto_path(kind, steps, batch, hidden, linear_before_reset=options.get("linear_before_reset", True))
     # the rule itself: a small-batch path (or, with CLUSTER_AUTO, the cluster one) at small batch, fused beyond
     small_paths = (policy.current().grad_small_batch_impl, "cluster")
-    assert expected["auto"] in (small_paths if small else ("fused", "fused_graph"))
-    assert fast_calls == [(expected[impl], True)]
+    assert auto in (small_paths if small else ("fused", "fused_graph"))
+    assert fast_calls == [(auto if impl == "auto" else impl, True)]
+
+
+@pytest.mark.parametrize("kind,options", LARGER_CASES)
+@pytest.mark.parametrize("shape", LARGER_SHAPES, ids=str)
+@pytest.mark.parametrize("impl", ["graph", "auto"])
+def test_larger_shapes(backend, fast_calls, kind, options, shape, impl):
+    _larger_shapes(backend, fast_calls, kind, options, shape, impl)
 
 
 def test_layouts_none_cotangents_and_environment(backend, fast_calls, monkeypatch):
@@ -232,16 +248,3 @@ def test_graph_replays_and_sees_in_place_weight_updates(backend, fast_calls):
         _, pullback = ar.vjp(ar.gru, x_b, params_b, state_b, impl="generic")
         _assert_same(backend, got, pullback(cotangent), "float32", 10)
     assert cupy_grad_graph.cached_plans() >= 2
-
-
-@pytest.mark.parametrize(
-    "kind,options", [("rnn", {}), ("lstm", {}), ("gru", {}), ("gru", {"linear_before_reset": False})]
-)
-def test_persistent_long_sequence(backend, fast_calls, kind, options):
-    """600 steps through the executor on the full grid: a missed barrier or stale read would show as drift."""
-    _require_cupy(backend)
-    params, x, state, dy, d_final = _problem(kind, {}, "float64", 600, 24, 8, 96, seed=4)
-    got = _grads(backend, kind, params, x, state, dy, d_final, "persistent", **options)
-    want = _grads(backend, kind, params, x, state, dy, d_final, "generic", **options)
-    _assert_same(backend, got, want, "float64", 600)
-    assert fast_calls == [("persistent", True)]

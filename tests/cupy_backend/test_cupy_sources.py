@@ -1,7 +1,8 @@
 """The CUDA source of the CuPy fast paths compiles for the H100 (sm_90) with nvcc, where nvcc is installed.
 
 No GPU needed: this catches syntax and type errors, register spills and missing entry points before
-any device time is spent. (CuPy compiles the same source with NVRTC at run time.)
+any device time is spent. (CuPy compiles the same source with NVRTC at run time.) The nvcc compiles take about a
+minute per dtype: they are marked ``slow`` (``pytest -m "not slow"`` leaves them out; CI runs them).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import subprocess
 import pytest
 
 from arrayrnn._backends.cupy import sources as cupy_sources
-from tests import cuda_emulator  # (imports the experimental package where present: its parts register)
+from tests.cupy_backend import cuda_emulator  # (imports the experimental package where present: its parts register)
 
 NVCC = shutil.which("nvcc")
 
@@ -62,6 +63,7 @@ def test_each_part_compiles_on_its_own(tmp_path, dtype):
         assert result.returncode == 0, f"part {part}:\n{result.stderr[:3000]}"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(NVCC is None, reason="nvcc not installed")
 @pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
 def test_compiles_for_sm90_without_spills(tmp_path, dtype):

@@ -21,6 +21,7 @@ import arrayrnn as ar
 from arrayrnn.backend import backend_status
 from tests.conftest import required_backends
 from tests.support import random_params, tolerance
+from tests.variants import DASK_MODEL_VARIANTS, DASK_VARIANTS
 from tests.variants import variant_id as _ids
 
 da = pytest.importorskip("dask.array")
@@ -28,12 +29,6 @@ dask = pytest.importorskip("dask")
 
 FUNCTIONS = {"rnn": ar.rnn, "lstm": ar.lstm, "gru": ar.gru}
 
-# kind, params options, call options
-VARIANTS = [
-    ("rnn", {}, {"nonlinearity": "relu"}),
-    ("lstm", {"proj_size": 3, "peepholes": True}, {"clip": 1.5}),
-    ("gru", {}, {"linear_before_reset": False}),
-]
 STEPS, BATCH, FEATURES, HIDDEN = 6, 9, 4, 5
 LENGTHS = np.array([6, 0, 3, 1, 6, 2, 5, 4, 6])
 # batch chunkings: one block, even blocks, uneven blocks with a 1-row block
@@ -87,7 +82,7 @@ def _wrap(kind, state, chunks, as_dask):
     return tuple(wrap(s) for s in state) if kind == "lstm" else wrap(state)
 
 
-@pytest.mark.parametrize("variant", VARIANTS, ids=_ids)
+@pytest.mark.parametrize("variant", DASK_VARIANTS, ids=_ids)
 @pytest.mark.parametrize("chunks", CHUNKINGS, ids=lambda c: "chunks=" + "-".join(map(str, c)))
 @pytest.mark.parametrize("batch_first", [False, True], ids=["time-major", "batch-first"])
 @pytest.mark.parametrize(
@@ -185,7 +180,6 @@ def test_dask_params_and_a_dask_state_of_other_chunks_are_accepted():
 # models: the whole stack per block
 
 MODELS = {"rnn": ar.RNN, "lstm": ar.LSTM, "gru": ar.GRU}
-MODEL_VARIANTS = [("rnn", {"nonlinearity": "relu"}), ("lstm", {"proj_size": 2}), ("gru", {})]
 
 
 def _model_state(kind, model, batch, rng):
@@ -217,7 +211,7 @@ def _per_block_model(model, x, state, lengths, chunks):
     return np.concatenate(ys, axis=0 if model.batch_first else 1), [np.concatenate(p, axis=1) for p in zip(*finals)]
 
 
-@pytest.mark.parametrize("variant", MODEL_VARIANTS, ids=lambda v: v[0])
+@pytest.mark.parametrize("variant", DASK_MODEL_VARIANTS, ids=lambda v: v[0])
 @pytest.mark.parametrize("batch_first", [False, True], ids=["time-major", "batch-first"])
 @pytest.mark.parametrize("dask_state", [False, True], ids=["numpy-state", "dask-state"])
 def test_bidirectional_stack_on_dask_is_the_numpy_model_per_block(variant, batch_first, dask_state):

@@ -21,27 +21,10 @@ from arrayrnn import _dispatch
 from arrayrnn._backends import numpy as numpy_loop
 from tests import reference
 from tests.support import Backend, random_params, tolerance
+from tests.variants import NUMPY_LOOP_VARIANTS
 from tests.variants import variant_id as _ids
 
 FUNCTIONS = {"rnn": ar.rnn, "lstm": ar.lstm, "gru": ar.gru}
-
-# kind, params options, call options: every option the fast path implements
-VARIANTS = [
-    ("rnn", {}, {"nonlinearity": "tanh"}),
-    ("rnn", {}, {"nonlinearity": "relu"}),
-    ("rnn", {"bias": False}, {}),
-    ("lstm", {}, {}),
-    ("lstm", {"proj_size": 3}, {}),
-    ("lstm", {"peepholes": True}, {}),
-    ("lstm", {}, {"coupled": True}),
-    ("lstm", {"peepholes": True}, {"coupled": True, "clip": 0.7}),
-    ("lstm", {"peepholes": True, "proj_size": 2}, {"clip": 0.9}),
-    ("lstm", {"bias": False}, {"clip": 1.5}),
-    ("gru", {}, {}),
-    ("gru", {}, {"linear_before_reset": False}),
-    ("gru", {"bias": False}, {}),
-    ("gru", {"bias": False}, {"linear_before_reset": False}),
-]
 
 NUMPY = Backend("numpy")  # read-only inputs: proves the fast path never writes them
 
@@ -54,7 +37,7 @@ def engine(request, monkeypatch):
     if request.param.startswith("numba"):
         monkeypatch.setenv("ARRAYRNN_NUMBA", "1")
         if numpy_loop.compiled_kernels() is None:
-            pytest.skip("numba not installed (pip install 'arrayrnn[numba]')")
+            pytest.skip("numba not installed (pip install '.[numba]')")
         rows = request.param.startswith("numba-rows")
         monkeypatch.setattr(numpy_loop, "ROWS_MIN_BATCH", 1 if rows else 1 << 30)
         monkeypatch.setattr(numpy_loop, "ROWS_MAX_SMALL_BATCH", 0)
@@ -86,7 +69,7 @@ def _run_both(kind, x, params, state, *, call_options, **kwargs):
     return fast, generic
 
 
-@pytest.mark.parametrize("variant", VARIANTS, ids=_ids)
+@pytest.mark.parametrize("variant", NUMPY_LOOP_VARIANTS, ids=_ids)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("chunk_bytes", [None, 1], ids=["one-chunk", "step-chunks"])
 def test_fast_matches_generic_and_reference(variant, dtype, chunk_bytes, monkeypatch, engine):

@@ -8,7 +8,9 @@ import pathlib
 import numpy as np
 import pytest
 
-BENCHMARKS = pathlib.Path(__file__).resolve().parent.parent / "benchmarks"
+from tests.support import needs_experimental
+
+BENCHMARKS = pathlib.Path(__file__).resolve().parent.parent.parent / "benchmarks"
 
 
 def _load(name):
@@ -214,6 +216,7 @@ def test_cluster_column_refusals_barrier_and_sweep(table):
     assert "| RNN | 100, 1, 64, 128 | 2.00 ms | 1.50× (graph) | 1.50× | **1.10×** |" in text
 
 
+@needs_experimental
 def test_decide_ranks_switch_combinations_on_the_run(monkeypatch):
     """A run where fused_graph beats fused at B = 256 and cluster beats graph at B = 1: the combination with both
     switches on meets the most targets; a path the run did not time counts as unknown, not as met."""

@@ -19,13 +19,42 @@ import sys
 
 import pytest
 
-from tests.test_gpu_benchmark_tools import _entry
+from tests.support import needs_experimental
+from tests.tools.test_gpu_benchmark_tools import _entry
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parent.parent.parent
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("bash") is None or shutil.which("timeout") is None, reason="needs bash and coreutils' timeout"
-)
+#: the GPU-only files: the fast phase runs them, the suite leaves them out
+GPU_ONLY = [
+    "tests/cupy_backend/test_cupy_fast.py",
+    "tests/cupy_backend/experimental/test_cupy_fast_paths.py",
+    "tests/cupy_backend/experimental/test_cupy_cluster.py",
+    "tests/cupy_backend/test_cupy_grad.py",
+    "tests/cupy_backend/experimental/test_cupy_grad_paths.py",
+]
+#: what else the suite leaves out: the CPU emulator's and nvcc's files, and the files that never touch CuPy
+CPU_ONLY = [
+    "tests/cupy_backend/test_cupy_emulated.py",
+    "tests/cupy_backend/test_cupy_emulated_grad.py",
+    "tests/cupy_backend/experimental/test_cupy_emulated_paths.py",
+    "tests/cupy_backend/experimental/test_cupy_emulated_grad_paths.py",
+    "tests/cupy_backend/experimental/test_cupy_emulated_cluster.py",
+    "tests/cupy_backend/experimental/test_cupy_emulated_fused_graph.py",
+    "tests/cupy_backend/experimental/test_experimental_removable.py",
+    "tests/cupy_backend/test_cuda_emulator_grid.py",
+    "tests/cupy_backend/test_cupy_sources.py",
+    "tests/numpy_backend",
+    "tests/tools/test_bench.py",
+    "tests/tools/test_gpu_benchmark_tools.py",
+    "tests/tools/test_gpu_script.py",
+]
+
+pytestmark = [
+    pytest.mark.skipif(
+        shutil.which("bash") is None or shutil.which("timeout") is None, reason="needs bash and coreutils' timeout"
+    ),
+    needs_experimental,  # gpu_decide.py weighs CLUSTER_AUTO, FUSED_GRAPH_AUTO, TILED_AUTO
+]
 
 # the stand-in for the GPU machine's python3: GPU work faked, the rest to this interpreter
 FAKE_PYTHON = r"""#!/usr/bin/env bash
@@ -37,8 +66,8 @@ case "$args" in
     echo "> trying fused forward lstm float32"; echo "> trying tiled forward lstm float32"; exec sleep 30 ;;
   "-m pytest"*)
     echo "pytest $args | ARRAYRNN_CUPY_DISPATCH=${ARRAYRNN_CUPY_DISPATCH:-}" >>"$OUT/calls.txt"
-    if [[ "$args" == *"cupy tests/test_cupy_fast.py"* ]]; then  # the fast phase
-      echo "FAILED tests/test_cupy_fast.py::test_matches_generic[fused_graph-lstm-float32] - AssertionError"
+    if [[ "$args" == *"cupy tests/cupy_backend/test_cupy_fast.py"* ]]; then  # the fast phase
+      echo "FAILED tests/cupy_backend/experimental/test_cupy_fast_paths.py::test_x[fused_graph-lstm] - AssertionError"
       exit 1
     fi
     exit 0 ;;
@@ -104,8 +133,9 @@ def test_gpu_script_leaves_out_hung_and_failed_paths(tmp_path):
     assert done.returncode == 1, (done.returncode, log)  # the smoke timeout and the fast failure count
 
     assert "smoke timed out while trying 'tiled'" in log, log
-    fast = next(line for line in calls if "test_cupy_fast.py" in line)
+    fast = next(line for line in calls if "--backend cupy tests/cupy_backend/test_cupy_fast.py" in line)
     assert "-k not tiled" in fast, fast
+    assert fast.split("--backend cupy ")[1].split(" | ")[0].split() == GPU_ONLY, fast
     bench = next(line for line in calls if line.startswith("bench "))
     impls = bench.split("--impls ")[1].split()[0].split(",")
     vjp_impls = bench.split("--vjp-impls ")[1].split()[0].split(",")
@@ -114,7 +144,7 @@ def test_gpu_script_leaves_out_hung_and_failed_paths(tmp_path):
 
     # the suite: the benchmark's best switches, less the hung (tiled) and the failed (fused_graph) paths
     assert "not switched on for the suite (failed or hung above): tiled,fused_graph" in log, log
-    suite = next(line for line in calls if "--ignore=tests/test_cupy_fast.py" in line)
+    suite = next(line for line in calls if "--ignore=tests/cupy_backend/test_cupy_fast.py" in line)
     switches = suite.split("ARRAYRNN_CUPY_DISPATCH=")[1].strip()
     assert "CLUSTER_AUTO=1" in switches, switches
     assert "FUSED_GRAPH_AUTO=1" not in switches and "TILED_AUTO=1" not in switches, switches
@@ -125,5 +155,8 @@ def test_gpu_script_leaves_out_hung_and_failed_paths(tmp_path):
     summary = log.split("=== summary")[1].splitlines()
     for phase, state in (("smoke", "TIMEOUT"), ("fast", "FAILED"), ("bench", "ok"), ("suite", "ok")):
         assert any(line.split()[:1] == [phase] and line.split()[1].startswith(state) for line in summary), summary
-    # the suite leaves out the files that never touch CuPy (this one included)
-    assert "--ignore=tests/test_gpu_script.py" in suite, suite
+    # the suite leaves out the fast phase's files, the CPU-only ones (this one included), and nothing else
+    ignored = [word.removeprefix("--ignore=") for word in suite.split() if word.startswith("--ignore=")]
+    assert sorted(ignored) == sorted(GPU_ONLY + CPU_ONLY), suite
+    for path in ignored:
+        assert (ROOT / path).exists(), path

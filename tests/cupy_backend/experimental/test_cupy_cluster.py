@@ -1,7 +1,7 @@
 """The "cluster" CuPy fast path (one thread block cluster runs the whole loop) against the generic core, on a GPU.
 
-Runs on the cupy backend only, like ``tests/test_cupy_fast.py`` (whose helpers it uses). On a GPU without
-thread block clusters (compute capability below 9.0) it checks that the path refuses clearly instead.
+Runs on the cupy backend only, like ``tests/cupy_backend/test_cupy_fast.py`` (whose helpers it uses). On a GPU
+without thread block clusters (compute capability below 9.0) it checks that the path refuses clearly instead.
 """
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 import arrayrnn as ar
-from tests.test_cupy_fast import VARIANTS, _assert_same, _problem, _require_cupy, _run
+from tests.cupy_backend.test_cupy_fast import _assert_same, _problem, _require_cupy, _run
+from tests.variants import GPU_VARIANTS
 from tests.variants import variant_id as _ids
 
 pytestmark = pytest.mark.only_backends("cupy")
@@ -34,7 +35,7 @@ def _refused_without_clusters(backend) -> bool:
     return True
 
 
-@pytest.mark.parametrize("variant", VARIANTS, ids=_ids)
+@pytest.mark.parametrize("variant", GPU_VARIANTS, ids=_ids)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_matches_generic_with_lengths_reverse_and_state(backend, variant, dtype):
     _require_cupy(backend)
@@ -97,7 +98,7 @@ def test_float16_against_float64_reference(backend, kind):
     if _refused_without_clusters(backend):
         return
     from arrayrnn.backend import map_arrays
-    from tests.test_cupy_fast import FUNCTIONS, _finals
+    from tests.cupy_backend.test_cupy_fast import FUNCTIONS, _finals
 
     params, x, state = _problem(kind, {}, "float16", 8, 3, 4, 16, seed=21)
     y, final = _run(backend, kind, params, x, state, "cluster")
@@ -143,16 +144,16 @@ def test_too_large_for_one_cluster_says_what_to_use(backend):
 # ---- the gradient path (ar.vjp with impl="cluster")
 
 
-@pytest.mark.parametrize("variant", VARIANTS, ids=_ids)
+@pytest.mark.parametrize("variant", GPU_VARIANTS, ids=_ids)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_gradient_matches_generic(backend, monkeypatch, variant, dtype):
     _require_cupy(backend)
     if _refused_without_clusters(backend):
         return
     from arrayrnn._backends.cupy.experimental import grad_cluster as cupy_grad_cluster
-    from tests.test_cupy_grad import _assert_same as _assert_same_grads
-    from tests.test_cupy_grad import _grads
-    from tests.test_cupy_grad import _problem as _grad_problem
+    from tests.cupy_backend.test_cupy_grad import _assert_same as _assert_same_grads
+    from tests.cupy_backend.test_cupy_grad import _grads
+    from tests.cupy_backend.test_cupy_grad import _problem as _grad_problem
 
     calls = []
     real = cupy_grad_cluster.sequence_vjp
@@ -180,9 +181,9 @@ def test_gradient_benchmark_shapes_and_long_sequences(backend, kind, options, sh
     _require_cupy(backend)
     if _refused_without_clusters(backend):
         return
-    from tests.test_cupy_grad import _assert_same as _assert_same_grads
-    from tests.test_cupy_grad import _grads
-    from tests.test_cupy_grad import _problem as _grad_problem
+    from tests.cupy_backend.test_cupy_grad import _assert_same as _assert_same_grads
+    from tests.cupy_backend.test_cupy_grad import _grads
+    from tests.cupy_backend.test_cupy_grad import _problem as _grad_problem
 
     steps, batch, features, hidden = shape
     dtype = "float64" if steps == 600 else "float32"

@@ -3,7 +3,8 @@
 The emulator runs a cluster's blocks together: the cluster barrier releases when every thread of the cluster
 is there, a shared-memory address maps into another block's buffer, and it reports a block that exits while
 the others wait, a rank outside the cluster, and a store into a block that has exited. The oracle is the
-generic core on NumPy (float64). ``tests/test_cupy_fast.py`` runs the same path on a real Hopper GPU.
+generic core on NumPy (float64). ``test_cupy_cluster.py`` (beside this file) runs the same path on a real Hopper
+GPU.
 """
 
 from __future__ import annotations
@@ -19,17 +20,18 @@ from arrayrnn._backends.cupy.experimental import cluster as cupy_cluster
 from arrayrnn._backends.cupy.experimental import cluster_sources as cupy_cluster_sources
 from arrayrnn._backends.cupy.experimental import grad_cluster as cupy_grad_cluster
 from arrayrnn.backend import map_arrays
-from tests import cuda_emulator, fake_cupy
-from tests.test_cupy_emulated import VARIANTS, _check, _defaults, _fast, _problem
-from tests.test_cupy_emulated_grad import _compare, _cotangents
-from tests.test_cupy_emulated_grad import _fast as _fast_vjp
-from tests.test_cupy_emulated_grad import _generic as _generic_vjp
+from tests.cupy_backend import cuda_emulator, fake_cupy
+from tests.cupy_backend.test_cupy_emulated import _check, _defaults, _fast, _problem
+from tests.cupy_backend.test_cupy_emulated_grad import _compare, _cotangents
+from tests.cupy_backend.test_cupy_emulated_grad import _fast as _fast_vjp
+from tests.cupy_backend.test_cupy_emulated_grad import _generic as _generic_vjp
+from tests.variants import KERNEL_VARIANTS
 from tests.variants import variant_id as _ids
 
 pytestmark = pytest.mark.skipif(cuda_emulator.compiler() is None, reason="no C++ compiler for the kernel emulator")
 
 
-@pytest.mark.parametrize("variant", VARIANTS, ids=_ids)
+@pytest.mark.parametrize("variant", KERNEL_VARIANTS, ids=_ids)
 def test_matches_generic_with_lengths_and_reverse(monkeypatch, variant):
     kind, params_options, call_options = variant
     options = _defaults(kind, call_options)
@@ -138,7 +140,7 @@ def test_barrier_bench_launches_one_cluster(monkeypatch):
             cupy_cluster.barrier_bench(2, threads=32, steps=1)
 
 
-@pytest.mark.parametrize("variant", VARIANTS, ids=_ids)
+@pytest.mark.parametrize("variant", KERNEL_VARIANTS, ids=_ids)
 def test_gradient_matches_generic_backward(monkeypatch, variant):
     """ar.vjp's cluster path: the recording cluster forward and the cluster backward (the blocks exchanging
     each step's gate gradients) against the generic backward, with and without dy and final cotangents."""
@@ -286,7 +288,7 @@ def test_auto_choice_with_cluster_auto():
 def test_auto_runs_the_cluster_path_when_enabled(monkeypatch, capability):
     """Through ar.lstm / ar.vjp with impl="auto" on the stand-in: the cluster kernels run (or, without clusters,
     the graph kernels) and agree with the generic core."""
-    from tests import test_cupy_emulated
+    from tests.cupy_backend import test_cupy_emulated
 
     # the helpers call the hook with impl=IMPL: "auto" lets it choose
     monkeypatch.setitem(test_cupy_emulated.IMPLS, "auto", types.SimpleNamespace(IMPL="auto"))

@@ -4,7 +4,7 @@ The kernels run on the CUDA emulator; the capturable cuBLAS products (``cupy_bla
 ``FakeCublas``, which reads each ``cublasGemmEx`` the way cuBLAS does (column-major, leading dimensions) and
 enforces cuBLAS's capture rules (a workspace set after the stream, no product of a new shape during capture).
 The oracles: the generic core on NumPy (float64) for the sequences, ``numpy.matmul`` for the products.
-``tests/test_cupy_fast.py`` runs the same path on a GPU.
+``experimental/test_cupy_fast_paths.py`` runs the same path on a GPU.
 """
 
 from __future__ import annotations
@@ -21,10 +21,18 @@ from arrayrnn._backends.cupy.experimental import blas as cupy_blas
 from arrayrnn._backends.cupy.experimental import fused_graph as cupy_fused_graph
 from arrayrnn._backends.cupy.experimental import grad_fused_graph as cupy_grad_fused_graph
 from arrayrnn.backend import map_arrays
-from tests import cuda_emulator, fake_cupy
-from tests.test_cupy_emulated import _as_fake_params, _as_fake_state, _check, _close, _fast, _generic, _problem
-from tests.test_cupy_emulated_grad import _compare, _cotangents
-from tests.test_cupy_emulated_grad import _generic as _generic_vjp
+from tests.cupy_backend import cuda_emulator, fake_cupy
+from tests.cupy_backend.test_cupy_emulated import (
+    _as_fake_params,
+    _as_fake_state,
+    _check,
+    _close,
+    _fast,
+    _generic,
+    _problem,
+)
+from tests.cupy_backend.test_cupy_emulated_grad import _compare, _cotangents
+from tests.cupy_backend.test_cupy_emulated_grad import _generic as _generic_vjp
 
 pytestmark = pytest.mark.skipif(cuda_emulator.compiler() is None, reason="no C++ compiler for the kernel emulator")
 
@@ -114,7 +122,7 @@ def test_library_binds_the_four_entry_points_and_reports_a_failing_status():
 
 @pytest.mark.parametrize("kind,options", [("rnn", {"nonlinearity": "relu"}), ("lstm", LSTM_OPTIONS)])
 def test_float32(monkeypatch, kind, options):
-    """(float16: ``test_cupy_emulated.py::test_float16_storage_against_float64``.)"""
+    """(float16: ``test_cupy_emulated_paths.py::test_float16_storage_against_float64``.)"""
     with fake_cupy.installed(monkeypatch):
         params, x, state = _problem(kind, {}, "float32", 4, 3, 5, 7, seed=21)
         _check("fused_graph", kind, params, x, state, [4, 2, 1], True, options, "float32")
@@ -229,7 +237,7 @@ def test_the_fused_path_runs_the_same_loops_eagerly(monkeypatch):
 
 
 # ------------------------------------------------------------------------------------------------
-# the gradient path (cupy_grad_fused_graph); the shared comparisons are in tests/test_cupy_emulated_grad.py
+# the gradient path (cupy_grad_fused_graph); the shared comparisons are in tests/cupy_backend/test_cupy_emulated_grad.py
 
 
 def _vjp(kind, params, x, state, lengths, options):

@@ -1,6 +1,8 @@
 """Deleting ``_backends/cupy/experimental`` leaves a working package: the shipping CuPy paths ("fused", "graph" and
-their gradients) and their kernel source need no experimental file. Checked on a copy of the package without that
-folder, in a subprocess, with the CuPy paths on the kernel emulator (``tests/fake_cupy.py``)."""
+their gradients) and their kernel source need no experimental file; and deleting it together with this folder
+(``tests/cupy_backend/experimental``) leaves a passing test suite. Checked on a copy of the package and of the tests
+without those folders, in subprocesses, with the CuPy paths on the kernel emulator
+(``tests/cupy_backend/fake_cupy.py``)."""
 
 from __future__ import annotations
 
@@ -13,9 +15,20 @@ import sys
 import pytest
 
 import arrayrnn
-from tests import cuda_emulator
+from tests.cupy_backend import cuda_emulator
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[3]
+
+#: the shipping CuPy test files the copy runs (nvcc's ``slow`` tests left out: minutes, and the kernel source they
+#: compile is the one ``test_each_part_compiles_on_its_own`` checks); the GPU-only ones skip here, but must import
+SHIPPING_TESTS = [
+    "tests/cupy_backend/test_cupy_emulated.py",
+    "tests/cupy_backend/test_cupy_emulated_grad.py",
+    "tests/cupy_backend/test_cuda_emulator_grid.py",
+    "tests/cupy_backend/test_cupy_sources.py",
+    "tests/cupy_backend/test_cupy_fast.py",
+    "tests/cupy_backend/test_cupy_grad.py",
+]
 
 # Runs in the copy: NumPy, then per cell one small problem through the fused and graph forward and gradient paths,
 # each compared with the generic core (float64, lengths with a zero, reverse).
@@ -33,7 +46,7 @@ from arrayrnn._backends.cupy import sources
 from arrayrnn._core import backward as core
 from arrayrnn._core.sequence import GENERIC
 from arrayrnn.backend import map_arrays
-from tests import fake_cupy
+from tests.cupy_backend import fake_cupy
 from tests.support import random_params
 
 copy = sys.argv[1]
@@ -97,17 +110,46 @@ print("ok")
 """
 
 
-@pytest.mark.skipif(cuda_emulator.compiler() is None, reason="no C++ compiler for the kernel emulator")
-def test_shipping_paths_run_without_the_experimental_folder(tmp_path):
+pytestmark = pytest.mark.skipif(cuda_emulator.compiler() is None, reason="no C++ compiler for the kernel emulator")
+
+
+@pytest.fixture(scope="module")
+def without_experimental(tmp_path_factory):
+    """``(tree, env)``: ``tree/site/arrayrnn`` (the package) and ``tree/tests`` with ``pyproject.toml`` (the tests),
+    both without their experimental folders, and the environment that imports them and nothing of this checkout."""
+    tree = tmp_path_factory.mktemp("without_experimental")
     package = pathlib.Path(arrayrnn.__file__).resolve().parent
-    copy = tmp_path / "site"
+    copy = tree / "site"
     shutil.copytree(package, copy / "arrayrnn", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.rmtree(copy / "arrayrnn" / "_backends" / "cupy" / "experimental")
-    script = tmp_path / "run.py"
+    shutil.copytree(ROOT / "tests", tree / "tests", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.rmtree(tree / "tests" / "cupy_backend" / "experimental")
+    shutil.copy(ROOT / "pyproject.toml", tree / "pyproject.toml")  # the pytest settings and markers
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(copy), str(tree)])}
+    code = "import arrayrnn, tests; print(arrayrnn.__file__); print(tests.__file__)"
+    found = subprocess.run([sys.executable, "-c", code], cwd=tree, env=env, capture_output=True, text=True, check=True)
+    assert all(line.startswith(str(tree)) for line in found.stdout.split()), found.stdout
+    return tree, env
+
+
+def test_shipping_paths_run_without_the_experimental_folder(without_experimental):
+    tree, env = without_experimental
+    copy = tree / "site"
+    script = tree / "run.py"
     script.write_text(_SCRIPT)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(copy), str(ROOT)])}
     result = subprocess.run(
-        [sys.executable, str(script), str(copy)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, str(script), str(copy)], cwd=tree, env=env, capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     assert result.stdout.strip().endswith("ok"), result.stdout
+
+
+def test_shipping_tests_pass_without_the_experimental_folders(without_experimental):
+    """The shipping CuPy test files, run on the copy: they import nothing experimental, and what they check of the
+    shipping paths holds without it."""
+    tree, env = without_experimental
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not slow", *SHIPPING_TESTS]
+    result = subprocess.run(command, cwd=tree, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-3000:]
+    summary = result.stdout.strip().splitlines()[-1]
+    assert " passed" in summary and "failed" not in summary and "error" not in summary, summary
