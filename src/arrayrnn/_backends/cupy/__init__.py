@@ -94,7 +94,7 @@ def _is_c_contiguous(array: Optional[Array]) -> bool:
 
 
 def _cluster_shared(config: policy.Config) -> int:
-    if not config.cluster_auto:
+    if not config.cluster_auto or not _experimental_present():
         return 0
     from .experimental import cluster
 

@@ -186,6 +186,15 @@ def configured(config: Optional[Config] = None, **changes: Any) -> Iterator[Conf
         _current = previous
 
 
+def _cluster_fits(*args: Any) -> bool:
+    """``cluster_sources.fits(*args)``; ``False`` where ``experimental/`` was removed: auto never picks a missing path."""
+    try:
+        from .experimental import cluster_sources
+    except ImportError:
+        return False
+    return bool(cluster_sources.fits(*args))
+
+
 def choose_impl(
     kind: str,
     *,
@@ -210,9 +219,7 @@ def choose_impl(
     small = batch <= config.graph_max_batch and hidden <= config.graph_max_hidden
     graph_ok = not has_projection and weights_contiguous and buffer_bytes <= config.graph_max_buffer_bytes
     if graph_ok and small and config.cluster_auto and cluster_shared > 0 and linear_before_reset:
-        from .experimental import cluster_sources
-
-        if cluster_sources.fits(GATES[kind], batch, hidden, itemsize, cluster_shared):
+        if _cluster_fits(GATES[kind], batch, hidden, itemsize, cluster_shared):
             return "cluster"
     tiled_batch = config.tiled_min_batch <= batch <= config.tiled_max_batch
     if config.tiled_auto and graph_ok and linear_before_reset and tiled_batch:
@@ -248,9 +255,7 @@ def grad_choice(
     if forward not in ("graph", "persistent", "cluster"):
         return "fused"
     if forward == "cluster":
-        from .experimental import cluster_sources
-
         gates, itemsize = GATES[kind], np.dtype(dtype).itemsize
-        if cluster_sources.fits(gates, batch, hidden, itemsize, cluster_shared, gates * hidden):
+        if _cluster_fits(gates, batch, hidden, itemsize, cluster_shared, gates * hidden):
             return "cluster"
     return config.grad_small_batch_impl
