@@ -187,7 +187,7 @@ def configured(config: Optional[Config] = None, **changes: Any) -> Iterator[Conf
 
 
 def _cluster_fits(*args: Any) -> bool:
-    """``cluster_sources.fits(*args)``; ``False`` where ``experimental/`` was removed: auto never picks a missing path."""
+    """``cluster_sources.fits(*args)``, or ``False`` without ``experimental/``: auto never picks a missing path."""
     try:
         from .experimental import cluster_sources
     except ImportError:
