@@ -1,12 +1,8 @@
-"""The CuPy backend: the hook the dispatcher calls, and which path runs each call.
+"""The CuPy backend: the hook the dispatcher calls, and which path runs each call (:func:`route`, ``policy.Config``).
 
-Shipping paths: "fused" (``fused.py``: cuBLAS + one fused pointwise kernel per step) and "graph" (``graph.py``: the
-time loop as one CUDA graph of warp-per-unit step kernels), each with its gradient. Paths ``auto`` never picks live
-in ``experimental/``; :func:`route` chooses with the switches of ``policy.Config``. Each path module exposes
-``sequence(kind, xp, x, params, state, lengths, reverse, options)`` (a gradient module ``sequence_vjp``) and, where
-it cannot run every option, ``supports(kind, params, options)``; the hook enters the device, checks the dtype and
-``supports``, and handles an empty batch, once for every path.
-"""
+Shipping paths: "fused" (cuBLAS + one fused pointwise kernel per step) and "graph" (the loop as one CUDA graph); the
+others live in ``experimental/``. Each path module exposes ``sequence(kind, ...)`` (or ``sequence_vjp``) and, where
+it cannot run every option, ``supports(...)``; the hook does device, dtype, empty batch and refusal once."""
 
 from __future__ import annotations
 
