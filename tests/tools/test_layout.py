@@ -111,3 +111,18 @@ def test_import_arrayrnn_stays_light(heavy):
     code = f"import sys, arrayrnn; print({heavy!r} in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False", f"import arrayrnn imported {heavy}"
+
+
+def test_module_docstrings_say_what_the_module_is_for_in_five_lines():
+    too_long = []
+    for name, path in MODULES.items():
+        tree = ast.parse(path.read_text())
+        first = tree.body[0] if tree.body else None
+        has_doc = isinstance(first, ast.Expr) and isinstance(getattr(first, "value", None), ast.Constant)
+        if not has_doc:
+            too_long.append(f"{name}: no module docstring")
+        elif first.end_lineno - first.lineno + 1 > 5:
+            too_long.append(f"{name}: {first.end_lineno - first.lineno + 1} lines")
+    assert not too_long, "module docstrings (at most 5 lines; history goes to benchmarks/NOTES.md): " + ", ".join(
+        too_long
+    )

@@ -1,9 +1,7 @@
 """``arrayrnn bench``: arrayrnn against the real peers (torch CPU, onnxruntime) on the same weights.
 
 Per cell and shape, interleaved timed rounds after outputs are checked equal; a table, JSON in ``--out``
-(default ``./arrayrnn-bench/``) and ``--plot``. Modes plug in through :func:`register_mode`. Method:
-``benchmarks/NOTES.md``.
-"""
+(default ``./arrayrnn-bench/``) and ``--plot``. Modes plug in through :func:`register_mode`; method in NOTES.md."""
 
 from __future__ import annotations
 

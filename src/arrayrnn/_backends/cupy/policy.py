@@ -1,9 +1,7 @@
 """CuPy settings: one frozen :class:`Config` (dispatch switches, thresholds, the paths' knobs) and the pure choices.
 
 ``ARRAYRNN_CUPY_DISPATCH=NAME=value,...`` builds the process-wide config once; :func:`configured` swaps a changed
-copy in for a ``with`` block (tests, benchmarks); the paths read :func:`current` once per call. Nothing here
-imports CuPy: every choice is testable anywhere.
-"""
+copy in for a ``with`` block (tests, benchmarks); the paths read :func:`current` once per call. No CuPy import."""
 
 from __future__ import annotations
 
