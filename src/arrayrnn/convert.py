@@ -13,7 +13,16 @@ from ._validate import shape_text
 from .backend import namespace_of
 from .params import GRUParams, LSTMParams, RNNParams
 
-__all__ = ["from_concat", "from_keras", "from_onnx", "from_onnx_model", "to_concat", "to_keras", "to_onnx"]
+__all__ = [
+    "from_concat",
+    "from_keras",
+    "from_onnx",
+    "from_onnx_model",
+    "to_concat",
+    "to_keras",
+    "to_onnx",
+    "to_onnx_model",
+]
 
 Array = Any
 Params = Union[RNNParams, LSTMParams, GRUParams]
@@ -601,15 +610,316 @@ def _onnx_defaults(
     return (tuple(result) if op == "LSTM" else result[0]), default_lengths
 
 
-def from_onnx_model(
-    model: Any, node: Optional[str] = None, *, backend: Optional[str] = None, device: Any = None, base_dir: Any = None
-):
-    """An ``ar.RNN/LSTM/GRU`` (one layer) from an ONNX ``RNN``/``LSTM``/``GRU`` node of ``model``.
+_RECURRENT_OPS = ("RNN", "LSTM", "GRU")
+#: what exporters put between recurrent layers (and a Transpose before the first for batch-first models)
+_LINK_TEXT = (
+    "Transpose(perm=[0, 2, 1, 3]) then Reshape to (T, B, D*H) (shape [0, 0, -1] or [0, 0, D*H]), or for one "
+    "direction Squeeze(axes=[1]); before the first layer only Transpose(perm=[1, 0, 2]) (batch-first)"
+)
 
-    Needs the ``onnx`` package (``pip install ".[onnx]"``). Nothing the node says is dropped: every input
+
+def _onnx_values(values: Any, graph_inputs: set) -> dict[str, Any]:
+    """``values=`` checked: a mapping from graph-input names to arrays (NumPy)."""
+    import numpy as np
+
+    if values is None:
+        return {}
+    if not isinstance(values, Mapping):
+        raise TypeError(f"values must be a mapping {{graph input name: array}}, got {type(values).__name__}")
+    unknown = [name for name in values if name not in graph_inputs]
+    if unknown:
+        raise ValueError(f"values names {', '.join(map(repr, unknown))}, which is not an input of the graph")
+    return {name: np.asarray(value) for name, value in values.items()}
+
+
+def _onnx_ints(name: str, initializers: Any, producers: dict[str, Any], graph_inputs: set) -> Optional[list[int]]:
+    """The integers of a constant graph value (an initializer that is not a graph input, or a Constant), else None."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    if name in initializers and name not in graph_inputs:
+        array = np.asarray(initializers[name])
+    else:
+        producer = producers.get(name)
+        if producer is None or producer.op_type != "Constant" or [a.name for a in producer.attribute] != ["value"]:
+            return None
+        array = numpy_helper.to_array(producer.attribute[0].t)
+    return [int(v) for v in array.reshape(-1)] if array.dtype.kind in "iu" else None
+
+
+def _onnx_attribute(node: Any, name: str, default: Any = None) -> Any:
+    from onnx import helper
+
+    for attribute in node.attribute:
+        if attribute.name == name:
+            return helper.get_attribute_value(attribute)
+    return default
+
+
+def _onnx_trace(name: str, producers: dict[str, Any]) -> tuple[list[Any], Any, str]:
+    """Walk back from ``name`` through Transpose/Reshape/Squeeze/Identity: ``(ops in order, end node, end value)``.
+
+    The end node is the recurrent node whose output is the end value, another op (which stopped the walk), or
+    ``None`` (a graph input or a value produced nowhere).
+    """
+    ops: list[Any] = []
+    while True:
+        producer = producers.get(name)
+        if producer is None or producer.op_type not in ("Transpose", "Reshape", "Squeeze", "Identity"):
+            return ops[::-1], producer, name
+        if len(ops) >= 8 or not producer.input:
+            return ops[::-1], producer, name
+        ops.append(producer)
+        name = producer.input[0]
+
+
+def _onnx_link_ok(ops: list[Any], count: int, hidden: int, initializers: Any, producers: Any, inputs: set) -> bool:
+    """Whether ``ops`` turn a recurrent node's ``Y (T, D, B, H)`` into exactly ``(T, B, D*H)``."""
+    ops = [op for op in ops if op.op_type != "Identity"]
+    kinds = [op.op_type for op in ops]
+    if kinds == ["Transpose", "Reshape"]:
+        if list(_onnx_attribute(ops[0], "perm", [])) != [0, 2, 1, 3] or _onnx_attribute(ops[1], "allowzero", 0):
+            return False
+        shape = _onnx_ints(ops[1].input[1], initializers, producers, inputs) if len(ops[1].input) > 1 else None
+        return (
+            shape is not None
+            and len(shape) == 3
+            and shape.count(-1) <= 1
+            and all(v in (0, -1) for v in shape[:2])
+            and shape[2] in (-1, count * hidden)
+        )
+    if kinds == ["Squeeze"] and count == 1:
+        axes = _onnx_attribute(ops[0], "axes")
+        if axes is None and len(ops[0].input) > 1:
+            axes = _onnx_ints(ops[0].input[1], initializers, producers, inputs)
+        return axes is not None and [a % 4 for a in axes] == [1]
+    return False
+
+
+def _onnx_chain(recurrents: list[Any], producers: dict[str, Any], graph_inputs: set) -> tuple[list[Any], bool, list]:
+    """The recurrent nodes in order from the graph input, whether the model is batch-first, the ops joining them.
+
+    One node whose ``X`` is not a graph input (possibly through a batch-first Transpose) is imported on its own.
+    """
+    label = {id(n): f"{n.op_type} node {n.name or '<unnamed>'!r}" for n in recurrents}
+    following: dict[int, Any] = {}
+    starts = []
+    for n in recurrents:
+        ops, end, value = _onnx_trace(n.input[0] if n.input else "", producers)
+        kinds = [op.op_type for op in ops if op.op_type != "Identity"]
+        if end is None and value in graph_inputs and kinds in ([], ["Transpose"]):
+            transposed = bool(kinds)
+            if transposed and (
+                list(_onnx_attribute([op for op in ops if op.op_type == "Transpose"][0], "perm", [])) != [1, 0, 2]
+                or _onnx_attribute(n, "layout", 0) != 0
+            ):
+                if len(recurrents) == 1:
+                    return recurrents, False, []
+                raise ValueError(f"input X of {label[id(n)]} comes through a Transpose that is not {_LINK_TEXT}")
+            starts.append((n, bool(kinds)))
+            continue
+        if len(recurrents) == 1:
+            return recurrents, False, []  # X computed in the graph: the node on its own
+        if end is None or end.op_type not in _RECURRENT_OPS:
+            culprit = ops[0] if end is None and ops else end
+            what = f"a {culprit.op_type} node {culprit.name or '<unnamed>'!r}" if culprit is not None else repr(value)
+            raise ValueError(
+                f"input X of {label[id(n)]} comes from {what}; arrayrnn imports a chain of recurrent nodes only "
+                f"when they are joined by {_LINK_TEXT} (or import one node with node=<name>)"
+            )
+        if value != end.output[0]:
+            raise ValueError(f"input X of {label[id(n)]} is not output Y of {label[id(end)]}; import one with node=")
+        if id(end) in following:
+            raise ValueError(f"{label[id(end)]} feeds several recurrent nodes; import one with node=<name>")
+        following[id(end)] = (n, ops)
+    if len(starts) != 1:
+        raise ValueError(
+            f"the recurrent nodes do not form one chain from a graph input ({len(starts)} start at a graph input); "
+            "import one with node=<name>"
+        )
+    (current, batch_first), chain, links = starts[0], [starts[0][0]], []
+    while id(current) in following:
+        current, ops = following[id(current)]
+        chain.append(current)
+        links.append(ops)
+    if len(chain) != len(recurrents):
+        raise ValueError("the recurrent nodes do not form one chain from the graph input; import one with node=")
+    return chain, batch_first, links
+
+
+def _onnx_read_node(
+    onnx: Any, recurrent: Any, initializers: Any, graph_inputs: set, producers: Any, values: dict, sliced: bool
+) -> dict[str, Any]:
+    """One recurrent node checked and read: kind, options, params per direction, its state/length inputs."""
+    from onnx import numpy_helper
+
+    kind = recurrent.op_type.lower()
+    label = f"{recurrent.op_type} node {recurrent.name or '<unnamed>'!r}"
+    if recurrent.domain not in ("", "ai.onnx"):
+        raise ValueError(f"{label} is in domain {recurrent.domain!r}, not ONNX's; only ai.onnx operators are imported")
+    attributes = _onnx_attributes(onnx, recurrent, label)
+    slots = _ONNX_INPUTS[recurrent.op_type]
+    if len(recurrent.input) > len(slots):
+        raise ValueError(
+            f"{label} has {len(recurrent.input)} inputs; ONNX {recurrent.op_type} takes at most {len(slots)} "
+            f"({', '.join(slots)})"
+        )
+
+    def initializer(position: int) -> Any:
+        if len(recurrent.input) <= position or recurrent.input[position] == "":
+            return None
+        name = recurrent.input[position]
+        if name in values:
+            return values[name]
+        if name not in initializers:
+            given = "a graph input" if name in graph_inputs else "computed in the graph"
+            raise ValueError(
+                f"input {slots[position]} ({name!r}) of {label} is not an initializer but {given}; arrayrnn reads the "
+                "weights W, R, B and P only from initializers, or from values={name: array} for graph inputs"
+            )
+        return initializers[name]
+
+    def constant(position: int) -> Any:
+        """sequence_lens / initial_h / initial_c: an array, None (absent or zeros), "call" or ("slice", ...)."""
+        if len(recurrent.input) <= position or recurrent.input[position] == "":
+            return None
+        name = recurrent.input[position]
+        if name in initializers:  # also a graph input: the initializer is the default a caller may override
+            return initializers[name]
+        if name in graph_inputs:
+            return "call"
+        producer = producers.get(name)
+        if (
+            producer is not None
+            and producer.op_type == "Constant"
+            and [a.name for a in producer.attribute] == ["value"]
+        ):
+            return numpy_helper.to_array(producer.attribute[0].t)
+        if slots[position] != "sequence_lens" and _onnx_is_zero(name, initializers, producers):
+            return None  # zeros whatever the input (torch's exported default state): ONNX's default
+        if sliced and producer is not None and producer.op_type == "Slice" and slots[position] != "sequence_lens":
+            bounds = [_onnx_ints(n, initializers, producers, graph_inputs) for n in producer.input[1:]]
+            if producer.input[0] in graph_inputs and producer.input[0] not in initializers and None not in bounds:
+                starts, ends, axes, steps = (bounds + [[0], [1]][len(bounds) - 2 :])[:4]
+                if len(starts) == 1 and axes == [0] and steps == [1] and len(ends) == 1:
+                    return ("slice", producer.input[0], starts[0], ends[0])
+        source = "defined nowhere in the graph" if producer is None else f"computed by a {producer.op_type} node"
+        raise ValueError(
+            f"input {slots[position]} ({name!r}) of {label} is {source}; arrayrnn imports it only as an initializer "
+            f"or Constant (kept as the model's default_{'lengths' if position == 4 else 'state'}) or as a graph "
+            f"input (you pass it at call time: {'lengths=' if position == 4 else 'state='})"
+            + ("; in a chain, a state sliced from one (L*D, B, H) graph input per layer" if sliced else "")
+        )
+
+    W = initializer(1)
+    options, count, layout = _onnx_options(kind, attributes, W, label)
+    if count == 1 and attributes.get("direction") == "reverse":
+        raise ValueError(
+            f"{label}: direction='reverse' has no model equivalent (arrayrnn models have no reverse-only option); "
+            "use ar.convert.from_onnx and run the params with reverse=True"
+        )
+    arrays = [W, initializer(2), initializer(3)] + ([initializer(7)] if kind == "lstm" else [])
+    directions = from_onnx(kind, *arrays)
+    return {
+        "op": recurrent.op_type,
+        "kind": kind,
+        "label": label,
+        "options": options,
+        "count": count,
+        "layout": layout,
+        "dtype": W.dtype,
+        "hidden": directions[0].hidden_size,
+        "directions": directions,
+        "inputs": [constant(p) for p in range(4, len(slots)) if p != 7],
+        "lengths_name": recurrent.input[4] if len(recurrent.input) > 4 else "",
+    }
+
+
+def _onnx_chain_defaults(read: list[dict[str, Any]]) -> tuple[Any, Optional[tuple[int, ...]]]:
+    """``(default_state, default_lengths)`` of a chain of nodes, each already read; checks they agree."""
+    import numpy as np
+
+    first = read[0]
+    for layer, r in enumerate(read[1:], 1):
+        for key, what in (("op", "operator"), ("options", "options"), ("count", "directions"), ("layout", "layout")):
+            if r[key] != first[key]:
+                raise ValueError(
+                    f"{r['label']} (layer {layer}) differs from {first['label']} in its {what} ({r[key]} vs "
+                    f"{first[key]}); arrayrnn imports a chain as one model, whose layers agree"
+                )
+        if r["lengths_name"] != first["lengths_name"]:
+            raise ValueError(f"{r['label']} has another sequence_lens than {first['label']}; the layers must share it")
+    if first["layout"]:
+        raise ValueError(f"{first['label']}: layout=1 in a chain of nodes is not imported (exporters use Transposes)")
+    lengths = first["inputs"][0]
+    _, default_lengths = _onnx_defaults(first["op"], [lengths], first["dtype"], 1, 1, 0, first["label"])
+    count, slots = first["count"], len(first["inputs"]) - 1
+    states = [r["inputs"][1:] for r in read]
+    flat = [s for layer in states for s in layer]
+    if all(s is None for s in flat):
+        return None, default_lengths
+    if all(isinstance(s, tuple) for s in flat):
+        for slot in range(slots):
+            sources = {layer[slot][1] for layer in states}
+            bounds = [layer[slot][2:] for layer in states]
+            if len(sources) != 1 or bounds != [(l * count, (l + 1) * count) for l in range(len(read))]:
+                raise ValueError(
+                    f"the layers' initial states are slices {bounds} of {sorted(sources)}; arrayrnn imports them "
+                    f"only as consecutive slices [l*D, (l+1)*D) of one (L*D, B, H) graph input (passed as state=)"
+                )
+        return None, default_lengths
+    if any(isinstance(s, (tuple, str)) for s in flat):
+        raise ValueError(
+            f"the initial states of {', '.join(r['label'] for r in read)} mix graph inputs, constants and zeros, or "
+            "are one graph input per layer; arrayrnn imports them when every layer's are constants (or zeros), or "
+            "when all are consecutive slices of one (L*D, B, H) graph input (passed as state=)"
+        )
+    per_layer = [
+        _onnx_defaults(r["op"], [None, *r["inputs"][1:]], r["dtype"], count, r["hidden"], 0, r["label"])[0]
+        for r in read
+    ]
+    template = next(s for s in per_layer if s is not None)
+    template = template if isinstance(template, tuple) else (template,)
+    parts = [
+        (s if isinstance(s, tuple) else (s,)) if s is not None else tuple(np.zeros_like(t) for t in template)
+        for s in per_layer
+    ]
+    batches = {p[0].shape[1] for p in parts}
+    if len(batches) != 1:
+        raise ValueError(f"the layers' constant initial states disagree on batch_size ({sorted(batches)})")
+    stacked = tuple(np.concatenate([p[k] for p in parts], axis=0) for k in range(len(template)))
+    return (stacked if first["op"] == "LSTM" else stacked[0]), default_lengths
+
+
+def from_onnx_model(
+    model: Any,
+    node: Optional[str] = None,
+    *,
+    backend: Optional[str] = None,
+    device: Any = None,
+    base_dir: Any = None,
+    values: Optional[Mapping] = None,
+):
+    """An ``ar.RNN/LSTM/GRU`` from the ``RNN``/``LSTM``/``GRU`` nodes of an ONNX ``model`` (stacked, bidirectional).
+
+    Needs the ``onnx`` package (``pip install ".[onnx]"``). Nothing the nodes say is dropped: every input
     and attribute is honoured, or refused with a ``ValueError`` that names it.
 
-    * Inputs ``W``, ``R``, ``B`` and the LSTM peepholes ``P`` must be graph initializers.
+    * The whole graph (``node=None``): the recurrent nodes must form one chain from a graph input, as torch's
+      exporter (``dynamo=False``) and :func:`to_onnx_model` write stacked models: layer ``l``'s ``Y``
+      ``(T, D, B, H)`` reaches layer ``l + 1``'s ``X`` through ``Transpose(perm=[0, 2, 1, 3])`` and ``Reshape``
+      to ``(T, B, D*H)`` (shape ``[0, 0, -1]`` or ``[0, 0, D*H]``), or, for one direction, ``Squeeze(axes=[1])``
+      (``Identity`` ops are skipped); any other op there is refused by name. The first node's ``X`` is a graph
+      input, or ``Transpose(perm=[1, 0, 2])`` of one: the model is then ``batch_first``. The layers must agree in
+      operator, directions and options. Their states are all zeros, all constants (stacked into one
+      ``(L*D, B, H)`` ``default_state``), or consecutive slices ``[l*D, (l+1)*D)`` of one ``(L*D, B, H)`` graph
+      input per state (torch's export of ``module(x, h_0)``: pass ``state=`` at call time); they share one
+      ``sequence_lens``. Ops after the last node (torch's output Transpose/Reshape/Concat) are not read: the
+      model returns torch's ``y`` and ``(L*D, B, H)`` final states. A graph with a single recurrent node whose
+      ``X`` is computed otherwise is imported as that node alone.
+    * ``node=name`` imports that one node as a one-layer model, wherever it sits.
+    * Inputs ``W``, ``R``, ``B`` and the LSTM peepholes ``P`` must be graph initializers, or graph inputs whose
+      arrays you pass in ``values``.
     * ``sequence_lens``, ``initial_h``, ``initial_c`` given as graph inputs (not initializers) are fine: the caller
       passes them at call time, ``model(x, state, lengths=...)`` (states ``(D, B, H)``, an LSTM's as the pair
       ``(h_0, c_0)``). Given as constants (an initializer, which is also ONNX's overridable default when the name
@@ -638,7 +948,7 @@ def from_onnx_model(
     model : onnx.ModelProto, str or os.PathLike
         The model, or the path of a ``.onnx`` file.
     node : str, optional
-        The node's name, needed when the graph has several recurrent nodes.
+        Import only the recurrent node of this name (one layer). Default: the whole chain.
     backend : str, optional
         Where to put the params; ``None`` (default): the current backend.
     device : optional
@@ -648,17 +958,23 @@ def from_onnx_model(
         a path; a proto (loaded with ``load_external_data=False``) that uses external data needs it. External data
         is never read relative to the current directory nor outside this folder (no ``..``, absolute paths or
         symlinks leading out), and only the bytes a tensor's dims declare (see ``docs/security.md``).
+    values : mapping of str to array, optional
+        Arrays for weights (``W``, ``R``, ``B``, ``P``) that the graph takes as inputs, by graph-input name.
 
     Returns
     -------
     RNN, LSTM or GRU
-        A one-layer model (bidirectional for ``direction="bidirectional"``).
+        One layer per node of the chain (bidirectional for ``direction="bidirectional"``).
 
     Raises
     ------
     ValueError
-        Not exactly one matching recurrent node, or one outside ONNX's domain; more inputs than the operator has;
-        a weight that is not an initializer; a ``sequence_lens``/``initial_h``/``initial_c`` input computed in the
+        No recurrent node (or none named ``node``), or one outside ONNX's domain; recurrent nodes that do not form
+        one chain from a graph input, an op between layers other than the exporters' reshaping (named), layers
+        that disagree (operator, directions, options, ``sequence_lens``), ``layout=1`` in a chain, layer states
+        mixing graph inputs, constants and zeros, or one graph input per layer; more inputs than the operator has;
+        a weight that is neither an initializer nor in ``values``; ``values`` naming no graph input; a
+        ``sequence_lens``/``initial_h``/``initial_c`` input computed in the
         graph (other than all-zero states), a constant one of the wrong shape or dtype, or constant and graph-input
         states mixed; an attribute ONNX does not define for the operator, or of the wrong type; ``direction``
         unknown, not matching ``W``, or ``"reverse"`` (use :func:`from_onnx` and ``reverse=True``); ``hidden_size``
@@ -671,7 +987,7 @@ def from_onnx_model(
     FileNotFoundError
         An external data file that is not in the folder.
     TypeError
-        ``base_dir`` is not a path.
+        ``base_dir`` is not a path; ``values`` is not a mapping.
     ImportError
         ``onnx`` is not installed.
 
@@ -690,94 +1006,68 @@ def from_onnx_model(
     >>> model = ar.convert.from_onnx_model(helper.make_model(graph))
     >>> type(model).__name__, model.hidden_size, model.linear_before_reset, model.default_state
     ('GRU', 4, True, None)
+
+    A stacked bidirectional LSTM exported by torch imports in one call:
+
+    >>> import os, tempfile, warnings
+    >>> import torch
+    >>> lstm = torch.nn.LSTM(3, 4, num_layers=2, bidirectional=True, batch_first=True)
+    >>> path = os.path.join(tempfile.mkdtemp(), "lstm.onnx")
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("ignore")
+    ...     torch.onnx.export(lstm, (torch.zeros(1, 5, 3),), path, dynamo=False)
+    >>> model = ar.convert.from_onnx_model(path)
+    >>> model.num_layers, model.bidirectional, model.batch_first
+    (2, True, True)
     """
     import onnx
-    from onnx import numpy_helper
 
     from .backend import get_backend, to_backend
     from .models import GRU, LSTM, RNN
 
     model, initializers = _onnx_load(onnx, model, base_dir)  # external data: the model's folder only, bounded
     graph = model.graph
-    candidates = [n for n in graph.node if n.op_type in ("RNN", "LSTM", "GRU") and (node is None or n.name == node)]
-    if len(candidates) != 1:
-        found = ", ".join(
-            f"{n.name or '<unnamed>'} ({n.op_type})" for n in graph.node if n.op_type in ("RNN", "LSTM", "GRU")
-        )
-        which = f"named {node!r}" if node is not None else ""
-        raise ValueError(
-            f"expected exactly one RNN/LSTM/GRU node {which} in the graph, found: {found or 'none'}"
-            + ("; pass node=<name>" if node is None and found else "")
-        )
-    (recurrent,) = candidates
-    kind = recurrent.op_type.lower()
-    label = f"{recurrent.op_type} node {recurrent.name or '<unnamed>'!r}"
-    if recurrent.domain not in ("", "ai.onnx"):
-        raise ValueError(f"{label} is in domain {recurrent.domain!r}, not ONNX's; only ai.onnx operators are imported")
-    attributes = _onnx_attributes(onnx, recurrent, label)
-
-    slots = _ONNX_INPUTS[recurrent.op_type]
-    if len(recurrent.input) > len(slots):
-        raise ValueError(
-            f"{label} has {len(recurrent.input)} inputs; ONNX {recurrent.op_type} takes at most {len(slots)} "
-            f"({', '.join(slots)})"
-        )
     graph_inputs = {value.name for value in graph.input}
+    values = _onnx_values(values, graph_inputs)
     producers = {output: n for n in graph.node for output in n.output}
-
-    def initializer(position: int) -> Any:
-        if len(recurrent.input) <= position or recurrent.input[position] == "":
-            return None
-        name = recurrent.input[position]
-        if name not in initializers:
+    recurrents = [n for n in graph.node if n.op_type in _RECURRENT_OPS]
+    candidates = [n for n in recurrents if node is None or n.name == node]
+    found = ", ".join(f"{n.name or '<unnamed>'} ({n.op_type})" for n in recurrents)
+    if not candidates or (node is not None and len(candidates) != 1):
+        which = f"named {node!r}" if node is not None else ""
+        raise ValueError(f"expected exactly one RNN/LSTM/GRU node {which} in the graph, found: {found or 'none'}")
+    if node is not None:
+        chain, batch_first, links = candidates, False, []
+    else:
+        chain, batch_first, links = _onnx_chain(recurrents, producers, graph_inputs)
+    read = [
+        _onnx_read_node(onnx, n, initializers, graph_inputs, producers, values, sliced=len(chain) > 1) for n in chain
+    ]
+    for before, after, ops in zip(read, read[1:], links):
+        if not _onnx_link_ok(ops, before["count"], before["hidden"], initializers, producers, graph_inputs):
+            through = ", ".join(f"{op.op_type} {op.name or '<unnamed>'!r}" for op in ops) or "nothing"
             raise ValueError(
-                f"input {slots[position]} ({name!r}) of {label} is not an initializer; arrayrnn reads the weights "
-                "W, R, B and P only from initializers"
+                f"input X of {after['label']} comes from {before['label']} through {through}, which is not what "
+                f"arrayrnn accepts between layers: {_LINK_TEXT}"
             )
-        return initializers[name]
-
-    def constant(position: int) -> Any:
-        """sequence_lens / initial_h / initial_c: an array (a constant), None (absent or all zeros) or "call"."""
-        if len(recurrent.input) <= position or recurrent.input[position] == "":
-            return None
-        name = recurrent.input[position]
-        if name in initializers:  # also a graph input: the initializer is the default a caller may override
-            return initializers[name]
-        if name in graph_inputs:
-            return "call"
-        producer = producers.get(name)
-        if (
-            producer is not None
-            and producer.op_type == "Constant"
-            and [a.name for a in producer.attribute] == ["value"]
-        ):
-            return numpy_helper.to_array(producer.attribute[0].t)
-        if slots[position] != "sequence_lens" and _onnx_is_zero(name, initializers, producers):
-            return None  # zeros whatever the input (torch's exported default state): ONNX's default
-        source = "defined nowhere in the graph" if producer is None else f"computed by a {producer.op_type} node"
-        raise ValueError(
-            f"input {slots[position]} ({name!r}) of {label} is {source}; arrayrnn imports it only as an initializer "
-            f"or Constant (kept as the model's default_{'lengths' if position == 4 else 'state'}) or as a graph "
-            f"input (you pass it at call time: {'lengths=' if position == 4 else 'state='})"
+    first = read[0]
+    if len(chain) == 1:
+        default_state, default_lengths = _onnx_defaults(
+            first["op"],
+            first["inputs"],
+            first["dtype"],
+            first["count"],
+            first["hidden"],
+            first["layout"],
+            first["label"],
         )
-
-    W = initializer(1)
-    options, count, layout = _onnx_options(kind, attributes, W, label)
-    if count == 1 and attributes.get("direction") == "reverse":
-        raise ValueError(
-            f"{label}: direction='reverse' has no model equivalent; use ar.convert.from_onnx and run the params "
-            "with reverse=True"
-        )
-    arrays = [W, initializer(2), initializer(3)] + ([initializer(7)] if kind == "lstm" else [])
-    directions = from_onnx(kind, *arrays)
-    hidden = directions[0].hidden_size
-    default_state, default_lengths = _onnx_defaults(
-        recurrent.op_type, [constant(p) for p in range(4, len(slots)) if p != 7], W.dtype, count, hidden, layout, label
-    )
-    cls = {"rnn": RNN, "lstm": LSTM, "gru": GRU}[kind]
+        batch_first = bool(first["layout"]) or batch_first
+    else:
+        default_state, default_lengths = _onnx_chain_defaults(read)
+    cls = {"rnn": RNN, "lstm": LSTM, "gru": GRU}[first["kind"]]
     target = backend if backend is not None else get_backend()
-    params = to_backend((tuple(directions),), target, device=device)
-    imported = cls.from_params(params, batch_first=bool(layout), **options)
+    params = to_backend(tuple(tuple(r["directions"]) for r in read), target, device=device)
+    imported = cls.from_params(params, batch_first=batch_first, **first["options"])
     if default_state is not None:
         imported.default_state = to_backend(default_state, target, device=device)
     imported.default_lengths = default_lengths
@@ -1056,3 +1346,70 @@ def to_concat(kind: str, params: Params, *, linear_before_reset: bool = True) ->
             "params that way"
         )
     return w, xp.reshape(bias_ih + bias_hh, (1, gates * hidden))
+
+
+# --------------------------------------------------------------------------------------------
+# ONNX export (the implementation lives in _onnx_export.py)
+
+
+def to_onnx_model(
+    model: Any,
+    path: Any = None,
+    *,
+    opset: Optional[int] = None,
+    lengths_input: bool = False,
+    state_inputs: bool = False,
+):
+    """An ONNX model (``onnx.ModelProto``) computing ``model(x)``, which onnxruntime runs; written to ``path`` if given.
+
+    Needs the ``onnx`` package. The graph has one ONNX ``RNN``/``LSTM``/``GRU`` node per layer (``direction=
+    "bidirectional"`` for a bidirectional model), ``layout=0``, the weights as initializers (gate orders mapped as
+    :func:`to_onnx` does); between layers the node's ``Y`` ``(T, D, B, H)`` becomes ``(T, B, D*H)`` through a
+    Transpose and a Reshape. A ``batch_first`` model gets Transposes around the nodes (onnxruntime refuses
+    ``layout=1``). Inputs: ``x`` (``(T, B, I)``, or ``(B, T, I)`` with ``batch_first``; ``T`` and ``B`` dynamic),
+    then ``lengths`` (int32 ``(B,)``, fed to every node's ``sequence_lens``) with ``lengths_input``, then ``h0``
+    (and ``c0``), ``(L*D, B, H)`` as torch takes them, with ``state_inputs``. Outputs ``y``, ``h_n`` (and ``c_n``)
+    shaped exactly as the model's. Mapped: LSTM peepholes (``P``), ``coupled`` (``input_forget=1``), ``clip``;
+    GRU ``linear_before_reset``; RNN ``nonlinearity="relu"`` (``activations=["Relu"]``). A model's constant
+    ``default_lengths`` / ``default_state`` become initializers unless the matching graph input is asked for.
+
+    Parameters
+    ----------
+    model : RNN, LSTM or GRU
+        The model; its params may live on any backend (they are copied to the host with ``ar.to_numpy``).
+    path : str or os.PathLike, optional
+        Where to write the ``.onnx`` file.
+    opset : int, optional
+        The ONNX opset (default 17; at least 14).
+    lengths_input : bool, optional
+        Add the graph input ``lengths`` (default ``False``: every sequence runs all ``T`` steps).
+    state_inputs : bool, optional
+        Add the graph inputs ``h0`` (and ``c0`` for an LSTM) (default ``False``: zero initial states).
+
+    Returns
+    -------
+    onnx.ModelProto
+        The checked model.
+
+    Raises
+    ------
+    ValueError
+        What ONNX cannot express: an LSTM projection (``proj_size > 0``); a dtype other than float16/32/64; an
+        ``opset`` out of range.
+    TypeError
+        ``model`` is not an ``ar.RNN/LSTM/GRU``; ``lengths_input`` or ``state_inputs`` is not a bool.
+    ImportError
+        ``onnx`` is not installed.
+
+    Examples
+    --------
+    >>> import arrayrnn as ar
+    >>> proto = ar.convert.to_onnx_model(ar.GRU(3, 4, num_layers=2, bidirectional=True, seed=0))
+    >>> [node.op_type for node in proto.graph.node if node.op_type == "GRU"]
+    ['GRU', 'GRU']
+    >>> [value.name for value in proto.graph.output]
+    ['y', 'h_n']
+    """
+    from ._onnx_export import export
+
+    return export(to_onnx, model, path, opset=opset, lengths_input=lengths_input, state_inputs=state_inputs)
