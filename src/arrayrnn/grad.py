@@ -22,9 +22,10 @@ __all__ = ["vjp"]
 Array = Any
 Pullback = Callable[[Any], tuple[Any, ...]]
 
-_SEQUENCES: dict[Callable[..., Any], str] = {rnn: "rnn", lstm: "lstm", gru: "gru"}
-_CELLS: dict[Callable[..., Any], str] = {rnn_cell: "rnn", lstm_cell: "lstm", gru_cell: "gru"}
-_CELL_OPTIONS = {"rnn": ("nonlinearity",), "lstm": ("coupled", "clip"), "gru": ("linear_before_reset",)}
+#: the public sequence functions and cells by cell kind, and each kind's keyword options (also used by ar.explain)
+SEQUENCE_KINDS: dict[Callable[..., Any], str] = {rnn: "rnn", lstm: "lstm", gru: "gru"}
+CELL_KINDS: dict[Callable[..., Any], str] = {rnn_cell: "rnn", lstm_cell: "lstm", gru_cell: "gru"}
+CELL_OPTIONS = {"rnn": ("nonlinearity",), "lstm": ("coupled", "clip"), "gru": ("linear_before_reset",)}
 
 
 def vjp(f: Callable[..., Any], *args: Any, **options: Any) -> tuple[Any, Pullback]:
@@ -89,10 +90,10 @@ def vjp(f: Callable[..., Any], *args: Any, **options: Any) -> tuple[Any, Pullbac
     >>> len(dparams), dparams[1][0].weight_hh.shape, dx.shape
     (2, (12, 4), (5, 2, 3))
     """
-    if f in _SEQUENCES:
-        return _sequence_vjp(f, _SEQUENCES[f], args, options)
-    if f in _CELLS:
-        return _cell_vjp(f, _CELLS[f], args, options)
+    if f in SEQUENCE_KINDS:
+        return _sequence_vjp(f, SEQUENCE_KINDS[f], args, options)
+    if f in CELL_KINDS:
+        return _cell_vjp(f, CELL_KINDS[f], args, options)
     model = getattr(f, "__self__", None)
     if isinstance(model, tuple(models.MODEL_CLASSES.values())) and getattr(f, "__name__", "") == "apply":
         return _model_vjp(model, f, args, options)
@@ -102,13 +103,16 @@ def vjp(f: Callable[..., Any], *args: Any, **options: Any) -> tuple[Any, Pullbac
     )
 
 
-def _bind(f: Callable[..., Any], args: tuple[Any, ...], options: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """The call's arguments by name (defaults filled in) and the names of the positional ones."""
+def bind_call(
+    f: Callable[..., Any], args: tuple[Any, ...], options: dict[str, Any], caller: str = "vjp"
+) -> tuple[dict[str, Any], list[str]]:
+    """The call's arguments by name (defaults filled in) and the names of the positional ones; a call that does not
+    fit ``f``'s signature raises ``TypeError`` as ``caller(f, ...): ...``."""
     signature = inspect.signature(f)
     try:
         bound = signature.bind(*args, **options)
     except TypeError as error:
-        raise TypeError(f"vjp({f.__name__}, ...): {error}") from None
+        raise TypeError(f"{caller}({f.__name__}, ...): {error}") from None
     bound.apply_defaults()
     return dict(bound.arguments), list(signature.parameters)[: len(args)]
 
@@ -163,8 +167,8 @@ def _state_like(xp: Any, kind: str, given: Any, d_state: tuple[Array, ...], unba
 
 
 def _sequence_vjp(f: Callable[..., Any], kind: str, args: tuple[Any, ...], options: dict[str, Any]):
-    arguments, positional = _bind(f, args, options)
-    cell_options = {name: arguments[name] for name in _CELL_OPTIONS[kind]}
+    arguments, positional = bind_call(f, args, options)
+    cell_options = {name: arguments[name] for name in CELL_OPTIONS[kind]}
     x, params, state = arguments["x"], arguments["params"], arguments["state"]
     reverse, batch_first = arguments["reverse"], arguments["batch_first"]
     prepared = prepare_sequence(kind, x, params, state, arguments["lengths"], batch_first, reverse, cell_options)
@@ -203,9 +207,9 @@ def _sequence_vjp(f: Callable[..., Any], kind: str, args: tuple[Any, ...], optio
 
 
 def _cell_vjp(f: Callable[..., Any], kind: str, args: tuple[Any, ...], options: dict[str, Any]):
-    arguments, positional = _bind(f, args, options)
+    arguments, positional = bind_call(f, args, options)
     state_arg = "state" if kind == "lstm" else "h"
-    cell_options = {name: arguments[name] for name in _CELL_OPTIONS[kind]}
+    cell_options = {name: arguments[name] for name in CELL_OPTIONS[kind]}
     x, state, params = arguments["x"], arguments[state_arg], arguments["params"]
     prepared = prepare_cell(kind, x, state, params, cell_options, state_arg)
     xp = prepared.xp
@@ -240,7 +244,7 @@ def _model_vjp(model: Any, apply: Callable[..., Any], args: tuple[Any, ...], opt
     cotangent between the directions, sums their input gradients into the layer below, and
     stacks the state gradients back into ``(L*D, B, H)``.
     """
-    arguments, positional = _bind(apply, args, options)
+    arguments, positional = bind_call(apply, args, options)
     params, x, state = arguments["params"], arguments["x"], arguments["state"]
     records: list[tuple[Pullback, int]] = []  # in l*D + d order, as the stack calls them
 

@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import inspect
 import types
 from collections.abc import Callable
 from typing import Any
 
 from . import _dispatch
 from ._validate import prepare_cell, prepare_sequence
-from .cells import gru_cell, lstm_cell, rnn_cell
+from .grad import CELL_KINDS, CELL_OPTIONS, SEQUENCE_KINDS, bind_call, vjp
 from .models import MODEL_CLASSES
-from .sequence import gru, lstm, rnn
 
 __all__ = ["explain"]
-
-_SEQUENCES: dict[Callable[..., Any], str] = {rnn: "rnn", lstm: "lstm", gru: "gru"}
-_CELLS: dict[Callable[..., Any], str] = {rnn_cell: "rnn", lstm_cell: "lstm", gru_cell: "gru"}
-CELL_OPTIONS = {"rnn": ("nonlinearity",), "lstm": ("coupled", "clip"), "gru": ("linear_before_reset",)}
 
 
 def explain(f: Callable[..., Any], *args: Any, **options: Any) -> str:
@@ -58,14 +52,14 @@ def explain(f: Callable[..., Any], *args: Any, **options: Any) -> str:
     "generic: impl='generic' asked for the array-API core"
     """
     gradient = False
-    if f is _vjp():
+    if f is vjp:
         if not args:
             raise TypeError("explain(ar.vjp, f, *args): the function to differentiate is missing")
         f, args, gradient = args[0], args[1:], True
-    if f in _SEQUENCES:
-        return _explain_sequence(f, _SEQUENCES[f], args, options, gradient)
-    if f in _CELLS:
-        _explain_cell(f, _CELLS[f], args, options)
+    if f in SEQUENCE_KINDS:
+        return _explain_sequence(f, SEQUENCE_KINDS[f], args, options, gradient)
+    if f in CELL_KINDS:
+        _explain_cell(f, CELL_KINDS[f], args, options)
         return "generic: cells run one step of the array-API core on every backend"
     model = f if isinstance(f, tuple(MODEL_CLASSES.values())) else getattr(f, "__self__", None)
     if isinstance(model, tuple(MODEL_CLASSES.values())):
@@ -80,20 +74,8 @@ def explain(f: Callable[..., Any], *args: Any, **options: Any) -> str:
     )
 
 
-def _vjp() -> Callable[..., Any]:
-    from .grad import vjp
-
-    return vjp
-
-
 def _bind(f: Callable[..., Any], args: tuple[Any, ...], options: dict[str, Any]) -> dict[str, Any]:
-    signature = inspect.signature(f)
-    try:
-        bound = signature.bind(*args, **options)
-    except TypeError as error:
-        raise TypeError(f"explain({f.__name__}, ...): {error}") from None
-    bound.apply_defaults()
-    return dict(bound.arguments)
+    return bind_call(f, args, options, caller="explain")[0]
 
 
 def _explain_sequence(f: Callable[..., Any], kind: str, args: tuple[Any, ...], options: dict[str, Any],
