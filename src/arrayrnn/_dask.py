@@ -413,6 +413,7 @@ def run_stack_dask(
     *,
     lengths: Any = None,
     batch_first: bool = False,
+    reverse: bool = False,
     **options: Any,
 ) -> tuple[Any, Any]:
     """``run_stack`` (``models.run_stack``, passed in) for a dask ``x``: the whole stack runs per batch block, one
@@ -467,7 +468,7 @@ def run_stack_dask(
         n_states=len(states),
         has_lengths=lengths_input is not None,
         batch_first=batch_first,
-        options=dict(options),
+        options=dict(options, reverse=reverse),
     )
     y, *final_state = map_batch_blocks(
         function,

@@ -109,6 +109,8 @@ def export(
     attributes: dict[str, Any] = {"hidden_size": H}
     if D == 2:
         attributes["direction"] = "bidirectional"
+    elif model.reverse:
+        attributes["direction"] = "reverse"
     options = model._options
     if kind == "rnn" and options.get("nonlinearity") == "relu":
         attributes["activations"] = ["Relu"] * D

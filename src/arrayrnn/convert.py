@@ -814,10 +814,7 @@ def _onnx_read_node(
     W = initializer(1)
     options, count, layout = _onnx_options(kind, attributes, W, label)
     if count == 1 and attributes.get("direction") == "reverse":
-        raise ValueError(
-            f"{label}: direction='reverse' has no model equivalent (arrayrnn models have no reverse-only option); "
-            "use ar.convert.from_onnx and run the params with reverse=True"
-        )
+        options = {**options, "reverse": True}  # a model that runs every layer backwards
     arrays = [W, initializer(2), initializer(3)] + ([initializer(7)] if kind == "lstm" else [])
     directions = from_onnx(kind, *arrays)
     return {
@@ -933,8 +930,8 @@ def from_onnx_model(
       for ``sequence_lens[b] == 0`` onnxruntime returns a zero final state, arrayrnn the initial one.
       ``ar.save`` does not store ``default_state`` / ``default_lengths``.
     * Attributes are checked against the ONNX spec (opset 14+); any other attribute is refused. ``direction``:
-      ``"forward"`` or ``"bidirectional"``, matching ``W``'s first dimension (``"reverse"`` is refused: use
-      :func:`from_onnx` and run the params with ``reverse=True``). ``hidden_size``: what ``W`` implies.
+      ``"forward"``, ``"reverse"`` (a model with ``reverse=True``; a chain's nodes must all be reverse or none) or
+      ``"bidirectional"``, matching ``W``'s first dimension. ``hidden_size``: what ``W`` implies.
       ``layout``: 0, or 1 which becomes ``batch_first=True``; the model's states stay ``(D, B, H)`` (ONNX's are
       ``(B, D, H)`` with layout 1; constant ones are transposed) and its ``y`` is ``(B, T, D*H)`` (ONNX's ``Y``
       is ``(B, T, D, H)``, the same numbers). ``activations``: only ONNX's defaults (LSTM Sigmoid, Tanh, Tanh;
@@ -977,7 +974,7 @@ def from_onnx_model(
         ``sequence_lens``/``initial_h``/``initial_c`` input computed in the
         graph (other than all-zero states), a constant one of the wrong shape or dtype, or constant and graph-input
         states mixed; an attribute ONNX does not define for the operator, or of the wrong type; ``direction``
-        unknown, not matching ``W``, or ``"reverse"`` (use :func:`from_onnx` and ``reverse=True``); ``hidden_size``
+        unknown or not matching ``W``; ``hidden_size``
         not what ``W`` implies; ``layout`` not 0 or 1; activations other than ONNX's defaults (and Relu for RNN),
         with or without ``activation_alpha``/``activation_beta``; ``clip`` not positive, or on a non-LSTM node;
         ``input_forget`` or ``linear_before_reset`` not 0 or 1; shapes that do not fit.

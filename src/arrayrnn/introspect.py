@@ -146,7 +146,7 @@ def _explain_model(model: Any, args: tuple[Any, ...], options: dict[str, Any], g
 
                 where = chunk_backend(x, "x")
             text = _dispatch.explain(model.kind, where, stand_in, direction_params, cell_options, impl, gradient)
-            name = "reverse" if direction == 1 else "forward"
+            name = "reverse" if (direction == 1) != model.reverse else "forward"
             lines.append(f"layer {layer} ({name}): {text}")
         features = len(layer_params) * layer_params[0].output_size if model.kind == "lstm" else (
             len(layer_params) * layer_params[0].hidden_size)  # fmt: skip

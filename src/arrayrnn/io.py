@@ -107,11 +107,14 @@ _CONFIG_FIELDS = {
         "bidirectional": "bool",
         "bias": "bool",
         "batch_first": "bool",
+        "reverse": "bool",
     },
     "RNN": {"nonlinearity": "nonlinearity"},
     "LSTM": {"proj_size": "proj_size", "peepholes": "bool", "coupled": "bool", "clip": "clip"},
     "GRU": {"linear_before_reset": "bool"},
 }
+#: fields added after the first release, with the value a file written before them means
+_LATER_FIELDS: dict[str, Any] = {"reverse": False}
 _MEMBER = re.compile(
     r"(weight_ih|weight_hh|bias_ih|bias_hh|weight_hr|peephole_i|peephole_f|peephole_o)_l(0|[1-9][0-9]{0,5})(_reverse)?"
 )
@@ -190,7 +193,9 @@ def load(path: Any, *, backend: Optional[str] = None, device: Any = None) -> Any
     else:
         raise TypeError(f"path must be a str, os.PathLike or a readable binary file object, got {type(path).__name__}")
     options = {name: config[name] for name in cls._option_defaults}
-    model = cls.from_state_dict(arrays, backend=backend, device=device, batch_first=config["batch_first"], **options)
+    model = cls.from_state_dict(
+        arrays, backend=backend, device=device, batch_first=config["batch_first"], reverse=config["reverse"], **options
+    )
     if model.config() != config:
         raise ValueError(f"{label} is inconsistent: its arrays give {model.config()} but its header says {config}")
     return model
@@ -450,6 +455,7 @@ def _check_config(config: dict[str, Any], name: str, label: str) -> dict[str, An
     from .models import MAX_LAYERS
 
     fields = {**_CONFIG_FIELDS["common"], **_CONFIG_FIELDS[name]}
+    config = {**{key: value for key, value in _LATER_FIELDS.items() if key in fields}, **config}
     unknown = sorted(set(config) - set(fields))
     if unknown:
         shown = ", ".join(repr(key[:100]) for key in unknown[:5])

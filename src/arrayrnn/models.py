@@ -61,6 +61,7 @@ def run_stack(
     *,
     lengths: Any = None,
     batch_first: bool = False,
+    reverse: bool = False,
     **options: Any,
 ) -> tuple[Array, Any]:
     """Run a stacked (and possibly bidirectional) recurrent network, one public sequence call per layer and direction.
@@ -68,7 +69,8 @@ def run_stack(
     ``sequence_function`` is ``ar.rnn``, ``ar.lstm``, ``ar.gru`` or anything with their signature
     (a gradient helper may pass a wrapper that records each call); ``options`` are passed to every
     call (``nonlinearity``, ``coupled``, ``clip``, ``linear_before_reset``, ``impl``). Direction 1
-    runs with ``reverse=True``. Returns ``(y, final_state)`` with the final state stacked as
+    runs with ``reverse=True``; ``reverse=True`` runs every layer of a one-direction stack backwards
+    (ONNX ``direction="reverse"``, outputs in time order). Returns ``(y, final_state)`` with the final state stacked as
     ``(L*D, ...)``. No checks beyond those of ``sequence_function``: models check first.
     """
     num_layers, num_directions = len(params), len(params[0])
@@ -84,7 +86,7 @@ def run_stack(
                 params[layer][direction],
                 states[layer][direction],
                 lengths=lengths,
-                reverse=direction == 1,
+                reverse=(direction == 1) != reverse,
                 batch_first=batch_first,
                 **options,
             )
@@ -238,18 +240,31 @@ class _StackedModel:
 
     # ---- construction ------------------------------------------------------------------------
 
-    def _setup(self, params: Any, batch_first: bool, options: dict[str, Any]) -> None:
+    def _setup(self, params: Any, batch_first: bool, options: dict[str, Any], reverse: bool = False) -> None:
         if not isinstance(batch_first, bool):
             raise TypeError(f"batch_first must be True or False, got {batch_first!r}")
+        if not isinstance(reverse, bool):
+            raise TypeError(f"reverse must be True or False, got {reverse!r}")
         check_options(self.kind, options)
         structure = check_stack(self.kind, params)
+        if reverse and structure["bidirectional"]:
+            raise ValueError(
+                "reverse=True runs a one-direction model backwards; a bidirectional model already has a backward "
+                "direction (use reverse=False)"
+            )
         self._params = tuple(tuple(layer) for layer in params)
         self._structure = structure
         self.batch_first = batch_first
+        self._reverse = reverse
         self._options = dict(options)
 
+    @property
+    def reverse(self) -> bool:
+        """Every layer runs backwards in time (one direction only; ONNX ``direction="reverse"``)."""
+        return self._reverse
+
     @classmethod
-    def from_params(cls, params: Any, *, batch_first: bool = False, **options: Any):
+    def from_params(cls, params: Any, *, batch_first: bool = False, reverse: bool = False, **options: Any):
         """A model around an existing params stack (a tuple over layers of a tuple over directions).
 
         Sizes, layers, directions, bias, projection and peepholes are read from ``params``; the arrays are used
@@ -263,6 +278,8 @@ class _StackedModel:
             ``l > 0`` takes ``D * H_out`` input features.
         batch_first : bool, optional
             ``x`` and ``y`` are ``(B, T, ·)``. Default ``False``.
+        reverse : bool, optional
+            Run every layer backwards in time (one direction only). Default ``False``.
         **options
             The cell options: ``nonlinearity`` (RNN), ``coupled`` and ``clip`` (LSTM), ``linear_before_reset``
             (GRU).
@@ -296,7 +313,7 @@ class _StackedModel:
                 f"expected {', '.join(cls._option_defaults) or 'none'}"
             )
         model = cls.__new__(cls)
-        model._setup(params, batch_first, {**cls._option_defaults, **options})
+        model._setup(params, batch_first, {**cls._option_defaults, **options}, reverse)
         return model
 
     @classmethod
@@ -412,6 +429,7 @@ class _StackedModel:
             "bidirectional": self.bidirectional,
             "bias": self.bias,
             "batch_first": self.batch_first,
+            "reverse": self.reverse,
             **self._structure_extras(),
             **self._options,
         }
@@ -422,7 +440,8 @@ class _StackedModel:
     def __repr__(self) -> str:
         config = self.config()
         head = f"{config.pop('input_size')}, {config.pop('hidden_size')}"
-        defaults = {"num_layers": 1, "bidirectional": False, "bias": True, "batch_first": False, "proj_size": 0}
+        defaults = {"num_layers": 1, "bidirectional": False, "bias": True, "batch_first": False, "reverse": False}
+        defaults["proj_size"] = 0
         defaults.update({"peepholes": False, **self._option_defaults})
         extras = [f"{k}={v!r}" for k, v in config.items() if defaults.get(k, object()) != v]
         where = [f"dtype={dtype_name(self.dtype)}", f"backend={self.backend!r}"]
@@ -568,6 +587,7 @@ class _StackedModel:
                 state,
                 lengths=lengths,
                 batch_first=self.batch_first,
+                reverse=self.reverse,
                 **options,
             )
         return run_stack(
@@ -577,6 +597,7 @@ class _StackedModel:
             state,
             lengths=lengths,
             batch_first=self.batch_first,
+            reverse=self.reverse,
             **options,
         )
 
@@ -671,6 +692,7 @@ class _StackedModel:
         dtype: Optional[str] = None,
         prefix: str = "",
         batch_first: bool = False,
+        reverse: bool = False,
         **options: Any,
     ):
         """A model from a torch-named state dict (torch tensors, NumPy or any backend's arrays).
@@ -694,6 +716,8 @@ class _StackedModel:
             keys without it are ignored. Default ``""``.
         batch_first : bool, optional
             ``x`` and ``y`` are ``(B, T, ·)``. Default ``False``.
+        reverse : bool, optional
+            Run every layer backwards in time (one direction only). Default ``False``.
         **options
             The cell options (``nonlinearity`` for an RNN; ``coupled``, ``clip`` for an LSTM;
             ``linear_before_reset`` for a GRU).
@@ -741,7 +765,7 @@ class _StackedModel:
                     f"{prefix}weight_ih_l0, {prefix}weight_hh_l0_reverse, {prefix}bias_ih_l1"
                     + (", weight_hr_l0, peephole_i_l0" if cls.kind == "lstm" else "")
                 )
-            field, digits, reverse = match.group(1), match.group(2), match.group(3) is not None
+            field, digits, backward = match.group(1), match.group(2), match.group(3) is not None
             if digits != "0" and digits.startswith("0"):
                 raise ValueError(f"state_dict key {key!r} writes its layer number with a leading zero")
             if len(digits) > len(str(limit)) or int(digits) >= limit:
@@ -752,8 +776,8 @@ class _StackedModel:
             layer = int(digits)
             if cls.kind != "lstm" and (field == "weight_hr" or field.startswith("peephole")):
                 raise ValueError(f"state_dict key {key!r} belongs to an LSTM, not a {cls.__name__}")
-            entries.setdefault((layer, int(reverse)), {})[field] = value
-            slot_keys.setdefault((layer, int(reverse)), key)
+            entries.setdefault((layer, int(backward)), {})[field] = value
+            slot_keys.setdefault((layer, int(backward)), key)
         if not entries:
             raise ValueError(f"state_dict has no {prefix}weight_ih_l0 (nor any other {cls.__name__} weight)")
         layers = max(layer for layer, _ in entries) + 1  # <= limit: the set below is as small as the state dict
@@ -790,7 +814,7 @@ class _StackedModel:
                 cls._check_kind_shapes(arrays, f"{prefix}{{}}{_suffix(layer, direction)}")
                 layer_params.append(cls._params_class(**arrays))
             params.append(tuple(layer_params))
-        return cls.from_params(tuple(params), batch_first=batch_first, **options)
+        return cls.from_params(tuple(params), batch_first=batch_first, reverse=reverse, **options)
 
     @classmethod
     def _check_kind_shapes(cls, arrays: dict[str, Any], key: str) -> None:
@@ -819,7 +843,7 @@ class _StackedModel:
         ``default_state`` is mapped too; ``default_lengths`` (Python ints) is kept.
         """
         model = type(self).from_params(
-            map_arrays(function, self._params), batch_first=self.batch_first, **self._options
+            map_arrays(function, self._params), batch_first=self.batch_first, reverse=self.reverse, **self._options
         )
         if self.default_state is not None:
             model.default_state = map_arrays(function, self.default_state)
@@ -887,6 +911,9 @@ class RNN(_StackedModel):
         Layers have biases. Default ``True``.
     batch_first : bool, optional
         ``x`` and ``y`` are ``(B, T, ·)`` (states never are). Default ``False``.
+    reverse : bool, optional
+        Run every layer backwards in time, ``y`` still in time order (ONNX ``direction="reverse"``, Keras
+        ``go_backwards`` without reversing ``y``); not with ``bidirectional``. Default ``False``.
     seed : int, numpy.random.Generator or None, optional
         One random stream initialises the whole stack (PyTorch's U(-1/sqrt(H), 1/sqrt(H))), layer by layer and
         direction by direction (``l0``, ``l0_reverse``, ``l1``, ...); one seed gives the same numbers on every
@@ -903,8 +930,10 @@ class RNN(_StackedModel):
     params : tuple of tuples of RNNParams
         ``params[l][d]``, layer ``l``, direction ``d`` (0: forward, 1: backward); may be replaced by params of the
         same structure.
-    input_size, hidden_size, num_layers, bidirectional, bias, batch_first, dtype, backend, device
+    input_size, hidden_size, num_layers, bidirectional, bias, reverse, dtype, backend, device
         The configuration, read-only.
+    batch_first : bool
+        The layout of ``x`` and ``y`` (may be changed).
     default_state, default_lengths : optional
         What a call gets for ``state=None`` / ``lengths=None`` (default ``None``: zeros / all steps); set by
         :func:`arrayrnn.convert.from_onnx_model` for constant ONNX inputs. Not part of :meth:`config`,
@@ -946,6 +975,7 @@ class RNN(_StackedModel):
         bidirectional: bool = False,
         bias: bool = True,
         batch_first: bool = False,
+        reverse: bool = False,
         seed: Any = None,
         dtype: str = "float32",
         backend: Optional[str] = None,
@@ -955,7 +985,7 @@ class RNN(_StackedModel):
             init_rnn, input_size, hidden_size, num_layers, bidirectional, seed, hidden_size,
             bias=bias, dtype=dtype, backend=backend, device=device,
         )  # fmt: skip
-        self._setup(params, batch_first, {"nonlinearity": nonlinearity})
+        self._setup(params, batch_first, {"nonlinearity": nonlinearity}, reverse)
 
     @property
     def nonlinearity(self) -> str:
@@ -993,6 +1023,9 @@ class LSTM(_StackedModel):
         Layers have biases. Default ``True``.
     batch_first : bool, optional
         ``x`` and ``y`` are ``(B, T, ·)`` (states never are). Default ``False``.
+    reverse : bool, optional
+        Run every layer backwards in time, ``y`` still in time order (ONNX ``direction="reverse"``, Keras
+        ``go_backwards`` without reversing ``y``); not with ``bidirectional``. Default ``False``.
     seed : int, numpy.random.Generator or None, optional
         One random stream initialises the whole stack (PyTorch's U(-1/sqrt(H), 1/sqrt(H))), layer by layer and
         direction by direction (``l0``, ``l0_reverse``, ``l1``, ...); one seed gives the same numbers on every
@@ -1009,8 +1042,10 @@ class LSTM(_StackedModel):
     params : tuple of tuples of LSTMParams
         ``params[l][d]``, layer ``l``, direction ``d`` (0: forward, 1: backward); may be replaced by params of the
         same structure.
-    input_size, hidden_size, num_layers, bidirectional, bias, batch_first, dtype, backend, device
+    input_size, hidden_size, num_layers, bidirectional, bias, reverse, dtype, backend, device
         The configuration, read-only.
+    batch_first : bool
+        The layout of ``x`` and ``y`` (may be changed).
     default_state, default_lengths : optional
         What a call gets for ``state=None`` / ``lengths=None`` (default ``None``: zeros / all steps); set by
         :func:`arrayrnn.convert.from_onnx_model` for constant ONNX inputs. Not part of :meth:`config`,
@@ -1056,6 +1091,7 @@ class LSTM(_StackedModel):
         proj_size: int = 0,
         bias: bool = True,
         batch_first: bool = False,
+        reverse: bool = False,
         peepholes: bool = False,
         coupled: bool = False,
         clip: Optional[float] = None,
@@ -1070,7 +1106,7 @@ class LSTM(_StackedModel):
             init_lstm, input_size, hidden_size, num_layers, bidirectional, seed, proj_size or hidden_size,
             bias=bias, proj_size=proj_size, peepholes=peepholes, dtype=dtype, backend=backend, device=device,
         )  # fmt: skip
-        self._setup(params, batch_first, {"coupled": coupled, "clip": clip})
+        self._setup(params, batch_first, {"coupled": coupled, "clip": clip}, reverse)
 
     proj_size = property(lambda self: self._structure["proj_size"], doc="P (0: no projection)")
     peepholes = property(lambda self: self._structure["peepholes"], doc="whether the layers have peepholes")
@@ -1109,6 +1145,9 @@ class GRU(_StackedModel):
         Layers have biases. Default ``True``.
     batch_first : bool, optional
         ``x`` and ``y`` are ``(B, T, ·)`` (states never are). Default ``False``.
+    reverse : bool, optional
+        Run every layer backwards in time, ``y`` still in time order (ONNX ``direction="reverse"``, Keras
+        ``go_backwards`` without reversing ``y``); not with ``bidirectional``. Default ``False``.
     seed : int, numpy.random.Generator or None, optional
         One random stream initialises the whole stack (PyTorch's U(-1/sqrt(H), 1/sqrt(H))), layer by layer and
         direction by direction (``l0``, ``l0_reverse``, ``l1``, ...); one seed gives the same numbers on every
@@ -1125,8 +1164,10 @@ class GRU(_StackedModel):
     params : tuple of tuples of GRUParams
         ``params[l][d]``, layer ``l``, direction ``d`` (0: forward, 1: backward); may be replaced by params of the
         same structure.
-    input_size, hidden_size, num_layers, bidirectional, bias, batch_first, dtype, backend, device
+    input_size, hidden_size, num_layers, bidirectional, bias, reverse, dtype, backend, device
         The configuration, read-only.
+    batch_first : bool
+        The layout of ``x`` and ``y`` (may be changed).
     default_state, default_lengths : optional
         What a call gets for ``state=None`` / ``lengths=None`` (default ``None``: zeros / all steps); set by
         :func:`arrayrnn.convert.from_onnx_model` for constant ONNX inputs. Not part of :meth:`config`,
@@ -1167,6 +1208,7 @@ class GRU(_StackedModel):
         bidirectional: bool = False,
         bias: bool = True,
         batch_first: bool = False,
+        reverse: bool = False,
         linear_before_reset: bool = True,
         seed: Any = None,
         dtype: str = "float32",
@@ -1177,7 +1219,7 @@ class GRU(_StackedModel):
             init_gru, input_size, hidden_size, num_layers, bidirectional, seed, hidden_size,
             bias=bias, dtype=dtype, backend=backend, device=device,
         )  # fmt: skip
-        self._setup(params, batch_first, {"linear_before_reset": linear_before_reset})
+        self._setup(params, batch_first, {"linear_before_reset": linear_before_reset}, reverse)
 
     linear_before_reset = property(lambda self: self._options["linear_before_reset"], doc="GRU variant")
 

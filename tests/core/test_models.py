@@ -187,6 +187,55 @@ def test_unbatched_input_matches_torch(backend, kind):
         np.testing.assert_allclose(backend.numpy(got), want.numpy(), rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+def test_a_reverse_model_is_the_backward_half_of_torchs_bidirectional_layer(backend, kind):
+    """``reverse=True`` (ONNX ``direction="reverse"``): torch's backward direction, alone, with lengths."""
+    torch = need("torch")
+    module = _torch_module(
+        kind, 3, 4, 1, bidirectional=True, bias=True, batch_first=True, nonlinearity="tanh", seed=7, proj_size=0
+    ).double()
+    backward_half = {k.replace("_reverse", ""): v for k, v in module.state_dict().items() if k.endswith("_reverse")}
+    model = MODELS[kind].from_state_dict(
+        backward_half, backend=backend.name, device=backend.device, batch_first=True, reverse=True
+    )
+    assert model.reverse and model.config()["reverse"] is True and "reverse=True" in repr(model)
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((3, 6, 3))
+    lengths = np.array([6, 2, 4])
+    y, final = model(backend.asarray(x), lengths=backend.asarray(lengths))
+    with torch.no_grad():
+        packed = torch.nn.utils.rnn.pack_padded_sequence(
+            torch.from_numpy(x), list(lengths), batch_first=True, enforce_sorted=False
+        )
+        y_t, final_t = module(packed)
+        y_t, _ = torch.nn.utils.rnn.pad_packed_sequence(y_t, batch_first=True, total_length=6)
+    np.testing.assert_allclose(backend.numpy(y), y_t[..., 4:].numpy(), rtol=1e-10, atol=1e-12)
+    for got, want in zip(_as_list(final), _as_list(final_t), strict=True):
+        np.testing.assert_allclose(backend.numpy(got), want[1:].numpy(), rtol=1e-10, atol=1e-12)
+    assert "layer 0 (reverse)" in ar.explain(model, backend.asarray(x))
+
+
+def test_reverse_models_stack_run_backwards_in_every_layer_and_refuse_bidirectional():
+    model = ar.GRU(3, 4, 2, reverse=True, seed=1, dtype="float64")
+    x = np.random.default_rng(2).standard_normal((5, 2, 3))
+    y, h = model(x)
+    forward = ar.GRU.from_params(model.params)  # the same weights, forwards, on the time-flipped input
+    y_flipped, h_flipped = forward(np.ascontiguousarray(x[::-1]))
+    np.testing.assert_allclose(y, y_flipped[::-1], rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(h, h_flipped, rtol=1e-12, atol=1e-14)
+    weights = np.random.default_rng(3).standard_normal(y.shape)
+    grads = ar.vjp(model.apply, model.params, x)[1]((weights, np.ones_like(h)))
+    grads_flipped = ar.vjp(forward.apply, forward.params, np.ascontiguousarray(x[::-1]))[1](
+        (np.ascontiguousarray(weights[::-1]), np.ones_like(h))
+    )
+    np.testing.assert_allclose(grads[0][0][0].weight_hh, grads_flipped[0][0][0].weight_hh, rtol=1e-10)
+    np.testing.assert_allclose(grads[1], grads_flipped[1][::-1], rtol=1e-10, atol=1e-14)
+    with pytest.raises(ValueError, match="reverse=True runs a one-direction model backwards"):
+        ar.LSTM(3, 4, bidirectional=True, reverse=True)
+    with pytest.raises(TypeError, match="reverse must be True or False, got 1"):
+        ar.RNN(3, 4, reverse=1)
+
+
 def test_torch_state_dict_runs_the_same_on_numpy_and_every_backend(backend):
     """A model trained in PyTorch runs in arrayrnn on NumPy and on another backend with the same outputs."""
     torch = need("torch")
@@ -375,6 +424,7 @@ def test_to_backend_and_to_numpy_work_on_models(backend):
         ("lstm", dict(num_layers=2, bidirectional=True, proj_size=2, peepholes=True, coupled=True, clip=1.5)),
         ("gru", dict(num_layers=3, linear_before_reset=False, batch_first=True, bias=False)),
         ("rnn", dict(bidirectional=True, nonlinearity="relu", dtype="float64")),
+        ("gru", dict(num_layers=2, reverse=True)),
     ],
 )
 def test_save_load_round_trip(tmp_path, backend, kind, kwargs):

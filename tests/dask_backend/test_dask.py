@@ -247,6 +247,17 @@ def test_bidirectional_stack_on_dask_is_the_numpy_model_per_block(variant, batch
         np.testing.assert_allclose(got, expected, rtol=1e-13, atol=1e-13)
 
 
+def test_a_reverse_model_on_dask_is_the_numpy_model_per_block():
+    rng = np.random.default_rng(34)
+    model = ar.LSTM(FEATURES, HIDDEN, 2, reverse=True, seed=35, dtype="float64")
+    x = rng.standard_normal((STEPS, BATCH, FEATURES))
+    chunks = (4, 1, 4)
+    y, (h, c) = model(da.from_array(x, chunks={1: chunks}), lengths=da.from_array(LENGTHS, chunks=(chunks,)))
+    y_expected, (h_expected, c_expected) = model(x, lengths=LENGTHS)
+    for got, expected in zip(dask.compute(y, h, c), (y_expected, h_expected, c_expected)):
+        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-14)
+
+
 def test_models_on_dask_unbatched_params_moved_to_dask_and_chunking_errors():
     rng = np.random.default_rng(32)
     model = ar.GRU(FEATURES, HIDDEN, 2, bidirectional=True, seed=33, dtype="float64")

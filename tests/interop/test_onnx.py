@@ -229,6 +229,8 @@ def test_to_onnx_runs_in_onnxruntime_like_arrayrnn():
     [
         ("LSTM", {"direction": "bidirectional", "clip": 0.9, "input_forget": 1}),
         ("GRU", {"direction": "forward"}),  # linear_before_reset defaults to 0 in ONNX
+        ("GRU", {"direction": "reverse", "linear_before_reset": 1}),
+        ("LSTM", {"direction": "reverse", "input_forget": 1}),
         ("RNN", {"direction": "bidirectional", "activations": ["Relu", "Relu"]}),
     ],
 )
@@ -243,8 +245,9 @@ def test_from_onnx_model_reads_weights_and_attributes(tmp_path, op_type, attribu
     path.write_bytes(data)
     model = ar.convert.from_onnx_model(str(path))
     assert model.kind == op_type.lower() and model.bidirectional == (directions == 2)
+    assert model.reverse == (attributes["direction"] == "reverse")
     if op_type == "GRU":
-        assert model.linear_before_reset is False
+        assert model.linear_before_reset is (attributes.get("linear_before_reset") == 1)
     x = rng.standard_normal((7, 2, 3)).astype(np.float32)
     expected = run_model(data, {"X": x})
     y, final = model(x)
@@ -262,6 +265,3 @@ def test_from_onnx_model_refuses_what_it_cannot_run():
     onnx = need("onnx")
     with pytest.raises(ValueError, match="only ONNX's defaults"):
         ar.convert.from_onnx_model(onnx.load_from_string(odd))
-    reverse = model_bytes("GRU", weights, (2, 1, 3), hidden_size=4, direction="reverse")
-    with pytest.raises(ValueError, match="direction='reverse' has no model equivalent"):
-        ar.convert.from_onnx_model(onnx.load_from_string(reverse))

@@ -319,7 +319,6 @@ def _with_attribute(data, name, value):
     "op_type, direction, attributes, match",
     [
         ("LSTM", "sideways", {}, r"direction='sideways' is not one of 'forward', 'reverse', 'bidirectional'"),
-        ("GRU", "reverse", {}, r"direction='reverse' has no model equivalent"),
         ("LSTM", "forward", {"hidden_size": 99}, r"hidden_size=99 does not match the weights: W has shape"),
         ("RNN", "forward", {"hidden_size": 3}, r"hidden_size=3 does not match the weights"),
         ("GRU", "forward", {"layout": 2}, r"layout=2 is not 0 \(time-major\) or 1"),

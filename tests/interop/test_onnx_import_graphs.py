@@ -99,12 +99,14 @@ def test_torch_export_with_state_inputs_takes_the_state_at_call_time(tmp_path, k
         np.testing.assert_allclose(np.asarray(got), want.numpy(), **TOLERANCE)
 
 
-def _chain(kind="gru", layers=2, directions=2, *, link=None, constant_states=False, weights_as_inputs=False):
+def _chain(
+    kind="gru", layers=2, directions=2, *, link=None, constant_states=False, weights_as_inputs=False, reverse=False
+):
     """Our exporter's chain: one node per layer, Y -> Transpose(0, 2, 1, 3) -> Reshape [0, 0, -1] -> next X."""
     from onnx import TensorProto, helper, numpy_helper
 
     op = kind.upper()
-    model = getattr(ar, op)(INPUT, HIDDEN, num_layers=layers, bidirectional=directions == 2, seed=1)
+    model = getattr(ar, op)(INPUT, HIDDEN, num_layers=layers, bidirectional=directions == 2, reverse=reverse, seed=1)
     nodes, initializers, inputs = [], [], [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["T", "B", INPUT])]
     states = {}
     current = "x"
@@ -121,7 +123,8 @@ def _chain(kind="gru", layers=2, directions=2, *, link=None, constant_states=Fal
             initializers.append(numpy_helper.from_array(h, f"h{layer}"))
             states[layer] = h
             node_inputs += ["", f"h{layer}"]
-        attributes = {"hidden_size": HIDDEN, "direction": "bidirectional" if directions == 2 else "forward"}
+        direction = "bidirectional" if directions == 2 else ("reverse" if reverse else "forward")
+        attributes = {"hidden_size": HIDDEN, "direction": direction}
         if kind == "gru":
             attributes["linear_before_reset"] = 1
         nodes.append(helper.make_node(op, node_inputs, [f"Y{layer}", f"Yh{layer}"], name=f"rnn{layer}", **attributes))
@@ -144,15 +147,15 @@ def _chain(kind="gru", layers=2, directions=2, *, link=None, constant_states=Fal
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
-@pytest.mark.parametrize("directions", [1, 2])
-def test_our_exporters_chain_imports_and_runs_as_onnxruntime(tmp_path, kind, directions):
+@pytest.mark.parametrize("directions,reverse", [(1, False), (2, False), (1, True)])
+def test_our_exporters_chain_imports_and_runs_as_onnxruntime(tmp_path, kind, directions, reverse):
     import onnx
 
-    proto, original, _ = _chain(kind, layers=3, directions=directions)
+    proto, original, _ = _chain(kind, layers=3, directions=directions, reverse=reverse)
     path = tmp_path / "chain.onnx"
     onnx.save(proto, str(path))
     model = ar.convert.from_onnx_model(str(path))
-    assert (model.num_layers, model.bidirectional) == (3, directions == 2)
+    assert (model.num_layers, model.bidirectional, model.reverse) == (3, directions == 2, reverse)
     x = np.random.default_rng(0).standard_normal((STEPS, BATCH, INPUT)).astype(np.float32)
     y, _ = model(x)
     np.testing.assert_allclose(np.asarray(y), _ort(path, {"x": x})[0], **TOLERANCE)
@@ -204,7 +207,7 @@ def test_a_wrong_transpose_or_reshape_between_layers_is_refused():
         ar.convert.from_onnx_model(proto)
 
 
-def test_reverse_nodes_are_refused_by_name():
+def test_a_chain_mixing_forward_and_reverse_nodes_is_refused_by_name():
     from onnx import helper
 
     proto, _, _ = _chain("gru", layers=2, directions=1)
@@ -212,8 +215,10 @@ def test_reverse_nodes_are_refused_by_name():
     for attribute in node.attribute:
         if attribute.name == "direction":
             attribute.CopyFrom(helper.make_attribute("direction", "reverse"))
-    with pytest.raises(ValueError, match=r"GRU node 'rnn1': direction='reverse' has no model equivalent"):
+    with pytest.raises(ValueError, match=r"GRU node 'rnn1' \(layer 1\) differs from GRU node 'rnn0' in its options"):
         ar.convert.from_onnx_model(proto)
+    one = ar.convert.from_onnx_model(proto, node="rnn1")  # alone, the reverse node is a reverse model
+    assert one.reverse and one.num_layers == 1
 
 
 def test_weights_given_as_graph_inputs_need_values():
