@@ -673,19 +673,26 @@ def _onnx_trace(name: str, producers: dict[str, Any]) -> tuple[list[Any], Any, s
         name = producer.input[0]
 
 
-def _onnx_link_ok(ops: list[Any], count: int, hidden: int, initializers: Any, producers: Any, inputs: set) -> bool:
-    """Whether ``ops`` turn a recurrent node's ``Y (T, D, B, H)`` into exactly ``(T, B, D*H)``."""
+def _onnx_link_ok(
+    ops: list[Any], count: int, hidden: int, initializers: Any, producers: Any, inputs: set, static: Any = None
+) -> bool:
+    """Whether ``ops`` turn a recurrent node's ``Y (T, D, B, H)`` into exactly ``(T, B, D*H)``.
+
+    ``static``: the graph's fixed ``(T, B)`` when its input declares them (a Reshape may then name them).
+    """
     ops = [op for op in ops if op.op_type != "Identity"]
     kinds = [op.op_type for op in ops]
     if kinds == ["Transpose", "Reshape"]:
         if list(_onnx_attribute(ops[0], "perm", [])) != [0, 2, 1, 3] or _onnx_attribute(ops[1], "allowzero", 0):
             return False
         shape = _onnx_ints(ops[1].input[1], initializers, producers, inputs) if len(ops[1].input) > 1 else None
+        if shape is None and len(ops[1].input) > 1:  # torch's dynamo exporter computes it from Shape(Y)
+            return _onnx_computed_shape_ok(ops[0].output[0], ops[1].input[1], count, hidden, initializers, producers)
         return (
             shape is not None
             and len(shape) == 3
             and shape.count(-1) <= 1
-            and all(v in (0, -1) for v in shape[:2])
+            and (all(v in (0, -1) for v in shape[:2]) or (static is not None and tuple(shape[:2]) == static))
             and shape[2] in (-1, count * hidden)
         )
     if kinds == ["Squeeze"] and count == 1:
@@ -694,6 +701,88 @@ def _onnx_link_ok(ops: list[Any], count: int, hidden: int, initializers: Any, pr
             axes = _onnx_ints(ops[0].input[1], initializers, producers, inputs)
         return axes is not None and [a % 4 for a in axes] == [1]
     return False
+
+
+def _onnx_constant_size(node: Any) -> int:
+    """How many numbers a Constant node holds (its tensor's elements, or its list's length)."""
+    size = 0
+    for attribute in node.attribute:
+        dims = list(attribute.t.dims) if attribute.HasField("t") else [len(attribute.ints) + len(attribute.floats)]
+        count = 1
+        for dim in dims:
+            count *= max(int(dim), 0)
+        size += count
+    return size
+
+
+def _onnx_static_time_batch(graph: Any, name: str, batch_first: bool) -> Optional[tuple[int, int]]:
+    """``(T, B)`` when graph input ``name`` declares both as fixed sizes (a static export), else ``None``."""
+    declared = [value for value in graph.input if value.name == name]
+    if not declared:
+        return None
+    dims = declared[0].type.tensor_type.shape.dim
+    if len(dims) != 3 or not all(d.HasField("dim_value") and d.dim_value > 0 for d in dims[:2]):
+        return None
+    first, second = int(dims[0].dim_value), int(dims[1].dim_value)
+    return (second, first) if batch_first else (first, second)
+
+
+#: ops a computed Reshape target may use (shape arithmetic on small integer tensors), and how many
+_SHAPE_OPS = frozenset({"Shape", "Slice", "Concat", "Mul", "Reshape", "Squeeze", "Unsqueeze", "Gather", "Cast",
+                        "Constant", "Identity"})  # fmt: skip
+_MAX_SHAPE_OPS = 32
+
+
+def _onnx_computed_shape_ok(
+    source: str, target: str, count: int, hidden: int, initializers: Any, producers: Any
+) -> bool:
+    """Whether the integers ``target``, computed from ``source`` ``(T, B, D, H)`` by shape arithmetic only, are
+    ``[T, B, D*H]``: the subgraph (at most :data:`_MAX_SHAPE_OPS` ops of :data:`_SHAPE_OPS`, reading nothing but
+    ``source``, constants and initializers) runs in ONNX's reference evaluator on two small zero probes."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+    from onnx.reference import ReferenceEvaluator
+
+    nodes: dict[int, Any] = {}
+    constants: set[str] = set()
+    pending, seen = [target], set()
+    while pending:
+        name = pending.pop()
+        if name in seen or name == source or name == "":
+            continue
+        seen.add(name)
+        producer = producers.get(name)
+        if producer is None:
+            if name not in initializers:
+                return False  # a graph input or a value produced nowhere: not shape arithmetic on Y
+            constants.add(name)
+            continue
+        if producer.op_type not in _SHAPE_OPS or len(nodes) >= _MAX_SHAPE_OPS:
+            return False
+        if producer.op_type == "Constant" and _onnx_constant_size(producer) > 64:
+            return False  # shape arithmetic uses a few integers
+        nodes[id(producer)] = producer
+        pending.extend(producer.input)
+    if any(initializers[name].size > 64 for name in constants):
+        return False  # shape arithmetic uses a few integers
+    order = [n for n in producers.values() if id(n) in nodes]  # graph order is topological
+    order = list({id(n): n for n in order}.values())
+    for probe in ((5, 3), (7, 2)):
+        graph = helper.make_graph(
+            order,
+            "shape",
+            [helper.make_tensor_value_info(source, TensorProto.FLOAT, None)],
+            [helper.make_tensor_value_info(target, TensorProto.INT64, None)],
+            initializer=[numpy_helper.from_array(np.asarray(initializers[name]), name) for name in constants],
+        )
+        y = np.zeros((probe[0], probe[1], count, hidden), np.float32)
+        try:
+            (result,) = ReferenceEvaluator(helper.make_model(graph)).run(None, {source: y})
+        except Exception:  # noqa: BLE001 - any failure of this small computation means "not the exporters' shape"
+            return False
+        if np.asarray(result).reshape(-1).tolist() != [probe[0], probe[1], count * hidden]:
+            return False
+    return True
 
 
 def _onnx_chain(recurrents: list[Any], producers: dict[str, Any], graph_inputs: set) -> tuple[list[Any], bool, list]:
@@ -902,18 +991,19 @@ def from_onnx_model(
     Needs the ``onnx`` package (``pip install ".[onnx]"``). Nothing the nodes say is dropped: every input
     and attribute is honoured, or refused with a ``ValueError`` that names it.
 
-    * The whole graph (``node=None``): the recurrent nodes must form one chain from a graph input, as torch's
-      exporter (``dynamo=False``) and :func:`to_onnx_model` write stacked models: layer ``l``'s ``Y``
-      ``(T, D, B, H)`` reaches layer ``l + 1``'s ``X`` through ``Transpose(perm=[0, 2, 1, 3])`` and ``Reshape``
-      to ``(T, B, D*H)`` (shape ``[0, 0, -1]`` or ``[0, 0, D*H]``), or, for one direction, ``Squeeze(axes=[1])``
-      (``Identity`` ops are skipped); any other op there is refused by name. The first node's ``X`` is a graph
-      input, or ``Transpose(perm=[1, 0, 2])`` of one: the model is then ``batch_first``. The layers must agree in
-      operator, directions and options. Their states are all zeros, all constants (stacked into one
-      ``(L*D, B, H)`` ``default_state``), or consecutive slices ``[l*D, (l+1)*D)`` of one ``(L*D, B, H)`` graph
-      input per state (torch's export of ``module(x, h_0)``: pass ``state=`` at call time); they share one
-      ``sequence_lens``. Ops after the last node (torch's output Transpose/Reshape/Concat) are not read: the
-      model returns torch's ``y`` and ``(L*D, B, H)`` final states. A graph with a single recurrent node whose
-      ``X`` is computed otherwise is imported as that node alone.
+    * The whole graph (``node=None``): the recurrent nodes must form one chain from a graph input, as torch's exporters
+      and :func:`to_onnx_model` write stacked models: layer ``l``'s ``Y`` ``(T, D, B, H)`` reaches layer ``l + 1``'s
+      ``X`` through ``Transpose(perm=[0, 2, 1, 3])`` and ``Reshape`` to ``(T, B, D*H)`` (shape ``[0, 0, -1]``, ``[0, 0,
+      D*H]``, the fixed ``[T, B, D*H]`` of a graph whose input declares ``T`` and ``B``, or computed from ``Shape(Y)``
+      by at most 32 shape ops, which are run on two small probes to check that they give ``(T, B, D*H)``: torch's dynamo
+      exporter), or, for one direction, ``Squeeze(axes=[1])`` (``Identity`` ops are skipped); any other op there is
+      refused by name. The first node's ``X`` is a graph input, or ``Transpose(perm=[1, 0, 2])`` of one: the model is
+      then ``batch_first``. The layers must agree in operator, directions and options. Their states are all zeros, all
+      constants (stacked into one ``(L*D, B, H)`` ``default_state``), or consecutive slices ``[l*D, (l+1)*D)`` of one
+      ``(L*D, B, H)`` graph input per state (torch's export of ``module(x, h_0)``: pass ``state=`` at call time); they
+      share one ``sequence_lens``. Ops after the last node (torch's output Transpose/Reshape/Concat) are not read: the
+      model returns torch's ``y`` and ``(L*D, B, H)`` final states. A graph with a single recurrent node whose ``X`` is
+      computed otherwise is imported as that node alone.
     * ``node=name`` imports that one node as a one-layer model, wherever it sits.
     * Inputs ``W``, ``R``, ``B`` and the LSTM peepholes ``P`` must be graph initializers, or graph inputs whose
       arrays you pass in ``values``.
@@ -1031,8 +1121,14 @@ def from_onnx_model(
     candidates = [n for n in recurrents if node is None or n.name == node]
     found = ", ".join(f"{n.name or '<unnamed>'} ({n.op_type})" for n in recurrents)
     if not candidates or (node is not None and len(candidates) != 1):
-        which = f"named {node!r}" if node is not None else ""
-        raise ValueError(f"expected exactly one RNN/LSTM/GRU node {which} in the graph, found: {found or 'none'}")
+        which = f" named {node!r}" if node is not None else ""
+        unrolled = "" if recurrents else (
+            " (torch's dynamo exporter writes nn.RNN as MatMul/Tanh steps, not an RNN node: export it with "
+            "torch.onnx.export(..., dynamo=False))"
+        )  # fmt: skip
+        raise ValueError(
+            f"expected exactly one RNN/LSTM/GRU node{which} in the graph, found: {found or 'none'}{unrolled}"
+        )
     if node is not None:
         chain, batch_first, links = candidates, False, []
     else:
@@ -1040,8 +1136,9 @@ def from_onnx_model(
     read = [
         _onnx_read_node(onnx, n, initializers, graph_inputs, producers, values, sliced=len(chain) > 1) for n in chain
     ]
+    static = _onnx_static_time_batch(graph, _onnx_trace(chain[0].input[0], producers)[2], batch_first)
     for before, after, ops in zip(read, read[1:], links):
-        if not _onnx_link_ok(ops, before["count"], before["hidden"], initializers, producers, graph_inputs):
+        if not _onnx_link_ok(ops, before["count"], before["hidden"], initializers, producers, graph_inputs, static):
             through = ", ".join(f"{op.op_type} {op.name or '<unnamed>'!r}" for op in ops) or "nothing"
             raise ValueError(
                 f"input X of {after['label']} comes from {before['label']} through {through}, which is not what "

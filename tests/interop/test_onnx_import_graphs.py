@@ -250,16 +250,64 @@ def test_node_picks_one_layer_of_a_torch_export(tmp_path):
         ar.convert.from_onnx_model(str(path), node="nope")
 
 
-def test_dynamo_export_imports(tmp_path):
+@pytest.mark.parametrize("kind,bidirectional,batch_first", [("lstm", True, True), ("gru", False, False)])
+def test_torchs_dynamo_export_imports_and_runs_as_torch_and_onnxruntime(tmp_path, kind, bidirectional, batch_first):
+    """torch's default exporter: recurrent nodes joined by a Reshape whose shape is computed from Shape(Y)."""
     torch = need("torch")
-    pytest.importorskip("onnxscript", reason="torch.onnx.export(dynamo=True) needs onnxscript, not installed")
-    module = torch.nn.LSTM(INPUT, HIDDEN, num_layers=2, bidirectional=True)
-    x = torch.randn(STEPS, BATCH, INPUT)
+    need("onnxscript")  # torch.onnx.export(dynamo=True) needs it
+    torch.manual_seed(3)
+    module = getattr(torch.nn, kind.upper())(
+        INPUT, HIDDEN, num_layers=2, bidirectional=bidirectional, batch_first=batch_first
+    ).eval()
+    x = torch.randn(*((BATCH, STEPS) if batch_first else (STEPS, BATCH)), INPUT)
     path = tmp_path / "dynamo.onnx"
+    dims = {0: torch.export.Dim("batch"), 1: torch.export.Dim("steps")} if batch_first else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, (x,), str(path), dynamo=True)
+        torch.onnx.export(module, (x,), str(path), dynamo=True, dynamic_shapes=(dims,) if dims else None)
     model = ar.convert.from_onnx_model(str(path))
+    assert (model.num_layers, model.bidirectional, model.batch_first) == (2, bidirectional, batch_first)
+    longer = torch.randn(*((BATCH + 1, STEPS + 2) if batch_first else (STEPS, BATCH)), INPUT)  # dynamic T, B
     with torch.no_grad():
-        expected = module(x)[0].numpy()
-    np.testing.assert_allclose(np.asarray(model(x.numpy())[0]), expected, **TOLERANCE)
+        expected, final = module(longer)
+    y, final_ar = model(longer.numpy())
+    np.testing.assert_allclose(np.asarray(y), expected.numpy(), **TOLERANCE)
+    for got, want in zip(final_ar if kind == "lstm" else (final_ar,), final if kind == "lstm" else (final,)):
+        np.testing.assert_allclose(np.asarray(got), want.numpy(), **TOLERANCE)
+    np.testing.assert_allclose(np.asarray(y), _ort(path, {_input_name(path): longer.numpy()})[0], **TOLERANCE)
+
+
+def _input_name(path):
+    import onnx
+
+    return onnx.load(str(path)).graph.input[0].name
+
+
+def test_a_computed_reshape_that_is_not_T_B_DH_is_refused():
+    """The computed-shape check runs the shape arithmetic: a shape giving (T, B*D, H) is not a layer link."""
+    from onnx import helper, numpy_helper
+
+    proto, _, _ = _chain("gru", layers=2, directions=2)
+    reshape = next(n for n in proto.graph.node if n.name == "rs0")
+    # shape = Concat(Shape(t0)[0:1], Shape(t0)[1:2] * Shape(t0)[2:3], Shape(t0)[3:4]) = (T, B*D, H): wrong
+    extra = [
+        helper.make_node("Shape", ["t0"], ["s"]),
+        helper.make_node("Slice", ["s", "i0", "i1"], ["s0"]),
+        helper.make_node("Slice", ["s", "i1", "i2"], ["s1"]),
+        helper.make_node("Slice", ["s", "i2", "i3"], ["s2"]),
+        helper.make_node("Slice", ["s", "i3", "i4"], ["s3"]),
+        helper.make_node("Mul", ["s1", "s2"], ["s12"]),
+        helper.make_node("Concat", ["s0", "s12", "s3"], ["computed"], axis=0),
+    ]
+    proto.graph.initializer.extend(numpy_helper.from_array(np.array([k], np.int64), f"i{k}") for k in range(5))
+    position = list(proto.graph.node).index(reshape)
+    for offset, node in enumerate(extra):
+        proto.graph.node.insert(position + offset, node)
+    reshape.input[1] = "computed"
+    with pytest.raises(ValueError, match=r"through Transpose 'tr0', Reshape 'rs0', which is not what arrayrnn accepts"):
+        ar.convert.from_onnx_model(proto)
+    # the same arithmetic with the right factors, (T, B, D*H), is accepted (the graph holds copies of the nodes)
+    by_output = {n.output[0]: n for n in proto.graph.node}
+    by_output["s12"].CopyFrom(helper.make_node("Mul", ["s2", "s3"], ["s12"]))
+    by_output["computed"].CopyFrom(helper.make_node("Concat", ["s0", "s1", "s12"], ["computed"], axis=0))
+    assert ar.convert.from_onnx_model(proto).num_layers == 2
