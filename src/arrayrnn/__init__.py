@@ -22,7 +22,7 @@ from .cells import gru_cell, lstm_cell, rnn_cell
 from .grad import vjp
 from .introspect import explain
 from .io import load, save
-from .models import GRU, LSTM, RNN
+from .models import GRU, LSTM, LSTM_VARIANTS, RNN
 from .params import GRUParams, LSTMParams, RNNParams, init_gru, init_lstm, init_rnn
 from .sequence import gru, lstm, rnn
 
@@ -33,6 +33,7 @@ __all__ = [
     "GRUParams",
     "LSTM",
     "LSTMParams",
+    "LSTM_VARIANTS",
     "RNN",
     "RNNParams",
     "__version__",

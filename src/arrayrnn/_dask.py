@@ -17,7 +17,7 @@ import array_api_compat
 import numpy as np
 
 from ._dispatch import resolve_impl
-from ._validate import PARAMS_CLASSES, _state_names, _state_tuple, prepare_sequence
+from ._validate import PARAMS_CLASSES, _state_names, _state_tuple, has_gate_recurrence, prepare_sequence
 from .backend import BackendMismatchError, backend_name, map_arrays
 
 Array = Any
@@ -267,7 +267,7 @@ def check_dask_inputs(kind: str, x: Any, params: Any, states: tuple[Any, ...], l
     """Placement checks of a dask-``x`` call (API.md section 1); returns the chunks' backend and namespace."""
     _check_known_shape(x, "x")
     chunks = chunk_backend(x, "x")
-    for name, value in zip(_state_names(kind, "state"), states):
+    for name, value in zip(_state_names(kind, "state", has_gate_recurrence(kind, params)), states):
         _check_placement(name, value, chunks)
     if lengths is not None and not isinstance(lengths, (list, tuple)):
         _check_placement("lengths", lengths, chunks)
@@ -317,7 +317,7 @@ def run_dask(
 ) -> tuple[Any, tuple[Any, ...]]:
     """``run_sequence`` (passed in: this module sits below the public layer) for a dask ``x``: lazy ``y`` and
     final states, chunked over the batch like ``x``."""
-    states = _state_tuple(kind, state, "state") or ()
+    states = _state_tuple(kind, state, "state", has_gate_recurrence(kind, params)) or ()
     chunks, xp = check_dask_inputs(kind, x, params, states, lengths)
     # every other check is the ordinary one, run on data-free stand-ins of the blocks' backend
     prepare_sequence(
@@ -343,6 +343,8 @@ def run_dask(
         inputs.append((lengths_input, 0))
 
     state_sizes = (params.output_size, params.hidden_size) if kind == "lstm" else (params.hidden_size,)
+    if has_gate_recurrence(kind, params):
+        state_sizes += (3 * params.hidden_size,)
     batch = 1 if unbatched else x.shape[batch_axis]
     y_shape = (*x.shape[:-1], state_sizes[0])
     state_shapes = [(size,) if unbatched else (batch, size) for size in state_sizes]
@@ -390,7 +392,7 @@ def run_stack_block(
     lengths = rest[n_states] if has_lengths else None
     state: Any = None
     if n_states:
-        state = tuple(states) if n_states == 2 else states[0]
+        state = tuple(states) if n_states >= 2 else states[0]  # an LSTM (h, c) or, with weight_gg, (h, c, g)
     y, final_state = run_stack(
         sequence_function, x, params, state, lengths=lengths, batch_first=batch_first, **options
     )  # fmt: skip
@@ -427,7 +429,8 @@ def run_stack_dask(
     kind = _kind_of(first)
     states = tuple(state) if isinstance(state, tuple) else (() if state is None else (state,))
     chunks, xp = check_dask_inputs(kind, x, first, (), lengths)
-    for name, value in zip(("state[0] (h_0)", "state[1] (c_0)") if kind == "lstm" else ("state",), states):
+    names = ("state[0] (h_0)", "state[1] (c_0)", "state[2] (g_0)") if kind == "lstm" else ("state",)
+    for name, value in zip(names, states):
         _check_placement(name, value, chunks)
     named = [
         (f"params[{layer}][{d}]", p) for layer, layer_params in enumerate(params) for d, p in enumerate(layer_params)
@@ -459,6 +462,8 @@ def run_stack_dask(
     stacked = num_layers * num_directions
     batch = None if unbatched else x.shape[batch_axis]
     sizes = (first.output_size, first.hidden_size) if kind == "lstm" else (first.hidden_size,)
+    if has_gate_recurrence(kind, first):
+        sizes += (3 * first.hidden_size,)
     y_shape = (*x.shape[:-1], num_directions * sizes[0])
     state_shapes = [(stacked, size) if unbatched else (stacked, batch, size) for size in sizes]
     function = functools.partial(

@@ -13,6 +13,8 @@ from typing import Any, Optional
 DEFAULT_OPSET = 17
 MIN_OPSET = 14
 _DTYPES = ("float16", "float32", "float64")
+#: an LSTM's g / h activation as ONNX names it (the identity is Affine with alpha 1, beta 0)
+_ONNX_ACTIVATION = {"tanh": "Tanh", "identity": "Affine"}
 
 
 def _check(model: Any, opset: Any) -> int:
@@ -33,6 +35,17 @@ def _check(model: Any, opset: Any) -> int:
             f"ONNX LSTM has no projection: this model has proj_size={model.proj_size} (weight_hr); "
             "export a model with proj_size=0"
         )
+    if model.kind == "lstm":
+        absent = [f"{gate}=False" for gate in ("input_gate", "forget_gate", "output_gate") if not getattr(model, gate)]
+        if absent:
+            raise ValueError(
+                f"ONNX LSTM has no option for an absent gate ({', '.join(absent)}): one activation serves all three "
+                "gates, so a gate fixed at 1 cannot be written; export a model with every gate"
+            )
+        if model.gate_recurrence:
+            raise ValueError(
+                "ONNX LSTM has no full gate recurrence (weight_gg, variant 'FGR'); export a model without it"
+            )
     dtype = str(model.dtype).replace("torch.", "")
     if not any(dtype.endswith(name) for name in _DTYPES):
         raise ValueError(f"ONNX export supports float16, float32 and float64 models, not {dtype}")
@@ -121,6 +134,14 @@ def export(
             attributes["input_forget"] = 1
         if options.get("clip") is not None:
             attributes["clip"] = float(options["clip"])
+        if "identity" in (options["input_activation"], options["output_activation"]):
+            # ONNX's Affine(alpha=1, beta=0) is the identity; alpha/beta are read in order by the activations that
+            # take them, so each direction lists its own pair
+            names = [_ONNX_ACTIVATION[options["input_activation"]], _ONNX_ACTIVATION[options["output_activation"]]]
+            attributes["activations"] = ["Sigmoid", *names] * D
+            affine = names.count("Affine") * D
+            attributes["activation_alpha"] = [1.0] * affine
+            attributes["activation_beta"] = [0.0] * affine
 
     reshape_shape = constant("layer_output_shape", np.array([0, 0, -1], np.int64))
     current = "x"

@@ -12,6 +12,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from ._core.steps import LSTM_ACTIVATIONS
 from .backend import namespace_of
 from .params import GRUParams, LSTMParams, RNNParams
 
@@ -110,11 +111,41 @@ def check_params(params: Any, kind: str, arg: str = "params") -> tuple[Any, str,
                 raise ValueError(
                     f"{arg}.{name} must have shape (hidden_size,) = ({hidden},), got {shape_text(peephole.shape)}"
                 )
+        weight_gg = params.weight_gg
+        if weight_gg is not None and tuple(weight_gg.shape) != (3 * hidden, 3 * hidden):
+            raise ValueError(
+                f"{arg}.weight_gg must have shape (3*hidden_size, 3*hidden_size) = ({3 * hidden}, {3 * hidden}), "
+                f"got {shape_text(weight_gg.shape)}"
+            )
     return xp, backend, device
 
 
-def check_options(kind: str, options: dict[str, Any]) -> None:
-    """Check the cell-specific keyword options."""
+def _check_lstm_variant(options: dict[str, Any], params: Any) -> None:
+    """The Greff et al. (2015) options: flags, activations, and the combinations that have no meaning."""
+    for name in ("input_gate", "forget_gate", "output_gate"):
+        if not isinstance(options.get(name, True), bool):
+            raise TypeError(f"{name} must be True or False, got {options.get(name)!r}")
+    for name in ("input_activation", "output_activation"):
+        if options.get(name, "tanh") not in LSTM_ACTIVATIONS:
+            raise ValueError(f"{name} must be 'tanh' or 'identity', got {options.get(name)!r}")
+    if options.get("coupled"):
+        for name in ("input_gate", "forget_gate"):
+            if not options.get(name, True):
+                raise ValueError(
+                    f"coupled=True cannot be combined with {name}=False: coupling sets the forget gate to "
+                    "1 - input gate, so it needs an input gate and a forget gate to replace"
+                )
+    if params is not None and getattr(params, "weight_gg", None) is not None:
+        absent = [name for name in ("input_gate", "forget_gate", "output_gate") if not options.get(name, True)]
+        if absent:
+            raise ValueError(
+                f"{absent[0]}=False cannot be combined with params.weight_gg (full gate recurrence): the gate "
+                "recurrence feeds back the activations of all three gates i, f, o"
+            )
+
+
+def check_options(kind: str, options: dict[str, Any], params: Any = None) -> None:
+    """Check the cell-specific keyword options (``params``, when given: the combinations with its fields)."""
     if kind == "rnn":
         if options.get("nonlinearity") not in NONLINEARITIES:
             raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {options.get('nonlinearity')!r}")
@@ -124,6 +155,7 @@ def check_options(kind: str, options: dict[str, Any]) -> None:
         clip = options.get("clip")
         if clip is not None and (isinstance(clip, bool) or not isinstance(clip, numbers.Real) or not clip > 0):
             raise ValueError(f"clip must be None or a positive number, got {clip!r}")
+        _check_lstm_variant(options, params)
     if kind == "gru" and not isinstance(options.get("linear_before_reset"), bool):
         raise TypeError(f"linear_before_reset must be True or False, got {options.get('linear_before_reset')!r}")
 
@@ -145,16 +177,40 @@ def _check_flag(name: str, value: Any) -> None:
         raise TypeError(f"{name} must be True or False, got {value!r}")
 
 
-def _state_names(kind: str, prefix: str) -> tuple[str, ...]:
-    return (f"{prefix}[0] (h)", f"{prefix}[1] (c)") if kind == "lstm" else (prefix,)
+def has_gate_recurrence(kind: str, params: Any) -> bool:
+    """An LSTM with ``weight_gg`` (full gate recurrence): its state is ``(h, c, g)``."""
+    return kind == "lstm" and getattr(params, "weight_gg", None) is not None
 
 
-def _state_tuple(kind: str, state: Any, arg: str) -> Optional[tuple[Array, ...]]:
+def _state_names(kind: str, prefix: str, gate_recurrence: bool = False) -> tuple[str, ...]:
+    if kind != "lstm":
+        return (prefix,)
+    return (f"{prefix}[0] (h)", f"{prefix}[1] (c)") + ((f"{prefix}[2] (g)",) if gate_recurrence else ())
+
+
+def _state_tuple(kind: str, state: Any, arg: str, gate_recurrence: bool = False) -> Optional[tuple[Array, ...]]:
     if state is None:
         return None
     if kind == "lstm":
+        if gate_recurrence:
+            if not isinstance(state, (tuple, list)) or len(state) != 3:
+                got = f" of length {len(state)}" if isinstance(state, (tuple, list)) else ""
+                raise TypeError(
+                    f"{arg} must be a tuple (h, c, g) of three arrays or None for params with weight_gg (full gate "
+                    f"recurrence: g (B, 3H) holds the previous gate activations i, f, o), got "
+                    f"{type(state).__name__}{got}"
+                )
+            return tuple(state)
         if not isinstance(state, (tuple, list)) or len(state) != 2:
-            raise TypeError(f"{arg} must be a tuple (h, c) of two arrays or None, got {type(state).__name__}")
+            got = f" of length {len(state)}" if isinstance(state, (tuple, list)) else ""
+            hint = (
+                " (a third state part g is only for params with weight_gg, the full gate recurrence)"
+                if isinstance(state, (tuple, list)) and len(state) == 3
+                else ""
+            )
+            raise TypeError(
+                f"{arg} must be a tuple (h, c) of two arrays or None, got {type(state).__name__}{got}{hint}"
+            )
         return tuple(state)
     if isinstance(state, (tuple, list)):
         raise TypeError(f"{arg} must be one array (h) or None, got a {type(state).__name__}")
@@ -187,18 +243,20 @@ def _check_input_dtype(xp: Any, x: Array, params: Any, arg: str) -> None:
 def _state_shapes(kind: str, params: Any, batch: int) -> tuple[tuple[int, ...], ...]:
     hidden = params.hidden_size
     if kind == "lstm":
-        return ((batch, params.output_size), (batch, hidden))
+        gates = ((batch, 3 * hidden),) if has_gate_recurrence(kind, params) else ()
+        return ((batch, params.output_size), (batch, hidden), *gates)
     return ((batch, hidden),)
 
 
 def _prepare_state(
     xp: Any, kind: str, state: Any, params: Any, batch: int, unbatched: bool, arg: str, device: Any
 ) -> tuple[Array, ...]:
-    states = _state_tuple(kind, state, arg)
+    gate_recurrence = has_gate_recurrence(kind, params)
+    states = _state_tuple(kind, state, arg, gate_recurrence)
     shapes = _state_shapes(kind, params, batch)
     if states is None:
         return tuple(xp.zeros(shape, dtype=params.weight_ih.dtype, device=device) for shape in shapes)
-    names = _state_names(kind, arg)
+    names = _state_names(kind, arg, gate_recurrence)
     prepared = []
     for name, value, shape in zip(names, states, shapes):
         expected = shape[1:] if unbatched else shape
@@ -212,6 +270,8 @@ def _prepare_state(
             layout = "(H,)" if unbatched else "(B, H)"
             if kind == "lstm" and name.endswith("(h)") and params.proj_size:
                 layout = "(P,)" if unbatched else "(B, P)"
+            if name.endswith("(g)"):
+                layout = "(3H,)" if unbatched else "(B, 3H)"
             raise ValueError(
                 f"{name} must have shape {layout} = {shape_text(expected)}, got {shape_text(value.shape)}"
                 + ("; states are never batch-first or layer-stacked in the function API" if value.ndim == 3 else "")
@@ -254,11 +314,12 @@ def prepare_sequence(
     ``options`` (the call's own dict) is normalised in place: an LSTM ``clip`` beyond the dtype's range is lowered
     to its largest finite value (:func:`bound_clip`)."""
     check_params(params, kind)
-    check_options(kind, options)
+    check_options(kind, options, params)
     _check_flag("batch_first", batch_first)
     _check_flag("reverse", reverse)
-    states = _state_tuple(kind, state, "state") or ()
-    state_arrays = dict(zip(_state_names(kind, "state"), states))
+    gate_recurrence = has_gate_recurrence(kind, params)
+    states = _state_tuple(kind, state, "state", gate_recurrence) or ()
+    state_arrays = dict(zip(_state_names(kind, "state", gate_recurrence), states))
     lengths_array = None if isinstance(lengths, (list, tuple)) else lengths
     check_plain("x", x, data=True)
     for name, value in state_arrays.items():
@@ -292,11 +353,12 @@ def prepare_cell(kind: str, x: Any, state: Any, params: Any, options: dict[str, 
     """Validate a cell call; returns batched ``x (B, I)`` and the state tuple (``options``: as
     :func:`prepare_sequence`)."""
     check_params(params, kind)
-    check_options(kind, options)
-    states = _state_tuple(kind, state, state_arg)
+    check_options(kind, options, params)
+    gate_recurrence = has_gate_recurrence(kind, params)
+    states = _state_tuple(kind, state, state_arg, gate_recurrence)
     if states is None:
         raise TypeError(f"{state_arg} is required for a cell step (use zeros for a fresh start)")
-    state_arrays = dict(zip(_state_names(kind, state_arg), states))
+    state_arrays = dict(zip(_state_names(kind, state_arg, gate_recurrence), states))
     check_plain("x", x)
     for name, value in state_arrays.items():
         check_plain(name, value)

@@ -74,13 +74,19 @@ def rnn_cell(x: Array, h: Array, params: RNNParams, *, nonlinearity: str = "tanh
 
 def lstm_cell(
     x: Array,
-    state: tuple[Array, Array],
+    state: tuple[Array, ...],
     params: LSTMParams,
     *,
     coupled: bool = False,
     clip: Optional[float] = None,
-) -> tuple[Array, Array]:
-    """One LSTM step (``torch.nn.LSTMCell``, plus ONNX peepholes, ``coupled`` and ``clip``).
+    input_gate: bool = True,
+    forget_gate: bool = True,
+    output_gate: bool = True,
+    input_activation: str = "tanh",
+    output_activation: str = "tanh",
+) -> tuple[Array, ...]:
+    """One LSTM step (``torch.nn.LSTMCell``, plus ONNX peepholes, ``coupled`` and ``clip``, and the variants of
+    Greff et al. 2015, "LSTM: A Search Space Odyssey").
 
     With ``z = x W_ih^T + b_ih + h W_hh^T + b_hh`` split into the gate blocks ``i, f, g, o`` (PyTorch order)::
 
@@ -89,23 +95,36 @@ def lstm_cell(
         o = sigmoid(z_o + p_o * c')     h' = o * tanh(c')              (then h' W_hr^T with a projection)
 
     The peephole terms ``p_* (H,)`` (ONNX semantics: ``i, f`` see ``c``, ``o`` sees ``c'``) are there only when
-    ``params`` has peepholes. With ``clip``, every gate pre-activation is clipped to ``[-clip, clip]`` before its
-    activation (ONNX ``clip``).
+    ``params`` has peepholes. With ``clip``, every gate pre-activation used is clipped to ``[-clip, clip]`` before
+    its activation (ONNX ``clip``).
+
+    The variants of Greff et al. (2015): ``input_gate=False`` sets ``i = 1`` (NIG), ``forget_gate=False`` sets
+    ``f = 1`` (NFG), ``output_gate=False`` sets ``o = 1`` (NOG); ``input_activation="identity"`` replaces the
+    ``tanh`` of ``g`` (NIAF) and ``output_activation="identity"`` the ``tanh`` of ``c'`` in ``h'`` (NOAF). The rows
+    of an absent gate in the weights and biases, and its peephole, are not used (their gradients are zero). With
+    ``params.weight_gg`` (full gate recurrence, FGR) the pre-activations of ``i, f, o`` each get
+    ``weight_gg @ [i_prev; f_prev; o_prev]``, and the state is a triple ``(h, c, g)`` with ``g = [i, f, o]``
+    ``(B, 3H)`` (with ``coupled=True`` the ``f_prev`` read is ``1 - i_prev``).
 
     Parameters
     ----------
     x : array, shape (B, I) or unbatched (I,)
         The input of this step, floating point, in the dtype of ``params``.
-    state : tuple (h, c) of arrays
-        ``h (B, H)`` (``(B, P)`` with a projection) and ``c (B, H)``; unbatched ``(H,)`` / ``(P,)``.
+    state : tuple (h, c) of arrays, or (h, c, g) with ``params.weight_gg``
+        ``h (B, H)`` (``(B, P)`` with a projection), ``c (B, H)`` and, with the full gate recurrence, the previous
+        gate activations ``g (B, 3H)``; unbatched ``(H,)`` / ``(P,)`` / ``(3H,)``.
     params : LSTMParams
-        ``weight_ih (4H, I)``, ``weight_hh (4H, H or P)``, optional biases, projection and peepholes
-        (see :func:`init_lstm`).
+        ``weight_ih (4H, I)``, ``weight_hh (4H, H or P)``, optional biases, projection, peepholes and
+        ``weight_gg`` (see :func:`init_lstm`).
     coupled : bool, optional
         Coupled input-forget gate, ``f = 1 - i`` (CIFG; ONNX ``input_forget``). Default ``False``.
     clip : float or None, optional
         A positive bound for every gate pre-activation; ``None`` (default) does not clip. A bound beyond the
         dtype's range clips at the dtype's largest finite value.
+    input_gate, forget_gate, output_gate : bool, optional
+        ``False``: that gate is absent (is 1). Default ``True``.
+    input_activation, output_activation : {"tanh", "identity"}, optional
+        The activation of the block input ``g`` and of ``c'`` in ``h'``. Default ``"tanh"``.
 
     Returns
     -------
@@ -113,16 +132,20 @@ def lstm_cell(
         The new hidden state.
     c_new : array, shape (B, H) or unbatched (H,)
         The new cell state.
+    g_new : array, shape (B, 3H) or unbatched (3H,)
+        Only with ``params.weight_gg``: the gate activations ``[i, f, o]`` of this step.
 
     Raises
     ------
     TypeError
-        ``params`` is not an :class:`LSTMParams`; ``state`` is not a pair ``(h, c)``; an argument is not a
-        floating-point array, or is a NumPy masked array or matrix (pass ``np.asarray(...)``); dtypes differ;
-        ``coupled`` is not a bool.
+        ``params`` is not an :class:`LSTMParams`; ``state`` is not a pair ``(h, c)`` (a triple ``(h, c, g)`` with
+        ``params.weight_gg``); an argument is not a floating-point array, or is a NumPy masked array or matrix
+        (pass ``np.asarray(...)``); dtypes differ; ``coupled``, ``input_gate``, ``forget_gate`` or ``output_gate``
+        is not a bool.
     ValueError
         A shape does not fit (the message names the argument and the shape expected); ``clip`` is not ``None``
-        or a positive number.
+        or a positive number; an activation is neither ``"tanh"`` nor ``"identity"``; ``coupled=True`` with
+        ``input_gate=False`` or ``forget_gate=False``; ``params.weight_gg`` with an absent gate.
     BackendMismatchError
         The arguments live on different backends or devices.
 
@@ -143,14 +166,39 @@ def lstm_cell(
     >>> h, c = ar.lstm_cell(x, (np.zeros((2, 2), "float32"), np.zeros((2, 4), "float32")), params)
     >>> h.shape, c.shape
     ((2, 2), (2, 4))
+
+    Greff et al.'s variants: no output gate, linear output activation; and the full gate recurrence:
+
+    >>> h, c = ar.lstm_cell(x, (h, c), params, output_gate=False, output_activation="identity")
+    >>> params = ar.init_lstm(3, 4, gate_recurrence=True, seed=0)
+    >>> zeros = np.zeros((2, 4), "float32")
+    >>> h, c, g = ar.lstm_cell(x, (zeros, zeros, np.zeros((2, 12), "float32")), params)
+    >>> g.shape
+    (2, 12)
     """
-    options = {"coupled": coupled, "clip": clip}
+    variant = {
+        "input_gate": input_gate,
+        "forget_gate": forget_gate,
+        "output_gate": output_gate,
+        "input_activation": input_activation,
+        "output_activation": output_activation,
+    }
+    options = {"coupled": coupled, "clip": clip, **variant}
     p = prepare_cell("lstm", x, state, params, options, "state")  # bounds clip to the dtype's range
     xp = p.xp
-    h_new, c_new = lstm_step(
-        xp, linear(xp, p.x, params.weight_ih, params.bias_ih), p.state[0], p.state[1], params, coupled, options["clip"]
+    gates = p.state[2] if len(p.state) > 2 else None
+    new_state = lstm_step(
+        xp,
+        linear(xp, p.x, params.weight_ih, params.bias_ih),
+        p.state[0],
+        p.state[1],
+        params,
+        coupled,
+        options["clip"],
+        gates=gates,
+        **variant,
     )
-    return _unbatch(xp, h_new, p.unbatched), _unbatch(xp, c_new, p.unbatched)
+    return tuple(_unbatch(xp, part, p.unbatched) for part in new_state)
 
 
 def gru_cell(x: Array, h: Array, params: GRUParams, *, linear_before_reset: bool = True) -> Array:

@@ -96,6 +96,8 @@ def _no_extras(kind: str, params: Params, target: str) -> None:
         raise ValueError(f"{target} has no LSTM projection (weight_hr); params have proj_size={params.proj_size}")
     if kind == "lstm" and params.peephole_i is not None and target != "ONNX":
         raise ValueError(f"{target} has no LSTM peepholes; these params have peephole_i/f/o")
+    if kind == "lstm" and getattr(params, "weight_gg", None) is not None:
+        raise ValueError(f"{target} has no full gate recurrence (weight_gg, Greff et al.'s FGR); these params have it")
 
 
 # --------------------------------------------------------------------------------------------
@@ -374,8 +376,8 @@ def to_onnx(kind: str, params: Any) -> tuple[Optional[Array], ...]:
     Raises
     ------
     ValueError
-        ``kind`` is unknown; a projection; directions of different sizes, or one with a bias (or peepholes) and
-        the other without.
+        ``kind`` is unknown; a projection; a full gate recurrence (``weight_gg``); directions of different sizes,
+        or one with a bias (or peepholes) and the other without.
     TypeError
         ``params`` is not one or two params objects of ``kind``.
 
@@ -497,21 +499,7 @@ def _onnx_options(kind: str, attributes: dict[str, Any], W: Any, label: str) -> 
     layout = attributes.get("layout", 0)
     if layout not in (0, 1):
         raise ValueError(f"{label}: layout={layout} is not 0 (time-major) or 1 (batch-major)")
-    options: dict[str, Any] = {}
-    defaults = _ONNX_ACTIVATIONS[op] * count
-    activations = attributes.get("activations")
-    scaling = [name for name in ("activation_alpha", "activation_beta") if name in attributes]
-    if activations is not None and activations != defaults:
-        if kind == "rnn" and activations == ["Relu"] * count and not scaling:
-            options["nonlinearity"] = "relu"
-        else:
-            extra = "".join(f" with {name}={attributes[name]}" for name in scaling)
-            accepted = f"{defaults}" + (f" or {['Relu'] * count}" if kind == "rnn" else "")
-            raise ValueError(
-                f"{label}: activations={activations}{extra} is not supported; only ONNX's defaults work: {accepted} "
-                f"({len(defaults) // count} per direction, the same in both), which take no activation_alpha/beta"
-            )
-    # with the default activations (Sigmoid, Tanh, Relu), activation_alpha/activation_beta have no effect (spec)
+    options: dict[str, Any] = _onnx_activation_options(kind, count, attributes, label)
     if "clip" in attributes:
         clip = attributes["clip"]
         if kind != "lstm":
@@ -529,6 +517,82 @@ def _onnx_options(kind: str, attributes: dict[str, Any], W: Any, label: str) -> 
                 raise ValueError(f"{label}: {name}={value} must be 0 or 1")
             options[option] = bool(value)
     return options, count, layout
+
+
+#: ONNX activation functions that take ``activation_alpha`` / ``activation_beta``, with the spec's defaults; Affine's
+#: are "unset": onnxruntime reads a missing alpha as 0 (Affine then outputs beta), so only explicit values count
+_ONNX_SCALED = {
+    "Affine": ("unset", "unset"), "LeakyRelu": (0.01, None), "ThresholdedRelu": (1.0, None), "ScaledTanh": (1.0, 1.0),
+    "HardSigmoid": (0.2, 0.5), "Elu": (1.0, None),
+}  # fmt: skip
+
+
+def _onnx_activation_options(kind: str, count: int, attributes: dict[str, Any], label: str) -> dict[str, Any]:
+    """The cell options an ONNX node's ``activations`` (with ``activation_alpha/beta``) mean, or a ValueError.
+
+    Runs: LSTM ``[Sigmoid, g, h]`` with ``g``, ``h`` each ``Tanh`` or the identity (``Affine`` with alpha 1, beta 0,
+    both given: ``input_activation`` / ``output_activation``), GRU ``[Sigmoid, Tanh]``, RNN ``[Tanh]`` or
+    ``[Relu]``; the same in both directions. alpha/beta are consumed in order by the functions that take them (spec).
+    """
+    op = kind.upper()
+    defaults = _ONNX_ACTIVATIONS[op]
+    activations = attributes.get("activations")
+    scaling = [name for name in ("activation_alpha", "activation_beta") if name in attributes]
+    if activations is None:
+        return {}  # the defaults, on which activation_alpha/beta have no effect
+    alphas, betas = list(attributes.get("activation_alpha", [])), list(attributes.get("activation_beta", []))
+    resolved = []  # (name, alpha, beta) per function, alpha/beta consumed in order
+    for name in activations:
+        alpha, beta = _ONNX_SCALED.get(name, (None, None))
+        if alpha is not None and alphas:
+            alpha = alphas.pop(0)
+        if beta is not None and betas:
+            beta = betas.pop(0)
+        resolved.append((name, alpha, beta))
+    per = len(defaults)
+    # values no function takes are ignored, as onnxruntime ignores them (the spec: consumed in order, as needed)
+    directions = [resolved[d * per : (d + 1) * per] for d in range(count)] if len(resolved) == per * count else []
+    meaning = [_onnx_activation_meaning(kind, functions) for functions in directions]
+    if meaning and all(m is not None for m in meaning) and all(m == meaning[0] for m in meaning):
+        return dict(meaning[0])  # type: ignore[arg-type]
+    extra = "".join(f" with {name}={attributes[name]}" for name in scaling)
+    accepted = {
+        "lstm": "[Sigmoid, g, h] with g and h each Tanh or Affine with activation_alpha 1 and activation_beta 0 given "
+        "(the identity)",
+        "gru": "[Sigmoid, Tanh]",
+        "rnn": "[Tanh] or [Relu]",
+    }[kind]
+    raise ValueError(
+        f"{label}: activations={activations}{extra} is not supported; arrayrnn runs {accepted} per direction, the "
+        "same in both"
+    )
+
+
+def _onnx_activation_meaning(kind: str, functions: list[tuple[str, Any, Any]]) -> Optional[dict[str, Any]]:
+    """The options one direction's ``(name, alpha, beta)`` functions mean, ``None`` if arrayrnn has none."""
+
+    def activation(function: tuple[str, Any, Any]) -> Optional[str]:
+        name, alpha, beta = function
+        if name == "Tanh":
+            return "tanh"
+        if name == "Affine" and alpha == 1.0 and beta == 0.0:
+            return "identity"
+        return None
+
+    names = [function[0] for function in functions]
+    if kind == "rnn":
+        return {"Tanh": {}, "Relu": {"nonlinearity": "relu"}}.get(names[0])
+    if names[0] != "Sigmoid":
+        return None
+    if kind == "gru":
+        return {} if names[1] == "Tanh" else None
+    g, h = activation(functions[1]), activation(functions[2])
+    if g is None or h is None:
+        return None
+    return {
+        **({"input_activation": g} if g != "tanh" else {}),
+        **({"output_activation": h} if h != "tanh" else {}),
+    }
 
 
 def _onnx_is_zero(name: str, initializers: dict[str, Any], producers: dict[str, Any], depth: int = 0) -> bool:
@@ -1024,9 +1088,12 @@ def from_onnx_model(
       ``"bidirectional"``, matching ``W``'s first dimension. ``hidden_size``: what ``W`` implies.
       ``layout``: 0, or 1 which becomes ``batch_first=True``; the model's states stay ``(D, B, H)`` (ONNX's are
       ``(B, D, H)`` with layout 1; constant ones are transposed) and its ``y`` is ``(B, T, D*H)`` (ONNX's ``Y``
-      is ``(B, T, D, H)``, the same numbers). ``activations``: only ONNX's defaults (LSTM Sigmoid, Tanh, Tanh;
-      GRU Sigmoid, Tanh; one list per direction), and for RNN Tanh or Relu in every direction (``nonlinearity``);
-      ``activation_alpha`` / ``activation_beta`` have no effect on these and are accepted with them only.
+      is ``(B, T, D, H)``, the same numbers). ``activations`` (one list per direction, the same in both): LSTM
+      ``[Sigmoid, g, h]`` with ``g`` and ``h`` each ``Tanh`` or ``Affine`` with ``activation_alpha`` 1 and
+      ``activation_beta`` 0 given explicitly (the identity: ``input_activation`` / ``output_activation`` =
+      ``"identity"``, Greff et al.'s NIAF / NOAF; onnxruntime reads a missing alpha as 0), GRU ``[Sigmoid, Tanh]``,
+      RNN ``[Tanh]`` or ``[Relu]`` (``nonlinearity``); alpha/beta values no listed function takes are ignored, as
+      onnxruntime ignores them. Any other function (``HardSigmoid``, ``Elu``, ...) is refused by name.
       ``clip``: positive, LSTM only (arrayrnn has no GRU/RNN clip). ``input_forget`` (LSTM, ``coupled``) and
       ``linear_before_reset`` (GRU): 0 or 1.
 
@@ -1064,9 +1131,8 @@ def from_onnx_model(
         ``sequence_lens``/``initial_h``/``initial_c`` input computed in the
         graph (other than all-zero states), a constant one of the wrong shape or dtype, or constant and graph-input
         states mixed; an attribute ONNX does not define for the operator, or of the wrong type; ``direction``
-        unknown or not matching ``W``; ``hidden_size``
-        not what ``W`` implies; ``layout`` not 0 or 1; activations other than ONNX's defaults (and Relu for RNN),
-        with or without ``activation_alpha``/``activation_beta``; ``clip`` not positive, or on a non-LSTM node;
+        unknown or not matching ``W``; ``hidden_size`` not what ``W`` implies; ``layout`` not 0 or 1; activations
+        other than those above; ``clip`` not positive, or on a non-LSTM node;
         ``input_forget`` or ``linear_before_reset`` not 0 or 1; shapes that do not fit.
         External data (named by tensor): refused for a proto without ``base_dir``; a location that is absolute,
         has ``..`` or resolves outside the folder; not a regular file; an element type of no fixed byte size; a

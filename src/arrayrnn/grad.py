@@ -25,7 +25,11 @@ Pullback = Callable[[Any], tuple[Any, ...]]
 #: the public sequence functions and cells by cell kind, and each kind's keyword options (also used by ar.explain)
 SEQUENCE_KINDS: dict[Callable[..., Any], str] = {rnn: "rnn", lstm: "lstm", gru: "gru"}
 CELL_KINDS: dict[Callable[..., Any], str] = {rnn_cell: "rnn", lstm_cell: "lstm", gru_cell: "gru"}
-CELL_OPTIONS = {"rnn": ("nonlinearity",), "lstm": ("coupled", "clip"), "gru": ("linear_before_reset",)}
+CELL_OPTIONS = {
+    "rnn": ("nonlinearity",),
+    "lstm": ("coupled", "clip", "input_gate", "forget_gate", "output_gate", "input_activation", "output_activation"),
+    "gru": ("linear_before_reset",),
+}
 
 
 def vjp(f: Callable[..., Any], *args: Any, **options: Any) -> tuple[Any, Pullback]:
@@ -57,8 +61,8 @@ def vjp(f: Callable[..., Any], *args: Any, **options: Any) -> tuple[Any, Pullbac
         ``f(*args, **options)``.
     pullback : callable
         ``pullback(out_cotangent) -> tuple``, one gradient per positional argument. ``out_cotangent`` has the
-        structure of ``out`` (e.g. ``(dy, dh_n)``, or ``(dy, (dh_n, dc_n))`` for an LSTM); a ``None`` anywhere
-        in it counts as zeros.
+        structure of ``out`` (e.g. ``(dy, dh_n)``, or ``(dy, (dh_n, dc_n))`` for an LSTM, ``(dy, (dh_n, dc_n,
+        dg_n))`` with the full gate recurrence); a ``None`` anywhere in it counts as zeros.
 
     Raises
     ------
@@ -296,6 +300,6 @@ def _stacked_state(xp: Any, kind: str, given: Any, parts: list[Any]) -> Any:
     if given is None:
         return None
     if kind == "lstm":
-        stacked = tuple(xp.stack([part[k] for part in parts], axis=0) for k in range(2))
+        stacked = tuple(xp.stack([part[k] for part in parts], axis=0) for k in range(len(parts[0])))
         return list(stacked) if isinstance(given, list) else stacked
     return xp.stack(parts, axis=0)

@@ -110,13 +110,28 @@ _CONFIG_FIELDS = {
         "reverse": "bool",
     },
     "RNN": {"nonlinearity": "nonlinearity"},
-    "LSTM": {"proj_size": "proj_size", "peepholes": "bool", "coupled": "bool", "clip": "clip"},
+    "LSTM": {
+        "proj_size": "proj_size",
+        "peepholes": "bool",
+        "coupled": "bool",
+        "clip": "clip",
+        "gate_recurrence": "bool",
+        "input_gate": "bool",
+        "forget_gate": "bool",
+        "output_gate": "bool",
+        "input_activation": "activation",
+        "output_activation": "activation",
+    },  # fmt: skip
     "GRU": {"linear_before_reset": "bool"},
 }
 #: fields added after the first release, with the value a file written before them means
-_LATER_FIELDS: dict[str, Any] = {"reverse": False}
+_LATER_FIELDS: dict[str, Any] = {
+    "reverse": False, "gate_recurrence": False, "input_gate": True, "forget_gate": True, "output_gate": True,
+    "input_activation": "tanh", "output_activation": "tanh",
+}  # fmt: skip
 _MEMBER = re.compile(
-    r"(weight_ih|weight_hh|bias_ih|bias_hh|weight_hr|peephole_i|peephole_f|peephole_o)_l(0|[1-9][0-9]{0,5})(_reverse)?"
+    r"(weight_ih|weight_hh|bias_ih|bias_hh|weight_hr|peephole_i|peephole_f|peephole_o|weight_gg)"
+    r"_l(0|[1-9][0-9]{0,5})(_reverse)?"
 )
 
 
@@ -476,6 +491,8 @@ def _check_config(config: dict[str, Any], name: str, label: str) -> dict[str, An
             raise ValueError(f"{where} must be an integer in [0, hidden_size), got {_short(value)}")
         if kind == "nonlinearity" and value not in ("tanh", "relu"):
             raise ValueError(f"{where} must be 'tanh' or 'relu', got {_short(value)}")
+        if kind == "activation" and value not in ("tanh", "identity"):
+            raise ValueError(f"{where} must be 'tanh' or 'identity', got {_short(value)}")
         if kind == "clip" and value is not None:
             number = isinstance(value, (int, float)) and not isinstance(value, bool)
             if not (number and math.isfinite(value) and value > 0):
@@ -533,6 +550,8 @@ def _fields(name: str, config: dict[str, Any]) -> tuple[str, ...]:
         fields.append("weight_hr")
     if config.get("peepholes"):
         fields += ["peephole_i", "peephole_f", "peephole_o"]
+    if config.get("gate_recurrence"):
+        fields.append("weight_gg")
     return tuple(fields)
 
 
@@ -559,6 +578,8 @@ def _expected_shapes(name: str, config: dict[str, Any]) -> Any:
             return (projection, hidden)
         if field.startswith("bias"):
             return (gates * hidden,)
+        if field == "weight_gg":
+            return (3 * hidden, 3 * hidden)
         return (hidden,)  # peepholes
 
     return shape

@@ -18,7 +18,7 @@ from .backend import backend_name, get_backend, map_arrays, namespace_of, to_bac
 from .params import GRUParams, LSTMParams, RNNParams, init_gru, init_lstm, init_rnn
 from .sequence import gru, lstm, rnn
 
-__all__ = ["GRU", "LSTM", "RNN", "run_stack", "split_state", "stack_states"]
+__all__ = ["GRU", "LSTM", "LSTM_VARIANTS", "RNN", "run_stack", "split_state", "stack_states"]
 
 Array = Any
 #: ``sequence_function(x, params, state, *, lengths, reverse, batch_first, **options) -> (y, final_state)``
@@ -149,6 +149,7 @@ def check_stack(kind: str, params: Any, arg: str = "params") -> dict[str, Any]:
             if kind == "lstm":
                 this["proj_size"] = p.proj_size
                 this["peepholes"] = p.has_peepholes
+                this["gate_recurrence"] = p.weight_gg is not None
                 if (p.peephole_i is None) != (p.peephole_f is None) or (p.peephole_i is None) != (p.peephole_o is None):
                     raise ValueError(f"{name} must have all three peepholes (i, f, o) or none")
             if not structure:
@@ -184,7 +185,7 @@ def check_stack(kind: str, params: Any, arg: str = "params") -> dict[str, Any]:
 # the models
 
 _KEY = re.compile(
-    r"(weight_ih|weight_hh|bias_ih|bias_hh|weight_hr|peephole_i|peephole_f|peephole_o)_l([0-9]+)(_reverse)?"
+    r"(weight_ih|weight_hh|bias_ih|bias_hh|weight_hr|peephole_i|peephole_f|peephole_o|weight_gg)_l([0-9]+)(_reverse)?"
 )  # matched with fullmatch; ASCII digits only
 
 #: The most layers a constructor builds (``torch.nn`` has no limit; no trained recurrent stack comes near it).
@@ -204,12 +205,14 @@ def parameter_count(
     bias: bool = True,
     proj_size: int = 0,
     peepholes: bool = False,
+    gate_recurrence: bool = False,
 ) -> int:
     """The number of parameters of a stack (exact Python integer arithmetic, nothing allocated)."""
     gates = {"rnn": 1, "lstm": 4, "gru": 3}[kind]
     output = proj_size or hidden_size
     per_direction = gates * hidden_size * (output + (2 if bias else 0))
     per_direction += proj_size * hidden_size + (3 * hidden_size if peepholes else 0)
+    per_direction += 9 * hidden_size * hidden_size if gate_recurrence else 0
     first = num_directions * (per_direction + gates * hidden_size * input_size)
     rest = (num_layers - 1) * num_directions * (per_direction + gates * hidden_size * num_directions * output)
     return first + rest
@@ -351,6 +354,7 @@ class _StackedModel:
         count = parameter_count(
             cls.kind, int(input_size), int(hidden_size), int(num_layers), directions,
             bias=bias is not False, proj_size=int(proj_size), peepholes=init_options.get("peepholes") is True,
+            gate_recurrence=init_options.get("gate_recurrence") is True,
         )  # fmt: skip
         try:
             itemsize = np.dtype(str(init_options.get("dtype", "float32"))).itemsize
@@ -442,7 +446,7 @@ class _StackedModel:
         head = f"{config.pop('input_size')}, {config.pop('hidden_size')}"
         defaults = {"num_layers": 1, "bidirectional": False, "bias": True, "batch_first": False, "reverse": False}
         defaults["proj_size"] = 0
-        defaults.update({"peepholes": False, **self._option_defaults})
+        defaults.update({"peepholes": False, "gate_recurrence": False, **self._option_defaults})
         extras = [f"{k}={v!r}" for k, v in config.items() if defaults.get(k, object()) != v]
         where = [f"dtype={dtype_name(self.dtype)}", f"backend={self.backend!r}"]
         return f"{type(self).__name__}({', '.join([head, *extras, *where])})"
@@ -460,9 +464,17 @@ class _StackedModel:
         batch = None if unbatched else (x.shape[0] if self.batch_first else x.shape[1])
         hidden = first.hidden_size
         if self.kind == "lstm":
-            if not isinstance(state, (tuple, list)) or len(state) != 2:
-                raise TypeError(f"state must be a tuple (h_0, c_0) of two arrays or None, got {type(state).__name__}")
+            recurrent_gates = first.weight_gg is not None
+            names = "(h_0, c_0, g_0) of three arrays" if recurrent_gates else "(h_0, c_0) of two arrays"
+            if not isinstance(state, (tuple, list)) or len(state) != 2 + recurrent_gates:
+                raise TypeError(
+                    f"state must be a tuple {names} or None, got {type(state).__name__}"
+                    + (f" of length {len(state)}" if isinstance(state, (tuple, list)) else "")
+                    + (" (full gate recurrence: weight_gg)" if recurrent_gates else "")
+                )
             components = [("state[0] (h_0)", state[0], first.output_size), ("state[1] (c_0)", state[1], hidden)]
+            if recurrent_gates:
+                components.append(("state[2] (g_0)", state[2], 3 * hidden))
         else:
             if isinstance(state, (tuple, list)):
                 raise TypeError(f"state must be one array h_0 or None, got a {type(state).__name__}")
@@ -472,6 +484,8 @@ class _StackedModel:
             layout = "(num_layers*num_directions, " + ("" if unbatched else "B, ") + "H)"
             if self.kind == "lstm" and name.startswith("state[0]") and first.proj_size:
                 layout = layout.replace("H)", "proj_size)")
+            if name.startswith("state[2]"):
+                layout = layout.replace("H)", "3H)")
             shape = getattr(value, "shape", None)
             if shape is None:
                 raise TypeError(f"{name} must be an array, got {type(value).__name__}")
@@ -655,7 +669,8 @@ class _StackedModel:
     def state_dict(self) -> dict[str, Array]:
         """The arrays under torch's names (``weight_ih_l0``, ``bias_hh_l1_reverse``, ``weight_hr_l0``, ...).
 
-        Peepholes (not in torch) are ``peephole_i_l0``, ``peephole_f_l0``, ``peephole_o_l0`` (+ ``_reverse``).
+        Peepholes (not in torch) are ``peephole_i_l0``, ``peephole_f_l0``, ``peephole_o_l0`` (+ ``_reverse``), the
+        full gate recurrence ``weight_gg_l0``.
         ``torch.nn.LSTM(...).load_state_dict`` takes it once the arrays are torch tensors.
 
         Returns
@@ -672,7 +687,8 @@ class _StackedModel:
         >>> state_dict["weight_ih_l0"].shape
         (16, 3)
         """
-        names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr", "peephole_i", "peephole_f", "peephole_o")
+        names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr", "peephole_i", "peephole_f", "peephole_o",
+                 "weight_gg")  # fmt: skip
         result: dict[str, Array] = {}
         for layer, layer_params in enumerate(self._params):
             for direction, p in enumerate(layer_params):
@@ -774,7 +790,7 @@ class _StackedModel:
                     f"but the state dict has only {limit} entries; layers are numbered 0, 1, ... without gaps"
                 )
             layer = int(digits)
-            if cls.kind != "lstm" and (field == "weight_hr" or field.startswith("peephole")):
+            if cls.kind != "lstm" and (field in ("weight_hr", "weight_gg") or field.startswith("peephole")):
                 raise ValueError(f"state_dict key {key!r} belongs to an LSTM, not a {cls.__name__}")
             entries.setdefault((layer, int(backward)), {})[field] = value
             slot_keys.setdefault((layer, int(backward)), key)
@@ -992,13 +1008,34 @@ class RNN(_StackedModel):
         return self._options["nonlinearity"]
 
 
+#: Greff et al. (2015), "LSTM: A Search Space Odyssey": the vanilla LSTM ``"V"`` (with peepholes) and its eight
+#: variants, each ``V`` with one change, as :class:`LSTM` options (``ar.LSTM(..., variant="NIG")``).
+LSTM_VARIANTS: dict[str, dict[str, Any]] = {
+    "V": {"peepholes": True},
+    "NIG": {"peepholes": True, "input_gate": False},
+    "NFG": {"peepholes": True, "forget_gate": False},
+    "NOG": {"peepholes": True, "output_gate": False},
+    "NIAF": {"peepholes": True, "input_activation": "identity"},
+    "NOAF": {"peepholes": True, "output_activation": "identity"},
+    "NP": {"peepholes": False},
+    "CIFG": {"peepholes": True, "coupled": True},
+    "FGR": {"peepholes": True, "gate_recurrence": True},
+}
+#: every option a variant may set, at its default (what the vanilla LSTM without peepholes has)
+_VARIANT_DEFAULTS: dict[str, Any] = {
+    "peepholes": False, "gate_recurrence": False, "coupled": False, "input_gate": True, "forget_gate": True,
+    "output_gate": True, "input_activation": "tanh", "output_activation": "tanh",
+}  # fmt: skip
+
+
 class LSTM(_StackedModel):
     """Stacked (and bidirectional) LSTM, shaped like ``torch.nn.LSTM`` (``proj_size`` included).
 
     Layer ``l`` runs :func:`arrayrnn.lstm` in each direction (the backward one with ``reverse=True``) on the
     previous layer's output, both directions concatenated. Beyond torch: ``peepholes`` (ONNX semantics),
-    ``coupled`` (f = 1 - i, ONNX ``input_forget``) and ``clip`` (gate pre-activations bounded to [-clip, clip],
-    ONNX ``clip``). See :meth:`__call__` for the shapes, :meth:`apply` for the pure function,
+    ``coupled`` (f = 1 - i, ONNX ``input_forget``), ``clip`` (gate pre-activations bounded to [-clip, clip],
+    ONNX ``clip``) and the variants of Greff et al. (2015) (``variant=``, or the options one by one; the table is
+    :data:`arrayrnn.LSTM_VARIANTS`). See :meth:`__call__` for the shapes, :meth:`apply` for the pure function,
     :meth:`from_state_dict` / :meth:`state_dict` for torch's weights.
 
     Parameters
@@ -1017,6 +1054,17 @@ class LSTM(_StackedModel):
         Coupled input-forget gate, ``f = 1 - i``. Default ``False``.
     clip : float or None, optional
         A positive bound for the gate pre-activations; ``None`` (default) does not clip.
+    variant : {"V", "NIG", "NFG", "NOG", "NIAF", "NOAF", "NP", "CIFG", "FGR"} or None, optional
+        Greff et al.'s LSTM of that name: sets the options below (and ``peepholes``, ``coupled``) as
+        :data:`arrayrnn.LSTM_VARIANTS` says; an option given beside it must agree. ``None`` (default): the options
+        as given.
+    input_gate, forget_gate, output_gate : bool, optional
+        ``False``: the gate is absent (is 1; NIG, NFG, NOG); its rows of the weights are ignored. Default ``True``.
+    input_activation, output_activation : {"tanh", "identity"}, optional
+        The activation of the block input ``g`` and of ``c_t`` in ``h_t`` (NIAF, NOAF). Default ``"tanh"``.
+    gate_recurrence : bool, optional
+        Full gate recurrence (FGR): every layer gets ``weight_gg (3H, 3H)`` and the state becomes
+        ``(h, c, g)`` with ``g (L*D, B, 3H)``, the gate activations ``[i, f, o]``. Default ``False``.
     bidirectional : bool, optional
         Add a backward direction (``D = 2``) to every layer. Default ``False``.
     bias : bool, optional
@@ -1074,12 +1122,20 @@ class LSTM(_StackedModel):
     >>> y, (h_n, c_n) = model(np.ones((5, 3), dtype="float32"))  # unbatched
     >>> y.shape, h_n.shape, c_n.shape
     ((5, 2), (1, 2), (1, 4))
+    >>> ar.LSTM(3, 4, variant="NIG", seed=0).input_gate  # Greff et al.'s "no input gate"
+    False
+    >>> y, (h_n, c_n, g_n) = ar.LSTM(3, 4, variant="FGR", seed=0)(np.ones((5, 2, 3), dtype="float32"))
+    >>> g_n.shape  # the gate activations [i, f, o] are part of the state
+    (1, 2, 12)
     """
 
     kind = "lstm"
     _sequence = staticmethod(lstm)
     _params_class = LSTMParams
-    _option_defaults: ClassVar[dict[str, Any]] = {"coupled": False, "clip": None}
+    _option_defaults: ClassVar[dict[str, Any]] = {
+        "coupled": False, "clip": None, "input_gate": True, "forget_gate": True, "output_gate": True,
+        "input_activation": "tanh", "output_activation": "tanh",
+    }  # fmt: skip
 
     def __init__(
         self,
@@ -1095,30 +1151,62 @@ class LSTM(_StackedModel):
         peepholes: bool = False,
         coupled: bool = False,
         clip: Optional[float] = None,
+        variant: Optional[str] = None,
+        input_gate: bool = True,
+        forget_gate: bool = True,
+        output_gate: bool = True,
+        input_activation: str = "tanh",
+        output_activation: str = "tanh",
+        gate_recurrence: bool = False,
         seed: Any = None,
         dtype: str = "float32",
         backend: Optional[str] = None,
         device: Any = None,
     ) -> None:
-        if not isinstance(peepholes, bool):
-            raise TypeError(f"peepholes must be True or False, got {peepholes!r}")
+        given = {
+            "peepholes": peepholes, "gate_recurrence": gate_recurrence, "coupled": coupled, "input_gate": input_gate,
+            "forget_gate": forget_gate, "output_gate": output_gate, "input_activation": input_activation,
+            "output_activation": output_activation,
+        }  # fmt: skip
+        chosen = _variant_options(variant, given)
+        for name in ("peepholes", "gate_recurrence"):
+            if not isinstance(chosen[name], bool):
+                raise TypeError(f"{name} must be True or False, got {chosen[name]!r}")
+        options = {name: chosen[name] for name in self._option_defaults if name != "clip"}
+        check_options(self.kind, {**options, "clip": clip})  # before anything is allocated
         params = self._init_stack(
             init_lstm, input_size, hidden_size, num_layers, bidirectional, seed, proj_size or hidden_size,
-            bias=bias, proj_size=proj_size, peepholes=peepholes, dtype=dtype, backend=backend, device=device,
+            bias=bias, proj_size=proj_size, peepholes=chosen["peepholes"], gate_recurrence=chosen["gate_recurrence"],
+            dtype=dtype, backend=backend, device=device,
         )  # fmt: skip
-        self._setup(params, batch_first, {"coupled": coupled, "clip": clip}, reverse)
+        self._setup(params, batch_first, {**options, "clip": clip}, reverse)
 
     proj_size = property(lambda self: self._structure["proj_size"], doc="P (0: no projection)")
     peepholes = property(lambda self: self._structure["peepholes"], doc="whether the layers have peepholes")
+    gate_recurrence = property(lambda self: self._structure["gate_recurrence"], doc="full gate recurrence (weight_gg)")
     coupled = property(lambda self: self._options["coupled"], doc="coupled input-forget gate (f = 1 - i)")
     clip = property(lambda self: self._options["clip"], doc="gate pre-activation clip (None: off)")
+    input_gate = property(lambda self: self._options["input_gate"], doc="False: no input gate (i = 1)")
+    forget_gate = property(lambda self: self._options["forget_gate"], doc="False: no forget gate (f = 1)")
+    output_gate = property(lambda self: self._options["output_gate"], doc="False: no output gate (o = 1)")
+    input_activation = property(lambda self: self._options["input_activation"], doc="activation of g")
+    output_activation = property(lambda self: self._options["output_activation"], doc="activation of c_t in h_t")
+
+    @property
+    def variant(self) -> Optional[str]:
+        """The name in :data:`arrayrnn.LSTM_VARIANTS` this model's options are, or ``None`` (another combination)."""
+        mine = {name: self.config()[name] for name in _VARIANT_DEFAULTS}
+        for name, options in LSTM_VARIANTS.items():
+            if mine == {**_VARIANT_DEFAULTS, **options}:
+                return name
+        return None
 
     @property
     def output_size(self) -> int:
         return self.proj_size or self.hidden_size
 
     def _structure_extras(self) -> dict[str, Any]:
-        return {"proj_size": self.proj_size, "peepholes": self.peepholes}
+        return {"proj_size": self.proj_size, "peepholes": self.peepholes, "gate_recurrence": self.gate_recurrence}
 
 
 class GRU(_StackedModel):
@@ -1222,6 +1310,22 @@ class GRU(_StackedModel):
         self._setup(params, batch_first, {"linear_before_reset": linear_before_reset}, reverse)
 
     linear_before_reset = property(lambda self: self._options["linear_before_reset"], doc="GRU variant")
+
+
+def _variant_options(variant: Optional[str], given: dict[str, Any]) -> dict[str, Any]:
+    """The options of ``variant`` (:data:`LSTM_VARIANTS`) with those ``given``; a given non-default must agree."""
+    if variant is None:
+        return dict(given)
+    if not isinstance(variant, str) or variant not in LSTM_VARIANTS:
+        raise ValueError(f"variant must be one of {', '.join(map(repr, LSTM_VARIANTS))} or None, got {variant!r}")
+    chosen = {**_VARIANT_DEFAULTS, **LSTM_VARIANTS[variant]}
+    for name, value in given.items():
+        if value != _VARIANT_DEFAULTS[name] and value != chosen[name]:
+            raise ValueError(
+                f"variant={variant!r} sets {name}={chosen[name]!r}, but {name}={value!r} was given; leave {name} out "
+                f"or choose the options one by one without variant"
+            )
+    return chosen
 
 
 MODEL_CLASSES: dict[str, type[_StackedModel]] = {"rnn": RNN, "lstm": LSTM, "gru": GRU}

@@ -115,6 +115,11 @@ class LSTMParams(_ParamsBase):
     peephole_i, peephole_f, peephole_o : array, shape (H,), or None
         Peephole weights (ONNX semantics: ``i, f`` see ``c_{t-1}``, ``o`` sees ``c_t``); each may be ``None`` on
         its own in the functions (a model's stack takes all three or none).
+    weight_gg : array, shape (3H, 3H), or None
+        Full gate recurrence (Greff et al. 2015, "FGR"): the pre-activations of the gates ``i, f, o`` (rows) each
+        get ``weight_gg @ [i_{t-1}; f_{t-1}; o_{t-1}]``, the previous step's gate activations (columns, same
+        order). With it the LSTM state is a triple ``(h, c, g)``, ``g (B, 3H)`` being ``[i_t, f_t, o_t]``.
+        ``None`` (default): none.
 
     Attributes
     ----------
@@ -143,6 +148,7 @@ class LSTMParams(_ParamsBase):
     peephole_i: Optional[Array] = None
     peephole_f: Optional[Array] = None
     peephole_o: Optional[Array] = None
+    weight_gg: Optional[Array] = None
 
     gates = 4
 
@@ -159,6 +165,11 @@ class LSTMParams(_ParamsBase):
     @property
     def has_peepholes(self) -> bool:
         return self.peephole_i is not None
+
+    @property
+    def has_gate_recurrence(self) -> bool:
+        """``True`` with ``weight_gg`` (full gate recurrence: the state is ``(h, c, g)``)."""
+        return self.weight_gg is not None
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -301,6 +312,7 @@ def init_lstm(
     bias: bool = True,
     proj_size: int = 0,
     peepholes: bool = False,
+    gate_recurrence: bool = False,
     seed: int | np.random.Generator | None = None,
     dtype: str = "float32",
     backend: str | None = None,
@@ -321,6 +333,10 @@ def init_lstm(
         ``P``, the size of a projection of ``h`` (``weight_hr (P, H)``), ``0 <= P < H``; 0 (default): none.
     peepholes : bool, optional
         Draw peephole weights ``peephole_i, peephole_f, peephole_o (H,)`` (ONNX semantics). Default ``False``.
+    gate_recurrence : bool, optional
+        Draw ``weight_gg (3H, 3H)``, the full gate recurrence of Greff et al. (2015); the LSTM state is then
+        ``(h, c, g)`` (see :class:`LSTMParams`). Drawn after every other array, so a seed gives the other arrays
+        the numbers it gives without it. Default ``False``.
     bias : bool, optional
         Draw ``bias_ih`` and ``bias_hh`` (default ``True``); ``False`` leaves them ``None``.
     seed : int, numpy.random.Generator or None, optional
@@ -337,13 +353,16 @@ def init_lstm(
     Returns
     -------
     LSTMParams
-        ``weight_ih (4H, I)``, ``weight_hh (4H, H or P)``, biases ``(4H,)``, optional ``weight_hr`` and peepholes.
+        ``weight_ih (4H, I)``, ``weight_hh (4H, H or P)``, biases ``(4H,)``, optional ``weight_hr``, peepholes and
+        ``weight_gg``.
 
     Raises
     ------
     ValueError
         A size is not a positive integer or ``proj_size`` is not in ``[0, hidden_size)``; ``dtype`` is not a
         floating dtype above.
+    TypeError
+        ``gate_recurrence`` is not a bool.
     BackendUnavailableError
         ``backend`` is unknown or not usable here.
 
@@ -355,10 +374,14 @@ def init_lstm(
     ((32, 3), (32, 4), (4, 8), (8,))
     >>> params.hidden_size, params.output_size
     (8, 4)
+    >>> ar.init_lstm(3, 8, gate_recurrence=True, seed=0).weight_gg.shape  # full gate recurrence
+    (24, 24)
     """
     _check_sizes(input_size, hidden_size, dtype)
     if isinstance(proj_size, bool) or not isinstance(proj_size, (int, np.integer)) or not 0 <= proj_size < hidden_size:
         raise ValueError(f"proj_size must be an integer in [0, hidden_size={hidden_size}), got {proj_size!r}")
+    if not isinstance(gate_recurrence, bool):
+        raise TypeError(f"gate_recurrence must be True or False, got {gate_recurrence!r}")
     rng = np.random.default_rng(seed)
     bound = 1.0 / np.sqrt(hidden_size)
     H = hidden_size
@@ -373,6 +396,8 @@ def init_lstm(
         peephole_f=_uniform(rng, bound, (H,), dtype) if peepholes else None,
         peephole_o=_uniform(rng, bound, (H,), dtype) if peepholes else None,
     )
+    if gate_recurrence:  # drawn last: the arrays above keep the numbers this seed gives without it
+        params = dataclasses.replace(params, weight_gg=_uniform(rng, bound, (3 * H, 3 * H), dtype))
     return _place(params, backend, device)
 
 

@@ -147,23 +147,29 @@ def rnn(
 def lstm(
     x: Array,
     params: LSTMParams,
-    state: Optional[tuple[Array, Array]] = None,
+    state: Optional[tuple[Array, ...]] = None,
     *,
     coupled: bool = False,
     clip: Optional[float] = None,
+    input_gate: bool = True,
+    forget_gate: bool = True,
+    output_gate: bool = True,
+    input_activation: str = "tanh",
+    output_activation: str = "tanh",
     lengths: Any = None,
     reverse: bool = False,
     batch_first: bool = False,
     impl: Optional[str] = None,
-) -> tuple[Array, tuple[Array, Array]]:
+) -> tuple[Array, tuple[Array, ...]]:
     """LSTM over a whole sequence: one layer, one direction (``torch.nn.LSTM`` with one layer).
 
-    Every step is :func:`lstm_cell` (its formulas, peepholes, ``coupled`` and ``clip``), and ``y[t] = h_t``.
-    With ``lengths``, step ``t`` of sequence ``b`` is valid when ``t < lengths[b]``; a step past the end writes
-    ``0`` to ``y`` and leaves both states unchanged, so ``(h_n, c_n)`` are the states after each sequence's last
-    valid step (PyTorch packed sequences and ONNX ``sequence_lens`` agree). ``reverse=True`` runs each sequence
-    backwards over its own valid steps, outputs staying at their original time positions. Inputs are never
-    modified. A dask ``x`` (chunked over the batch) gives lazy dask results.
+    Every step is :func:`lstm_cell` (its formulas, peepholes, ``coupled``, ``clip`` and the variants of Greff et
+    al. 2015: absent gates, identity activations, the full gate recurrence ``params.weight_gg``), and
+    ``y[t] = h_t``. With ``lengths``, step ``t`` of sequence ``b`` is valid when ``t < lengths[b]``; a step past
+    the end writes ``0`` to ``y`` and leaves the whole state unchanged, so ``(h_n, c_n)`` are the states after
+    each sequence's last valid step (PyTorch packed sequences and ONNX ``sequence_lens`` agree). ``reverse=True``
+    runs each sequence backwards over its own valid steps, outputs staying at their original time positions.
+    Inputs are never modified. A dask ``x`` (chunked over the batch) gives lazy dask results.
 
     Parameters
     ----------
@@ -171,14 +177,21 @@ def lstm(
         The input sequence, floating point, in the dtype of ``params``; ``T >= 1``.
     params : LSTMParams
         One layer's weights (see :func:`init_lstm`), with optional projection ``weight_hr (P, H)`` and peepholes.
-    state : tuple (h_0, c_0) of arrays, optional
-        ``h_0 (B, H)`` (``(B, P)`` with a projection) and ``c_0 (B, H)``; unbatched ``(H,)`` / ``(P,)``; never
+    state : tuple (h_0, c_0) of arrays, or (h_0, c_0, g_0) with ``params.weight_gg``, optional
+        ``h_0 (B, H)`` (``(B, P)`` with a projection), ``c_0 (B, H)`` and, with the full gate recurrence, the gate
+        activations ``g_0 (B, 3H)`` (``[i, f, o]``); unbatched ``(H,)`` / ``(P,)`` / ``(3H,)``; never
         batch-first. ``None`` (default) means zeros.
     coupled : bool, optional
         Coupled input-forget gate, ``f = 1 - i`` (ONNX ``input_forget``). Default ``False``.
     clip : float or None, optional
-        A positive bound for every gate pre-activation (ONNX ``clip``); ``None`` (default) does not clip. A bound
-        beyond the dtype's range (e.g. ``1e300`` in float32) clips at the dtype's largest finite value.
+        A positive bound for every gate pre-activation used (ONNX ``clip``); ``None`` (default) does not clip. A
+        bound beyond the dtype's range (e.g. ``1e300`` in float32) clips at the dtype's largest finite value.
+    input_gate, forget_gate, output_gate : bool, optional
+        ``False``: that gate is absent (is 1; Greff et al.'s NIG, NFG, NOG). Default ``True``.
+    input_activation, output_activation : {"tanh", "identity"}, optional
+        The activation of the block input ``g`` and of ``c_t`` in ``h_t`` (``"identity"``: NIAF, NOAF). Default
+        ``"tanh"``. A call with any of these options changed, or with ``params.weight_gg``, runs the array-API
+        core (the fast paths decline it; :func:`explain` says so).
     lengths : integer array or list of int, shape (B,), optional
         Valid steps of each sequence, each in ``[0, T]``; needs batched ``x``. ``None`` (default): all ``T``.
     reverse : bool, optional
@@ -198,18 +211,22 @@ def lstm(
         ``h`` of every step (``0`` at steps past a sequence's length); ``H_out`` is ``P`` with a projection,
         else ``H``.
     (h_n, c_n) : tuple of arrays, shapes (B, H_out) and (B, H); unbatched (H_out,) and (H,)
-        The states after each sequence's last valid step.
+        The states after each sequence's last valid step; ``(h_n, c_n, g_n)`` with ``params.weight_gg``, ``g_n``
+        ``(B, 3H)``.
 
     Raises
     ------
     TypeError
-        ``params`` is not an :class:`LSTMParams`; ``state`` is not ``None`` or a pair ``(h_0, c_0)``; an argument
-        is not an array, or not floating point (``lengths``: not integer), or is a NumPy masked array or matrix
-        (the message says what to pass instead: ``x.filled(0)`` with ``lengths=``, or ``np.asarray(...)``); dtypes
-        differ; ``coupled``, ``reverse`` or ``batch_first`` is not a bool.
+        ``params`` is not an :class:`LSTMParams`; ``state`` is not ``None`` or a pair ``(h_0, c_0)`` (a triple
+        ``(h_0, c_0, g_0)`` with ``params.weight_gg``); an argument is not an array, or not floating point
+        (``lengths``: not integer), or is a NumPy masked array or matrix (the message says what to pass instead:
+        ``x.filled(0)`` with ``lengths=``, or ``np.asarray(...)``); dtypes differ; ``coupled``, a gate flag,
+        ``reverse`` or ``batch_first`` is not a bool.
     ValueError
         A shape does not fit (the message names the argument and the shape expected); ``T == 0``; ``lengths``
-        outside ``[0, T]`` or given with unbatched ``x``; ``clip`` not positive; an unknown ``impl``.
+        outside ``[0, T]`` or given with unbatched ``x``; ``clip`` not positive; an unknown activation or
+        ``impl``; ``coupled=True`` with ``input_gate=False`` or ``forget_gate=False``; ``params.weight_gg`` with an
+        absent gate.
     BackendMismatchError
         The arguments live on different backends or devices (nothing is copied implicitly).
 
@@ -236,8 +253,25 @@ def lstm(
     >>> y, (h_n, c_n) = ar.lstm(x, params, coupled=True, clip=5.0)
     >>> y.shape, h_n.shape, c_n.shape
     ((5, 2, 2), (2, 2), (2, 4))
+
+    Greff et al.'s variants: no forget gate; the full gate recurrence (the state gains ``g``):
+
+    >>> y, (h_n, c_n) = ar.lstm(x, params, forget_gate=False)
+    >>> params = ar.init_lstm(3, 4, gate_recurrence=True, seed=0)
+    >>> y, (h_n, c_n, g_n) = ar.lstm(x, params)
+    >>> g_n.shape
+    (2, 12)
     """
-    y, (h_n, c_n) = run_sequence(
+    options = {
+        "coupled": coupled,
+        "clip": clip,
+        "input_gate": input_gate,
+        "forget_gate": forget_gate,
+        "output_gate": output_gate,
+        "input_activation": input_activation,
+        "output_activation": output_activation,
+    }
+    y, final_state = run_sequence(
         "lstm",
         x,
         params,
@@ -246,9 +280,9 @@ def lstm(
         reverse=reverse,
         batch_first=batch_first,
         impl=impl,
-        options={"coupled": coupled, "clip": clip},
+        options=options,
     )
-    return y, (h_n, c_n)
+    return y, tuple(final_state)
 
 
 def gru(

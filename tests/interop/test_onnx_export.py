@@ -1,9 +1,10 @@
 """``ar.convert.to_onnx_model``: the exported graph, run by onnxruntime, computes what the arrayrnn model computes.
 
 onnxruntime's CPU recurrent kernels refuse float64 ("does not support double yet"), so float64 graphs are run by
-ONNX's own reference evaluator, which has no ``sequence_lens``, ``input_forget``, ``clip`` or ``Relu``: those float64
-cases are left to the float32 comparison (the graph is the same but for the element type). float16 graphs run on
-onnxruntime (it computes them in float32) and are compared at float16's precision.
+ONNX's own reference evaluator, which has no ``sequence_lens``, ``input_forget``, ``clip``, ``Relu`` or other
+activations (it runs the defaults): those float64 cases are left to the float32 comparison (the graph is the same
+but for the element type). float16 graphs run on onnxruntime (it computes them in float32) and are compared at
+float16's precision.
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ def _configs(count: int, seed: int, *, reference: bool = False) -> list[dict]:
             if not reference:
                 config["options"]["coupled"] = bool(rng.integers(2))
                 config["options"]["clip"] = (None, 0.5, 3.0)[int(rng.integers(3))]
+            if index % 2 and not reference:  # Greff et al.'s NIAF / NOAF: ONNX's Affine(alpha=1, beta=0) activations
+                config["options"]["input_activation"] = ("tanh", "identity")[int(rng.integers(2))]
+                config["options"]["output_activation"] = ("tanh", "identity")[int(rng.integers(2))]
         if kind == "gru":
             config["options"]["linear_before_reset"] = bool(rng.integers(2))
         config["reverse"] = not config["bidirectional"] and bool(rng.integers(2))  # ONNX direction="reverse"
@@ -186,6 +190,9 @@ def test_attributes_mapped():
     assert attributes(ar.GRU(3, 4, linear_before_reset=False, seed=0))[0]["linear_before_reset"] == 0
     assert attributes(ar.RNN(3, 4, nonlinearity="relu", bidirectional=True, seed=0))[0]["activations"] == [b"Relu"] * 2
     assert "activations" not in attributes(ar.RNN(3, 4, seed=0))[0]
+    niaf, _ = attributes(ar.LSTM(3, 4, bidirectional=True, input_activation="identity", seed=0))
+    assert niaf["activations"] == [b"Sigmoid", b"Affine", b"Tanh"] * 2
+    assert niaf["activation_alpha"] == [1.0, 1.0] and niaf["activation_beta"] == [0.0, 0.0]
 
 
 def test_refusals():
@@ -197,6 +204,13 @@ def test_refusals():
         ar.convert.to_onnx_model(ar.init_gru(3, 4, seed=0))
     with pytest.raises(TypeError, match="lengths_input"):
         ar.convert.to_onnx_model(ar.GRU(3, 4, seed=0), lengths_input=1)
+    for variant, match in (("NIG", "input_gate=False"), ("NFG", "forget_gate=False"), ("NOG", "output_gate=False")):
+        with pytest.raises(ValueError, match=f"ONNX LSTM has no option for an absent gate \\({match}\\)"):
+            ar.convert.to_onnx_model(ar.LSTM(3, 4, variant=variant, seed=0))
+    with pytest.raises(ValueError, match="ONNX LSTM has no full gate recurrence"):
+        ar.convert.to_onnx_model(ar.LSTM(3, 4, variant="FGR", seed=0))
+    with pytest.raises(ValueError, match="ONNX has no full gate recurrence"):
+        ar.convert.to_onnx("lstm", ar.init_lstm(3, 4, gate_recurrence=True, seed=0))
 
 
 ROUND_TRIP = [
@@ -215,7 +229,10 @@ ROUND_TRIP = [
 
 @pytest.mark.parametrize("kind,layers,bidirectional,batch_first,reverse", ROUND_TRIP)
 def test_round_trip_through_the_importer(kind, layers, bidirectional, batch_first, reverse):
-    options = {"rnn": {"nonlinearity": "relu"}, "lstm": {"peepholes": True, "clip": 2.0}, "gru": {}}[kind]
+    lstm = {"peepholes": True, "clip": 2.0, "input_activation": "identity", "output_activation": "identity"}
+    if layers == 1 and not bidirectional:
+        lstm = {"peepholes": True, "output_activation": "identity"}  # Greff et al.'s NOAF
+    options = {"rnn": {"nonlinearity": "relu"}, "lstm": lstm, "gru": {}}[kind]
     config = {"kind": kind, "num_layers": layers, "bidirectional": bidirectional, "batch_first": batch_first}
     model = _model({**config, "reverse": reverse, "bias": True, "options": options}, "float32")
     proto = ar.convert.to_onnx_model(model)

@@ -349,10 +349,22 @@ def _with_attribute(data, name, value):
             r"activations=\['HardSigmoid', 'Tanh'\] with activation_alpha=\[0\.3.*\] with activation_beta=",
         ),
         (
-            "RNN",
+            "LSTM",
             "forward",
-            {"activations": ["Relu"], "activation_alpha": [0.5]},
-            r"activations=\['Relu'\] with activation_alpha",
+            {"activations": ["Sigmoid", "Affine", "Tanh"], "activation_alpha": [2.0]},  # 2x is not the identity
+            r"activations=\['Sigmoid', 'Affine', 'Tanh'\] with activation_alpha=\[2\.0\] is not supported",
+        ),
+        (
+            "LSTM",
+            "bidirectional",
+            {"activations": ["Sigmoid", "Affine", "Tanh", "Sigmoid", "Tanh", "Tanh"]},  # directions differ
+            r"arrayrnn runs \[Sigmoid, g, h\] with g and h each Tanh or Affine with activation_alpha 1 and",
+        ),
+        (
+            "LSTM",
+            "forward",
+            {"activations": ["Sigmoid", "Tanh", "Affine"]},  # alpha/beta not given: runtimes disagree on Affine's
+            r"activations=\['Sigmoid', 'Tanh', 'Affine'\] is not supported",
         ),
         ("LSTM", "forward", {"clip": 0.0}, r"clip=0.0 must be a positive number"),
         ("LSTM", "forward", {"clip": -1.0}, r"clip=-1.0 must be a positive number"),
@@ -426,8 +438,42 @@ def test_other_domains_and_extra_inputs_are_refused():
         ("GRU", {"activations": ["Sigmoid", "Tanh"] * 2, "activation_beta": [2.0] * 4, "linear_before_reset": 1}),
         ("RNN", {"activations": ["Relu", "Relu"], "clip": None}),
         ("LSTM", {"clip": 0.3, "input_forget": 1, "hidden_size": HIDDEN, "layout": 0}),
+        ("RNN", {"activations": ["Relu", "Relu"], "activation_alpha": [0.5, 0.5]}),  # Relu takes none: ignored
+        (
+            "LSTM",
+            {
+                "activations": ["Sigmoid", "Affine", "Tanh"] * 2,
+                "activation_alpha": [1.0] * 2,
+                "activation_beta": [0.0] * 2,
+            },
+        ),  # NIAF
+        (
+            "LSTM",
+            {
+                "activations": ["Sigmoid", "Tanh", "Affine"] * 2,
+                "activation_alpha": [1.0] * 2,
+                "activation_beta": [0.0] * 2,
+            },
+        ),  # NOAF
+        (
+            "LSTM",
+            {
+                "activations": ["Sigmoid", "Affine", "Affine"] * 2,
+                "activation_alpha": [1.0] * 4,
+                "activation_beta": [0.0] * 4,
+            },
+        ),  # NIAF and NOAF
     ],
-    ids=["lstm-alpha-with-defaults", "gru-beta-with-defaults", "rnn-relu", "lstm-every-attribute"],
+    ids=[
+        "lstm-alpha-with-defaults",
+        "gru-beta-with-defaults",
+        "rnn-relu",
+        "lstm-every-attribute",
+        "rnn-relu-alpha",
+        "lstm-niaf",
+        "lstm-noaf",
+        "lstm-both-identity",
+    ],
 )
 def test_accepted_attributes_run_as_onnxruntime(op_type, attributes):
     """Spec-valid attributes arrayrnn honours; alpha/beta mean nothing to Sigmoid/Tanh/Relu (onnxruntime agrees)."""

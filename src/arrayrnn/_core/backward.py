@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Optional
 
-from .steps import linear, project_inputs, sigmoid
+from .steps import linear, lstm_variant_changes, project_inputs, sigmoid
 from .types import GRUParamsLike, LSTMParamsLike, RNNParamsLike
 
 Array = Any
@@ -214,6 +214,170 @@ class _LSTMCell:
         return grads
 
 
+class _VariantLSTMCell(_LSTMCell):
+    """LSTM with the Greff et al. (2015) options (absent gates, identity activations) and the full gate recurrence
+    ``weight_gg``; :class:`_LSTMCell` runs every other call. Records the gate activations ``(B, 4H)`` (an absent
+    gate recorded as ones), the clip mask, the cell state and, with ``weight_gg``, the gate state ``(B, 3H)``."""
+
+    def __init__(self, xp: Any, params: LSTMParamsLike, options: dict[str, Any]) -> None:
+        super().__init__(xp, params, options)
+        self.use_input = bool(options.get("input_gate", True))
+        self.use_forget = bool(options.get("forget_gate", True)) and not self.coupled
+        self.use_output = bool(options.get("output_gate", True))
+        self.tanh_input = options.get("input_activation", "tanh") == "tanh"
+        self.tanh_output = options.get("output_activation", "tanh") == "tanh"
+        self.weight_gg = getattr(params, "weight_gg", None)
+        self.gate_terms: dict[int, tuple[Array, Array]] = {}  # time index -> (d pre-activations i, f, o; gates in)
+
+    def _sigmoid(self, z: Array) -> tuple[Array, Optional[Array]]:
+        xp = self.xp
+        keep = None
+        if self.clip is not None:
+            keep = xp.abs(z) <= self.clip
+            z = xp.clip(z, -self.clip, self.clip)
+        return sigmoid(xp, z), keep
+
+    def _previous_gates(self, gates: Array) -> Array:
+        """The gate state a step reads: with ``coupled`` its forget part is ``1 - i_{t-1}``."""
+        if not self.coupled:
+            return gates
+        H = self.hidden
+        return self.xp.concat([gates[:, :H], 1.0 - gates[:, :H], gates[:, 2 * H :]], axis=-1)
+
+    def forward_step(self, gx: Array, state: State) -> tuple[State, tuple[Array, ...]]:
+        xp, p, H = self.xp, self.params, self.hidden
+        h, c = state[0], state[1]
+        z = gx + linear(xp, h, p.weight_hh, p.bias_hh)
+        zi, zf, zg, zo = (z[:, k * H : (k + 1) * H] for k in range(4))
+        if self.weight_gg is not None:
+            recurrent = linear(xp, self._previous_gates(state[2]), self.weight_gg)
+            zi, zf, zo = zi + recurrent[:, :H], zf + recurrent[:, H : 2 * H], zo + recurrent[:, 2 * H :]
+        ones = xp.ones_like(c)
+        keeps: list[Optional[Array]] = [None] * 4
+        input_gate = ones
+        if self.use_input:
+            if p.peephole_i is not None:
+                zi = zi + p.peephole_i * c
+            input_gate, keeps[0] = self._sigmoid(zi)
+        forget_gate = ones
+        if self.coupled:
+            forget_gate = 1.0 - input_gate
+        elif self.use_forget:
+            if p.peephole_f is not None:
+                zf = zf + p.peephole_f * c
+            forget_gate, keeps[1] = self._sigmoid(zf)
+        if self.clip is not None:
+            keeps[2] = xp.abs(zg) <= self.clip
+            zg = xp.clip(zg, -self.clip, self.clip)
+        cell_gate = xp.tanh(zg) if self.tanh_input else zg
+        c_new = forget_gate * c + input_gate * cell_gate
+        output_gate = ones
+        if self.use_output:
+            if p.peephole_o is not None:
+                zo = zo + p.peephole_o * c_new
+            output_gate, keeps[3] = self._sigmoid(zo)
+        h_new = output_gate * (xp.tanh(c_new) if self.tanh_output else c_new)
+        if p.weight_hr is not None:
+            h_new = linear(xp, h_new, p.weight_hr)
+        gates = xp.concat([input_gate, forget_gate, cell_gate, output_gate], axis=-1)
+        keep = None
+        if self.clip is not None:
+            keep = xp.concat([ones > 0 if k is None else k for k in keeps], axis=-1)
+        if self.weight_gg is None:
+            return (h_new, c_new), (gates, keep)
+        return (h_new, c_new, xp.concat([input_gate, forget_gate, output_gate], axis=-1)), (gates, keep)
+
+    def after_step(self, state: State) -> tuple[Array, ...]:
+        return tuple(state[1:])  # the (masked) cell state and, with weight_gg, gate state after the step
+
+    def backward_step(self, t: int, tape: Tape, d_new: State, valid: Optional[Array]) -> tuple[Array, State]:
+        xp, p, H = self.xp, self.params, self.hidden
+        gates, keep, c_new = tape.saved[t][:3]
+        c_prev = tape.previous(t, 2, 1)
+        input_gate, forget_gate, cell_gate, output_gate = (gates[:, k * H : (k + 1) * H] for k in range(4))
+        dh, dc = d_new[0], d_new[1]
+        squashed = xp.tanh(c_new) if self.tanh_output else c_new
+        if p.weight_hr is not None:
+            dm = xp.matmul(dh, p.weight_hr)
+            m = output_gate * squashed
+            if valid is not None:
+                dh = xp.where(valid, dh, xp.zeros_like(dh))
+                m = xp.where(valid, m, xp.zeros_like(m))
+            self.projection_terms[t] = (dh, m)
+        else:
+            dm = dh
+        d_output = dm * squashed
+        dc = dc + (dm * output_gate * (1.0 - squashed * squashed) if self.tanh_output else dm * output_gate)
+        d_gates_state = d_new[2] if self.weight_gg is not None else None  # the gates are state too: [i, f, o]
+        if d_gates_state is not None:
+            d_output = d_output + d_gates_state[:, 2 * H :]
+        zero = xp.zeros_like(dc)
+        dzo = d_output * output_gate * (1.0 - output_gate) if self.use_output else zero
+        if keep is not None:
+            dzo = xp.where(keep[:, 3 * H :], dzo, zero)
+        if valid is not None:
+            dzo = xp.where(valid, dzo, zero)
+        if self.use_output and p.peephole_o is not None:
+            dc = dc + dzo * p.peephole_o
+            self._accumulate("peephole_o", dzo * c_new)
+        d_input = dc * cell_gate
+        d_forget = dc * c_prev
+        if d_gates_state is not None:
+            d_input = d_input + d_gates_state[:, :H]
+            d_forget = d_forget + d_gates_state[:, H : 2 * H]
+        d_cell = dc * input_gate
+        dc_prev = dc * forget_gate
+        if self.coupled:
+            d_input = d_input - d_forget
+        dzi = d_input * input_gate * (1.0 - input_gate) if self.use_input else zero
+        dzf = d_forget * forget_gate * (1.0 - forget_gate) if self.use_forget else zero
+        dzg = d_cell * (1.0 - cell_gate * cell_gate) if self.tanh_input else d_cell
+        dz = xp.concat([dzi, dzf, dzg, zero], axis=-1)
+        if keep is not None:
+            dz = xp.where(keep, dz, xp.zeros_like(dz))
+        if valid is not None:
+            dz = xp.where(valid, dz, xp.zeros_like(dz))
+        dz = xp.concat([dz[:, : 3 * H], dzo], axis=-1)
+        dzi, dzf = dz[:, :H], dz[:, H : 2 * H]
+        if self.use_input and p.peephole_i is not None:
+            dc_prev = dc_prev + dzi * p.peephole_i
+            self._accumulate("peephole_i", dzi * c_prev)
+        if self.use_forget and p.peephole_f is not None:
+            dc_prev = dc_prev + dzf * p.peephole_f
+            self._accumulate("peephole_f", dzf * c_prev)
+        d_prev: State = (xp.matmul(dz, p.weight_hh), dc_prev)
+        if self.weight_gg is not None:
+            d_gate_pre = xp.concat([dzi, dzf, dzo], axis=-1)
+            read = self._previous_gates(tape.previous(t, 3, 2))
+            if valid is not None:
+                read = xp.where(valid, read, xp.zeros_like(read))
+            self.gate_terms[t] = (d_gate_pre, read)
+            d_read = xp.matmul(d_gate_pre, self.weight_gg)
+            if self.coupled:  # the forget part read was 1 - i_{t-1}
+                d_read = xp.concat(
+                    [d_read[:, :H] - d_read[:, H : 2 * H], xp.zeros_like(dc), d_read[:, 2 * H :]], axis=-1
+                )
+            d_prev = (*d_prev, d_read)
+        return dz, d_prev
+
+    def recurrent_grads(self, dgx: Array, h_prev: Array) -> dict[str, Array]:
+        xp = self.xp
+        grads = super().recurrent_grads(dgx, h_prev)
+        if self.weight_gg is not None:
+            terms = [self.gate_terms[t] for t in sorted(self.gate_terms)]
+            d_pre = xp.stack([term[0] for term in terms], axis=0)
+            read = xp.stack([term[1] for term in terms], axis=0)
+            grads["weight_gg"] = _weight_grad(xp, d_pre, read)
+        return grads
+
+
+def _lstm_cell(xp: Any, params: LSTMParamsLike, options: dict[str, Any]) -> _LSTMCell:
+    """The vanilla cell for every call the fast paths run too (unchanged numbers), the variant cell otherwise."""
+    if lstm_variant_changes(params, options):
+        return _VariantLSTMCell(xp, params, options)
+    return _LSTMCell(xp, params, options)
+
+
 class _GRUCell:
     """GRU, both reset variants; records ``r, z, n`` ``(B, 3H)`` (and ``h W_hn^T + b_hn`` when linear before reset)."""
 
@@ -298,7 +462,7 @@ class _GRUCell:
         return grads
 
 
-CELLS = {"rnn": _RNNCell, "lstm": _LSTMCell, "gru": _GRUCell}
+CELLS = {"rnn": _RNNCell, "lstm": _lstm_cell, "gru": _GRUCell}
 
 
 # ----------------------------------------------------------------------------------------------

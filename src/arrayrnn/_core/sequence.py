@@ -40,9 +40,13 @@ def lstm_sequence(
     *,
     coupled: bool = False,
     clip: Optional[float] = None,
+    **variant: Any,
 ) -> tuple[Array, tuple[Array, ...]]:
+    """``variant``: the Greff options of :func:`lstm_step`; with ``params.weight_gg`` the state is ``(h, c, g)``."""
+
     def step(gx_t: Array, carry: tuple[Array, ...]) -> tuple[Array, ...]:
-        return lstm_step(xp, gx_t, carry[0], carry[1], params, coupled, clip)
+        gates = carry[2] if len(carry) > 2 else None
+        return lstm_step(xp, gx_t, carry[0], carry[1], params, coupled, clip, gates=gates, **variant)
 
     return scan(xp, step, project_inputs(xp, x, params), state, lengths, reverse)
 

@@ -46,6 +46,40 @@ def _clipped(xp: Any, z: Array, clip: Optional[float]) -> Array:
     return z if clip is None else xp.clip(z, -clip, clip)
 
 
+#: the Greff et al. (2015) options of the LSTM and their defaults (the vanilla LSTM)
+LSTM_VARIANT_DEFAULTS: dict[str, Any] = {
+    "input_gate": True,
+    "forget_gate": True,
+    "output_gate": True,
+    "input_activation": "tanh",
+    "output_activation": "tanh",
+}
+#: the activations ``input_activation`` / ``output_activation`` may name
+LSTM_ACTIVATIONS = ("tanh", "identity")
+
+
+def lstm_variant_changes(params: Any, options: dict[str, Any]) -> list[str]:
+    """What of a call departs from the LSTM the fast paths implement: each non-default Greff option as
+    ``"name=value"``, and ``"weight_gg (full gate recurrence)"``; empty for every other call."""
+    changes = [
+        f"{name}={options[name]!r}"
+        for name, default in LSTM_VARIANT_DEFAULTS.items()
+        if name in options and options[name] != default
+    ]
+    if getattr(params, "weight_gg", None) is not None:
+        changes.append("weight_gg (full gate recurrence)")
+    return changes
+
+
+def lstm_base_options(options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` without the Greff options (for the fast paths, which run only calls where those are defaults)."""
+    return {name: value for name, value in options.items() if name not in LSTM_VARIANT_DEFAULTS}
+
+
+def _activation(xp: Any, z: Array, name: str) -> Array:
+    return xp.tanh(z) if name == "tanh" else z
+
+
 def lstm_step(
     xp: Any,
     gx: Array,
@@ -54,33 +88,65 @@ def lstm_step(
     params: LSTMParamsLike,
     coupled: bool = False,
     clip: Optional[float] = None,
-) -> tuple[Array, Array]:
-    """One LSTM step (PyTorch formulas; peepholes, ``coupled`` and ``clip`` as ONNX/onnxruntime).
+    *,
+    input_gate: bool = True,
+    forget_gate: bool = True,
+    output_gate: bool = True,
+    input_activation: str = "tanh",
+    output_activation: str = "tanh",
+    gates: Optional[Array] = None,
+) -> tuple[Array, ...]:
+    """One LSTM step (PyTorch formulas; peepholes, ``coupled`` and ``clip`` as ONNX/onnxruntime; the variants of
+    Greff et al. 2015).
 
-    ``gx (B, 4H)``, ``h (B, P or H)``, ``c (B, H)`` -> ``(h', c')``.
+    ``gx (B, 4H)``, ``h (B, P or H)``, ``c (B, H)`` -> ``(h', c')``; with ``params.weight_gg`` (full gate
+    recurrence) also ``gates (B, 3H)``, the previous step's ``[i, f, o]``, and the result is ``(h', c', gates')``.
     Peepholes: the input and forget gates see ``c_{t-1}``, the output gate sees ``c_t``.
-    ``coupled``: ``f = 1 - i``. ``clip``: every gate pre-activation is clipped to [-clip, clip].
+    ``coupled``: ``f = 1 - i`` (and with ``weight_gg`` the previous ``f`` is ``1 - i_{t-1}``). ``clip``: every gate
+    pre-activation used is clipped to [-clip, clip]. ``input_gate`` / ``forget_gate`` / ``output_gate=False``: that
+    gate is 1. ``input_activation`` (of the block input ``g``) and ``output_activation`` (of ``c'`` in ``h'``):
+    ``"tanh"`` or ``"identity"``.
     """
     z = gx + linear(xp, h, params.weight_hh, params.bias_hh)
     zi, zf, zg, zo = _split(xp, z, 4)
-    if params.peephole_i is not None:
-        zi = zi + params.peephole_i * c
-    input_gate = sigmoid(xp, _clipped(xp, zi, clip))
-    if coupled:
-        forget_gate = 1.0 - input_gate
+    weight_gg = getattr(params, "weight_gg", None)
+    if weight_gg is not None:
+        hidden = c.shape[-1]
+        previous = gates
+        if coupled:  # the previous forget gate is 1 - i_{t-1}, whatever the state holds there
+            previous = xp.concat([gates[..., :hidden], 1.0 - gates[..., :hidden], gates[..., 2 * hidden :]], axis=-1)
+        ri, rf, ro = _split(xp, linear(xp, previous, weight_gg), 3)
+        zi, zf, zo = zi + ri, zf + rf, zo + ro
+    if input_gate:
+        if params.peephole_i is not None:
+            zi = zi + params.peephole_i * c
+        input_value = sigmoid(xp, _clipped(xp, zi, clip))
     else:
+        input_value = None
+    if coupled:
+        forget_value = 1.0 - input_value
+    elif forget_gate:
         if params.peephole_f is not None:
             zf = zf + params.peephole_f * c
-        forget_gate = sigmoid(xp, _clipped(xp, zf, clip))
-    cell_gate = xp.tanh(_clipped(xp, zg, clip))
-    c_new = forget_gate * c + input_gate * cell_gate
-    if params.peephole_o is not None:
-        zo = zo + params.peephole_o * c_new
-    output_gate = sigmoid(xp, _clipped(xp, zo, clip))
-    h_new = output_gate * xp.tanh(c_new)
+        forget_value = sigmoid(xp, _clipped(xp, zf, clip))
+    else:
+        forget_value = None
+    cell_gate = _activation(xp, _clipped(xp, zg, clip), input_activation)
+    kept = c if forget_value is None else forget_value * c
+    c_new = kept + (cell_gate if input_value is None else input_value * cell_gate)
+    if output_gate:
+        if params.peephole_o is not None:
+            zo = zo + params.peephole_o * c_new
+        output_value = sigmoid(xp, _clipped(xp, zo, clip))
+        h_new = output_value * _activation(xp, c_new, output_activation)
+    else:
+        output_value = None
+        h_new = _activation(xp, c_new, output_activation)
     if params.weight_hr is not None:
         h_new = linear(xp, h_new, params.weight_hr)
-    return h_new, c_new
+    if weight_gg is None:
+        return h_new, c_new
+    return h_new, c_new, xp.concat([input_value, forget_value, output_value], axis=-1)
 
 
 def gru_step(xp: Any, gx: Array, h: Array, params: GRUParamsLike, linear_before_reset: bool = True) -> Array:

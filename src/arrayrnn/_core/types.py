@@ -23,12 +23,14 @@ class RNNParamsLike(Protocol):
 
 
 class LSTMParamsLike(RNNParamsLike, Protocol):
-    """One LSTM layer (gates i, f, g, o): as RNN with ``4H`` rows, plus projection and peepholes (or ``None``)."""
+    """One LSTM layer (gates i, f, g, o): as RNN with ``4H`` rows, plus projection, peepholes and the full gate
+    recurrence ``weight_gg (3H, 3H)`` (each or ``None``)."""
 
     weight_hr: Optional[Array]
     peephole_i: Optional[Array]
     peephole_f: Optional[Array]
     peephole_o: Optional[Array]
+    weight_gg: Optional[Array]
 
 
 class GRUParamsLike(RNNParamsLike, Protocol):

@@ -1,4 +1,4 @@
-"""Command line: ``arrayrnn info``, ``demo``, ``bench``, ``convert`` and ``arrayrnn --version``.
+"""Command line: ``arrayrnn info``, ``demo``, ``bench``, ``convert``, ``odyssey`` and ``arrayrnn --version``.
 
 A bad option value (or ``$ARRAYRNN_BACKEND``) is a one-line usage error with exit status 2, never a traceback.
 """
@@ -151,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = OneLineParser(prog="arrayrnn", description="RNN, LSTM and GRU on any array API backend.")
     parser.add_argument("--version", action="version", version=f"arrayrnn {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{info,demo,bench,convert}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{info,demo,bench,convert,odyssey}")
     info_parser = commands.add_parser("info", help="versions, usable backends (and why others are not), devices")
     info_parser.add_argument(
         "--backend", type=backend_name, help="accepted for symmetry (checked, not used): info lists every backend"
@@ -168,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .convert_command import add_parser as add_convert_parser
 
     add_convert_parser(commands)
+    from .odyssey import add_parser as add_odyssey_parser
+
+    add_odyssey_parser(commands)
     return parser
 
 

@@ -14,6 +14,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from ..._core.steps import lstm_base_options, lstm_variant_changes
 from . import policy
 from .common import check_dtype, empty_batch_result, refuse
 
@@ -142,9 +143,17 @@ def route(
 ) -> tuple[str, str]:
     """``(path, reason)`` for a validated, time-major call: a path name, or ``"generic"`` to leave it to the core.
 
+    An LSTM variant of Greff et al. (an absent gate, an identity activation, ``weight_gg``) is always left to the
+    core, whatever ``impl`` names: no CuPy kernel implements them.
+
     ``impl``: ``"auto"`` / ``"fast"`` (the policy picks), or a path name (that path; for a gradient, that path's
     gradient where it has one, else auto's gradient choice).
     """
+    if kind == "lstm":
+        changes = lstm_variant_changes(params, options)
+        if changes:  # declined whatever impl names: no CuPy kernel has the Greff variants
+            runs = "the recording core runs" if gradient else "the array-API core runs"
+            return "generic", f"{', '.join(changes)}: not in the CuPy kernels, {runs}"
     config = policy.current()
     named = impl not in ("auto", "fast")
     if not gradient:
@@ -198,6 +207,8 @@ def sequence(
     path, _ = route(kind, x, params, options, impl=impl)
     if path == "generic":
         return None
+    if kind == "lstm":  # the Greff options are all defaults here (route declines the rest): the paths never see them
+        options = lstm_base_options(options)
     module = forward_module(path)
     _supported(module, kind, params, options)
     with x.device:
@@ -228,6 +239,8 @@ def sequence_vjp(
     path, _ = route(kind, x, params, options, impl=impl, gradient=True)
     if path == "generic":
         return None
+    if kind == "lstm":
+        options = lstm_base_options(options)
     found = _gradient_target(path)
     if found is None:
         return None

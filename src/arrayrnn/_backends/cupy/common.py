@@ -36,6 +36,20 @@ def check_dtype(dtype: Any, impl: str) -> str:
     return name
 
 
+def lstm_variant_reason(impl: str, kind: str, params: Any, options: dict[str, Any]) -> Optional[str]:
+    """Why path ``impl`` cannot run an LSTM variant of Greff et al. (absent gates, identity activations, the full
+    gate recurrence ``weight_gg``: no CuPy kernel has them), or ``None``. The hook declines such calls before any
+    path sees them (:func:`arrayrnn._backends.cupy.route`: the array-API core runs them)."""
+    if kind != "lstm":
+        return None
+    from ..._core.steps import lstm_variant_changes
+
+    changes = lstm_variant_changes(params, options)
+    if not changes:
+        return None
+    return f"impl={impl!r} does not support {', '.join(changes)}; the array-API core runs it (impl='generic')"
+
+
 def refuse(reason: Optional[str]) -> None:
     """``ValueError(reason)`` where a path's ``supports`` gave the reason it cannot run a call; nothing for ``None``."""
     if reason is not None:

@@ -18,6 +18,7 @@ from .common import (
     dtype_name,
     int32,
     kernel,
+    lstm_variant_reason,
     options_mask,
     placeholder,
     project_inputs,
@@ -133,8 +134,8 @@ def no_projection(impl: str, kind: str, params: Any) -> Optional[str]:
 
 
 def supports(kind: str, params: Any, options: dict[str, Any]) -> Optional[str]:
-    """Why this gradient path cannot run a call (the LSTM projection), or ``None`` where it can."""
-    return no_projection(REPLAY.impl, kind, params)
+    """Why this gradient path cannot run a call (the LSTM projection, the Greff LSTM variants), or ``None``."""
+    return lstm_variant_reason(REPLAY.impl, kind, params, options) or no_projection(REPLAY.impl, kind, params)
 
 
 def sequence_vjp(

@@ -22,6 +22,7 @@ from .common import (
     int32,
     kernel,
     lstm_options,
+    lstm_variant_reason,
     options_mask,
     project_inputs,
     refuse,
@@ -329,8 +330,8 @@ def no_projection(impl: str, kind: str, params: Any) -> Optional[str]:
 
 
 def supports(kind: str, params: Any, options: dict[str, Any]) -> Optional[str]:
-    """Why this path cannot run a call (the LSTM projection), or ``None`` where it can."""
-    return no_projection(IMPL, kind, params)
+    """Why this path cannot run a call (the LSTM projection, the Greff LSTM variants), or ``None`` where it can."""
+    return lstm_variant_reason(IMPL, kind, params, options) or no_projection(IMPL, kind, params)
 
 
 def _rnn(x: Array, params: Any, state: Any, lengths: Any, reverse: bool, nonlinearity: str = "tanh", *,

@@ -16,6 +16,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ..._core.sequence import GENERIC
+from ..._core.steps import lstm_base_options, lstm_variant_changes
 
 Array = Any
 
@@ -675,9 +676,14 @@ def sequence(
     *,
     impl: str = "auto",
 ) -> Optional[tuple[Array, tuple[Array, ...]]]:
-    """Run one validated, time-major layer on the NumPy loop; ``None`` (the core runs) for other dtypes."""
+    """Run one validated, time-major layer on the NumPy loop; ``None`` (the core runs) for other dtypes and for the
+    LSTM variants of Greff et al. (absent gates, identity activations, ``weight_gg``), which the loop lacks."""
     if x.dtype not in _FAST_DTYPES:
         return None
+    if kind == "lstm":
+        if lstm_variant_changes(params, options):
+            return None
+        options = lstm_base_options(options)
     loop = globals()[f"{kind}_sequence"]  # looked up per call: tests may swap a loop
     return loop(xp, x, params, state, lengths, reverse, **options)
 
@@ -706,6 +712,9 @@ def explain(kind: str, x: Array, params: Any, options: dict[str, Any], *, impl: 
         return "generic", "numpy has no gradient fast path: the recording core runs"
     if x.dtype not in _FAST_DTYPES:
         return "generic", f"{np.dtype(x.dtype).name} is not supported by the NumPy loop (float32, float64)"
+    changes = lstm_variant_changes(params, options) if kind == "lstm" else []
+    if changes:
+        return "generic", f"{', '.join(changes)}: not in the NumPy loop or the numba kernels, the array-API core runs"
     kernels = _use_compiled(x)
     if kind == "lstm" and kernels is not None:
         blocked = _lstm_beyond_kernels(params)

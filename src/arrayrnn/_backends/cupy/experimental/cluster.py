@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any, Optional
 
 from .. import policy, runtime
-from ..common import cupy_module, dtype_name, int32, kernel, lengths_int64, project_inputs, refuse
+from ..common import cupy_module, dtype_name, int32, kernel, lengths_int64, lstm_variant_reason, project_inputs, refuse
 from ..graph import GATES, step_arguments
 from .cluster_sources import (
     CLUSTER_SIZES,
@@ -101,6 +101,9 @@ def supports(kind: str, params: Any, options: dict[str, Any]) -> Optional[str]:
     """Why the cluster kernels cannot run a call, or ``None`` where they can: the LSTM projection, GRU with
     ``linear_before_reset=False`` (the forward and the gradient path alike). What the device and the shape allow
     (thread block clusters, shared memory) is known only on the device: :func:`plan_launch` refuses that."""
+    variant = lstm_variant_reason("cluster", kind, params, options)
+    if variant is not None:
+        return variant
     if kind == "lstm" and getattr(params, "weight_hr", None) is not None:
         return "impl='cluster' does not support the LSTM projection (proj_size > 0); use impl='fused'"
     if kind == "gru" and not options.get("linear_before_reset", True):

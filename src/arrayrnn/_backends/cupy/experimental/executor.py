@@ -13,7 +13,7 @@ import numpy as np
 
 from .. import grad_graph as cupy_grad_graph
 from .. import policy
-from ..common import cupy_module, int32, kernel, kernel_name, resident_blocks
+from ..common import cupy_module, int32, kernel, kernel_name, lstm_variant_reason, resident_blocks
 from ..grad_fused import Backward, State
 from ..sources import graph_kernel_name, kernel_specs
 from . import persistent as cupy_persistent
@@ -108,8 +108,10 @@ RUNNER = cupy_grad_graph.Runner("persistent", _run_plan, cupy_persistent)
 
 
 def supports(kind: str, params: Any, options: dict[str, Any]) -> Optional[str]:
-    """Why the "persistent" gradient path cannot run a call (the LSTM projection), or ``None`` where it can."""
-    return cupy_grad_graph.no_projection(RUNNER.impl, kind, params)
+    """Why the "persistent" gradient path cannot run a call (the LSTM projection, the Greff LSTM variants), or
+    ``None`` where it can."""
+    variant = lstm_variant_reason(RUNNER.impl, kind, params, options)
+    return variant or cupy_grad_graph.no_projection(RUNNER.impl, kind, params)
 
 
 def sequence_vjp_persistent(

@@ -18,6 +18,7 @@ from ..common import (
     int32,
     kernel,
     lengths_int64,
+    lstm_variant_reason,
     project_inputs,
     refuse,
     resident_blocks,
@@ -206,7 +207,10 @@ def _run(
 
 
 def supports(kind: str, params: Any, options: dict[str, Any]) -> Optional[str]:
-    """Why this path cannot run a call (the LSTM projection), or ``None`` where it can."""
+    """Why this path cannot run a call (the LSTM projection, the Greff LSTM variants), or ``None`` where it can."""
+    variant = lstm_variant_reason("persistent", kind, params, options)
+    if variant is not None:
+        return variant
     if kind == "lstm" and getattr(params, "weight_hr", None) is not None:
         return "impl='persistent' does not support the LSTM projection (proj_size > 0); use impl='fused'"
     return None

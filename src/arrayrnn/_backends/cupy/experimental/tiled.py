@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 from .. import graph as cupy_graph
 from .. import policy
-from ..common import kernel, refuse
+from ..common import kernel, lstm_variant_reason, refuse
 from .sources import TILED, TILED_THREADS, tiled_shared_bytes
 
 Array = Any
@@ -55,6 +55,9 @@ TILED_STEPS = cupy_graph.StepKernels(IMPL, lambda batch, hidden, config: 0, laun
 
 def supports(kind: str, params: Any, options: dict[str, Any]) -> Optional[str]:
     """Why this path cannot run a call (the LSTM projection, GRU with ``linear_before_reset=False``), or ``None``."""
+    variant = lstm_variant_reason(IMPL, kind, params, options)
+    if variant is not None:
+        return variant
     if kind == "gru" and not options.get("linear_before_reset", True):
         return "impl='tiled' supports GRU with linear_before_reset=True only; use impl='graph' or 'fused_graph'"
     return cupy_graph.no_projection(IMPL, kind, params)

@@ -1,0 +1,12 @@
+"""Greff et al. 2015, "LSTM: A Search Space Odyssey", on Bach chorales: ``python examples/odyssey.py --quick``.
+
+The same as ``arrayrnn odyssey`` (every option of ``arrayrnn odyssey --help`` works here); needs
+``pip install "arrayrnn[examples]"`` (music21, matplotlib).
+"""
+
+import sys
+
+from arrayrnn._tools.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["odyssey", *sys.argv[1:]]))
