@@ -1,7 +1,7 @@
 """Greff et al. 2015, "LSTM: A Search Space Odyssey", on Bach chorales: ``python examples/odyssey.py --quick``.
 
-The same as ``arrayrnn odyssey`` (every option of ``arrayrnn odyssey --help`` works here); needs
-``pip install "arrayrnn[examples]"`` (music21, matplotlib).
+The same as ``arrayrnn odyssey`` (every option of ``arrayrnn odyssey --help`` works here); needs music21 and
+matplotlib: ``pip install ".[examples]"`` in a clone.
 """
 
 import sys

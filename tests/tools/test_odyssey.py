@@ -152,11 +152,11 @@ def test_cache_is_written_once_and_read_back(tmp_path, monkeypatch):
 
 def test_missing_music21_is_one_clear_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(__import__("sys").modules, "music21", None)  # import music21 -> ImportError
-    with pytest.raises(odyssey.OdysseyError, match=r'pip install "arrayrnn\[examples\]"'):
+    with pytest.raises(odyssey.OdysseyError, match=r'pip install "\.\[examples\]"'):
         odyssey.load_chorales(tmp_path / "empty", stream=io.StringIO())
     code = cli.main(["odyssey", "--quick", "--cache", str(tmp_path / "empty"), "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
-    assert code == 1 and err.count("\n") == 1 and "music21" in err and "arrayrnn[examples]" in err
+    assert code == 1 and err.count("\n") == 1 and "music21" in err and ".[examples]" in err
 
 
 def test_an_unknown_variant_fails_before_training(tmp_path, capsys):

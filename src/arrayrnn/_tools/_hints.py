@@ -13,4 +13,5 @@ INSTALL_HINTS = {
     "onnx": 'pip install ".[onnx]"',
     "threadpoolctl": 'pip install ".[bench]"',
     "matplotlib": 'pip install ".[bench]"',
+    "music21": 'pip install ".[examples]"',
 }

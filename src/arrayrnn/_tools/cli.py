@@ -33,7 +33,8 @@ _OPTIONAL = (
     ("onnxruntime", "onnxruntime", "bench peer, ONNX export checks"),
     ("onnx", "onnx", "bench peer (builds the ONNX model), ONNX export"),
     ("threadpoolctl", "threadpoolctl", "bench: limits BLAS threads"),
-    ("matplotlib", "matplotlib", "bench --plot"),
+    ("matplotlib", "matplotlib", "bench --plot, odyssey's box plot"),
+    ("music21", "music21", "odyssey: the Bach chorales"),
 )
 
 

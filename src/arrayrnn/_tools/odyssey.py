@@ -160,7 +160,7 @@ def _import_music21() -> Any:
         import music21
     except ImportError:
         raise OdysseyError(
-            'parsing the chorales needs music21, which is not installed; install with: pip install "arrayrnn[examples]"'
+            'parsing the chorales needs music21, which is not installed; install with: pip install ".[examples]"'
         ) from None
     return music21
 
@@ -764,7 +764,7 @@ def _import_matplotlib() -> Any:
         import matplotlib
     except ImportError:
         raise OdysseyError(
-            'the box plot needs matplotlib, which is not installed; install with: pip install "arrayrnn[examples]"'
+            'the box plot needs matplotlib, which is not installed; install with: pip install ".[examples]"'
         ) from None
     return matplotlib
 
