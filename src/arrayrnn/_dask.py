@@ -17,6 +17,7 @@ import array_api_compat
 import numpy as np
 
 from ._dispatch import resolve_impl
+from ._masking import prepare_masking
 from ._validate import PARAMS_CLASSES, _state_names, _state_tuple, has_gate_recurrence, prepare_sequence
 from .backend import BackendMismatchError, backend_name, map_arrays
 
@@ -180,17 +181,22 @@ def run_block(
     batch_first: bool,
     impl: Optional[str],
     options: dict[str, Any],
+    has_mask: bool = False,
+    padding: str = "zeros",
 ) -> tuple[Array, ...]:
     """One batch block through ``run_sequence`` (``arrayrnn.sequence.run_sequence``, on the block's NumPy/CuPy
     arrays): ``(y, *final_state)``."""
     states = rest[:n_states]
     lengths = rest[n_states] if has_lengths else None
+    mask = rest[n_states + has_lengths] if has_mask else None
     state: Any = None
     if n_states:
         state = tuple(states) if kind == "lstm" else states[0]
+    masking = {"mask": mask, "padding": padding} if has_mask or padding != "zeros" else {}
     y, final_state = run_sequence(
-        kind, x, params, state, lengths=lengths, reverse=reverse, batch_first=batch_first, impl=impl, options=options
-    )
+        kind, x, params, state, lengths=lengths, reverse=reverse, batch_first=batch_first, impl=impl, options=options,
+        **masking,
+    )  # fmt: skip
     return (y, *final_state)
 
 
@@ -293,6 +299,18 @@ def check_params_placement(named_params: list[tuple[str, Any]], chunks: str) -> 
         )
 
 
+def dask_mask_placement(mask: Any, chunks: str) -> Any:
+    """``mask`` checked for a dask ``x`` of ``chunks`` chunks: a dask or plain array (a list becomes NumPy)."""
+    if isinstance(mask, (list, tuple)):
+        return np.asarray(mask)  # prepare_masking refuses it unless boolean
+    _check_placement("mask", mask, chunks)
+    return mask
+
+
+def _mask_stand_in(xp: Any, mask: Any) -> Any:
+    return _stand_in(xp, mask) if mask is not None and is_dask(mask) else mask
+
+
 def batch_lengths(xp: Any, lengths: Any, batch_chunks: tuple[int, ...]) -> Optional[Any]:
     """``lengths`` as a dask array chunked as ``batch_chunks`` (a list becomes an int64 array first)."""
     if lengths is None:
@@ -314,13 +332,16 @@ def run_dask(
     batch_first: bool,
     impl: Optional[str],
     options: dict[str, Any],
+    mask: Any = None,
+    padding: str = "zeros",
 ) -> tuple[Any, tuple[Any, ...]]:
     """``run_sequence`` (passed in: this module sits below the public layer) for a dask ``x``: lazy ``y`` and
-    final states, chunked over the batch like ``x``."""
+    final states, chunked over the batch like ``x`` (and ``mask`` chunked like ``x``)."""
     states = _state_tuple(kind, state, "state", has_gate_recurrence(kind, params)) or ()
     chunks, xp = check_dask_inputs(kind, x, params, states, lengths)
+    mask = dask_mask_placement(mask, chunks)
     # every other check is the ordinary one, run on data-free stand-ins of the blocks' backend
-    prepare_sequence(
+    prepared = prepare_sequence(
         kind,
         _stand_in(xp, x),
         _params_stand_in(xp, params) if _params_are_dask(params) else params,
@@ -330,6 +351,7 @@ def run_dask(
         reverse,
         options,
     )
+    prepare_masking(prepared, _mask_stand_in(xp, mask), padding, lengths, batch_first)
     resolve_impl(kind, chunks, impl)  # an unknown impl fails now, not when the blocks run
     batch_axis = _check_chunks(x, batch_first)
 
@@ -341,6 +363,9 @@ def run_dask(
     lengths_input = batch_lengths(xp, lengths, batch_chunks)
     if lengths_input is not None:
         inputs.append((lengths_input, 0))
+    mask_axis = None if unbatched else (0 if batch_first else 1)
+    if mask is not None:
+        inputs.append((_as_dask(mask, _whole_except_batch(mask.shape, mask_axis, batch_chunks)), mask_axis))
 
     state_sizes = (params.output_size, params.hidden_size) if kind == "lstm" else (params.hidden_size,)
     if has_gate_recurrence(kind, params):
@@ -358,6 +383,8 @@ def run_dask(
         batch_first=batch_first,
         impl=impl,
         options=dict(options),
+        has_mask=mask is not None,
+        padding=padding,
     )
     y, *final_state = map_batch_blocks(
         function,
@@ -386,10 +413,13 @@ def run_stack_block(
     has_lengths: bool,
     batch_first: bool,
     options: dict[str, Any],
+    has_mask: bool = False,
 ) -> tuple[Array, ...]:
     """One batch block through every layer and direction (``run_stack``, passed in): ``(y, *final_state)``."""
     states = rest[:n_states]
     lengths = rest[n_states] if has_lengths else None
+    if has_mask:
+        options = dict(options, mask=rest[n_states + has_lengths])
     state: Any = None
     if n_states:
         state = tuple(states) if n_states >= 2 else states[0]  # an LSTM (h, c) or, with weight_gg, (h, c, g)
@@ -429,6 +459,8 @@ def run_stack_dask(
     kind = _kind_of(first)
     states = tuple(state) if isinstance(state, tuple) else (() if state is None else (state,))
     chunks, xp = check_dask_inputs(kind, x, first, (), lengths)
+    options = dict(options)
+    mask = dask_mask_placement(options.pop("mask", None), chunks)
     names = ("state[0] (h_0)", "state[1] (c_0)", "state[2] (g_0)") if kind == "lstm" else ("state",)
     for name, value in zip(names, states):
         _check_placement(name, value, chunks)
@@ -437,8 +469,8 @@ def run_stack_dask(
     ]
     check_params_placement(named, chunks)
     resolve_impl(kind, chunks, options.get("impl"))  # an unknown impl fails now, not when the blocks run
-    kind_options = {key: value for key, value in options.items() if key != "impl"}
-    prepare_sequence(
+    kind_options = {key: value for key, value in options.items() if key not in ("impl", "padding")}
+    prepared = prepare_sequence(
         kind,
         _stand_in(xp, x),
         _params_stand_in(xp, first) if _params_are_dask(first) else first,
@@ -448,6 +480,7 @@ def run_stack_dask(
         False,
         kind_options,
     )
+    prepare_masking(prepared, _mask_stand_in(xp, mask), options.get("padding", "zeros"), lengths, batch_first)
     batch_axis = _check_chunks(x, batch_first)
 
     unbatched = batch_axis is None
@@ -458,6 +491,9 @@ def run_stack_dask(
     lengths_input = batch_lengths(xp, lengths, batch_chunks)
     if lengths_input is not None:
         inputs.append((lengths_input, 0))
+    mask_axis = None if unbatched else (0 if batch_first else 1)
+    if mask is not None:
+        inputs.append((_as_dask(mask, _whole_except_batch(mask.shape, mask_axis, batch_chunks)), mask_axis))
 
     stacked = num_layers * num_directions
     batch = None if unbatched else x.shape[batch_axis]
@@ -474,6 +510,7 @@ def run_stack_dask(
         has_lengths=lengths_input is not None,
         batch_first=batch_first,
         options=dict(options, reverse=reverse),
+        has_mask=mask is not None,
     )
     y, *final_state = map_batch_blocks(
         function,

@@ -11,6 +11,7 @@ from types import ModuleType
 from typing import Any, Optional
 
 from ._core import backward as core_backward
+from ._core import regularize as core_regularize
 from ._core.sequence import GENERIC
 
 Array = Any
@@ -114,6 +115,8 @@ def sequence(
         result = package.sequence(kind, xp, x, params, state, lengths, reverse, options, impl=chosen)
         if result is not None:
             return result
+    if options.get("regularize") is not None:  # the dropout family: a wrapper around the recording cells
+        return core_regularize.sequence(xp, kind, x, params, state, lengths, reverse, options)
     return GENERIC[kind](xp, x, params, state, lengths, reverse, **options)
 
 
@@ -140,6 +143,8 @@ def sequence_vjp(
         recorded = package.sequence_vjp(kind, xp, x, params, state, lengths, reverse, options, impl=chosen)
         if recorded is not None:
             return recorded
+    if options.get("regularize") is not None:
+        return core_regularize.sequence_vjp(xp, kind, x, params, state, lengths, reverse, options)
     y, final_state, tape = core_backward.forward(xp, kind, x, params, state, lengths, reverse, options)
 
     def backward(dy: Any, d_final: Any) -> Any:

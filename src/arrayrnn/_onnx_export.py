@@ -46,6 +46,16 @@ def _check(model: Any, opset: Any) -> int:
             raise ValueError(
                 "ONNX LSTM has no full gate recurrence (weight_gg, variant 'FGR'); export a model without it"
             )
+    if getattr(model, "layer_norm", False):
+        raise ValueError(
+            f"ONNX {model.kind.upper()} has no layer normalisation: this model has layer_norm=True (ln_* arrays); "
+            "export a model without it"
+        )
+    if getattr(model, "_options", {}).get("zoneout", 0.0):  # dropout, recurrent_dropout: identity at inference
+        raise ValueError(
+            f"ONNX {model.kind.upper()} has no zoneout: this model has zoneout={model._options['zoneout']!r}, whose "
+            "inference (p h_(t-1) + (1 - p) h~_t) differs from the plain cell; export a model with zoneout=0"
+        )
     dtype = str(model.dtype).replace("torch.", "")
     if not any(dtype.endswith(name) for name in _DTYPES):
         raise ValueError(f"ONNX export supports float16, float32 and float64 models, not {dtype}")

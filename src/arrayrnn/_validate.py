@@ -12,7 +12,8 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ._core.steps import LSTM_ACTIVATIONS
+from ._core.layer_norm import PAIRS as LAYER_NORM_PAIRS
+from ._core.steps import LN_HH_BEFORE_RESET, LSTM_ACTIVATIONS
 from .backend import namespace_of
 from .params import GRUParams, LSTMParams, RNNParams
 
@@ -117,7 +118,23 @@ def check_params(params: Any, kind: str, arg: str = "params") -> tuple[Any, str,
                 f"{arg}.weight_gg must have shape (3*hidden_size, 3*hidden_size) = ({3 * hidden}, {3 * hidden}), "
                 f"got {shape_text(weight_gg.shape)}"
             )
+    _check_layer_norm(params, arg, gates, hidden)
     return xp, backend, device
+
+
+def _check_layer_norm(params: Any, arg: str, gates: int, hidden: int) -> None:
+    """The ``ln_*`` arrays of layer normalisation: in (gain, shift) pairs, of their shapes."""
+    for weight_name, bias_name in LAYER_NORM_PAIRS:
+        weight, bias = getattr(params, weight_name, None), getattr(params, bias_name, None)
+        if (weight is None) != (bias is None):
+            given, missing = (weight_name, bias_name) if bias is None else (bias_name, weight_name)
+            raise ValueError(f"{arg}.{given} needs {arg}.{missing} (layer normalisation takes both or neither)")
+        size, text = (gates * hidden, f"{gates}*hidden_size")
+        if weight_name == "ln_c_weight":
+            size, text = hidden, "hidden_size"
+        for name, value in ((weight_name, weight), (bias_name, bias)):
+            if value is not None and tuple(value.shape) != (size,):
+                raise ValueError(f"{arg}.{name} must have shape ({text},) = ({size},), got {shape_text(value.shape)}")
 
 
 def _check_lstm_variant(options: dict[str, Any], params: Any) -> None:
@@ -158,6 +175,8 @@ def check_options(kind: str, options: dict[str, Any], params: Any = None) -> Non
         _check_lstm_variant(options, params)
     if kind == "gru" and not isinstance(options.get("linear_before_reset"), bool):
         raise TypeError(f"linear_before_reset must be True or False, got {options.get('linear_before_reset')!r}")
+    if kind == "gru" and not options.get("linear_before_reset") and getattr(params, "ln_hh_weight", None) is not None:
+        raise ValueError(LN_HH_BEFORE_RESET)
 
 
 def bound_clip(xp: Any, options: dict[str, Any], dtype: Any) -> None:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from ._core.steps import gru_step, linear, lstm_step, rnn_step
+from ._core.layer_norm import input_projection
+from ._core.steps import gru_step, lstm_step, rnn_step
 from ._validate import prepare_cell
 from .params import GRUParams, LSTMParams, RNNParams
 
@@ -68,7 +69,7 @@ def rnn_cell(x: Array, h: Array, params: RNNParams, *, nonlinearity: str = "tanh
     """
     p = prepare_cell("rnn", x, h, params, {"nonlinearity": nonlinearity}, "h")
     xp = p.xp
-    h_new = rnn_step(xp, linear(xp, p.x, params.weight_ih, params.bias_ih), p.state[0], params, nonlinearity)
+    h_new = rnn_step(xp, input_projection(xp, p.x, params), p.state[0], params, nonlinearity)
     return _unbatch(xp, h_new, p.unbatched)
 
 
@@ -189,7 +190,7 @@ def lstm_cell(
     gates = p.state[2] if len(p.state) > 2 else None
     new_state = lstm_step(
         xp,
-        linear(xp, p.x, params.weight_ih, params.bias_ih),
+        input_projection(xp, p.x, params),
         p.state[0],
         p.state[1],
         params,
@@ -235,7 +236,8 @@ def gru_cell(x: Array, h: Array, params: GRUParams, *, linear_before_reset: bool
         ``params`` is not a :class:`GRUParams`; ``x`` or ``h`` is not a floating-point array, or is a NumPy masked
         array or matrix (pass ``np.asarray(...)``); dtypes differ; ``linear_before_reset`` is not a bool.
     ValueError
-        A shape does not fit (the message names the argument and the shape expected).
+        A shape does not fit (the message names the argument and the shape expected); ``params.ln_hh_weight``
+        (layer normalisation of ``h W_hh^T``) with ``linear_before_reset=False``.
     BackendMismatchError
         The arguments live on different backends or devices.
 
@@ -253,5 +255,5 @@ def gru_cell(x: Array, h: Array, params: GRUParams, *, linear_before_reset: bool
     """
     p = prepare_cell("gru", x, h, params, {"linear_before_reset": linear_before_reset}, "h")
     xp = p.xp
-    h_new = gru_step(xp, linear(xp, p.x, params.weight_ih, params.bias_ih), p.state[0], params, linear_before_reset)
+    h_new = gru_step(xp, input_projection(xp, p.x, params), p.state[0], params, linear_before_reset)
     return _unbatch(xp, h_new, p.unbatched)

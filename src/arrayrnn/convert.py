@@ -98,6 +98,10 @@ def _no_extras(kind: str, params: Params, target: str) -> None:
         raise ValueError(f"{target} has no LSTM peepholes; these params have peephole_i/f/o")
     if kind == "lstm" and getattr(params, "weight_gg", None) is not None:
         raise ValueError(f"{target} has no full gate recurrence (weight_gg, Greff et al.'s FGR); these params have it")
+    names = ("ln_ih_weight", "ln_ih_bias", "ln_hh_weight", "ln_hh_bias", "ln_c_weight", "ln_c_bias")
+    normed = [name for name in names if getattr(params, name, None) is not None]
+    if normed:
+        raise ValueError(f"{target} has no layer normalisation; these params have {', '.join(normed)}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -1555,7 +1559,8 @@ def to_onnx_model(
     ------
     ValueError
         What ONNX cannot express: an LSTM projection (``proj_size > 0``); a dtype other than float16/32/64; an
-        ``opset`` out of range.
+        ``opset`` out of range; ``zoneout > 0`` (its inference differs from the plain cell). ``dropout`` and
+        ``recurrent_dropout`` are exported as the identity they are at inference.
     TypeError
         ``model`` is not an ``ar.RNN/LSTM/GRU``; ``lengths_input`` or ``state_inputs`` is not a bool.
     ImportError

@@ -12,6 +12,8 @@ from typing import Any, Optional
 
 from . import _dispatch, models
 from ._core import backward as core
+from ._dropout import resolve, sequence_arguments
+from ._masking import prepare_masking
 from ._validate import dtype_name, prepare_cell, prepare_sequence, shape_text
 from .backend import namespace_of
 from .cells import gru_cell, lstm_cell, rnn_cell
@@ -41,9 +43,10 @@ def vjp(f: Callable[..., Any], *args: Any, **options: Any) -> tuple[Any, Pullbac
     ``ARRAYRNN_IMPL=generic`` keeps the generic core). ``pullback(out_cotangent)`` returns one gradient per
     *positional* argument of the call, with that argument's structure: a params object for params (``None``
     fields stay ``None``), a tuple for an LSTM state, ``None`` where the argument was ``None``. Keyword options
-    (``lengths``, ``reverse``, ...) are passed through and not differentiated. The pullback reads ``out``
-    (previous hidden states are taken from ``y``), so do not write into the returned arrays before calling it;
-    it may be called any number of times.
+    (``lengths``, ``reverse``, ...) are passed through and not differentiated; with ``train=True`` the dropout
+    family's masks are drawn once, in the forward pass, and the pullback applies the same masks. The pullback
+    reads ``out`` (previous hidden states are taken from ``y``), so do not write into the returned arrays before
+    calling it; it may be called any number of times.
 
     Parameters
     ----------
@@ -53,7 +56,9 @@ def vjp(f: Callable[..., Any], *args: Any, **options: Any) -> tuple[Any, Pullbac
     *args
         The positional arguments of ``f``: each gets a gradient.
     **options
-        The keyword arguments of ``f`` (``lengths``, ``reverse``, ``batch_first``, ``impl``, cell options).
+        The keyword arguments of ``f`` (``lengths``, ``mask``, ``padding``, ``reverse``, ``batch_first``, ``impl``,
+        cell options). A masked step's input gets exactly zero gradient; with ``padding="carry"`` the cotangent of
+        ``y`` at a masked step flows into the carried state.
 
     Returns
     -------
@@ -173,13 +178,16 @@ def _state_like(xp: Any, kind: str, given: Any, d_state: tuple[Array, ...], unba
 def _sequence_vjp(f: Callable[..., Any], kind: str, args: tuple[Any, ...], options: dict[str, Any]):
     arguments, positional = bind_call(f, args, options)
     cell_options = {name: arguments[name] for name in CELL_OPTIONS[kind]}
+    sequence_arguments(cell_options, arguments)  # the dropout family
     x, params, state = arguments["x"], arguments["params"], arguments["state"]
     reverse, batch_first = arguments["reverse"], arguments["batch_first"]
     prepared = prepare_sequence(kind, x, params, state, arguments["lengths"], batch_first, reverse, cell_options)
     xp = prepared.xp
+    cell_options = resolve(kind, cell_options, prepared)  # masks drawn once: the backward pass reuses them
+    masking = prepare_masking(prepared, arguments["mask"], arguments["padding"], arguments["lengths"], batch_first)
     y, final_state, run_backward = _dispatch.sequence_vjp(
-        kind, xp, prepared.backend, prepared.x, params, prepared.state, prepared.lengths, reverse, cell_options,
-        arguments["impl"],
+        kind, xp, prepared.backend, prepared.x, params, prepared.state, prepared.lengths, reverse,
+        {**cell_options, **masking}, arguments["impl"],
     )  # fmt: skip
     if prepared.unbatched:
         y_out = xp.reshape(y, (y.shape[0], y.shape[2]))
@@ -257,10 +265,14 @@ def _model_vjp(model: Any, apply: Callable[..., Any], args: tuple[Any, ...], opt
         records.append((pullback, out[0].shape[-1]))
         return out
 
+    dropout_masks: list[Array] = []  # run_stack appends each layer's output mask (dropout in training)
+    recording.dropout_masks = dropout_masks  # type: ignore[attr-defined]
+
     # apply itself checks and normalises its arguments and runs the stack, one recorded call per layer
     out = model.apply(
-        params, x, state, lengths=arguments["lengths"], impl=arguments["impl"], sequence_function=recording
-    )
+        params, x, state, lengths=arguments["lengths"], impl=arguments["impl"], sequence_function=recording,
+        mask=arguments["mask"], padding=arguments["padding"], train=arguments["train"], seed=arguments["seed"],
+    )  # fmt: skip
     xp = namespace_of(x=x)[0]
     num_layers, num_directions = len(params), len(params[0])
 
@@ -285,7 +297,7 @@ def _model_vjp(model: Any, apply: Callable[..., Any], args: tuple[Any, ...], opt
                     (d_y, final_part(d_final, index))
                 )
                 d_input = dx if d_input is None else d_input + dx
-            d_output = d_input
+            d_output = d_input if layer == 0 or not dropout_masks else d_input * dropout_masks[layer - 1]
         grads = {
             "params": type(params)(type(params[k])(row) for k, row in enumerate(param_grads)),
             "x": d_output,

@@ -7,6 +7,8 @@ from collections.abc import Callable
 from typing import Any
 
 from . import _dispatch
+from ._dropout import add_request, for_explain, sequence_arguments
+from ._masking import check_padding, masking_options, prepare_masking
 from ._validate import prepare_cell, prepare_sequence
 from .grad import CELL_KINDS, CELL_OPTIONS, SEQUENCE_KINDS, bind_call, vjp
 from .models import MODEL_CLASSES
@@ -82,13 +84,19 @@ def _explain_sequence(f: Callable[..., Any], kind: str, args: tuple[Any, ...], o
                       gradient: bool) -> str:  # fmt: skip
     arguments = _bind(f, args, options)
     cell_options = {name: arguments[name] for name in CELL_OPTIONS[kind]}
+    sequence_arguments(cell_options, arguments)  # the dropout family: its masks are not drawn here
+    cell_options = for_explain(cell_options)
     x, params = arguments["x"], arguments["params"]
     if _is_dask(x):
+        check_padding(arguments["padding"])
+        cell_options.update(masking_options(arguments["mask"], arguments["padding"]))
         return _explain_dask(kind, arguments, cell_options, gradient)
     reverse, batch_first = arguments["reverse"], arguments["batch_first"]
     prepared = prepare_sequence(kind, x, params, arguments["state"], arguments["lengths"], batch_first, reverse,
                                 cell_options)  # fmt: skip
-    return _dispatch.explain(kind, prepared.backend, prepared.x, params, cell_options, arguments["impl"], gradient)
+    masking = prepare_masking(prepared, arguments["mask"], arguments["padding"], arguments["lengths"], batch_first)
+    return _dispatch.explain(kind, prepared.backend, prepared.x, params, {**cell_options, **masking},
+                             arguments["impl"], gradient)  # fmt: skip
 
 
 def _explain_cell(f: Callable[..., Any], kind: str, args: tuple[Any, ...], options: dict[str, Any]) -> None:
@@ -137,6 +145,12 @@ def _explain_model(model: Any, args: tuple[Any, ...], options: dict[str, Any], g
     lines = []
     features = x.shape[-1]
     cell_options = {name: value for name, value in model._options.items() if name in CELL_OPTIONS[model.kind]}
+    check_padding(arguments.get("padding", "zeros"))
+    cell_options.update(masking_options(arguments.get("mask"), arguments.get("padding", "zeros")))
+    rates = {name: model._options.get(name, 0.0) for name in ("recurrent_dropout", "zoneout")}
+    train = arguments.get("train", False) is True
+    add_request(cell_options, **rates, train=train, seed=0 if train else None)  # nothing is drawn here
+    cell_options = for_explain(cell_options)
     for layer, layer_params in enumerate(params):
         for direction, direction_params in enumerate(layer_params):
             stand_in = _shape_of(steps, batch, features, x.dtype)

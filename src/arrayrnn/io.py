@@ -108,6 +108,10 @@ _CONFIG_FIELDS = {
         "bias": "bool",
         "batch_first": "bool",
         "reverse": "bool",
+        "layer_norm": "bool",
+        "dropout": "rate",
+        "recurrent_dropout": "rate",
+        "zoneout": "rate",
     },
     "RNN": {"nonlinearity": "nonlinearity"},
     "LSTM": {
@@ -127,10 +131,12 @@ _CONFIG_FIELDS = {
 #: fields added after the first release, with the value a file written before them means
 _LATER_FIELDS: dict[str, Any] = {
     "reverse": False, "gate_recurrence": False, "input_gate": True, "forget_gate": True, "output_gate": True,
-    "input_activation": "tanh", "output_activation": "tanh",
+    "input_activation": "tanh", "output_activation": "tanh", "layer_norm": False,
+    "dropout": 0.0, "recurrent_dropout": 0.0, "zoneout": 0.0,
 }  # fmt: skip
 _MEMBER = re.compile(
-    r"(weight_ih|weight_hh|bias_ih|bias_hh|weight_hr|peephole_i|peephole_f|peephole_o|weight_gg)"
+    r"(weight_ih|weight_hh|bias_ih|bias_hh|weight_hr|peephole_i|peephole_f|peephole_o|weight_gg"
+    r"|ln_ih_weight|ln_ih_bias|ln_hh_weight|ln_hh_bias|ln_c_weight|ln_c_bias)"
     r"_l(0|[1-9][0-9]{0,5})(_reverse)?"
 )
 
@@ -493,6 +499,8 @@ def _check_config(config: dict[str, Any], name: str, label: str) -> dict[str, An
             raise ValueError(f"{where} must be 'tanh' or 'relu', got {_short(value)}")
         if kind == "activation" and value not in ("tanh", "identity"):
             raise ValueError(f"{where} must be 'tanh' or 'identity', got {_short(value)}")
+        if kind == "rate" and not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1):
+            raise ValueError(f"{where} must be a number in [0, 1), got {_short(value)}")
         if kind == "clip" and value is not None:
             number = isinstance(value, (int, float)) and not isinstance(value, bool)
             if not (number and math.isfinite(value) and value > 0):
@@ -552,6 +560,9 @@ def _fields(name: str, config: dict[str, Any]) -> tuple[str, ...]:
         fields += ["peephole_i", "peephole_f", "peephole_o"]
     if config.get("gate_recurrence"):
         fields.append("weight_gg")
+    if config.get("layer_norm"):
+        fields += ["ln_ih_weight", "ln_ih_bias", "ln_hh_weight", "ln_hh_bias"]
+        fields += ["ln_c_weight", "ln_c_bias"] if name == "LSTM" else []
     return tuple(fields)
 
 
@@ -576,6 +587,8 @@ def _expected_shapes(name: str, config: dict[str, Any]) -> Any:
             return (gates * hidden, output)
         if field == "weight_hr":
             return (projection, hidden)
+        if field.startswith("ln_"):
+            return (hidden,) if field.startswith("ln_c_") else (gates * hidden,)
         if field.startswith("bias"):
             return (gates * hidden,)
         if field == "weight_gg":

@@ -6,6 +6,7 @@ every layer and direction runs through the public sequence functions (:func:`run
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, Optional
@@ -13,6 +14,16 @@ from typing import Any, ClassVar, Optional
 import numpy as np
 from array_api_compat import is_dask_array
 
+from ._core.steps import LN_HH_BEFORE_RESET
+from ._dropout import (
+    MODEL_RATES,
+    check_model_rates,
+    layer_dropout_mask,
+    model_rates,
+    refuse_dask_stack_training,
+    stack_rng,
+)
+from ._masking import check_not_both, check_padding, masking_options
 from ._validate import check_options, check_params, dtype_name, shape_text
 from .backend import backend_name, get_backend, map_arrays, namespace_of, to_backend
 from .params import GRUParams, LSTMParams, RNNParams, init_gru, init_lstm, init_rnn
@@ -62,6 +73,8 @@ def run_stack(
     lengths: Any = None,
     batch_first: bool = False,
     reverse: bool = False,
+    train: bool = False,
+    seed: Any = None,
     **options: Any,
 ) -> tuple[Array, Any]:
     """Run a stacked (and possibly bidirectional) recurrent network, one public sequence call per layer and direction.
@@ -72,7 +85,17 @@ def run_stack(
     runs with ``reverse=True``; ``reverse=True`` runs every layer of a one-direction stack backwards
     (ONNX ``direction="reverse"``, outputs in time order). Returns ``(y, final_state)`` with the final state stacked as
     ``(L*D, ...)``. No checks beyond those of ``sequence_function``: models check first.
+
+    The dropout family: ``dropout`` (an option here) drops the output of every layer but the last in training;
+    ``train=True`` draws every mask from one ``numpy.random.default_rng(seed)``, layer by layer: each direction's
+    sequence masks (forward, then backward), then the layer's output mask. A ``sequence_function`` with a list
+    attribute ``dropout_masks`` gets each output mask appended to it (``ar.vjp`` applies them in the pullback).
     """
+    dropout = options.pop("dropout", 0.0)
+    rng = stack_rng({**options, "dropout": dropout}, train, seed)
+    if rng is not None:
+        options = {**options, "train": True, "seed": rng}
+    record = getattr(sequence_function, "dropout_masks", None)
     num_layers, num_directions = len(params), len(params[0])
     states = split_state(state, num_layers, num_directions)
     layer_input = x
@@ -95,6 +118,11 @@ def run_stack(
         if xp is None:
             xp = namespace_of(y=outputs[0])[0]
         layer_input = outputs[0] if num_directions == 1 else xp.concat(outputs, axis=-1)
+        if rng is not None and dropout and layer < num_layers - 1:  # inverted dropout between layers
+            mask = layer_dropout_mask(rng, dropout, layer_input, batch_first)
+            if record is not None:
+                record.append(mask)
+            layer_input = layer_input * mask
     return layer_input, stack_states(xp, finals)
 
 
@@ -145,6 +173,7 @@ def check_stack(kind: str, params: Any, arg: str = "params") -> dict[str, Any]:
                 "hidden_size": p.hidden_size,
                 "bias": p.has_bias,
                 "dtype": dtype_name(p.dtype),
+                "layer_norm": _layer_norm_of(p, name),
             }
             if kind == "lstm":
                 this["proj_size"] = p.proj_size
@@ -181,11 +210,22 @@ def check_stack(kind: str, params: Any, arg: str = "params") -> dict[str, Any]:
     return structure
 
 
+def _layer_norm_of(p: Any, name: str) -> bool:
+    """Whether ``p`` (a layer of a model) is layer-normalised: all of its kind's ``ln_*`` arrays, or none."""
+    fields = [f.name for f in dataclasses.fields(p) if f.name.startswith("ln_")]
+    present = [field for field in fields if getattr(p, field) is not None]
+    if present and len(present) != len(fields):
+        missing = ", ".join(field for field in fields if field not in present)
+        raise ValueError(f"{name} must have all layer-norm arrays ({', '.join(fields)}) or none; {missing} missing")
+    return bool(present)
+
+
 # --------------------------------------------------------------------------------------------
 # the models
 
 _KEY = re.compile(
-    r"(weight_ih|weight_hh|bias_ih|bias_hh|weight_hr|peephole_i|peephole_f|peephole_o|weight_gg)_l([0-9]+)(_reverse)?"
+    r"(weight_ih|weight_hh|bias_ih|bias_hh|weight_hr|peephole_i|peephole_f|peephole_o|weight_gg"
+    r"|ln_ih_weight|ln_ih_bias|ln_hh_weight|ln_hh_bias|ln_c_weight|ln_c_bias)_l([0-9]+)(_reverse)?"
 )  # matched with fullmatch; ASCII digits only
 
 #: The most layers a constructor builds (``torch.nn`` has no limit; no trained recurrent stack comes near it).
@@ -206,6 +246,7 @@ def parameter_count(
     proj_size: int = 0,
     peepholes: bool = False,
     gate_recurrence: bool = False,
+    layer_norm: bool = False,
 ) -> int:
     """The number of parameters of a stack (exact Python integer arithmetic, nothing allocated)."""
     gates = {"rnn": 1, "lstm": 4, "gru": 3}[kind]
@@ -213,6 +254,7 @@ def parameter_count(
     per_direction = gates * hidden_size * (output + (2 if bias else 0))
     per_direction += proj_size * hidden_size + (3 * hidden_size if peepholes else 0)
     per_direction += 9 * hidden_size * hidden_size if gate_recurrence else 0
+    per_direction += (4 * gates * hidden_size + (2 * hidden_size if kind == "lstm" else 0)) if layer_norm else 0
     first = num_directions * (per_direction + gates * hidden_size * input_size)
     rest = (num_layers - 1) * num_directions * (per_direction + gates * hidden_size * num_directions * output)
     return first + rest
@@ -249,12 +291,15 @@ class _StackedModel:
         if not isinstance(reverse, bool):
             raise TypeError(f"reverse must be True or False, got {reverse!r}")
         check_options(self.kind, options)
+        check_model_rates(options)  # dropout, recurrent_dropout, zoneout
         structure = check_stack(self.kind, params)
         if reverse and structure["bidirectional"]:
             raise ValueError(
                 "reverse=True runs a one-direction model backwards; a bidirectional model already has a backward "
                 "direction (use reverse=False)"
             )
+        if structure["layer_norm"] and self.kind == "gru" and not options.get("linear_before_reset", True):
+            raise ValueError(LN_HH_BEFORE_RESET)
         self._params = tuple(tuple(layer) for layer in params)
         self._structure = structure
         self.batch_first = batch_first
@@ -355,6 +400,7 @@ class _StackedModel:
             cls.kind, int(input_size), int(hidden_size), int(num_layers), directions,
             bias=bias is not False, proj_size=int(proj_size), peepholes=init_options.get("peepholes") is True,
             gate_recurrence=init_options.get("gate_recurrence") is True,
+            layer_norm=init_options.get("layer_norm") is True,
         )  # fmt: skip
         try:
             itemsize = np.dtype(str(init_options.get("dtype", "float32"))).itemsize
@@ -400,6 +446,7 @@ class _StackedModel:
     num_layers = property(lambda self: self._structure["num_layers"], doc="L")
     bidirectional = property(lambda self: self._structure["bidirectional"], doc="D == 2")
     bias = property(lambda self: self._structure["bias"], doc="whether the layers have biases")
+    layer_norm = property(lambda self: self._structure["layer_norm"], doc="layer normalisation (ln_* arrays)")
 
     @property
     def num_directions(self) -> int:
@@ -434,6 +481,7 @@ class _StackedModel:
             "bias": self.bias,
             "batch_first": self.batch_first,
             "reverse": self.reverse,
+            "layer_norm": self.layer_norm,
             **self._structure_extras(),
             **self._options,
         }
@@ -444,7 +492,8 @@ class _StackedModel:
     def __repr__(self) -> str:
         config = self.config()
         head = f"{config.pop('input_size')}, {config.pop('hidden_size')}"
-        defaults = {"num_layers": 1, "bidirectional": False, "bias": True, "batch_first": False, "reverse": False}
+        defaults = {"num_layers": 1, "bidirectional": False, "bias": True, "batch_first": False, "reverse": False,
+                    "layer_norm": False}  # fmt: skip
         defaults["proj_size"] = 0
         defaults.update({"peepholes": False, "gate_recurrence": False, **self._option_defaults})
         extras = [f"{k}={v!r}" for k, v in config.items() if defaults.get(k, object()) != v]
@@ -526,8 +575,12 @@ class _StackedModel:
         state: Any = None,
         *,
         lengths: Any = None,
+        mask: Any = None,
+        padding: str = "zeros",
         impl: Optional[str] = None,
         sequence_function: Optional[SequenceFunction] = None,
+        train: bool = False,
+        seed: Any = None,
     ):
         """Run the stack with ``params``: a pure function of its arguments and the model's options.
 
@@ -549,12 +602,27 @@ class _StackedModel:
             Valid steps of each sequence, as in :func:`arrayrnn.rnn`; the backward direction runs each sequence
             backwards over its own valid steps (torch packed sequences). ``None`` (default) means the model's
             ``default_lengths``, which is ``None`` (all ``T`` steps) unless set.
+        mask : boolean array or list of bool, shape (T, B), or (B, T) with ``batch_first``, or unbatched (T,), optional
+            Which steps run, instead of ``lengths`` (as in :func:`arrayrnn.rnn`: a masked step keeps the whole
+            state, so holes and leading padding are allowed); every layer and both directions use it (the backward
+            one visits the unmasked steps from last to first). A mask replaces the model's ``default_lengths``.
+        padding : {"zeros", "carry"}, optional
+            What a masked or padded step writes to each direction's ``y``: ``"zeros"`` (default) or ``"carry"``,
+            that direction's carried ``h`` (Keras). With either option the array-API core runs every layer.
         impl : str, optional
             The implementation every layer runs, as in :func:`arrayrnn.rnn` (``"auto"``, ``"generic"``, ``"fast"``
             or a path name; ``None``: ``$ARRAYRNN_IMPL``, else ``"auto"``).
         sequence_function : callable, optional
             Advanced: replaces :attr:`sequence_function` for every layer call, with the same signature
             (``ar.vjp`` passes one that records each layer).
+        train : bool, optional
+            Apply the model's ``dropout``, ``recurrent_dropout`` and ``zoneout`` masks. Default ``False``.
+        seed : int or numpy.random.Generator, optional
+            Needed with ``train=True`` when a rate is above 0: every mask comes from one
+            ``numpy.random.default_rng(seed)`` (the same masks on every backend), drawn layer by layer: each
+            direction's sequence masks (forward, then backward; as :func:`arrayrnn.lstm` draws them), then the layer's
+            output mask ``u (T, B, D*H_out)`` (time-major whatever ``batch_first``), kept where ``u >= p``. Training
+            on dask arrays is refused.
 
         Returns
         -------
@@ -583,15 +651,22 @@ class _StackedModel:
         ((5, 2, 4), (2, 2, 4), (2, 2, 4))
         """
         check_stack(self.kind, params)
-        state, lengths = self._with_defaults(params, x, state, lengths)
+        check_padding(padding)
+        check_not_both(mask, lengths)
+        # a mask replaces the model's default_lengths (a placeholder stops _with_defaults from filling them in)
+        state, lengths = self._with_defaults(params, x, state, lengths if mask is None else ())
+        lengths = None if mask is not None else lengths
         self._check_state(params, x, state)
         if self.kind == "lstm" and state is not None:
             state = tuple(state)
         options = dict(self._options)
         if impl is not None:
             options["impl"] = impl
+        options.update(masking_options(mask, padding))  # every layer and direction: the same mask and padding
         if is_dask_array(x):  # the whole stack per batch block: one task per block, not one per layer
             from ._dask import run_stack_dask
+
+            refuse_dask_stack_training(stack_rng(options, train, seed))  # masks span the batch: not per block
 
             return run_stack_dask(
                 run_stack,
@@ -612,10 +687,23 @@ class _StackedModel:
             lengths=lengths,
             batch_first=self.batch_first,
             reverse=self.reverse,
+            train=train,
+            seed=seed,
             **options,
         )
 
-    def __call__(self, x: Array, state: Any = None, *, lengths: Any = None, impl: Optional[str] = None):
+    def __call__(
+        self,
+        x: Array,
+        state: Any = None,
+        *,
+        lengths: Any = None,
+        mask: Any = None,
+        padding: str = "zeros",
+        impl: Optional[str] = None,
+        train: bool = False,
+        seed: Any = None,
+    ):
         """Run the model on ``x`` with its own params: ``self.apply(self.params, x, state, ...)``.
 
         Shapes are those of ``torch.nn.RNN/LSTM/GRU`` (``L`` layers, ``D`` directions).
@@ -632,9 +720,20 @@ class _StackedModel:
             Valid steps of each sequence, as in :func:`arrayrnn.rnn`; the backward direction runs each sequence
             backwards over its own valid steps (torch packed sequences). ``None`` (default) means the model's
             ``default_lengths``, which is ``None`` (all ``T`` steps) unless set.
+        mask : boolean array or list of bool, shape (T, B), or (B, T) with ``batch_first``, or unbatched (T,), optional
+            Which steps run, instead of ``lengths`` (as in :func:`arrayrnn.rnn`: a masked step keeps the whole
+            state, so holes and leading padding are allowed); every layer and both directions use it (the backward
+            one visits the unmasked steps from last to first). A mask replaces the model's ``default_lengths``.
+        padding : {"zeros", "carry"}, optional
+            What a masked or padded step writes to each direction's ``y``: ``"zeros"`` (default) or ``"carry"``,
+            that direction's carried ``h`` (Keras). With either option the array-API core runs every layer.
         impl : str, optional
             The implementation every layer runs, as in :func:`arrayrnn.rnn` (``"auto"``, ``"generic"``, ``"fast"``
             or a path name; ``None``: ``$ARRAYRNN_IMPL``, else ``"auto"``).
+        train : bool, optional
+            Apply the dropout family's masks (see :meth:`apply`). Default ``False``.
+        seed : int or numpy.random.Generator, optional
+            The masks' seed, needed with ``train=True`` when a rate is above 0 (see :meth:`apply`).
 
         Returns
         -------
@@ -661,8 +760,24 @@ class _StackedModel:
         >>> y, h_n = model(x, lengths=np.array([5, 3]))
         >>> y.shape, h_n.shape
         ((2, 5, 8), (4, 2, 4))
+        >>> regularized = ar.GRU(3, 4, num_layers=2, dropout=0.5, zoneout=0.1, seed=0)
+        >>> y_train, _ = regularized(np.ones((5, 2, 3), "float32"), train=True, seed=1)  # one seed: the same masks
+        >>> y_train.shape
+        (5, 2, 4)
+
+        Keras-style masking: batch-first ``(B, T)``; each direction writes its carried ``h`` at masked steps:
+
+        >>> mask = np.array([[False, True, True, True, True], [True, True, False, True, False]])
+        >>> y, h_n = model(x, mask=mask, padding="carry")
+        >>> forward, backward = y[..., :4], y[..., 4:]
+        >>> bool(np.all(forward[0, 0] == 0)), bool(np.all(forward[1, 2] == forward[1, 1]))
+        (True, True)
+        >>> bool(np.all(backward[1, 2] == backward[1, 3])), bool(np.all(backward[1, 4] == 0))
+        (True, True)
         """
-        return self.apply(self._params, x, state, lengths=lengths, impl=impl)
+        return self.apply(
+            self._params, x, state, lengths=lengths, impl=impl, mask=mask, padding=padding, train=train, seed=seed
+        )
 
     # ---- weights in and out ------------------------------------------------------------------
 
@@ -688,7 +803,8 @@ class _StackedModel:
         (16, 3)
         """
         names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr", "peephole_i", "peephole_f", "peephole_o",
-                 "weight_gg")  # fmt: skip
+                 "weight_gg", "ln_ih_weight", "ln_ih_bias", "ln_hh_weight", "ln_hh_bias", "ln_c_weight",
+                 "ln_c_bias")  # fmt: skip
         result: dict[str, Array] = {}
         for layer, layer_params in enumerate(self._params):
             for direction, p in enumerate(layer_params):
@@ -790,7 +906,8 @@ class _StackedModel:
                     f"but the state dict has only {limit} entries; layers are numbered 0, 1, ... without gaps"
                 )
             layer = int(digits)
-            if cls.kind != "lstm" and (field in ("weight_hr", "weight_gg") or field.startswith("peephole")):
+            if cls.kind != "lstm" and (field in ("weight_hr", "weight_gg", "ln_c_weight", "ln_c_bias")
+                                       or field.startswith("peephole")):  # fmt: skip
                 raise ValueError(f"state_dict key {key!r} belongs to an LSTM, not a {cls.__name__}")
             entries.setdefault((layer, int(backward)), {})[field] = value
             slot_keys.setdefault((layer, int(backward)), key)
@@ -930,6 +1047,14 @@ class RNN(_StackedModel):
     reverse : bool, optional
         Run every layer backwards in time, ``y`` still in time order (ONNX ``direction="reverse"``, Keras
         ``go_backwards`` without reversing ``y``); not with ``bidirectional``. Default ``False``.
+    layer_norm : bool, optional
+        Layer normalisation (Ba et al. 2016) in every layer: the ``ln_*`` arrays of :func:`arrayrnn.init_rnn` /
+        ``init_lstm`` / ``init_gru`` (gains 1, shifts 0; a seed's other numbers unchanged). Default ``False``.
+    dropout, recurrent_dropout, zoneout : float in [0, 1), optional
+        The dropout family, active in calls with ``train=True`` (and ``seed=``): ``dropout`` (torch's) on the output
+        of every layer but the last (inverted: kept units scaled by ``1/(1-p)``, one mask per element); in every
+        layer and direction ``recurrent_dropout`` and ``zoneout`` as in :func:`arrayrnn.lstm` (zoneout's
+        expectation at inference). Default ``0.0``; saved by :func:`arrayrnn.save`.
     seed : int, numpy.random.Generator or None, optional
         One random stream initialises the whole stack (PyTorch's U(-1/sqrt(H), 1/sqrt(H))), layer by layer and
         direction by direction (``l0``, ``l0_reverse``, ``l1``, ...); one seed gives the same numbers on every
@@ -979,7 +1104,7 @@ class RNN(_StackedModel):
     kind = "rnn"
     _sequence = staticmethod(rnn)
     _params_class = RNNParams
-    _option_defaults: ClassVar[dict[str, Any]] = {"nonlinearity": "tanh"}
+    _option_defaults: ClassVar[dict[str, Any]] = {"nonlinearity": "tanh", **MODEL_RATES}
 
     def __init__(
         self,
@@ -992,16 +1117,21 @@ class RNN(_StackedModel):
         bias: bool = True,
         batch_first: bool = False,
         reverse: bool = False,
+        layer_norm: bool = False,
+        dropout: float = 0.0,
+        recurrent_dropout: float = 0.0,
+        zoneout: float = 0.0,
         seed: Any = None,
         dtype: str = "float32",
         backend: Optional[str] = None,
         device: Any = None,
     ) -> None:
+        rates = model_rates(dropout, recurrent_dropout, zoneout)  # before anything is allocated
         params = self._init_stack(
             init_rnn, input_size, hidden_size, num_layers, bidirectional, seed, hidden_size,
-            bias=bias, dtype=dtype, backend=backend, device=device,
+            bias=bias, layer_norm=layer_norm, dtype=dtype, backend=backend, device=device,
         )  # fmt: skip
-        self._setup(params, batch_first, {"nonlinearity": nonlinearity}, reverse)
+        self._setup(params, batch_first, {"nonlinearity": nonlinearity, **rates}, reverse)
 
     @property
     def nonlinearity(self) -> str:
@@ -1074,6 +1204,14 @@ class LSTM(_StackedModel):
     reverse : bool, optional
         Run every layer backwards in time, ``y`` still in time order (ONNX ``direction="reverse"``, Keras
         ``go_backwards`` without reversing ``y``); not with ``bidirectional``. Default ``False``.
+    layer_norm : bool, optional
+        Layer normalisation (Ba et al. 2016) in every layer: the ``ln_*`` arrays of :func:`arrayrnn.init_rnn` /
+        ``init_lstm`` / ``init_gru`` (gains 1, shifts 0; a seed's other numbers unchanged). Default ``False``.
+    dropout, recurrent_dropout, zoneout : float in [0, 1), optional
+        The dropout family, active in calls with ``train=True`` (and ``seed=``): ``dropout`` (torch's) on the output
+        of every layer but the last (inverted: kept units scaled by ``1/(1-p)``, one mask per element); in every
+        layer and direction ``recurrent_dropout`` and ``zoneout`` as in :func:`arrayrnn.lstm` (zoneout's
+        expectation at inference). Default ``0.0``; saved by :func:`arrayrnn.save`.
     seed : int, numpy.random.Generator or None, optional
         One random stream initialises the whole stack (PyTorch's U(-1/sqrt(H), 1/sqrt(H))), layer by layer and
         direction by direction (``l0``, ``l0_reverse``, ``l1``, ...); one seed gives the same numbers on every
@@ -1134,7 +1272,7 @@ class LSTM(_StackedModel):
     _params_class = LSTMParams
     _option_defaults: ClassVar[dict[str, Any]] = {
         "coupled": False, "clip": None, "input_gate": True, "forget_gate": True, "output_gate": True,
-        "input_activation": "tanh", "output_activation": "tanh",
+        "input_activation": "tanh", "output_activation": "tanh", **MODEL_RATES,
     }  # fmt: skip
 
     def __init__(
@@ -1158,11 +1296,16 @@ class LSTM(_StackedModel):
         input_activation: str = "tanh",
         output_activation: str = "tanh",
         gate_recurrence: bool = False,
+        layer_norm: bool = False,
+        dropout: float = 0.0,
+        recurrent_dropout: float = 0.0,
+        zoneout: float = 0.0,
         seed: Any = None,
         dtype: str = "float32",
         backend: Optional[str] = None,
         device: Any = None,
     ) -> None:
+        rates = model_rates(dropout, recurrent_dropout, zoneout)  # before anything is allocated
         given = {
             "peepholes": peepholes, "gate_recurrence": gate_recurrence, "coupled": coupled, "input_gate": input_gate,
             "forget_gate": forget_gate, "output_gate": output_gate, "input_activation": input_activation,
@@ -1172,14 +1315,14 @@ class LSTM(_StackedModel):
         for name in ("peepholes", "gate_recurrence"):
             if not isinstance(chosen[name], bool):
                 raise TypeError(f"{name} must be True or False, got {chosen[name]!r}")
-        options = {name: chosen[name] for name in self._option_defaults if name != "clip"}
+        options = {name: chosen[name] for name in self._option_defaults if name in chosen}
         check_options(self.kind, {**options, "clip": clip})  # before anything is allocated
         params = self._init_stack(
             init_lstm, input_size, hidden_size, num_layers, bidirectional, seed, proj_size or hidden_size,
             bias=bias, proj_size=proj_size, peepholes=chosen["peepholes"], gate_recurrence=chosen["gate_recurrence"],
-            dtype=dtype, backend=backend, device=device,
+            layer_norm=layer_norm, dtype=dtype, backend=backend, device=device,
         )  # fmt: skip
-        self._setup(params, batch_first, {**options, "clip": clip}, reverse)
+        self._setup(params, batch_first, {**options, "clip": clip, **rates}, reverse)
 
     proj_size = property(lambda self: self._structure["proj_size"], doc="P (0: no projection)")
     peepholes = property(lambda self: self._structure["peepholes"], doc="whether the layers have peepholes")
@@ -1236,6 +1379,14 @@ class GRU(_StackedModel):
     reverse : bool, optional
         Run every layer backwards in time, ``y`` still in time order (ONNX ``direction="reverse"``, Keras
         ``go_backwards`` without reversing ``y``); not with ``bidirectional``. Default ``False``.
+    layer_norm : bool, optional
+        Layer normalisation (Ba et al. 2016) in every layer: the ``ln_*`` arrays of :func:`arrayrnn.init_rnn` /
+        ``init_lstm`` / ``init_gru`` (gains 1, shifts 0; a seed's other numbers unchanged). Default ``False``.
+    dropout, recurrent_dropout, zoneout : float in [0, 1), optional
+        The dropout family, active in calls with ``train=True`` (and ``seed=``): ``dropout`` (torch's) on the output
+        of every layer but the last (inverted: kept units scaled by ``1/(1-p)``, one mask per element); in every
+        layer and direction ``recurrent_dropout`` and ``zoneout`` as in :func:`arrayrnn.lstm` (zoneout's
+        expectation at inference). Default ``0.0``; saved by :func:`arrayrnn.save`.
     seed : int, numpy.random.Generator or None, optional
         One random stream initialises the whole stack (PyTorch's U(-1/sqrt(H), 1/sqrt(H))), layer by layer and
         direction by direction (``l0``, ``l0_reverse``, ``l1``, ...); one seed gives the same numbers on every
@@ -1285,7 +1436,7 @@ class GRU(_StackedModel):
     kind = "gru"
     _sequence = staticmethod(gru)
     _params_class = GRUParams
-    _option_defaults: ClassVar[dict[str, Any]] = {"linear_before_reset": True}
+    _option_defaults: ClassVar[dict[str, Any]] = {"linear_before_reset": True, **MODEL_RATES}
 
     def __init__(
         self,
@@ -1298,16 +1449,23 @@ class GRU(_StackedModel):
         batch_first: bool = False,
         reverse: bool = False,
         linear_before_reset: bool = True,
+        layer_norm: bool = False,
+        dropout: float = 0.0,
+        recurrent_dropout: float = 0.0,
+        zoneout: float = 0.0,
         seed: Any = None,
         dtype: str = "float32",
         backend: Optional[str] = None,
         device: Any = None,
     ) -> None:
+        rates = model_rates(dropout, recurrent_dropout, zoneout)  # before anything is allocated
+        if layer_norm is True and linear_before_reset is False:  # before anything is allocated
+            raise ValueError(LN_HH_BEFORE_RESET)
         params = self._init_stack(
             init_gru, input_size, hidden_size, num_layers, bidirectional, seed, hidden_size,
-            bias=bias, dtype=dtype, backend=backend, device=device,
+            bias=bias, layer_norm=layer_norm, dtype=dtype, backend=backend, device=device,
         )  # fmt: skip
-        self._setup(params, batch_first, {"linear_before_reset": linear_before_reset}, reverse)
+        self._setup(params, batch_first, {"linear_before_reset": linear_before_reset, **rates}, reverse)
 
     linear_before_reset = property(lambda self: self._options["linear_before_reset"], doc="GRU variant")
 

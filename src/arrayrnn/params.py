@@ -48,6 +48,11 @@ class _ParamsBase:
     def has_bias(self) -> bool:
         return getattr(self, "bias_ih", None) is not None
 
+    @property
+    def has_layer_norm(self) -> bool:
+        """``True`` when any ``ln_*`` array is there (layer normalisation)."""
+        return any(getattr(self, f.name) is not None for f in dataclasses.fields(self) if f.name.startswith("ln_"))  # type: ignore[arg-type]
+
     def arrays(self) -> dict[str, Array]:
         """The non-``None`` fields by name."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name) is not None}  # type: ignore[arg-type]
@@ -68,6 +73,11 @@ class RNNParams(_ParamsBase):
         Recurrent weights.
     bias_ih, bias_hh : array, shape (H,), or None
         Biases (``None``: no such bias; each may be ``None`` on its own).
+    ln_ih_weight, ln_ih_bias, ln_hh_weight, ln_hh_bias : array, shape (H,), or None
+        Layer normalisation (Ba et al. 2016; ``layer_norm=True`` in :func:`init_rnn`): ``x W_ih^T`` and
+        ``h W_hh^T`` are each normalised over their whole ``H`` vector (biased variance, epsilon ``1e-5``, as
+        ``torch.nn.LayerNorm``) with these gains and shifts, then ``b_ih`` and ``b_hh`` are added. Each pair is
+        optional on its own (``None``: that projection is not normalised).
 
     Attributes
     ----------
@@ -91,6 +101,10 @@ class RNNParams(_ParamsBase):
     weight_hh: Array
     bias_ih: Optional[Array] = None
     bias_hh: Optional[Array] = None
+    ln_ih_weight: Optional[Array] = None
+    ln_ih_bias: Optional[Array] = None
+    ln_hh_weight: Optional[Array] = None
+    ln_hh_bias: Optional[Array] = None
 
     gates = 1
 
@@ -120,6 +134,14 @@ class LSTMParams(_ParamsBase):
         get ``weight_gg @ [i_{t-1}; f_{t-1}; o_{t-1}]``, the previous step's gate activations (columns, same
         order). With it the LSTM state is a triple ``(h, c, g)``, ``g (B, 3H)`` being ``[i_t, f_t, o_t]``.
         ``None`` (default): none.
+    ln_ih_weight, ln_ih_bias, ln_hh_weight, ln_hh_bias : array, shape (4H,), or None
+        Layer normalisation (Ba et al. 2016; ``layer_norm=True`` in :func:`init_lstm`): ``x W_ih^T`` and
+        ``h W_hh^T`` are each normalised over their whole ``4H`` vector (biased variance, epsilon ``1e-5``, as
+        ``torch.nn.LayerNorm``) with these gains and shifts, then ``b_ih`` and ``b_hh`` are added. Each pair is
+        optional on its own (``None``: that projection is not normalised).
+    ln_c_weight, ln_c_bias : array, shape (H,), or None
+        Layer normalisation of the cell state as the output sees it: ``h = o * tanh(LN_c(c_t))``; the state
+        carried, and the peephole ``o`` sees, is the un-normalised ``c_t``.
 
     Attributes
     ----------
@@ -149,6 +171,12 @@ class LSTMParams(_ParamsBase):
     peephole_f: Optional[Array] = None
     peephole_o: Optional[Array] = None
     weight_gg: Optional[Array] = None
+    ln_ih_weight: Optional[Array] = None
+    ln_ih_bias: Optional[Array] = None
+    ln_hh_weight: Optional[Array] = None
+    ln_hh_bias: Optional[Array] = None
+    ln_c_weight: Optional[Array] = None
+    ln_c_bias: Optional[Array] = None
 
     gates = 4
 
@@ -187,6 +215,12 @@ class GRUParams(_ParamsBase):
         Recurrent weights.
     bias_ih, bias_hh : array, shape (3H,), or None
         Biases (``None``: no such bias; each may be ``None`` on its own).
+    ln_ih_weight, ln_ih_bias, ln_hh_weight, ln_hh_bias : array, shape (3H,), or None
+        Layer normalisation (Ba et al. 2016; ``layer_norm=True`` in :func:`init_gru`): ``x W_ih^T`` and
+        ``h W_hh^T`` are each normalised over their whole ``3H`` vector (biased variance, epsilon ``1e-5``, as
+        ``torch.nn.LayerNorm``) with these gains and shifts, then ``b_ih`` and ``b_hh`` are added. Each pair is
+        optional on its own (``None``: that projection is not normalised). ``ln_hh_*`` needs
+        ``linear_before_reset=True``.
 
     Attributes
     ----------
@@ -211,6 +245,10 @@ class GRUParams(_ParamsBase):
     weight_hh: Array
     bias_ih: Optional[Array] = None
     bias_hh: Optional[Array] = None
+    ln_ih_weight: Optional[Array] = None
+    ln_ih_bias: Optional[Array] = None
+    ln_hh_weight: Optional[Array] = None
+    ln_hh_bias: Optional[Array] = None
 
     gates = 3
 
@@ -228,6 +266,20 @@ def _uniform(rng: np.random.Generator, bound: float, shape: tuple[int, ...], dty
     return rng.uniform(-bound, bound, size=shape).astype(dtype)
 
 
+def _with_layer_norm(params: Any, layer_norm: bool, dtype: str) -> Any:
+    """``params`` with the ``ln_*`` arrays of layer normalisation (gains 1, shifts 0: nothing is drawn)."""
+    if not isinstance(layer_norm, bool):
+        raise TypeError(f"layer_norm must be True or False, got {layer_norm!r}")
+    if not layer_norm:
+        return params
+    rows = params.weight_ih.shape[0]
+    fields = {"ln_ih_weight": np.ones(rows, dtype), "ln_ih_bias": np.zeros(rows, dtype),
+              "ln_hh_weight": np.ones(rows, dtype), "ln_hh_bias": np.zeros(rows, dtype)}  # fmt: skip
+    if isinstance(params, LSTMParams):
+        fields.update(ln_c_weight=np.ones(params.hidden_size, dtype), ln_c_bias=np.zeros(params.hidden_size, dtype))
+    return dataclasses.replace(params, **fields)
+
+
 def _place(params: Any, backend: str | None, device: Any) -> Any:
     target = backend if backend is not None else get_backend()
     if target == "dask":
@@ -242,6 +294,7 @@ def init_rnn(
     hidden_size: int,
     *,
     bias: bool = True,
+    layer_norm: bool = False,
     seed: int | np.random.Generator | None = None,
     dtype: str = "float32",
     backend: str | None = None,
@@ -260,6 +313,10 @@ def init_rnn(
         ``H``, the hidden units.
     bias : bool, optional
         Draw ``bias_ih`` and ``bias_hh`` (default ``True``); ``False`` leaves them ``None``.
+    layer_norm : bool, optional
+        Add the arrays of layer normalisation (Ba et al. 2016):
+        ``ln_ih_weight, ln_ih_bias, ln_hh_weight, ln_hh_bias (H,)``, gains 1 and shifts 0
+        (nothing is drawn: a seed gives the other arrays the numbers it gives without it). Default ``False``.
     seed : int, numpy.random.Generator or None, optional
         Seed of ``numpy.random.default_rng``; ``None`` (default) draws fresh entropy.
     dtype : {"float32", "float64", "float16"}, optional
@@ -280,6 +337,8 @@ def init_rnn(
     ------
     ValueError
         A size is not a positive integer; ``dtype`` is not a floating dtype above.
+    TypeError
+        ``layer_norm`` is not a bool.
     BackendUnavailableError
         ``backend`` is unknown or not usable here.
 
@@ -302,7 +361,7 @@ def init_rnn(
         bias_ih=_uniform(rng, bound, (H,), dtype) if bias else None,
         bias_hh=_uniform(rng, bound, (H,), dtype) if bias else None,
     )
-    return _place(params, backend, device)
+    return _place(_with_layer_norm(params, layer_norm, dtype), backend, device)
 
 
 def init_lstm(
@@ -313,6 +372,7 @@ def init_lstm(
     proj_size: int = 0,
     peepholes: bool = False,
     gate_recurrence: bool = False,
+    layer_norm: bool = False,
     seed: int | np.random.Generator | None = None,
     dtype: str = "float32",
     backend: str | None = None,
@@ -339,6 +399,10 @@ def init_lstm(
         the numbers it gives without it. Default ``False``.
     bias : bool, optional
         Draw ``bias_ih`` and ``bias_hh`` (default ``True``); ``False`` leaves them ``None``.
+    layer_norm : bool, optional
+        Add the arrays of layer normalisation (Ba et al. 2016):
+        ``ln_ih_*, ln_hh_* (4H,)`` and ``ln_c_weight, ln_c_bias (H,)``, gains 1 and shifts 0
+        (nothing is drawn: a seed gives the other arrays the numbers it gives without it). Default ``False``.
     seed : int, numpy.random.Generator or None, optional
         Seed of ``numpy.random.default_rng``; ``None`` (default) draws fresh entropy.
     dtype : {"float32", "float64", "float16"}, optional
@@ -362,7 +426,7 @@ def init_lstm(
         A size is not a positive integer or ``proj_size`` is not in ``[0, hidden_size)``; ``dtype`` is not a
         floating dtype above.
     TypeError
-        ``gate_recurrence`` is not a bool.
+        ``gate_recurrence`` or ``layer_norm`` is not a bool.
     BackendUnavailableError
         ``backend`` is unknown or not usable here.
 
@@ -376,6 +440,9 @@ def init_lstm(
     (8, 4)
     >>> ar.init_lstm(3, 8, gate_recurrence=True, seed=0).weight_gg.shape  # full gate recurrence
     (24, 24)
+    >>> normed = ar.init_lstm(3, 8, layer_norm=True, seed=0)  # layer normalisation: gains 1, shifts 0
+    >>> normed.ln_ih_weight.shape, normed.ln_c_bias.shape, float(normed.ln_hh_weight[0]), float(normed.ln_hh_bias[0])
+    ((32,), (8,), 1.0, 0.0)
     """
     _check_sizes(input_size, hidden_size, dtype)
     if isinstance(proj_size, bool) or not isinstance(proj_size, (int, np.integer)) or not 0 <= proj_size < hidden_size:
@@ -398,7 +465,7 @@ def init_lstm(
     )
     if gate_recurrence:  # drawn last: the arrays above keep the numbers this seed gives without it
         params = dataclasses.replace(params, weight_gg=_uniform(rng, bound, (3 * H, 3 * H), dtype))
-    return _place(params, backend, device)
+    return _place(_with_layer_norm(params, layer_norm, dtype), backend, device)
 
 
 def init_gru(
@@ -406,6 +473,7 @@ def init_gru(
     hidden_size: int,
     *,
     bias: bool = True,
+    layer_norm: bool = False,
     seed: int | np.random.Generator | None = None,
     dtype: str = "float32",
     backend: str | None = None,
@@ -424,6 +492,10 @@ def init_gru(
         ``H``, the hidden units.
     bias : bool, optional
         Draw ``bias_ih`` and ``bias_hh`` (default ``True``); ``False`` leaves them ``None``.
+    layer_norm : bool, optional
+        Add the arrays of layer normalisation (Ba et al. 2016):
+        ``ln_ih_weight, ln_ih_bias, ln_hh_weight, ln_hh_bias (3H,)``, gains 1 and shifts 0
+        (nothing is drawn: a seed gives the other arrays the numbers it gives without it). Default ``False``.
     seed : int, numpy.random.Generator or None, optional
         Seed of ``numpy.random.default_rng``; ``None`` (default) draws fresh entropy.
     dtype : {"float32", "float64", "float16"}, optional
@@ -444,6 +516,8 @@ def init_gru(
     ------
     ValueError
         A size is not a positive integer; ``dtype`` is not a floating dtype above.
+    TypeError
+        ``layer_norm`` is not a bool.
     BackendUnavailableError
         ``backend`` is unknown or not usable here.
 
@@ -467,4 +541,4 @@ def init_gru(
         bias_ih=_uniform(rng, bound, (3 * H,), dtype) if bias else None,
         bias_hh=_uniform(rng, bound, (3 * H,), dtype) if bias else None,
     )
-    return _place(params, backend, device)
+    return _place(_with_layer_norm(params, layer_norm, dtype), backend, device)

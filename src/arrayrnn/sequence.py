@@ -7,6 +7,8 @@ from typing import Any, Optional
 from array_api_compat import is_dask_array
 
 from . import _dispatch
+from ._dropout import add_request, refuse_dask_training, resolve
+from ._masking import prepare_masking
 from ._validate import Prepared, prepare_sequence
 from .params import GRUParams, LSTMParams, RNNParams
 
@@ -26,17 +28,26 @@ def run_sequence(
     batch_first: bool,
     impl: Optional[str],
     options: dict[str, Any],
+    mask: Any = None,
+    padding: str = "zeros",
 ) -> tuple[Array, tuple[Array, ...]]:
     """Validate, pick the implementation, run, and restore the caller's layout."""
     if is_dask_array(x):  # lazy: every batch block runs this same function on its NumPy/CuPy chunk
         from ._dask import run_dask
 
+        refuse_dask_training(options)
         layout = {"reverse": reverse, "batch_first": batch_first}
-        return run_dask(run_sequence, kind, x, params, state, lengths=lengths, impl=impl, options=options, **layout)
+        masking = {"mask": mask, "padding": padding} if mask is not None or padding != "zeros" else {}
+        return run_dask(
+            run_sequence, kind, x, params, state, lengths=lengths, impl=impl, options=options, **layout, **masking
+        )
     prepared: Prepared = prepare_sequence(kind, x, params, state, lengths, batch_first, reverse, options)
     xp = prepared.xp
+    options = resolve(kind, options, prepared)  # the dropout family: its masks drawn for this call
+    masking = prepare_masking(prepared, mask, padding, lengths, batch_first)
+    run_options = {**options, **masking} if masking else options
     y, final_state = _dispatch.sequence(
-        kind, xp, prepared.backend, prepared.x, params, prepared.state, prepared.lengths, reverse, options, impl
+        kind, xp, prepared.backend, prepared.x, params, prepared.state, prepared.lengths, reverse, run_options, impl
     )
     if prepared.unbatched:
         y = xp.reshape(y, (y.shape[0], y.shape[2]))
@@ -53,9 +64,15 @@ def rnn(
     *,
     nonlinearity: str = "tanh",
     lengths: Any = None,
+    mask: Any = None,
+    padding: str = "zeros",
     reverse: bool = False,
     batch_first: bool = False,
     impl: Optional[str] = None,
+    recurrent_dropout: float = 0.0,
+    zoneout: float = 0.0,
+    train: bool = False,
+    seed: Any = None,
 ) -> tuple[Array, Array]:
     """Elman RNN over a whole sequence: one layer, one direction (``torch.nn.RNN`` with one layer).
 
@@ -78,6 +95,14 @@ def rnn(
         The activation. Default ``"tanh"``.
     lengths : integer array or list of int, shape (B,), optional
         Valid steps of each sequence, each in ``[0, T]``; needs batched ``x``. ``None`` (default): all ``T``.
+    mask : boolean array or list of bool, shape (T, B), or (B, T) with ``batch_first``, or unbatched (T,), optional
+        Which steps run (``True``), instead of ``lengths``: a masked step leaves the whole state unchanged, so
+        leading padding and holes are allowed; with ``reverse=True`` each sequence visits its unmasked steps from
+        last to first. On the backend of ``x`` (a list on any). ``None`` (default): every step runs.
+    padding : {"zeros", "carry"}, optional
+        What a masked or padded step (``mask`` or ``lengths``) writes to ``y``: ``"zeros"`` (default; PyTorch,
+        ONNX) or ``"carry"``, the carried ``h`` (Keras). Calls with ``mask`` or ``padding="carry"`` run the
+        array-API core (the fast paths decline them; :func:`explain` says so).
     reverse : bool, optional
         Run backwards in time, over each sequence's own valid steps. Default ``False``.
     batch_first : bool, optional
@@ -88,6 +113,25 @@ def rnn(
         path name (CuPy: ``"fused"``, ``"graph"``; experimental: ``"fused_graph"``, ``"tiled"``, ``"persistent"``,
         ``"cluster"``). ``None`` (default) takes ``$ARRAYRNN_IMPL``, else ``"auto"``. Results agree to float
         tolerance whichever runs.
+    recurrent_dropout : float in [0, 1), optional
+        Training only (Gal & Ghahramani 2016, Keras's ``recurrent_dropout``): one mask ``(B, H_out)`` per call
+        multiplies ``h_{t-1}`` where the step reads it, the same at every step, kept units scaled by ``1/(1-p)``
+        (the LSTM: the ``h`` fed to ``W_hh``, peepholes see ``c``; the GRU: every read of ``h_{t-1}``, ``z * h_{t-1}``
+        included). Default ``0.0``; the identity at inference.
+    zoneout : float in [0, 1), optional
+        Krueger et al. 2017: in training each unit of the state keeps its previous value with probability ``p`` at
+        every step, ``h_t = m_t h_{t-1} + (1 - m_t) h~_t`` (the LSTM: ``h`` and ``c``, each its own mask); at
+        inference the expectation ``h_t = p h_{t-1} + (1 - p) h~_t``. ``y[t]`` is the new ``h_t``. Default ``0.0``.
+    train : bool, optional
+        Draw and apply the training masks. Default ``False``.
+    seed : int or numpy.random.Generator, optional
+        Needed with ``train=True`` and a rate above 0 (there is no global random state): the masks are float64
+        uniforms ``u`` of ``numpy.random.default_rng(seed)`` drawn on the host, so one seed gives the same masks on
+        every backend: first ``u (B, H_out)`` for recurrent dropout (kept where ``u >= p``), then ``u (T, B, H_out)``
+        for zoneout of ``h`` and, for the LSTM, ``u (T, B, H)`` for ``c`` (kept previous where ``u < p``); time-major
+        whatever ``batch_first`` (``B = 1`` unbatched). Any of these active runs the array-API core (:func:`explain`
+        says so); a rate outside ``[0, 1)`` or ``train=True`` without ``seed`` raises ``ValueError``, a ``train``
+        that is not a bool ``TypeError``; training on dask arrays and ``mask=`` / ``padding="carry"`` are refused.
 
     Returns
     -------
@@ -100,11 +144,13 @@ def rnn(
     ------
     TypeError
         ``params`` is not an :class:`RNNParams`; an argument is not an array, or not floating point (``lengths``:
-        not integer), or is a NumPy masked array or matrix (the message says what to pass instead: ``x.filled(0)``
-        with ``lengths=``, or ``np.asarray(...)``); dtypes differ; ``reverse`` or ``batch_first`` is not a bool.
+        not integer; ``mask``: not boolean), or is a NumPy masked array or matrix (the message says what to pass
+        instead: ``x.filled(0)`` with ``lengths=``, or ``np.asarray(...)``); dtypes differ; ``reverse`` or
+        ``batch_first`` is not a bool.
     ValueError
         A shape does not fit (the message names the argument and the shape expected); ``T == 0``; ``lengths``
-        outside ``[0, T]`` or given with unbatched ``x``; an unknown ``nonlinearity`` or ``impl``.
+        outside ``[0, T]`` or given with unbatched ``x``; ``mask`` of the wrong shape or given with ``lengths``;
+        ``padding`` not ``"zeros"`` or ``"carry"``; an unknown ``nonlinearity`` or ``impl``.
     BackendMismatchError
         The arguments live on different backends or devices (nothing is copied implicitly).
 
@@ -124,12 +170,22 @@ def rnn(
     >>> bool(np.all(y[3:, 1] == 0)), bool(np.allclose(h_n[1], y[2, 1]))
     (True, True)
 
+    A mask may skip any steps (step 1 of sequence 0 here); a skipped step keeps the state and, with
+    ``padding="carry"``, writes it to ``y``:
+
+    >>> mask = np.array([[True, True], [False, True], [True, True], [True, False], [True, True]])
+    >>> y, h_n = ar.rnn(x, params, mask=mask, padding="carry")
+    >>> bool(np.all(y[1, 0] == y[0, 0])), bool(np.all(y[3, 1] == y[2, 1]))
+    (True, True)
+
     Batch-first layout, and the reference core:
 
     >>> y, h_n = ar.rnn(np.swapaxes(x, 0, 1), params, batch_first=True, impl="generic")
     >>> y.shape, h_n.shape
     ((2, 5, 4), (2, 4))
     """
+    options = {"nonlinearity": nonlinearity}
+    add_request(options, recurrent_dropout, zoneout, train, seed)
     y, (h_n,) = run_sequence(
         "rnn",
         x,
@@ -139,7 +195,9 @@ def rnn(
         reverse=reverse,
         batch_first=batch_first,
         impl=impl,
-        options={"nonlinearity": nonlinearity},
+        mask=mask,
+        padding=padding,
+        options=options,
     )
     return y, h_n
 
@@ -157,9 +215,15 @@ def lstm(
     input_activation: str = "tanh",
     output_activation: str = "tanh",
     lengths: Any = None,
+    mask: Any = None,
+    padding: str = "zeros",
     reverse: bool = False,
     batch_first: bool = False,
     impl: Optional[str] = None,
+    recurrent_dropout: float = 0.0,
+    zoneout: float = 0.0,
+    train: bool = False,
+    seed: Any = None,
 ) -> tuple[Array, tuple[Array, ...]]:
     """LSTM over a whole sequence: one layer, one direction (``torch.nn.LSTM`` with one layer).
 
@@ -194,6 +258,14 @@ def lstm(
         core (the fast paths decline it; :func:`explain` says so).
     lengths : integer array or list of int, shape (B,), optional
         Valid steps of each sequence, each in ``[0, T]``; needs batched ``x``. ``None`` (default): all ``T``.
+    mask : boolean array or list of bool, shape (T, B), or (B, T) with ``batch_first``, or unbatched (T,), optional
+        Which steps run (``True``), instead of ``lengths``: a masked step leaves the whole state unchanged, so
+        leading padding and holes are allowed; with ``reverse=True`` each sequence visits its unmasked steps from
+        last to first. On the backend of ``x`` (a list on any). ``None`` (default): every step runs.
+    padding : {"zeros", "carry"}, optional
+        What a masked or padded step (``mask`` or ``lengths``) writes to ``y``: ``"zeros"`` (default; PyTorch,
+        ONNX) or ``"carry"``, the carried ``h`` (Keras). Calls with ``mask`` or ``padding="carry"`` run the
+        array-API core (the fast paths decline them; :func:`explain` says so).
     reverse : bool, optional
         Run backwards in time, over each sequence's own valid steps. Default ``False``.
     batch_first : bool, optional
@@ -204,6 +276,25 @@ def lstm(
         path name (CuPy: ``"fused"``, ``"graph"``; experimental: ``"fused_graph"``, ``"tiled"``, ``"persistent"``,
         ``"cluster"``). ``None`` (default) takes ``$ARRAYRNN_IMPL``, else ``"auto"``. Results agree to float
         tolerance whichever runs.
+    recurrent_dropout : float in [0, 1), optional
+        Training only (Gal & Ghahramani 2016, Keras's ``recurrent_dropout``): one mask ``(B, H_out)`` per call
+        multiplies ``h_{t-1}`` where the step reads it, the same at every step, kept units scaled by ``1/(1-p)``
+        (the LSTM: the ``h`` fed to ``W_hh``, peepholes see ``c``; the GRU: every read of ``h_{t-1}``, ``z * h_{t-1}``
+        included). Default ``0.0``; the identity at inference.
+    zoneout : float in [0, 1), optional
+        Krueger et al. 2017: in training each unit of the state keeps its previous value with probability ``p`` at
+        every step, ``h_t = m_t h_{t-1} + (1 - m_t) h~_t`` (the LSTM: ``h`` and ``c``, each its own mask); at
+        inference the expectation ``h_t = p h_{t-1} + (1 - p) h~_t``. ``y[t]`` is the new ``h_t``. Default ``0.0``.
+    train : bool, optional
+        Draw and apply the training masks. Default ``False``.
+    seed : int or numpy.random.Generator, optional
+        Needed with ``train=True`` and a rate above 0 (there is no global random state): the masks are float64
+        uniforms ``u`` of ``numpy.random.default_rng(seed)`` drawn on the host, so one seed gives the same masks on
+        every backend: first ``u (B, H_out)`` for recurrent dropout (kept where ``u >= p``), then ``u (T, B, H_out)``
+        for zoneout of ``h`` and, for the LSTM, ``u (T, B, H)`` for ``c`` (kept previous where ``u < p``); time-major
+        whatever ``batch_first`` (``B = 1`` unbatched). Any of these active runs the array-API core (:func:`explain`
+        says so); a rate outside ``[0, 1)`` or ``train=True`` without ``seed`` raises ``ValueError``, a ``train``
+        that is not a bool ``TypeError``; training on dask arrays and ``mask=`` / ``padding="carry"`` are refused.
 
     Returns
     -------
@@ -219,12 +310,13 @@ def lstm(
     TypeError
         ``params`` is not an :class:`LSTMParams`; ``state`` is not ``None`` or a pair ``(h_0, c_0)`` (a triple
         ``(h_0, c_0, g_0)`` with ``params.weight_gg``); an argument is not an array, or not floating point
-        (``lengths``: not integer), or is a NumPy masked array or matrix (the message says what to pass instead:
-        ``x.filled(0)`` with ``lengths=``, or ``np.asarray(...)``); dtypes differ; ``coupled``, a gate flag,
-        ``reverse`` or ``batch_first`` is not a bool.
+        (``lengths``: not integer; ``mask``: not boolean), or is a NumPy masked array or matrix (the message says
+        what to pass instead: ``x.filled(0)`` with ``lengths=``, or ``np.asarray(...)``); dtypes differ;
+        ``coupled``, a gate flag, ``reverse`` or ``batch_first`` is not a bool.
     ValueError
         A shape does not fit (the message names the argument and the shape expected); ``T == 0``; ``lengths``
-        outside ``[0, T]`` or given with unbatched ``x``; ``clip`` not positive; an unknown activation or
+        outside ``[0, T]`` or given with unbatched ``x``; ``mask`` of the wrong shape or given with ``lengths``;
+        ``padding`` not ``"zeros"`` or ``"carry"``; ``clip`` not positive; an unknown activation or
         ``impl``; ``coupled=True`` with ``input_gate=False`` or ``forget_gate=False``; ``params.weight_gg`` with an
         absent gate.
     BackendMismatchError
@@ -247,6 +339,13 @@ def lstm(
     >>> bool(np.all(y[2:, 1] == 0)), bool(np.allclose(h_n[1], y[0, 1]))
     (True, True)
 
+    A mask with a hole and leading padding; ``padding="carry"`` repeats the carried ``h`` at masked steps (Keras):
+
+    >>> mask = np.array([[True, False], [True, False], [True, True], [True, True], [False, True]])
+    >>> y, (h_n, c_n) = ar.lstm(x, params, mask=mask, padding="carry")
+    >>> bool(np.all(y[:2, 1] == 0)), bool(np.all(y[4, 0] == y[3, 0])), bool(np.all(h_n[0] == y[3, 0]))
+    (True, True, True)
+
     With a projection (``P = 2``) and ONNX-style options:
 
     >>> params = ar.init_lstm(3, 4, proj_size=2, seed=0)
@@ -261,6 +360,14 @@ def lstm(
     >>> y, (h_n, c_n, g_n) = ar.lstm(x, params)
     >>> g_n.shape
     (2, 12)
+
+    Training with recurrent dropout and zoneout: one seed, the same masks (on every backend):
+
+    >>> params = ar.init_lstm(3, 4, seed=0)
+    >>> y1, _ = ar.lstm(x, params, recurrent_dropout=0.25, zoneout=0.1, train=True, seed=7)
+    >>> y2, _ = ar.lstm(x, params, recurrent_dropout=0.25, zoneout=0.1, train=True, seed=7)
+    >>> bool(np.array_equal(y1, y2))
+    True
     """
     options = {
         "coupled": coupled,
@@ -271,6 +378,7 @@ def lstm(
         "input_activation": input_activation,
         "output_activation": output_activation,
     }
+    add_request(options, recurrent_dropout, zoneout, train, seed)
     y, final_state = run_sequence(
         "lstm",
         x,
@@ -280,6 +388,8 @@ def lstm(
         reverse=reverse,
         batch_first=batch_first,
         impl=impl,
+        mask=mask,
+        padding=padding,
         options=options,
     )
     return y, tuple(final_state)
@@ -292,9 +402,15 @@ def gru(
     *,
     linear_before_reset: bool = True,
     lengths: Any = None,
+    mask: Any = None,
+    padding: str = "zeros",
     reverse: bool = False,
     batch_first: bool = False,
     impl: Optional[str] = None,
+    recurrent_dropout: float = 0.0,
+    zoneout: float = 0.0,
+    train: bool = False,
+    seed: Any = None,
 ) -> tuple[Array, Array]:
     """GRU over a whole sequence: one layer, one direction (``torch.nn.GRU`` with one layer).
 
@@ -317,6 +433,14 @@ def gru(
         ``True`` (default): PyTorch's GRU; ``False``: ONNX's default, Keras ``reset_after=False``.
     lengths : integer array or list of int, shape (B,), optional
         Valid steps of each sequence, each in ``[0, T]``; needs batched ``x``. ``None`` (default): all ``T``.
+    mask : boolean array or list of bool, shape (T, B), or (B, T) with ``batch_first``, or unbatched (T,), optional
+        Which steps run (``True``), instead of ``lengths``: a masked step leaves the whole state unchanged, so
+        leading padding and holes are allowed; with ``reverse=True`` each sequence visits its unmasked steps from
+        last to first. On the backend of ``x`` (a list on any). ``None`` (default): every step runs.
+    padding : {"zeros", "carry"}, optional
+        What a masked or padded step (``mask`` or ``lengths``) writes to ``y``: ``"zeros"`` (default; PyTorch,
+        ONNX) or ``"carry"``, the carried ``h`` (Keras). Calls with ``mask`` or ``padding="carry"`` run the
+        array-API core (the fast paths decline them; :func:`explain` says so).
     reverse : bool, optional
         Run backwards in time, over each sequence's own valid steps. Default ``False``.
     batch_first : bool, optional
@@ -327,6 +451,25 @@ def gru(
         path name (CuPy: ``"fused"``, ``"graph"``; experimental: ``"fused_graph"``, ``"tiled"``, ``"persistent"``,
         ``"cluster"``). ``None`` (default) takes ``$ARRAYRNN_IMPL``, else ``"auto"``. Results agree to float
         tolerance whichever runs.
+    recurrent_dropout : float in [0, 1), optional
+        Training only (Gal & Ghahramani 2016, Keras's ``recurrent_dropout``): one mask ``(B, H_out)`` per call
+        multiplies ``h_{t-1}`` where the step reads it, the same at every step, kept units scaled by ``1/(1-p)``
+        (the LSTM: the ``h`` fed to ``W_hh``, peepholes see ``c``; the GRU: every read of ``h_{t-1}``, ``z * h_{t-1}``
+        included). Default ``0.0``; the identity at inference.
+    zoneout : float in [0, 1), optional
+        Krueger et al. 2017: in training each unit of the state keeps its previous value with probability ``p`` at
+        every step, ``h_t = m_t h_{t-1} + (1 - m_t) h~_t`` (the LSTM: ``h`` and ``c``, each its own mask); at
+        inference the expectation ``h_t = p h_{t-1} + (1 - p) h~_t``. ``y[t]`` is the new ``h_t``. Default ``0.0``.
+    train : bool, optional
+        Draw and apply the training masks. Default ``False``.
+    seed : int or numpy.random.Generator, optional
+        Needed with ``train=True`` and a rate above 0 (there is no global random state): the masks are float64
+        uniforms ``u`` of ``numpy.random.default_rng(seed)`` drawn on the host, so one seed gives the same masks on
+        every backend: first ``u (B, H_out)`` for recurrent dropout (kept where ``u >= p``), then ``u (T, B, H_out)``
+        for zoneout of ``h`` and, for the LSTM, ``u (T, B, H)`` for ``c`` (kept previous where ``u < p``); time-major
+        whatever ``batch_first`` (``B = 1`` unbatched). Any of these active runs the array-API core (:func:`explain`
+        says so); a rate outside ``[0, 1)`` or ``train=True`` without ``seed`` raises ``ValueError``, a ``train``
+        that is not a bool ``TypeError``; training on dask arrays and ``mask=`` / ``padding="carry"`` are refused.
 
     Returns
     -------
@@ -339,12 +482,13 @@ def gru(
     ------
     TypeError
         ``params`` is not a :class:`GRUParams`; an argument is not an array, or not floating point (``lengths``:
-        not integer), or is a NumPy masked array or matrix (the message says what to pass instead: ``x.filled(0)``
-        with ``lengths=``, or ``np.asarray(...)``); dtypes differ; ``linear_before_reset``, ``reverse`` or
-        ``batch_first`` is not a bool.
+        not integer; ``mask``: not boolean), or is a NumPy masked array or matrix (the message says what to pass
+        instead: ``x.filled(0)`` with ``lengths=``, or ``np.asarray(...)``); dtypes differ; ``linear_before_reset``,
+        ``reverse`` or ``batch_first`` is not a bool.
     ValueError
         A shape does not fit (the message names the argument and the shape expected); ``T == 0``; ``lengths``
-        outside ``[0, T]`` or given with unbatched ``x``; an unknown ``impl``.
+        outside ``[0, T]`` or given with unbatched ``x``; ``mask`` of the wrong shape or given with ``lengths``;
+        ``padding`` not ``"zeros"`` or ``"carry"``; an unknown ``impl``.
     BackendMismatchError
         The arguments live on different backends or devices (nothing is copied implicitly).
 
@@ -361,6 +505,8 @@ def gru(
     >>> y.shape, h_n.shape
     ((5, 4), (4,))
     """
+    options = {"linear_before_reset": linear_before_reset}
+    add_request(options, recurrent_dropout, zoneout, train, seed)
     y, (h_n,) = run_sequence(
         "gru",
         x,
@@ -370,6 +516,8 @@ def gru(
         reverse=reverse,
         batch_first=batch_first,
         impl=impl,
-        options={"linear_before_reset": linear_before_reset},
+        mask=mask,
+        padding=padding,
+        options=options,
     )
     return y, h_n

@@ -195,8 +195,13 @@ def test_a_directory_claiming_more_than_deflate_can_expand_is_refused(tmp_path, 
         ("an unknown field", lambda h: {**h, "pickle": "x"}, r"its header has unknown field\(s\) 'pickle'"),
         (
             "an unknown config field",
-            lambda h: {**h, "config": {**h["config"], "dropout": 0.5}},
-            r"config has unknown field\(s\) 'dropout'; a GRU has input_size",
+            lambda h: {**h, "config": {**h["config"], "weight_decay": 0.5}},
+            r"config has unknown field\(s\) 'weight_decay'; a GRU has input_size",
+        ),
+        (
+            "a dropout rate of 1",  # the dropout family's rates are in [0, 1)
+            lambda h: {**h, "config": {**h["config"], "dropout": 1.0}},
+            r"config field 'dropout' must be a number in \[0, 1\)",
         ),
         (
             "a string size",

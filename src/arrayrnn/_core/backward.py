@@ -9,6 +9,15 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Optional
 
+from .layer_norm import (
+    cell_output,
+    has_layer_norm,
+    input_projection_backward,
+    normalise,
+    normalise_backward,
+    recurrent_projection,
+)
+from .masking import carried_hidden, valid_at
 from .steps import linear, lstm_variant_changes, project_inputs, sigmoid
 from .types import GRUParamsLike, LSTMParamsLike, RNNParamsLike
 
@@ -29,7 +38,7 @@ class _RNNCell:
 
     def forward_step(self, gx: Array, state: State) -> tuple[State, tuple[Array, ...]]:
         xp = self.xp
-        z = gx + linear(xp, state[0], self.params.weight_hh, self.params.bias_hh)
+        z = gx + recurrent_projection(xp, state[0], self.params)
         h_new = xp.maximum(z, xp.zeros_like(z)) if self.relu else xp.tanh(z)
         return (h_new,), ()
 
@@ -46,7 +55,11 @@ class _RNNCell:
             dz = dh * (1.0 - h_new * h_new)
         if valid is not None:
             dz = xp.where(valid, dz, xp.zeros_like(dz))
-        return dz, (xp.matmul(dz, self.params.weight_hh),)
+        return dz, (self._recurrent_back(t, tape, dz),)
+
+    def _recurrent_back(self, t: int, tape: Tape, d_pre: Array) -> Array:
+        """The gradient of ``h_{t-1}`` through the recurrent projection, from that of its output ``d_pre``."""
+        return self.xp.matmul(d_pre, self.params.weight_hh)
 
     def recurrent_grads(self, dgx: Array, h_prev: Array) -> dict[str, Array]:
         return _plain_recurrent_grads(self.xp, self.params, dgx, h_prev)
@@ -196,6 +209,15 @@ class _LSTMCell:
                 self._accumulate("peephole_o", dzo * c_new)
         return dz, (xp.matmul(dz, p.weight_hh), dc_prev)
 
+    def _recurrent_back(self, t: int, tape: Tape, d_pre: Array) -> Array:
+        return self.xp.matmul(d_pre, self.params.weight_hh)
+
+    def _cell_output(self, c: Array) -> Array:
+        return c
+
+    def _cell_output_back(self, c: Array, d_out: Array, valid: Optional[Array]) -> Array:
+        return d_out
+
     def _accumulate(self, name: str, term: Array) -> None:
         total = self.xp.sum(term, axis=0)
         self.peephole_grads[name] = total if name not in self.peephole_grads else self.peephole_grads[name] + total
@@ -247,7 +269,7 @@ class _VariantLSTMCell(_LSTMCell):
     def forward_step(self, gx: Array, state: State) -> tuple[State, tuple[Array, ...]]:
         xp, p, H = self.xp, self.params, self.hidden
         h, c = state[0], state[1]
-        z = gx + linear(xp, h, p.weight_hh, p.bias_hh)
+        z = gx + recurrent_projection(xp, h, p)
         zi, zf, zg, zo = (z[:, k * H : (k + 1) * H] for k in range(4))
         if self.weight_gg is not None:
             recurrent = linear(xp, self._previous_gates(state[2]), self.weight_gg)
@@ -276,7 +298,8 @@ class _VariantLSTMCell(_LSTMCell):
             if p.peephole_o is not None:
                 zo = zo + p.peephole_o * c_new
             output_gate, keeps[3] = self._sigmoid(zo)
-        h_new = output_gate * (xp.tanh(c_new) if self.tanh_output else c_new)
+        c_out = cell_output(xp, c_new, p)
+        h_new = output_gate * (xp.tanh(c_out) if self.tanh_output else c_out)
         if p.weight_hr is not None:
             h_new = linear(xp, h_new, p.weight_hr)
         gates = xp.concat([input_gate, forget_gate, cell_gate, output_gate], axis=-1)
@@ -296,7 +319,8 @@ class _VariantLSTMCell(_LSTMCell):
         c_prev = tape.previous(t, 2, 1)
         input_gate, forget_gate, cell_gate, output_gate = (gates[:, k * H : (k + 1) * H] for k in range(4))
         dh, dc = d_new[0], d_new[1]
-        squashed = xp.tanh(c_new) if self.tanh_output else c_new
+        c_out = self._cell_output(c_new)
+        squashed = xp.tanh(c_out) if self.tanh_output else c_out
         if p.weight_hr is not None:
             dm = xp.matmul(dh, p.weight_hr)
             m = output_gate * squashed
@@ -307,7 +331,8 @@ class _VariantLSTMCell(_LSTMCell):
         else:
             dm = dh
         d_output = dm * squashed
-        dc = dc + (dm * output_gate * (1.0 - squashed * squashed) if self.tanh_output else dm * output_gate)
+        d_out = dm * output_gate * (1.0 - squashed * squashed) if self.tanh_output else dm * output_gate
+        dc = dc + self._cell_output_back(c_new, d_out, valid)
         d_gates_state = d_new[2] if self.weight_gg is not None else None  # the gates are state too: [i, f, o]
         if d_gates_state is not None:
             d_output = d_output + d_gates_state[:, 2 * H :]
@@ -345,7 +370,7 @@ class _VariantLSTMCell(_LSTMCell):
         if self.use_forget and p.peephole_f is not None:
             dc_prev = dc_prev + dzf * p.peephole_f
             self._accumulate("peephole_f", dzf * c_prev)
-        d_prev: State = (xp.matmul(dz, p.weight_hh), dc_prev)
+        d_prev: State = (self._recurrent_back(t, tape, dz), dc_prev)
         if self.weight_gg is not None:
             d_gate_pre = xp.concat([dzi, dzf, dzo], axis=-1)
             read = self._previous_gates(tape.previous(t, 3, 2))
@@ -373,6 +398,8 @@ class _VariantLSTMCell(_LSTMCell):
 
 def _lstm_cell(xp: Any, params: LSTMParamsLike, options: dict[str, Any]) -> _LSTMCell:
     """The vanilla cell for every call the fast paths run too (unchanged numbers), the variant cell otherwise."""
+    if has_layer_norm(params):
+        return _LayerNormLSTMCell(xp, params, options)
     if lstm_variant_changes(params, options):
         return _VariantLSTMCell(xp, params, options)
     return _LSTMCell(xp, params, options)
@@ -392,7 +419,7 @@ class _GRUCell:
         xp, p, H = self.xp, self.params, self.hidden
         h = state[0]
         if self.linear_before_reset:
-            gh = linear(xp, h, p.weight_hh, p.bias_hh)
+            gh = recurrent_projection(xp, h, p)
             reset_update = sigmoid(xp, gx[:, : 2 * H] + gh[:, : 2 * H])
             gh_n = gh[:, 2 * H :]
             candidate = xp.tanh(gx[:, 2 * H :] + reset_update[:, :H] * gh_n)
@@ -436,7 +463,7 @@ class _GRUCell:
                 dgx = xp.where(valid, dgx, xp.zeros_like(dgx))
                 dgh = xp.where(valid, dgh, xp.zeros_like(dgh))
             self.recurrent_terms[t] = dgh
-            dh_prev = dh_prev + xp.matmul(dgh, p.weight_hh)
+            dh_prev = dh_prev + self._recurrent_back(t, tape, dgh)
         else:
             reset_h = reset * h_prev
             if valid is not None:
@@ -445,6 +472,9 @@ class _GRUCell:
             self.recurrent_terms[t] = reset_h
             dh_prev = dh_prev + xp.matmul(dgx[:, : 2 * H], p.weight_hh[: 2 * H, :])
         return dgx, (dh_prev,)
+
+    def _recurrent_back(self, t: int, tape: Tape, d_pre: Array) -> Array:
+        return self.xp.matmul(d_pre, self.params.weight_hh)
 
     def recurrent_grads(self, dgx: Array, h_prev: Array) -> dict[str, Array]:
         xp, p, H = self.xp, self.params, self.hidden
@@ -462,7 +492,77 @@ class _GRUCell:
         return grads
 
 
-CELLS = {"rnn": _RNNCell, "lstm": _lstm_cell, "gru": _GRUCell}
+class _LayerNorm:
+    """Mixin of the layer-normalised cells (``_core/layer_norm.py``): ``LN_hh`` of ``W_hh h`` (its statistics
+    recomputed from ``h_{t-1}`` in the backward pass) and, for the LSTM, ``LN_c`` of the cell state in ``h``."""
+
+    xp: Any
+    params: Any
+
+    def __init__(self, xp: Any, params: Any, options: dict[str, Any]) -> None:
+        super().__init__(xp, params, options)  # type: ignore[call-arg]
+        self.norm_terms: dict[int, tuple[Array, Array, Array]] = {}  # t -> (d W_hh h, d_pre, d_pre * u_hat)
+        self.ln_c_grads: dict[str, Array] = {}
+
+    def _recurrent_back(self, t: int, tape: Tape, d_pre: Array) -> Array:
+        xp, p = self.xp, self.params
+        if getattr(p, "ln_hh_weight", None) is None:
+            return xp.matmul(d_pre, p.weight_hh)
+        _, u_hat, inverse_std = normalise(xp, linear(xp, tape.h_prev[t, ...], p.weight_hh), p.ln_hh_weight,
+                                          p.ln_hh_bias)  # fmt: skip
+        d_projection = normalise_backward(xp, d_pre, u_hat, inverse_std, p.ln_hh_weight)
+        self.norm_terms[t] = (d_projection, d_pre, d_pre * u_hat)
+        return xp.matmul(d_projection, p.weight_hh)
+
+    def _cell_output(self, c: Array) -> Array:
+        return cell_output(self.xp, c, self.params)
+
+    def _cell_output_back(self, c: Array, d_out: Array, valid: Optional[Array]) -> Array:
+        xp, p = self.xp, self.params
+        if getattr(p, "ln_c_weight", None) is None:
+            return d_out
+        _, c_hat, inverse_std = normalise(xp, c, p.ln_c_weight, p.ln_c_bias)
+        kept = d_out if valid is None else xp.where(valid, d_out, xp.zeros_like(d_out))
+        for name, term in (("ln_c_weight", kept * c_hat), ("ln_c_bias", kept)):
+            total = xp.sum(term, axis=0)
+            self.ln_c_grads[name] = total if name not in self.ln_c_grads else self.ln_c_grads[name] + total
+        return normalise_backward(xp, d_out, c_hat, inverse_std, p.ln_c_weight)
+
+    def recurrent_grads(self, dgx: Array, h_prev: Array) -> dict[str, Array]:
+        xp, p = self.xp, self.params
+        grads = super().recurrent_grads(dgx, h_prev)  # type: ignore[misc]
+        if getattr(p, "ln_hh_weight", None) is not None:
+            ordered = [self.norm_terms[t] for t in sorted(self.norm_terms)]
+            grads["weight_hh"] = _weight_grad(xp, xp.stack([term[0] for term in ordered], axis=0), h_prev)
+            grads["ln_hh_weight"] = _bias_grad(xp, xp.stack([term[2] for term in ordered], axis=0))
+            grads["ln_hh_bias"] = _bias_grad(xp, xp.stack([term[1] for term in ordered], axis=0))
+        if getattr(p, "ln_c_weight", None) is not None:
+            for name in ("ln_c_weight", "ln_c_bias"):
+                grads[name] = self.ln_c_grads.get(name, xp.zeros_like(getattr(p, name)))
+        return grads
+
+
+class _LayerNormRNNCell(_LayerNorm, _RNNCell):
+    """Elman RNN with ``ln_*`` params."""
+
+
+class _LayerNormLSTMCell(_LayerNorm, _VariantLSTMCell):
+    """LSTM with ``ln_*`` params, every option (the variant cell's code, normalised)."""
+
+
+class _LayerNormGRUCell(_LayerNorm, _GRUCell):
+    """GRU with ``ln_*`` params (``ln_hh_*`` only with ``linear_before_reset=True``)."""
+
+
+def _rnn_cell(xp: Any, params: RNNParamsLike, options: dict[str, Any]) -> _RNNCell:
+    return (_LayerNormRNNCell if has_layer_norm(params) else _RNNCell)(xp, params, options)
+
+
+def _gru_cell(xp: Any, params: GRUParamsLike, options: dict[str, Any]) -> _GRUCell:
+    return (_LayerNormGRUCell if has_layer_norm(params) else _GRUCell)(xp, params, options)
+
+
+CELLS = {"rnn": _rnn_cell, "lstm": _lstm_cell, "gru": _gru_cell}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -514,16 +614,17 @@ def forward(
     outputs: list[Array] = [None] * steps  # type: ignore[list-item]
     saved: list[Any] = [None] * steps
     zero_output = xp.zeros_like(state[0])
+    mask, carry = options.get("mask"), options.get("padding", "zeros") == "carry"
     order = range(steps - 1, -1, -1) if reverse else range(steps)
     for t in order:
         new_state, recorded = cell.forward_step(gx[t, ...], state)
-        if lengths is None:
+        valid = valid_at(xp, lengths, mask, t)
+        if valid is None:
             state = new_state
             outputs[t] = new_state[0]
         else:
-            valid = xp.reshape(lengths > t, (-1, 1))
             state = tuple(xp.where(valid, new, old) for new, old in zip(new_state, state))
-            outputs[t] = xp.where(valid, new_state[0], zero_output)
+            outputs[t] = state[0] if carry else xp.where(valid, new_state[0], zero_output)
         saved[t] = recorded + cell.after_step(state)
     y = xp.stack(outputs, axis=0)
     tape = Tape(kind, params, dict(options), x, initial_state, lengths, reverse, y, saved)
@@ -538,6 +639,9 @@ def _previous_hidden(xp: Any, tape: Tape) -> Array:
     Rows of padded steps are never used (their gradients are masked).
     """
     y, h0 = tape.y, tape.initial_state[0]
+    mask, carry = tape.options.get("mask"), tape.options.get("padding", "zeros") == "carry"
+    if mask is not None or (carry and tape.lengths is not None):  # skipped steps anywhere, or y holds the carry
+        return carried_hidden(xp, y, h0, tape.lengths, mask, tape.reverse, carry)
     first = xp.reshape(h0, (1, *h0.shape))
     if not tape.reverse:
         return xp.concat([first, y[:-1, ...]], axis=0)
@@ -572,22 +676,24 @@ def backward(
     dgx_steps: list[Array] = [None] * steps  # type: ignore[list-item]
     valid_steps: list[Array] = [None] * steps  # type: ignore[list-item]
     order = range(steps) if tape.reverse else range(steps - 1, -1, -1)  # the forward order, backwards
+    mask, carry = tape.options.get("mask"), tape.options.get("padding", "zeros") == "carry"
     for t in order:
         d_new = d_state if dy is None else (d_state[0] + dy[t, ...], *d_state[1:])
-        valid = None if tape.lengths is None else xp.reshape(tape.lengths > t, (-1, 1))
+        valid = valid_at(xp, tape.lengths, mask, t)
         valid_steps[t] = valid
         dgx_steps[t], d_prev = cell.backward_step(t, tape, d_new, valid)
-        if valid is not None:  # a padded step passes the state cotangent through untouched
-            d_prev = tuple(xp.where(valid, new, old) for new, old in zip(d_prev, d_state))
+        if valid is not None:  # a padded step passes the state cotangent through (with carry, y[t]'s too)
+            d_prev = tuple(xp.where(valid, new, old) for new, old in zip(d_prev, d_new if carry else d_state))
         d_state = d_prev
     dgx = xp.stack(dgx_steps, axis=0)  # (T, B, G*H)
     x = tape.x
-    if tape.lengths is not None:  # 0 * NaN is NaN: padded inputs must not enter the weight gradient
+    if valid_steps[0] is not None:  # 0 * NaN is NaN: padded inputs must not enter the weight gradient
         x = xp.where(xp.stack(valid_steps, axis=0), x, xp.zeros_like(x))
-    grads = {"weight_ih": _weight_grad(xp, dgx, x)}
+    d_projection, input_norm_grads = input_projection_backward(xp, params, dgx, x)  # dgx itself without ln_ih
+    grads = {"weight_ih": _weight_grad(xp, d_projection, x), **input_norm_grads}
     if params.bias_ih is not None:
         grads["bias_ih"] = _bias_grad(xp, dgx)
     grads.update(cell.recurrent_grads(dgx, h_prev))
-    dx = xp.reshape(xp.matmul(_flat(xp, dgx), params.weight_ih), tape.x.shape)
+    dx = xp.reshape(xp.matmul(_flat(xp, d_projection), params.weight_ih), tape.x.shape)
     fields = {f.name: grads.get(f.name) for f in dataclasses.fields(params)}
     return dx, type(params)(**fields), d_state

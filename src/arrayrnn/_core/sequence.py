@@ -23,11 +23,13 @@ def rnn_sequence(
     reverse: bool,
     *,
     nonlinearity: str = "tanh",
+    mask: Optional[Array] = None,
+    padding: str = "zeros",
 ) -> tuple[Array, tuple[Array, ...]]:
     def step(gx_t: Array, carry: tuple[Array, ...]) -> tuple[Array, ...]:
         return (rnn_step(xp, gx_t, carry[0], params, nonlinearity),)
 
-    return scan(xp, step, project_inputs(xp, x, params), state, lengths, reverse)
+    return scan(xp, step, project_inputs(xp, x, params), state, lengths, reverse, mask, padding)
 
 
 def lstm_sequence(
@@ -40,6 +42,8 @@ def lstm_sequence(
     *,
     coupled: bool = False,
     clip: Optional[float] = None,
+    mask: Optional[Array] = None,
+    padding: str = "zeros",
     **variant: Any,
 ) -> tuple[Array, tuple[Array, ...]]:
     """``variant``: the Greff options of :func:`lstm_step`; with ``params.weight_gg`` the state is ``(h, c, g)``."""
@@ -48,7 +52,7 @@ def lstm_sequence(
         gates = carry[2] if len(carry) > 2 else None
         return lstm_step(xp, gx_t, carry[0], carry[1], params, coupled, clip, gates=gates, **variant)
 
-    return scan(xp, step, project_inputs(xp, x, params), state, lengths, reverse)
+    return scan(xp, step, project_inputs(xp, x, params), state, lengths, reverse, mask, padding)
 
 
 def gru_sequence(
@@ -60,11 +64,13 @@ def gru_sequence(
     reverse: bool,
     *,
     linear_before_reset: bool = True,
+    mask: Optional[Array] = None,
+    padding: str = "zeros",
 ) -> tuple[Array, tuple[Array, ...]]:
     def step(gx_t: Array, carry: tuple[Array, ...]) -> tuple[Array, ...]:
         return (gru_step(xp, gx_t, carry[0], params, linear_before_reset),)
 
-    return scan(xp, step, project_inputs(xp, x, params), state, lengths, reverse)
+    return scan(xp, step, project_inputs(xp, x, params), state, lengths, reverse, mask, padding)
 
 
 GENERIC = {"rnn": rnn_sequence, "lstm": lstm_sequence, "gru": gru_sequence}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from .layer_norm import cell_output, input_projection, recurrent_projection
 from .types import GRUParamsLike, LSTMParamsLike, RNNParamsLike
 
 Array = Any
@@ -24,10 +25,11 @@ def linear(xp: Any, x: Array, weight: Array, bias: Optional[Array] = None) -> Ar
 
 
 def project_inputs(xp: Any, x: Array, params: Any) -> Array:
-    """Input projection of every time step at once: ``x (T, B, I)`` -> ``(T, B, G*H)``, one matmul."""
+    """Input projection of every time step at once: ``x (T, B, I)`` -> ``(T, B, G*H)``, one matmul (and, with
+    ``params.ln_ih_weight``, layer normalisation of each row before ``b_ih``)."""
     steps, batch, features = x.shape
     flat = xp.reshape(x, (steps * batch, features))
-    projected = linear(xp, flat, params.weight_ih, params.bias_ih)
+    projected = input_projection(xp, flat, params)
     return xp.reshape(projected, (steps, batch, projected.shape[-1]))
 
 
@@ -38,7 +40,7 @@ def _split(xp: Any, z: Array, parts: int) -> list[Array]:
 
 def rnn_step(xp: Any, gx: Array, h: Array, params: RNNParamsLike, nonlinearity: str = "tanh") -> Array:
     """``h' = act(gx + h W_hh^T + b_hh)``; ``gx, h (B, H)``."""
-    z = gx + linear(xp, h, params.weight_hh, params.bias_hh)
+    z = gx + recurrent_projection(xp, h, params)
     return xp.tanh(z) if nonlinearity == "tanh" else xp.maximum(z, xp.zeros_like(z))
 
 
@@ -105,9 +107,10 @@ def lstm_step(
     ``coupled``: ``f = 1 - i`` (and with ``weight_gg`` the previous ``f`` is ``1 - i_{t-1}``). ``clip``: every gate
     pre-activation used is clipped to [-clip, clip]. ``input_gate`` / ``forget_gate`` / ``output_gate=False``: that
     gate is 1. ``input_activation`` (of the block input ``g``) and ``output_activation`` (of ``c'`` in ``h'``):
-    ``"tanh"`` or ``"identity"``.
+    ``"tanh"`` or ``"identity"``. Layer normalisation (``params.ln_*``, ``_core/layer_norm.py``): ``gx`` holds
+    ``LN_ih(x W_ih^T) + b_ih``, the recurrent term is ``LN_hh(h W_hh^T) + b_hh`` and ``h' = o * act(LN_c(c'))``.
     """
-    z = gx + linear(xp, h, params.weight_hh, params.bias_hh)
+    z = gx + recurrent_projection(xp, h, params)
     zi, zf, zg, zo = _split(xp, z, 4)
     weight_gg = getattr(params, "weight_gg", None)
     if weight_gg is not None:
@@ -138,15 +141,22 @@ def lstm_step(
         if params.peephole_o is not None:
             zo = zo + params.peephole_o * c_new
         output_value = sigmoid(xp, _clipped(xp, zo, clip))
-        h_new = output_value * _activation(xp, c_new, output_activation)
+        h_new = output_value * _activation(xp, cell_output(xp, c_new, params), output_activation)
     else:
         output_value = None
-        h_new = _activation(xp, c_new, output_activation)
+        h_new = _activation(xp, cell_output(xp, c_new, params), output_activation)
     if params.weight_hr is not None:
         h_new = linear(xp, h_new, params.weight_hr)
     if weight_gg is None:
         return h_new, c_new
     return h_new, c_new, xp.concat([input_value, forget_value, output_value], axis=-1)
+
+
+#: why a GRU with ``linear_before_reset=False`` refuses ``ln_hh_*``
+LN_HH_BEFORE_RESET = (
+    "layer normalisation of the recurrent projection (params.ln_hh_weight) needs linear_before_reset=True: with "
+    "linear_before_reset=False the candidate's recurrent term (r * h) W_hn^T is no part of one projection W_hh h"
+)
 
 
 def gru_step(xp: Any, gx: Array, h: Array, params: GRUParamsLike, linear_before_reset: bool = True) -> Array:
@@ -155,17 +165,20 @@ def gru_step(xp: Any, gx: Array, h: Array, params: GRUParamsLike, linear_before_
     ``linear_before_reset=True`` (PyTorch): ``n = tanh(gx_n + r * (h W_hn^T + b_hn))``.
     ``linear_before_reset=False`` (ONNX default, Keras ``reset_after=False``):
     ``n = tanh(gx_n + (r * h) W_hn^T + b_hn)``.
+    With ``params.ln_hh_weight`` (linear before reset only) ``h W_hh^T`` is layer-normalised before ``b_hh``.
     """
     hidden = h.shape[-1]
     gx_r, gx_z, gx_n = _split(xp, gx, 3)
     weight_hh = params.weight_hh
     bias_hh = params.bias_hh
     if linear_before_reset:
-        gh_r, gh_z, gh_n = _split(xp, linear(xp, h, weight_hh, bias_hh), 3)
+        gh_r, gh_z, gh_n = _split(xp, recurrent_projection(xp, h, params), 3)
         reset = sigmoid(xp, gx_r + gh_r)
         update = sigmoid(xp, gx_z + gh_z)
         candidate = xp.tanh(gx_n + reset * gh_n)
     else:
+        if getattr(params, "ln_hh_weight", None) is not None:
+            raise ValueError(LN_HH_BEFORE_RESET)
         gates_bias = None if bias_hh is None else bias_hh[: 2 * hidden]
         gh_r, gh_z = _split(xp, linear(xp, h, weight_hh[: 2 * hidden, :], gates_bias), 2)
         reset = sigmoid(xp, gx_r + gh_r)

@@ -17,6 +17,11 @@ class RNNParamsLike(Protocol):
     weight_hh: Array
     bias_ih: Optional[Array]
     bias_hh: Optional[Array]
+    #: layer normalisation (``_core/layer_norm.py``), each ``(G*H,)`` or ``None``; read with ``getattr``
+    ln_ih_weight: Optional[Array]
+    ln_ih_bias: Optional[Array]
+    ln_hh_weight: Optional[Array]
+    ln_hh_bias: Optional[Array]
 
     @property
     def hidden_size(self) -> int: ...
@@ -31,6 +36,8 @@ class LSTMParamsLike(RNNParamsLike, Protocol):
     peephole_f: Optional[Array]
     peephole_o: Optional[Array]
     weight_gg: Optional[Array]
+    ln_c_weight: Optional[Array]  # (H,): h = o * act(LN_c(c))
+    ln_c_bias: Optional[Array]
 
 
 class GRUParamsLike(RNNParamsLike, Protocol):

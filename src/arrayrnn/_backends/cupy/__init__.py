@@ -14,6 +14,9 @@ from typing import Any, Optional
 
 import numpy as np
 
+from ..._core.layer_norm import layer_norm_changes
+from ..._core.masking import masking_changes
+from ..._core.regularize import regularization_changes
 from ..._core.steps import lstm_base_options, lstm_variant_changes
 from . import policy
 from .common import check_dtype, empty_batch_result, refuse
@@ -149,6 +152,18 @@ def route(
     ``impl``: ``"auto"`` / ``"fast"`` (the policy picks), or a path name (that path; for a gradient, that path's
     gradient where it has one, else auto's gradient choice).
     """
+    masking = masking_changes(options)
+    if masking:  # declined whatever impl names: no CuPy kernel has masks with holes or carry-padding
+        runs = "the recording core runs" if gradient else "the array-API core runs"
+        return "generic", f"{', '.join(masking)}: not in the CuPy kernels, {runs}"
+    regularized = regularization_changes(options)
+    if regularized:  # declined whatever impl names: no CuPy kernel has recurrent dropout or zoneout
+        runs = "the recording core runs" if gradient else "the array-API core runs"
+        return "generic", f"{', '.join(regularized)}: not in the CuPy kernels, {runs}"
+    normed = layer_norm_changes(params)
+    if normed:  # declined whatever impl names: no CuPy kernel has layer normalisation
+        runs = "the recording core runs" if gradient else "the array-API core runs"
+        return "generic", f"{', '.join(normed)}: not in the CuPy kernels, {runs}"
     if kind == "lstm":
         changes = lstm_variant_changes(params, options)
         if changes:  # declined whatever impl names: no CuPy kernel has the Greff variants

@@ -39,7 +39,13 @@ def check_dtype(dtype: Any, impl: str) -> str:
 def lstm_variant_reason(impl: str, kind: str, params: Any, options: dict[str, Any]) -> Optional[str]:
     """Why path ``impl`` cannot run an LSTM variant of Greff et al. (absent gates, identity activations, the full
     gate recurrence ``weight_gg``: no CuPy kernel has them), or ``None``. The hook declines such calls before any
-    path sees them (:func:`arrayrnn._backends.cupy.route`: the array-API core runs them)."""
+    path sees them (:func:`arrayrnn._backends.cupy.route`: the array-API core runs them). Layer-normalised params
+    (``ln_*``, any kind) likewise."""
+    from ..._core.layer_norm import layer_norm_changes
+
+    normed = layer_norm_changes(params)
+    if normed:
+        return f"impl={impl!r} does not support {', '.join(normed)}; the array-API core runs it (impl='generic')"
     if kind != "lstm":
         return None
     from ..._core.steps import lstm_variant_changes

@@ -15,6 +15,9 @@ from typing import Any, Optional
 
 import numpy as np
 
+from ..._core.layer_norm import layer_norm_changes
+from ..._core.masking import masking_changes
+from ..._core.regularize import regularization_changes
 from ..._core.sequence import GENERIC
 from ..._core.steps import lstm_base_options, lstm_variant_changes
 
@@ -678,7 +681,11 @@ def sequence(
 ) -> Optional[tuple[Array, tuple[Array, ...]]]:
     """Run one validated, time-major layer on the NumPy loop; ``None`` (the core runs) for other dtypes and for the
     LSTM variants of Greff et al. (absent gates, identity activations, ``weight_gg``), which the loop lacks."""
-    if x.dtype not in _FAST_DTYPES:
+    if x.dtype not in _FAST_DTYPES or masking_changes(options):  # mask= / padding="carry": the core runs them
+        return None
+    if regularization_changes(options):  # recurrent dropout / zoneout: the core runs them
+        return None
+    if layer_norm_changes(params):  # ln_* params: the core runs them
         return None
     if kind == "lstm":
         if lstm_variant_changes(params, options):
@@ -712,6 +719,16 @@ def explain(kind: str, x: Array, params: Any, options: dict[str, Any], *, impl: 
         return "generic", "numpy has no gradient fast path: the recording core runs"
     if x.dtype not in _FAST_DTYPES:
         return "generic", f"{np.dtype(x.dtype).name} is not supported by the NumPy loop (float32, float64)"
+    masking = masking_changes(options)
+    if masking:
+        return "generic", f"{', '.join(masking)}: not in the NumPy loop or the numba kernels, the array-API core runs"
+    regularized = regularization_changes(options)
+    if regularized:
+        why = "not in the NumPy loop or the numba kernels, the array-API core runs"
+        return "generic", f"{', '.join(regularized)}: {why}"
+    normed = layer_norm_changes(params)
+    if normed:
+        return "generic", f"{', '.join(normed)}: not in the NumPy loop or the numba kernels, the array-API core runs"
     changes = lstm_variant_changes(params, options) if kind == "lstm" else []
     if changes:
         return "generic", f"{', '.join(changes)}: not in the NumPy loop or the numba kernels, the array-API core runs"
