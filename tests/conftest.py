@@ -16,6 +16,9 @@ import os
 
 import pytest
 
+# Keras 3 (an oracle) picks its backend when first imported: torch is the one the test setup installs
+os.environ.setdefault("KERAS_BACKEND", "torch")
+
 from arrayrnn.backend import BACKEND_NAMES, backend_status
 from tests.support import Backend
 

@@ -525,7 +525,26 @@ def test_cupy_route_declines_mask_and_carry():
 
 
 # ----------------------------------------------------------------------------------------------
-# Keras (optional: not installed in CI)
+# real Keras 3 layers (the test extra installs keras; conftest picks its torch backend)
+
+
+def test_carry_matches_a_keras_gru_with_a_masked_input():
+    keras = need("keras")
+    rng = np.random.default_rng(1)
+    params = random_params("gru", INPUT, HIDDEN, seed=1)
+    x = rng.standard_normal((3, STEPS, INPUT))
+    mask = np.ones((3, STEPS), dtype=bool)
+    mask[0, :3] = False  # leading padding
+    mask[1, 2:4] = False  # a hole
+    mask[2, -2:] = False  # trailing padding
+    layer = keras.layers.GRU(HIDDEN, return_sequences=True, return_state=True, dtype="float64", reset_after=True)
+    layer.build((None, STEPS, INPUT))
+    kernel, recurrent_kernel, bias = ar.convert.to_keras("gru", params, reset_after=True)
+    layer.set_weights([np.asarray(kernel), np.asarray(recurrent_kernel), np.asarray(bias)])
+    y_keras, h_keras = (keras.ops.convert_to_numpy(a) for a in layer(x, mask=mask))
+    y, h_n = ar.gru(x, params, mask=mask, padding="carry", batch_first=True)
+    np.testing.assert_allclose(y, y_keras, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(h_n, h_keras, rtol=1e-6, atol=1e-6)
 
 
 def test_carry_matches_a_keras_lstm_with_a_masked_input():
@@ -541,7 +560,7 @@ def test_carry_matches_a_keras_lstm_with_a_masked_input():
     w_ih, w_hh = np.array(params.weight_ih), np.array(params.weight_hh)
     # Keras: kernel (I, 4H), recurrent (H, 4H), one bias, gates i, f, c, o (torch's order)
     layer.set_weights([w_ih.T, w_hh.T, np.array(params.bias_ih) + np.array(params.bias_hh)])
-    y_keras, h_keras, c_keras = (np.asarray(a) for a in layer(x, mask=mask))
+    y_keras, h_keras, c_keras = (keras.ops.convert_to_numpy(a) for a in layer(x, mask=mask))
     y, (h_n, c_n) = ar.lstm(x, params, mask=mask, padding="carry", batch_first=True)
     np.testing.assert_allclose(y, y_keras, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(h_n, h_keras, rtol=1e-6, atol=1e-6)

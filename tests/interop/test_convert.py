@@ -8,6 +8,7 @@ import pytest
 
 import arrayrnn as ar
 from tests import reference
+from tests.conftest import need
 from tests.support import random_params, tolerance
 
 SEQUENCES = {"rnn": ar.rnn, "lstm": ar.lstm, "gru": ar.gru}
@@ -305,10 +306,9 @@ def test_wrong_shapes_name_the_expected_layout():
         ar.convert.to_onnx("gru", random_params("lstm", 3, 4, seed=0))
 
 
-def test_matches_real_keras_when_installed(monkeypatch):
-    """Optional: real Keras 3 layers (any backend it has; torch is the one installed here) agree too."""
-    monkeypatch.setenv("KERAS_BACKEND", __import__("os").environ.get("KERAS_BACKEND", "torch"))
-    keras = pytest.importorskip("keras", reason="Keras is optional; pip install keras to run this check")
+def test_matches_real_keras():
+    """Real Keras 3 layers (the test extra installs keras; conftest picks its torch backend) agree too."""
+    keras = need("keras")
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, 9, 3)).astype("float32")  # Keras is batch-first
     cases = [
