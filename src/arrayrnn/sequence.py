@@ -116,8 +116,8 @@ def rnn(
     recurrent_dropout : float in [0, 1), optional
         Training only (Gal & Ghahramani 2016, Keras's ``recurrent_dropout``): one mask ``(B, H_out)`` per call
         multiplies ``h_{t-1}`` where the step reads it, the same at every step, kept units scaled by ``1/(1-p)``
-        (the LSTM: the ``h`` fed to ``W_hh``, peepholes see ``c``; the GRU: every read of ``h_{t-1}``, ``z * h_{t-1}``
-        included). Default ``0.0``; the identity at inference.
+        (the LSTM: the ``h`` fed to ``W_hh``, peepholes see ``c``; the GRU: the products with ``W_hh``, not the
+        mix ``z * h_{t-1}``, as Keras). Default ``0.0``; the identity at inference.
     zoneout : float in [0, 1), optional
         Krueger et al. 2017: in training each unit of the state keeps its previous value with probability ``p`` at
         every step, ``h_t = m_t h_{t-1} + (1 - m_t) h~_t`` (the LSTM: ``h`` and ``c``, each its own mask); at
@@ -279,8 +279,8 @@ def lstm(
     recurrent_dropout : float in [0, 1), optional
         Training only (Gal & Ghahramani 2016, Keras's ``recurrent_dropout``): one mask ``(B, H_out)`` per call
         multiplies ``h_{t-1}`` where the step reads it, the same at every step, kept units scaled by ``1/(1-p)``
-        (the LSTM: the ``h`` fed to ``W_hh``, peepholes see ``c``; the GRU: every read of ``h_{t-1}``, ``z * h_{t-1}``
-        included). Default ``0.0``; the identity at inference.
+        (the LSTM: the ``h`` fed to ``W_hh``, peepholes see ``c``; the GRU: the products with ``W_hh``, not the
+        mix ``z * h_{t-1}``, as Keras). Default ``0.0``; the identity at inference.
     zoneout : float in [0, 1), optional
         Krueger et al. 2017: in training each unit of the state keeps its previous value with probability ``p`` at
         every step, ``h_t = m_t h_{t-1} + (1 - m_t) h~_t`` (the LSTM: ``h`` and ``c``, each its own mask); at
@@ -454,8 +454,8 @@ def gru(
     recurrent_dropout : float in [0, 1), optional
         Training only (Gal & Ghahramani 2016, Keras's ``recurrent_dropout``): one mask ``(B, H_out)`` per call
         multiplies ``h_{t-1}`` where the step reads it, the same at every step, kept units scaled by ``1/(1-p)``
-        (the LSTM: the ``h`` fed to ``W_hh``, peepholes see ``c``; the GRU: every read of ``h_{t-1}``, ``z * h_{t-1}``
-        included). Default ``0.0``; the identity at inference.
+        (the LSTM: the ``h`` fed to ``W_hh``, peepholes see ``c``; the GRU: the products with ``W_hh``, not the
+        mix ``z * h_{t-1}``, as Keras). Default ``0.0``; the identity at inference.
     zoneout : float in [0, 1), optional
         Krueger et al. 2017: in training each unit of the state keeps its previous value with probability ``p`` at
         every step, ``h_t = m_t h_{t-1} + (1 - m_t) h~_t`` (the LSTM: ``h`` and ``c``, each its own mask); at

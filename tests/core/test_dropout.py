@@ -81,7 +81,7 @@ def _oracle_layer(torch, kind, x, p, state, options, recurrent, zone, zoneout, l
             else:
                 bias_n = p["bias_hh"][2 * H :] if p.get("bias_hh") is not None else 0.0
                 n = torch.tanh(gx[:, 2 * H :] + (r * h) @ p["weight_hh"][2 * H :].T + bias_n)
-            new = [(1 - z) * n + z * h]  # the GRU reads the dropped-out h everywhere in its step
+            new = [(1 - z) * n + z * state[0]]  # as Keras: the products read the dropped-out h, the mix does not
         for k in range(ZONED[kind] if zoneout else 0):
             m = zone[k][t] if zone is not None else zoneout
             new[k] = m * state[k] + (1 - m) * new[k]

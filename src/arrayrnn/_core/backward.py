@@ -7,6 +7,7 @@ cotangents of ``(y, final_state)`` into gradients. What the tape keeps, and its 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any, Optional
 
 from .layer_norm import (
@@ -408,6 +409,12 @@ def _lstm_cell(xp: Any, params: LSTMParamsLike, options: dict[str, Any]) -> _LST
 class _GRUCell:
     """GRU, both reset variants; records ``r, z, n`` ``(B, 3H)`` (and ``h W_hn^T + b_hn`` when linear before reset)."""
 
+    #: set by a wrapper that feeds the cell another ``h`` than the one the update gate mixes in (recurrent dropout
+    #: masks only the products, as Keras does): ``t -> h_{t-1}`` as mixed; ``mix_grad`` is then that term's share
+    #: of the last ``backward_step``'s ``dh_prev``
+    mixed_prev: Optional[Callable[[int], Array]] = None
+    mix_grad: Optional[Array] = None
+
     def __init__(self, xp: Any, params: GRUParamsLike, options: dict[str, Any]) -> None:
         self.xp, self.params = xp, params
         self.linear_before_reset = bool(options.get("linear_before_reset", True))
@@ -447,8 +454,8 @@ class _GRUCell:
         h_prev = tape.h_prev[t, ...]
         dh = d_new[0]
         d_candidate_pre = dh * (1.0 - update) * (1.0 - candidate * candidate)
-        d_update = dh * (h_prev - candidate)
-        dh_prev = dh * update
+        d_update = dh * ((h_prev if self.mixed_prev is None else self.mixed_prev(t)) - candidate)
+        dh_prev = self.mix_grad = dh * update
         if self.linear_before_reset:
             d_reset = d_candidate_pre * gh_n
         else:

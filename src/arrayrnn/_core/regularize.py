@@ -60,6 +60,7 @@ class _StepTape:
 
     def __init__(self, reverse: bool, raw_y: Array, saved: list, fed: list, h_prev: Array) -> None:
         self.reverse, self.y, self.saved, self.fed, self.h_prev = reverse, raw_y, saved, fed, h_prev
+        self.mixed: Optional[list] = None  # GRU with recurrent dropout: the unmasked h_{t-1} per step
 
     def previous(self, t: int, index: int, state_index: int) -> Array:
         return self.fed[t][state_index]
@@ -112,10 +113,16 @@ def forward(
     saved: list[Any] = [None] * steps
     fed: list[Any] = [None] * steps
     zero_output = xp.zeros_like(state[0])
+    mixes = kind == "gru" and reg.recurrent_mask is not None  # the update gate mixes in the unmasked h (Keras)
+    previous: list[Any] = [None] * steps
     order = range(steps - 1, -1, -1) if reverse else range(steps)
     for t in order:
         feed = state if reg.recurrent_mask is None else (state[0] * reg.recurrent_mask, *state[1:])
         raw, recorded = cell.forward_step(gx[t, ...], feed)
+        if mixes:  # the cell mixed in the masked h: z * h_fed -> z * h
+            update = recorded[0][:, params.hidden_size :]
+            raw = (raw[0] + update * (state[0] - feed[0]),)
+            previous[t] = state[0]
         new = list(raw)
         for k in range(zoned):
             m = _zone_factor(reg, k, t)
@@ -133,6 +140,7 @@ def forward(
         fed[t] = feed
     y = xp.stack(outputs, axis=0)
     step_tape = _StepTape(reverse, xp.stack(raw_outputs, axis=0), saved, fed, xp.stack([f[0] for f in fed], axis=0))
+    step_tape.mixed = previous if mixes else None
     tape = RegularizedTape(kind, params, cell_options, reg, x, lengths, reverse, step_tape, initial_state)
     return y, state, tape
 
@@ -148,6 +156,9 @@ def backward(xp: Any, tape: RegularizedTape, dy: Optional[Array], d_final: tuple
     """As ``_core.backward.backward`` for a :class:`RegularizedTape`: ``(dx, dparams, d_initial_state)``."""
     params, reg, view = tape.params, tape.regularization, tape.step_tape
     cell = CELLS[tape.kind](xp, params, tape.options)  # a fresh cell: its accumulators belong to this call
+    mixed = view.mixed
+    if mixed is not None:  # the GRU's update gate mixed in the unmasked h_{t-1}
+        cell.mixed_prev = mixed.__getitem__
     steps = view.y.shape[0]
     zoned = ZONED[tape.kind] if reg.zoneout else 0
     d_state = tuple(xp.zeros_like(s) if d is None else d for d, s in zip(d_final, tape.initial_state))
@@ -163,7 +174,9 @@ def backward(xp: Any, tape: RegularizedTape, dy: Optional[Array], d_final: tuple
             d_raw[k] = (1.0 - _zone_factor(reg, k, t)) * d_new[k]
         dgx_steps[t], d_fed = cell.backward_step(t, view, tuple(d_raw), valid)
         d_prev = list(d_fed)
-        if reg.recurrent_mask is not None:
+        if reg.recurrent_mask is not None and mixed is not None:  # only the products read the masked h
+            d_prev[0] = (d_prev[0] - cell.mix_grad) * reg.recurrent_mask + cell.mix_grad
+        elif reg.recurrent_mask is not None:
             d_prev[0] = d_prev[0] * reg.recurrent_mask
         for k in range(zoned):
             d_prev[k] = d_prev[k] + _zone_factor(reg, k, t) * d_new[k]
