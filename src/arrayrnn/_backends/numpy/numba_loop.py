@@ -1,6 +1,7 @@
 """Optional numba kernels behind the NumPy fast path (``pip install ".[numba]"``), feature-major.
 
-One compiled call runs a chunk of time steps, the recurrent product through NumPy's own OpenBLAS (ctypes).
+One compiled call runs a chunk of time steps, the recurrent product through NumPy's own OpenBLAS (linked by
+name, so the kernels are cached on disk).
 Used for float32 LSTM (no peepholes or projection), GRU and RNN; batch-major kernels: ``numba_rows.py``.
 """
 
@@ -10,17 +11,13 @@ import ctypes
 import glob
 import os
 
+import llvmlite.binding as llvm
 import numpy as np
-from numba import njit
+from numba import njit, types
 
 
-def _numpy_cblas(name, argtypes):
-    """``cblas_<name>`` of the OpenBLAS that NumPy's wheels bundle (64-bit integer interface)."""
-    return _numpy_openblas(f"scipy_cblas_{name}64_", argtypes, None)
-
-
-def _numpy_openblas(symbol, argtypes, restype):
-    """Function ``symbol`` of the OpenBLAS that NumPy's wheels bundle."""
+def _numpy_openblas_path() -> str:
+    """The file of the OpenBLAS that NumPy's wheels bundle (already loaded by NumPy: the same library, threads)."""
     root = os.path.dirname(np.__file__)
     patterns = [
         os.path.join(root, os.pardir, "numpy.libs", "libscipy_openblas64_*"),
@@ -29,32 +26,47 @@ def _numpy_openblas(symbol, argtypes, restype):
     for pattern in patterns:
         for path in sorted(glob.glob(pattern)):
             try:
-                library = ctypes.CDLL(path)  # already loaded by NumPy: the same library, same threads
+                ctypes.CDLL(path)
             except OSError:
                 continue
-            function = getattr(library, symbol, None)
-            if function is None:
-                continue
-            function.argtypes = argtypes
-            function.restype = restype
-            return function
-    raise ImportError(f"NumPy's bundled OpenBLAS ({symbol}) was not found; numba kernels disabled")
+            return path
+    raise ImportError("NumPy's bundled OpenBLAS was not found; numba kernels disabled")
 
 
-_INT, _PTR, _FLOAT, _ENUM = ctypes.c_int64, ctypes.c_void_p, ctypes.c_float, ctypes.c_int
-_sgemm = _numpy_cblas(
-    "sgemm", [_ENUM, _ENUM, _ENUM, _INT, _INT, _INT, _FLOAT, _PTR, _INT, _PTR, _INT, _FLOAT, _PTR, _INT]
-)
+def _numpy_openblas(symbol, argtypes, restype):
+    """Function ``symbol`` of NumPy's bundled OpenBLAS, through ctypes (for calls from Python)."""
+    function = getattr(ctypes.CDLL(_OPENBLAS), symbol, None)
+    if function is None:
+        raise ImportError(f"NumPy's bundled OpenBLAS has no {symbol}; numba kernels disabled")
+    function.argtypes = argtypes
+    function.restype = restype
+    return function
+
+
+def _external(symbol, signature):
+    """``symbol`` of NumPy's OpenBLAS as a numba external function: linked by name when a kernel is loaded, so the
+    kernels can be cached on disk (a ctypes function would bake its address into the machine code)."""
+    if getattr(ctypes.CDLL(_OPENBLAS), symbol, None) is None:
+        raise ImportError(f"NumPy's bundled OpenBLAS has no {symbol}; numba kernels disabled")
+    return types.ExternalFunction(symbol, signature)
+
+
+_OPENBLAS = _numpy_openblas_path()
+llvm.load_library_permanently(_OPENBLAS)  # the symbols below resolve against it, also in cached kernels
+# CBLAS enums are C ints; integers are the 64-bit interface's; pointers pass as 64-bit integers (same ABI)
+_E, _I, _F, _P = types.intc, types.int64, types.float32, types.uintp
+_sgemm = _external("scipy_cblas_sgemm64_", types.void(_E, _E, _E, _I, _I, _I, _F, _P, _I, _P, _I, _F, _P, _I))
 # one column (B = 1): gemv, as NumPy's matmul does; sgemm would start threads for a matrix-vector product
-_sgemv = _numpy_cblas("sgemv", [_ENUM, _ENUM, _INT, _INT, _FLOAT, _PTR, _INT, _PTR, _INT, _FLOAT, _PTR, _INT])
+_sgemv = _external("scipy_cblas_sgemv64_", types.void(_E, _E, _I, _I, _F, _P, _I, _P, _I, _F, _P, _I))
 _ROW_MAJOR, _NO_TRANS = 101, 111
 # the thread count of that OpenBLAS (what threadpoolctl sets): the batch-major driver runs one slice of
 # rows per BLAS thread, each with single-threaded BLAS, and restores the count afterwards
 blas_get_num_threads = _numpy_openblas("scipy_openblas_get_num_threads64_", [], ctypes.c_int)
 blas_set_num_threads = _numpy_openblas("scipy_openblas_set_num_threads64_", [ctypes.c_int], None)
 
-_jit = njit(cache=False, fastmath=True, error_model="numpy", nogil=True)
-_inline = njit(cache=False, fastmath=True, error_model="numpy", inline="always")
+# cache=True: compiled once per machine (numba's cache folder), loaded in about 0.3 s by later processes
+_jit = njit(cache=True, fastmath=True, error_model="numpy", nogil=True)
+_inline = njit(cache=True, fastmath=True, error_model="numpy", inline="always")
 
 _F32 = np.float32
 _HALF = _F32(0.5)
