@@ -1,8 +1,7 @@
 """Optional numba kernels behind the NumPy fast path (``pip install ".[numba]"``), feature-major.
 
-One compiled call runs a chunk of time steps, the recurrent product through NumPy's own OpenBLAS (linked by
-name, so the kernels are cached on disk).
-Used for float32 LSTM (no peepholes or projection), GRU and RNN; batch-major kernels: ``numba_rows.py``.
+One compiled call runs a chunk of time steps, the recurrent product through NumPy's own OpenBLAS (linked by name:
+cached on disk). Used for float32 LSTM (no peepholes or projection), GRU, RNN; batch-major: ``numba_rows.py``.
 """
 
 from __future__ import annotations
