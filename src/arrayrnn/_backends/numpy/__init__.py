@@ -20,6 +20,7 @@ from ..._core.masking import masking_changes
 from ..._core.regularize import regularization_changes
 from ..._core.sequence import GENERIC
 from ..._core.steps import lstm_base_options, lstm_variant_changes
+from . import openblas
 
 Array = Any
 
@@ -92,15 +93,18 @@ def _run_compiled(
     else:
         lengths_array = np.asarray(lengths).astype(np.int64, copy=False).reshape(batch)
     longest = int(lengths_array.max())
+    small = _small_product(rows, h0.shape[1], batch)
     starts = range(0, steps, chunk)
-    for start in reversed(starts) if reverse else starts:
-        count = min(chunk, steps - start)
-        gx = gx_flat[: rows * count * batch].reshape(rows, count * batch)
-        if start < longest:  # a chunk of all-padding needs no projection
-            np.matmul(weight_ih, x[start : start + count].reshape(count * batch, features).T, out=gx)
-            if bias is not None:
-                np.add(gx, bias, out=gx)
-        run_chunk(gx, h, c, y, lengths_array, start, count, reverse)
+    with openblas.single_thread(_small_call(rows, h0.shape[1], features, chunk, batch)):
+        for start in reversed(starts) if reverse else starts:
+            count = min(chunk, steps - start)
+            gx = gx_flat[: rows * count * batch].reshape(rows, count * batch)
+            if start < longest:  # a chunk of all-padding needs no projection
+                np.matmul(weight_ih, x[start : start + count].reshape(count * batch, features).T, out=gx)
+                if bias is not None:
+                    np.add(gx, bias, out=gx)
+            with openblas.single_thread(small):
+                run_chunk(gx, h, c, y, lengths_array, start, count, reverse)
     final_h = np.ascontiguousarray(h.T)
     return y, ((final_h,) if c is None else (final_h, np.ascontiguousarray(c.T)))
 
@@ -132,34 +136,46 @@ def _row_threads() -> int:
 
 _row_pool: Optional[ThreadPoolExecutor] = None
 _row_pool_size = [0]
-#: guards the pool and the BLAS bookkeeping below: callers that split rows now, and the count to give back
-_row_lock = threading.Lock()
-_row_callers = [0]
-_row_saved_blas_threads = [0]
+_row_lock = threading.Lock()  # guards the pool
+
+#: a per-step recurrent product of at most this many multiply-adds (``G*H * H_out * B``) runs on one BLAS thread:
+#: spreading it over threads gains nothing at that size and loses the cores to any other busy thread pool in
+#: the process (torch's spinning OpenMP threads: +3 ms a call); the input GEMM over all steps keeps every thread
+SMALL_PRODUCT = 1 << 20
+#: for one sequence (B = 1, a matrix-vector product) the bound is lower: OpenBLAS's threaded gemv pays off sooner
+#: (LSTM H = 256: 16 % faster on two threads)
+SMALL_GEMV = 1 << 17
+
+
+#: and when the input GEMM of a chunk (``G*H * I * steps * B``) is at most this too, the whole call runs on one
+#: BLAS thread: waking the pool for that one GEMM costs the same few milliseconds beside a busy pool
+SMALL_INPUT = 1 << 24
+
+
+def _small_product(rows: int, out_size: int, batch: int) -> bool:
+    return rows * out_size * batch <= (SMALL_GEMV if batch == 1 else SMALL_PRODUCT)
+
+
+def _small_call(rows: int, out_size: int, features: int, chunk: int, batch: int) -> bool:
+    return _small_product(rows, out_size, batch) and rows * features * chunk * batch <= SMALL_INPUT
 
 
 def _enter_split(blas: ModuleType, workers: int) -> ThreadPoolExecutor:
-    """One more caller splits rows: the first sets NumPy's BLAS to one thread, remembering the count it found
-    (read and changed under one lock, so no caller can mistake another's 1 for the process's setting); returns
-    a pool with at least ``workers`` threads. Pair with :func:`_leave_split`."""
+    """One more caller splits rows: NumPy's BLAS goes to one thread (``openblas.enter_single_thread``: shared
+    with every caller, restored exactly by the last one out); returns a pool with at least ``workers`` threads.
+    Pair with :func:`_leave_split`."""
     global _row_pool
     with _row_lock:
         if _row_pool is None or _row_pool_size[0] < workers:
             _row_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="arrayrnn-rows")
             _row_pool_size[0] = workers
-        if _row_callers[0] == 0:
-            _row_saved_blas_threads[0] = blas.blas_get_num_threads()
-            blas.blas_set_num_threads(1)
-        _row_callers[0] += 1
-        return _row_pool
+    openblas.enter_single_thread()
+    return _row_pool
 
 
 def _leave_split(blas: ModuleType) -> None:
-    """A caller is done splitting rows: the last one out gives BLAS back the count the first one found."""
-    with _row_lock:
-        _row_callers[0] -= 1
-        if _row_callers[0] == 0:
-            blas.blas_set_num_threads(_row_saved_blas_threads[0])
+    """A caller is done splitting rows: BLAS gets its thread count back when no caller needs one thread."""
+    openblas.leave_single_thread()
 
 
 def _use_rows(x: np.ndarray) -> bool:
@@ -215,9 +231,13 @@ def _run_rows(
         return gx
 
     if threads == 1:
-        for start in starts:
-            count = min(chunk, steps - start)
-            run_slice(project(start, count, 0, batch), h, c, y, lengths_array, 0, batch, start, count)
+        small = _small_product(rows, h0.shape[1], batch)
+        with openblas.single_thread(_small_call(rows, h0.shape[1], features, chunk, batch)):
+            for start in starts:
+                count = min(chunk, steps - start)
+                gx = project(start, count, 0, batch)
+                with openblas.single_thread(small):
+                    run_slice(gx, h, c, y, lengths_array, 0, batch, start, count)
         return y, ((h,) if c is None else (h, c))
 
     def run_rows(b0: int, b1: int) -> None:
@@ -325,41 +345,44 @@ def _run(
     if reverse:
         starts = reversed(starts)
     h = h_state
-    for start in starts:
-        stop = min(start + chunk, steps)
-        count = stop - start
-        if start < any_valid_below:  # a chunk of all-padding needs no projection
-            inputs = x[start:stop].reshape(count * batch, features)
-            gx = gx_flat[: rows * count * batch].reshape(rows, count * batch)
-            np.matmul(weight_ih, inputs.T, out=gx)
-            if bias is not None:
-                np.add(gx, bias, out=gx)
-        order = range(count - 1, -1, -1) if reverse else range(count)
-        for local in order:
-            t = start + local
-            slot = y_chunk[local]
-            if t >= any_valid_below:
-                slot.fill(0)
-                continue
-            gx_t = gx[:, local * batch : (local + 1) * batch]
-            if t < all_valid_below:
-                step(gx_t, h, c_state, c_state, slot)
-                h = slot
-                continue
-            np.greater(lengths_row, t, out=valid)
-            np.logical_not(valid, out=invalid)
-            step(gx_t, h, c_state, c_masked, slot)
-            if h is not h_state:
+    small = _small_product(rows, out_size, batch)
+    with openblas.single_thread(_small_call(rows, out_size, features, chunk, batch)):
+        for start in starts:
+            stop = min(start + chunk, steps)
+            count = stop - start
+            if start < any_valid_below:  # a chunk of all-padding needs no projection
+                inputs = x[start:stop].reshape(count * batch, features)
+                gx = gx_flat[: rows * count * batch].reshape(rows, count * batch)
+                np.matmul(weight_ih, inputs.T, out=gx)
+                if bias is not None:
+                    np.add(gx, bias, out=gx)
+            order = range(count - 1, -1, -1) if reverse else range(count)
+            with openblas.single_thread(small):  # the per-step products (small ones on one thread)
+                for local in order:
+                    t = start + local
+                    slot = y_chunk[local]
+                    if t >= any_valid_below:
+                        slot.fill(0)
+                        continue
+                    gx_t = gx[:, local * batch : (local + 1) * batch]
+                    if t < all_valid_below:
+                        step(gx_t, h, c_state, c_state, slot)
+                        h = slot
+                        continue
+                    np.greater(lengths_row, t, out=valid)
+                    np.logical_not(valid, out=invalid)
+                    step(gx_t, h, c_state, c_masked, slot)
+                    if h is not h_state:
+                        np.copyto(h_state, h)
+                    np.copyto(h_state, slot, where=valid)
+                    if c_state is not None:
+                        np.copyto(c_state, c_masked, where=valid)
+                    np.copyto(slot, 0, where=invalid)
+                    h = h_state
+            np.copyto(y[start:stop], y_chunk[:count].transpose(0, 2, 1))
+            if h is not h_state:  # the next chunk overwrites y_chunk
                 np.copyto(h_state, h)
-            np.copyto(h_state, slot, where=valid)
-            if c_state is not None:
-                np.copyto(c_state, c_masked, where=valid)
-            np.copyto(slot, 0, where=invalid)
-            h = h_state
-        np.copyto(y[start:stop], y_chunk[:count].transpose(0, 2, 1))
-        if h is not h_state:  # the next chunk overwrites y_chunk
-            np.copyto(h_state, h)
-            h = h_state
+                h = h_state
     final_h = np.ascontiguousarray(h_state.T)
     if c_state is None:
         return y, (final_h,)

@@ -6,52 +6,23 @@ cached on disk). Used for float32 LSTM (no peepholes or projection), GRU, RNN; b
 
 from __future__ import annotations
 
-import ctypes
-import glob
-import os
-
 import llvmlite.binding as llvm
 import numpy as np
 from numba import njit, types
 
-
-def _numpy_openblas_path() -> str:
-    """The file of the OpenBLAS that NumPy's wheels bundle (already loaded by NumPy: the same library, threads)."""
-    root = os.path.dirname(np.__file__)
-    patterns = [
-        os.path.join(root, os.pardir, "numpy.libs", "libscipy_openblas64_*"),
-        os.path.join(root, ".dylibs", "libscipy_openblas64_*"),
-    ]
-    for pattern in patterns:
-        for path in sorted(glob.glob(pattern)):
-            try:
-                ctypes.CDLL(path)
-            except OSError:
-                continue
-            return path
-    raise ImportError("NumPy's bundled OpenBLAS was not found; numba kernels disabled")
-
-
-def _numpy_openblas(symbol, argtypes, restype):
-    """Function ``symbol`` of NumPy's bundled OpenBLAS, through ctypes (for calls from Python)."""
-    function = getattr(ctypes.CDLL(_OPENBLAS), symbol, None)
-    if function is None:
-        raise ImportError(f"NumPy's bundled OpenBLAS has no {symbol}; numba kernels disabled")
-    function.argtypes = argtypes
-    function.restype = restype
-    return function
+from . import openblas
 
 
 def _external(symbol, signature):
     """``symbol`` of NumPy's OpenBLAS as a numba external function: linked by name when a kernel is loaded, so the
     kernels can be cached on disk (a ctypes function would bake its address into the machine code)."""
-    if getattr(ctypes.CDLL(_OPENBLAS), symbol, None) is None:
-        raise ImportError(f"NumPy's bundled OpenBLAS has no {symbol}; numba kernels disabled")
+    openblas.function(symbol, [], None)  # ImportError (numba kernels disabled) if NumPy's OpenBLAS lacks it
     return types.ExternalFunction(symbol, signature)
 
 
-_OPENBLAS = _numpy_openblas_path()
-llvm.load_library_permanently(_OPENBLAS)  # the symbols below resolve against it, also in cached kernels
+if openblas.PATH is None or openblas.set_num_threads is None:
+    raise ImportError("NumPy's bundled OpenBLAS was not found; numba kernels disabled")
+llvm.load_library_permanently(openblas.PATH)  # the symbols below resolve against it, also in cached kernels
 # CBLAS enums are C ints; integers are the 64-bit interface's; pointers pass as 64-bit integers (same ABI)
 _E, _I, _F, _P = types.intc, types.int64, types.float32, types.uintp
 _sgemm = _external("scipy_cblas_sgemm64_", types.void(_E, _E, _E, _I, _I, _I, _F, _P, _I, _P, _I, _F, _P, _I))
@@ -60,8 +31,8 @@ _sgemv = _external("scipy_cblas_sgemv64_", types.void(_E, _E, _I, _I, _F, _P, _I
 _ROW_MAJOR, _NO_TRANS = 101, 111
 # the thread count of that OpenBLAS (what threadpoolctl sets): the batch-major driver runs one slice of
 # rows per BLAS thread, each with single-threaded BLAS, and restores the count afterwards
-blas_get_num_threads = _numpy_openblas("scipy_openblas_get_num_threads64_", [], ctypes.c_int)
-blas_set_num_threads = _numpy_openblas("scipy_openblas_set_num_threads64_", [ctypes.c_int], None)
+blas_get_num_threads = openblas.get_num_threads
+blas_set_num_threads = openblas.set_num_threads
 
 # cache=True: compiled once per machine (numba's cache folder), loaded in about 0.3 s by later processes
 _jit = njit(cache=True, fastmath=True, error_model="numpy", nogil=True)
