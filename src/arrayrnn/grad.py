@@ -1,7 +1,7 @@
 """Vector-Jacobian products: ``out, pullback = ar.vjp(f, *args, **options)``.
 
 Hand-written backpropagation through time on the inputs' backend (``_core/backward.py``), or a backend's own
-gradient path for the sequence functions (CuPy).
+gradient path for the sequence functions (CuPy, NumPy).
 """
 
 from __future__ import annotations
@@ -9,6 +9,8 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from typing import Any, Optional
+
+from array_api_compat import is_dask_array
 
 from . import _dispatch, models
 from ._core import backward as core
@@ -39,7 +41,7 @@ def vjp(f: Callable[..., Any], *args: Any, **options: Any) -> tuple[Any, Pullbac
 
     ``out`` is exactly what ``f(*args, **options)`` returns, computed by a recording forward pass on the inputs'
     backend: the generic core (hand-written backpropagation through time), or for the sequence functions a
-    backend's own gradient path where one exists (CuPy, float32/float64; ``impl="generic"`` or
+    backend's own gradient path where one exists (CuPy and NumPy, float32/float64; ``impl="generic"`` or
     ``ARRAYRNN_IMPL=generic`` keeps the generic core). ``pullback(out_cotangent)`` returns one gradient per
     *positional* argument of the call, with that argument's structure: a params object for params (``None``
     fields stay ``None``), a tuple for an LSTM state, ``None`` where the argument was ``None``. Keyword options
@@ -47,6 +49,9 @@ def vjp(f: Callable[..., Any], *args: Any, **options: Any) -> tuple[Any, Pullbac
     family's masks are drawn once, in the forward pass, and the pullback applies the same masks. The pullback
     reads ``out`` (previous hidden states are taken from ``y``), so do not write into the returned arrays before
     calling it; it may be called any number of times.
+    With a batch-chunked dask ``x`` (sequence functions and ``model.apply``), ``out`` and the gradients are lazy: one
+    task per batch block recomputes that block's forward and runs its pullback; ``dx`` is chunked like ``x``, params
+    gradients are summed over the blocks (dask arrays of one chunk).
 
     Parameters
     ----------
@@ -177,6 +182,10 @@ def _state_like(xp: Any, kind: str, given: Any, d_state: tuple[Array, ...], unba
 
 def _sequence_vjp(f: Callable[..., Any], kind: str, args: tuple[Any, ...], options: dict[str, Any]):
     arguments, positional = bind_call(f, args, options)
+    if is_dask_array(arguments["x"]):  # lazy: each batch block's own vjp (_dask_grad.py)
+        from ._dask_grad import sequence_vjp as dask_sequence_vjp
+
+        return dask_sequence_vjp(vjp, f, kind, arguments, positional)
     cell_options = {name: arguments[name] for name in CELL_OPTIONS[kind]}
     sequence_arguments(cell_options, arguments)  # the dropout family
     x, params, state = arguments["x"], arguments["params"], arguments["state"]
@@ -257,6 +266,10 @@ def _model_vjp(model: Any, apply: Callable[..., Any], args: tuple[Any, ...], opt
     stacks the state gradients back into ``(L*D, B, H)``.
     """
     arguments, positional = bind_call(apply, args, options)
+    if is_dask_array(arguments["x"]):  # lazy: the whole stack's vjp per batch block (_dask_grad.py)
+        from ._dask_grad import model_vjp as dask_model_vjp
+
+        return dask_model_vjp(vjp, model, apply, arguments, positional)
     params, x, state = arguments["params"], arguments["x"], arguments["state"]
     records: list[tuple[Pullback, int]] = []  # in l*D + d order, as the stack calls them
 

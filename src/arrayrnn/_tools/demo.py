@@ -7,6 +7,7 @@ An ``ar.LSTM`` (or ``ar.GRU`` / ``ar.RNN``) plus a linear readout, trained with 
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import sys
 import time
@@ -94,11 +95,13 @@ def train(
     weight = rng.uniform(-1, 1, size=(1, HIDDEN)).astype("float32") / math.sqrt(HIDDEN)
     params = {
         "model": model.params,
-        "readout": ar.to_backend({"weight": weight, "bias": np.zeros(1, "float32")}, backend),
+        "readout": ar.to_backend({"weight": weight, "bias": np.zeros(1, "float32")}, model.params[0][0].backend),
     }
     optimizer = ar.optim.Adam(lr=lr, clip_norm=1.0)
     opt_state = optimizer.init(params)
-    held_out = ar.to_backend(make_batch(np.random.default_rng(seed + 10_000), 64, SEQUENCE_LENGTH, NOISE), backend)
+    # dask: batches chunked over the batch axis (4 blocks of 8), params NumPy (the chunks' backend)
+    place = functools.partial(ar.to_backend, chunks={0: BATCH // 4}) if backend == "dask" else ar.to_backend
+    held_out = place(make_batch(np.random.default_rng(seed + 10_000), 64, SEQUENCE_LENGTH, NOISE), backend)
 
     def evaluate(current: dict[str, Any]) -> tuple[float, Any]:
         hidden, _ = model.apply(current["model"], held_out[0])
@@ -113,7 +116,7 @@ def train(
     progress = _ProgressBar(steps, stream)
     history = []
     for step in range(1, steps + 1):
-        x, target = ar.to_backend(make_batch(rng, BATCH, SEQUENCE_LENGTH, NOISE), backend)
+        x, target = place(make_batch(rng, BATCH, SEQUENCE_LENGTH, NOISE), backend)
         (hidden, _), pullback = ar.vjp(model.apply, params["model"], x)
         prediction = _readout(xp, hidden, params["readout"])
         error = prediction - target
@@ -127,7 +130,12 @@ def train(
         }
         d_hidden = xp.matmul(d_prediction, params["readout"]["weight"])
         model_grads, _ = pullback((d_hidden, None))
-        params, opt_state = optimizer.update(params, {"model": model_grads, "readout": readout_grads}, opt_state)
+        grads = {"model": model_grads, "readout": readout_grads}
+        if backend == "dask":  # lazy gradients: one compute runs the step's blocks; params stay NumPy
+            import dask
+
+            (grads,) = dask.compute(grads)
+        params, opt_state = optimizer.update(params, grads, opt_state)
         if progress.wants_loss(step):
             loss = float(xp.mean(error * error))
             history.append((step, loss))
