@@ -171,15 +171,7 @@ class _LSTMCell:
             forget_gate = 1.0 - input_gate
         dh, dc = d_new
         tanh_c = xp.tanh(c_new)
-        if p.weight_hr is not None:
-            dm = xp.matmul(dh, p.weight_hr)
-            m = output_gate * tanh_c
-            if valid is not None:
-                dh = xp.where(valid, dh, xp.zeros_like(dh))
-                m = xp.where(valid, m, xp.zeros_like(m))
-            self.projection_terms[t] = (dh, m)
-        else:
-            dm = dh
+        dm = self._projection_back(t, dh, output_gate, tanh_c, valid)
         d_output = dm * tanh_c
         dc = dc + dm * output_gate * (1.0 - tanh_c * tanh_c)
         if p.peephole_o is not None:
@@ -222,6 +214,20 @@ class _LSTMCell:
     def _accumulate(self, name: str, term: Array) -> None:
         total = self.xp.sum(term, axis=0)
         self.peephole_grads[name] = total if name not in self.peephole_grads else self.peephole_grads[name] + total
+
+    def _projection_back(self, t: int, dh: Array, output_gate: Array, squashed: Array, valid: Optional[Array]) -> Array:
+        """The cotangent of ``o * act(c)`` from that of ``h``: through ``weight_hr`` with a projection (whose weight
+        gradient term, ``(dh, o * act(c))`` with padded rows zeroed, is recorded for step ``t``), else ``dh``."""
+        xp, p = self.xp, self.params
+        if p.weight_hr is None:
+            return dh
+        dm = xp.matmul(dh, p.weight_hr)
+        m = output_gate * squashed
+        if valid is not None:
+            dh = xp.where(valid, dh, xp.zeros_like(dh))
+            m = xp.where(valid, m, xp.zeros_like(m))
+        self.projection_terms[t] = (dh, m)
+        return dm
 
     def recurrent_grads(self, dgx: Array, h_prev: Array) -> dict[str, Array]:
         xp, p = self.xp, self.params
@@ -322,15 +328,7 @@ class _VariantLSTMCell(_LSTMCell):
         dh, dc = d_new[0], d_new[1]
         c_out = self._cell_output(c_new)
         squashed = xp.tanh(c_out) if self.tanh_output else c_out
-        if p.weight_hr is not None:
-            dm = xp.matmul(dh, p.weight_hr)
-            m = output_gate * squashed
-            if valid is not None:
-                dh = xp.where(valid, dh, xp.zeros_like(dh))
-                m = xp.where(valid, m, xp.zeros_like(m))
-            self.projection_terms[t] = (dh, m)
-        else:
-            dm = dh
+        dm = self._projection_back(t, dh, output_gate, squashed, valid)
         d_output = dm * squashed
         d_out = dm * output_gate * (1.0 - squashed * squashed) if self.tanh_output else dm * output_gate
         dc = dc + self._cell_output_back(c_new, d_out, valid)

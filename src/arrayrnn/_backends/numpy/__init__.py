@@ -719,9 +719,12 @@ def sequence(
 
 
 def sequence_vjp(kind: str, xp: Any, x: Array, params: Any, state: Any, lengths: Any, reverse: bool,
-                 options: dict[str, Any], *, impl: str = "auto") -> None:  # fmt: skip
-    """No gradient fast path on NumPy yet: always ``None`` (the recording core runs)."""
-    return None
+                 options: dict[str, Any], *, impl: str = "auto") -> Optional[tuple[Array, tuple, Any]]:  # fmt: skip
+    """``(y, final_state, backward)`` from the NumPy gradient loop (``grad_loop.py``), or ``None`` (the recording
+    core runs) for what it declines: other dtypes, masks, the dropout family, layer norm, the Greff variants."""
+    from . import grad_loop
+
+    return grad_loop.sequence_vjp(kind, x, params, state, lengths, reverse, options)
 
 
 def _no_kernels_reason(x: np.ndarray) -> str:
@@ -739,7 +742,12 @@ def explain(kind: str, x: Array, params: Any, options: dict[str, Any], *, impl: 
     """``(path, reason)`` for a validated, time-major call: the choice :func:`sequence` makes, in words."""
     batch = x.shape[1]
     if gradient:
-        return "generic", "numpy has no gradient fast path: the recording core runs"
+        from . import grad_loop
+
+        declined = grad_loop.decline_reason(kind, x, params, options)
+        if declined is not None:
+            return "generic", declined
+        return grad_loop.PATH, f"B = {batch}, {grad_loop.engine(kind, params, options)}"
     if x.dtype not in _FAST_DTYPES:
         return "generic", f"{np.dtype(x.dtype).name} is not supported by the NumPy loop (float32, float64)"
     masking = masking_changes(options)

@@ -1,0 +1,313 @@
+"""The NumPy gradient loop (``_backends/numpy/grad_loop.py``) behind ``ar.vjp`` on NumPy arrays.
+
+Oracles: torch autograd through the published equations (``tests/torch_grad_oracle.py``, float64) and ``torch.nn``
+(float32, stacks), plus the recording core (``impl="generic"``) as the semantics. Every test checks that the loop
+actually ran (or declined) through a spy on the hook; tests taking ``engine`` run the pure-NumPy loop
+(``ARRAYRNN_NUMBA=0``) and the numba backward kernels (LSTM without peepholes/projection, GRU linear before reset).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+import arrayrnn as ar
+from arrayrnn._backends.numpy import grad_loop
+from tests import torch_grad_oracle as oracle
+from tests.conftest import need
+from tests.support import random_params
+
+FUNCTIONS = {"rnn": ar.rnn, "lstm": ar.lstm, "gru": ar.gru}
+INPUT, HIDDEN, STEPS, BATCH = 3, 4, 5, 3
+
+# (id, kind, init options, call options)
+CONFIGS = [
+    ("rnn-tanh", "rnn", {}, {}),
+    ("rnn-relu", "rnn", {}, {"nonlinearity": "relu"}),
+    ("rnn-nobias", "rnn", {"bias": False}, {}),
+    ("gru", "gru", {}, {}),
+    ("gru-lbr-false", "gru", {}, {"linear_before_reset": False}),
+    ("gru-nobias", "gru", {"bias": False}, {}),
+    ("gru-lbr-false-nobias", "gru", {"bias": False}, {"linear_before_reset": False}),
+    ("lstm", "lstm", {}, {}),
+    ("lstm-nobias", "lstm", {"bias": False}, {}),
+    ("lstm-coupled", "lstm", {}, {"coupled": True}),
+    ("lstm-clip", "lstm", {}, {"clip": 0.6}),
+    ("lstm-peepholes", "lstm", {"peepholes": True}, {}),
+    ("lstm-projection", "lstm", {"proj_size": 2}, {}),
+    ("lstm-all", "lstm", {"peepholes": True, "proj_size": 3}, {"coupled": True, "clip": 0.8}),
+    ("lstm-peepholes-clip", "lstm", {"peepholes": True}, {"clip": 0.5}),
+]
+IDS = [c[0] for c in CONFIGS]
+LENGTHS = {"full": None, "with-0-and-T": [STEPS, 0, 3], "all-short": [2, 4, 1]}
+
+
+@pytest.fixture(params=["numpy", "numba"])
+def engine(request, monkeypatch):
+    """The pure-NumPy loop, or the numba kernels where the call has them (needs numba)."""
+    if request.param == "numba":
+        need("numba")
+        monkeypatch.setenv("ARRAYRNN_NUMBA", "1")
+        assert grad_loop.compiled_kernels() is not None
+    else:
+        monkeypatch.setenv("ARRAYRNN_NUMBA", "0")
+    return request.param
+
+
+@pytest.fixture
+def spy(monkeypatch):
+    """Counts the calls the gradient loop ran (``ran``) and declined (``declined``)."""
+    counts = {"ran": 0, "declined": 0}
+    original = grad_loop.sequence_vjp
+
+    def counting(*args, **kwargs):
+        result = original(*args, **kwargs)
+        counts["declined" if result is None else "ran"] += 1
+        return result
+
+    monkeypatch.setattr(grad_loop, "sequence_vjp", counting)
+    return counts
+
+
+def _params(kind, init, dtype="float64", seed=2):
+    return random_params(kind, INPUT, HIDDEN, seed=seed, dtype=dtype, **init)
+
+
+def _inputs(kind, params, dtype, rng, steps=STEPS, batch=BATCH):
+    out = params.output_size if kind == "lstm" else params.hidden_size
+    x = rng.standard_normal((steps, batch, INPUT)).astype(dtype)
+    h = rng.standard_normal((batch, out)).astype(dtype)
+    state = (h, rng.standard_normal((batch, params.hidden_size)).astype(dtype)) if kind == "lstm" else h
+    dy = rng.standard_normal((steps, batch, out)).astype(dtype)
+    d_final = tuple(rng.standard_normal(s.shape).astype(dtype) for s in state) if kind == "lstm" else (
+        rng.standard_normal(h.shape).astype(dtype))  # fmt: skip
+    return x, state, (dy, d_final)
+
+
+def _leaves(tree):
+    if tree is None:
+        return []
+    if isinstance(tree, (tuple, list)):
+        return [leaf for part in tree for leaf in _leaves(part)]
+    if dataclasses.is_dataclass(tree):
+        return [leaf for f in dataclasses.fields(tree) for leaf in _leaves(getattr(tree, f.name))]
+    return [np.asarray(tree)]
+
+
+def _assert_same(ours, theirs, rtol, atol):
+    a, b = _leaves(ours), _leaves(theirs)
+    assert len(a) == len(b)
+    for left, right in zip(a, b):
+        assert left.shape == right.shape and left.dtype == right.dtype
+        np.testing.assert_allclose(left, right, rtol=rtol, atol=atol)
+
+
+def _vjp(kind, x, params, state, cotangent, **options):
+    out, pullback = ar.vjp(FUNCTIONS[kind], x, params, state, **options)
+    return out, pullback(cotangent)
+
+
+def _compare_oracle(grads, expected, params, rtol, atol):
+    dx, dparams, dstate = grads
+    np.testing.assert_allclose(dx, expected["x"], rtol=rtol, atol=atol)
+    states = list(dstate) if isinstance(dstate, tuple) else [dstate]
+    for ours, theirs in zip(states, expected["state"]):
+        np.testing.assert_allclose(ours, theirs, rtol=rtol, atol=atol)
+    for f in dataclasses.fields(params):
+        if getattr(params, f.name) is None:
+            assert getattr(dparams, f.name) is None
+        else:
+            np.testing.assert_allclose(getattr(dparams, f.name), expected[f"params.{f.name}"], rtol=rtol, atol=atol)
+
+
+# ----------------------------------------------------------------------------------------------
+# one layer, float64: the core (rtol 1e-10) and torch autograd through the equations
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("lengths", list(LENGTHS.values()), ids=list(LENGTHS))
+@pytest.mark.parametrize("name, kind, init, options", CONFIGS, ids=IDS)
+def test_float64_matches_core_and_torch(spy, engine, name, kind, init, options, lengths, reverse):
+    torch = need("torch")
+    del torch
+    params = _params(kind, init)
+    x, state, cotangent = _inputs(kind, params, np.float64, np.random.default_rng(7))
+    call = dict(lengths=lengths, reverse=reverse, **options)
+    out, grads = _vjp(kind, x, params, state, cotangent, **call)
+    assert spy == {"ran": 1, "declined": 0}
+    core_out, core_grads = _vjp(kind, x, params, state, cotangent, impl="generic", **call)
+    assert spy["ran"] == 1  # impl="generic" never asks the hook
+    _assert_same(out, core_out, rtol=1e-10, atol=1e-12)
+    _assert_same(grads, core_grads, rtol=1e-10, atol=1e-12)
+    expected = oracle.equation_grads(kind, params, x, state, cotangent, lengths=lengths, reverse=reverse, **options)
+    _compare_oracle(grads, expected, params, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("name, kind, init, options", CONFIGS, ids=IDS)
+def test_float32_matches_core(spy, engine, name, kind, init, options):
+    params = _params(kind, init, dtype="float32")
+    x, state, cotangent = _inputs(kind, params, np.float32, np.random.default_rng(3), steps=7, batch=6)
+    call = dict(lengths=[7, 0, 4, 7, 1, 6], reverse=True, **options)
+    out, grads = _vjp(kind, x, params, state, cotangent, **call)
+    assert spy == {"ran": 1, "declined": 0}
+    core_out, core_grads = _vjp(kind, x, params, state, cotangent, impl="generic", **call)
+    _assert_same(out, core_out, rtol=1e-5, atol=1e-5)
+    _assert_same(grads, core_grads, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("lengths", [None, [5, 1, 3, 5]], ids=["full", "lengths"])  # torch packs no 0
+@pytest.mark.parametrize("kind, init", [("rnn", {}), ("gru", {}), ("lstm", {}), ("lstm", {"proj_size": 2})],
+                         ids=["rnn", "gru", "lstm", "lstm-projection"])  # fmt: skip
+def test_float32_matches_torch_nn(spy, engine, kind, init, lengths):
+    need("torch")
+    params = _params(kind, init, dtype="float32")
+    x, state, cotangent = _inputs(kind, params, np.float32, np.random.default_rng(4), batch=4)
+    _, grads = _vjp(kind, x, params, state, cotangent, lengths=lengths)
+    assert spy["ran"] == 1
+    expected = oracle.layer_grads(kind, params, x, state, cotangent, lengths=lengths, dtype=np.float32)
+    _compare_oracle(grads, expected, params, rtol=1e-4, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------
+# layouts, missing state and cotangents, padding, repeated pullbacks
+
+
+@pytest.mark.parametrize("kind", ["rnn", "gru", "lstm"])
+def test_batch_first_unbatched_and_no_state(spy, engine, kind):
+    params = _params(kind, {"proj_size": 2} if kind == "lstm" else {})
+    x, state, (dy, d_final) = _inputs(kind, params, np.float64, np.random.default_rng(5))
+    cases = [
+        ((np.swapaxes(x, 0, 1).copy(), params, state), {"batch_first": True, "lengths": [5, 2, 0]},
+         (np.swapaxes(dy, 0, 1).copy(), d_final)),
+        ((x[:, 0], params), {"reverse": True}, (dy[:, 0], None)),
+        ((x, params), {"lengths": [1, 5, 3]}, (None, d_final)),
+    ]  # fmt: skip
+    for args, options, cotangent in cases:
+        out, pullback = ar.vjp(FUNCTIONS[kind], *args, **options)
+        core_out, core_pullback = ar.vjp(FUNCTIONS[kind], *args, impl="generic", **options)
+        _assert_same(out, core_out, rtol=1e-10, atol=1e-12)
+        first = pullback(cotangent)
+        _assert_same(first, core_pullback(cotangent), rtol=1e-10, atol=1e-12)
+        _assert_same(pullback(cotangent), first, rtol=0, atol=0)  # the pullback may run again
+    assert spy == {"ran": len(cases), "declined": 0}
+
+
+NAN_CASES = [("rnn", {}), ("gru", {}), ("gru", {"linear_before_reset": False}), ("lstm", {"clip": 0.5})]
+
+
+@pytest.mark.parametrize("kind, options", NAN_CASES, ids=["rnn", "gru", "gru-lbr-false", "lstm"])
+def test_nan_padding_does_not_leak(spy, engine, kind, options):
+    params = _params(kind, {"peepholes": True, "proj_size": 2} if kind == "lstm" else {})
+    x, state, cotangent = _inputs(kind, params, np.float64, np.random.default_rng(6))
+    lengths = [5, 2, 0]
+    x = x.copy()
+    x[2:, 1] = np.nan
+    x[:, 2] = np.nan
+    for reverse in (False, True):
+        out, grads = _vjp(kind, x, params, state, cotangent, lengths=lengths, reverse=reverse, **options)
+        core = _vjp(kind, x, params, state, cotangent, lengths=lengths, reverse=reverse, impl="generic", **options)
+        assert all(np.isfinite(leaf).all() for leaf in _leaves(grads))
+        _assert_same((out, grads), core, rtol=1e-10, atol=1e-12)
+    assert spy["ran"] == 2
+
+
+def test_inputs_are_not_written(spy):
+    params = _params("lstm", {"peepholes": True})
+    x, state, cotangent = _inputs("lstm", params, np.float64, np.random.default_rng(8))
+    for array in (x, *state, cotangent[0], *cotangent[1]):
+        array.flags.writeable = False
+    _vjp("lstm", x, params, state, cotangent, lengths=[5, 1, 3])
+    assert spy["ran"] == 1
+
+
+# ----------------------------------------------------------------------------------------------
+# stacks through model.apply
+
+
+@pytest.mark.parametrize("kind", ["rnn", "gru", "lstm"])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_model_apply_matches_torch_and_core(spy, engine, kind, dtype):
+    need("torch")
+    extra = {"proj_size": 2} if kind == "lstm" else {}
+    cls = {"rnn": ar.RNN, "gru": ar.GRU, "lstm": ar.LSTM}[kind]
+    model = cls(INPUT, HIDDEN, num_layers=2, bidirectional=True, batch_first=True, seed=1, dtype=dtype, **extra)
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((4, STEPS, INPUT)).astype(dtype)
+    lengths = [5, 3, 1, 5]
+    out, pullback = ar.vjp(model.apply, model.params, x, lengths=lengths)
+    assert spy == {"ran": 4, "declined": 0}
+    y, final = out
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    d_final = tuple(rng.standard_normal(f.shape).astype(dtype) for f in final) if kind == "lstm" else (
+        rng.standard_normal(final.shape).astype(dtype))  # fmt: skip
+    dparams, dx = pullback((dy, d_final))
+    core_out, core_pullback = ar.vjp(model.apply, model.params, x, lengths=lengths, impl="generic")
+    tol = 1e-10 if dtype == "float64" else 1e-5
+    _assert_same(out, core_out, rtol=tol, atol=tol)
+    _assert_same((dparams, dx), core_pullback((dy, d_final)), rtol=tol, atol=tol)
+    zero_state = np.zeros((4, 4, HIDDEN), dtype=dtype)
+    state = (np.zeros((4, 4, 2), dtype=dtype), zero_state) if kind == "lstm" else zero_state
+    expected = oracle.model_grads(model, x, state, (dy, d_final), lengths=lengths, dtype=np.dtype(dtype).type)
+    loose = {"rtol": 1e-9, "atol": 1e-10} if dtype == "float64" else {"rtol": 1e-4, "atol": 1e-5}
+    np.testing.assert_allclose(dx, expected["x"], **loose)
+    for layer in range(2):
+        for direction, suffix in enumerate(["", "_reverse"]):
+            for f in ("weight_ih", "weight_hh", "bias_ih", "bias_hh") + (("weight_hr",) if kind == "lstm" else ()):
+                np.testing.assert_allclose(getattr(dparams[layer][direction], f), expected[f"{f}_l{layer}{suffix}"],
+                                           **loose)  # fmt: skip
+
+
+# ----------------------------------------------------------------------------------------------
+# what it declines, and what ar.explain says
+
+
+def test_explain_names_the_path(monkeypatch):
+    params = _params("gru", {})
+    x = np.zeros((STEPS, 2, INPUT))
+    monkeypatch.setenv("ARRAYRNN_NUMBA", "0")
+    assert ar.explain(ar.vjp, ar.gru, x, params) == "numpy: NumPy gradient loop (B = 2, NumPy ufuncs: ARRAYRNN_NUMBA=0)"
+    need("numba")
+    monkeypatch.setenv("ARRAYRNN_NUMBA", "1")
+    assert ar.explain(ar.vjp, ar.gru, x, params) == "numpy: NumPy gradient loop (B = 2, numba backward kernels)"
+    said = ar.explain(ar.vjp, ar.gru, x, params, linear_before_reset=False)
+    assert said.endswith("(B = 2, NumPy ufuncs: linear_before_reset=False not in the numba kernels)")
+    lstm_params = _params("lstm", {"proj_size": 2})
+    assert "weight_hr not in the numba kernels" in ar.explain(ar.vjp, ar.lstm, x, lstm_params)
+    assert ar.explain(ar.vjp, ar.gru, x, params, impl="generic").startswith("generic: impl='generic'")
+    assert ar.explain(ar.gru, x, params).startswith("numpy: NumPy loop")  # the forward path is unchanged
+
+
+DECLINED = [
+    ("float16", "gru", {}, {}, "float16", "float16 is not supported"),
+    ("mask", "rnn", {}, {"mask": [[True, False, True]] * STEPS}, "float64", "mask="),
+    ("layer-norm", "lstm", {"layer_norm": True}, {}, "float64", "layer_norm"),
+    ("greff", "lstm", {"peepholes": True}, {"input_gate": False}, "float64", "input_gate=False"),
+    ("full-gate-recurrence", "lstm", {"gate_recurrence": True}, {}, "float64", "weight_gg"),
+    ("zoneout", "gru", {}, {"zoneout": 0.3, "train": True, "seed": 0}, "float64", "zoneout"),
+]
+
+
+@pytest.mark.parametrize("name, kind, init, options, dtype, reason", DECLINED, ids=[d[0] for d in DECLINED])
+def test_declines_to_the_core(spy, name, kind, init, options, dtype, reason):
+    params = _params(kind, init, dtype=dtype)
+    x, _, (dy, _) = _inputs(kind, params, np.dtype(dtype), np.random.default_rng(1))
+    state, cotangent = None, (dy, None)  # no state: weight_gg's state has a third part
+    said = ar.explain(ar.vjp, FUNCTIONS[kind], x, params, state, **options)
+    assert said.startswith("generic: ") and reason in said, said
+    out, grads = _vjp(kind, x, params, state, cotangent, **options)
+    assert spy == {"ran": 0, "declined": 1}
+    core_out, core_grads = _vjp(kind, x, params, state, cotangent, impl="generic", **options)
+    _assert_same((out, grads), (core_out, core_grads), rtol=0, atol=0)  # the core itself ran
+
+
+def test_large_batches_decline_to_the_core(spy):
+    from arrayrnn._backends.numpy import grad_loop
+
+    params = _params("gru", {}, dtype="float32")
+    x = np.ones((2, grad_loop.MAX_BATCH + 1, params.input_size), np.float32)
+    said = ar.explain(ar.vjp, ar.gru, x, params)
+    assert said.startswith(f"generic: B = {grad_loop.MAX_BATCH + 1} > {grad_loop.MAX_BATCH}"), said
+    ar.vjp(ar.gru, x, params)
+    assert spy == {"ran": 0, "declined": 1}
