@@ -23,6 +23,9 @@ def test_record_and_json(tmp_path, capsys):
         modes=["forward"],
         out_dir=tmp_path,
         progress=False,
+        foreign=False,
+        first_call_case=None,
+        pause=0,
     )
     written = json.loads(next(tmp_path.glob("bench-numpy-*.json")).read_text())
     assert written["results"] == json.loads(json.dumps(record["results"]))
@@ -113,7 +116,16 @@ def test_forward_backward_mode_agrees_with_torch_autograd(kind):
 def test_forward_backward_rows_in_the_record(tmp_path):
     need("torch")
     record = bench.run_benchmark(
-        ["gru"], grid=TINY, repeats=1, memory_case=None, modes=["forward+backward"], out_dir=tmp_path, progress=False
+        ["gru"],
+        grid=TINY,
+        repeats=1,
+        memory_case=None,
+        modes=["forward+backward"],
+        out_dir=tmp_path,
+        progress=False,
+        foreign=False,
+        first_call_case=None,
+        pause=0,
     )
     (row,) = record["results"]
     assert row["mode"] == "forward+backward" and set(row["median_s"]) == {"arrayrnn", "torch"}

@@ -1,7 +1,7 @@
 """``arrayrnn bench``: arrayrnn against the real peers (torch CPU, onnxruntime) on the same weights.
 
-Per cell and shape, interleaved timed rounds after outputs are checked equal; a table, JSON in ``--out``
-(default ``./arrayrnn-bench/``) and ``--plot``. Modes plug in through :func:`register_mode`; method in NOTES.md."""
+Per cell and shape, each library timed in its own block after outputs are checked equal, plus foreign-threads and
+first-call rows (bench_extras); a table, JSON in ``--out`` (default ``./arrayrnn-bench/``) and ``--plot``."""
 
 from __future__ import annotations
 
@@ -23,6 +23,15 @@ import numpy as np
 
 from ._args import OneLineParser, UsageError, backend_name, comma_list, positive_int
 from ._hints import INSTALL_HINTS
+from .bench_extras import (
+    PAUSE_SECONDS,
+    first_call,
+    foreign_threads,
+    format_first_call,
+    format_foreign,
+    threads_summary,
+    time_blocked,
+)
 from .bench_modes import MODES, Runner, importable, register_mode
 
 __all__ = ["GRID", "LONG_SEQUENCE", "Runner", "add_arguments", "main", "register_mode", "run_benchmark"]
@@ -37,6 +46,8 @@ GRID: tuple[tuple[int, int, int, int], ...] = (
 #: (T, B, I, H) of the long-sequence memory measurement
 LONG_SEQUENCE = (100_000, 8, 64, 256)
 LONG_SEQUENCE_QUICK = (10_000, 8, 64, 256)
+#: (T, B, I, H) of the first call in a fresh process (the smallest grid shape: where one-time costs show most)
+FIRST_CALL_CASE = GRID[0]
 CELLS = ("lstm", "gru", "rnn")
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 #: seconds one timing sample lasts at least (short calls are repeated inside a sample)
@@ -68,7 +79,7 @@ def _torch_runner(kind: str, params: Any, x: np.ndarray, threads: int) -> Runner
         with torch.inference_mode():
             return layer(inputs)[0]
 
-    return Runner("torch", call, lambda y: y.numpy())
+    return Runner("torch", call, lambda y: y.numpy(), lambda: {"torch": torch.get_num_threads()})
 
 
 def _onnx_order(kind: str, array: np.ndarray, hidden: int) -> np.ndarray:
@@ -126,8 +137,12 @@ def _onnxruntime_runner(kind: str, params: Any, x: np.ndarray, threads: int) -> 
         onnx_model(kind, params, steps, batch), options, providers=["CPUExecutionProvider"]
     )
     feed = {"X": x}
+    used = session.get_session_options()
     return Runner(
-        "onnxruntime", lambda: session.run(["Y"], feed)[0], lambda y: y.reshape(steps, batch, params.hidden_size)
+        "onnxruntime",
+        lambda: session.run(["Y"], feed)[0],
+        lambda y: y.reshape(steps, batch, params.hidden_size),
+        lambda: {"intra_op": used.intra_op_num_threads, "inter_op": used.inter_op_num_threads},
     )
 
 
@@ -431,12 +446,19 @@ def _ratio(value: Optional[float]) -> str:
     return "-" if value is None else f"{value:.2f}x"
 
 
+def _threads_cell(threads: dict[str, Any]) -> str:
+    """The threads each library ran with (arrayrnn: its BLAS pools per threadpoolctl), ``-`` if not timed."""
+    return "/".join(
+        threads_summary(threads[name]) if name in threads else "-" for name in ("arrayrnn", "torch", "onnxruntime")
+    )
+
+
 def format_table(record: dict[str, Any]) -> str:
     """The results as a Markdown table (also readable on the terminal)."""
     lines = [
         "| mode | cell | T, B, I, H | arrayrnn ms | torch ms | onnxruntime ms | GEMM ms "
-        "| vs torch | vs onnxruntime | GEMM efficiency |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| vs torch | vs onnxruntime | GEMM efficiency | threads ar/torch/ort |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in record["results"]:
         times, ratios = row["median_s"], row["ratio"]
@@ -445,7 +467,7 @@ def format_table(record: dict[str, Any]) -> str:
             f"| {row['mode']} | {row['cell'].upper()} | {row['T']}, {row['B']}, {row['I']}, {row['H']} "
             f"| {_ms(times.get('arrayrnn'))} | {_ms(times.get('torch'))} | {_ms(times.get('onnxruntime'))} "
             f"| {_ms(times.get('gemm'))} | {_ratio(ratios.get('torch'))} | {_ratio(ratios.get('onnxruntime'))} "
-            f"| {'-' if efficiency is None else f'{efficiency:.0%}'} |"
+            f"| {'-' if efficiency is None else f'{efficiency:.0%}'} | {_threads_cell(row.get('threads', {}))} |"
         )
     return "\n".join(lines)
 
@@ -504,6 +526,32 @@ def plot(record: dict[str, Any], path: Path) -> Optional[Path]:
 # driver
 
 
+def _foreign_rows(
+    cells: Sequence[str],
+    grid: Sequence[tuple[int, int, int, int]],
+    repeats: int,
+    threads: int,
+    backend: str,
+    pause: float,
+    bar: _Progress,
+) -> list[dict[str, Any]]:
+    """Per cell and shape: arrayrnn quiet and right after a torch call (:func:`bench_extras.foreign_threads`)."""
+    import arrayrnn
+
+    rows = []
+    for kind in cells:
+        init = {"lstm": arrayrnn.init_lstm, "gru": arrayrnn.init_gru, "rnn": arrayrnn.init_rnn}[kind]
+        for steps, batch, features, hidden in grid:
+            bar.advance(0, f"foreign threads {kind} T={steps} B={batch} I={features} H={hidden}")
+            params = init(features, hidden, seed=1, dtype="float32", backend="numpy")
+            x = np.random.default_rng(2).standard_normal((steps, batch, features), dtype=np.float32)
+            ours = _arrayrnn_runner(kind, params, x, backend)
+            measured = foreign_threads(ours, _torch_runner(kind, params, x, threads), repeats, pause)
+            rows.append({"cell": kind, "T": steps, "B": batch, "I": features, "H": hidden, **measured})
+            bar.advance(1)
+    return rows
+
+
 def run_benchmark(
     cells: Sequence[str] = CELLS,
     *,
@@ -513,13 +561,18 @@ def run_benchmark(
     threads: Optional[int] = None,
     memory_case: Optional[tuple[int, int, int, int]] = LONG_SEQUENCE,
     modes: Optional[Sequence[str]] = None,
+    foreign: bool = True,
+    first_call_case: Optional[tuple[int, int, int, int]] = FIRST_CALL_CASE,
+    pause: float = PAUSE_SECONDS,
     out_dir: Optional[Path] = Path(DEFAULT_OUT),
     make_plot: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Run the benchmark, print the table, write the JSON (and PNG) into ``out_dir``; returns the record.
 
-    Every argument is checked (and ``make_plot``'s matplotlib looked for) before anything runs.
+    Every argument is checked (and ``make_plot``'s matplotlib looked for) before anything runs. Each library is
+    timed in its own block (all its ``repeats``), with ``pause`` seconds of rest before the next. ``foreign``: also
+    time arrayrnn right after torch (needs torch); ``first_call_case``: the shape of the fresh-process rows.
     """
     import arrayrnn
 
@@ -539,7 +592,13 @@ def run_benchmark(
     threads = threads or _available_cores()
     limiter, pools = limit_threads(threads)
     record = environment(threads, pools, backend)
-    record["settings"] = {"repeats": repeats, "dtype": "float32", "grid": [list(shape) for shape in grid]}
+    record["settings"] = {
+        "repeats": repeats,
+        "dtype": "float32",
+        "grid": [list(shape) for shape in grid],
+        "timing": "blocked",  # every sample of one library, a pause, then the next library (one process)
+        "pause_s": pause,
+    }
     record["load_average_at_start"] = _load_average()
     record["modes"] = modes
     print(f"arrayrnn bench: backend {backend}, {threads} threads for every library")
@@ -555,6 +614,8 @@ def run_benchmark(
         print(f"  note: {blas_env} set in the environment; the BLAS kernel above is the one that runs")
 
     total = len(modes) * len(cells) * len(grid) * (repeats + 1) + (len(cells) if memory_case else 0)
+    foreign = foreign and importable("torch")
+    total += (len(cells) * len(grid) if foreign else 0) + (2 * len(cells) if first_call_case else 0)
     bar = _Progress(total, progress)
     results: list[dict[str, Any]] = []
     skipped_all: dict[str, dict[str, str]] = {mode: {} for mode in modes}
@@ -572,7 +633,7 @@ def run_benchmark(
                     skipped_all[mode].update(skipped)
                     differences = _check_outputs(runners, case)
                     bar.advance(1)
-                    samples = time_interleaved(runners, repeats, on_round=bar.advance)
+                    samples, used_threads = time_blocked(runners, repeats, on_round=bar.advance, pause=pause)
                     median = {name: float(np.median(values)) for name, values in samples.items()}
                     ours = median["arrayrnn"]
                     flops = 2 * steps * batch * (features + hidden) * GATES[kind] * hidden
@@ -593,6 +654,7 @@ def run_benchmark(
                             "gemm_efficiency": median["gemm"] / ours if "gemm" in median else None,
                             "arrayrnn_gflops": flops / ours / 1e9,
                             "max_abs_difference": differences,
+                            "threads": used_threads,
                         }
                     )
         record["results"] = results
@@ -606,6 +668,17 @@ def run_benchmark(
                 memory.append(peak_extra_memory(kind, *memory_case))
                 bar.advance(1)
         record["memory"] = memory
+        record["foreign_threads"] = _foreign_rows(cells, grid, repeats, threads, backend, pause, bar) if foreign else []
+        if not foreign:
+            why = "torch not installed" if not importable("torch") else "not asked for"
+            record["foreign_threads_skipped"] = why
+        record["first_call"] = []
+        if first_call_case is not None:
+            for kind in cells:
+                for numba in (True, False):
+                    bar.advance(0, f"first call {kind} numba {'on' if numba else 'off'} (fresh process)")
+                    record["first_call"].append(first_call(kind, first_call_case, numba, threads))
+                    bar.advance(1)
         record["load_average_at_end"] = _load_average()
     finally:
         bar.close()
@@ -624,6 +697,12 @@ def run_benchmark(
     if record["memory"]:
         print()
         print(format_memory(record))
+    if record["foreign_threads"]:
+        print("\narrayrnn right after a torch call in the same process (torch's OpenMP pool still spinning):")
+        print(format_foreign(record["foreign_threads"]))
+    if record["first_call"]:
+        print("\nfirst call in a fresh process (import includes NumPy's; numba on: compiled or loaded from its cache):")
+        print(format_first_call(record["first_call"]))
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -669,6 +748,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plot", action="store_true", help="also write a PNG (needs matplotlib, checked first)")
     parser.add_argument("--no-memory", action="store_true", help="skip the long-sequence memory measurement")
     parser.add_argument(
+        "--no-foreign-threads", action="store_true", help="skip arrayrnn timed right after torch (its pool spinning)"
+    )
+    parser.add_argument(
+        "--no-first-call", action="store_true", help="skip the import and first-call times in fresh processes"
+    )
+    parser.add_argument(
         "--modes",
         type=comma_list(MODES),
         default=None,
@@ -709,6 +794,8 @@ def command(args: argparse.Namespace) -> int:
         repeats=repeats,
         threads=args.threads,
         memory_case=memory_case,
+        foreign=not args.no_foreign_threads,
+        first_call_case=None if args.no_first_call else FIRST_CALL_CASE,
         out_dir=out,
         make_plot=args.plot,
     )

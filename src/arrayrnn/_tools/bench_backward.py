@@ -78,7 +78,7 @@ def _torch_runner(kind: str, params: Any, x: np.ndarray, threads: int) -> Runner
         y, dx, grads = result
         return _flattened([y.numpy(), dx.numpy()], [grad.numpy() for grad in grads], x.shape[0] * x.shape[1])
 
-    return Runner("torch", call, to_numpy)
+    return Runner("torch", call, to_numpy, lambda: {"torch": torch.get_num_threads()})
 
 
 def forward_backward_runners(

@@ -17,6 +17,8 @@ class Runner:
     call: Callable[[], Any]
     #: turns ``call()``'s result into a NumPy ``(T, B, H)`` array for the equality check; None: not checked
     to_numpy: Optional[Callable[[Any], np.ndarray]] = None
+    #: the threads it runs with by its own count (e.g. ``{"torch": torch.get_num_threads()}``); None: pools only
+    threads: Optional[Callable[[], dict[str, Any]]] = None
 
 
 #: mode name -> factory(kind, params, x, threads, backend) -> (runners, skipped {library: reason})
