@@ -137,6 +137,8 @@ def _import_namespace(name: str) -> ModuleType:
         import array_api_compat.torch as xp
     elif name == "jax":
         import jax.numpy as xp
+
+        _register_jax_pytrees()
     elif name == "dask":
         import array_api_compat.dask.array as xp
     else:
@@ -344,6 +346,13 @@ def backend_name(array: Any) -> str:
     raise TypeError(f"expected an array, got {type(array).__name__}")
 
 
+def _register_jax_pytrees() -> None:
+    """Make the params dataclasses JAX pytrees (once; called when JAX is first met, never at import)."""
+    from ._jax_pytree import register
+
+    register()
+
+
 def _device(array: Any) -> Any:
     import array_api_compat as compat
 
@@ -367,8 +376,12 @@ def namespace_of(**arrays: Any) -> tuple[ModuleType, str, Any]:
                 f"{arg_name} must be an array (numpy, cupy, torch, ...), got {type(array).__name__}"
             ) from None
         device = _device(array)
+        if name == "jax":
+            _register_jax_pytrees()
         if first_name is None:
             first_name, first_backend, first_device = arg_name, name, device
+        elif name == "jax" == first_backend and (device is None or first_device is None):
+            first_device = None  # a traced JAX array (jit/grad/vmap) has no device: it matches any JAX device
         elif name != first_backend or device != first_device:
             raise BackendMismatchError(
                 f"arguments live on different backends or devices: {first_name} on {first_backend} "

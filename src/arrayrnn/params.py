@@ -10,6 +10,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from ._jax_pytree import pytree_classes, register_if_jax_loaded
 from .backend import backend_name, get_backend, to_backend
 
 __all__ = ["GRUParams", "LSTMParams", "RNNParams", "init_gru", "init_lstm", "init_rnn"]
@@ -27,6 +28,9 @@ class _ParamsBase:
 
     weight_ih: Array
     weight_hh: Array
+
+    def __post_init__(self) -> None:
+        register_if_jax_loaded()  # params built from JAX arrays are pytrees before any arrayrnn call sees them
 
     @property
     def input_size(self) -> int:
@@ -251,6 +255,9 @@ class GRUParams(_ParamsBase):
     ln_hh_bias: Optional[Array] = None
 
     gates = 3
+
+
+pytree_classes(RNNParams, LSTMParams, GRUParams)  # JAX pytrees once JAX is met (jit/grad/vmap over params)
 
 
 def _check_sizes(input_size: int, hidden_size: int, dtype: str) -> None:
