@@ -13,6 +13,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from ..._core.backward import _bias_grad, _flat, _weight_grad  # the core's one-GEMM weight gradients, with np
 from ..._core.layer_norm import layer_norm_changes
 from ..._core.masking import masking_changes
 from ..._core.regularize import regularization_changes
@@ -149,16 +150,14 @@ def _buffer(shape: tuple[int, ...], dtype: Any, steps: _Steps) -> np.ndarray:
     return out
 
 
-def _flat(a: np.ndarray) -> np.ndarray:
-    return a.reshape(a.shape[0] * a.shape[1], a.shape[2])
-
-
-def _weight_grad(d_out: np.ndarray, inputs: np.ndarray) -> np.ndarray:
-    return np.matmul(_flat(d_out).T, _flat(inputs))
-
-
-def _bias_grad(d_out: np.ndarray) -> np.ndarray:
-    return _flat(d_out).sum(axis=0)
+def _keep_padded(h: np.ndarray, h_state: np.ndarray, yt: np.ndarray, invalid: np.ndarray) -> np.ndarray:
+    """After a step with padded rows: the state buffer keeps their previous ``h`` and takes the others' ``yt``,
+    whose padded rows become 0 (the output); returns the state buffer, the next step's ``h``."""
+    if h is not h_state:
+        np.copyto(h_state, h)
+    np.copyto(h_state, yt, where=~invalid)
+    np.copyto(yt, 0, where=invalid)
+    return h_state
 
 
 def _params_like(params: Any, grads: dict[str, np.ndarray]) -> Any:
@@ -173,10 +172,10 @@ def _cotangent(value: Optional[Array], like: np.ndarray) -> np.ndarray:
 
 def _input_grads(params: Any, x: np.ndarray, weight_ih: np.ndarray, dgx: np.ndarray, steps: _Steps) -> tuple:
     """``dx`` and the input weight/bias gradients from the pre-activation gradients ``dgx (T, B, G*H)``."""
-    grads = {"weight_ih": _weight_grad(dgx, steps.masked_x(x))}
+    grads = {"weight_ih": _weight_grad(np, dgx, steps.masked_x(x))}
     if params.bias_ih is not None:
-        grads["bias_ih"] = _bias_grad(dgx)
-    dx = np.matmul(_flat(dgx), weight_ih).reshape(x.shape)
+        grads["bias_ih"] = _bias_grad(np, dgx)
+    dx = np.matmul(_flat(np, dgx), weight_ih).reshape(x.shape)
     return dx, grads
 
 
@@ -220,11 +219,7 @@ def _rnn(x, params, state, lengths, reverse, options):
         if invalid is None:
             h = yt
             continue
-        if h is not h_state:
-            np.copyto(h_state, h)
-        h = h_state
-        np.copyto(h_state, yt, where=~invalid)
-        np.copyto(yt, 0, where=invalid)
+        h = _keep_padded(h, h_state, yt, invalid)
     final = (np.array(h),)
 
     def backward(dy, d_final):
@@ -257,9 +252,9 @@ def _rnn(x, params, state, lengths, reverse, options):
                 np.copyto(dh_new, dh, where=invalid)
             dh, dh_new = dh_new, dh
         dx, grads = _input_grads(params, x, weight_ih, dz_all, steps)
-        grads["weight_hh"] = _weight_grad(dz_all, h_prev)
+        grads["weight_hh"] = _weight_grad(np, dz_all, h_prev)
         if params.bias_hh is not None:
-            grads["bias_hh"] = _bias_grad(dz_all)
+            grads["bias_hh"] = _bias_grad(np, dz_all)
         return dx, _params_like(params, grads), (dh,)
 
     return y, final, backward
@@ -348,11 +343,7 @@ def _gru(x, params, state, lengths, reverse, options):
             continue
         if not lbr:
             np.copyto(e, 0, where=invalid)
-        if h is not h_state:
-            np.copyto(h_state, h)
-        h = h_state
-        np.copyto(h_state, yt, where=~invalid)
-        np.copyto(yt, 0, where=invalid)
+        h = _keep_padded(h, h_state, yt, invalid)
     final = (np.array(h),)
 
     def backward(dy, d_final):
@@ -419,15 +410,15 @@ def _gru(x, params, state, lengths, reverse, options):
         dx, grads = _input_grads(params, x, weight_ih, dgx_all, steps)
         d_rz = dgx_all[:, :, : 2 * H]
         if lbr:
-            grads["weight_hh"] = np.concatenate([_weight_grad(d_rz, h_prev), _weight_grad(dgh_n_all, h_prev)])
+            grads["weight_hh"] = np.concatenate([_weight_grad(np, d_rz, h_prev), _weight_grad(np, dgh_n_all, h_prev)])
             if params.bias_hh is not None:
-                grads["bias_hh"] = np.concatenate([_bias_grad(d_rz), _bias_grad(dgh_n_all)])
+                grads["bias_hh"] = np.concatenate([_bias_grad(np, d_rz), _bias_grad(np, dgh_n_all)])
         else:
             grads["weight_hh"] = np.concatenate(
-                [_weight_grad(d_rz, h_prev), _weight_grad(dgx_all[:, :, 2 * H :], extra)]
+                [_weight_grad(np, d_rz, h_prev), _weight_grad(np, dgx_all[:, :, 2 * H :], extra)]
             )
             if params.bias_hh is not None:
-                grads["bias_hh"] = _bias_grad(dgx_all)
+                grads["bias_hh"] = _bias_grad(np, dgx_all)
         return dx, _params_like(params, grads), (dh,)
 
     return y, final, backward
@@ -548,11 +539,7 @@ def _lstm(x, params, state, lengths, reverse, options):
         c = cn
         if weight_hr is not None:
             np.copyto(unprojected[t], 0, where=invalid)
-        if h is not h_state:
-            np.copyto(h_state, h)
-        h = h_state
-        np.copyto(h_state, yt, where=~invalid)
-        np.copyto(yt, 0, where=invalid)
+        h = _keep_padded(h, h_state, yt, invalid)
     final = (np.array(h), np.array(c))
 
     def backward(dy, d_final):
@@ -645,14 +632,14 @@ def _lstm(x, params, state, lengths, reverse, options):
             dh, dh_new = dh_new, dh
             dc, dc_new = dc_new, dc
         dx, grads = _input_grads(params, x, weight_ih, dz_all, steps)
-        grads["weight_hh"] = _weight_grad(dz_all, h_prev)
+        grads["weight_hh"] = _weight_grad(np, dz_all, h_prev)
         if params.bias_hh is not None:
-            grads["bias_hh"] = _bias_grad(dz_all)
+            grads["bias_hh"] = _bias_grad(np, dz_all)
         for name, lo, seen in (("peephole_i", 0, c_prev), ("peephole_f", H, c_prev), ("peephole_o", 3 * H, c_new)):
             if getattr(params, name) is not None:
                 grads[name] = np.einsum("tbh,tbh->h", dz_all[:, :, lo : lo + H], seen)
         if weight_hr is not None:
-            grads["weight_hr"] = _weight_grad(dh_all, unprojected)
+            grads["weight_hr"] = _weight_grad(np, dh_all, unprojected)
         return dx, _params_like(params, grads), (dh, dc)
 
     return y, final, backward
