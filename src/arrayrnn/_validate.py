@@ -31,8 +31,20 @@ def shape_text(shape: Any) -> str:
     return "(" + ", ".join(str(n) for n in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
+#: dtype -> is it real floating (``xp.isdtype`` costs microseconds a call on NumPy; checked for every argument)
+_FLOATING: dict[tuple[str, Any], bool] = {}
+
+
 def _is_floating(xp: Any, array: Array) -> bool:
-    return bool(xp.isdtype(array.dtype, "real floating"))
+    dtype = array.dtype
+    key = (xp.__name__, dtype)  # per namespace: one dtype object (e.g. an ml_dtypes one) may mean more than one
+    try:
+        return _FLOATING[key]
+    except KeyError:
+        floating = _FLOATING[key] = bool(xp.isdtype(dtype, "real floating"))
+        return floating
+    except TypeError:  # an unhashable dtype
+        return bool(xp.isdtype(dtype, "real floating"))
 
 
 def check_plain(name: str, value: Any, *, data: bool = False) -> None:
@@ -54,6 +66,16 @@ def check_plain(name: str, value: Any, *, data: bool = False) -> None:
         )
 
 
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(cls: type) -> tuple[str, ...]:
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(field.name for field in dataclasses.fields(cls))
+    return names
+
+
 def check_params(params: Any, kind: str, arg: str = "params") -> tuple[Any, str, Any]:
     """Check one params object's type, shapes, dtypes and placement; returns (xp, backend, device)."""
     expected_class = PARAMS_CLASSES[kind]
@@ -62,11 +84,15 @@ def check_params(params: Any, kind: str, arg: str = "params") -> tuple[Any, str,
             f"{arg} must be an arrayrnn.{expected_class.__name__} (see arrayrnn.init_{kind}), "
             f"got {type(params).__name__}"
         )
-    arrays = {f"{arg}.{f.name}": getattr(params, f.name) for f in dataclasses.fields(params)}
-    for name, value in arrays.items():
-        check_plain(name, value)
-    xp, backend, device = namespace_of(**arrays)
-    present = {name: value for name, value in arrays.items() if value is not None}
+    present = {}
+    for field_name in _field_names(type(params)):
+        value = getattr(params, field_name)
+        if value is not None:
+            name = f"{arg}.{field_name}"
+            if type(value) is not np.ndarray:  # a plain NumPy array needs no check_plain
+                check_plain(name, value)
+            present[name] = value
+    xp, backend, device = namespace_of(**present)
     reference_dtype = params.weight_ih.dtype
     for name, value in present.items():
         if not _is_floating(xp, value):

@@ -124,8 +124,15 @@ def _probe_cupy() -> ModuleType:
     return cupy
 
 
+#: namespaces already imported (not CuPy's, whose probe runs on every lookup)
+_NAMESPACES: dict[str, ModuleType] = {}
+
+
 def _import_namespace(name: str) -> ModuleType:
     """The array API namespace of backend ``name``; raises ImportError/BackendUnavailableError."""
+    known = _NAMESPACES.get(name)
+    if known is not None:
+        return known
     if name == "numpy":
         import array_api_compat.numpy as xp
     elif name == "cupy":
@@ -143,6 +150,8 @@ def _import_namespace(name: str) -> ModuleType:
         import array_api_compat.dask.array as xp
     else:
         raise BackendUnavailableError(f"unknown backend {name!r}; expected one of {', '.join(BACKEND_NAMES)} or 'auto'")
+    if name != "cupy":
+        _NAMESPACES[name] = xp
     return xp
 
 
@@ -327,8 +336,21 @@ def get_backend() -> str:
 # from arrays to backends
 
 
+#: array type -> backend name, filled as types are met (the name depends on the type alone); saves the chain of
+#: ``array_api_compat.is_*_array`` checks on every argument of every call
+_BACKEND_BY_TYPE: dict[type, str] = {np.ndarray: "numpy"}
+
+
 def backend_name(array: Any) -> str:
     """The backend name of one array (raises TypeError for non-arrays)."""
+    name = _BACKEND_BY_TYPE.get(type(array))
+    if name is None:
+        name = _classify(array)
+        _BACKEND_BY_TYPE[type(array)] = name
+    return name
+
+
+def _classify(array: Any) -> str:
     import array_api_compat as compat
 
     if isinstance(array, np.ndarray) or isinstance(array, np.generic):
@@ -354,6 +376,8 @@ def _register_jax_pytrees() -> None:
 
 
 def _device(array: Any) -> Any:
+    if type(array) is np.ndarray:
+        return "cpu"  # what array_api_compat.device says of every NumPy array, without its checks
     import array_api_compat as compat
 
     return compat.device(array)
