@@ -2,6 +2,7 @@
 
     python benchmarks/dask_bench.py                      # B=16384, T=100, I=H=128, float32, chunks of 2048
     python benchmarks/dask_bench.py --batch 4096 --repeats 2 --json results.json
+    python benchmarks/dask_bench.py --train              # a training step: ar.vjp + pullback, gradients summed
 
 Each worker is one process with one thread (and one BLAS thread: distributed's nanny sets
 OPENBLAS_NUM_THREADS=1), so the ratio measures scaling over processes, as over the machines of a
@@ -27,6 +28,7 @@ import json
 import os
 import platform
 import time
+from typing import Any
 
 import numpy as np
 
@@ -65,8 +67,7 @@ def _cluster_run(workers: int, args: argparse.Namespace, params: ar.LSTMParams) 
             params = ar.init_lstm(args.input, args.hidden, seed=args.seed + 1 + repeat, dtype="float32")
             with get_task_stream(client) as stream:
                 start = time.perf_counter()
-                y, (h, c) = ar.lstm(x, params)
-                outputs = client.persist([y, h, c])
+                outputs = client.persist(_work(x, params, args.train))
                 wait(outputs)
                 times.append(time.perf_counter() - start)
             del outputs  # releases the results on the workers
@@ -80,6 +81,19 @@ def _cluster_run(workers: int, args: argparse.Namespace, params: ar.LSTMParams) 
             "block_seconds": block_seconds[best],
             "busy": sum(block_seconds[best]) / (workers * times[best]),
         }
+
+
+def _work(x: Any, params: ar.LSTMParams, train: bool) -> list[Any]:
+    """The lazy arrays one timed run computes: the forward outputs, or with ``train`` a training step's gradients
+    (``ar.vjp`` of ``y.sum()``: ``dx`` chunked like ``x`` and the params gradients summed over the blocks)."""
+    if not train:
+        y, (h, c) = ar.lstm(x, params)
+        return [y, h, c]
+    import dask.array as da
+
+    (y, _), pullback = ar.vjp(ar.lstm, x, params)
+    dx, dparams = pullback((da.ones_like(y), None))
+    return [dx, *(value for value in vars(dparams).values() if value is not None)]
 
 
 def _block_compute_seconds(task_stream: list[dict]) -> list[float]:
@@ -99,7 +113,11 @@ def _numpy_run(threads: int, args: argparse.Namespace, params: ar.LSTMParams) ->
     with threadpool_limits(threads):
         for _ in range(args.repeats):
             start = time.perf_counter()
-            ar.lstm(x, params)
+            if args.train:
+                (y, _), pullback = ar.vjp(ar.lstm, x, params)
+                pullback((np.ones_like(y), None))
+            else:
+                ar.lstm(x, params)
             times.append(time.perf_counter() - start)
     return {"seconds": min(times), "all_seconds": times}
 
@@ -113,6 +131,9 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=2048, help="batch rows per dask block")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--train", action="store_true", help="time a training step (ar.vjp and its pullback) instead of inference"
+    )
     parser.add_argument("--no-numpy", action="store_true", help="skip the in-process NumPy reference runs")
     parser.add_argument(
         "--nanny-malloc-default",
@@ -125,7 +146,7 @@ def main() -> None:
     params = ar.init_lstm(args.input, args.hidden, seed=args.seed, dtype="float32", backend="numpy")
     shape = f"T={args.steps}, B={args.batch}, I={args.input}, H={args.hidden}, float32, chunks of {args.chunk} rows"
     malloc = "nanny default MALLOC_TRIM_THRESHOLD_" if args.nanny_malloc_default else "MALLOC_TRIM_THRESHOLD_ unset"
-    print(f"LSTM inference, {shape}; workers: {malloc}")
+    print(f"LSTM {'training step' if args.train else 'inference'}, {shape}; workers: {malloc}")
     load_at_start = os.getloadavg()[0]
     print(f"{os.cpu_count()} CPUs, load average {load_at_start:.2f} at start")
     results: dict[str, dict[str, float]] = {}
