@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 import arrayrnn as ar
-from arrayrnn._backends import numpy as numpy_backend
 from arrayrnn._backends.numpy import openblas
 
 pytestmark = pytest.mark.skipif(openblas.set_num_threads is None, reason="NumPy is not on its bundled OpenBLAS")
@@ -59,9 +58,9 @@ def test_large_products_keep_every_thread(monkeypatch, two_threads):
 
 
 def test_the_bounds_follow_the_measurements():
-    assert numpy_backend._small_product(256, 64, 64)  # LSTM H = 64, B = 64: 1M multiply-adds
-    assert not numpy_backend._small_product(256, 64, 65)
-    assert numpy_backend._small_product(512, 128, 1) and not numpy_backend._small_product(1024, 256, 1)  # gemv
+    assert openblas.small_product(256, 64, 64)  # LSTM H = 64, B = 64: 1M multiply-adds
+    assert not openblas.small_product(256, 64, 65)
+    assert openblas.small_product(512, 128, 1) and not openblas.small_product(1024, 256, 1)  # gemv
 
 
 def test_concurrent_callers_share_the_limit_and_the_last_restores_it(two_threads):
@@ -87,7 +86,7 @@ def test_results_do_not_depend_on_the_limit(monkeypatch):
     params = ar.init_gru(16, 16, seed=1)
     x = np.random.default_rng(2).standard_normal((30, 3, 16)).astype(np.float32)
     limited, _ = ar.gru(x, params)
-    monkeypatch.setattr(numpy_backend, "SMALL_PRODUCT", -1)
-    monkeypatch.setattr(numpy_backend, "SMALL_GEMV", -1)
+    monkeypatch.setattr(openblas, "SMALL_PRODUCT", -1)
+    monkeypatch.setattr(openblas, "SMALL_GEMV", -1)
     unlimited, _ = ar.gru(x, params)
     np.testing.assert_allclose(limited, unlimited, rtol=1e-6, atol=1e-7)

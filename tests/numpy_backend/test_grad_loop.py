@@ -3,7 +3,8 @@
 Oracles: torch autograd through the published equations (``tests/torch_grad_oracle.py``, float64) and ``torch.nn``
 (float32, stacks), plus the recording core (``impl="generic"``) as the semantics. Every test checks that the loop
 actually ran (or declined) through a spy on the hook; tests taking ``engine`` run the pure-NumPy loop
-(``ARRAYRNN_NUMBA=0``) and the numba backward kernels (LSTM without peepholes/projection, GRU linear before reset).
+(``ARRAYRNN_NUMBA=0``) and the numba backward kernels (LSTM without peepholes/projection, GRU linear before reset);
+float32 LSTM without peepholes/projection/clip runs the whole-sequence kernels (tests ``test_fused_*``).
 """
 
 from __future__ import annotations
@@ -270,7 +271,9 @@ def test_explain_names_the_path(monkeypatch):
     assert ar.explain(ar.vjp, ar.gru, x, params) == "numpy: NumPy gradient loop (B = 2, NumPy ufuncs: ARRAYRNN_NUMBA=0)"
     need("numba")
     monkeypatch.setenv("ARRAYRNN_NUMBA", "1")
-    assert ar.explain(ar.vjp, ar.gru, x, params) == "numpy: NumPy gradient loop (B = 2, numba backward kernels)"
+    said = ar.explain(ar.vjp, ar.gru, x, params)
+    kernels = "numba whole-sequence kernels for float32 (float64: numba backward kernels)"
+    assert said == f"numpy: NumPy gradient loop (B = 2, {kernels})"
     said = ar.explain(ar.vjp, ar.gru, x, params, linear_before_reset=False)
     assert said.endswith("(B = 2, NumPy ufuncs: linear_before_reset=False not in the numba kernels)")
     lstm_params = _params("lstm", {"proj_size": 2})
@@ -307,7 +310,154 @@ def test_large_batches_decline_to_the_core(spy):
 
     params = _params("gru", {}, dtype="float32")
     x = np.ones((2, grad_loop.MAX_BATCH + 1, params.input_size), np.float32)
-    said = ar.explain(ar.vjp, ar.gru, x, params)
+    # the per-step loop (here: GRU without linear before reset) keeps the bound; whole-sequence kernels have none
+    said = ar.explain(ar.vjp, ar.gru, x, params, linear_before_reset=False)
     assert said.startswith(f"generic: B = {grad_loop.MAX_BATCH + 1} > {grad_loop.MAX_BATCH}"), said
-    ar.vjp(ar.gru, x, params)
+    ar.vjp(ar.gru, x, params, linear_before_reset=False)
     assert spy == {"ran": 0, "declined": 1}
+
+
+# ----------------------------------------------------------------------------------------------
+# float32 LSTM, GRU and RNN on the whole-sequence kernels: slices of rows, batches above MAX_BATCH, separate tapes
+
+
+def _fused_case(batch, seed=11, steps=6, kind="lstm", **init):
+    params = _params(kind, init, dtype="float32", seed=seed)
+    x, state, cotangent = _inputs(kind, params, np.float32, np.random.default_rng(seed), steps=steps, batch=batch)
+    return params, x, state, cotangent
+
+
+FUSED_CASES = {
+    "lstm-B1": ("lstm", 1, None, {}),
+    "lstm-B1-reverse-coupled": ("lstm", 1, [4], {"reverse": True, "coupled": True}),
+    "lstm-B6-lengths": ("lstm", 6, [6, 0, 4, 6, 1, 5], {"reverse": True}),
+    "lstm-B7-coupled-lengths": ("lstm", 7, [1, 6, 6, 0, 3, 2, 6], {"coupled": True}),
+    "rnn-B1": ("rnn", 1, None, {}),
+    "rnn-B6-relu-lengths": ("rnn", 6, [6, 2, 4, 6, 1, 5], {"nonlinearity": "relu"}),
+    "rnn-B7-reverse-lengths": ("rnn", 7, [1, 6, 6, 0, 3, 2, 6], {"reverse": True}),
+    "rnn-B5-nobias": ("rnn", 5, [3, 6, 6, 1, 2], {"bias": False}),
+    "gru-B1": ("gru", 1, None, {}),
+    "gru-B6-lengths": ("gru", 6, [6, 2, 4, 6, 1, 5], {}),
+    "gru-B7-reverse-lengths": ("gru", 7, [1, 6, 6, 0, 3, 2, 6], {"reverse": True}),
+    "gru-B5-nobias": ("gru", 5, [3, 6, 6, 1, 2], {"bias": False}),
+}
+
+
+@pytest.mark.parametrize("slices", [1, 3], ids=["one-slice", "three-slices"])
+@pytest.mark.parametrize("case", list(FUSED_CASES), ids=list(FUSED_CASES))
+def test_fused_matches_core_and_torch(spy, monkeypatch, case, slices):
+    need("numba")
+    need("torch")
+    monkeypatch.setenv("ARRAYRNN_NUMBA", "1")
+    kind, batch, lengths, options = FUSED_CASES[case]
+    init = {"bias": options.pop("bias")} if "bias" in options else {}
+    params, x, state, cotangent = _fused_case(batch, kind=kind, **init)
+    assert grad_loop.fused_kernels(kind, x.dtype, params, options) is not None
+    used = []
+    original = grad_loop._slices
+
+    def split(b):
+        bounds = sorted({0, b, *(b * k // slices for k in range(1, slices))})
+        used.append(len(bounds) - 1)
+        return list(zip(bounds[:-1], bounds[1:]))
+
+    monkeypatch.setattr(grad_loop, "_slices", split if slices > 1 else original)
+    out, grads = _vjp(kind, x, params, state, cotangent, lengths=lengths, **options)
+    assert spy == {"ran": 1, "declined": 0}
+    assert slices == 1 or used == [min(slices, batch)]  # the backward runs the same slices
+    core_out, core_grads = _vjp(kind, x, params, state, cotangent, impl="generic", lengths=lengths, **options)
+    _assert_same(out, core_out, rtol=1e-5, atol=1e-5)
+    _assert_same(grads, core_grads, rtol=1e-5, atol=1e-5)
+    if options or (lengths is not None and min(lengths) == 0):
+        return  # the torch oracle runs the defaults (no reversed, coupled or relu layer) and packs no empty sequence
+    expected = oracle.layer_grads(kind, params, x, state, cotangent, lengths=lengths, dtype=np.float32)
+    _compare_oracle(grads, expected, params, rtol=1e-4, atol=1e-5)
+
+
+def test_fused_lstm_splits_rows_over_blas_threads():
+    need("numba")
+    from arrayrnn._backends.numpy import openblas
+
+    if openblas.get_num_threads is None or openblas.get_num_threads() < 2:
+        pytest.skip("NumPy's OpenBLAS runs one thread here: nothing to split over")
+    threads = openblas.get_num_threads()
+    bounds = grad_loop._slices(max(grad_loop.SPLIT_MIN_BATCH, 8 * threads))
+    assert len(bounds) == threads and bounds[0][0] == 0 and bounds[-1][1] == max(grad_loop.SPLIT_MIN_BATCH, 8 * threads)
+    assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
+    assert grad_loop._slices(grad_loop.SPLIT_MIN_BATCH - 1) == [(0, grad_loop.SPLIT_MIN_BATCH - 1)]
+    for kind in ("lstm", "rnn", "gru"):
+        params, x, state, cotangent = _fused_case(grad_loop.SPLIT_MIN_BATCH + 3, steps=3, kind=kind)
+        _vjp(kind, x, params, state, cotangent)
+    assert openblas.get_num_threads() == threads  # the caller's count is back
+
+
+@pytest.mark.parametrize("kind", ["lstm", "rnn", "gru"])
+def test_fused_above_max_batch_and_nan_padding(spy, monkeypatch, kind):
+    need("numba")
+    monkeypatch.setenv("ARRAYRNN_NUMBA", "1")
+    batch = grad_loop.MAX_BATCH + 5
+    params, x, state, cotangent = _fused_case(batch, steps=4, kind=kind)
+    rng = np.random.default_rng(12)
+    lengths = rng.integers(0, 5, size=batch)
+    x = x.copy()
+    for b, length in enumerate(lengths):
+        x[length:, b] = np.nan  # padding must not reach any gradient
+    function = FUNCTIONS[kind]
+    said = ar.explain(ar.vjp, function, x, params, state)
+    assert said == f"numpy: NumPy gradient loop (B = {batch}, {grad_loop.engine(kind, params, {})})", said
+    assert "whole-sequence kernels" in said
+    for reverse in (False, True):
+        out, grads = _vjp(kind, x, params, state, cotangent, lengths=lengths, reverse=reverse)
+        core = _vjp(kind, x, params, state, cotangent, lengths=lengths, reverse=reverse, impl="generic")
+        assert all(np.isfinite(leaf).all() for leaf in _leaves(grads))
+        _assert_same((out, grads), core, rtol=1e-5, atol=1e-5)
+    assert spy == {"ran": 2, "declined": 0}
+    # float64 keeps the bound (its per-step loop measured no faster than the core there), as does the LSTM's clip
+    said = ar.explain(ar.vjp, function, x.astype(np.float64), _params(kind, {}, seed=11))
+    assert said.startswith(f"generic: B = {batch} > {grad_loop.MAX_BATCH}"), said
+    if kind == "lstm":
+        said = ar.explain(ar.vjp, function, x, params, clip=0.5)
+        assert said.startswith(f"generic: B = {batch} > {grad_loop.MAX_BATCH}"), said
+
+
+def test_fused_lstm_calls_keep_their_own_tape(monkeypatch):
+    need("numba")
+    monkeypatch.setenv("ARRAYRNN_NUMBA", "1")
+    params, x1, state1, cot1 = _fused_case(5)
+    _, x2, state2, cot2 = _fused_case(5, seed=12)
+    lengths1 = [6, 2, 6, 0, 4]
+    for array in (x1, *state1, cot1[0], *cot1[1]):
+        array.flags.writeable = False  # inputs are never written
+
+    def core(x, state, cot, lengths):
+        return _vjp("lstm", x, params, state, cot, lengths=lengths, impl="generic")
+
+    # the first call's pullback alive while a second call of the same shape runs and pulls back
+    out1, pull1 = ar.vjp(ar.lstm, x1, params, state1, lengths=lengths1)
+    out2, pull2 = ar.vjp(ar.lstm, x2, params, state2)
+    grads2 = pull2(cot2)
+    grads1 = pull1(cot1)
+    _assert_same((out1, grads1), core(x1, state1, cot1, lengths1), rtol=1e-5, atol=1e-5)
+    _assert_same((out2, grads2), core(x2, state2, cot2, None), rtol=1e-5, atol=1e-5)
+    kept = [np.array(leaf) for leaf in _leaves((out1, grads1))]
+    _assert_same(pull1(cot1), grads1, rtol=0, atol=0)  # the pullback may run again
+    del pull1, pull2
+    out3, pull3 = ar.vjp(ar.lstm, x2, params, state2)
+    _assert_same((out3, pull3(cot2)), (out2, grads2), rtol=0, atol=0)
+    for before, after in zip(kept, _leaves((out1, grads1))):  # what the first call returned stays as it was
+        np.testing.assert_array_equal(before, after)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
+def test_fused_pullback_from_several_threads(kind, monkeypatch):
+    need("numba")
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setenv("ARRAYRNN_NUMBA", "1")
+    params, x, state, cotangent = _fused_case(grad_loop.SPLIT_MIN_BATCH + 4, steps=5, kind=kind)
+    out, pullback = ar.vjp(FUNCTIONS[kind], x, params, state, lengths=[5, 3] * ((grad_loop.SPLIT_MIN_BATCH + 4) // 2))
+    expected = pullback(cotangent)
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        results = list(pool.map(lambda _: pullback(cotangent), range(6)))
+    for result in results:
+        _assert_same(result, expected, rtol=0, atol=0)

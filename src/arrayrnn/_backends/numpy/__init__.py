@@ -93,9 +93,9 @@ def _run_compiled(
     else:
         lengths_array = np.asarray(lengths).astype(np.int64, copy=False).reshape(batch)
     longest = int(lengths_array.max())
-    small = _small_product(rows, h0.shape[1], batch)
+    small = openblas.small_product(rows, h0.shape[1], batch)
     starts = range(0, steps, chunk)
-    with openblas.single_thread(_small_call(rows, h0.shape[1], features, chunk, batch)):
+    with openblas.single_thread(openblas.small_call(rows, h0.shape[1], features, chunk, batch)):
         for start in reversed(starts) if reverse else starts:
             count = min(chunk, steps - start)
             gx = gx_flat[: rows * count * batch].reshape(rows, count * batch)
@@ -137,28 +137,6 @@ def _row_threads() -> int:
 _row_pool: Optional[ThreadPoolExecutor] = None
 _row_pool_size = [0]
 _row_lock = threading.Lock()  # guards the pool
-
-#: a per-step recurrent product of at most this many multiply-adds (``G*H * H_out * B``) runs on one BLAS thread:
-#: spreading it over threads gains nothing at that size and loses the cores to any other busy thread pool in
-#: the process (torch's spinning OpenMP threads: +3 ms a call); the input GEMM over all steps keeps every thread
-SMALL_PRODUCT = 1 << 20
-#: for one sequence (B = 1, a matrix-vector product) the bound is lower: OpenBLAS's threaded gemv pays off sooner
-#: (LSTM H = 256: 16 % faster on two threads)
-SMALL_GEMV = 1 << 17
-
-
-#: and when the input GEMM of a chunk (``G*H * I * steps * B``) is at most this too, the whole call runs on one
-#: BLAS thread: waking the pool for that one GEMM costs the same few milliseconds beside a busy pool
-SMALL_INPUT = 1 << 24
-
-
-def _small_product(rows: int, out_size: int, batch: int) -> bool:
-    return rows * out_size * batch <= (SMALL_GEMV if batch == 1 else SMALL_PRODUCT)
-
-
-def _small_call(rows: int, out_size: int, features: int, chunk: int, batch: int) -> bool:
-    return _small_product(rows, out_size, batch) and rows * features * chunk * batch <= SMALL_INPUT
-
 
 def _enter_split(blas: ModuleType, workers: int) -> ThreadPoolExecutor:
     """One more caller splits rows: NumPy's BLAS goes to one thread (``openblas.enter_single_thread``: shared
@@ -231,8 +209,8 @@ def _run_rows(
         return gx
 
     if threads == 1:
-        small = _small_product(rows, h0.shape[1], batch)
-        with openblas.single_thread(_small_call(rows, h0.shape[1], features, chunk, batch)):
+        small = openblas.small_product(rows, h0.shape[1], batch)
+        with openblas.single_thread(openblas.small_call(rows, h0.shape[1], features, chunk, batch)):
             for start in starts:
                 count = min(chunk, steps - start)
                 gx = project(start, count, 0, batch)
@@ -345,8 +323,8 @@ def _run(
     if reverse:
         starts = reversed(starts)
     h = h_state
-    small = _small_product(rows, out_size, batch)
-    with openblas.single_thread(_small_call(rows, out_size, features, chunk, batch)):
+    small = openblas.small_product(rows, out_size, batch)
+    with openblas.single_thread(openblas.small_call(rows, out_size, features, chunk, batch)):
         for start in starts:
             stop = min(start + chunk, steps)
             count = stop - start

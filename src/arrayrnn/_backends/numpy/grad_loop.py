@@ -1,14 +1,16 @@
 """NumPy gradient path for ``ar.vjp`` of one layer: a recording forward into preallocated buffers and a backward
-of in-place ufuncs per step, with the weight gradients and ``dx`` as single GEMMs over all steps.
-
-Same results (to float tolerance) as ``_core/backward.py``; it declines (``None``) what it does not implement.
+(float32 with numba: whole-sequence kernels over slices of rows; else in-place ufuncs per step), the weight gradients
+and ``dx`` as single GEMMs over all steps. Same results (to float tolerance) as ``_core/backward.py``; it declines
+(``None``) what it does not implement.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Optional
 
 import numpy as np
@@ -18,6 +20,7 @@ from ..._core.layer_norm import layer_norm_changes
 from ..._core.masking import masking_changes
 from ..._core.regularize import regularization_changes
 from ..._core.steps import LSTM_VARIANT_DEFAULTS, lstm_variant_changes
+from . import openblas
 
 Array = Any
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -31,8 +34,8 @@ _COMMON = {"mask", "padding", "regularize"}
 PATH = "NumPy gradient loop"
 
 
-#: larger batches run the recording core: at B = 256 this path measured 0.86-1.18x the core's time (fresh large
-#: buffers page-fault on every call), at B <= 64 0.53-0.92x (benchmarks/NOTES.md)
+#: larger batches run the recording core unless the whole-sequence kernels take the call: at B = 256 the per-step
+#: loop measured 0.86-1.18x the core's time, at B <= 64 0.53-0.92x (benchmarks/NOTES.md)
 MAX_BATCH = 128
 
 
@@ -50,9 +53,26 @@ def decline_reason(kind: str, x: Array, params: Any, options: dict[str, Any]) ->
         return f"{', '.join(sorted(unknown))}: not in the NumPy gradient loop, the recording core runs"
     if x.shape[0] == 0 or x.shape[1] == 0:
         return "empty sequence or batch: the recording core runs"
-    if x.shape[1] > MAX_BATCH:
+    if x.shape[1] > MAX_BATCH and fused_kernels(kind, x.dtype, params, options) is None:
         return f"B = {x.shape[1]} > {MAX_BATCH}: the recording core runs (measured no faster there)"
     return None
+
+
+def fused_kernels(kind: str, dtype: Any, params: Any, options: dict[str, Any]) -> Optional[Any]:
+    """``grad_kernels`` when the call runs its whole-sequence float32 kernels (RNN; GRU with linear before reset; LSTM
+    without peepholes, projection or clip; numba and NumPy's OpenBLAS found), else ``None``."""
+    if kind not in ("lstm", "rnn", "gru") or np.dtype(dtype) != np.float32:
+        return None
+    if kind == "gru" and not options.get("linear_before_reset", True):
+        return None
+    if kind == "lstm" and options.get("clip") is not None:
+        return None
+    if kind == "lstm" and any(
+        getattr(params, name) is not None for name in ("peephole_i", "peephole_f", "peephole_o", "weight_hr")
+    ):
+        return None
+    kernels = compiled_kernels()
+    return kernels if kernels is not None and kernels.FUSED else None
 
 
 def engine(kind: str, params: Any, options: dict[str, Any]) -> str:
@@ -68,10 +88,19 @@ def engine(kind: str, params: Any, options: dict[str, Any]) -> str:
         ]
         if beyond:
             return f"NumPy ufuncs: {', '.join(beyond)} not in the numba kernels"
+        if options.get("clip") is not None:
+            return "numba backward kernels (clip is not in the whole-sequence kernels)"
+        if not compiled_kernels().FUSED:
+            return "numba backward kernels (NumPy's OpenBLAS not found for the whole-sequence kernels)"
+        return "numba whole-sequence kernels for float32 (float64: numba backward kernels)"
     if kind == "gru" and not options.get("linear_before_reset", True):
         return "NumPy ufuncs: linear_before_reset=False not in the numba kernels"
+    if kind == "gru" and compiled_kernels().FUSED:
+        return "numba whole-sequence kernels for float32 (float64: numba backward kernels)"
+    if kind == "rnn" and not compiled_kernels().FUSED:
+        return "NumPy ufuncs: NumPy's OpenBLAS not found for the whole-sequence kernels"
     if kind == "rnn":
-        return "NumPy ufuncs: no numba kernel for the RNN (few ufuncs per step)"
+        return "numba whole-sequence kernels for float32 (float64: NumPy ufuncs, few per step)"
     return "numba backward kernels"
 
 
@@ -183,6 +212,58 @@ def _prepared_x(x: Array) -> np.ndarray:
     return np.ascontiguousarray(x)
 
 
+#: batches of at least this many rows run the whole-sequence kernels in one slice of rows per BLAS thread, each
+#: slice in its own thread on single-threaded BLAS (rows are independent: no barrier per step); smaller batches run
+#: one slice, their per-step products multi-threaded only above the forward path's bounds
+SPLIT_MIN_BATCH = 16
+#: and each slice at least this many rows (a per-step GEMM of fewer rows runs far below the BLAS's rate)
+ROWS_PER_SLICE = 8
+_workers: list[tuple[ThreadPoolExecutor, int]] = []  # the pool and its size
+_workers_lock = threading.Lock()
+
+
+def _slices(batch: int) -> list[tuple[int, int]]:
+    threads = 1 if openblas.get_num_threads is None or batch < SPLIT_MIN_BATCH else openblas.get_num_threads()
+    count = max(1, min(threads, batch // ROWS_PER_SLICE))
+    return [(batch * k // count, batch * (k + 1) // count) for k in range(count)]
+
+
+def _run_slices(run: Callable[[int, int], None], slices: list[tuple[int, int]], small_step: bool) -> None:
+    """``run(b0, b1)`` for every slice: the caller runs the first, pool threads the others (the kernels release the
+    GIL), all on one BLAS thread; a single slice runs on the caller's BLAS threads unless ``small_step``."""
+    if len(slices) == 1:
+        with openblas.single_thread(small_step):
+            run(*slices[0])
+        return
+    with _workers_lock:
+        if not _workers or _workers[0][1] < len(slices) - 1:
+            size = len(slices) - 1
+            _workers[:] = [(ThreadPoolExecutor(max_workers=size, thread_name_prefix="arrayrnn-grad"), size)]
+        pool = _workers[0][0]
+    with openblas.single_thread():
+        futures = [pool.submit(run, b0, b1) for b0, b1 in slices[1:]]
+        try:
+            run(*slices[0])
+        finally:
+            for future in futures:
+                future.result()
+
+
+def _fused_threads(rows: int, hidden: int, features: int, steps: int, batch: int) -> tuple[bool, bool, list]:
+    """``(small_step, small_call, slices)``: tiny per-step products on one BLAS thread (the forward path's bounds),
+    the whole call too when its GEMMs over all steps are small; the slices of rows the kernels run in."""
+    small_step = openblas.small_product(rows, hidden, batch)
+    return small_step, openblas.small_call(rows, hidden, features, steps, batch), _slices(batch)
+
+
+def _project_into(out: np.ndarray, x: np.ndarray, weight: np.ndarray, bias: Optional[np.ndarray]) -> None:
+    """``out (T, B, rows) = x W^T + b`` as one GEMM over all steps."""
+    flat = out.reshape(-1, out.shape[2])
+    np.matmul(x.reshape(-1, x.shape[2]), weight.T, out=flat)
+    if bias is not None:
+        np.add(flat, bias, out=flat)
+
+
 # ----------------------------------------------------------------------------------------------
 # RNN
 
@@ -190,6 +271,9 @@ def _prepared_x(x: Array) -> np.ndarray:
 def _rnn(x, params, state, lengths, reverse, options):
     dtype = x.dtype
     relu = options.get("nonlinearity", "tanh") == "relu"
+    kernels = fused_kernels("rnn", dtype, params, options)
+    if kernels is not None:
+        return _rnn_fused(kernels, x, params, state, lengths, reverse, relu)
     steps_n, batch, _ = x.shape
     hidden = params.hidden_size
     weight_ih, weight_hh = _array(params.weight_ih, dtype), _array(params.weight_hh, dtype)
@@ -267,6 +351,49 @@ def _bias_total(params: Any, dtype: np.dtype) -> Optional[np.ndarray]:
     return parts[0] + parts[1] if len(parts) == 2 else parts[0].copy()
 
 
+def _rnn_fused(kernels, x, params, state, lengths, reverse, relu):
+    """float32 RNN on :mod:`grad_kernels`' whole-sequence kernels, as :func:`_lstm_fused`."""
+    dtype = x.dtype
+    steps_n, batch, features = x.shape
+    H = params.hidden_size
+    weight_ih = _array(params.weight_ih, dtype)
+    weight_hh = np.ascontiguousarray(_array(params.weight_hh, dtype))
+    weight_hh_t = np.ascontiguousarray(weight_hh.T)
+    bias = _bias_total(params, dtype)
+    steps = _Steps(steps_n, batch, lengths, reverse)
+    lengths_flat = np.ascontiguousarray(steps.flat_lengths)
+    small_step, small_call, slices = _fused_threads(H, H, features, steps_n, batch)
+    gates, h_prev = (np.empty((steps_n, batch, H), dtype=dtype) for _ in range(2))
+    y = np.empty((steps_n, batch, H), dtype=dtype)
+    h = np.array(state[0], dtype=dtype, order="C")
+    with openblas.single_thread(small_call):
+        _project_into(gates, x, weight_ih, bias)
+        _run_slices(
+            lambda b0, b1: kernels.rnn_record(gates, weight_hh, weight_hh_t, h, h_prev, y, lengths_flat, reverse, relu,
+                                              b0, b1),
+            slices, small_step,
+        )  # fmt: skip
+
+    def backward(dy, d_final):
+        dh = np.zeros_like(h) if d_final[0] is None else np.array(d_final[0], dtype=dtype, order="C")
+        dy_c = np.zeros((1, 1, 1), dtype=dtype) if dy is None else np.ascontiguousarray(dy, dtype=dtype)
+        spare = np.empty_like(dh)
+        dz = np.empty_like(gates)
+        with openblas.single_thread(small_call):
+            _run_slices(
+                lambda b0, b1: kernels.rnn_backprop(gates, weight_hh, dh, dy_c, dy is not None, dz, spare,
+                                                    lengths_flat, reverse, relu, b0, b1),
+                slices, small_step,
+            )  # fmt: skip
+            dx, grads = _input_grads(params, x, weight_ih, dz, steps)
+            grads["weight_hh"] = _weight_grad(np, dz, h_prev)
+            if params.bias_hh is not None:
+                grads["bias_hh"] = _bias_grad(np, dz)
+        return dx, _params_like(params, grads), (dh,)
+
+    return y, (h,), backward
+
+
 # ----------------------------------------------------------------------------------------------
 # GRU
 
@@ -274,6 +401,9 @@ def _bias_total(params: Any, dtype: np.dtype) -> Optional[np.ndarray]:
 def _gru(x, params, state, lengths, reverse, options):
     dtype = x.dtype
     lbr = bool(options.get("linear_before_reset", True))
+    kernels = fused_kernels("gru", dtype, params, options)
+    if kernels is not None:
+        return _gru_fused(kernels, x, params, state, lengths, reverse)
     steps_n, batch, _ = x.shape
     H = params.hidden_size
     weight_ih, weight_hh = _array(params.weight_ih, dtype), _array(params.weight_hh, dtype)
@@ -424,6 +554,54 @@ def _gru(x, params, state, lengths, reverse, options):
     return y, final, backward
 
 
+def _gru_fused(kernels, x, params, state, lengths, reverse):
+    """float32 GRU (linear before reset) on :mod:`grad_kernels`' whole-sequence kernels, as :func:`_lstm_fused`."""
+    dtype = x.dtype
+    steps_n, batch, features = x.shape
+    H = params.hidden_size
+    weight_ih = _array(params.weight_ih, dtype)
+    weight_hh = np.ascontiguousarray(_array(params.weight_hh, dtype))
+    weight_hh_t = np.ascontiguousarray(weight_hh.T)
+    bias = _bias_total(params, dtype)
+    if bias is not None:  # b_hn sits inside r * (W_hn h + b_hn): it cannot join the input projection
+        bias[2 * H :] = 0 if params.bias_ih is None else np.asarray(params.bias_ih, dtype=dtype)[2 * H :]
+    bias_hn = np.zeros(H, dtype=dtype) if params.bias_hh is None else _array(params.bias_hh, dtype)[2 * H :].copy()
+    steps = _Steps(steps_n, batch, lengths, reverse)
+    lengths_flat = np.ascontiguousarray(steps.flat_lengths)
+    small_step, small_call, slices = _fused_threads(3 * H, H, features, steps_n, batch)
+    gates = np.empty((steps_n, batch, 3 * H), dtype=dtype)
+    h_prev, extra = (np.empty((steps_n, batch, H), dtype=dtype) for _ in range(2))
+    y = np.empty((steps_n, batch, H), dtype=dtype)
+    h = np.array(state[0], dtype=dtype, order="C")
+    gh = np.empty((batch, 3 * H), dtype=dtype)
+    with openblas.single_thread(small_call):
+        _project_into(gates, x, weight_ih, bias)
+        _run_slices(
+            lambda b0, b1: kernels.gru_record(gates, weight_hh_t, bias_hn, h, h_prev, extra, gh, y, lengths_flat,
+                                              reverse, b0, b1),
+            slices, small_step,
+        )  # fmt: skip
+
+    def backward(dy, d_final):
+        dh = np.zeros_like(h) if d_final[0] is None else np.array(d_final[0], dtype=dtype, order="C")
+        dy_c = np.zeros((1, 1, 1), dtype=dtype) if dy is None else np.ascontiguousarray(dy, dtype=dtype)
+        spare = np.empty_like(dh)
+        dgx, dgh = np.empty_like(gates), np.empty_like(gates)
+        with openblas.single_thread(small_call):
+            _run_slices(
+                lambda b0, b1: kernels.gru_backprop(gates, h_prev, extra, weight_hh, dh, dy_c, dy is not None, dgx,
+                                                    dgh, spare, lengths_flat, reverse, b0, b1),
+                slices, small_step,
+            )  # fmt: skip
+            dx, grads = _input_grads(params, x, weight_ih, dgx, steps)
+            grads["weight_hh"] = _weight_grad(np, dgh, h_prev)
+            if params.bias_hh is not None:
+                grads["bias_hh"] = _bias_grad(np, dgh)
+        return dx, _params_like(params, grads), (dh,)
+
+    return y, (h,), backward
+
+
 def _gru_backward_compiled(kernels, steps, gates, h_prev, extra, weight_hh, dh, dy, dgx_all, dgh_n_all):
     H = dgh_n_all.shape[2]
     dgh, dh_part, dh_new = np.empty_like(gates[0]), np.empty_like(dh), np.empty_like(dh)
@@ -444,9 +622,67 @@ def _gru_backward_compiled(kernels, steps, gates, h_prev, extra, weight_hh, dh, 
 # LSTM
 
 
+def _lstm_fused(kernels, x, params, state, lengths, reverse, coupled):
+    """float32 LSTM (no peepholes, projection or clip) on :mod:`grad_kernels`' whole-sequence kernels: one call for
+    the recording forward, one for the backward, batch-major as ``y``; the GEMMs over all steps stay in NumPy."""
+    dtype = x.dtype
+    steps_n, batch, features = x.shape
+    H = params.hidden_size
+    weight_ih = _array(params.weight_ih, dtype)
+    weight_hh = np.ascontiguousarray(_array(params.weight_hh, dtype))
+    weight_hh_t = np.ascontiguousarray(weight_hh.T)
+    bias = _bias_total(params, dtype)
+    steps = _Steps(steps_n, batch, lengths, reverse)
+    lengths_flat = np.ascontiguousarray(steps.flat_lengths)
+    small_step, small_call, slices = _fused_threads(4 * H, H, features, steps_n, batch)
+    # fresh tape buffers each call: reusing them across calls (a pool) measured ~1 % at B = 256 (fresh pages cost
+    # 15-20 ms there, of 1.5-2 s), not worth keeping ~290 MB alive between calls
+    gates = np.empty((steps_n, batch, 4 * H), dtype=dtype)
+    h_prev, c_prev, tanh_c = (np.empty((steps_n, batch, H), dtype=dtype) for _ in range(3))
+    y = np.empty((steps_n, batch, H), dtype=dtype)
+    h = np.array(state[0], dtype=dtype, order="C")
+    c = np.array(state[1], dtype=dtype, order="C")
+    with openblas.single_thread(small_call):
+        _project_into(gates, x, weight_ih, bias)
+        _run_slices(
+            lambda b0, b1: kernels.lstm_record(
+                gates, weight_hh, weight_hh_t, h, c, h_prev, c_prev, tanh_c, y, lengths_flat, reverse, coupled, b0, b1
+            ),
+            slices, small_step,
+        )  # fmt: skip
+    final = (h, c)
+
+    def backward(dy, d_final):
+        dh, dc = (
+            np.zeros_like(s) if d is None else np.array(d, dtype=dtype, order="C") for s, d in zip(final, d_final)
+        )
+        dy_c = np.zeros((1, 1, 1), dtype=dtype) if dy is None else np.ascontiguousarray(dy, dtype=dtype)
+        spare = np.empty_like(dh)
+        dz = np.empty_like(gates)  # per pullback call: a pullback may run again, also from another thread
+        with openblas.single_thread(small_call):
+            _run_slices(
+                lambda b0, b1: kernels.lstm_backprop(
+                    gates, tanh_c, c_prev, weight_hh, dh, dc, dy_c, dy is not None, dz, spare, lengths_flat, reverse,
+                    coupled, b0, b1,
+                ),
+                slices, small_step,
+            )  # fmt: skip
+            dx, grads = _input_grads(params, x, weight_ih, dz, steps)
+            grads["weight_hh"] = _weight_grad(np, dz, h_prev)
+            if params.bias_hh is not None:
+                grads["bias_hh"] = _bias_grad(np, dz)
+        return dx, _params_like(params, grads), (dh, dc)
+
+    return y, final, backward
+
+
 def _lstm(x, params, state, lengths, reverse, options):
     dtype = x.dtype
     coupled, clip = bool(options.get("coupled", False)), options.get("clip")
+    if options.get("clip") is None:
+        kernels = fused_kernels("lstm", x.dtype, params, options)
+        if kernels is not None:
+            return _lstm_fused(kernels, x, params, state, lengths, reverse, bool(options.get("coupled", False)))
     steps_n, batch, _ = x.shape
     H = params.hidden_size
     weight_ih, weight_hh = _array(params.weight_ih, dtype), _array(params.weight_hh, dtype)

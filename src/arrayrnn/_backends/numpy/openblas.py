@@ -92,3 +92,27 @@ def single_thread(active: bool = True) -> Iterator[None]:
         yield
     finally:
         leave_single_thread()
+
+
+#: a per-step recurrent product of at most this many multiply-adds (``G*H * H_out * B``) runs on one BLAS thread:
+#: spreading it over threads gains nothing at that size and loses the cores to any other busy thread pool in
+#: the process (torch's spinning OpenMP threads: +3 ms a call); the input GEMM over all steps keeps every thread
+SMALL_PRODUCT = 1 << 20
+#: for one sequence (B = 1, a matrix-vector product) the bound is lower: OpenBLAS's threaded gemv pays off sooner
+#: (LSTM H = 256: 16 % faster on two threads)
+SMALL_GEMV = 1 << 17
+
+
+#: and when the input GEMM of a chunk (``G*H * I * steps * B``) is at most this too, the whole call runs on one
+#: BLAS thread: waking the pool for that one GEMM costs the same few milliseconds beside a busy pool
+SMALL_INPUT = 1 << 24
+
+
+def small_product(rows: int, out_size: int, batch: int) -> bool:
+    """Whether a per-step product ``(rows, out_size) @ (out_size, batch)`` should run on one BLAS thread."""
+    return rows * out_size * batch <= (SMALL_GEMV if batch == 1 else SMALL_PRODUCT)
+
+
+def small_call(rows: int, out_size: int, features: int, chunk: int, batch: int) -> bool:
+    """Whether a whole call (its per-step products and the input GEMM of ``chunk`` steps) should run on one thread."""
+    return small_product(rows, out_size, batch) and rows * features * chunk * batch <= SMALL_INPUT
