@@ -19,7 +19,12 @@ Array = Any
 #: ``impl`` values every backend accepts; a backend's hook adds its path names (``paths()``)
 IMPLS = ("auto", "generic", "fast")
 #: backend name -> the package whose hook runs its fast paths
-BACKEND_PACKAGES = {"numpy": "arrayrnn._backends.numpy", "cupy": "arrayrnn._backends.cupy"}
+BACKEND_PACKAGES = {
+    "numpy": "arrayrnn._backends.numpy",
+    "cupy": "arrayrnn._backends.cupy",
+    "jax": "arrayrnn._backends.jax",
+    "torch": "arrayrnn._backends.torch",
+}
 #: the environment variable that sets the default ``impl``
 IMPL_ENV = "ARRAYRNN_IMPL"
 

@@ -293,6 +293,27 @@ def _state_shapes(kind: str, params: Any, batch: int) -> tuple[tuple[int, ...], 
     return ((batch, hidden),)
 
 
+#: JAX zero states by (shape, dtype, device): JAX arrays are immutable, so one can serve every call, and making one
+#: costs ~120 us (more than a small jitted layer); tracers (under jax.jit) are never kept
+_JAX_ZEROS: dict[tuple[Any, ...], Array] = {}
+
+
+def _zeros(xp: Any, shape: tuple[int, ...], dtype: Any, device: Any) -> Array:
+    if getattr(xp, "__name__", "") != "jax.numpy":
+        return xp.zeros(shape, dtype=dtype, device=device)
+    key = (shape, dtype, device)
+    zeros = _JAX_ZEROS.get(key)
+    if zeros is None:
+        import jax  # imported already: xp is jax.numpy
+
+        zeros = xp.zeros(shape, dtype=dtype, device=device)
+        if not isinstance(zeros, jax.core.Tracer):
+            if len(_JAX_ZEROS) >= 64:  # many shapes: start over rather than grow
+                _JAX_ZEROS.clear()
+            _JAX_ZEROS[key] = zeros
+    return zeros
+
+
 def _prepare_state(
     xp: Any, kind: str, state: Any, params: Any, batch: int, unbatched: bool, arg: str, device: Any
 ) -> tuple[Array, ...]:
@@ -300,7 +321,7 @@ def _prepare_state(
     states = _state_tuple(kind, state, arg, gate_recurrence)
     shapes = _state_shapes(kind, params, batch)
     if states is None:
-        return tuple(xp.zeros(shape, dtype=params.weight_ih.dtype, device=device) for shape in shapes)
+        return tuple(_zeros(xp, shape, params.weight_ih.dtype, device) for shape in shapes)
     names = _state_names(kind, arg, gate_recurrence)
     prepared = []
     for name, value, shape in zip(names, states, shapes):
@@ -341,9 +362,20 @@ def _prepare_lengths(xp: Any, backend: str, lengths: Any, batch: int, steps: int
         raise TypeError(f"lengths must be an integer array, got dtype {dtype_name(lengths.dtype)}")
     if tuple(lengths.shape) != (batch,):
         raise ValueError(f"lengths must have shape (B,) = ({batch},), got {shape_text(lengths.shape)}")
-    if backend != "dask" and batch > 0:  # dask values are lazy: checked when the blocks run
+    if backend == "jax":  # a traced array (an argument under jax.jit) has no value to check: it is skipped
+        _check_jax_lengths_range(xp, lengths, steps)
+    elif backend != "dask" and batch > 0:  # dask values are lazy: checked when the blocks run
         _check_lengths_range(int(xp.min(lengths)), int(xp.max(lengths)), steps)
     return lengths
+
+
+def _check_jax_lengths_range(xp: Any, lengths: Any, steps: int) -> None:
+    import jax  # imported already: ``lengths`` is a JAX array
+
+    if isinstance(lengths, jax.core.Tracer) or lengths.shape[0] == 0:
+        return
+    with jax.ensure_compile_time_eval():  # a concrete array closed over by a jitted function: still checked
+        _check_lengths_range(int(xp.min(lengths)), int(xp.max(lengths)), steps)
 
 
 def _check_lengths_range(low: int, high: int, steps: int) -> None:

@@ -378,6 +378,11 @@ def _register_jax_pytrees() -> None:
 def _device(array: Any) -> Any:
     if type(array) is np.ndarray:
         return "cpu"  # what array_api_compat.device says of every NumPy array, without its checks
+    known = _BACKEND_BY_TYPE.get(type(array))
+    if known == "jax":
+        return getattr(array, "device", None)  # array_api_compat's answer (None for a tracer), without its checks
+    if known == "torch":
+        return array.device  # array_api_compat's answer for a tensor, without its checks
     import array_api_compat as compat
 
     return compat.device(array)

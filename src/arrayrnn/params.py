@@ -10,7 +10,9 @@ from typing import Any, Optional
 
 import numpy as np
 
+from . import _torch_pytree
 from ._jax_pytree import pytree_classes, register_if_jax_loaded
+from ._torch_pytree import register_if_torch_loaded
 from .backend import backend_name, get_backend, to_backend
 
 __all__ = ["GRUParams", "LSTMParams", "RNNParams", "init_gru", "init_lstm", "init_rnn"]
@@ -31,6 +33,7 @@ class _ParamsBase:
 
     def __post_init__(self) -> None:
         register_if_jax_loaded()  # params built from JAX arrays are pytrees before any arrayrnn call sees them
+        register_if_torch_loaded()  # and torch pytrees once torch is imported (torch.func over params)
 
     @property
     def input_size(self) -> int:
@@ -258,6 +261,7 @@ class GRUParams(_ParamsBase):
 
 
 pytree_classes(RNNParams, LSTMParams, GRUParams)  # JAX pytrees once JAX is met (jit/grad/vmap over params)
+_torch_pytree.pytree_classes(RNNParams, LSTMParams, GRUParams)  # torch pytrees once torch is met (torch.func)
 
 
 def _check_sizes(input_size: int, hidden_size: int, dtype: str) -> None:

@@ -153,6 +153,17 @@ def _arrayrnn_runner(kind: str, params: Any, x: np.ndarray, backend: str) -> Run
     placed_params = arrayrnn.to_backend(params, backend)
     placed_x = arrayrnn.to_backend(x, backend)
     synchronize = _synchronizer(backend)
+    if backend == "torch":  # like the torch peer: torch picks other (faster) CPU kernels without autograd
+        import torch
+
+        def call() -> Any:
+            with torch.inference_mode():
+                y = function(placed_x, placed_params)[0]
+            if y.is_cuda:
+                torch.cuda.synchronize()
+            return y
+
+        return Runner("arrayrnn", call, arrayrnn.to_numpy, lambda: {"torch": torch.get_num_threads()})
 
     def call() -> Any:
         y = function(placed_x, placed_params)[0]
@@ -183,7 +194,12 @@ def _gemm_runner(kind: str, steps: int, batch: int, features: int, hidden: int) 
 def _forward_runners(
     kind: str, params: Any, x: np.ndarray, threads: int, backend: str
 ) -> tuple[list[Runner], dict[str, str]]:
-    runners = [_arrayrnn_runner(kind, params, x, backend)]
+    if backend == "jax":  # arrayrnn waiting for JAX's async dispatch, and the jitted lax.scan peer (bench_jax.py)
+        from .bench_jax import jax_runners
+
+        runners = jax_runners(kind, params, x)
+    else:
+        runners = [_arrayrnn_runner(kind, params, x, backend)]
     skipped: dict[str, str] = {}
     for name, factory, modules in (
         ("torch", _torch_runner, ("torch",)),
@@ -687,6 +703,10 @@ def run_benchmark(
 
     print()
     print(format_table(record))
+    if backend == "jax":
+        from .bench_jax import format_jax
+
+        print(format_jax(record))
     print(
         f"load average (1, 5, 15 min): at start {record['load_average_at_start']}, "
         f"at end {record['load_average_at_end']}"
