@@ -262,7 +262,7 @@ def test_batch_major_kernels_are_used_by_size_and_restore_blas_threads(monkeypat
     rows = numpy_loop._rows_kernels()
     calls = []
     original = rows.rnn_rows
-    monkeypatch.setattr(rows, "rnn_rows", lambda *args: calls.append(args[3].shape[0]) or original(*args))
+    monkeypatch.setattr(rows, "rnn_rows", lambda *args: calls.append(args[4].shape[0]) or original(*args))
     params = random_params("rnn", 2, 3, seed=0, dtype="float32")
     rng = np.random.default_rng(0)
     for batch, expected in ((1, [1]), (2, []), (numpy_loop.ROWS_MIN_BATCH, [numpy_loop.ROWS_MIN_BATCH])):

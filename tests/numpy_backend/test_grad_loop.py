@@ -374,21 +374,46 @@ def test_fused_matches_core_and_torch(spy, monkeypatch, case, slices):
     _compare_oracle(grads, expected, params, rtol=1e-4, atol=1e-5)
 
 
-def test_fused_lstm_splits_rows_over_blas_threads():
+def test_fused_kernels_split_rows_as_row_threads_says(monkeypatch):
     need("numba")
     from arrayrnn._backends.numpy import openblas
 
-    if openblas.get_num_threads is None or openblas.get_num_threads() < 2:
-        pytest.skip("NumPy's OpenBLAS runs one thread here: nothing to split over")
-    threads = openblas.get_num_threads()
-    bounds = grad_loop._slices(max(grad_loop.SPLIT_MIN_BATCH, 8 * threads))
-    assert len(bounds) == threads and bounds[0][0] == 0 and bounds[-1][1] == max(grad_loop.SPLIT_MIN_BATCH, 8 * threads)
-    assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
-    assert grad_loop._slices(grad_loop.SPLIT_MIN_BATCH - 1) == [(0, grad_loop.SPLIT_MIN_BATCH - 1)]
+    assert grad_loop._slices(64) == [(0, 64)]  # the default: one slice, on the caller's BLAS threads
+    monkeypatch.setenv("ARRAYRNN_ROW_THREADS", "3")
+    bounds = grad_loop._slices(30)
+    assert bounds == [(0, 10), (10, 20), (20, 30)]
+    assert grad_loop._slices(20) == [(0, 10), (10, 20)]  # at least ROWS_PER_SLICE rows each
+    assert grad_loop._slices(7) == [(0, 7)]
+    threads = None if openblas.get_num_threads is None else openblas.get_num_threads()
     for kind in ("lstm", "rnn", "gru"):
-        params, x, state, cotangent = _fused_case(grad_loop.SPLIT_MIN_BATCH + 3, steps=3, kind=kind)
-        _vjp(kind, x, params, state, cotangent)
-    assert openblas.get_num_threads() == threads  # the caller's count is back
+        params, x, state, cotangent = _fused_case(30, steps=3, kind=kind)
+        out, grads = _vjp(kind, x, params, state, cotangent)
+        _assert_same((out, grads), _vjp(kind, x, params, state, cotangent, impl="generic"), rtol=1e-5, atol=1e-5)
+    if threads is not None:
+        assert openblas.get_num_threads() == threads  # the caller's count is back
+    monkeypatch.setenv("ARRAYRNN_ROW_THREADS", "0")
+    with pytest.raises(ValueError, match="ARRAYRNN_ROW_THREADS must be a positive integer"):
+        grad_loop._slices(30)
+
+
+@pytest.mark.parametrize("small", [True, False], ids=["one-blas-thread", "callers-blas-threads"])
+def test_fused_kernels_give_back_the_blas_thread_count(monkeypatch, small):
+    need("numba")
+    from arrayrnn._backends.numpy import openblas
+
+    if openblas.get_num_threads is None:
+        pytest.skip("another BLAS than NumPy's OpenBLAS: no thread count to restore")
+    # tiny products run on one BLAS thread, larger ones on the caller's: both branches at this test's small sizes
+    monkeypatch.setattr(openblas, "small_product", lambda *shape: small)
+    monkeypatch.setattr(openblas, "small_call", lambda *shape: small)
+    threads = openblas.get_num_threads()
+    for batch in (1, 20, 64):
+        for kind in ("lstm", "rnn", "gru"):
+            params, x, state, cotangent = _fused_case(batch, steps=3, kind=kind)
+            out, grads = _vjp(kind, x, params, state, cotangent)
+            core = _vjp(kind, x, params, state, cotangent, impl="generic")
+            _assert_same((out, grads), core, rtol=1e-5, atol=1e-5)
+            assert openblas.get_num_threads() == threads  # the caller's count is back
 
 
 @pytest.mark.parametrize("kind", ["lstm", "rnn", "gru"])
@@ -454,8 +479,8 @@ def test_fused_pullback_from_several_threads(kind, monkeypatch):
     from concurrent.futures import ThreadPoolExecutor
 
     monkeypatch.setenv("ARRAYRNN_NUMBA", "1")
-    params, x, state, cotangent = _fused_case(grad_loop.SPLIT_MIN_BATCH + 4, steps=5, kind=kind)
-    out, pullback = ar.vjp(FUNCTIONS[kind], x, params, state, lengths=[5, 3] * ((grad_loop.SPLIT_MIN_BATCH + 4) // 2))
+    params, x, state, cotangent = _fused_case(20, steps=5, kind=kind)
+    out, pullback = ar.vjp(FUNCTIONS[kind], x, params, state, lengths=[5, 3] * 10)
     expected = pullback(cotangent)
     with ThreadPoolExecutor(max_workers=3) as pool:
         results = list(pool.map(lambda _: pullback(cotangent), range(6)))

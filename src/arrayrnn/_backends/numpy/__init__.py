@@ -117,23 +117,6 @@ ROWS_MAX_SMALL_BATCH = 1
 ROWS_PER_THREAD = 8
 
 
-def _row_threads() -> int:
-    """Threads for the batch-major kernels: ``ARRAYRNN_ROW_THREADS`` (default 1: no split).
-
-    More than 1 splits the batch into slices that run in parallel on single-threaded BLAS. On a quiet
-    machine that was slower than one slice on multi-threaded BLAS (the per-step GEMMs get smaller),
-    but it degrades far less when the cores are oversubscribed (no BLAS thread pool spin-waiting).
-    """
-    value = os.environ.get("ARRAYRNN_ROW_THREADS", "1")
-    try:
-        threads = int(value)
-    except ValueError:
-        raise ValueError(f"ARRAYRNN_ROW_THREADS must be a positive integer, got {value!r}") from None
-    if threads < 1:
-        raise ValueError(f"ARRAYRNN_ROW_THREADS must be a positive integer, got {value!r}")
-    return threads
-
-
 _row_pool: Optional[ThreadPoolExecutor] = None
 _row_pool_size = [0]
 _row_lock = threading.Lock()  # guards the pool
@@ -154,6 +137,14 @@ def _enter_split(blas: ModuleType, workers: int) -> ThreadPoolExecutor:
 def _leave_split(blas: ModuleType) -> None:
     """A caller is done splitting rows: BLAS gets its thread count back when no caller needs one thread."""
     openblas.leave_single_thread()
+
+
+def _recurrent_weight(weight_hh: np.ndarray, batch: int) -> tuple[np.ndarray, bool]:
+    """What the batch-major kernels multiply by: ``(W_hh^T contiguous, True)`` for B > 1 (the NN product measured
+    faster there), ``(W_hh, False)`` for one sequence (as fast, and no copy per call)."""
+    if batch > 1:
+        return np.ascontiguousarray(weight_hh.T), True
+    return weight_hh, False
 
 
 def _use_rows(x: np.ndarray) -> bool:
@@ -193,7 +184,7 @@ def _run_rows(
     longest = int(lengths_array.max())
     chunk = _chunk_steps(steps, batch, rows, x.dtype.itemsize)
     gx_flat = np.empty(rows * chunk * batch, dtype=x.dtype)
-    threads = max(1, min(_row_threads(), batch // ROWS_PER_THREAD))
+    threads = max(1, min(openblas.row_threads(), batch // ROWS_PER_THREAD))
     bounds = [batch * k // threads for k in range(threads + 1)]
     starts = list(reversed(range(0, steps, chunk)) if reverse else range(0, steps, chunk))
 
@@ -399,9 +390,10 @@ def rnn_sequence(
     if kernels is not None and _use_rows(x):
         bias_row = np.zeros(weight_hh.shape[0], dtype=dtype) if bias is None else bias.reshape(-1)
         rnn_rows = _rows_kernels().rnn_rows
+        weight, transposed = _recurrent_weight(weight_hh, x.shape[1])
 
         def run_slice(gx, h, c, y, lengths_array, b0, b1, start, count):
-            rnn_rows(gx, weight_hh, bias_row, h[b0:b1], y, lengths_array, b0, start, count, reverse, relu)
+            rnn_rows(gx, weight, transposed, bias_row, h[b0:b1], y, lengths_array, b0, start, count, reverse, relu)
 
         return _run_rows(x, weight_ih, state[0], None, lengths, reverse, run_slice, kernels)
     if kernels is not None:
@@ -536,11 +528,13 @@ def _lstm_compiled(kernels, x, params, state, lengths, reverse, coupled, clip):
     if _use_rows(x):
         bias_row = np.zeros(weight_hh.shape[0], dtype=dtype) if bias is None else bias.reshape(-1)
         lstm_rows = _rows_kernels().lstm_rows
+        weight, transposed = _recurrent_weight(weight_hh, x.shape[1])
 
         def run_slice(gx, h, c, y, lengths_array, b0, b1, start, count):
             lstm_rows(
-                gx, weight_hh, bias_row, h[b0:b1], c[b0:b1], y, lengths_array, b0, start, count, reverse, bound, coupled
-            )
+                gx, weight, transposed, bias_row, h[b0:b1], c[b0:b1], y, lengths_array, b0, start, count, reverse,
+                bound, coupled,
+            )  # fmt: skip
 
         return _run_rows(x, weight_ih, state[0], state[1], lengths, reverse, run_slice, kernels)
     h_spare = np.empty((params.hidden_size, x.shape[1]), dtype=dtype)
@@ -637,10 +631,12 @@ def _gru_compiled(kernels, x, params, state, lengths, reverse, linear_before_res
     if linear_before_reset and _use_rows(x):
         bias_row = np.zeros(3 * hidden, dtype=dtype) if bias is None else bias.reshape(-1)
         gru_rows = _rows_kernels().gru_rows
+        weight, transposed = _recurrent_weight(weight_hh, x.shape[1])
 
         def run_slice(gx, h, c, y, lengths_array, b0, b1, start, count):
             z_n = np.empty((b1 - b0, hidden), dtype=dtype)
-            gru_rows(gx, weight_hh, bias_row, bias_hn, h[b0:b1], y, lengths_array, b0, start, count, reverse, z_n)
+            gru_rows(gx, weight, transposed, bias_row, bias_hn, h[b0:b1], y, lengths_array, b0, start, count, reverse,
+                     z_n)  # fmt: skip
 
         return _run_rows(x, weight_ih, state[0], None, lengths, reverse, run_slice, kernels)
     z = np.empty((3 * hidden, x.shape[1]), dtype=dtype)

@@ -1,5 +1,5 @@
 """NumPy gradient path for ``ar.vjp`` of one layer: a recording forward into preallocated buffers and a backward
-(float32 with numba: whole-sequence kernels over slices of rows; else in-place ufuncs per step), the weight gradients
+(float32 with numba: whole-sequence kernels; else in-place ufuncs per step), the weight gradients
 and ``dx`` as single GEMMs over all steps. Same results (to float tolerance) as ``_core/backward.py``; it declines
 (``None``) what it does not implement.
 """
@@ -212,19 +212,19 @@ def _prepared_x(x: Array) -> np.ndarray:
     return np.ascontiguousarray(x)
 
 
-#: batches of at least this many rows run the whole-sequence kernels in one slice of rows per BLAS thread, each
-#: slice in its own thread on single-threaded BLAS (rows are independent: no barrier per step); smaller batches run
-#: one slice, their per-step products multi-threaded only above the forward path's bounds
-SPLIT_MIN_BATCH = 16
-#: and each slice at least this many rows (a per-step GEMM of fewer rows runs far below the BLAS's rate)
+#: each slice of rows at least this many (a per-step GEMM of fewer rows runs far below the BLAS's rate)
 ROWS_PER_SLICE = 8
 _workers: list[tuple[ThreadPoolExecutor, int]] = []  # the pool and its size
 _workers_lock = threading.Lock()
 
 
 def _slices(batch: int) -> list[tuple[int, int]]:
-    threads = 1 if openblas.get_num_threads is None or batch < SPLIT_MIN_BATCH else openblas.get_num_threads()
-    count = max(1, min(threads, batch // ROWS_PER_SLICE))
+    """The slices of rows the kernels run in: one (the default), or ``ARRAYRNN_ROW_THREADS`` as the forward path.
+
+    One slice on the caller's BLAS threads measured faster on a quiet machine (B = 64: 0.70-0.77x the time of one
+    slice per thread on single-threaded BLAS; B = 16 and 256: within 5 %); the split wins when other processes
+    load the cores (B = 64: 0.27x), as BLAS's pool then waits at every step for a descheduled thread."""
+    count = max(1, min(openblas.row_threads(), batch // ROWS_PER_SLICE))
     return [(batch * k // count, batch * (k + 1) // count) for k in range(count)]
 
 
@@ -262,6 +262,59 @@ def _project_into(out: np.ndarray, x: np.ndarray, weight: np.ndarray, bias: Opti
     np.matmul(x.reshape(-1, x.shape[2]), weight.T, out=flat)
     if bias is not None:
         np.add(flat, bias, out=flat)
+
+
+class _Fused:
+    """What the three cells' whole-sequence float32 kernels share: the weights, the step order, the BLAS thread plan,
+    the tape of pre-activations and previous states, the input projection, running a kernel over the slices of rows,
+    and the gradients that are GEMMs over all steps."""
+
+    def __init__(self, x: np.ndarray, params: Any, state: tuple, lengths: Optional[Array], reverse: bool,
+                 gate_rows: int) -> None:  # fmt: skip
+        dtype = x.dtype
+        steps_n, batch, features = x.shape
+        hidden = params.hidden_size
+        self.x, self.params, self.reverse = x, params, reverse
+        self.weight_ih = _array(params.weight_ih, dtype)
+        self.weight_hh = np.ascontiguousarray(_array(params.weight_hh, dtype))
+        self.weight_hh_t = np.ascontiguousarray(self.weight_hh.T)
+        self.steps = _Steps(steps_n, batch, lengths, reverse)
+        self.lengths = np.ascontiguousarray(self.steps.flat_lengths)
+        self.small_step, self.small_call, self.slices = _fused_threads(gate_rows, hidden, features, steps_n, batch)
+        # fresh tape buffers each call: reusing them across calls (a pool) measured ~1 % at B = 256 (fresh pages cost
+        # 15-20 ms there, of 1.5-2 s), not worth keeping ~290 MB alive between calls
+        self.gates = np.empty((steps_n, batch, gate_rows), dtype=dtype)
+        self.h_prev = np.empty((steps_n, batch, hidden), dtype=dtype)
+        self.y = np.empty((steps_n, batch, hidden), dtype=dtype)
+        self.state = tuple(np.array(s, dtype=dtype, order="C") for s in state)  # updated in place by the record
+
+    def record(self, bias: Optional[np.ndarray], kernel: Callable[[int, int], None]) -> None:
+        """The input projection (one GEMM), then ``kernel(b0, b1)`` over the slices of rows."""
+        with openblas.single_thread(self.small_call):
+            _project_into(self.gates, self.x, self.weight_ih, bias)
+            _run_slices(kernel, self.slices, self.small_step)
+
+    def cotangents(self, dy: Optional[Array], d_final: tuple) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+        """``dy`` as the kernels read it (a 1x1x1 dummy when absent) and the final state's gradients, C-ordered."""
+        dtype = self.x.dtype
+        dy_c = np.zeros((1, 1, 1), dtype=dtype) if dy is None else np.ascontiguousarray(dy, dtype=dtype)
+        d_state = tuple(
+            np.zeros_like(s) if d is None else np.array(d, dtype=dtype, order="C") for s, d in zip(self.state, d_final)
+        )
+        return dy_c, d_state
+
+    def backprop(
+        self, kernel: Callable[[int, int], None], d_input: np.ndarray, d_recurrent: np.ndarray, d_state: tuple
+    ) -> tuple[np.ndarray, Any, tuple]:
+        """``kernel(b0, b1)`` over the slices of rows, then ``dx`` and the weight gradients as GEMMs over all steps
+        from the input (``d_input``) and recurrent (``d_recurrent``) pre-activation gradients."""
+        with openblas.single_thread(self.small_call):
+            _run_slices(kernel, self.slices, self.small_step)
+            dx, grads = _input_grads(self.params, self.x, self.weight_ih, d_input, self.steps)
+            grads["weight_hh"] = _weight_grad(np, d_recurrent, self.h_prev)
+            if self.params.bias_hh is not None:
+                grads["bias_hh"] = _bias_grad(np, d_recurrent)
+        return dx, _params_like(self.params, grads), d_state
 
 
 # ----------------------------------------------------------------------------------------------
@@ -353,45 +406,24 @@ def _bias_total(params: Any, dtype: np.dtype) -> Optional[np.ndarray]:
 
 def _rnn_fused(kernels, x, params, state, lengths, reverse, relu):
     """float32 RNN on :mod:`grad_kernels`' whole-sequence kernels, as :func:`_lstm_fused`."""
-    dtype = x.dtype
-    steps_n, batch, features = x.shape
-    H = params.hidden_size
-    weight_ih = _array(params.weight_ih, dtype)
-    weight_hh = np.ascontiguousarray(_array(params.weight_hh, dtype))
-    weight_hh_t = np.ascontiguousarray(weight_hh.T)
-    bias = _bias_total(params, dtype)
-    steps = _Steps(steps_n, batch, lengths, reverse)
-    lengths_flat = np.ascontiguousarray(steps.flat_lengths)
-    small_step, small_call, slices = _fused_threads(H, H, features, steps_n, batch)
-    gates, h_prev = (np.empty((steps_n, batch, H), dtype=dtype) for _ in range(2))
-    y = np.empty((steps_n, batch, H), dtype=dtype)
-    h = np.array(state[0], dtype=dtype, order="C")
-    with openblas.single_thread(small_call):
-        _project_into(gates, x, weight_ih, bias)
-        _run_slices(
-            lambda b0, b1: kernels.rnn_record(gates, weight_hh, weight_hh_t, h, h_prev, y, lengths_flat, reverse, relu,
-                                              b0, b1),
-            slices, small_step,
-        )  # fmt: skip
+    run = _Fused(x, params, state, lengths, reverse, params.hidden_size)
+    (h,) = run.state
+    run.record(
+        _bias_total(params, x.dtype),
+        lambda b0, b1: kernels.rnn_record(run.gates, run.weight_hh, run.weight_hh_t, h, run.h_prev, run.y, run.lengths,
+                                          reverse, relu, b0, b1),
+    )  # fmt: skip
 
     def backward(dy, d_final):
-        dh = np.zeros_like(h) if d_final[0] is None else np.array(d_final[0], dtype=dtype, order="C")
-        dy_c = np.zeros((1, 1, 1), dtype=dtype) if dy is None else np.ascontiguousarray(dy, dtype=dtype)
-        spare = np.empty_like(dh)
-        dz = np.empty_like(gates)
-        with openblas.single_thread(small_call):
-            _run_slices(
-                lambda b0, b1: kernels.rnn_backprop(gates, weight_hh, dh, dy_c, dy is not None, dz, spare,
-                                                    lengths_flat, reverse, relu, b0, b1),
-                slices, small_step,
-            )  # fmt: skip
-            dx, grads = _input_grads(params, x, weight_ih, dz, steps)
-            grads["weight_hh"] = _weight_grad(np, dz, h_prev)
-            if params.bias_hh is not None:
-                grads["bias_hh"] = _bias_grad(np, dz)
-        return dx, _params_like(params, grads), (dh,)
+        dy_c, (dh,) = run.cotangents(dy, d_final)
+        spare, dz = np.empty_like(dh), np.empty_like(run.gates)
+        return run.backprop(
+            lambda b0, b1: kernels.rnn_backprop(run.gates, run.weight_hh, dh, dy_c, dy is not None, dz, spare,
+                                                run.lengths, reverse, relu, b0, b1),
+            dz, dz, (dh,),
+        )  # fmt: skip
 
-    return y, (h,), backward
+    return run.y, run.state, backward
 
 
 # ----------------------------------------------------------------------------------------------
@@ -556,50 +588,32 @@ def _gru(x, params, state, lengths, reverse, options):
 
 def _gru_fused(kernels, x, params, state, lengths, reverse):
     """float32 GRU (linear before reset) on :mod:`grad_kernels`' whole-sequence kernels, as :func:`_lstm_fused`."""
-    dtype = x.dtype
-    steps_n, batch, features = x.shape
-    H = params.hidden_size
-    weight_ih = _array(params.weight_ih, dtype)
-    weight_hh = np.ascontiguousarray(_array(params.weight_hh, dtype))
-    weight_hh_t = np.ascontiguousarray(weight_hh.T)
+    dtype, H = x.dtype, params.hidden_size
+    run = _Fused(x, params, state, lengths, reverse, 3 * H)
+    (h,) = run.state
     bias = _bias_total(params, dtype)
     if bias is not None:  # b_hn sits inside r * (W_hn h + b_hn): it cannot join the input projection
         bias[2 * H :] = 0 if params.bias_ih is None else np.asarray(params.bias_ih, dtype=dtype)[2 * H :]
     bias_hn = np.zeros(H, dtype=dtype) if params.bias_hh is None else _array(params.bias_hh, dtype)[2 * H :].copy()
-    steps = _Steps(steps_n, batch, lengths, reverse)
-    lengths_flat = np.ascontiguousarray(steps.flat_lengths)
-    small_step, small_call, slices = _fused_threads(3 * H, H, features, steps_n, batch)
-    gates = np.empty((steps_n, batch, 3 * H), dtype=dtype)
-    h_prev, extra = (np.empty((steps_n, batch, H), dtype=dtype) for _ in range(2))
-    y = np.empty((steps_n, batch, H), dtype=dtype)
-    h = np.array(state[0], dtype=dtype, order="C")
-    gh = np.empty((batch, 3 * H), dtype=dtype)
-    with openblas.single_thread(small_call):
-        _project_into(gates, x, weight_ih, bias)
-        _run_slices(
-            lambda b0, b1: kernels.gru_record(gates, weight_hh_t, bias_hn, h, h_prev, extra, gh, y, lengths_flat,
-                                              reverse, b0, b1),
-            slices, small_step,
-        )  # fmt: skip
+    extra = np.empty_like(run.h_prev)  # W_hn h + b_hn of each step
+    gh = np.empty((x.shape[1], 3 * H), dtype=dtype)
+    run.record(
+        bias,
+        lambda b0, b1: kernels.gru_record(run.gates, run.weight_hh_t, bias_hn, h, run.h_prev, extra, gh, run.y,
+                                          run.lengths, reverse, b0, b1),
+    )  # fmt: skip
 
     def backward(dy, d_final):
-        dh = np.zeros_like(h) if d_final[0] is None else np.array(d_final[0], dtype=dtype, order="C")
-        dy_c = np.zeros((1, 1, 1), dtype=dtype) if dy is None else np.ascontiguousarray(dy, dtype=dtype)
+        dy_c, (dh,) = run.cotangents(dy, d_final)
         spare = np.empty_like(dh)
-        dgx, dgh = np.empty_like(gates), np.empty_like(gates)
-        with openblas.single_thread(small_call):
-            _run_slices(
-                lambda b0, b1: kernels.gru_backprop(gates, h_prev, extra, weight_hh, dh, dy_c, dy is not None, dgx,
-                                                    dgh, spare, lengths_flat, reverse, b0, b1),
-                slices, small_step,
-            )  # fmt: skip
-            dx, grads = _input_grads(params, x, weight_ih, dgx, steps)
-            grads["weight_hh"] = _weight_grad(np, dgh, h_prev)
-            if params.bias_hh is not None:
-                grads["bias_hh"] = _bias_grad(np, dgh)
-        return dx, _params_like(params, grads), (dh,)
+        dgx, dgh = np.empty_like(run.gates), np.empty_like(run.gates)
+        return run.backprop(
+            lambda b0, b1: kernels.gru_backprop(run.gates, run.h_prev, extra, run.weight_hh, dh, dy_c, dy is not None,
+                                                dgx, dgh, spare, run.lengths, reverse, b0, b1),
+            dgx, dgh, (dh,),
+        )  # fmt: skip
 
-    return y, (h,), backward
+    return run.y, run.state, backward
 
 
 def _gru_backward_compiled(kernels, steps, gates, h_prev, extra, weight_hh, dh, dy, dgx_all, dgh_n_all):
@@ -625,55 +639,26 @@ def _gru_backward_compiled(kernels, steps, gates, h_prev, extra, weight_hh, dh, 
 def _lstm_fused(kernels, x, params, state, lengths, reverse, coupled):
     """float32 LSTM (no peepholes, projection or clip) on :mod:`grad_kernels`' whole-sequence kernels: one call for
     the recording forward, one for the backward, batch-major as ``y``; the GEMMs over all steps stay in NumPy."""
-    dtype = x.dtype
-    steps_n, batch, features = x.shape
-    H = params.hidden_size
-    weight_ih = _array(params.weight_ih, dtype)
-    weight_hh = np.ascontiguousarray(_array(params.weight_hh, dtype))
-    weight_hh_t = np.ascontiguousarray(weight_hh.T)
-    bias = _bias_total(params, dtype)
-    steps = _Steps(steps_n, batch, lengths, reverse)
-    lengths_flat = np.ascontiguousarray(steps.flat_lengths)
-    small_step, small_call, slices = _fused_threads(4 * H, H, features, steps_n, batch)
-    # fresh tape buffers each call: reusing them across calls (a pool) measured ~1 % at B = 256 (fresh pages cost
-    # 15-20 ms there, of 1.5-2 s), not worth keeping ~290 MB alive between calls
-    gates = np.empty((steps_n, batch, 4 * H), dtype=dtype)
-    h_prev, c_prev, tanh_c = (np.empty((steps_n, batch, H), dtype=dtype) for _ in range(3))
-    y = np.empty((steps_n, batch, H), dtype=dtype)
-    h = np.array(state[0], dtype=dtype, order="C")
-    c = np.array(state[1], dtype=dtype, order="C")
-    with openblas.single_thread(small_call):
-        _project_into(gates, x, weight_ih, bias)
-        _run_slices(
-            lambda b0, b1: kernels.lstm_record(
-                gates, weight_hh, weight_hh_t, h, c, h_prev, c_prev, tanh_c, y, lengths_flat, reverse, coupled, b0, b1
-            ),
-            slices, small_step,
-        )  # fmt: skip
-    final = (h, c)
+    run = _Fused(x, params, state, lengths, reverse, 4 * params.hidden_size)
+    h, c = run.state
+    c_prev, tanh_c = np.empty_like(run.h_prev), np.empty_like(run.h_prev)
+    run.record(
+        _bias_total(params, x.dtype),
+        lambda b0, b1: kernels.lstm_record(run.gates, run.weight_hh, run.weight_hh_t, h, c, run.h_prev, c_prev, tanh_c,
+                                           run.y, run.lengths, reverse, coupled, b0, b1),
+    )  # fmt: skip
 
     def backward(dy, d_final):
-        dh, dc = (
-            np.zeros_like(s) if d is None else np.array(d, dtype=dtype, order="C") for s, d in zip(final, d_final)
-        )
-        dy_c = np.zeros((1, 1, 1), dtype=dtype) if dy is None else np.ascontiguousarray(dy, dtype=dtype)
+        dy_c, (dh, dc) = run.cotangents(dy, d_final)
         spare = np.empty_like(dh)
-        dz = np.empty_like(gates)  # per pullback call: a pullback may run again, also from another thread
-        with openblas.single_thread(small_call):
-            _run_slices(
-                lambda b0, b1: kernels.lstm_backprop(
-                    gates, tanh_c, c_prev, weight_hh, dh, dc, dy_c, dy is not None, dz, spare, lengths_flat, reverse,
-                    coupled, b0, b1,
-                ),
-                slices, small_step,
-            )  # fmt: skip
-            dx, grads = _input_grads(params, x, weight_ih, dz, steps)
-            grads["weight_hh"] = _weight_grad(np, dz, h_prev)
-            if params.bias_hh is not None:
-                grads["bias_hh"] = _bias_grad(np, dz)
-        return dx, _params_like(params, grads), (dh, dc)
+        dz = np.empty_like(run.gates)  # per pullback call: a pullback may run again, also from another thread
+        return run.backprop(
+            lambda b0, b1: kernels.lstm_backprop(run.gates, tanh_c, c_prev, run.weight_hh, dh, dc, dy_c,
+                                                 dy is not None, dz, spare, run.lengths, reverse, coupled, b0, b1),
+            dz, dz, (dh, dc),
+        )  # fmt: skip
 
-    return y, final, backward
+    return run.y, run.state, backward
 
 
 def _lstm(x, params, state, lengths, reverse, options):

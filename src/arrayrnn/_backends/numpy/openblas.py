@@ -116,3 +116,20 @@ def small_product(rows: int, out_size: int, batch: int) -> bool:
 def small_call(rows: int, out_size: int, features: int, chunk: int, batch: int) -> bool:
     """Whether a whole call (its per-step products and the input GEMM of ``chunk`` steps) should run on one thread."""
     return small_product(rows, out_size, batch) and rows * features * chunk * batch <= SMALL_INPUT
+
+
+def row_threads() -> int:
+    """Threads the batch-major kernels split a batch over: ``ARRAYRNN_ROW_THREADS`` (default 1: no split).
+
+    More than 1 splits the batch into slices of rows that run in parallel, each on single-threaded BLAS. On a quiet
+    machine that was slower than one slice on multi-threaded BLAS (the per-step products get smaller), but it
+    degrades far less when the cores are oversubscribed (no BLAS thread pool spin-waiting at every step).
+    """
+    value = os.environ.get("ARRAYRNN_ROW_THREADS", "1")
+    try:
+        threads = int(value)
+    except ValueError:
+        raise ValueError(f"ARRAYRNN_ROW_THREADS must be a positive integer, got {value!r}") from None
+    if threads < 1:
+        raise ValueError(f"ARRAYRNN_ROW_THREADS must be a positive integer, got {value!r}")
+    return threads
