@@ -72,6 +72,7 @@ def _numpy_engine(monkeypatch, engine):
     batch_major = engine.startswith("numba batch-major")
     monkeypatch.setattr(numpy_backend, "ROWS_MIN_BATCH", 1 if batch_major else 1 << 30)
     monkeypatch.setattr(numpy_backend, "ROWS_MAX_SMALL_BATCH", 0)
+    monkeypatch.setattr(numpy_backend, "ROWS_MAX_SMALL_PRODUCT", 0)
     monkeypatch.setattr(numpy_backend, "ROWS_PER_THREAD", 1)
     monkeypatch.setenv("ARRAYRNN_ROW_THREADS", "2" if engine.endswith("split") else "1")
 

@@ -41,6 +41,7 @@ def engine(request, monkeypatch):
         rows = request.param.startswith("numba-rows")
         monkeypatch.setattr(numpy_loop, "ROWS_MIN_BATCH", 1 if rows else 1 << 30)
         monkeypatch.setattr(numpy_loop, "ROWS_MAX_SMALL_BATCH", 0)
+        monkeypatch.setattr(numpy_loop, "ROWS_MAX_SMALL_PRODUCT", 0)
         monkeypatch.setattr(numpy_loop, "ROWS_PER_THREAD", 1)
         monkeypatch.setenv("ARRAYRNN_ROW_THREADS", "3" if request.param == "numba-rows-split" else "1")
     else:
@@ -244,18 +245,18 @@ def test_numba_kernels_are_really_used(monkeypatch):
     monkeypatch.setattr(kernels, "gru_chunk", lambda *args: calls.append(1) or original(*args))
     params = random_params("gru", 2, 3, seed=0, dtype="float32")
     x = np.random.default_rng(0).standard_normal((5, 2, 2)).astype("float32")
-    ar.gru(x, params)
+    ar.gru(x, params, linear_before_reset=False)  # only the feature-major kernels have this one
     assert calls, "float32 GRU did not use the numba kernel"
     calls.clear()
     monkeypatch.setenv("ARRAYRNN_NUMBA", "0")
-    ar.gru(x, params)
-    ar.gru(x.astype("float64"), random_params("gru", 2, 3, seed=0))
+    ar.gru(x, params, linear_before_reset=False)
+    ar.gru(x.astype("float64"), random_params("gru", 2, 3, seed=0), linear_before_reset=False)
     assert not calls
 
 
 def test_batch_major_kernels_are_used_by_size_and_restore_blas_threads(monkeypatch):
-    """Defaults: B = 1 and B >= ROWS_MIN_BATCH go batch-major, B in between feature-major; a split
-    call leaves NumPy's BLAS thread count as it found it; a bad ARRAYRNN_ROW_THREADS is refused."""
+    """Defaults: B = 1, B >= ROWS_MIN_BATCH and small per-step products go batch-major, the others feature-major;
+    a split call leaves NumPy's BLAS thread count as it found it; a bad ARRAYRNN_ROW_THREADS is refused."""
     kernels = numpy_loop.compiled_kernels()
     if kernels is None:
         pytest.skip("numba not installed")
@@ -265,7 +266,10 @@ def test_batch_major_kernels_are_used_by_size_and_restore_blas_threads(monkeypat
     monkeypatch.setattr(rows, "rnn_rows", lambda *args: calls.append(args[4].shape[0]) or original(*args))
     params = random_params("rnn", 2, 3, seed=0, dtype="float32")
     rng = np.random.default_rng(0)
-    for batch, expected in ((1, [1]), (2, []), (numpy_loop.ROWS_MIN_BATCH, [numpy_loop.ROWS_MIN_BATCH])):
+    cases = [(1, None, [1]), (2, None, [2]), (2, 0, []), (numpy_loop.ROWS_MIN_BATCH, 0, [numpy_loop.ROWS_MIN_BATCH])]
+    for batch, small_product, expected in cases:  # small_product: ROWS_MAX_SMALL_PRODUCT (None: the default)
+        if small_product is not None:
+            monkeypatch.setattr(numpy_loop, "ROWS_MAX_SMALL_PRODUCT", small_product)
         calls.clear()
         x = rng.standard_normal((3, batch, 2)).astype("float32")
         y, h = ar.rnn(x, params)
@@ -275,9 +279,10 @@ def test_batch_major_kernels_are_used_by_size_and_restore_blas_threads(monkeypat
     before = kernels.blas_get_num_threads()
     monkeypatch.setenv("ARRAYRNN_ROW_THREADS", "2")
     calls.clear()
-    x = rng.standard_normal((3, numpy_loop.ROWS_MIN_BATCH, 2)).astype("float32")
+    split = max(numpy_loop.ROWS_MIN_BATCH, 2 * numpy_loop.ROWS_PER_THREAD)
+    x = rng.standard_normal((3, split, 2)).astype("float32")
     y, _ = ar.rnn(x, params)
-    assert calls == [numpy_loop.ROWS_MIN_BATCH // 2] * 2  # two slices, one chunk (T = 3)
+    assert calls == [split // 2] * 2  # two slices, one chunk (T = 3)
     np.testing.assert_allclose(y, reference.sequence("rnn", x, params)[0], **tolerance("float32", 3))
     assert kernels.blas_get_num_threads() == before
     monkeypatch.setenv("ARRAYRNN_ROW_THREADS", "0")

@@ -49,7 +49,7 @@ def split_rows(monkeypatch):
 def _problem(kind: str, seed: int):
     rng = np.random.default_rng(seed)
     params = random_params(kind, 3, 8, seed=seed, dtype="float32")
-    batch = numpy_backend.ROWS_MIN_BATCH  # the batch-major kernels, split in two slices
+    batch = max(numpy_backend.ROWS_MIN_BATCH, 2 * numpy_backend.ROWS_PER_THREAD)  # batch-major, split in two slices
     x = rng.standard_normal((6, batch, 3)).astype("float32")
     lengths = rng.integers(0, 7, size=batch)
     return params, x, lengths
@@ -58,7 +58,8 @@ def _problem(kind: str, seed: int):
 @pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
 def test_concurrent_callers_restore_the_blas_thread_count(split_rows, kind):
     params, x, lengths = _problem(kind, seed=3)
-    assert ar.explain(FUNCTIONS[kind], x, params, lengths=lengths) == "numpy: numba batch-major kernels (B = 64 >= 64)"
+    said = ar.explain(FUNCTIONS[kind], x, params, lengths=lengths)
+    assert said == f"numpy: numba batch-major kernels (B = {x.shape[1]} >= {numpy_backend.ROWS_MIN_BATCH})", said
     expected = FUNCTIONS[kind](x, params, lengths=lengths)[0]
     before = _blas_threads()
     start = threading.Barrier(CALLERS)

@@ -21,6 +21,7 @@ from ..._core.regularize import regularization_changes
 from ..._core.sequence import GENERIC
 from ..._core.steps import lstm_base_options, lstm_variant_changes
 from . import openblas
+from .transpose import contiguous_transpose
 
 Array = Any
 
@@ -109,10 +110,12 @@ def _run_compiled(
     return y, ((final_h,) if c is None else (final_h, np.ascontiguousarray(c.T)))
 
 
-#: batches at least this large, or at most ``ROWS_MAX_SMALL_BATCH``, run the batch-major kernels
-#: (``numba_rows``); the others the feature-major ``numba_loop`` (measurements: benchmarks/NOTES.md)
-ROWS_MIN_BATCH = 64
+#: batches at least this large, at most ``ROWS_MAX_SMALL_BATCH``, or whose per-step recurrent product has at most
+#: ``ROWS_MAX_SMALL_PRODUCT`` multiply-adds run the batch-major kernels (``numba_rows``); the others (a few sequences
+#: of a large hidden size) the feature-major ``numba_loop`` (measurements: benchmarks/NOTES.md)
+ROWS_MIN_BATCH = 8
 ROWS_MAX_SMALL_BATCH = 1
+ROWS_MAX_SMALL_PRODUCT = 1 << 20
 #: at least this many rows per slice when the batch-major path splits the batch over threads
 ROWS_PER_THREAD = 8
 
@@ -143,12 +146,17 @@ def _recurrent_weight(weight_hh: np.ndarray, batch: int) -> tuple[np.ndarray, bo
     """What the batch-major kernels multiply by: ``(W_hh^T contiguous, True)`` for B > 1 (the NN product measured
     faster there), ``(W_hh, False)`` for one sequence (as fast, and no copy per call)."""
     if batch > 1:
-        return np.ascontiguousarray(weight_hh.T), True
+        return contiguous_transpose(weight_hh), True
     return weight_hh, False
 
 
-def _use_rows(x: np.ndarray) -> bool:
-    return x.shape[1] >= ROWS_MIN_BATCH or x.shape[1] <= ROWS_MAX_SMALL_BATCH
+def _use_rows(x: np.ndarray, weight_hh: Any) -> bool:
+    batch = x.shape[1]
+    return (
+        batch >= ROWS_MIN_BATCH
+        or batch <= ROWS_MAX_SMALL_BATCH
+        or weight_hh.shape[0] * weight_hh.shape[1] * batch <= ROWS_MAX_SMALL_PRODUCT
+    )
 
 
 def _run_rows(
@@ -387,7 +395,7 @@ def rnn_sequence(
     z = np.empty((weight_hh.shape[0], x.shape[1]), dtype=dtype)
     relu = nonlinearity == "relu"
     kernels = _use_compiled(x)
-    if kernels is not None and _use_rows(x):
+    if kernels is not None and _use_rows(x, weight_hh):
         bias_row = np.zeros(weight_hh.shape[0], dtype=dtype) if bias is None else bias.reshape(-1)
         rnn_rows = _rows_kernels().rnn_rows
         weight, transposed = _recurrent_weight(weight_hh, x.shape[1])
@@ -525,7 +533,7 @@ def _lstm_compiled(kernels, x, params, state, lengths, reverse, coupled, clip):
     bias = _column(_bias_total(params, dtype), dtype)
     z = np.empty((weight_hh.shape[0], x.shape[1]), dtype=dtype)
     bound = dtype.type(_NO_CLIP if clip is None else clip)
-    if _use_rows(x):
+    if _use_rows(x, weight_hh):
         bias_row = np.zeros(weight_hh.shape[0], dtype=dtype) if bias is None else bias.reshape(-1)
         lstm_rows = _rows_kernels().lstm_rows
         weight, transposed = _recurrent_weight(weight_hh, x.shape[1])
@@ -628,7 +636,7 @@ def _gru_compiled(kernels, x, params, state, lengths, reverse, linear_before_res
     folded, hn = _gru_biases(params, dtype, linear_before_reset)
     bias = None if folded is None else folded.reshape(-1, 1)
     bias_hn = np.zeros(hidden, dtype=dtype) if hn is None else hn
-    if linear_before_reset and _use_rows(x):
+    if linear_before_reset and _use_rows(x, weight_hh):
         bias_row = np.zeros(3 * hidden, dtype=dtype) if bias is None else bias.reshape(-1)
         gru_rows = _rows_kernels().gru_rows
         weight, transposed = _recurrent_weight(weight_hh, x.shape[1])
@@ -745,7 +753,9 @@ def explain(kind: str, x: Array, params: Any, options: dict[str, Any], *, impl: 
     if kernels is None:
         return "NumPy loop", _no_kernels_reason(x)
     rows_ok = kind != "gru" or bool(options.get("linear_before_reset", True))
-    if rows_ok and _use_rows(x):
-        why = f"B = {batch} >= {ROWS_MIN_BATCH}" if batch >= ROWS_MIN_BATCH else f"B = {batch}"
-        return "numba batch-major kernels", why
-    return "numba feature-major kernels", f"B = {batch}"
+    product = f"{params.weight_hh.shape[0]} x {params.weight_hh.shape[1]} recurrent weights"
+    if rows_ok and _use_rows(x, params.weight_hh):
+        if batch >= ROWS_MIN_BATCH:
+            return "numba batch-major kernels", f"B = {batch} >= {ROWS_MIN_BATCH}"
+        return "numba batch-major kernels", f"B = {batch}" + ("" if batch <= ROWS_MAX_SMALL_BATCH else f", {product}")
+    return "numba feature-major kernels", f"B = {batch}, {product}"

@@ -21,6 +21,7 @@ from ..._core.masking import masking_changes
 from ..._core.regularize import regularization_changes
 from ..._core.steps import LSTM_VARIANT_DEFAULTS, lstm_variant_changes
 from . import openblas
+from .transpose import contiguous_transpose
 
 Array = Any
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -164,7 +165,7 @@ def _input_projection(x: np.ndarray, weight: np.ndarray, bias: Optional[np.ndarr
     """``(T, B, rows)``: ``x W^T + b`` as one GEMM over all steps."""
     steps, batch, features = x.shape
     out = np.empty((steps, batch, weight.shape[0]), dtype=x.dtype)
-    np.matmul(x.reshape(steps * batch, features), np.ascontiguousarray(weight.T), out=out.reshape(steps * batch, -1))
+    np.matmul(x.reshape(steps * batch, features), contiguous_transpose(weight), out=out.reshape(steps * batch, -1))
     if bias is not None:
         np.add(out, bias, out=out)
     return out
@@ -277,7 +278,7 @@ class _Fused:
         self.x, self.params, self.reverse = x, params, reverse
         self.weight_ih = _array(params.weight_ih, dtype)
         self.weight_hh = np.ascontiguousarray(_array(params.weight_hh, dtype))
-        self.weight_hh_t = np.ascontiguousarray(self.weight_hh.T)
+        self.weight_hh_t = contiguous_transpose(self.weight_hh)
         self.steps = _Steps(steps_n, batch, lengths, reverse)
         self.lengths = np.ascontiguousarray(self.steps.flat_lengths)
         self.small_step, self.small_call, self.slices = _fused_threads(gate_rows, hidden, features, steps_n, batch)
@@ -331,7 +332,7 @@ def _rnn(x, params, state, lengths, reverse, options):
     hidden = params.hidden_size
     weight_ih, weight_hh = _array(params.weight_ih, dtype), _array(params.weight_hh, dtype)
     bias = _bias_total(params, dtype)
-    weight_hh_t = np.ascontiguousarray(weight_hh.T)
+    weight_hh_t = contiguous_transpose(weight_hh)
     steps = _Steps(steps_n, batch, lengths, reverse)
     y = _input_projection(x, weight_ih, bias)  # the pre-activations, activated in place step by step
     h_prev = np.empty((steps_n, batch, hidden), dtype=dtype)
@@ -448,7 +449,7 @@ def _gru(x, params, state, lengths, reverse, options):
         bias_hn = _array(params.bias_hh, dtype)[2 * H :] if params.bias_hh is not None else None
     gates = _input_projection(x, weight_ih * scale[:, None], None if bias is None else bias * scale)
     # forward GEMMs read W^T contiguous (measured faster than a transposed view with OpenBLAS at small B)
-    weight_hh_t = np.ascontiguousarray((weight_hh * scale[:, None]).T)
+    weight_hh_t = contiguous_transpose(weight_hh * scale[:, None])
     weight_rz_t, weight_n_t = (
         np.ascontiguousarray(weight_hh_t[:, : 2 * H]),
         np.ascontiguousarray(weight_hh_t[:, 2 * H :]),
@@ -685,8 +686,8 @@ def _lstm(x, params, state, lengths, reverse, options):
     shift = np.concatenate([np.zeros(2 * H, dtype=dtype), np.ones(H, dtype=dtype), np.zeros(H, dtype=dtype)])
     bias = _bias_total(params, dtype)
     gates = _input_projection(x, weight_ih * scale[:, None], None if bias is None else bias * scale)
-    weight_hh_t = np.ascontiguousarray((weight_hh * scale[:, None]).T)
-    weight_hr_t = None if weight_hr is None else np.ascontiguousarray(weight_hr.T)
+    weight_hh_t = contiguous_transpose(weight_hh * scale[:, None])
+    weight_hr_t = None if weight_hr is None else contiguous_transpose(weight_hr)
     late = peep_o is not None  # o is activated after c_t (it sees c_t)
     early = 3 * H if late else 4 * H
     bound = None if clip is None else (np.asarray(clip, dtype=dtype) * scale)
