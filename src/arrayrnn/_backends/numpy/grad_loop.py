@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
+import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Optional
@@ -20,7 +21,7 @@ from ..._core.layer_norm import layer_norm_changes
 from ..._core.masking import masking_changes
 from ..._core.regularize import regularization_changes
 from ..._core.steps import LSTM_VARIANT_DEFAULTS, lstm_variant_changes
-from . import openblas
+from . import buffers, openblas
 from .transpose import contiguous_transpose
 
 Array = Any
@@ -282,12 +283,19 @@ class _Fused:
         self.steps = _Steps(steps_n, batch, lengths, reverse)
         self.lengths = np.ascontiguousarray(self.steps.flat_lengths)
         self.small_step, self.small_call, self.slices = _fused_threads(gate_rows, hidden, features, steps_n, batch)
-        # fresh tape buffers each call: reusing them across calls (a pool) measured ~1 % at B = 256 (fresh pages cost
-        # 15-20 ms there, of 1.5-2 s), not worth keeping ~290 MB alive between calls
-        self.gates = np.empty((steps_n, batch, gate_rows), dtype=dtype)
-        self.h_prev = np.empty((steps_n, batch, hidden), dtype=dtype)
-        self.y = np.empty((steps_n, batch, hidden), dtype=dtype)
+        # the tape lives as long as this object (the pullback's closure holds it), then goes back to the kept buffers
+        self._tape: list[np.ndarray] = []
+        weakref.finalize(self, buffers.give, self._tape)
+        self.gates = self.tape((steps_n, batch, gate_rows))
+        self.h_prev = self.tape((steps_n, batch, hidden))
+        self.y = np.empty((steps_n, batch, hidden), dtype=dtype)  # the caller's
         self.state = tuple(np.array(s, dtype=dtype, order="C") for s in state)  # updated in place by the record
+
+    def tape(self, shape: tuple[int, ...]) -> np.ndarray:
+        """A buffer the backward reads (uninitialised), kept for later calls once the pullback is gone."""
+        array = buffers.take(shape, self.x.dtype)
+        self._tape.append(array)
+        return array
 
     def record(self, bias: Optional[np.ndarray], kernel: Callable[[int, int], None]) -> None:
         """The input projection (one GEMM), then ``kernel(b0, b1)`` over the slices of rows."""
@@ -304,17 +312,24 @@ class _Fused:
         )
         return dy_c, d_state
 
+    def scratch(self, shape: tuple[int, ...]) -> np.ndarray:
+        """A buffer for one pullback call (uninitialised); :meth:`backprop` gives it back."""
+        return buffers.take(shape, self.x.dtype)
+
     def backprop(
-        self, kernel: Callable[[int, int], None], d_input: np.ndarray, d_recurrent: np.ndarray, d_state: tuple
-    ) -> tuple[np.ndarray, Any, tuple]:
+        self, kernel: Callable[[int, int], None], d_input: np.ndarray, d_recurrent: np.ndarray, d_state: tuple,
+        scratch: list[np.ndarray],
+    ) -> tuple[np.ndarray, Any, tuple]:  # fmt: skip
         """``kernel(b0, b1)`` over the slices of rows, then ``dx`` and the weight gradients as GEMMs over all steps
-        from the input (``d_input``) and recurrent (``d_recurrent``) pre-activation gradients."""
+        from the input (``d_input``) and recurrent (``d_recurrent``) pre-activation gradients; the ``scratch``
+        buffers (from :meth:`scratch`, these two among them) are given back after."""
         with openblas.single_thread(self.small_call):
             _run_slices(kernel, self.slices, self.small_step)
             dx, grads = _input_grads(self.params, self.x, self.weight_ih, d_input, self.steps)
             grads["weight_hh"] = _weight_grad(np, d_recurrent, self.h_prev)
             if self.params.bias_hh is not None:
                 grads["bias_hh"] = _bias_grad(np, d_recurrent)
+        buffers.give(scratch)
         return dx, _params_like(self.params, grads), d_state
 
 
@@ -417,11 +432,11 @@ def _rnn_fused(kernels, x, params, state, lengths, reverse, relu):
 
     def backward(dy, d_final):
         dy_c, (dh,) = run.cotangents(dy, d_final)
-        spare, dz = np.empty_like(dh), np.empty_like(run.gates)
+        spare, dz = run.scratch(dh.shape), run.scratch(run.gates.shape)
         return run.backprop(
             lambda b0, b1: kernels.rnn_backprop(run.gates, run.weight_hh, dh, dy_c, dy is not None, dz, spare,
                                                 run.lengths, reverse, relu, b0, b1),
-            dz, dz, (dh,),
+            dz, dz, (dh,), [spare, dz],
         )  # fmt: skip
 
     return run.y, run.state, backward
@@ -596,7 +611,7 @@ def _gru_fused(kernels, x, params, state, lengths, reverse):
     if bias is not None:  # b_hn sits inside r * (W_hn h + b_hn): it cannot join the input projection
         bias[2 * H :] = 0 if params.bias_ih is None else np.asarray(params.bias_ih, dtype=dtype)[2 * H :]
     bias_hn = np.zeros(H, dtype=dtype) if params.bias_hh is None else _array(params.bias_hh, dtype)[2 * H :].copy()
-    extra = np.empty_like(run.h_prev)  # W_hn h + b_hn of each step
+    extra = run.tape(run.h_prev.shape)  # W_hn h + b_hn of each step
     gh = np.empty((x.shape[1], 3 * H), dtype=dtype)
     run.record(
         bias,
@@ -606,12 +621,12 @@ def _gru_fused(kernels, x, params, state, lengths, reverse):
 
     def backward(dy, d_final):
         dy_c, (dh,) = run.cotangents(dy, d_final)
-        spare = np.empty_like(dh)
-        dgx, dgh = np.empty_like(run.gates), np.empty_like(run.gates)
+        spare = run.scratch(dh.shape)
+        dgx, dgh = run.scratch(run.gates.shape), run.scratch(run.gates.shape)
         return run.backprop(
             lambda b0, b1: kernels.gru_backprop(run.gates, run.h_prev, extra, run.weight_hh, dh, dy_c, dy is not None,
                                                 dgx, dgh, spare, run.lengths, reverse, b0, b1),
-            dgx, dgh, (dh,),
+            dgx, dgh, (dh,), [spare, dgx, dgh],
         )  # fmt: skip
 
     return run.y, run.state, backward
@@ -642,7 +657,7 @@ def _lstm_fused(kernels, x, params, state, lengths, reverse, coupled):
     the recording forward, one for the backward, batch-major as ``y``; the GEMMs over all steps stay in NumPy."""
     run = _Fused(x, params, state, lengths, reverse, 4 * params.hidden_size)
     h, c = run.state
-    c_prev, tanh_c = np.empty_like(run.h_prev), np.empty_like(run.h_prev)
+    c_prev, tanh_c = run.tape(run.h_prev.shape), run.tape(run.h_prev.shape)
     run.record(
         _bias_total(params, x.dtype),
         lambda b0, b1: kernels.lstm_record(run.gates, run.weight_hh, run.weight_hh_t, h, c, run.h_prev, c_prev, tanh_c,
@@ -651,12 +666,12 @@ def _lstm_fused(kernels, x, params, state, lengths, reverse, coupled):
 
     def backward(dy, d_final):
         dy_c, (dh, dc) = run.cotangents(dy, d_final)
-        spare = np.empty_like(dh)
-        dz = np.empty_like(run.gates)  # per pullback call: a pullback may run again, also from another thread
+        spare = run.scratch(dh.shape)
+        dz = run.scratch(run.gates.shape)  # per pullback call: a pullback may run again, also from another thread
         return run.backprop(
             lambda b0, b1: kernels.lstm_backprop(run.gates, tanh_c, c_prev, run.weight_hh, dh, dc, dy_c,
                                                  dy is not None, dz, spare, run.lengths, reverse, coupled, b0, b1),
-            dz, dz, (dh, dc),
+            dz, dz, (dh, dc), [spare, dz],
         )  # fmt: skip
 
     return run.y, run.state, backward
