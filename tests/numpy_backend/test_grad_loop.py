@@ -486,3 +486,19 @@ def test_fused_pullback_from_several_threads(kind, monkeypatch):
         results = list(pool.map(lambda _: pullback(cotangent), range(6)))
     for result in results:
         _assert_same(result, expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dropped", ["bias_ih", "bias_hh"])
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
+def test_fused_with_one_bias(spy, monkeypatch, kind, dropped):
+    """Each bias is optional on its own: the missing one gets no gradient, the other the core's."""
+    need("numba")
+    monkeypatch.setenv("ARRAYRNN_NUMBA", "1")
+    params, x, state, cotangent = _fused_case(5, kind=kind)
+    params = dataclasses.replace(params, **{dropped: None})
+    assert grad_loop.fused_kernels(kind, x.dtype, params, {}) is not None
+    out, grads = _vjp(kind, x, params, state, cotangent, lengths=[6, 2, 0, 5, 6])
+    assert spy == {"ran": 1, "declined": 0}
+    assert getattr(grads[1], dropped) is None
+    core = _vjp(kind, x, params, state, cotangent, lengths=[6, 2, 0, 5, 6], impl="generic")
+    _assert_same((out, grads), core, rtol=1e-5, atol=1e-5)

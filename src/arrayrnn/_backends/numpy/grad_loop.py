@@ -327,7 +327,9 @@ class _Fused:
             _run_slices(kernel, self.slices, self.small_step)
             dx, grads = _input_grads(self.params, self.x, self.weight_ih, d_input, self.steps)
             grads["weight_hh"] = _weight_grad(np, d_recurrent, self.h_prev)
-            if self.params.bias_hh is not None:
+            if self.params.bias_hh is not None and d_recurrent is d_input and "bias_ih" in grads:
+                grads["bias_hh"] = grads["bias_ih"].copy()  # the same sum over all steps (RNN, LSTM)
+            elif self.params.bias_hh is not None:
                 grads["bias_hh"] = _bias_grad(np, d_recurrent)
         buffers.give(scratch)
         return dx, _params_like(self.params, grads), d_state
