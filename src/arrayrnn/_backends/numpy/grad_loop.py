@@ -276,7 +276,7 @@ class _Fused:
         dtype = x.dtype
         steps_n, batch, features = x.shape
         hidden = params.hidden_size
-        self.x, self.params, self.reverse = x, params, reverse
+        self.x, self.params = x, params
         self.weight_ih = _array(params.weight_ih, dtype)
         self.weight_hh = np.ascontiguousarray(_array(params.weight_hh, dtype))
         self.weight_hh_t = contiguous_transpose(self.weight_hh)
